@@ -1,0 +1,36 @@
+package auth
+
+import "net/netip"
+
+// ruleYAML is how a Rule is written out: netip.Addr has no exported fields,
+// so yaml's omitempty cannot see that a zero StaticV4 is empty; a pointer can.
+type ruleYAML struct {
+	Pool        string         `yaml:"pool,omitempty"`
+	StaticV4    *netip.Addr    `yaml:"static_v4,omitempty"`
+	Transports  []string       `yaml:"transports,omitempty"`
+	Routes      []netip.Prefix `yaml:"routes,omitempty"`
+	DNS         []netip.Addr   `yaml:"dns,omitempty"`
+	MaxSessions int            `yaml:"max_sessions,omitempty"`
+}
+
+type identityRuleYAML struct {
+	Groups []string `yaml:"groups,omitempty"`
+	Rule   ruleYAML `yaml:",inline"`
+}
+
+func (r Rule) toYAML() ruleYAML {
+	out := ruleYAML{Pool: r.Pool, Transports: r.Transports, Routes: r.Routes, DNS: r.DNS, MaxSessions: r.MaxSessions}
+	if r.StaticV4.IsValid() {
+		out.StaticV4 = &r.StaticV4
+	}
+	return out
+}
+
+// MarshalYAML writes the rule with the same keys it is read with, leaving
+// out zero fields (for `check-config` output).
+func (r Rule) MarshalYAML() (any, error) { return r.toYAML(), nil }
+
+// MarshalYAML writes the identity rule flat, like it is read.
+func (ir IdentityRule) MarshalYAML() (any, error) {
+	return identityRuleYAML{Groups: ir.Groups, Rule: ir.Rule.toYAML()}, nil
+}

@@ -1,0 +1,324 @@
+package auth
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// Revocations reports whether a certificate serial number (decimal, as
+// produced by big.Int.String and stored by smallstep) has been revoked.
+// Implementations must be safe for concurrent use and fast: IsRevoked runs
+// inside every handshake.
+type Revocations interface {
+	IsRevoked(serial string) bool
+}
+
+// Resolver maps an identity to its policy rule; *Policy and *PolicyHolder
+// implement it.
+type Resolver interface {
+	Resolve(identity string) (Rule, error)
+}
+
+// Peer is the certificate being verified and what the checks learned about
+// it. Each Check reads what earlier checks filled in.
+type Peer struct {
+	// Leaf is the peer's certificate; Intermediates the others it presented.
+	Leaf          *x509.Certificate
+	Intermediates []*x509.Certificate
+	// Chains is set by CheckChain: the verified chains to a trusted root.
+	Chains [][]*x509.Certificate
+	// Identity is set by CheckIdentity.
+	Identity Identity
+	// Rule is set by CheckPolicy: the peer identity's resolved rule.
+	Rule Rule
+}
+
+// Check is one step of certificate verification. now is the verifier's
+// clock reading, taken once per verification. A Check returns an error
+// wrapping one of this package's sentinels.
+type Check func(now time.Time, p *Peer) error
+
+// VerifierConfig configures a Verifier.
+type VerifierConfig struct {
+	// Roots are the trusted CA certificates (the embedded CA's root). Required.
+	Roots []*x509.Certificate
+	// Intermediates are extra intermediate CAs to use when the peer does not
+	// send its chain. Optional.
+	Intermediates []*x509.Certificate
+	// Revocations is consulted for the leaf's serial. Required.
+	Revocations Revocations
+	// Policy decides whether an identity is allowed at all. Required; pass a
+	// *PolicyHolder to follow reloads.
+	Policy Resolver
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Extra checks run after the built-in ones, in order.
+	Extra []Check
+}
+
+// Verifier verifies client certificates for crypto/tls and pion/dtls. Its
+// checks run in this order: CheckValidity, CheckUsage, CheckChain,
+// CheckRevocation, CheckIdentity, CheckPolicy, then VerifierConfig.Extra. A
+// Verifier is immutable and safe for concurrent use.
+type Verifier struct {
+	now    func() time.Time
+	roots  *x509.CertPool
+	checks []Check
+}
+
+// NewVerifier returns a Verifier for cfg.
+func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
+	switch {
+	case len(cfg.Roots) == 0:
+		return nil, errors.New("auth: verifier needs at least one root certificate")
+	case cfg.Revocations == nil:
+		return nil, errors.New("auth: verifier needs a revocation source")
+	case cfg.Policy == nil:
+		return nil, errors.New("auth: verifier needs a policy")
+	}
+	roots, inter := x509.NewCertPool(), x509.NewCertPool()
+	for _, c := range cfg.Roots {
+		roots.AddCert(c)
+	}
+	for _, c := range cfg.Intermediates {
+		inter.AddCert(c)
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	checks := []Check{
+		CheckValidity(),
+		CheckUsage(),
+		CheckChain(roots, inter),
+		CheckRevocation(cfg.Revocations),
+		CheckIdentity(),
+		CheckPolicy(cfg.Policy),
+	}
+	return &Verifier{now: now, roots: roots, checks: append(checks, cfg.Extra...)}, nil
+}
+
+// Verify parses the DER certificates the peer presented (leaf first) and
+// runs every check. It returns the verified peer or an error wrapping one of
+// ErrNoCertificate, ErrBadCertificate, ErrExpired, ErrNotYetValid,
+// ErrWrongUsage, ErrUnknownCA, ErrRevoked, ErrBadIdentity, ErrNotAllowed.
+func (v *Verifier) Verify(rawCerts [][]byte) (*Peer, error) {
+	if len(rawCerts) == 0 {
+		return nil, ErrNoCertificate
+	}
+	certs := make([]*x509.Certificate, len(rawCerts))
+	for i, raw := range rawCerts {
+		c, err := x509.ParseCertificate(raw)
+		if err != nil {
+			return nil, fmt.Errorf("%w: certificate %d: %v", ErrBadCertificate, i, err)
+		}
+		certs[i] = c
+	}
+	return v.VerifyCertificates(certs)
+}
+
+// VerifyCertificates is Verify for already parsed certificates, leaf first
+// (e.g. tls.ConnectionState.PeerCertificates).
+func (v *Verifier) VerifyCertificates(certs []*x509.Certificate) (*Peer, error) {
+	if len(certs) == 0 || certs[0] == nil {
+		return nil, ErrNoCertificate
+	}
+	p := &Peer{Leaf: certs[0], Intermediates: certs[1:]}
+	now := v.now()
+	for _, check := range v.checks {
+		if err := check(now, p); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// VerifyPeerCertificate has the signature of tls.Config.VerifyPeerCertificate
+// and dtls.Config.VerifyPeerCertificate. It always verifies rawCerts itself,
+// so it works when the stack was told not to verify (tls.RequireAnyClientCert,
+// dtls.RequireAnyClientCert). Chains the stack already verified are not
+// trusted on their own — they may come from another pool or clock — so the
+// verification is redone against this Verifier's roots and clock.
+func (v *Verifier) VerifyPeerCertificate(rawCerts [][]byte, _ [][]*x509.Certificate) error {
+	_, err := v.Verify(rawCerts)
+	return err
+}
+
+// VerifyConnection has the signature of tls.Config.VerifyConnection. Unlike
+// VerifyPeerCertificate it also runs on resumed sessions, so a revoked or
+// expired certificate cannot come back through a session ticket.
+func (v *Verifier) VerifyConnection(cs tls.ConnectionState) error {
+	_, err := v.VerifyState(cs)
+	return err
+}
+
+// VerifyState verifies the peer certificates of a TLS connection and returns
+// the verified peer, identity and rule included.
+func (v *Verifier) VerifyState(cs tls.ConnectionState) (*Peer, error) {
+	return v.VerifyCertificates(cs.PeerCertificates)
+}
+
+// IdentityFromState returns the verified identity of a TLS connection's
+// peer. It re-runs every check (so it is safe even on a connection whose
+// tls.Config lacked this verifier) and returns ErrNoCertificate when the
+// peer sent none, as a TLS-wrapped legacy client may, which then has to use
+// SASL PLAIN.
+func (v *Verifier) IdentityFromState(cs tls.ConnectionState) (Identity, error) {
+	p, err := v.VerifyState(cs)
+	if err != nil {
+		return Identity{}, err
+	}
+	return p.Identity, nil
+}
+
+// TLSConfig returns a clone of base (nil means an empty config) set up for
+// TSP-SSL with a mandatory client certificate: ClientAuth
+// RequireAnyClientCert (crypto/tls does not verify; this Verifier does),
+// ClientCAs set to the roots so clients know which certificate to send, and
+// VerifyConnection running base's own VerifyConnection (if any) and then
+// this Verifier.
+func (v *Verifier) TLSConfig(base *tls.Config) *tls.Config {
+	return v.tlsConfig(base, tls.RequireAnyClientCert, false)
+}
+
+// OptionalTLSConfig is TLSConfig for listeners where a certificate is asked
+// for but not required (TSP-SSL without ALPN, where a legacy client may then
+// use SASL PLAIN): a connection without a certificate is accepted and
+// IdentityFromState reports ErrNoCertificate; a certificate that is sent
+// must pass every check.
+func (v *Verifier) OptionalTLSConfig(base *tls.Config) *tls.Config {
+	return v.tlsConfig(base, tls.RequestClientCert, true)
+}
+
+func (v *Verifier) tlsConfig(base *tls.Config, mode tls.ClientAuthType, optional bool) *tls.Config {
+	c := &tls.Config{}
+	if base != nil {
+		c = base.Clone()
+	}
+	c.ClientAuth = mode
+	c.ClientCAs = v.roots
+	prev := c.VerifyConnection
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		if prev != nil {
+			if err := prev(cs); err != nil {
+				return err
+			}
+		}
+		if optional && len(cs.PeerCertificates) == 0 {
+			return nil
+		}
+		return v.VerifyConnection(cs)
+	}
+	return c
+}
+
+// CheckValidity refuses a leaf outside its validity period at now.
+func CheckValidity() Check {
+	return func(now time.Time, p *Peer) error {
+		switch {
+		case now.Before(p.Leaf.NotBefore):
+			return fmt.Errorf("%w: serial %s valid from %s, now %s", ErrNotYetValid,
+				p.Leaf.SerialNumber, p.Leaf.NotBefore.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+		case now.After(p.Leaf.NotAfter):
+			return fmt.Errorf("%w: serial %s expired at %s, now %s", ErrExpired,
+				p.Leaf.SerialNumber, p.Leaf.NotAfter.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+		}
+		return nil
+	}
+}
+
+// CheckUsage requires the leaf to carry the TLS client authentication
+// extended key usage explicitly (a certificate without any EKU is refused).
+func CheckUsage() Check {
+	return func(_ time.Time, p *Peer) error {
+		if !slices.Contains(p.Leaf.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
+			return fmt.Errorf("%w: serial %s lacks the clientAuth extended key usage", ErrWrongUsage, p.Leaf.SerialNumber)
+		}
+		return nil
+	}
+}
+
+// CheckChain verifies that the leaf chains, through the presented
+// certificates and intermediates, to one of roots at now, with the clientAuth
+// usage allowed along the chain. It sets p.Chains.
+func CheckChain(roots, intermediates *x509.CertPool) Check {
+	return func(now time.Time, p *Peer) error {
+		pool := intermediates
+		if len(p.Intermediates) > 0 {
+			pool = intermediates.Clone()
+			for _, c := range p.Intermediates {
+				pool.AddCert(c)
+			}
+		}
+		chains, err := p.Leaf.Verify(x509.VerifyOptions{
+			Roots:         roots,
+			Intermediates: pool,
+			CurrentTime:   now,
+			KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		})
+		if err != nil {
+			return chainError(p.Leaf, err)
+		}
+		p.Chains = chains
+		return nil
+	}
+}
+
+// chainError maps an x509 verification error to this package's sentinels.
+func chainError(leaf *x509.Certificate, err error) error {
+	var (
+		unknown x509.UnknownAuthorityError
+		invalid x509.CertificateInvalidError
+	)
+	sentinel := ErrBadCertificate
+	switch {
+	case errors.As(err, &unknown):
+		sentinel = ErrUnknownCA
+	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
+		sentinel = ErrExpired // the leaf was checked already: a CA in the chain
+	case errors.As(err, &invalid) && invalid.Reason == x509.IncompatibleUsage:
+		sentinel = ErrWrongUsage
+	}
+	return fmt.Errorf("%w: serial %s issued by %q: %v", sentinel, leaf.SerialNumber, leaf.Issuer.CommonName, err)
+}
+
+// CheckRevocation refuses a leaf whose serial number is revoked.
+func CheckRevocation(r Revocations) Check {
+	return func(_ time.Time, p *Peer) error {
+		serial := p.Leaf.SerialNumber.String()
+		if r.IsRevoked(serial) {
+			return fmt.Errorf("%w: serial %s (%q)", ErrRevoked, serial, p.Leaf.Subject.CommonName)
+		}
+		return nil
+	}
+}
+
+// CheckIdentity derives the identity with IdentityFromCertificate and sets
+// p.Identity.
+func CheckIdentity() Check {
+	return func(_ time.Time, p *Peer) error {
+		id, err := IdentityFromCertificate(p.Leaf)
+		if err != nil {
+			return err
+		}
+		p.Identity = id
+		return nil
+	}
+}
+
+// CheckPolicy resolves p.Identity (set by CheckIdentity) and refuses it when
+// the policy does. It sets p.Rule.
+func CheckPolicy(r Resolver) Check {
+	return func(_ time.Time, p *Peer) error {
+		rule, err := r.Resolve(p.Identity.Name)
+		if err != nil {
+			return err
+		}
+		p.Rule = rule
+		return nil
+	}
+}

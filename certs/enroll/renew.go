@@ -1,0 +1,171 @@
+package enroll
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/dstmgw/dstm/certs/internal/fsutil"
+)
+
+// ErrCertificateExpired means the certificate expired before it could be
+// renewed; only a new enrollment helps.
+var ErrCertificateExpired = errors.New("client certificate expired: enroll again")
+
+// RenewerOptions configure a Renewer.
+type RenewerOptions struct {
+	StateDir   string   // as given to Enroll
+	Gateway    string   // "host:port"
+	ServerName string   // optional TLS server name override
+	Dial       DialFunc // optional dialer
+	Timeout    time.Duration
+	// Now and After are the clock; nil means the wall clock.
+	Now   func() time.Time
+	After func(time.Duration) <-chan time.Time
+	// RetryMin and RetryMax bound the backoff after a failed renewal
+	// (defaults 5 s and 5 min).
+	RetryMin, RetryMax time.Duration
+	Logger             zerolog.Logger
+}
+
+// Renewer renews the client certificate at two thirds of its lifetime over
+// mutual TLS with the certificate itself, keeping the key. It is safe for
+// concurrent use; GetClientCertificate always returns the newest credentials.
+type Renewer struct {
+	opts RenewerOptions
+	mu   sync.Mutex
+	st   *State
+}
+
+// NewRenewer loads the credentials from opts.StateDir.
+func NewRenewer(opts RenewerOptions) (*Renewer, error) {
+	if opts.Gateway == "" {
+		return nil, errors.New("renewer: gateway is required")
+	}
+	st, err := Load(opts.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.After == nil {
+		opts.After = time.After
+	}
+	if opts.RetryMin <= 0 {
+		opts.RetryMin = 5 * time.Second
+	}
+	if opts.RetryMax < opts.RetryMin {
+		opts.RetryMax = max(5*time.Minute, opts.RetryMin)
+	}
+	return &Renewer{opts: opts, st: st}, nil
+}
+
+// State returns the current credentials.
+func (r *Renewer) State() *State {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.st
+}
+
+// GetClientCertificate is a tls.Config callback presenting the current
+// certificate.
+func (r *Renewer) GetClientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	c := r.State().Certificate
+	return &c, nil
+}
+
+// NextRenewal is when the current certificate reaches two thirds of its
+// lifetime.
+func (r *Renewer) NextRenewal() time.Time {
+	leaf := r.State().Leaf
+	return leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) * 2 / 3)
+}
+
+// Renew renews the certificate now.
+func (r *Renewer) Renew(ctx context.Context) error {
+	st := r.State()
+	if !r.opts.Now().Before(st.Leaf.NotAfter) {
+		return ErrCertificateExpired
+	}
+	ep := endpoint{gateway: r.opts.Gateway, serverName: r.opts.ServerName, dial: r.opts.Dial,
+		timeout: r.opts.Timeout, root: st.Root, clientCert: r.GetClientCertificate}
+	chain, err := postChain(ctx, ep, PathRenew, RenewRequest{})
+	if err != nil {
+		return fmt.Errorf("renew: %w", err)
+	}
+	if err := verifyIssued(chain, st.Root, st.Leaf.PublicKey); err != nil {
+		return fmt.Errorf("renew: %w", err)
+	}
+	if err := fsutil.WriteFileAtomic(filepath.Join(r.opts.StateDir, CertFile), chainPEM(chain), filesPerm); err != nil {
+		return fmt.Errorf("renew: %w", err)
+	}
+	return r.reload()
+}
+
+func (r *Renewer) reload() error {
+	st, err := Load(r.opts.StateDir)
+	if err != nil {
+		return fmt.Errorf("renew: %w", err)
+	}
+	r.mu.Lock()
+	r.st = st
+	r.mu.Unlock()
+	r.opts.Logger.Info().Str("identity", st.Identity).Str("serial", st.Leaf.SerialNumber.String()).
+		Time("not_after", st.Leaf.NotAfter).Msg("client certificate renewed")
+	return nil
+}
+
+// Run renews whenever the certificate reaches two thirds of its lifetime
+// until ctx ends. Failed renewals are retried with exponential backoff;
+// Run returns when the gateway refuses with 401/403 (revoked, expired,
+// unknown) or the certificate has expired, since retrying cannot help.
+func (r *Renewer) Run(ctx context.Context) error {
+	backoff := r.opts.RetryMin
+	for {
+		wait := r.NextRenewal().Sub(r.opts.Now())
+		if err := r.sleep(ctx, wait); err != nil {
+			return err
+		}
+		err := r.Renew(ctx)
+		if err == nil {
+			backoff = r.opts.RetryMin
+			continue
+		}
+		if permanent(err) || ctx.Err() != nil {
+			return err
+		}
+		r.opts.Logger.Warn().Err(err).Dur("retry_in", backoff).Msg("certificate renewal failed")
+		if err := r.sleep(ctx, backoff); err != nil {
+			return err
+		}
+		backoff = min(backoff*2, r.opts.RetryMax)
+	}
+}
+
+func (r *Renewer) sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-r.opts.After(d):
+		return nil
+	}
+}
+
+func permanent(err error) bool {
+	if errors.Is(err, ErrCertificateExpired) {
+		return true
+	}
+	var ae *APIError
+	return errors.As(err, &ae) && (ae.Status == http.StatusUnauthorized || ae.Status == http.StatusForbidden)
+}

@@ -1,0 +1,169 @@
+package certs
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// The index is our own bbolt file next to smallstep's DB (which smallstep
+// keeps locked). It maps identities to the serials issued for them and
+// records revocations with the identity, so revocation by identity, events
+// and the CRL need no access to smallstep's tables.
+const (
+	bucketIssued     = "issued"      // serial -> issuedRecord
+	bucketByIdentity = "by_identity" // identity \x00 serial -> nil
+	bucketRevoked    = "revoked"     // serial -> revokedRecord
+	bucketMeta       = "meta"        // "crl_number" -> uint64
+	keyCRLNumber     = "crl_number"
+)
+
+type issuedRecord struct {
+	Identity string    `json:"identity"`
+	NotAfter time.Time `json:"not_after"`
+	Renewal  string    `json:"renewal_of,omitempty"`
+}
+
+type revokedRecord struct {
+	Identity   string    `json:"identity"`
+	Reason     string    `json:"reason,omitempty"`
+	ReasonCode int       `json:"reason_code"`
+	RevokedAt  time.Time `json:"revoked_at"`
+	NotAfter   time.Time `json:"not_after"`
+}
+
+type index struct{ db *bolt.DB }
+
+func openIndex(path string) (*index, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("open index %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range []string{bucketIssued, bucketByIdentity, bucketRevoked, bucketMeta} {
+			if _, err := tx.CreateBucketIfNotExists([]byte(b)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open index: %w", err)
+	}
+	return &index{db: db}, nil
+}
+
+func (ix *index) close() error { return ix.db.Close() }
+
+func identityKey(identity, serial string) []byte {
+	return append(append([]byte(identity), 0), serial...)
+}
+
+func (ix *index) recordIssued(serial string, rec issuedRecord) error {
+	v, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	err = ix.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket([]byte(bucketIssued)).Put([]byte(serial), v); err != nil {
+			return err
+		}
+		return tx.Bucket([]byte(bucketByIdentity)).Put(identityKey(rec.Identity, serial), nil)
+	})
+	if err != nil {
+		return fmt.Errorf("index issued certificate %s: %w", serial, err)
+	}
+	return nil
+}
+
+func (ix *index) issued(serial string) (issuedRecord, bool, error) {
+	var rec issuedRecord
+	var found bool
+	err := ix.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket([]byte(bucketIssued)).Get([]byte(serial))
+		if v == nil {
+			return nil
+		}
+		found = true
+		return json.Unmarshal(v, &rec)
+	})
+	if err != nil {
+		return rec, false, fmt.Errorf("index lookup %s: %w", serial, err)
+	}
+	return rec, found, nil
+}
+
+// serialsOf returns every serial ever issued for identity.
+func (ix *index) serialsOf(identity string) ([]string, error) {
+	var out []string
+	prefix := identityKey(identity, "")
+	err := ix.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket([]byte(bucketByIdentity)).Cursor()
+		for k, _ := c.Seek(prefix); k != nil && len(k) > len(prefix) && string(k[:len(prefix)]) == string(prefix); k, _ = c.Next() {
+			out = append(out, string(k[len(prefix):]))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("index lookup %s: %w", identity, err)
+	}
+	return out, nil
+}
+
+// errIndexAlreadyRevoked is returned inside recordRevoked's transaction.
+var errIndexAlreadyRevoked = errors.New("already revoked")
+
+func (ix *index) recordRevoked(serial string, rec revokedRecord) error {
+	v, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	return ix.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte(bucketRevoked))
+		if b.Get([]byte(serial)) != nil {
+			return errIndexAlreadyRevoked
+		}
+		return b.Put([]byte(serial), v)
+	})
+}
+
+// revoked returns every revocation record by serial.
+func (ix *index) revoked() (map[string]revokedRecord, error) {
+	out := map[string]revokedRecord{}
+	err := ix.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte(bucketRevoked)).ForEach(func(k, v []byte) error {
+			var rec revokedRecord
+			if err := json.Unmarshal(v, &rec); err != nil {
+				return fmt.Errorf("revocation %s: %w", k, err)
+			}
+			out[string(k)] = rec
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load revocations: %w", err)
+	}
+	return out, nil
+}
+
+// nextCRLNumber increments and returns the persistent CRL number.
+func (ix *index) nextCRLNumber() (uint64, error) {
+	var n uint64
+	err := ix.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte(bucketMeta))
+		if v := b.Get([]byte(keyCRLNumber)); len(v) == 8 {
+			n = binary.BigEndian.Uint64(v)
+		}
+		n++
+		return b.Put([]byte(keyCRLNumber), binary.BigEndian.AppendUint64(nil, n))
+	})
+	if err != nil {
+		return 0, fmt.Errorf("CRL number: %w", err)
+	}
+	return n, nil
+}

@@ -1,0 +1,184 @@
+// Package client is dstm-client: it opens TSP-SSL to the gateway with its enrolled certificate
+// (SASL EXTERNAL), asks for an IPv4 tunnel, brings up a TUN device with the leased /32 and the
+// pushed routes, carries IPv4 over DTLS (or the TLS stream when DTLS does not come up, or plain
+// IPv4-in-IPv6 on trusted networks), renews its lease on the control connection, reconnects
+// with backoff and jitter, and roams across changes of its IPv6 address.
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/dstmgw/dstm/certs/enroll"
+	"github.com/dstmgw/dstm/tsp"
+)
+
+// Transport choices of the client.
+const (
+	TransportAuto  = "auto"  // DTLS, falling back to the TLS stream
+	TransportDTLS  = "dtls"  // DTLS only
+	TransportTLS   = "tls"   // TLS stream only
+	TransportPlain = "plain" // IPv4-in-IPv6, protocol 4, for trusted networks
+)
+
+// DefaultPort is the TSP port.
+const DefaultPort = "3653"
+
+// Config configures a Client.
+type Config struct {
+	Gateway    string // host or host:port of the gateway
+	ServerName string // name the gateway certificate carries (default: the host)
+	StateDir   string // enrolled credentials (dstm-client enroll)
+	Transport  string // auto, dtls, tls or plain
+	Device     string // TUN device name
+	// DTLSTimeout bounds the DTLS attempt before falling back to the TLS stream.
+	DTLSTimeout time.Duration
+	// Backoff bounds for reconnecting.
+	BackoffMin, BackoffMax time.Duration
+	// OnState is called whenever the tunnel comes up or goes down (for `status`).
+	OnState func(Status)
+	Logger  zerolog.Logger
+	Now     func() time.Time
+}
+
+// Status is what `dstm-client status` shows.
+type Status struct {
+	State     string      `json:"state"` // connecting, up, down
+	Gateway   string      `json:"gateway"`
+	Identity  string      `json:"identity,omitempty"`
+	Lease     string      `json:"lease,omitempty"`
+	Server    string      `json:"server_v4,omitempty"`
+	Transport string      `json:"transport,omitempty"`
+	Device    string      `json:"device,omitempty"`
+	Routes    []string    `json:"routes,omitempty"`
+	DNS       []string    `json:"dns,omitempty"`
+	Expires   time.Time   `json:"lease_expires,omitzero"`
+	Since     time.Time   `json:"since,omitzero"`
+	Error     string      `json:"error,omitempty"`
+	PID       int         `json:"pid"`
+	Offer     *tsp.Tunnel `json:"-"`
+	Endpoint  netip.Addr  `json:"-"`
+}
+
+func (c *Config) setDefaults() error {
+	if c.Gateway == "" {
+		return errors.New("client: the gateway address is required")
+	}
+	if _, _, err := net.SplitHostPort(c.Gateway); err != nil {
+		c.Gateway = net.JoinHostPort(trimBrackets(c.Gateway), DefaultPort)
+	}
+	if c.ServerName == "" {
+		host, _, _ := net.SplitHostPort(c.Gateway)
+		c.ServerName = host
+	}
+	switch c.Transport {
+	case "":
+		c.Transport = TransportAuto
+	case TransportAuto, TransportDTLS, TransportTLS, TransportPlain:
+	default:
+		return fmt.Errorf("client: transport %q: want auto, dtls, tls or plain", c.Transport)
+	}
+	if c.Device == "" {
+		c.Device = "dstmc0"
+	}
+	if c.DTLSTimeout <= 0 {
+		c.DTLSTimeout = 3 * time.Second
+	}
+	if c.BackoffMin <= 0 {
+		c.BackoffMin = time.Second
+	}
+	if c.BackoffMax < c.BackoffMin {
+		c.BackoffMax = max(time.Minute, c.BackoffMin)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.OnState == nil {
+		c.OnState = func(Status) {}
+	}
+	return nil
+}
+
+func trimBrackets(h string) string {
+	if len(h) > 1 && h[0] == '[' && h[len(h)-1] == ']' {
+		return h[1 : len(h)-1]
+	}
+	return h
+}
+
+// Client keeps one tunnel to the gateway up.
+type Client struct {
+	cfg     Config
+	log     zerolog.Logger
+	renewer *enroll.Renewer
+}
+
+// New checks the configuration and loads the enrolled credentials.
+func New(cfg Config) (*Client, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	r, err := enroll.NewRenewer(enroll.RenewerOptions{
+		StateDir: cfg.StateDir, Gateway: cfg.Gateway, ServerName: cfg.ServerName,
+		Now: cfg.Now, Logger: cfg.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w (enroll first: dstm-client enroll)", err)
+	}
+	return &Client{cfg: cfg, log: cfg.Logger, renewer: r}, nil
+}
+
+// Run keeps the tunnel up until ctx ends: it renews the certificate in the background and
+// reconnects with exponential backoff and jitter after any failure. It returns nil when ctx
+// ends, or a permanent error (refused authentication, unsupported tunnel type).
+func (c *Client) Run(ctx context.Context) error {
+	go func() {
+		if err := c.renewer.Run(ctx); err != nil && ctx.Err() == nil {
+			c.log.Error().Err(err).Msg("certificate renewal stopped")
+		}
+	}()
+	backoff := c.cfg.BackoffMin
+	for {
+		start := c.cfg.Now()
+		err := c.session(ctx)
+		if ctx.Err() != nil {
+			c.cfg.OnState(Status{State: "down", Gateway: c.cfg.Gateway})
+			return nil
+		}
+		if permanent(err) {
+			c.cfg.OnState(Status{State: "down", Gateway: c.cfg.Gateway, Error: err.Error()})
+			return err
+		}
+		if c.cfg.Now().Sub(start) > 30*time.Second {
+			backoff = c.cfg.BackoffMin // the session was up for a while: start over
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		c.log.Warn().Err(err).Dur("retry_in", wait).Msg("tunnel down; reconnecting")
+		c.cfg.OnState(Status{State: "connecting", Gateway: c.cfg.Gateway, Error: err.Error()})
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		backoff = min(backoff*2, c.cfg.BackoffMax)
+	}
+}
+
+// permanent reports errors that retrying cannot fix.
+func permanent(err error) bool {
+	var se *tsp.StatusError
+	if errors.As(err, &se) {
+		switch se.Code {
+		case tsp.StatusAuthenticationFailed, tsp.StatusUnsupportedTunnelType, tsp.StatusUnsupportedVersion:
+			return true
+		}
+	}
+	return errors.Is(err, enroll.ErrCertificateExpired)
+}

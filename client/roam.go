@@ -1,0 +1,59 @@
+package client
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/dstmgw/dstm/gateway/tunnel/dtls"
+)
+
+// roamInterval is how often the client checks which local IPv6 address reaches the gateway.
+const roamInterval = 2 * time.Second
+
+// roam follows changes of the local address that routes to the gateway: when it changes, the
+// DTLS socket is rebound to the new address. The DTLS session and its connection ID stay; the
+// gateway learns the new address from the next record.
+func (c *Client) roam(ctx context.Context, link *dtls.ClientLink, rc *dtls.RebindConn, server netip.AddrPort) {
+	t := time.NewTicker(roamInterval)
+	defer t.Stop()
+	current := localFor(server)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-link.Done():
+			return
+		case <-t.C:
+		}
+		now := localFor(server)
+		if !now.IsValid() || now == current {
+			continue
+		}
+		uc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(now, 0)))
+		if err != nil {
+			c.log.Warn().Err(err).Str("client_v6", now.String()).Msg("roaming: cannot bind the new address")
+			continue
+		}
+		if err := rc.Rebind(uc); err != nil {
+			uc.Close()
+			c.log.Warn().Err(err).Msg("roaming: rebind failed")
+			continue
+		}
+		c.log.Info().Str("from", current.String()).Str("client_v6", now.String()).Msg("roamed to a new address; DTLS session kept")
+		current = now
+		// Send at once so the gateway learns the new address without waiting for traffic.
+		_ = link.WritePackets(nil)
+	}
+}
+
+// localFor returns the local address the kernel would use to reach server (no packet is sent).
+func localFor(server netip.AddrPort) netip.Addr {
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(server))
+	if err != nil {
+		return netip.Addr{}
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
+}

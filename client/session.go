@@ -1,0 +1,399 @@
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/dstmgw/dstm/gateway/hostnet"
+	"github.com/dstmgw/dstm/gateway/tunnel"
+	"github.com/dstmgw/dstm/gateway/tunnel/dtls"
+	"github.com/dstmgw/dstm/gateway/tunnel/plain"
+	"github.com/dstmgw/dstm/gateway/tunnel/stream"
+	"github.com/dstmgw/dstm/tsp"
+	"github.com/dstmgw/dstm/tsp/sasl"
+)
+
+// control is the TSP-SSL connection and its client machine.
+type control struct {
+	conn net.Conn
+	m    *tsp.Client
+	sp   *tsp.Splitter
+	buf  []byte
+
+	msgs chan []byte // TSP messages received after the offer
+
+	wmu    sync.Mutex
+	stream *stream.Link // set once the connection carries the TLS data stream
+}
+
+// send writes replies: as TSP messages, or as control frames in stream mode.
+func (c *control) send(replies []tsp.Reply) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	for _, r := range replies {
+		if len(r.Payload) == 0 {
+			continue
+		}
+		var err error
+		if c.stream != nil {
+			err = c.stream.WriteControl(r.Payload)
+		} else {
+			_, err = c.conn.Write(r.Payload)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// next reads the next server message from the connection.
+func (c *control) next() ([]byte, error) {
+	for {
+		msg, ok, err := c.sp.Next()
+		if err != nil || ok {
+			return msg, err
+		}
+		n, err := c.conn.Read(c.buf)
+		if n > 0 {
+			_, _ = c.sp.Write(c.buf[:n])
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
+// negotiate runs the TSP exchange up to the offer.
+func (c *control) negotiate() (*tsp.Tunnel, error) {
+	replies, err := c.m.Start()
+	if err != nil {
+		return nil, err
+	}
+	for c.m.Offer() == nil {
+		if err := c.send(replies); err != nil {
+			return nil, err
+		}
+		msg, err := c.next()
+		if err != nil {
+			return nil, fmt.Errorf("TSP: %w", err)
+		}
+		if replies, err = c.m.Step(msg); err != nil {
+			return nil, err
+		}
+	}
+	return c.m.Offer(), c.send(replies)
+}
+
+func requestType(transport string) tsp.TunnelType {
+	switch transport {
+	case TransportDTLS:
+		return tsp.TypeV4DTLSV6
+	case TransportTLS:
+		return tsp.TypeV4TLSV6
+	case TransportPlain:
+		return tsp.TypeV4V6
+	}
+	return tsp.TypeV4AnyV6
+}
+
+// dial opens TSP-SSL to the gateway and negotiates an offer.
+func (c *Client) dial(ctx context.Context) (*control, *tsp.Tunnel, netip.Addr, error) {
+	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	var d net.Dialer
+	raw, err := d.DialContext(dctx, "tcp", c.cfg.Gateway)
+	if err != nil {
+		return nil, nil, netip.Addr{}, fmt.Errorf("connect %s: %w", c.cfg.Gateway, err)
+	}
+	st := c.renewer.State()
+	tcfg := st.ClientTLSConfig(c.cfg.ServerName, "tsp/2")
+	tcfg.Certificates = nil
+	tcfg.GetClientCertificate = c.renewer.GetClientCertificate
+	tc := tls.Client(raw, tcfg)
+	if err := tc.HandshakeContext(dctx); err != nil {
+		raw.Close()
+		return nil, nil, netip.Addr{}, fmt.Errorf("TLS with %s: %w", c.cfg.Gateway, err)
+	}
+	local := raw.LocalAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
+	m, err := tsp.NewClient(tsp.ClientConfig{
+		Transport: tsp.TransportTLS, Mechanism: sasl.External, DeferAccept: true,
+		Request: &tsp.Tunnel{Type: requestType(c.cfg.Transport), Client: &tsp.ClientInfo{IPv6: local}},
+	})
+	if err != nil {
+		tc.Close()
+		return nil, nil, netip.Addr{}, err
+	}
+	ctl := &control{conn: tc, m: m, sp: tsp.NewSplitter(0), buf: make([]byte, 4096), msgs: make(chan []byte, 4)}
+	_ = tc.SetDeadline(time.Now().Add(30 * time.Second))
+	offer, err := ctl.negotiate()
+	if err != nil {
+		tc.Close()
+		return nil, nil, netip.Addr{}, err
+	}
+	_ = tc.SetDeadline(time.Time{})
+	return ctl, offer, local, nil
+}
+
+// session runs one connection: negotiate, configure the host, carry data until failure.
+func (c *Client) session(ctx context.Context) error {
+	c.cfg.OnState(Status{State: "connecting", Gateway: c.cfg.Gateway})
+	ctl, offer, local, err := c.dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer ctl.conn.Close()
+	mtu := int(offer.MTU)
+	if mtu == 0 {
+		mtu = 1280
+	}
+	host, ts, routes, err := c.setupInside(offer, mtu)
+	if err != nil {
+		return err
+	}
+	defer host.Close()
+	go func() { _ = ts.run() }()
+
+	link, kind, err := c.startData(ctx, ctl, offer, local, ts)
+	if err != nil {
+		return err
+	}
+	defer link.Close()
+	ts.setLink(link)
+	c.log.Info().Str("lease_v4", offer.Client.IPv4.String()).Str("transport", kind).
+		Str("device", c.cfg.Device).Strs("routes", prefixStrings(routes)).Msg("tunnel up")
+	c.cfg.OnState(c.status(offer, kind, routes))
+	return c.maintain(ctx, ctl, offer, link, kind)
+}
+
+// setupInside creates the TUN device with the lease and the routes.
+func (c *Client) setupInside(offer *tsp.Tunnel, mtu int) (*hostnet.Host, *tunSide, []netip.Prefix, error) {
+	host, err := hostnet.New()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	fail := func(err error) (*hostnet.Host, *tunSide, []netip.Prefix, error) {
+		host.Close()
+		return nil, nil, nil, err
+	}
+	dev, name, err := host.CreateTUN(c.cfg.Device, mtu)
+	if err != nil {
+		return fail(err)
+	}
+	lease := offer.Client.IPv4
+	if err := host.AddAddress(name, netip.PrefixFrom(lease, 32)); err != nil {
+		return fail(err)
+	}
+	if err := host.LinkUp(name); err != nil {
+		return fail(err)
+	}
+	routes := offer.Client.Routes
+	if len(routes) == 0 {
+		routes = hostnet.FullTunnelRoutes()
+	}
+	routes = append([]netip.Prefix{netip.PrefixFrom(offer.Server.IPv4, 32)}, routes...)
+	for _, r := range routes {
+		if err := host.AddRoute(name, r); err != nil {
+			return fail(err)
+		}
+	}
+	return host, newTunSide(dev, mtu, lease.As4()), routes, nil
+}
+
+// startData brings the data channel up (before accepting the offer, so the accept names the
+// transport that works) and sends the accept.
+func (c *Client) startData(ctx context.Context, ctl *control, offer *tsp.Tunnel, local netip.Addr, ts *tunSide) (tunnel.Link, string, error) {
+	if offer.Type == tsp.TypeV4V6 {
+		link, err := plain.Dial(local, offer.Server.IPv6, ts)
+		if err != nil {
+			return nil, "", err
+		}
+		return link, tunnel.Plain, c.accept(ctl, "")
+	}
+	offered := func(t tsp.TunnelType) bool {
+		for _, x := range offer.Data.Transports {
+			if x == t {
+				return true
+			}
+		}
+		return false
+	}
+	var dtlsErr error
+	if offered(tsp.TypeV4DTLSV6) && c.cfg.Transport != TransportTLS {
+		link, err := c.dialDTLS(ctx, offer, local, ts)
+		if err == nil {
+			return link, tunnel.DTLS, c.accept(ctl, tsp.TypeV4DTLSV6)
+		}
+		dtlsErr = err
+		c.log.Warn().Err(err).Msg("DTLS did not come up; falling back to the TLS stream")
+	}
+	if !offered(tsp.TypeV4TLSV6) || c.cfg.Transport == TransportDTLS {
+		return nil, "", fmt.Errorf("no usable data transport (DTLS: %v)", dtlsErr)
+	}
+	if err := c.accept(ctl, tsp.TypeV4TLSV6); err != nil {
+		return nil, "", err
+	}
+	ctl.wmu.Lock()
+	link := stream.New(&prefixConn{Conn: ctl.conn, rest: ctl.sp.Rest()}, ts, stream.Options{
+		MTU: int(offer.MTU), Logger: c.log, KeepaliveInterval: 15 * time.Second,
+		Control: func(msg []byte) { c.onControl(ctl, msg) },
+	})
+	ctl.stream = link
+	ctl.wmu.Unlock()
+	go func() { _ = link.Run(ctx) }()
+	return link, tunnel.TLS, nil
+}
+
+// dialDTLS runs the DTLS handshake to the gateway's UDP port, bound to the TSP session by the
+// offer's token.
+func (c *Client) dialDTLS(ctx context.Context, offer *tsp.Tunnel, local netip.Addr, ts *tunSide) (*dtls.ClientLink, error) {
+	server := netip.AddrPortFrom(offer.Server.IPv6, offer.Data.Port)
+	uc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(local, 0)))
+	if err != nil {
+		return nil, err
+	}
+	rc := dtls.NewRebindConn(uc)
+	st := c.renewer.State()
+	dctx, cancel := context.WithTimeout(ctx, c.cfg.DTLSTimeout)
+	defer cancel()
+	link, err := dtls.Dial(dctx, rc, server, dtls.ClientConfig{
+		Certificates: []tls.Certificate{st.Certificate}, RootCAs: st.Roots, ServerName: c.cfg.ServerName,
+		Token: offer.Data.Token[:], Logger: c.log,
+	}, ts)
+	if err != nil {
+		return nil, err
+	}
+	go c.roam(ctx, link, rc, server)
+	return link, nil
+}
+
+// accept sends the accept, naming the data transport for extended offers.
+func (c *Client) accept(ctl *control, t tsp.TunnelType) error {
+	replies, err := ctl.m.Accept(t)
+	if err != nil {
+		return err
+	}
+	return ctl.send(replies)
+}
+
+// onControl handles a TSP message received as a control frame in stream mode.
+func (c *Client) onControl(ctl *control, msg []byte) {
+	select {
+	case ctl.msgs <- msg:
+	default:
+	}
+}
+
+// maintain renews the lease before its lifetime ends and watches the data link and the
+// control connection until one of them fails.
+func (c *Client) maintain(ctx context.Context, ctl *control, offer *tsp.Tunnel, link tunnel.Link, kind string) error {
+	failed := make(chan error, 2)
+	if kind != tunnel.TLS {
+		go func() {
+			for {
+				msg, err := ctl.next()
+				if err != nil {
+					failed <- fmt.Errorf("control connection: %w", err)
+					return
+				}
+				ctl.msgs <- msg
+			}
+		}()
+	}
+	if d, ok := link.(interface{ Done() <-chan struct{} }); ok {
+		go func() {
+			select {
+			case <-d.Done():
+				failed <- errors.New("data link closed")
+			case <-ctx.Done():
+			}
+		}()
+	}
+	lease := offer.Client.IPv4
+	life := time.Duration(offer.Lifetime) * time.Second
+	renew := time.NewTimer(life * 2 / 3)
+	defer renew.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-failed:
+			return err
+		case <-renew.C:
+			replies, err := ctl.m.Renew()
+			if err == nil {
+				err = ctl.send(replies)
+			}
+			if err != nil {
+				return fmt.Errorf("lease renewal: %w", err)
+			}
+		case msg := <-ctl.msgs:
+			replies, err := ctl.m.Step(msg)
+			if err != nil {
+				return fmt.Errorf("lease renewal: %w", err)
+			}
+			if o := ctl.m.Offer(); o != nil && ctl.m.State() == tsp.ClientOffered {
+				if o.Client.IPv4 != lease {
+					return fmt.Errorf("renewal offered %s instead of %s", o.Client.IPv4, lease)
+				}
+				acc := tsp.TunnelType("")
+				if o.Type.Extended() {
+					acc = tsp.TunnelType(kind)
+				}
+				if replies, err = ctl.m.Accept(acc); err != nil {
+					return err
+				}
+				life = time.Duration(o.Lifetime) * time.Second
+				renew.Reset(life * 2 / 3)
+				c.log.Info().Str("lease_v4", lease.String()).Dur("lifetime", life).Msg("lease renewed")
+			}
+			if err := ctl.send(replies); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (c *Client) status(offer *tsp.Tunnel, kind string, routes []netip.Prefix) Status {
+	st := Status{
+		State: "up", Gateway: c.cfg.Gateway, Identity: c.renewer.State().Identity,
+		Lease: offer.Client.IPv4.String(), Server: offer.Server.IPv4.String(), Transport: kind,
+		Device: c.cfg.Device, Routes: prefixStrings(routes), Since: c.cfg.Now(), PID: os.Getpid(),
+		Expires: c.cfg.Now().Add(time.Duration(offer.Lifetime) * time.Second),
+	}
+	for _, d := range offer.Client.DNSServers {
+		st.DNS = append(st.DNS, d.String())
+	}
+	return st
+}
+
+func prefixStrings(ps []netip.Prefix) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String()
+	}
+	return out
+}
+
+// prefixConn replays bytes already read from the connection before reading more.
+type prefixConn struct {
+	net.Conn
+	rest []byte
+}
+
+func (p *prefixConn) Read(b []byte) (int, error) {
+	if len(p.rest) > 0 {
+		n := copy(b, p.rest)
+		p.rest = p.rest[n:]
+		return n, nil
+	}
+	return p.Conn.Read(b)
+}

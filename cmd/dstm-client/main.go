@@ -1,0 +1,249 @@
+// Command dstm-client is the remote worker's side of the DSTM gateway: it enrolls a
+// certificate with a one-time token, brings the IPv4 tunnel up and keeps it up.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dstmgw/dstm/certs/enroll"
+	"github.com/dstmgw/dstm/client"
+	"github.com/dstmgw/dstm/internal/logging"
+	"github.com/dstmgw/dstm/internal/version"
+)
+
+// Exit codes.
+const (
+	exitFailure = 1 // any failure
+	exitUsage   = 2 // bad flags
+	exitDown    = 3 // status: no tunnel up
+)
+
+const statusFile = "status.json"
+
+func main() {
+	root := newRoot()
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "dstm-client:", err)
+		var ue usageError
+		var de downError
+		switch {
+		case errors.As(err, &ue):
+			os.Exit(exitUsage)
+		case errors.As(err, &de):
+			os.Exit(exitDown)
+		}
+		os.Exit(exitFailure)
+	}
+}
+
+type usageError struct{ error }
+type downError struct{ error }
+
+type globals struct {
+	stateDir string
+	logLevel string
+}
+
+func newRoot() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:   "dstm-client",
+		Short: "DSTM client: IPv4 over an IPv6-only network through a DSTM gateway",
+		Long: `dstm-client enrolls a certificate with the gateway (one-time token, key generated locally),
+then keeps an authenticated IPv4 tunnel up: TSP-SSL for control, DTLS for data (TLS stream
+fallback when UDP is blocked), lease renewal, reconnection and roaming.
+
+Exit codes: 0 ok, 1 failure, 2 bad flags, 3 (status) no tunnel up.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&g.stateDir, "state-dir", "/var/lib/dstm-client", "client state directory (key, certificates, status)")
+	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
+	root.AddCommand(newEnrollCmd(g), newUpCmd(g), newDownCmd(g), newStatusCmd(g), newVersionCmd())
+	return root
+}
+
+func newEnrollCmd(g *globals) *cobra.Command {
+	var o enroll.Options
+	cmd := &cobra.Command{
+		Use:   "enroll --gateway HOST[:PORT] --token TOKEN [--fingerprint FP]",
+		Short: "Get a certificate from the gateway with a one-time token (the key never leaves this host)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.Gateway == "" || o.Token == "" {
+				return usageError{errors.New("--gateway and --token are required")}
+			}
+			o.Gateway = withPort(o.Gateway)
+			o.StateDir = g.stateDir
+			ctx, cancel := context.WithTimeout(cmd.Context(), time.Minute)
+			defer cancel()
+			st, err := enroll.Enroll(ctx, o)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Enrolled as %s; certificate valid until %s\nRoot pinned: %s\nCredentials in %s\n",
+				st.Identity, st.Leaf.NotAfter.Format(time.RFC3339), st.Fingerprint(), g.stateDir)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Gateway, "gateway", "", "gateway host[:port] (port 3653 by default)")
+	f.StringVar(&o.Token, "token", "", "one-time enrollment token from `dstm-gateway token`")
+	f.StringVar(&o.Fingerprint, "fingerprint", "", "SHA-256 fingerprint of the gateway's root CA (default: from the token)")
+	f.StringVar(&o.ServerName, "server-name", "", "name the gateway's certificate carries (default: the gateway host)")
+	return cmd
+}
+
+func newUpCmd(g *globals) *cobra.Command {
+	var cfg client.Config
+	cmd := &cobra.Command{
+		Use:   "up --gateway HOST[:PORT]",
+		Short: "Bring the tunnel up and keep it up (foreground; SIGINT/SIGTERM or `down` to stop)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, _, err := logging.New(os.Stderr, g.logLevel, "auto")
+			if err != nil {
+				return usageError{err}
+			}
+			cfg.StateDir, cfg.Logger = g.stateDir, log
+			cfg.OnState = func(s client.Status) { writeStatus(g.stateDir, s) }
+			c, err := client.New(cfg)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			defer os.Remove(filepath.Join(g.stateDir, statusFile))
+			return c.Run(ctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Gateway, "gateway", "", "gateway host[:port] (port 3653 by default)")
+	f.StringVar(&cfg.ServerName, "server-name", "", "name the gateway's certificate carries (default: the gateway host)")
+	f.StringVar(&cfg.Transport, "transport", "auto", "data transport: auto (DTLS, TLS fallback), dtls, tls, plain (trusted networks)")
+	f.StringVar(&cfg.Device, "device", "dstmc0", "TUN device name")
+	f.DurationVar(&cfg.DTLSTimeout, "dtls-timeout", 3*time.Second, "time to wait for DTLS before falling back to TLS")
+	return cmd
+}
+
+func newDownCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "down",
+		Short: "Stop the running `dstm-client up` (its TUN device and routes are removed)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := readStatus(g.stateDir)
+			if err != nil {
+				return downError{err}
+			}
+			p, err := os.FindProcess(st.PID)
+			if err == nil {
+				err = p.Signal(syscall.SIGTERM)
+			}
+			if err != nil {
+				return downError{fmt.Errorf("no running client (pid %d): %w", st.PID, err)}
+			}
+			for range 50 { // up to 5 s for a clean teardown
+				if _, err := readStatus(g.stateDir); err != nil {
+					fmt.Fprintln(cmd.OutOrStdout(), "tunnel down")
+					return nil
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			return fmt.Errorf("client (pid %d) did not stop within 5 s", st.PID)
+		},
+	}
+}
+
+func newStatusCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the tunnel: lease, transport, routes",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := readStatus(g.stateDir)
+			if err != nil {
+				return downError{errors.New("no tunnel: dstm-client up is not running")}
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			fmt.Fprintf(out, "state:      %s\ngateway:    %s\n", st.State, st.Gateway)
+			if st.State == "up" {
+				fmt.Fprintf(out, "identity:   %s\nlease:      %s (gateway %s)\ntransport:  %s\ndevice:     %s\nroutes:     %v\ndns:        %v\nup since:   %s\n",
+					st.Identity, st.Lease, st.Server, st.Transport, st.Device, st.Routes, st.DNS, st.Since.Format(time.RFC3339))
+			}
+			if st.Error != "" {
+				fmt.Fprintf(out, "last error: %s\n", st.Error)
+			}
+			if st.State != "up" {
+				return downError{errors.New("tunnel is " + st.State)}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newVersionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "dstm-client", version.Version) },
+	}
+}
+
+// withPort adds the TSP port to a gateway given without one ("gw.example", "2001:db8::1",
+// "[2001:db8::1]").
+func withPort(gw string) string {
+	if _, _, err := net.SplitHostPort(gw); err == nil {
+		return gw
+	}
+	h := gw
+	if len(h) > 1 && h[0] == '[' && h[len(h)-1] == ']' {
+		h = h[1 : len(h)-1]
+	}
+	return net.JoinHostPort(h, client.DefaultPort)
+}
+
+func writeStatus(dir string, s client.Status) {
+	s.PID = os.Getpid()
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return
+	}
+	tmp := filepath.Join(dir, statusFile+".tmp")
+	if os.WriteFile(tmp, b, 0o600) == nil {
+		_ = os.Rename(tmp, filepath.Join(dir, statusFile))
+	}
+}
+
+func readStatus(dir string) (client.Status, error) {
+	var s client.Status
+	b, err := os.ReadFile(filepath.Join(dir, statusFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return s, errors.New("no tunnel: dstm-client up is not running")
+	}
+	if err != nil {
+		return s, err
+	}
+	return s, json.Unmarshal(b, &s)
+}

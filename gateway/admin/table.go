@@ -1,0 +1,251 @@
+package admin
+
+import (
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode"
+)
+
+// The table writers render API results for people. Column order is fixed
+// (scripts should use WriteJSON instead); rows are sorted (leases by address,
+// sessions by start time) without modifying the caller's slice; empty cells
+// show "-"; durations are relative to now and rounded down to the second;
+// absolute times are UTC RFC 3339.
+
+// WriteJSON writes v as indented JSON followed by a newline.
+func WriteJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func newTable(w io.Writer) *tabwriter.Writer {
+	return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+}
+
+// row writes cells separated by tabs.
+func row(tw io.Writer, cells ...string) {
+	fmt.Fprintln(tw, strings.Join(cells, "\t"))
+}
+
+// WriteLeasesTable writes one line per lease:
+// ADDRESS POOL STATE STATIC IDENTITY TRANSPORT ENDPOINT SESSION EXPIRES.
+func WriteLeasesTable(w io.Writer, leases []Lease, now time.Time) error {
+	sorted := slices.Clone(leases)
+	slices.SortStableFunc(sorted, func(a, b Lease) int { return compareAddr(a.Addr, b.Addr) })
+	tw := newTable(w)
+	row(tw, "ADDRESS", "POOL", "STATE", "STATIC", "IDENTITY", "TRANSPORT", "ENDPOINT", "SESSION", "EXPIRES")
+	for _, l := range sorted {
+		row(tw, cell(l.Addr), cell(l.Pool), cell(l.State), yesNo(l.Static), cell(l.Identity),
+			cell(l.Transport), cell(l.Endpoint), cell(l.Session), relative(l.Expires, now))
+	}
+	return tw.Flush()
+}
+
+// WriteSessionsTable writes one line per session:
+// ID IDENTITY LEASE TRANSPORT MECHANISM ENDPOINT UPTIME PKTS-IN PKTS-OUT
+// BYTES-IN BYTES-OUT.
+func WriteSessionsTable(w io.Writer, sessions []Session, now time.Time) error {
+	sorted := slices.Clone(sessions)
+	slices.SortStableFunc(sorted, func(a, b Session) int {
+		return cmp.Or(a.Since.Compare(b.Since), cmp.Compare(a.ID, b.ID))
+	})
+	tw := newTable(w)
+	row(tw, "ID", "IDENTITY", "LEASE", "TRANSPORT", "MECHANISM", "ENDPOINT", "UPTIME", "PKTS-IN", "PKTS-OUT", "BYTES-IN", "BYTES-OUT")
+	for _, s := range sorted {
+		row(tw, cell(s.ID), cell(s.Identity), cell(s.Lease), cell(s.Transport), cell(s.Mechanism), cell(s.Endpoint),
+			since(s.Since, now), strconv.FormatUint(s.PacketsIn, 10), strconv.FormatUint(s.PacketsOut, 10),
+			HumanBytes(s.BytesIn), HumanBytes(s.BytesOut))
+	}
+	return tw.Flush()
+}
+
+// WriteStatus writes the gateway's status, then a table of its pools:
+// POOL RANGES SIZE OFFERED ACTIVE HELD STATIC FREE USED (percentage of
+// the addresses that are not free).
+func WriteStatus(w io.Writer, s Status, now time.Time) error {
+	tw := newTable(w)
+	row(tw, "version:", cell(s.Version))
+	row(tw, "started:", timestamp(s.Started)+uptime(s.Started, now))
+	row(tw, "listen:", list(s.Listen))
+	row(tw, "sessions:", strconv.Itoa(s.Sessions))
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if _, err := fmt.Fprintln(w); err != nil {
+		return err
+	}
+	return writePools(w, s.Pools)
+}
+
+func writePools(w io.Writer, pools []PoolStatus) error {
+	tw := newTable(w)
+	row(tw, "POOL", "RANGES", "SIZE", "OFFERED", "ACTIVE", "HELD", "STATIC", "FREE", "USED")
+	u := func(n uint64) string { return strconv.FormatUint(n, 10) }
+	for _, p := range pools {
+		row(tw, cell(p.Name), cell(strings.Join(p.Ranges, ",")), u(p.Size), u(p.Offered), u(p.Active),
+			u(p.Held), u(p.Static), u(p.Free), percent(p.Size-min(p.Free, p.Size), p.Size))
+	}
+	return tw.Flush()
+}
+
+// WriteTokenResult writes a token with its identity, expiry and the root
+// fingerprint the client must pin.
+func WriteTokenResult(w io.Writer, t TokenResult, now time.Time) error {
+	tw := newTable(w)
+	row(tw, "token:", cell(t.Token))
+	row(tw, "identity:", cell(t.Identity))
+	row(tw, "expires:", timestamp(t.Expires)+" ("+relative(t.Expires, now)+")")
+	row(tw, "root fingerprint:", cell(t.Fingerprint))
+	return tw.Flush()
+}
+
+// WriteRevokeResult writes the revoked serials and the number of sessions
+// closed.
+func WriteRevokeResult(w io.Writer, r RevokeResult) error {
+	tw := newTable(w)
+	row(tw, "revoked serials:", list(r.Serials))
+	row(tw, "sessions closed:", strconv.Itoa(r.Sessions))
+	return tw.Flush()
+}
+
+// compareAddr orders IP addresses numerically and anything unparsable
+// after them, by text.
+func compareAddr(a, b string) int {
+	pa, errA := netip.ParseAddr(a)
+	pb, errB := netip.ParseAddr(b)
+	switch {
+	case errA == nil && errB == nil:
+		return pa.Compare(pb)
+	case errA == nil:
+		return -1
+	case errB == nil:
+		return 1
+	}
+	return strings.Compare(a, b)
+}
+
+// cell makes a value safe for one table cell: "-" when empty, Go-quoted when
+// it holds white space or control characters that would break the columns.
+func cell(s string) string {
+	if s == "" {
+		return "-"
+	}
+	if strings.ContainsFunc(s, func(r rune) bool { return unicode.IsSpace(r) || !unicode.IsPrint(r) }) {
+		return strconv.Quote(s)
+	}
+	return s
+}
+
+// list renders values for a "key: value" line: joined by ", ", Go-quoted
+// only when they hold control characters, "-" when empty.
+func list(values []string) string {
+	if len(values) == 0 {
+		return "-"
+	}
+	out := make([]string, len(values))
+	for i, v := range values {
+		out[i] = v
+		if strings.ContainsFunc(v, func(r rune) bool { return !unicode.IsPrint(r) }) {
+			out[i] = strconv.Quote(v)
+		}
+	}
+	return strings.Join(out, ", ")
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func timestamp(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// relative renders t against now as "in 4m30s" or "2m ago".
+func relative(t, now time.Time) string {
+	switch {
+	case t.IsZero():
+		return "-"
+	case t.Before(now):
+		return HumanDuration(now.Sub(t)) + " ago"
+	default:
+		return "in " + HumanDuration(t.Sub(now))
+	}
+}
+
+// since renders the time elapsed from t to now.
+func since(t, now time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return HumanDuration(now.Sub(t))
+}
+
+func uptime(started, now time.Time) string {
+	if started.IsZero() {
+		return ""
+	}
+	return " (up " + HumanDuration(now.Sub(started)) + ")"
+}
+
+// HumanDuration renders d (its absolute value) rounded down to the second
+// with at most two units: "0s", "45s", "4m30s", "2h5m", "3d4h".
+func HumanDuration(d time.Duration) string {
+	if d < 0 {
+		d = -d
+	}
+	s := int64(d / time.Second)
+	switch {
+	case s < 60:
+		return fmt.Sprintf("%ds", s)
+	case s < 3600:
+		return twoUnits(s/60, "m", s%60, "s")
+	case s < 86400:
+		return twoUnits(s/3600, "h", s%3600/60, "m")
+	default:
+		return twoUnits(s/86400, "d", s%86400/3600, "h")
+	}
+}
+
+func twoUnits(a int64, ua string, b int64, ub string) string {
+	if b == 0 {
+		return fmt.Sprintf("%d%s", a, ua)
+	}
+	return fmt.Sprintf("%d%s%d%s", a, ua, b, ub)
+}
+
+// HumanBytes renders n in IEC units without a space, so that a table column
+// stays one field: "512B", "1.5KiB", "12.0MiB".
+func HumanBytes(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%dB", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit && exp < 5; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func percent(used, size uint64) string {
+	if size == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f%%", 100*float64(used)/float64(size))
+}

@@ -1,0 +1,112 @@
+package admin
+
+import (
+	"context"
+	"time"
+)
+
+// Backend is what the admin API needs from the gateway. Every method is
+// called from an HTTP handler goroutine, possibly concurrently, with the
+// request's context.
+//
+// Errors wrapping [ErrNotFound], [ErrInvalid] or [ErrUnavailable] reach the
+// client as that class (HTTP 404, 400, 503); any other error is an internal
+// error (500). The error text is shown to the operator as is.
+type Backend interface {
+	// Leases lists every lease that is not free.
+	Leases(ctx context.Context) ([]Lease, error)
+	// Sessions lists the live sessions.
+	Sessions(ctx context.Context) ([]Session, error)
+	// Kick closes one session; its lease becomes held. ErrNotFound if no
+	// session has that ID.
+	Kick(ctx context.Context, session string) error
+	// Revoke revokes the certificates of an identity, or one certificate by
+	// serial, and closes the affected sessions. ErrNotFound if target
+	// matches nothing.
+	Revoke(ctx context.Context, target string) (RevokeResult, error)
+	// Token issues a one-time enrollment token for identity. ttl 0 means
+	// the configured default.
+	Token(ctx context.Context, identity string, ttl time.Duration) (TokenResult, error)
+	// Status describes the running gateway.
+	Status(ctx context.Context) (Status, error)
+}
+
+// Lease is one IPv4 lease as the admin API shows it.
+type Lease struct {
+	Addr      string    `json:"addr"`                // leased IPv4 address
+	Pool      string    `json:"pool"`                // pool name
+	Identity  string    `json:"identity,omitempty"`  // owner identity
+	State     string    `json:"state"`               // offered, active, held…
+	Transport string    `json:"transport,omitempty"` // data transport of the bound session
+	Session   string    `json:"session,omitempty"`   // bound session ID, if active
+	Endpoint  string    `json:"endpoint,omitempty"`  // client's outer IPv6 endpoint
+	Expires   time.Time `json:"expires,omitzero"`    // end of the offer, lifetime or hold time
+	Static    bool      `json:"static,omitempty"`    // static reservation of Identity
+}
+
+// Session is one live client session.
+type Session struct {
+	ID         string    `json:"id"`
+	Identity   string    `json:"identity"`
+	Lease      string    `json:"lease,omitempty"`     // leased IPv4 address
+	Transport  string    `json:"transport,omitempty"` // data transport (v4v6, v4dtlsv6, v4tlsv6)
+	Endpoint   string    `json:"endpoint,omitempty"`  // client's outer IPv6 endpoint
+	Mechanism  string    `json:"mechanism,omitempty"` // SASL mechanism used to authenticate
+	Since      time.Time `json:"since,omitzero"`      // session start
+	PacketsIn  uint64    `json:"packets_in"`          // from the client
+	PacketsOut uint64    `json:"packets_out"`         // to the client
+	BytesIn    uint64    `json:"bytes_in"`
+	BytesOut   uint64    `json:"bytes_out"`
+}
+
+// RevokeResult tells what a revocation did.
+type RevokeResult struct {
+	Serials  []string `json:"serials"`  // certificate serials revoked
+	Sessions int      `json:"sessions"` // live sessions closed
+}
+
+// TokenResult is a freshly issued enrollment token.
+type TokenResult struct {
+	Token       string    `json:"token"`
+	Identity    string    `json:"identity"`
+	Fingerprint string    `json:"fingerprint"` // SHA-256 fingerprint of the root CA, for pinning
+	Expires     time.Time `json:"expires"`
+}
+
+// Status describes the running gateway.
+type Status struct {
+	Version  string       `json:"version"`
+	Started  time.Time    `json:"started"`
+	Listen   []string     `json:"listen"`   // listening addresses, e.g. "tcp [::]:3653"
+	Sessions int          `json:"sessions"` // live sessions
+	Pools    []PoolStatus `json:"pools"`
+}
+
+// PoolStatus is the occupancy of one pool.
+type PoolStatus struct {
+	Name    string   `json:"name"`
+	Ranges  []string `json:"ranges"` // prefixes or ranges, as configured
+	Size    uint64   `json:"size"`   // usable addresses (exclusions removed)
+	Offered uint64   `json:"offered"`
+	Active  uint64   `json:"active"`
+	Held    uint64   `json:"held"`
+	Static  uint64   `json:"static"` // static reservations
+	Free    uint64   `json:"free"`
+}
+
+// revokeRequest and tokenRequest are request bodies.
+type revokeRequest struct {
+	Target string `json:"target"`
+}
+
+type tokenRequest struct {
+	Identity string `json:"identity"`
+	// TTL is a Go duration string ("10m"); empty means the default.
+	TTL string `json:"ttl,omitempty"`
+}
+
+// errorBody is the body of every non-2xx response.
+type errorBody struct {
+	Code  string `json:"code"`  // not_found, invalid, unavailable, internal
+	Error string `json:"error"` // message for the operator
+}

@@ -1,0 +1,171 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/dstmgw/dstm/certs"
+	"github.com/dstmgw/dstm/gateway/admin"
+	"github.com/dstmgw/dstm/gateway/lease"
+	"github.com/dstmgw/dstm/gateway/tep"
+)
+
+// serveAdmin serves the admin API on the configured unix socket.
+func (g *Gateway) serveAdmin(ctx context.Context) error {
+	return admin.NewServer(adminBackend{g}, g.log.With().Str("component", "admin").Logger()).Serve(ctx, g.cfg.Admin.Socket)
+}
+
+// adminBackend implements admin.Backend for a running gateway.
+type adminBackend struct{ g *Gateway }
+
+var _ admin.Backend = adminBackend{}
+
+func (a adminBackend) Leases(context.Context) ([]admin.Lease, error) {
+	ls := a.g.leases.List()
+	sort.Slice(ls, func(i, j int) bool { return ls[i].Addr.Less(ls[j].Addr) })
+	out := make([]admin.Lease, 0, len(ls))
+	for _, l := range ls {
+		al := admin.Lease{
+			Addr: l.Addr.String(), Pool: l.Pool, Identity: l.Identity, State: l.State.String(),
+			Transport: l.Transport, Expires: l.Expires, Static: l.Static,
+		}
+		if l.State == lease.StateActive || l.State == lease.StateOffered {
+			al.Session = l.Session
+		}
+		if l.Endpoint.IsValid() {
+			al.Endpoint = l.Endpoint.String()
+		}
+		if s := a.g.sessions.get(l.Session); s != nil {
+			if v := s.view(); v.Transport != "" {
+				al.Transport = v.Transport
+			}
+		}
+		out = append(out, al)
+	}
+	return out, nil
+}
+
+func (a adminBackend) Sessions(context.Context) ([]admin.Session, error) {
+	traffic := map[string]tep.SessionSnapshot{}
+	for _, t := range a.g.tep.Sessions() {
+		traffic[t.ID] = t
+	}
+	var out []admin.Session
+	for _, s := range a.g.sessions.all() {
+		v := s.view()
+		as := admin.Session{ID: v.ID, Identity: v.Identity, Transport: v.Transport, Mechanism: v.Mechanism, Since: v.Started}
+		if v.Lease.IsValid() {
+			as.Lease = v.Lease.String()
+		}
+		switch {
+		case v.Endpoint.IsValid():
+			as.Endpoint = v.Endpoint.String()
+		case v.Remote.IsValid():
+			as.Endpoint = v.Remote.Addr().String()
+		}
+		if t, ok := traffic[v.ID]; ok {
+			as.PacketsIn, as.BytesIn = t.In.Packets, t.In.Bytes
+			as.PacketsOut, as.BytesOut = t.Out.Packets, t.Out.Bytes
+			if t.Endpoint.IsValid() && t.Endpoint.Port() != 0 {
+				as.Endpoint = t.Endpoint.String()
+			}
+		}
+		out = append(out, as)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Since.Before(out[j].Since) })
+	return out, nil
+}
+
+func (a adminBackend) Kick(_ context.Context, id string) error {
+	s := a.g.sessions.get(id)
+	if s == nil {
+		return fmt.Errorf("%w: no session %q", admin.ErrNotFound, id)
+	}
+	s.log.Warn().Str("reason", "kicked by the operator").Msg("session closed")
+	a.g.endSession(s, lease.ReasonKicked)
+	return nil
+}
+
+func (a adminBackend) Revoke(ctx context.Context, target string) (admin.RevokeResult, error) {
+	res, err := a.g.Revoke(ctx, target)
+	switch {
+	case errors.Is(err, certs.ErrUnknownSerial), errors.Is(err, certs.ErrUnknownIdentity):
+		return res, fmt.Errorf("%w: %v", admin.ErrNotFound, err)
+	case errors.Is(err, certs.ErrBadIdentity), errors.Is(err, certs.ErrBadSerial), errors.Is(err, certs.ErrAlreadyRevoked):
+		return res, fmt.Errorf("%w: %v", admin.ErrInvalid, err)
+	}
+	return res, err
+}
+
+// Revoke revokes one certificate (target is a serial this CA issued) or every certificate of
+// an identity, then closes the affected sessions at once.
+func (g *Gateway) Revoke(ctx context.Context, target string) (admin.RevokeResult, error) {
+	var res admin.RevokeResult
+	serial, perr := certs.ParseSerial(target)
+	err := errors.New("not a serial")
+	if perr == nil {
+		err = g.ca.Revoke(ctx, serial, "operator")
+	}
+	switch {
+	case err == nil:
+		res.Serials = []string{serial}
+		res.Sessions = g.closeRevoked("", serial)
+	case perr == nil && !errors.Is(err, certs.ErrUnknownSerial):
+		g.metrics.Revocation("error")
+		return res, err
+	default: // not a serial of ours: an identity
+		serials, err := g.ca.RevokeIdentity(ctx, target)
+		if err != nil {
+			g.metrics.Revocation("error")
+			return res, err
+		}
+		res.Serials = serials
+		res.Sessions = g.closeRevoked(target, "")
+	}
+	g.metrics.Revocation("ok")
+	g.log.Warn().Str("event", "revoke").Str("target", target).Strs("serials", res.Serials).
+		Int("sessions_closed", res.Sessions).Msg("revocation by the operator")
+	return res, nil
+}
+
+func (a adminBackend) Token(_ context.Context, identity string, ttl time.Duration) (admin.TokenResult, error) {
+	if ttl == 0 {
+		ttl = a.g.cfg.CA.TokenTTL.D()
+	}
+	tok, err := a.g.ca.Token(identity, ttl)
+	if err != nil {
+		return admin.TokenResult{}, fmt.Errorf("%w: %v", admin.ErrInvalid, err)
+	}
+	a.g.log.Info().Str("event", "token").Str("identity", identity).Dur("ttl", ttl).Msg("enrollment token issued")
+	return admin.TokenResult{Token: tok, Identity: identity, Fingerprint: a.g.ca.Fingerprint(), Expires: a.g.now().Add(ttl)}, nil
+}
+
+func (a adminBackend) Status(context.Context) (admin.Status, error) {
+	st := admin.Status{Version: a.g.version, Started: a.g.started, Listen: a.g.listenAddr, Sessions: len(a.g.sessions.all())}
+	stats := map[string]lease.PoolStats{}
+	for _, p := range a.g.leases.Stats() {
+		stats[p.Name] = p
+	}
+	static := map[string]uint64{}
+	for _, addr := range a.g.policy.Load().Reservations() {
+		static[a.g.cfg.PoolOf(addr)]++
+	}
+	for _, p := range a.g.cfg.Pools {
+		ps := stats[p.Name]
+		var ranges []string
+		for _, pr := range p.Prefixes {
+			ranges = append(ranges, pr.String())
+		}
+		for _, r := range p.Ranges {
+			ranges = append(ranges, r.First.String()+"-"+r.Last.String())
+		}
+		st.Pools = append(st.Pools, admin.PoolStatus{
+			Name: p.Name, Ranges: ranges, Size: ps.Size, Free: ps.Free,
+			Offered: uint64(ps.Offered), Active: uint64(ps.Active), Held: uint64(ps.Held), Static: static[p.Name],
+		})
+	}
+	return st, nil
+}

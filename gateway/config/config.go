@@ -1,0 +1,229 @@
+// Package config is the gateway's one typed configuration file: loading with unknown keys refused,
+// defaults, complete validation before anything touches the host, and the effective configuration
+// printed by `dstm-gateway check-config`. Every field is documented in docs/configuration.md.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/dstmgw/dstm/auth"
+)
+
+// Config is the whole gateway configuration (gateway.yaml).
+type Config struct {
+	StateDir string            `yaml:"state_dir"`
+	Listen   Listen            `yaml:"listen"`
+	TEP      TEP               `yaml:"tep"`
+	Pools    []Pool            `yaml:"pools"`
+	Leases   Leases            `yaml:"leases"`
+	TSP      TSP               `yaml:"tsp"`
+	CA       CA                `yaml:"ca"`
+	Policy   auth.PolicyConfig `yaml:"policy"`
+	Log      Log               `yaml:"log"`
+	Metrics  Metrics           `yaml:"metrics"`
+	Admin    Admin             `yaml:"admin"`
+}
+
+// Listen says where the one TSP port is served (TCP and UDP on the same port).
+type Listen struct {
+	Addresses []netip.AddrPort `yaml:"addresses"`
+	PlainTSP  bool             `yaml:"plain_tsp"`
+	UDP       bool             `yaml:"udp"`
+}
+
+// TEP is the tunnel end point: the inside TUN device and the outside IPv6 endpoint.
+type TEP struct {
+	IPv6             netip.Addr   `yaml:"ipv6"`
+	InnerV4          netip.Addr   `yaml:"inner_v4"`
+	Device           string       `yaml:"device"`
+	MTU              int          `yaml:"mtu"`
+	PlainTransport   bool         `yaml:"plain_transport"`
+	EnableForwarding bool         `yaml:"enable_forwarding"`
+	DNSv6            []netip.Addr `yaml:"dns_v6"`
+	DNSv4            []netip.Addr `yaml:"dns_v4"`
+	Keepalive        Duration     `yaml:"keepalive"`
+}
+
+// Pool is one IPv4 address pool.
+type Pool struct {
+	Name                    string         `yaml:"name"`
+	Prefixes                []netip.Prefix `yaml:"prefixes"`
+	Ranges                  []Range        `yaml:"ranges"`
+	Exclude                 []netip.Prefix `yaml:"exclude"`
+	ExcludeNetworkBroadcast *bool          `yaml:"exclude_network_broadcast"`
+}
+
+// Range is an inclusive IPv4 address range.
+type Range struct {
+	First netip.Addr `yaml:"first"`
+	Last  netip.Addr `yaml:"last"`
+}
+
+// Leases holds the lease lifetimes and the per-identity session limit.
+type Leases struct {
+	OfferTimeout Duration `yaml:"offer_timeout"`
+	Lifetime     Duration `yaml:"lifetime"`
+	HoldTime     Duration `yaml:"hold_time"`
+	MaxSessions  int      `yaml:"max_sessions"`
+	OnLimit      string   `yaml:"on_limit"`
+	OnRevoke     string   `yaml:"on_revoke"`
+}
+
+// TSP holds the control-plane policy: mechanisms, credentials and limits.
+type TSP struct {
+	Anonymous            bool     `yaml:"anonymous"`
+	DigestMD5            bool     `yaml:"digest_md5"`
+	Plain                string   `yaml:"plain"`
+	Passwords            string   `yaml:"passwords"`
+	Realm                string   `yaml:"realm"`
+	HandshakeTimeout     Duration `yaml:"handshake_timeout"`
+	MaxHandshakes        int      `yaml:"max_handshakes"`
+	MaxSessionsPerSource int      `yaml:"max_sessions_per_source"`
+	UDPIdleTimeout       Duration `yaml:"udp_idle_timeout"`
+}
+
+// CA configures the embedded certificate authority.
+type CA struct {
+	ServerNames        []string     `yaml:"server_names"`
+	ServerIPs          []netip.Addr `yaml:"server_ips"`
+	ClientCertLifetime Duration     `yaml:"client_cert_lifetime"`
+	TokenTTL           Duration     `yaml:"token_ttl"`
+}
+
+// Log configures zerolog output.
+type Log struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// Metrics configures the Prometheus listener; an empty Listen turns it off.
+type Metrics struct {
+	Listen string `yaml:"listen"`
+}
+
+// Admin configures the admin API's unix socket.
+type Admin struct {
+	Socket string `yaml:"socket"`
+}
+
+// Plain-mechanism policies.
+const (
+	PlainOff     = "off"
+	PlainTLSOnly = "tls_only"
+	PlainAlways  = "always"
+)
+
+// Default returns the embedded defaults: a gateway that runs with no file at all.
+func Default() Config {
+	return Config{
+		StateDir: "/var/lib/dstm",
+		Listen: Listen{
+			Addresses: []netip.AddrPort{netip.MustParseAddrPort("[::]:3653")},
+			UDP:       true,
+		},
+		TEP: TEP{
+			InnerV4:        netip.MustParseAddr("100.64.0.1"),
+			Device:         "dstm0",
+			MTU:            1400,
+			PlainTransport: false,
+			Keepalive:      Duration(30 * time.Second),
+		},
+		Pools: []Pool{{
+			Name:     "default",
+			Prefixes: []netip.Prefix{netip.MustParsePrefix("100.64.0.0/16")},
+		}},
+		Leases: Leases{
+			OfferTimeout: Duration(30 * time.Second),
+			Lifetime:     Duration(time.Hour),
+			HoldTime:     Duration(24 * time.Hour),
+			MaxSessions:  1,
+			OnLimit:      "replace_oldest",
+			OnRevoke:     "release",
+		},
+		TSP: TSP{
+			Plain:                PlainTLSOnly,
+			Realm:                "dstm",
+			HandshakeTimeout:     Duration(10 * time.Second),
+			MaxHandshakes:        256,
+			MaxSessionsPerSource: 16,
+			UDPIdleTimeout:       Duration(2 * time.Minute),
+		},
+		CA: CA{
+			ServerNames:        []string{"localhost"},
+			ClientCertLifetime: Duration(24 * time.Hour),
+			TokenTTL:           Duration(time.Hour),
+		},
+		Policy: auth.PolicyConfig{Unknown: "default"},
+		Log:    Log{Level: "info", Format: "auto"},
+		Admin:  Admin{Socket: "/run/dstm/admin.sock"},
+	}
+}
+
+// Load reads a configuration file over the defaults. Unknown keys are errors.
+func Load(path string) (Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	cfg, err := Parse(b)
+	if err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse decodes YAML over the defaults and validates the result completely.
+func Parse(b []byte) (Config, error) {
+	cfg := Default()
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return Config{}, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// Marshal renders the effective configuration as YAML.
+func (c Config) Marshal() ([]byte, error) {
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(c); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), enc.Close()
+}
+
+// Duration is a time.Duration written as "30s", "1h" in YAML.
+type Duration time.Duration
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// UnmarshalYAML parses a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return fmt.Errorf("line %d: want a duration such as 30s or 1h", n.Line)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration (e.g. 30s, 5m, 1h)", n.Line, s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the duration in Go syntax.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }

@@ -1,0 +1,94 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefaultsValidate(t *testing.T) {
+	cfg := Default()
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("embedded defaults do not validate: %v", err)
+	}
+	cfg2, err := Parse(nil)
+	if err != nil {
+		t.Fatalf("empty file: %v", err)
+	}
+	if cfg2.Leases.Lifetime.D() != time.Hour {
+		t.Fatalf("lifetime default = %s", cfg2.Leases.Lifetime.D())
+	}
+}
+
+func TestParseErrorsNameTheField(t *testing.T) {
+	tests := []struct {
+		name, yaml, want string
+	}{
+		{"unknown key", "bogus: 1\n", "field bogus not found"},
+		{"unknown nested key", "tep:\n  inner_v6: ::1\n", "field inner_v6 not found"},
+		{"relative state dir", "state_dir: var/lib\n", "state_dir: must be an absolute path"},
+		{"bad duration", "leases:\n  lifetime: forever\n", `"forever" is not a duration`},
+		{"lifetime too short", "leases:\n  lifetime: 1s\n", "leases.lifetime: 1s is outside"},
+		{"bad limit policy", "leases:\n  on_limit: ignore\n", "leases.on_limit"},
+		{"inner not v4", "tep:\n  inner_v4: 2001:db8::1\n", "tep.inner_v4"},
+		{"outer not v6", "tep:\n  ipv6: 192.0.2.1\n", "tep.ipv6"},
+		{"mtu", "tep:\n  mtu: 100\n", "tep.mtu: 100 is outside"},
+		{"device name", "tep:\n  device: averyveryverylongname\n", "tep.device"},
+		{"no pools", "pools: []\n", "pools: at least one pool"},
+		{"host bits", "pools:\n  - name: a\n    prefixes: [10.0.0.1/24]\n", "pools[0].prefixes[0]"},
+		{"overlap", "pools:\n  - name: a\n    prefixes: [10.0.0.0/24]\n  - name: b\n    prefixes: [10.0.0.0/25]\n", "overlaps"},
+		{"duplicate pool", "pools:\n  - name: a\n    prefixes: [10.0.0.0/24]\n  - name: a\n    prefixes: [10.1.0.0/24]\n", "defined twice"},
+		{"range order", "pools:\n  - name: a\n    ranges: [{first: 10.0.0.9, last: 10.0.0.1}]\n", "pools[0].ranges[0]"},
+		{"plain policy", "tsp:\n  plain: sometimes\n", "tsp.plain"},
+		{"digest without file", "tsp:\n  digest_md5: true\n", "tsp.passwords"},
+		{"log level", "log:\n  level: loud\n", "log.level"},
+		{"metrics addr", "metrics:\n  listen: nonsense\n", "metrics.listen"},
+		{"policy pool", "policy:\n  default:\n    pool: nowhere\n", `policy.default.pool: pool "nowhere" is not defined`},
+		{"static outside pools", "policy:\n  identities:\n    alice:\n      static_v4: 192.0.2.9\n", "static_v4: 192.0.2.9 is in no pool"},
+		{"listen port", "listen:\n  addresses: [\"[::1]:0\"]\n", "listen.addresses[0]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.yaml))
+			if err == nil {
+				t.Fatalf("accepted:\n%s", tt.yaml)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %q does not mention %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestFieldErrorIsTyped(t *testing.T) {
+	_, err := Parse([]byte("tep:\n  mtu: 1\n"))
+	var fe *FieldError
+	if !errors.As(err, &fe) || fe.Field != "tep.mtu" {
+		t.Fatalf("want FieldError for tep.mtu, got %v", err)
+	}
+}
+
+func TestEffectiveConfigRoundTrips(t *testing.T) {
+	in := "state_dir: /tmp/x\npools:\n  - name: corp\n    prefixes: [10.9.0.0/16]\n    exclude: [10.9.0.1/32]\nleases:\n  lifetime: 2h\n"
+	cfg, err := Parse([]byte(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cfg.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"lifetime: 2h0m0s", "10.9.0.0/16", "state_dir: /tmp/x"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("effective config lacks %q:\n%s", want, out)
+		}
+	}
+	again, err := Parse(out)
+	if err != nil {
+		t.Fatalf("effective config does not parse back: %v\n%s", err, out)
+	}
+	if again.Leases.Lifetime != cfg.Leases.Lifetime || again.Pools[0].Prefixes[0] != cfg.Pools[0].Prefixes[0] {
+		t.Fatalf("round trip changed values")
+	}
+}

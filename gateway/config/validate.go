@@ -1,0 +1,283 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/dstmgw/dstm/auth"
+)
+
+// FieldError names the configuration field that is wrong and why.
+type FieldError struct {
+	Field  string
+	Reason string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
+
+func bad(field, format string, args ...any) error {
+	return &FieldError{Field: field, Reason: fmt.Sprintf(format, args...)}
+}
+
+// Validate checks every field and returns all problems found, each naming its field.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	add(c.validateStateDir())
+	add(c.validateListen())
+	add(c.validateTEP())
+	errs = append(errs, c.validatePools()...)
+	errs = append(errs, c.validateLeases()...)
+	errs = append(errs, c.validateTSP()...)
+	errs = append(errs, c.validateCA()...)
+	errs = append(errs, c.validateLog()...)
+	add(c.validateMetrics())
+	if c.Admin.Socket == "" || !filepath.IsAbs(c.Admin.Socket) {
+		add(bad("admin.socket", "must be an absolute path, got %q", c.Admin.Socket))
+	}
+	if _, err := auth.NewPolicy(c.Policy); err != nil {
+		add(fmt.Errorf("policy: %w", err))
+	}
+	errs = append(errs, c.validatePolicyPools()...)
+	return errors.Join(errs...)
+}
+
+func (c *Config) validateStateDir() error {
+	if c.StateDir == "" || !filepath.IsAbs(c.StateDir) {
+		return bad("state_dir", "must be an absolute path, got %q", c.StateDir)
+	}
+	return nil
+}
+
+func (c *Config) validateListen() error {
+	if len(c.Listen.Addresses) == 0 {
+		return bad("listen.addresses", "at least one address:port is needed")
+	}
+	for i, a := range c.Listen.Addresses {
+		if !a.IsValid() || a.Port() == 0 {
+			return bad(fmt.Sprintf("listen.addresses[%d]", i), "%q is not an address with a port", a)
+		}
+	}
+	return nil
+}
+
+func (c *Config) validateTEP() error {
+	t := c.TEP
+	switch {
+	case t.IPv6.IsValid() && (!t.IPv6.Is6() || t.IPv6.Is4In6()):
+		return bad("tep.ipv6", "%s is not an IPv6 address", t.IPv6)
+	case !t.InnerV4.IsValid() || !t.InnerV4.Is4():
+		return bad("tep.inner_v4", "an IPv4 address is required, got %q", t.InnerV4)
+	case t.Device == "" || len(t.Device) > 15 || strings.ContainsAny(t.Device, "/ \t"):
+		return bad("tep.device", "%q is not a valid interface name (1-15 characters)", t.Device)
+	case t.MTU < 576 || t.MTU > 9000:
+		return bad("tep.mtu", "%d is outside 576..9000", t.MTU)
+	case t.Keepalive.D() < 0 || t.Keepalive.D() > time.Hour:
+		return bad("tep.keepalive", "%s is outside 0..1h", t.Keepalive.D())
+	}
+	for i, a := range t.DNSv6 {
+		if !a.Is6() || a.Is4In6() {
+			return bad(fmt.Sprintf("tep.dns_v6[%d]", i), "%s is not an IPv6 address", a)
+		}
+	}
+	for i, a := range t.DNSv4 {
+		if !a.Is4() {
+			return bad(fmt.Sprintf("tep.dns_v4[%d]", i), "%s is not an IPv4 address", a)
+		}
+	}
+	return nil
+}
+
+func (c *Config) validatePools() []error {
+	var errs []error
+	if len(c.Pools) == 0 {
+		return []error{bad("pools", "at least one pool is needed")}
+	}
+	seen := map[string]bool{}
+	var all []netip.Prefix
+	for i, p := range c.Pools {
+		f := fmt.Sprintf("pools[%d]", i)
+		if p.Name == "" {
+			errs = append(errs, bad(f+".name", "a name is required"))
+		} else if seen[p.Name] {
+			errs = append(errs, bad(f+".name", "pool %q is defined twice", p.Name))
+		}
+		seen[p.Name] = true
+		if len(p.Prefixes) == 0 && len(p.Ranges) == 0 {
+			errs = append(errs, bad(f, "pool %q has no prefixes and no ranges", p.Name))
+		}
+		for j, pr := range p.Prefixes {
+			if !pr.IsValid() || !pr.Addr().Is4() || pr.Masked() != pr {
+				errs = append(errs, bad(fmt.Sprintf("%s.prefixes[%d]", f, j), "%s is not an IPv4 network prefix (host bits must be zero)", pr))
+				continue
+			}
+			for _, q := range all {
+				if q.Overlaps(pr) {
+					errs = append(errs, bad(fmt.Sprintf("%s.prefixes[%d]", f, j), "%s overlaps %s", pr, q))
+				}
+			}
+			all = append(all, pr)
+		}
+		for j, r := range p.Ranges {
+			if !r.First.Is4() || !r.Last.Is4() || r.Last.Less(r.First) {
+				errs = append(errs, bad(fmt.Sprintf("%s.ranges[%d]", f, j), "first %s and last %s must be IPv4 with first <= last", r.First, r.Last))
+			}
+		}
+		for j, e := range p.Exclude {
+			if !e.IsValid() || !e.Addr().Is4() {
+				errs = append(errs, bad(fmt.Sprintf("%s.exclude[%d]", f, j), "%s is not an IPv4 prefix", e))
+			}
+		}
+	}
+	return errs
+}
+
+func (c *Config) validateLeases() []error {
+	l := c.Leases
+	var errs []error
+	if l.OfferTimeout.D() < time.Second || l.OfferTimeout.D() > 10*time.Minute {
+		errs = append(errs, bad("leases.offer_timeout", "%s is outside 1s..10m", l.OfferTimeout.D()))
+	}
+	if l.Lifetime.D() < 10*time.Second || l.Lifetime.D() > 30*24*time.Hour {
+		errs = append(errs, bad("leases.lifetime", "%s is outside 10s..720h", l.Lifetime.D()))
+	}
+	if l.HoldTime.D() < 0 {
+		errs = append(errs, bad("leases.hold_time", "must not be negative"))
+	}
+	if l.MaxSessions < 1 || l.MaxSessions > 1024 {
+		errs = append(errs, bad("leases.max_sessions", "%d is outside 1..1024", l.MaxSessions))
+	}
+	if l.OnLimit != "replace_oldest" && l.OnLimit != "refuse" {
+		errs = append(errs, bad("leases.on_limit", "%q is not one of replace_oldest, refuse", l.OnLimit))
+	}
+	if l.OnRevoke != "release" && l.OnRevoke != "hold" {
+		errs = append(errs, bad("leases.on_revoke", "%q is not one of release, hold", l.OnRevoke))
+	}
+	return errs
+}
+
+func (c *Config) validateTSP() []error {
+	t := c.TSP
+	var errs []error
+	if t.Plain != PlainOff && t.Plain != PlainTLSOnly && t.Plain != PlainAlways {
+		errs = append(errs, bad("tsp.plain", "%q is not one of off, tls_only, always", t.Plain))
+	}
+	if t.Passwords != "" && !filepath.IsAbs(t.Passwords) {
+		errs = append(errs, bad("tsp.passwords", "must be an absolute path, got %q", t.Passwords))
+	}
+	if t.DigestMD5 && t.Passwords == "" {
+		errs = append(errs, bad("tsp.passwords", "digest_md5 is enabled but no htdigest file is configured"))
+	}
+	if t.Realm == "" || strings.ContainsAny(t.Realm, "\",\r\n") {
+		errs = append(errs, bad("tsp.realm", "%q must be non-empty without quotes, commas or newlines", t.Realm))
+	}
+	if t.HandshakeTimeout.D() < time.Second || t.HandshakeTimeout.D() > 5*time.Minute {
+		errs = append(errs, bad("tsp.handshake_timeout", "%s is outside 1s..5m", t.HandshakeTimeout.D()))
+	}
+	if t.MaxHandshakes < 1 || t.MaxHandshakes > 100000 {
+		errs = append(errs, bad("tsp.max_handshakes", "%d is outside 1..100000", t.MaxHandshakes))
+	}
+	if t.MaxSessionsPerSource < 1 || t.MaxSessionsPerSource > 100000 {
+		errs = append(errs, bad("tsp.max_sessions_per_source", "%d is outside 1..100000", t.MaxSessionsPerSource))
+	}
+	if t.UDPIdleTimeout.D() < 5*time.Second || t.UDPIdleTimeout.D() > 24*time.Hour {
+		errs = append(errs, bad("tsp.udp_idle_timeout", "%s is outside 5s..24h", t.UDPIdleTimeout.D()))
+	}
+	return errs
+}
+
+func (c *Config) validateCA() []error {
+	var errs []error
+	if len(c.CA.ServerNames) == 0 && len(c.CA.ServerIPs) == 0 {
+		errs = append(errs, bad("ca.server_names", "the gateway certificate needs at least one name or address"))
+	}
+	for i, n := range c.CA.ServerNames {
+		if n == "" || strings.ContainsAny(n, " /:@") || len(n) > 253 {
+			errs = append(errs, bad(fmt.Sprintf("ca.server_names[%d]", i), "%q is not a DNS name", n))
+		}
+	}
+	if d := c.CA.ClientCertLifetime.D(); d < 5*time.Minute || d > 365*24*time.Hour {
+		errs = append(errs, bad("ca.client_cert_lifetime", "%s is outside 5m..8760h", d))
+	}
+	if d := c.CA.TokenTTL.D(); d < time.Minute || d > 7*24*time.Hour {
+		errs = append(errs, bad("ca.token_ttl", "%s is outside 1m..168h", d))
+	}
+	return errs
+}
+
+func (c *Config) validateLog() []error {
+	var errs []error
+	switch c.Log.Level {
+	case "trace", "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, bad("log.level", "%q is not one of trace, debug, info, warn, error", c.Log.Level))
+	}
+	switch c.Log.Format {
+	case "auto", "json", "console":
+	default:
+		errs = append(errs, bad("log.format", "%q is not one of auto, json, console", c.Log.Format))
+	}
+	return errs
+}
+
+func (c *Config) validateMetrics() error {
+	if c.Metrics.Listen == "" {
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
+		return bad("metrics.listen", "%q is not host:port", c.Metrics.Listen)
+	}
+	return nil
+}
+
+// validatePolicyPools checks that policy rules name pools that exist and static addresses
+// that lie inside one.
+func (c *Config) validatePolicyPools() []error {
+	var errs []error
+	pools := map[string]bool{}
+	for _, p := range c.Pools {
+		pools[p.Name] = true
+	}
+	check := func(field string, r auth.Rule) {
+		if r.Pool != "" && !pools[r.Pool] {
+			errs = append(errs, bad(field+".pool", "pool %q is not defined in pools", r.Pool))
+		}
+		if r.StaticV4.IsValid() && c.PoolOf(r.StaticV4) == "" {
+			errs = append(errs, bad(field+".static_v4", "%s is in no pool", r.StaticV4))
+		}
+	}
+	check("policy.default", c.Policy.Default)
+	for name, r := range c.Policy.Groups {
+		check(fmt.Sprintf("policy.groups[%q]", name), r)
+	}
+	for name, r := range c.Policy.Identities {
+		check(fmt.Sprintf("policy.identities[%q]", name), r.Rule)
+	}
+	return errs
+}
+
+// PoolOf returns the name of the pool that contains a, or "".
+func (c *Config) PoolOf(a netip.Addr) string {
+	for _, p := range c.Pools {
+		for _, pr := range p.Prefixes {
+			if pr.Contains(a) {
+				return p.Name
+			}
+		}
+		for _, r := range p.Ranges {
+			if !a.Less(r.First) && !r.Last.Less(a) {
+				return p.Name
+			}
+		}
+	}
+	return ""
+}

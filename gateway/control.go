@@ -1,0 +1,200 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/dstmgw/dstm/auth"
+	"github.com/dstmgw/dstm/gateway/lease"
+	"github.com/dstmgw/dstm/tsp"
+	"github.com/dstmgw/dstm/tsp/sasl"
+)
+
+// serveStream runs one TSP session over TCP or TLS until the connection or the session ends.
+// handshakeDone releases the connection's handshake slot once the session is established.
+func (g *Gateway) serveStream(ctx context.Context, c net.Conn, tr tsp.Transport, ext auth.Identity, handshakeDone func()) {
+	s := g.newSession(tr.String(), addrPortOf(c.RemoteAddr()), ext.Serial, func() { c.Close() })
+	defer c.Close()
+	if !g.sessions.add(s, g.cfg.TSP.MaxSessionsPerSource) {
+		g.refuseSource(s, func(b []byte) { _, _ = c.Write(b) })
+		return
+	}
+	defer g.endSession(s, lease.ReasonClosed)
+	m, err := g.newMachine(s, tr, ext)
+	if err != nil {
+		s.log.Error().Err(err).Msg("cannot start TSP session")
+		return
+	}
+	start := g.now()
+	sp := tsp.NewSplitter(0)
+	buf := make([]byte, 4096)
+	established := false
+	for {
+		n, rerr := c.Read(buf)
+		_, _ = sp.Write(buf[:n])
+		for {
+			msg, ok, err := sp.Next()
+			if err != nil {
+				g.sessionFailed(s, tr, start, &tsp.StatusError{Code: tsp.StatusInvalidRequest, Err: err}, established)
+				return
+			}
+			if !ok {
+				break
+			}
+			replies, serr := m.Step(ctx, msg)
+			if werr := writeReplies(c, replies); werr != nil {
+				s.log.Debug().Err(werr).Msg("write to client failed")
+				return
+			}
+			if serr != nil {
+				g.sessionFailed(s, tr, start, serr, established)
+				return
+			}
+			if m.State() == tsp.StateClosed {
+				return
+			}
+			if _, data, ok := m.Established(); ok && !established {
+				established = true
+				handshakeDone()
+				_ = c.SetDeadline(time.Time{})
+				g.metrics.ObserveHandshake("tsp-"+tr.String(), "ok", g.now().Sub(start))
+				g.metrics.TSPStatus(tsp.StatusSuccess)
+				if data == tsp.TypeV4TLSV6 {
+					g.runStreamData(ctx, s, &prefixConn{Conn: c, rest: sp.Rest()}, m)
+					return
+				}
+			}
+		}
+		if rerr != nil {
+			if !established && !errors.Is(rerr, io.EOF) {
+				g.metrics.ObserveHandshake("tsp-"+tr.String(), "timeout", g.now().Sub(start))
+				s.log.Info().Err(rerr).Str("reason", "read failed before the tunnel was established").Msg("TSP session ended")
+			}
+			return
+		}
+	}
+}
+
+// newMachine builds the TSP server machine for a session on transport tr.
+func (g *Gateway) newMachine(s *session, tr tsp.Transport, ext auth.Identity) (*tsp.Server, error) {
+	cfg := tsp.ServerConfig{
+		Transport:     tr,
+		Tunnels:       g.tunnelTypes(tr),
+		Mechanisms:    g.mechanisms(tr, ext),
+		Realm:         g.cfg.TSP.Realm,
+		AnonymousName: s.remote.Addr().Unmap().String(),
+		ExternalName:  ext.Name,
+		Backend:       &backend{g: g, s: s},
+	}
+	if pw := g.passwords.Load(); pw != nil {
+		cfg.Credentials = pw
+	}
+	return tsp.NewServer(cfg)
+}
+
+// tunnelTypes advertised on a control transport.
+func (g *Gateway) tunnelTypes(tr tsp.Transport) []tsp.TunnelType {
+	var out []tsp.TunnelType
+	if g.plain != nil {
+		out = append(out, tsp.TypeV4V6)
+	}
+	if g.dtls != nil {
+		out = append(out, tsp.TypeV4DTLSV6)
+	}
+	if tr == tsp.TransportTLS {
+		out = append(out, tsp.TypeV4TLSV6)
+	}
+	if tr == tsp.TransportTLS || g.dtls != nil {
+		out = append(out, tsp.TypeV4AnyV6)
+	}
+	return out
+}
+
+// mechanisms allowed on a control transport (DESIGN §4): EXTERNAL over TLS with a certificate;
+// PLAIN over TLS, or everywhere when the config says "always"; DIGEST-MD5 and ANONYMOUS only
+// when enabled.
+func (g *Gateway) mechanisms(tr tsp.Transport, ext auth.Identity) []sasl.Mechanism {
+	var out []sasl.Mechanism
+	if tr == tsp.TransportTLS && ext.Name != "" {
+		out = append(out, sasl.External)
+	}
+	if g.passwords.Load() != nil {
+		if g.cfg.TSP.DigestMD5 {
+			out = append(out, sasl.DigestMD5)
+		}
+		switch g.cfg.TSP.Plain {
+		case "always":
+			out = append(out, sasl.Plain)
+		case "tls_only":
+			if tr == tsp.TransportTLS {
+				out = append(out, sasl.Plain)
+			}
+		}
+	}
+	if g.cfg.TSP.Anonymous {
+		out = append(out, sasl.Anonymous)
+	}
+	if len(out) == 0 && tr == tsp.TransportTLS {
+		out = append(out, sasl.External) // fails with 300 without a certificate
+	}
+	if len(out) == 0 {
+		out = append(out, sasl.Plain)
+	}
+	return out
+}
+
+// sessionFailed counts and logs, once, why a TSP session ended with an error status.
+func (g *Gateway) sessionFailed(s *session, tr tsp.Transport, start time.Time, err error, established bool) {
+	code := tsp.StatusServerError
+	var se *tsp.StatusError
+	if errors.As(err, &se) {
+		code = se.Code
+	}
+	g.metrics.TSPStatus(code)
+	if !established {
+		g.metrics.ObserveHandshake("tsp-"+tr.String(), "refused", g.now().Sub(start))
+	}
+	ev := s.log.Info()
+	if code == tsp.StatusServerError {
+		ev = s.log.Error()
+	}
+	ev.Int("tsp_status", code).Err(err).Msg("TSP request refused")
+}
+
+// refuseSource answers a client whose address already has too many sessions.
+func (g *Gateway) refuseSource(s *session, write func([]byte)) {
+	g.metrics.TSPStatus(tsp.StatusServerTooBusy)
+	s.log.Warn().Str("reason", "too many sessions from this source address").Int("tsp_status", tsp.StatusServerTooBusy).Msg("TSP session refused")
+	write(tsp.NewStatus(tsp.StatusServerTooBusy).Marshal())
+}
+
+// writeReplies writes each reply in its own write; a reply flagged Separate is written after a
+// pause so that it never shares a TCP segment with the previous one (gogoc's DIGEST-MD5).
+func writeReplies(c net.Conn, replies []tsp.Reply) error {
+	for i, r := range replies {
+		if r.Separate && i > 0 {
+			time.Sleep(tsp.DigestStatusPause)
+		}
+		if len(r.Payload) == 0 {
+			continue
+		}
+		if _, err := c.Write(r.Payload); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// newSession creates a session with its logger.
+func (g *Gateway) newSession(control string, remote netip.AddrPort, serial string, closeCtl func()) *session {
+	id := newSessionID()
+	return &session{
+		id: id, control: control, remote: remote, serial: serial, started: g.now(),
+		closeCtl: closeCtl,
+		log:      g.log.With().Str("session", id).Str("remote", remote.String()).Str("control", control).Logger(),
+	}
+}

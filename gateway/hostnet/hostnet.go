@@ -1,0 +1,221 @@
+package hostnet
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/vishvananda/netlink"
+	"golang.zx2c4.com/wireguard/tun"
+)
+
+// ErrForwardingDisabled is returned by CheckIPv4Forwarding when the kernel
+// does not forward IPv4 and enabling it was not asked for or not possible.
+var ErrForwardingDisabled = errors.New("hostnet: IPv4 forwarding is disabled (net.ipv4.ip_forward=0)")
+
+// ErrClosed is returned by every method of a closed Host.
+var ErrClosed = errors.New("hostnet: host configuration closed")
+
+// Host applies and records host network changes.
+type Host struct {
+	// ProcRoot is where /proc/sys lives ("/proc/sys" when empty); tests
+	// point it at a temporary directory.
+	ProcRoot string
+
+	nl     *netlink.Handle
+	mu     sync.Mutex
+	undo   []func() error
+	closed bool
+}
+
+// New returns a Host bound to the calling thread's network namespace.
+func New() (*Host, error) {
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return nil, fmt.Errorf("hostnet: netlink: %w", err)
+	}
+	return &Host{nl: h}, nil
+}
+
+// FullTunnelRoutes returns the two halves of the IPv4 space that send all
+// IPv4 traffic into the tunnel without replacing the default route.
+func FullTunnelRoutes() []netip.Prefix {
+	return []netip.Prefix{netip.MustParsePrefix("0.0.0.0/1"), netip.MustParsePrefix("128.0.0.0/1")}
+}
+
+// CreateTUN creates a TUN device named name with the given MTU and returns
+// it with its actual name. Close closes the device, which removes it with all
+// its addresses and routes.
+func (h *Host) CreateTUN(name string, mtu int) (tun.Device, string, error) {
+	dev, err := tun.CreateTUN(name, mtu)
+	if err != nil {
+		return nil, "", fmt.Errorf("hostnet: create TUN %s: %w", name, err)
+	}
+	real, err := dev.Name()
+	if err != nil {
+		dev.Close()
+		return nil, "", fmt.Errorf("hostnet: TUN name: %w", err)
+	}
+	if err := h.record(dev.Close); err != nil {
+		dev.Close()
+		return nil, "", err
+	}
+	return dev, real, nil
+}
+
+// AddAddress assigns prefix (e.g. the inner gateway address as /32, or with
+// the pool's prefix length) to the device dev.
+func (h *Host) AddAddress(dev string, prefix netip.Prefix) error {
+	link, err := h.link(dev)
+	if err != nil {
+		return err
+	}
+	addr := &netlink.Addr{IPNet: ipNet(prefix)}
+	if err := h.nl.AddrAdd(link, addr); err != nil {
+		return fmt.Errorf("hostnet: add address %s to %s: %w", prefix, dev, err)
+	}
+	return h.record(func() error { return ignoreGone(h.nl.AddrDel(link, addr)) })
+}
+
+// LinkUp sets the device dev up.
+func (h *Host) LinkUp(dev string) error {
+	link, err := h.link(dev)
+	if err != nil {
+		return err
+	}
+	if err := h.nl.LinkSetUp(link); err != nil {
+		return fmt.Errorf("hostnet: set %s up: %w", dev, err)
+	}
+	return nil
+}
+
+// AddRoute routes dst to the device dev (scope link). It fails if the route
+// exists. The route is removed on Close unless RemoveRoute removed it first.
+func (h *Host) AddRoute(dev string, dst netip.Prefix) error {
+	r, err := h.route(dev, dst)
+	if err != nil {
+		return err
+	}
+	if err := h.nl.RouteAdd(r); err != nil {
+		return fmt.Errorf("hostnet: add route %s dev %s: %w", dst, dev, err)
+	}
+	return h.record(func() error { return ignoreGone(h.nl.RouteDel(r)) })
+}
+
+// RemoveRoute removes the route to dst on dev. Removing a missing route is
+// not an error.
+func (h *Host) RemoveRoute(dev string, dst netip.Prefix) error {
+	r, err := h.route(dev, dst)
+	if err != nil {
+		return err
+	}
+	if err := ignoreGone(h.nl.RouteDel(r)); err != nil {
+		return fmt.Errorf("hostnet: remove route %s dev %s: %w", dst, dev, err)
+	}
+	return nil
+}
+
+// CheckIPv4Forwarding returns nil if the kernel forwards IPv4. Otherwise,
+// with enable it tries to switch forwarding on and says clearly when the
+// sysctl is read-only (as in many containers and network namespaces); the
+// setting is left on at Close because other software may depend on it.
+func (h *Host) CheckIPv4Forwarding(enable bool) error {
+	path := filepath.Join(h.procRoot(), "net/ipv4/ip_forward")
+	v, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("hostnet: read %s: %w", path, err)
+	}
+	if strings.TrimSpace(string(v)) == "1" {
+		return nil
+	}
+	if !enable {
+		return fmt.Errorf("%w: enable it (sysctl -w net.ipv4.ip_forward=1) or let the gateway enable it", ErrForwardingDisabled)
+	}
+	if err := os.WriteFile(path, []byte("1\n"), 0o644); err != nil {
+		if errors.Is(err, syscall.EROFS) || errors.Is(err, os.ErrPermission) {
+			return fmt.Errorf("%w: %s is read-only here (container or namespace without writable sysctls); enable it from the host: %w", ErrForwardingDisabled, path, err)
+		}
+		return fmt.Errorf("%w: write %s: %w", ErrForwardingDisabled, path, err)
+	}
+	return nil
+}
+
+// Close undoes every recorded change in reverse order and closes the netlink
+// handle. Calling it again does nothing and returns nil.
+func (h *Host) Close() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil
+	}
+	h.closed = true
+	var errs []error
+	for i := len(h.undo) - 1; i >= 0; i-- {
+		errs = append(errs, h.undo[i]())
+	}
+	h.undo = nil
+	h.nl.Close()
+	return errors.Join(errs...)
+}
+
+func (h *Host) record(undo func() error) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return ErrClosed
+	}
+	h.undo = append(h.undo, undo)
+	return nil
+}
+
+func (h *Host) link(dev string) (netlink.Link, error) {
+	h.mu.Lock()
+	closed := h.closed
+	h.mu.Unlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	link, err := h.nl.LinkByName(dev)
+	if err != nil {
+		return nil, fmt.Errorf("hostnet: link %s: %w", dev, err)
+	}
+	return link, nil
+}
+
+func (h *Host) route(dev string, dst netip.Prefix) (*netlink.Route, error) {
+	link, err := h.link(dev)
+	if err != nil {
+		return nil, err
+	}
+	return &netlink.Route{LinkIndex: link.Attrs().Index, Dst: ipNet(dst.Masked()), Scope: netlink.SCOPE_LINK}, nil
+}
+
+func (h *Host) procRoot() string {
+	if h.ProcRoot != "" {
+		return h.ProcRoot
+	}
+	return "/proc/sys"
+}
+
+// ignoreGone treats "already gone" answers from the kernel as success, so
+// that undoing after the device disappeared is not an error.
+func ignoreGone(err error) error {
+	if errors.Is(err, syscall.ESRCH) || errors.Is(err, syscall.ENODEV) || errors.Is(err, syscall.EADDRNOTAVAIL) || errors.Is(err, syscall.ENOENT) {
+		return nil
+	}
+	return err
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	bits := 32
+	if p.Addr().Is6() {
+		bits = 128
+	}
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), bits)}
+}

@@ -1,0 +1,13 @@
+// Package boltstore is the embedded lease.Store of the gateway: one bbolt
+// file with a bucket of lease records keyed by the 4-byte address (value:
+// version, state, identity, session, endpoint, transport, times) and a
+// bucket of identity → addresses.
+//
+// Commits go through bbolt's DB.Batch, so concurrent allocations share one
+// write transaction and one fsync; a compare-and-swap failure of one
+// commit is reported to its caller without failing the others of the
+// batch. An acknowledged commit survives kill -9 (tested by killing a
+// child process mid-allocation). Opening a file locked by another process
+// fails after BoltOptions.Timeout with ErrLocked; a damaged or foreign
+// file fails with ErrCorrupt, naming the path.
+package boltstore

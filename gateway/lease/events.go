@@ -1,0 +1,117 @@
+package lease
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+)
+
+// EventKind says what happened to a lease.
+type EventKind uint8
+
+// Event kinds.
+const (
+	EventGranted  EventKind = iota // an offered lease became active
+	EventRenewed                   // an active lease got a fresh lifetime
+	EventReleased                  // an active or offered lease was released (Release, ReleaseIdentity)
+	EventExpired                   // an active lease's lifetime ran out (now held)
+	EventReplaced                  // released to make room under the session limit
+)
+
+// String returns "granted", "renewed", "released", "expired" or "replaced".
+func (k EventKind) String() string {
+	switch k {
+	case EventGranted:
+		return "granted"
+	case EventRenewed:
+		return "renewed"
+	case EventReleased:
+		return "released"
+	case EventExpired:
+		return "expired"
+	case EventReplaced:
+		return "replaced"
+	}
+	return fmt.Sprintf("event(%d)", uint8(k))
+}
+
+// Event is one lease change; Lease is the lease after the change (for
+// released, expired and replaced events it still names the session that
+// lost it).
+type Event struct {
+	Kind   EventKind
+	Lease  Lease
+	Reason Reason
+}
+
+// DefaultEventBuffer is the subscriber buffer used when Subscribe gets 0.
+const DefaultEventBuffer = 256
+
+// subscriber is one bounded event queue.
+type subscriber struct {
+	ch      chan Event
+	dropped atomic.Uint64
+}
+
+// hub fans events out to subscribers. Drop policy: an event is offered to
+// each subscriber's buffered channel without blocking; if that buffer is
+// full the event is dropped for that subscriber only (newest dropped, the
+// queued ones keep their order) and counted. The allocator never waits for
+// a slow subscriber.
+type hub struct {
+	mu      sync.Mutex
+	subs    map[*subscriber]struct{}
+	dropped atomic.Uint64
+}
+
+func (h *hub) subscribe(buffer int) (<-chan Event, func()) {
+	if buffer <= 0 {
+		buffer = DefaultEventBuffer
+	}
+	s := &subscriber{ch: make(chan Event, buffer)}
+	h.mu.Lock()
+	if h.subs == nil {
+		h.subs = make(map[*subscriber]struct{})
+	}
+	h.subs[s] = struct{}{}
+	h.mu.Unlock()
+	var once sync.Once
+	return s.ch, func() {
+		once.Do(func() {
+			h.mu.Lock()
+			delete(h.subs, s)
+			close(s.ch)
+			h.mu.Unlock()
+		})
+	}
+}
+
+func (h *hub) publish(evs []Event) {
+	if len(evs) == 0 {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for s := range h.subs {
+		for _, ev := range evs {
+			select {
+			case s.ch <- ev:
+			default:
+				s.dropped.Add(1)
+				h.dropped.Add(1)
+			}
+		}
+	}
+}
+
+// Subscribe returns a channel of lease events with the given buffer size
+// (DefaultEventBuffer when <= 0) and a function that ends the subscription
+// and closes the channel. Events that do not fit in the buffer are dropped
+// and counted (DroppedEvents); the allocator never blocks on a subscriber.
+func (m *Manager) Subscribe(buffer int) (<-chan Event, func()) {
+	return m.events.subscribe(buffer)
+}
+
+// DroppedEvents returns how many events were dropped, over all subscribers,
+// because a subscriber's buffer was full.
+func (m *Manager) DroppedEvents() uint64 { return m.events.dropped.Load() }

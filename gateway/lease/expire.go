@@ -1,0 +1,107 @@
+package lease
+
+import (
+	"container/heap"
+	"context"
+	"fmt"
+	"time"
+)
+
+// sweepBatch bounds the leases changed by one store transaction in Expire.
+const sweepBatch = 1024
+
+// Expire runs one sweep at Now(): offers not accepted in time go back,
+// active leases whose lifetime ran out become held (EventExpired), held
+// leases whose hold time ran out become free. It returns how many leases
+// changed state.
+func (m *Manager) Expire(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		n := 0
+		err := m.run(ctx, func(t *tx) error {
+			n = t.sweep(m.now())
+			return nil
+		})
+		if err != nil {
+			return total, fmt.Errorf("expire: %w", err)
+		}
+		total += n
+		if n < sweepBatch {
+			return total, nil
+		}
+	}
+}
+
+// sweep changes up to sweepBatch due leases; due leases being committed by
+// another operation are left for the next sweep.
+func (t *tx) sweep(now time.Time) int {
+	m := t.m
+	var due, busy []*slot
+	for len(m.expiry) > 0 && len(due) < sweepBatch && !m.expiry[0].Expires.After(now) {
+		s := heap.Pop(&m.expiry).(*slot)
+		if t.addrBusy(s.Addr) {
+			busy = append(busy, s)
+			continue
+		}
+		due = append(due, s)
+	}
+	// Put them back so that set() finds every slot where it expects it.
+	for _, s := range append(due, busy...) {
+		heap.Push(&m.expiry, s)
+	}
+	for _, s := range due {
+		t.expireSlot(s)
+	}
+	return len(due)
+}
+
+func (t *tx) expireSlot(s *slot) {
+	m := t.m
+	p := m.poolFor(u32(s.Addr))
+	switch s.State {
+	case StateOffered:
+		t.release(s)
+	case StateActive:
+		nv := s.Lease
+		nv.State, nv.Expires = StateHeld, m.now().Add(m.cfg.HoldTime)
+		t.set(p, s.Addr, nv)
+		t.emit(EventExpired, nv, ReasonExpired)
+	case StateHeld:
+		nv := Lease{Addr: s.Addr, Pool: p.name}
+		if is := m.idents[s.Identity]; is != nil && is.hasSticky(s.Addr) {
+			nv.Identity = s.Identity
+		}
+		t.set(p, s.Addr, nv)
+	}
+}
+
+// SweepInterval is how often Run calls Expire.
+const SweepInterval = time.Second
+
+// Run calls Expire every SweepInterval until ctx is done, then returns
+// nil. A failed sweep is retried at the next tick; its error is returned
+// only if ctx is still live and the store fails MaxSweepFailures times in
+// a row.
+func (m *Manager) Run(ctx context.Context) error {
+	tick := time.NewTicker(SweepInterval)
+	defer tick.Stop()
+	failures := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		if _, err := m.Expire(ctx); err != nil && ctx.Err() == nil {
+			failures++
+			if failures >= MaxSweepFailures {
+				return err
+			}
+			continue
+		}
+		failures = 0
+	}
+}
+
+// MaxSweepFailures is how many consecutive failed sweeps make Run give up.
+const MaxSweepFailures = 30

@@ -1,0 +1,140 @@
+package lease
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeClock is an injectable clock moved by tests.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+func mustAddr(s string) netip.Addr     { return netip.MustParseAddr(s) }
+
+// newTestManager returns a manager over a small pool with a fake clock.
+func newTestManager(t testing.TB, mod func(*Config)) (*Manager, *fakeClock, Store) {
+	t.Helper()
+	clk := newFakeClock()
+	cfg := Config{
+		Pools: []PoolConfig{{Name: "main", Prefixes: []netip.Prefix{mustPrefix("10.0.0.0/29")}, ExcludeNetworkBroadcast: true}},
+		Now:   clk.Now,
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	st := NewMemStore()
+	m, err := New(cfg, st)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return m, clk, st
+}
+
+// grant offers and accepts.
+func grant(t testing.TB, m *Manager, id, session string) Lease {
+	t.Helper()
+	ctx := context.Background()
+	l, err := m.Offer(ctx, Request{Identity: id, Session: session})
+	if err != nil {
+		t.Fatalf("Offer(%s,%s): %v", id, session, err)
+	}
+	l, err = m.Accept(ctx, l.Addr, session)
+	if err != nil {
+		t.Fatalf("Accept(%s,%s): %v", id, session, err)
+	}
+	return l
+}
+
+// checkInvariants compares the cache's counters and indexes with each
+// other and with the store.
+func checkInvariants(t testing.TB, m *Manager, st Store) {
+	t.Helper()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, p := range m.poolOrder {
+		var off, act, held, sticky int
+		for _, s := range m.slots {
+			if s.Pool != p.name {
+				continue
+			}
+			switch s.State {
+			case StateOffered:
+				off++
+			case StateActive:
+				act++
+			case StateHeld:
+				held++
+			case StateFree:
+				sticky++
+				if is := m.idents[s.Identity]; is == nil || !is.hasSticky(s.Addr) {
+					t.Errorf("sticky-free %v of %q not in its index", s.Addr, s.Identity)
+				}
+			}
+			if p.clean.contains(u32(s.Addr)) {
+				t.Errorf("%v has a slot and is clean", s.Addr)
+			}
+		}
+		if off != p.offered || act != p.active || held != p.heldN || sticky != p.freeSticky.n {
+			t.Errorf("pool %s counters: have %d/%d/%d/%d want %d/%d/%d/%d", p.name, p.offered, p.active, p.heldN, p.freeSticky.n, off, act, held, sticky)
+		}
+		reservedFree := 0
+		for a := range m.reserved {
+			if m.poolFor(u32(a)) == p && m.slots[a] == nil {
+				reservedFree++
+			}
+		}
+		if got := p.clean.len() + uint64(sticky+off+act+held+reservedFree); got != p.size {
+			t.Errorf("pool %s: clean %d + slots + reserved free = %d, size %d", p.name, p.clean.len(), got, p.size)
+		}
+	}
+	for id, is := range m.idents {
+		for _, a := range is.sticky {
+			if s := m.slots[a]; s == nil || s.Identity != id {
+				t.Errorf("index of %q names %v which is not its", id, a)
+			}
+		}
+	}
+	if len(m.busyAddr)+len(m.busyIdent) != 0 {
+		t.Errorf("busy keys left: %v %v", m.busyAddr, m.busyIdent)
+	}
+	if st == nil {
+		return
+	}
+	snap, err := st.Load(context.Background())
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	inStore := 0
+	for _, r := range snap.Leases {
+		s := m.slots[r.Lease.Addr]
+		if s == nil || s.version != r.Version || s.State != r.Lease.State || s.Identity != r.Lease.Identity || s.Session != r.Lease.Session {
+			t.Errorf("store record %v v%d %s %q differs from cache %+v", r.Lease.Addr, r.Version, r.Lease.State, r.Lease.Identity, s)
+		}
+		inStore++
+	}
+	if inStore != len(m.expiry) {
+		t.Errorf("store has %d records, cache %d leases", inStore, len(m.expiry))
+	}
+}

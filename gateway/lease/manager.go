@@ -1,0 +1,225 @@
+package lease
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+)
+
+// maxSticky bounds the identity index entry of one identity.
+const maxSticky = 8
+
+// Manager hands out IPv4 leases from pools, backed by a Store. It is safe
+// for concurrent use.
+type Manager struct {
+	cfg    Config
+	store  Store
+	events hub
+	txPool sync.Pool // of *tx
+
+	mu        sync.Mutex
+	cond      *sync.Cond
+	pools     map[string]*pool
+	poolOrder []*pool
+	spans     []poolSpan // every pool address range, sorted
+	slots     map[netip.Addr]*slot
+	idents    map[string]*identState
+	reserved  map[netip.Addr]string
+	expiry    expiryHeap
+	busyAddr  map[netip.Addr]struct{}
+	busyIdent map[string]struct{}
+	orphans   map[netip.Addr]Record // records outside every pool (pool removed)
+}
+
+// New validates cfg (pools must not overlap, every reservation must lie in
+// a pool) and loads the leases from store.
+func New(cfg Config, store Store) (*Manager, error) {
+	if store == nil {
+		return nil, fmt.Errorf("%w: nil store", ErrInvalidConfig)
+	}
+	m := &Manager{
+		cfg:       cfg.withDefaults(),
+		store:     store,
+		pools:     make(map[string]*pool),
+		slots:     make(map[netip.Addr]*slot),
+		idents:    make(map[string]*identState),
+		reserved:  make(map[netip.Addr]string),
+		busyAddr:  make(map[netip.Addr]struct{}),
+		busyIdent: make(map[string]struct{}),
+		orphans:   make(map[netip.Addr]Record),
+	}
+	m.cond = sync.NewCond(&m.mu)
+	m.txPool.New = func() any { return new(tx) }
+	if len(cfg.Pools) == 0 {
+		return nil, fmt.Errorf("%w: no pool", ErrInvalidConfig)
+	}
+	for _, pc := range cfg.Pools {
+		if _, err := m.addPoolLocked(pc); err != nil {
+			return nil, err
+		}
+	}
+	if err := m.addReservations(cfg.Reservations); err != nil {
+		return nil, err
+	}
+	snap, err := store.Load(context.Background())
+	if err != nil {
+		return nil, fmt.Errorf("lease: load store: %w", err)
+	}
+	m.load(snap)
+	return m, nil
+}
+
+func (m *Manager) addReservations(rs []Reservation) error {
+	for _, r := range rs {
+		if err := ValidIdentity(r.Identity); err != nil {
+			return fmt.Errorf("%w: reservation %v: %w", ErrInvalidConfig, r.Addr, err)
+		}
+		if !r.Addr.Is4() || m.poolFor(u32(r.Addr)) == nil {
+			return fmt.Errorf("%w: reservation %v for %q is outside every pool", ErrInvalidConfig, r.Addr, r.Identity)
+		}
+		if other, dup := m.reserved[r.Addr]; dup {
+			return fmt.Errorf("%w: %v reserved for both %q and %q", ErrInvalidConfig, r.Addr, other, r.Identity)
+		}
+		m.reserved[r.Addr] = r.Identity
+		is := m.identLocked(r.Identity)
+		is.static = append(is.static, r.Addr)
+	}
+	for a := range m.reserved {
+		m.poolFor(u32(a)).clean.remove(u32(a))
+	}
+	return nil
+}
+
+// load fills the cache from a snapshot. The clean sets are rebuilt in one
+// sorted pass per pool, so loading n records costs O(n log n) and never
+// splits spans one by one.
+func (m *Manager) load(snap Snapshot) {
+	taken := make(map[*pool][]span)
+	for _, r := range snap.Leases {
+		a := r.Lease.Addr
+		p := m.poolFor(u32(a))
+		if !a.Is4() || p == nil || !hasRecord(r.Lease.State) {
+			m.orphans[a] = r
+			continue
+		}
+		l := r.Lease
+		l.Pool = p.name
+		m.slots[a] = &slot{Lease: l, version: r.Version, heapIdx: -1}
+		taken[p] = append(taken[p], span{u32(a), u32(a)})
+	}
+	for id, addrs := range snap.Index {
+		var keep []netip.Addr
+		for _, a := range addrs {
+			if len(keep) == maxSticky {
+				break
+			}
+			p := m.poolFor(u32(a))
+			if p == nil || slices.Contains(keep, a) {
+				continue
+			}
+			if _, res := m.reserved[a]; res {
+				continue
+			}
+			if s := m.slots[a]; s != nil {
+				if s.Identity == id {
+					keep = append(keep, a)
+				}
+				continue
+			}
+			m.slots[a] = &slot{Lease: Lease{Addr: a, Pool: p.name, Identity: id}, heapIdx: -1}
+			taken[p] = append(taken[p], span{u32(a), u32(a)})
+			keep = append(keep, a)
+		}
+		if len(keep) > 0 {
+			m.identLocked(id).sticky = keep
+		}
+	}
+	for p, t := range taken {
+		p.clean = newIPSet(subtract(p.clean.spans, normalize(t)))
+	}
+	// Attach in a stable order (oldest first) so the FIFO lists start sorted.
+	all := make([]*slot, 0, len(m.slots))
+	for _, s := range m.slots {
+		all = append(all, s)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].Expires.Before(all[j].Expires) })
+	for _, s := range all {
+		m.attachLocked(m.poolFor(u32(s.Addr)), s)
+	}
+}
+
+// AddPool adds a pool at run time (configuration reload: additions only).
+// Records already in the store for its addresses are adopted.
+func (m *Manager) AddPool(pc PoolConfig) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p, err := m.addPoolLocked(pc)
+	if err != nil {
+		return err
+	}
+	for a, r := range m.orphans {
+		if m.poolFor(u32(a)) != p {
+			continue
+		}
+		delete(m.orphans, a)
+		m.adoptLocked(a, &r)
+	}
+	return nil
+}
+
+// Get returns the lease of addr, if it is offered, active or held.
+func (m *Manager) Get(addr netip.Addr) (Lease, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.slots[addr]
+	if s == nil || s.State == StateFree {
+		return Lease{}, false
+	}
+	return s.Lease, true
+}
+
+// List returns every non-free lease, sorted by address.
+func (m *Manager) List() []Lease {
+	m.mu.Lock()
+	out := make([]Lease, 0, len(m.expiry))
+	for _, s := range m.expiry {
+		out = append(out, s.Lease)
+	}
+	m.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Addr.Less(out[j].Addr) })
+	return out
+}
+
+// Stats returns the per-pool counters, in configuration order.
+func (m *Manager) Stats() []PoolStats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]PoolStats, 0, len(m.poolOrder))
+	for _, p := range m.poolOrder {
+		out = append(out, p.stats())
+	}
+	return out
+}
+
+// resolvePoolLocked maps a request's pool name to a pool.
+func (m *Manager) resolvePoolLocked(name, id string) (*pool, error) {
+	if name == "" {
+		if is := m.idents[id]; is != nil && len(is.static) > 0 {
+			return m.poolFor(u32(is.static[0])), nil
+		}
+		return m.poolOrder[0], nil
+	}
+	p := m.pools[name]
+	if p == nil {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownPool, name)
+	}
+	return p, nil
+}
+
+// now reads the clock without the monotonic reading, so cached times equal
+// the ones read back from a store.
+func (m *Manager) now() time.Time { return m.cfg.Now().Round(0) }

@@ -1,0 +1,218 @@
+package lease
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+)
+
+// maxConflictRetries bounds how often Offer retries after another writer
+// claimed the address it picked (only possible with a shared store).
+const maxConflictRetries = 8
+
+// Offer finds an address for r and records it as offered until
+// Config.OfferTimeout passes or Accept is called. In order of preference
+// the address is: the identity's lease for the same session (idempotent),
+// its static reservation, its previous (sticky) address, a clean free
+// address, a free address remembered by another identity (oldest first),
+// an address held for another identity (oldest first).
+func (m *Manager) Offer(ctx context.Context, r Request) (Lease, error) {
+	if err := ValidIdentity(r.Identity); err != nil {
+		return Lease{}, err
+	}
+	var out Lease
+	var err error
+	for range maxConflictRetries {
+		err = m.run(ctx, func(t *tx) error { return t.offer(r, &out) })
+		if !errors.Is(err, ErrConflict) {
+			break
+		}
+	}
+	if err != nil {
+		return Lease{}, fmt.Errorf("offer for %q: %w", r.Identity, err)
+	}
+	return out, nil
+}
+
+func (t *tx) offer(r Request, out *Lease) error {
+	m := t.m
+	p, err := m.resolvePoolLocked(r.Pool, r.Identity)
+	if err != nil {
+		return err
+	}
+	if err := t.lockIdent(r.Identity); err != nil {
+		return err
+	}
+	is := m.identLocked(r.Identity)
+	for _, s := range is.sessions {
+		if s.Session == r.Session && s.Pool == p.name {
+			if err := t.checkAddr(s.Addr); err != nil {
+				return err
+			}
+			*out = s.Lease
+			return nil
+		}
+	}
+	if err := t.enforceLimit(r, is); err != nil {
+		return err
+	}
+	a, static, err := t.pick(p, r.Identity, is)
+	if err != nil {
+		return err
+	}
+	now := m.now()
+	nv := Lease{
+		Addr: a, Pool: p.name, Identity: r.Identity, Session: r.Session,
+		Endpoint: r.Endpoint, Transport: r.Transport, State: StateOffered,
+		Static: static, Granted: now, Expires: now.Add(m.cfg.OfferTimeout),
+	}
+	t.set(p, a, nv)
+	*out = nv
+	return nil
+}
+
+// enforceLimit applies the session limit before a new offer.
+func (t *tx) enforceLimit(r Request, is *identState) error {
+	limit := r.MaxSessions
+	if limit <= 0 {
+		limit = t.m.cfg.MaxSessions
+	}
+	for len(is.sessions) >= limit {
+		if t.m.cfg.OnLimit == Refuse {
+			return fmt.Errorf("%w: %d of %d sessions in use", ErrSessionLimit, len(is.sessions), limit)
+		}
+		oldest := is.sessions[0]
+		for _, s := range is.sessions[1:] {
+			if s.Granted.Before(oldest.Granted) {
+				oldest = s
+			}
+		}
+		if err := t.checkAddr(oldest.Addr); err != nil {
+			return err
+		}
+		was := oldest.State
+		l := t.release(oldest)
+		if was == StateActive {
+			t.emit(EventReplaced, l, ReasonReplaced)
+		}
+	}
+	return nil
+}
+
+// pick chooses the address for a new offer and prepares it (dropping it
+// from another identity's index when taken from one).
+func (t *tx) pick(p *pool, id string, is *identState) (netip.Addr, bool, error) {
+	m := t.m
+	for _, a := range is.static {
+		if m.poolFor(u32(a)) == p && t.usableBy(a, id) {
+			return a, true, nil
+		}
+	}
+	for _, a := range is.sticky {
+		if m.poolFor(u32(a)) == p && t.usableBy(a, id) {
+			return a, false, nil
+		}
+	}
+	if a, ok, err := t.pickClean(p); ok || err != nil {
+		return a, false, err
+	}
+	for _, l := range []*slotList{&p.freeSticky, &p.held} {
+		for s := l.head; s != nil; s = s.next {
+			if t.addrBusy(s.Addr) || t.identBusy(s.Identity) {
+				continue
+			}
+			if err := t.forget(s.Identity, s.Addr); err != nil {
+				return netip.Addr{}, false, err
+			}
+			return s.Addr, false, nil
+		}
+	}
+	if p.freeSticky.n+p.held.n > 0 {
+		// Everything left is being committed by others: wait for them.
+		return netip.Addr{}, false, errWait
+	}
+	return netip.Addr{}, false, fmt.Errorf("%w: %q", ErrPoolExhausted, p.name)
+}
+
+// usableBy reports whether address a can be offered to id now: free, or
+// held for id, and not in flight.
+func (t *tx) usableBy(a netip.Addr, id string) bool {
+	if t.addrBusy(a) {
+		return false
+	}
+	s := t.m.slots[a]
+	if s == nil {
+		return true
+	}
+	return s.Identity == id && (s.State == StateFree || s.State == StateHeld)
+}
+
+// forget drops address a from id's sticky index.
+func (t *tx) forget(id string, a netip.Addr) error {
+	if err := t.lockIdent(id); err != nil {
+		return err
+	}
+	is := t.m.identLocked(id)
+	if !is.hasSticky(a) {
+		return nil
+	}
+	list := make([]netip.Addr, 0, len(is.sticky))
+	for _, x := range is.sticky {
+		if x != a {
+			list = append(list, x)
+		}
+	}
+	t.setSticky(id, list)
+	return nil
+}
+
+// remember puts a at the front of id's sticky index; addresses pushed out
+// of the bounded index that are free become clean.
+func (t *tx) remember(id string, a netip.Addr) error {
+	if err := t.lockIdent(id); err != nil {
+		return err
+	}
+	is := t.m.identLocked(id)
+	if len(is.sticky) > 0 && is.sticky[0] == a {
+		return nil
+	}
+	list := []netip.Addr{a}
+	for _, x := range is.sticky {
+		if x != a {
+			list = append(list, x)
+		}
+	}
+	for len(list) > maxSticky {
+		d := list[len(list)-1]
+		if s := t.m.slots[d]; s != nil && s.State == StateFree {
+			if err := t.checkAddr(d); err != nil {
+				return err
+			}
+			t.set(t.m.poolFor(u32(d)), d, Lease{Addr: d, Pool: s.Pool})
+		}
+		list = list[:len(list)-1]
+	}
+	t.setSticky(id, list)
+	return nil
+}
+
+// pickClean returns the next clean address from the pool's cursor. An
+// address that just became clean inside another operation's uncommitted
+// change is skipped: its store record may still exist until that commit.
+func (t *tx) pickClean(p *pool) (netip.Addr, bool, error) {
+	c := p.cursor
+	for range len(t.m.busyAddr) + 1 {
+		v, ok := p.clean.nextFrom(c)
+		if !ok {
+			return netip.Addr{}, false, nil
+		}
+		if a := addr4(v); !t.addrBusy(a) {
+			p.cursor = v + 1
+			return a, true, nil
+		}
+		c = v + 1
+	}
+	// Every clean address left is in flight: wait for those commits.
+	return netip.Addr{}, false, errWait
+}

@@ -1,0 +1,154 @@
+package lease
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+)
+
+// Accept turns the offered lease of addr into an active one bound to
+// session, with Expires = now + Lifetime, and makes addr the identity's
+// sticky address. Accepting an already active lease of the same session
+// returns it unchanged.
+func (m *Manager) Accept(ctx context.Context, addr netip.Addr, session string) (Lease, error) {
+	var out Lease
+	err := m.run(ctx, func(t *tx) error {
+		s, err := t.sessionSlot(addr, session)
+		if err != nil {
+			return err
+		}
+		if s.State == StateActive {
+			out = s.Lease
+			return nil
+		}
+		if !s.Static {
+			if err := t.remember(s.Identity, addr); err != nil {
+				return err
+			}
+		}
+		now := m.now()
+		nv := s.Lease
+		nv.State, nv.Granted, nv.Expires = StateActive, now, now.Add(m.cfg.Lifetime)
+		t.set(m.poolFor(u32(addr)), addr, nv)
+		t.emit(EventGranted, nv, "")
+		out = nv
+		return nil
+	})
+	if err != nil {
+		return Lease{}, fmt.Errorf("accept %v: %w", addr, err)
+	}
+	return out, nil
+}
+
+// Renew gives the active lease of addr a fresh lifetime.
+func (m *Manager) Renew(ctx context.Context, addr netip.Addr, session string) (Lease, error) {
+	var out Lease
+	err := m.run(ctx, func(t *tx) error {
+		s, err := t.sessionSlot(addr, session)
+		if err != nil {
+			return err
+		}
+		if s.State != StateActive {
+			return fmt.Errorf("%w: lease is %s", ErrBadState, s.State)
+		}
+		nv := s.Lease
+		nv.Expires = m.now().Add(m.cfg.Lifetime)
+		t.set(m.poolFor(u32(addr)), addr, nv)
+		t.emit(EventRenewed, nv, "")
+		out = nv
+		return nil
+	})
+	if err != nil {
+		return Lease{}, fmt.Errorf("renew %v: %w", addr, err)
+	}
+	return out, nil
+}
+
+// Release ends the session's lease of addr: an active lease is held for
+// its identity for HoldTime (EventReleased); an offered one goes back as
+// if its offer had timed out.
+func (m *Manager) Release(ctx context.Context, addr netip.Addr, session string, why Reason) error {
+	err := m.run(ctx, func(t *tx) error {
+		s, err := t.sessionSlot(addr, session)
+		if err != nil {
+			return err
+		}
+		was := s.State
+		l := t.release(s)
+		if was == StateActive {
+			t.emit(EventReleased, l, why)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("release %v: %w", addr, err)
+	}
+	return nil
+}
+
+// ReleaseIdentity releases every offered and active lease of identity (for
+// example on revocation) and returns them as they are afterwards.
+func (m *Manager) ReleaseIdentity(ctx context.Context, identity string, why Reason) ([]Lease, error) {
+	if err := ValidIdentity(identity); err != nil {
+		return nil, err
+	}
+	var out []Lease
+	err := m.run(ctx, func(t *tx) error {
+		out = out[:0]
+		is := m.idents[identity]
+		if is == nil {
+			return nil
+		}
+		for _, s := range is.sessions {
+			if err := t.checkAddr(s.Addr); err != nil {
+				return err
+			}
+		}
+		for len(is.sessions) > 0 {
+			s := is.sessions[0]
+			was := s.State
+			l := t.release(s)
+			if was == StateActive {
+				t.emit(EventReleased, l, why)
+			}
+			out = append(out, l)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("release identity %q: %w", identity, err)
+	}
+	return out, nil
+}
+
+// sessionSlot returns the offered or active slot of addr owned by session.
+func (t *tx) sessionSlot(addr netip.Addr, session string) (*slot, error) {
+	if err := t.checkAddr(addr); err != nil {
+		return nil, err
+	}
+	s := t.m.slots[addr]
+	if s == nil || (s.State != StateOffered && s.State != StateActive) {
+		return nil, fmt.Errorf("%w: %v", ErrNotFound, addr)
+	}
+	if s.Session != session {
+		return nil, ErrSessionMismatch
+	}
+	return s, nil
+}
+
+// release moves an offered or active slot to its next state and returns
+// the lease as it is afterwards: active -> held; offered -> held when the
+// address is the identity's (sticky or static), else free.
+func (t *tx) release(s *slot) Lease {
+	m := t.m
+	p := m.poolFor(u32(s.Addr))
+	nv := s.Lease
+	if s.State == StateOffered && !s.Static && !m.identLocked(s.Identity).hasSticky(s.Addr) {
+		nv = Lease{Addr: s.Addr, Pool: p.name}
+		t.set(p, s.Addr, nv)
+		return nv
+	}
+	nv.State, nv.Expires = StateHeld, m.now().Add(m.cfg.HoldTime)
+	t.set(p, s.Addr, nv)
+	return nv
+}

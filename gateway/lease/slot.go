@@ -1,0 +1,218 @@
+package lease
+
+import (
+	"container/heap"
+	"net/netip"
+)
+
+// slot is the cached state of one address that is not clean: a lease that
+// is offered, active or held, or a free address still remembered by its
+// identity (State free, Identity set: "sticky-free").
+type slot struct {
+	Lease
+	version uint64 // store version of the address key (0: no record)
+	heapIdx int    // index in the expiry heap, -1 when not in it
+	prev    *slot  // neighbours in pool.freeSticky or pool.held
+	next    *slot
+	list    *slotList
+}
+
+// hasRecord reports whether the store holds a record for this state.
+func hasRecord(s State) bool { return s != StateFree }
+
+// slotList is an intrusive FIFO of slots (oldest at the front).
+type slotList struct {
+	head, tail *slot
+	n          int
+}
+
+func (l *slotList) pushBack(s *slot) {
+	s.list, s.prev, s.next = l, l.tail, nil
+	if l.tail != nil {
+		l.tail.next = s
+	} else {
+		l.head = s
+	}
+	l.tail = s
+	l.n++
+}
+
+func (l *slotList) remove(s *slot) {
+	if s.prev != nil {
+		s.prev.next = s.next
+	} else {
+		l.head = s.next
+	}
+	if s.next != nil {
+		s.next.prev = s.prev
+	} else {
+		l.tail = s.prev
+	}
+	s.prev, s.next, s.list = nil, nil, nil
+	l.n--
+}
+
+// expiryHeap orders offered, active and held slots by Expires.
+//
+// Why a heap and not a timer per lease: a gateway may hold hundreds of
+// thousands of leases, and a time.AfterFunc each would cost a runtime timer
+// and a goroutine wake-up per lease, fire outside the manager's lock (so
+// every callback must re-check the state it raced with) and could not be
+// driven by an injected clock in tests. The heap costs one pointer and one
+// int per lease, a renewal is an O(log n) Fix, and Expire pops exactly the
+// due leases in deadline order at whatever Now() says. A timer wheel would
+// make insertion O(1) but needs a fixed tick and buckets sized to the
+// longest lifetime (24h holds); at a one-second sweep the heap is simpler
+// and fast enough (see BenchmarkAlloc).
+type expiryHeap []*slot
+
+func (h expiryHeap) Len() int           { return len(h) }
+func (h expiryHeap) Less(i, j int) bool { return h[i].Expires.Before(h[j].Expires) }
+func (h expiryHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].heapIdx = i
+	h[j].heapIdx = j
+}
+
+func (h *expiryHeap) Push(x any) {
+	s := x.(*slot)
+	s.heapIdx = len(*h)
+	*h = append(*h, s)
+}
+
+func (h *expiryHeap) Pop() any {
+	old := *h
+	n := len(old) - 1
+	s := old[n]
+	old[n] = nil
+	s.heapIdx = -1
+	*h = old[:n]
+	return s
+}
+
+// identState is what the manager knows about one identity.
+type identState struct {
+	sticky   []netip.Addr // addresses used, most recent first (the persisted index)
+	sessions []*slot      // offered and active leases
+	static   []netip.Addr // reservations from the config
+}
+
+func (is *identState) empty() bool {
+	return len(is.sticky) == 0 && len(is.sessions) == 0 && len(is.static) == 0
+}
+
+func (is *identState) hasSticky(a netip.Addr) bool {
+	for _, s := range is.sticky {
+		if s == a {
+			return true
+		}
+	}
+	return false
+}
+
+func (is *identState) dropSession(s *slot) {
+	for i, x := range is.sessions {
+		if x == s {
+			is.sessions = append(is.sessions[:i], is.sessions[i+1:]...)
+			return
+		}
+	}
+}
+
+// detachLocked removes s from every structure of its current state.
+func (m *Manager) detachLocked(p *pool, s *slot) {
+	if s.heapIdx >= 0 {
+		heap.Remove(&m.expiry, s.heapIdx)
+	}
+	if s.list != nil {
+		s.list.remove(s)
+	}
+	switch s.State {
+	case StateOffered, StateActive:
+		if is := m.idents[s.Identity]; is != nil {
+			is.dropSession(s)
+			m.gcIdentLocked(s.Identity, is)
+		}
+		if s.State == StateOffered {
+			p.offered--
+		} else {
+			p.active--
+		}
+	case StateHeld:
+		p.heldN--
+	}
+}
+
+// attachLocked adds s to the structures of its state.
+func (m *Manager) attachLocked(p *pool, s *slot) {
+	switch s.State {
+	case StateFree:
+		p.freeSticky.pushBack(s)
+		return
+	case StateOffered, StateActive:
+		m.identLocked(s.Identity).sessions = append(m.identLocked(s.Identity).sessions, s)
+		if s.State == StateOffered {
+			p.offered++
+		} else {
+			p.active++
+		}
+	case StateHeld:
+		p.heldN++
+		if _, reserved := m.reserved[s.Addr]; !reserved {
+			p.held.pushBack(s)
+		}
+	}
+	heap.Push(&m.expiry, s)
+}
+
+func (m *Manager) identLocked(id string) *identState {
+	is := m.idents[id]
+	if is == nil {
+		is = &identState{}
+		m.idents[id] = is
+	}
+	return is
+}
+
+func (m *Manager) gcIdentLocked(id string, is *identState) {
+	if is.empty() {
+		delete(m.idents, id)
+	}
+}
+
+// valueLocked returns the current lease of address a in pool p (State free
+// and Identity "" for a clean or reserved free address) and its version.
+func (m *Manager) valueLocked(p *pool, a netip.Addr) (Lease, uint64) {
+	if s := m.slots[a]; s != nil {
+		return s.Lease, s.version
+	}
+	return Lease{Addr: a, Pool: p.name}, 0
+}
+
+// setLocked moves address a of pool p to the state nv with version ver,
+// keeping every index consistent. A free lease with no identity means the
+// address has no slot (clean, or reserved and free).
+func (m *Manager) setLocked(p *pool, a netip.Addr, nv Lease, ver uint64) {
+	_, reserved := m.reserved[a]
+	s := m.slots[a]
+	if s != nil {
+		m.detachLocked(p, s)
+	} else if !reserved {
+		p.clean.remove(u32(a))
+	}
+	if nv.State == StateFree && nv.Identity == "" {
+		if s != nil {
+			delete(m.slots, a)
+		}
+		if !reserved {
+			p.clean.add(u32(a))
+		}
+		return
+	}
+	if s == nil {
+		s = &slot{heapIdx: -1}
+		m.slots[a] = s
+	}
+	s.Lease, s.version = nv, ver
+	m.attachLocked(p, s)
+}

@@ -1,0 +1,296 @@
+package lease
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"slices"
+)
+
+// errWait tells run that a key the plan needs is being committed by
+// another operation: undo, wait for it, plan again.
+var errWait = errors.New("lease: key busy")
+
+// tx is one operation in flight. Its plan changes the cache at once
+// (optimistically), marks every touched key busy so no other operation
+// plans on it, and collects the store Txn; if the commit fails, the undo
+// records put the cache back. Only the busy marks cross the unlocked
+// commit, so concurrent operations on other keys commit together (the
+// store coalesces them).
+type tx struct {
+	m      *Manager
+	addrs  []undoAddr
+	idents []undoIdent
+	txn    Txn
+	events []Event
+	// leaseBuf backs the Change.Lease pointers of small transactions; tx
+	// values are recycled (Manager.txPool), which the Store contract
+	// allows: Commit must not keep the Txn after it returns.
+	leaseBuf [4]Lease
+	nLease   int
+}
+
+// newLease returns storage for one Change.Lease.
+func (t *tx) newLease(l Lease) *Lease {
+	if t.nLease < len(t.leaseBuf) {
+		p := &t.leaseBuf[t.nLease]
+		t.nLease++
+		*p = l
+		return p
+	}
+	return &l
+}
+
+// reset empties t for reuse, keeping its buffers.
+func (t *tx) reset(m *Manager) {
+	clear(t.addrs)
+	clear(t.idents)
+	clear(t.txn.Leases)
+	clear(t.txn.Index)
+	clear(t.events)
+	t.m = m
+	t.addrs, t.idents, t.events = t.addrs[:0], t.idents[:0], t.events[:0]
+	t.txn.Leases, t.txn.Index = t.txn.Leases[:0], t.txn.Index[:0]
+	t.leaseBuf = [4]Lease{}
+	t.nLease = 0
+}
+
+type undoAddr struct {
+	p   *pool
+	a   netip.Addr
+	old Lease
+	ver uint64
+}
+
+type undoIdent struct {
+	id  string
+	old []netip.Addr
+}
+
+// checkAddr returns errWait if another tx holds address a.
+func (t *tx) checkAddr(a netip.Addr) error {
+	for _, u := range t.addrs {
+		if u.a == a {
+			return nil
+		}
+	}
+	if _, busy := t.m.busyAddr[a]; busy {
+		return errWait
+	}
+	return nil
+}
+
+func (t *tx) lockIdent(id string) error {
+	for _, u := range t.idents {
+		if u.id == id {
+			return nil
+		}
+	}
+	if _, busy := t.m.busyIdent[id]; busy {
+		return errWait
+	}
+	t.m.busyIdent[id] = struct{}{}
+	var old []netip.Addr
+	if is := t.m.idents[id]; is != nil {
+		old = is.sticky // never changed in place: no copy needed
+	}
+	t.idents = append(t.idents, undoIdent{id: id, old: old})
+	return nil
+}
+
+func (t *tx) addrBusy(a netip.Addr) bool {
+	return t.checkAddr(a) != nil
+}
+
+func (t *tx) identBusy(id string) bool {
+	for _, u := range t.idents {
+		if u.id == id {
+			return false
+		}
+	}
+	_, busy := t.m.busyIdent[id]
+	return busy
+}
+
+// set moves address a to nv (see Manager.setLocked) and records the store
+// change. The caller must have checked that a is not busy.
+func (t *tx) set(p *pool, a netip.Addr, nv Lease) {
+	m := t.m
+	old, ver := m.valueLocked(p, a)
+	first := true
+	for _, u := range t.addrs {
+		if u.a == a {
+			first = false
+		}
+	}
+	if first {
+		m.busyAddr[a] = struct{}{}
+		t.addrs = append(t.addrs, undoAddr{p: p, a: a, old: old, ver: ver})
+	}
+	i, seen := t.change(a)
+	if !seen && !hasRecord(old.State) && !hasRecord(nv.State) {
+		m.setLocked(p, a, nv, 0)
+		return
+	}
+	if !seen {
+		i = len(t.txn.Leases)
+		t.txn.Leases = append(t.txn.Leases, Change{Addr: a, Prev: ver})
+	}
+	c := &t.txn.Leases[i]
+	newVer := uint64(0)
+	if !hasRecord(nv.State) {
+		c.Lease = nil
+	} else if c.Lease != nil {
+		*c.Lease = nv
+		newVer = c.Prev + 1
+	} else {
+		c.Lease = t.newLease(nv)
+		newVer = c.Prev + 1
+	}
+	m.setLocked(p, a, nv, newVer)
+}
+
+// change returns the index of a's change in the txn (a handful at most).
+func (t *tx) change(a netip.Addr) (int, bool) {
+	for i := range t.txn.Leases {
+		if t.txn.Leases[i].Addr == a {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+// setSticky replaces id's sticky list (id must be locked by this tx). The
+// list is shared with the txn: sticky lists are never changed in place.
+func (t *tx) setSticky(id string, list []netip.Addr) {
+	is := t.m.identLocked(id)
+	is.sticky = list
+	t.m.gcIdentLocked(id, is)
+	for i := range t.txn.Index {
+		if t.txn.Index[i].Identity == id {
+			t.txn.Index[i].Addrs = list
+			return
+		}
+	}
+	t.txn.Index = append(t.txn.Index, IndexChange{Identity: id, Addrs: list})
+}
+
+func (t *tx) emit(kind EventKind, l Lease, why Reason) {
+	t.events = append(t.events, Event{Kind: kind, Lease: l, Reason: why})
+}
+
+// rollbackLocked undoes every cache change and frees the keys.
+func (t *tx) rollbackLocked() {
+	m := t.m
+	for i := len(t.addrs) - 1; i >= 0; i-- {
+		u := t.addrs[i]
+		m.setLocked(u.p, u.a, u.old, u.ver)
+	}
+	for i := len(t.idents) - 1; i >= 0; i-- {
+		u := t.idents[i]
+		is := m.identLocked(u.id)
+		is.sticky = u.old
+		m.gcIdentLocked(u.id, is)
+	}
+	t.events = t.events[:0]
+	t.releaseLocked()
+}
+
+// releaseLocked frees the keys and wakes waiting planners.
+func (t *tx) releaseLocked() {
+	for _, u := range t.addrs {
+		delete(t.m.busyAddr, u.a)
+	}
+	for _, u := range t.idents {
+		delete(t.m.busyIdent, u.id)
+	}
+	t.addrs, t.idents = t.addrs[:0], t.idents[:0]
+	t.m.cond.Broadcast()
+}
+
+// run plans an operation under the lock, commits it to the store without
+// the lock, and then publishes its events or undoes it.
+func (m *Manager) run(ctx context.Context, plan func(t *tx) error) error {
+	t := m.txPool.Get().(*tx)
+	defer m.txPool.Put(t)
+	m.mu.Lock()
+	for {
+		if err := ctx.Err(); err != nil {
+			m.mu.Unlock()
+			return err
+		}
+		t.reset(m)
+		err := plan(t)
+		if err == errWait {
+			t.rollbackLocked()
+			m.cond.Wait()
+			continue
+		}
+		if err != nil {
+			t.rollbackLocked()
+			m.mu.Unlock()
+			return err
+		}
+		return m.commit(ctx, t)
+	}
+}
+
+// commit is entered with m.mu held and returns with it released.
+func (m *Manager) commit(ctx context.Context, t *tx) error {
+	var err error
+	if !t.txn.empty() {
+		m.mu.Unlock()
+		err = m.store.Commit(ctx, t.txn)
+		m.mu.Lock()
+	}
+	if err != nil {
+		t.rollbackLocked()
+		m.adoptConflictLocked(err)
+		m.mu.Unlock()
+		return err
+	}
+	t.releaseLocked()
+	m.events.publish(t.events)
+	m.mu.Unlock()
+	return nil
+}
+
+// adoptConflictLocked refreshes the cache from a ConflictError: the store
+// is the authority, so another writer's record replaces ours.
+func (m *Manager) adoptConflictLocked(err error) {
+	var ce *ConflictError
+	if !errors.As(err, &ce) {
+		return
+	}
+	if _, busy := m.busyAddr[ce.Addr]; busy {
+		return
+	}
+	m.adoptLocked(ce.Addr, ce.Current)
+}
+
+// adoptLocked sets address a to the store's record r (nil: absent).
+func (m *Manager) adoptLocked(a netip.Addr, r *Record) {
+	p := m.poolFor(u32(a))
+	if p == nil {
+		return
+	}
+	old, _ := m.valueLocked(p, a)
+	nv, ver := Lease{Addr: a, Pool: p.name}, uint64(0)
+	if r != nil {
+		nv, ver = r.Lease, r.Version
+		nv.Pool = p.name
+	}
+	if old.Identity != "" && old.Identity != nv.Identity {
+		if is := m.idents[old.Identity]; is != nil && is.hasSticky(a) {
+			is.sticky = slices.DeleteFunc(slices.Clone(is.sticky), func(x netip.Addr) bool { return x == a })
+			m.gcIdentLocked(old.Identity, is)
+		}
+		if old.State == StateFree {
+			old.Identity = ""
+		}
+	}
+	if r == nil && old.Identity != "" && m.idents[old.Identity] != nil && m.idents[old.Identity].hasSticky(a) {
+		nv.Identity = old.Identity
+	}
+	m.setLocked(p, a, nv, ver)
+}

@@ -1,0 +1,65 @@
+package metrics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+)
+
+// Limits of the /metrics server.
+const (
+	// Path is where [Metrics.Serve] mounts the handler.
+	Path = "/metrics"
+
+	maxScrapesInFlight = 4
+	scrapeTimeout      = 10 * time.Second
+	readHeaderTimeout  = 5 * time.Second
+	writeTimeout       = scrapeTimeout + 5*time.Second
+	idleTimeout        = 60 * time.Second
+	shutdownTimeout    = 5 * time.Second
+)
+
+// ListenAndServe binds addr over TCP and calls [Metrics.Serve].
+func (m *Metrics) ListenAndServe(ctx context.Context, addr string) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("metrics: listen %s: %w", addr, err)
+	}
+	return m.Serve(ctx, ln)
+}
+
+// Serve answers scrapes on ln at [Path] (anything else is 404) until ctx is
+// done, then shuts down gracefully, waiting at most a few seconds for
+// in-flight scrapes. It takes ownership of ln and returns nil after a
+// shutdown caused by ctx.
+func (m *Metrics) Serve(ctx context.Context, ln net.Listener) error {
+	mux := http.NewServeMux()
+	mux.Handle(Path, m.Handler())
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: readHeaderTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("metrics: serve %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		_ = srv.Close()
+		return fmt.Errorf("metrics: shutdown: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("metrics: serve %s: %w", ln.Addr(), err)
+	}
+	return nil
+}

@@ -1,0 +1,157 @@
+package metrics
+
+import (
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Traffic directions: the value of the "direction" label of the data-plane
+// counters, seen from the gateway's tunnel side.
+const (
+	DirectionIn  = "in"  // from the client through the tunnel towards the IPv4 world
+	DirectionOut = "out" // from the IPv4 world through the tunnel to the client
+)
+
+// LeaseCount is the number of leases of one pool in one state
+// (offered, active, held, free, static…).
+type LeaseCount struct {
+	Pool  string
+	State string
+	N     int
+}
+
+// LeaseStats is read at every scrape for the dstm_leases gauge. Entries with
+// the same pool and state are summed.
+type LeaseStats interface {
+	LeaseCounts() []LeaseCount
+}
+
+// SessionStats is read at every scrape for the dstm_sessions gauge: the
+// number of live sessions by data transport (v4v6, v4dtlsv6, v4tlsv6…).
+type SessionStats interface {
+	SessionCounts() map[string]int
+}
+
+// Traffic is the running total of tunnelled packets and bytes for one
+// direction ([DirectionIn] or [DirectionOut]) and one transport.
+type Traffic struct {
+	Direction string
+	Transport string
+	Packets   uint64
+	Bytes     uint64
+}
+
+// DataplaneSnapshot is a copy of the data plane's monotonic counters.
+// Entries of Traffic with the same direction and transport are summed.
+type DataplaneSnapshot struct {
+	Traffic []Traffic
+	// Drops counts dropped packets by reason (for example "no_session",
+	// "spoofed_source", "queue_full", "too_big").
+	Drops map[string]uint64
+}
+
+// DataplaneStats is read at every scrape. The counters are kept by the data
+// plane (as atomics) and must never decrease while the process runs.
+type DataplaneStats interface {
+	Dataplane() DataplaneSnapshot
+}
+
+// sources is swapped as a whole so that a scrape sees one consistent set.
+type sources struct {
+	leases    LeaseStats
+	sessions  SessionStats
+	dataplane DataplaneStats
+}
+
+// stateCollector turns the consumer interfaces into const metrics at scrape
+// time.
+type stateCollector struct {
+	src atomic.Pointer[sources]
+
+	sessions *prometheus.Desc
+	leases   *prometheus.Desc
+	packets  *prometheus.Desc
+	bytes    *prometheus.Desc
+	drops    *prometheus.Desc
+}
+
+var _ prometheus.Collector = (*stateCollector)(nil)
+
+func newStateCollector() *stateCollector {
+	name := func(n string) string { return prometheus.BuildFQName(Namespace, "", n) }
+	return &stateCollector{
+		sessions: prometheus.NewDesc(name("sessions"), "Live sessions by data transport.", []string{"transport"}, nil),
+		leases:   prometheus.NewDesc(name("leases"), "Leases by pool and state.", []string{"pool", "state"}, nil),
+		packets:  prometheus.NewDesc(name("packets_total"), "Tunnelled IPv4 packets by direction and transport.", []string{"direction", "transport"}, nil),
+		bytes:    prometheus.NewDesc(name("bytes_total"), "Tunnelled IPv4 bytes (inner packets) by direction and transport.", []string{"direction", "transport"}, nil),
+		drops:    prometheus.NewDesc(name("dropped_packets_total"), "Packets dropped by the data plane, by reason.", []string{"reason"}, nil),
+	}
+}
+
+func (c *stateCollector) set(s *sources) { c.src.Store(s) }
+
+// Describe implements [prometheus.Collector].
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.sessions, c.leases, c.packets, c.bytes, c.drops} {
+		ch <- d
+	}
+}
+
+// Collect implements [prometheus.Collector].
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.src.Load()
+	if s == nil {
+		return
+	}
+	if s.sessions != nil {
+		for transport, n := range s.sessions.SessionCounts() {
+			emit(ch, c.sessions, prometheus.GaugeValue, float64(n), transport)
+		}
+	}
+	if s.leases != nil {
+		c.collectLeases(ch, s.leases.LeaseCounts())
+	}
+	if s.dataplane != nil {
+		c.collectDataplane(ch, s.dataplane.Dataplane())
+	}
+}
+
+type labelPair [2]string
+
+func (c *stateCollector) collectLeases(ch chan<- prometheus.Metric, counts []LeaseCount) {
+	sum := make(map[labelPair]int, len(counts))
+	for _, lc := range counts {
+		sum[labelPair{lc.Pool, lc.State}] += lc.N
+	}
+	for k, n := range sum {
+		emit(ch, c.leases, prometheus.GaugeValue, float64(n), k[0], k[1])
+	}
+}
+
+func (c *stateCollector) collectDataplane(ch chan<- prometheus.Metric, snap DataplaneSnapshot) {
+	type pb struct{ packets, bytes uint64 }
+	sum := make(map[labelPair]pb, len(snap.Traffic))
+	for _, t := range snap.Traffic {
+		k := labelPair{t.Direction, t.Transport}
+		v := sum[k]
+		sum[k] = pb{v.packets + t.Packets, v.bytes + t.Bytes}
+	}
+	for k, v := range sum {
+		emit(ch, c.packets, prometheus.CounterValue, float64(v.packets), k[0], k[1])
+		emit(ch, c.bytes, prometheus.CounterValue, float64(v.bytes), k[0], k[1])
+	}
+	for reason, n := range snap.Drops {
+		emit(ch, c.drops, prometheus.CounterValue, float64(n), reason)
+	}
+}
+
+// emit sends a const metric, or an invalid metric carrying the error (the
+// scrape then reports it) instead of panicking on a bad label value.
+func emit(ch chan<- prometheus.Metric, d *prometheus.Desc, t prometheus.ValueType, v float64, labels ...string) {
+	m, err := prometheus.NewConstMetric(d, t, v, labels...)
+	if err != nil {
+		m = prometheus.NewInvalidMetric(d, err)
+	}
+	ch <- m
+}

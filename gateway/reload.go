@@ -1,0 +1,80 @@
+package gateway
+
+import (
+	"fmt"
+	"reflect"
+
+	"github.com/dstmgw/dstm/auth"
+	"github.com/dstmgw/dstm/gateway/config"
+)
+
+// Reload applies a new, already validated configuration to the running gateway: the policy,
+// the password file and pools added at the end of the list take effect at once (the log level
+// is the caller's). It returns the names of the changed sections that need a restart. On error
+// nothing was changed.
+func (g *Gateway) Reload(next config.Config) ([]string, error) {
+	pol, err := auth.NewPolicy(next.Policy)
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	var pw *auth.DigestStore
+	if next.TSP.Passwords != "" {
+		if pw, err = auth.LoadDigestFile(next.TSP.Passwords); err != nil {
+			return nil, fmt.Errorf("tsp.passwords: %w", err)
+		}
+	}
+	added, restart := diffPools(g.cfg.Pools, next.Pools)
+	if !reflect.DeepEqual(pol.Reservations(), g.policy.Load().Reservations()) {
+		restart = append(restart, "policy static_v4 reservations")
+	}
+	lc := LeaseConfig(next, pol, g.now)
+	for _, p := range lc.Pools[len(lc.Pools)-len(added):] {
+		if err := g.leases.AddPool(p); err != nil {
+			return nil, fmt.Errorf("add pool %s: %w", p.Name, err)
+		}
+		for _, pr := range p.Prefixes {
+			if err := g.host.AddRoute(g.tunName, pr); err != nil {
+				return nil, fmt.Errorf("route pool %s: %w", p.Name, err)
+			}
+		}
+	}
+	g.policy.Store(pol)
+	if pw != nil || next.TSP.Passwords == "" {
+		g.setPasswords(pw)
+	}
+	restart = append(restart, restartSections(g.cfg, next)...)
+	g.cfg.Pools = append(g.cfg.Pools, added...)
+	g.cfg.Policy = next.Policy
+	g.cfg.TSP.Passwords = next.TSP.Passwords
+	return restart, nil
+}
+
+// diffPools returns the pools appended at the end of next; any other change needs a restart.
+func diffPools(cur, next []config.Pool) (added []config.Pool, restart []string) {
+	if len(next) < len(cur) || !reflect.DeepEqual(cur, next[:len(cur)]) {
+		return nil, []string{"pools (only additions at the end reload)"}
+	}
+	return next[len(cur):], nil
+}
+
+// restartSections names the sections that differ and cannot change at run time.
+func restartSections(cur, next config.Config) []string {
+	var out []string
+	check := func(name string, a, b any) {
+		if !reflect.DeepEqual(a, b) {
+			out = append(out, name)
+		}
+	}
+	check("state_dir", cur.StateDir, next.StateDir)
+	check("listen", cur.Listen, next.Listen)
+	check("tep", cur.TEP, next.TEP)
+	check("leases", cur.Leases, next.Leases)
+	curTSP, nextTSP := cur.TSP, next.TSP
+	curTSP.Passwords, nextTSP.Passwords = "", ""
+	check("tsp", curTSP, nextTSP)
+	check("ca", cur.CA, next.CA)
+	check("log.format", cur.Log.Format, next.Log.Format)
+	check("metrics", cur.Metrics, next.Metrics)
+	check("admin", cur.Admin, next.Admin)
+	return out
+}

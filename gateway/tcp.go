@@ -1,0 +1,172 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/dstmgw/dstm/auth"
+	"github.com/dstmgw/dstm/tsp"
+)
+
+// ALPN protocol names on the TSP port (DESIGN §3).
+const (
+	alpnTSP  = "tsp/2"
+	alpnHTTP = "http/1.1"
+)
+
+// tlsRecordHandshake is the first byte of a TLS ClientHello.
+const tlsRecordHandshake = 0x16
+
+// serveTCP accepts connections until ctx ends; each is demultiplexed by its first byte.
+func (g *Gateway) serveTCP(ctx context.Context, ln net.Listener) error {
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+	}()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
+		}
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			g.handleTCP(ctx, c)
+		}()
+	}
+}
+
+// handleTCP runs one TCP connection: TLS (TSP-SSL or enrollment) or plain TSP.
+func (g *Gateway) handleTCP(ctx context.Context, c net.Conn) {
+	remote := addrPortOf(c.RemoteAddr())
+	log := g.log.With().Str("remote", remote.String()).Logger()
+	if !g.handshakes.TryAcquire() {
+		g.metrics.ObserveHandshake("tcp", "refused", 0)
+		log.Warn().Str("reason", "too many concurrent handshakes").Msg("connection refused")
+		_, _ = c.Write(tsp.NewStatus(tsp.StatusServerTooBusy).Marshal())
+		c.Close()
+		return
+	}
+	slot := g.handshakes.Once()
+	defer slot()
+	start := g.now()
+	_ = c.SetDeadline(start.Add(g.cfg.TSP.HandshakeTimeout.D()))
+	br := bufio.NewReaderSize(c, 4096)
+	first, err := br.Peek(1)
+	if err != nil {
+		c.Close()
+		return
+	}
+	pc := &peekedConn{Conn: c, r: br}
+	if first[0] != tlsRecordHandshake {
+		if !g.cfg.Listen.PlainTSP {
+			g.metrics.ObserveHandshake("tsp-tcp", "refused", 0)
+			log.Info().Str("reason", "plain TSP is disabled (listen.plain_tsp)").Msg("connection refused")
+			c.Close()
+			return
+		}
+		g.serveStream(ctx, pc, tsp.TransportTCP, auth.Identity{}, slot)
+		return
+	}
+	tc := tls.Server(pc, g.tlsConfig)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		g.metrics.ObserveHandshake("tls", "refused", g.now().Sub(start))
+		log.Info().Err(err).Str("reason", auth.Reason(err)).Msg("TLS handshake failed")
+		c.Close()
+		return
+	}
+	cs := tc.ConnectionState()
+	if cs.NegotiatedProtocol == alpnHTTP {
+		slot()
+		_ = c.SetDeadline(time.Time{})
+		g.enroll.deliver(tc)
+		return
+	}
+	var id auth.Identity
+	if len(cs.PeerCertificates) > 0 {
+		if id, err = g.verifier.IdentityFromState(cs); err != nil {
+			g.metrics.ObserveHandshake("tsp-tls", "refused", g.now().Sub(start))
+			log.Info().Err(err).Str("reason", auth.Reason(err)).Msg("client certificate refused")
+			tc.Close()
+			return
+		}
+	}
+	g.serveStream(ctx, tc, tsp.TransportTLS, id, slot)
+}
+
+// newTLSConfig is the TLS side of the TSP port: TSP-SSL (ALPN tsp/2, client certificate
+// required; no ALPN, certificate optional) and the enrollment API (ALPN http/1.1).
+func (g *Gateway) newTLSConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		GetCertificate: g.ca.GetCertificate,
+		NextProtos:     []string{alpnTSP, alpnHTTP},
+		ClientAuth:     tls.RequestClientCert,
+		ClientCAs:      g.ca.RootPool(),
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			switch {
+			case cs.NegotiatedProtocol == alpnHTTP:
+				return nil // the enrollment API checks certificates per request
+			case len(cs.PeerCertificates) == 0 && cs.NegotiatedProtocol == alpnTSP:
+				return auth.ErrNoCertificate
+			case len(cs.PeerCertificates) == 0:
+				return nil // a TLS-wrapped legacy client: only SASL PLAIN can succeed
+			}
+			_, err := g.verifier.VerifyState(cs)
+			return err
+		},
+	}
+}
+
+// peekedConn is a net.Conn whose first bytes were peeked through a bufio.Reader.
+type peekedConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (p *peekedConn) Read(b []byte) (int, error) { return p.r.Read(b) }
+
+// prefixConn replays bytes already read from the connection before reading more.
+type prefixConn struct {
+	net.Conn
+	rest []byte
+}
+
+func (p *prefixConn) Read(b []byte) (int, error) {
+	if len(p.rest) > 0 {
+		n := copy(b, p.rest)
+		p.rest = p.rest[n:]
+		return n, nil
+	}
+	return p.Conn.Read(b)
+}
+
+func addrPortOf(a net.Addr) netip.AddrPort {
+	switch v := a.(type) {
+	case *net.TCPAddr:
+		return netip.AddrPortFrom(addrOf(v.IP), uint16(v.Port))
+	case *net.UDPAddr:
+		return netip.AddrPortFrom(addrOf(v.IP), uint16(v.Port))
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
+
+func addrOf(ip net.IP) netip.Addr {
+	a, _ := netip.AddrFromSlice(ip)
+	return a.Unmap()
+}

@@ -1,0 +1,204 @@
+package tep
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+
+	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/dstmgw/dstm/gateway/packet"
+)
+
+// outBuf is a queued packet towards the tunnel.
+type outBuf struct{ b []byte }
+
+func (t *TEP) getOut() *outBuf { return t.outs.Get().(*outBuf) }
+
+func (t *TEP) putOut(ob *outBuf) {
+	ob.b = ob.b[:0]
+	t.outs.Put(ob)
+}
+
+// insideScratch is the inside reader's own memory.
+type insideScratch struct {
+	bufs  [][]byte
+	sizes []int
+	icmp  [][]byte // one buffer with tunOffset headroom for ICMP errors
+}
+
+func (t *TEP) newInsideScratch() *insideScratch {
+	n := max(t.dev.BatchSize(), 1)
+	sc := &insideScratch{bufs: make([][]byte, n), sizes: make([]int, n), icmp: [][]byte{make([]byte, tunOffset+packet.MaxICMPErrorLen)}}
+	for i := range sc.bufs {
+		sc.bufs[i] = make([]byte, tunOffset+t.cfg.MTU)
+	}
+	return sc
+}
+
+// routineReadInside reads batches from the TUN device and dispatches each
+// packet to its session's queue until the device is closed.
+func (t *TEP) routineReadInside() error {
+	sc := t.newInsideScratch()
+	failures := 0
+	for {
+		n, err := t.dev.Read(sc.bufs, sc.sizes, tunOffset)
+		for i := 0; i < n; i++ {
+			t.handleInside(sc.bufs[i][tunOffset:tunOffset+sc.sizes[i]], sc)
+		}
+		switch {
+		case err == nil:
+			failures = 0
+		case errors.Is(err, os.ErrClosed) || t.isClosed():
+			return nil
+		case errors.Is(err, tun.ErrTooManySegments):
+			t.drop(DropMalformed, 1)
+		default:
+			if failures++; failures >= maxReadErrors {
+				return fmt.Errorf("tep: TUN read: %w", err)
+			}
+		}
+	}
+}
+
+// handleInside routes one packet read from the TUN device.
+func (t *TEP) handleInside(pkt []byte, sc *insideScratch) {
+	if err := packet.Check(pkt); err != nil {
+		t.dropInvalid(pkt, err)
+		return
+	}
+	pkt = packet.Trim(pkt)
+	s := t.reg.lookupKey([4]byte(pkt[16:20]))
+	if s == nil || s.closed.Load() {
+		t.drop(DropNoSession, 1)
+		if dst := packet.Dst(pkt); t.inPool(dst) {
+			// From the unreachable address itself: the kernel drops
+			// packets arriving with one of its own addresses as source.
+			t.icmpInside(sc, pkt, dst, 0)
+		}
+		return
+	}
+	s.sendOutside(pkt, sc)
+}
+
+// dropInvalid counts a packet that failed packet.Check: IPv6 packets (router
+// solicitations and MLD reports of the hosts' TUN devices) as not_ipv4, the
+// rest as malformed.
+func (t *TEP) dropInvalid(pkt []byte, err error) {
+	if errors.Is(err, packet.ErrVersion) && pkt[0]>>4 == 6 {
+		t.drop(DropNotIPv4, 1)
+		return
+	}
+	t.drop(DropMalformed, 1)
+}
+
+// sendOutside queues pkt for the tunnel. Oversize packets with DF are
+// answered with ICMP fragmentation-needed; oversize packets without DF are
+// sent and left to the outer layer to fragment.
+func (s *Session) sendOutside(pkt []byte, sc *insideScratch) {
+	t := s.tep
+	if len(pkt) > s.mtu && packet.DF(pkt) {
+		t.drop(DropTooBig, 1)
+		t.icmpInside(sc, pkt, packet.Dst(pkt), uint16(s.mtu))
+		return
+	}
+	packet.ClampMSS(pkt, s.mss)
+	ob := t.getOut()
+	if len(pkt) > cap(ob.b) {
+		t.putOut(ob)
+		t.drop(DropTooBig, 1)
+		return
+	}
+	ob.b = append(ob.b, pkt...)
+	s.enqueue(ob)
+}
+
+// enqueue puts ob on the session queue. Policy when full: drop the newest
+// packet (ob) and count queue_full; queued packets keep their order.
+func (s *Session) enqueue(ob *outBuf) {
+	select {
+	case s.queue <- ob:
+	default:
+		s.tep.putOut(ob)
+		s.tep.drop(DropQueueFull, 1)
+	}
+}
+
+// icmpInside writes an ICMP error about pkt from src back into the TUN
+// device: host unreachable when mtu is 0, fragmentation needed otherwise.
+func (t *TEP) icmpInside(sc *insideScratch, pkt []byte, src netip.Addr, mtu uint16) {
+	var out []byte
+	var err error
+	if mtu == 0 {
+		out, err = packet.AppendHostUnreachable(sc.icmp[0][:tunOffset], pkt, src)
+	} else {
+		out, err = packet.AppendFragNeeded(sc.icmp[0][:tunOffset], pkt, src, mtu)
+	}
+	if err != nil || !t.icmp.allow() {
+		return
+	}
+	sc.icmp[0] = out
+	if _, err := t.dev.Write(sc.icmp, tunOffset); err != nil {
+		t.drop(DropTUNError, 1)
+	} else {
+		t.sent.Add(1)
+	}
+	sc.icmp[0] = sc.icmp[0][:cap(sc.icmp[0])]
+}
+
+// routineWriteOutside drains the session queue into the link in batches of
+// up to writeBatch packets until the session is removed.
+func (s *Session) routineWriteOutside() {
+	defer close(s.done)
+	s.log.Debug().Msg("routineWriteOutside started")
+	defer s.log.Debug().Msg("routineWriteOutside stopped")
+	bufs := make([]*outBuf, 0, writeBatch)
+	pkts := make([][]byte, 0, writeBatch)
+	for {
+		select {
+		case ob := <-s.queue:
+			bufs = append(bufs, ob)
+		case <-s.stop:
+			return
+		}
+		bufs = s.drainQueue(bufs)
+		s.writeBatch(bufs, pkts)
+		for i, ob := range bufs {
+			s.tep.putOut(ob)
+			bufs[i] = nil
+		}
+		bufs = bufs[:0]
+	}
+}
+
+func (s *Session) drainQueue(bufs []*outBuf) []*outBuf {
+	for len(bufs) < cap(bufs) {
+		select {
+		case ob := <-s.queue:
+			bufs = append(bufs, ob)
+		default:
+			return bufs
+		}
+	}
+	return bufs
+}
+
+func (s *Session) writeBatch(bufs []*outBuf, pkts [][]byte) {
+	ref := s.link.Load()
+	if ref == nil {
+		s.tep.drop(DropLinkError, len(bufs))
+		return
+	}
+	bytes := 0
+	for _, ob := range bufs {
+		pkts = append(pkts, ob.b)
+		bytes += len(ob.b)
+	}
+	if err := ref.l.WritePackets(pkts); err != nil {
+		s.tep.drop(DropLinkError, len(pkts))
+	} else {
+		s.out.add(len(pkts), bytes)
+	}
+	clear(pkts)
+}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package tep
+
+const raceEnabled = false

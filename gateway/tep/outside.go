@@ -1,0 +1,124 @@
+package tep
+
+import (
+	"github.com/dstmgw/dstm/gateway/packet"
+)
+
+// rxBatch holds packets from the tunnel on their way into the TUN device.
+// Buffers have room for a whole IPv4 packet plus tunOffset so that the TUN
+// device can coalesce segments (GRO) in place.
+type rxBatch struct {
+	mem  [][]byte // full-capacity buffers, allocated on first use
+	bufs [][]byte // views handed to the device
+}
+
+func newRxBatch() *rxBatch {
+	return &rxBatch{mem: make([][]byte, writeBatch), bufs: make([][]byte, 0, writeBatch)}
+}
+
+// slot returns a buffer for the next packet of n bytes at tunOffset.
+func (rb *rxBatch) slot(n int) []byte {
+	i := len(rb.bufs)
+	if rb.mem[i] == nil {
+		rb.mem[i] = make([]byte, tunOffset+0xffff)
+	}
+	b := rb.mem[i][:tunOffset+n]
+	rb.bufs = append(rb.bufs, b)
+	return b[tunOffset:]
+}
+
+func (t *TEP) getRx() *rxBatch { return t.rxs.Get().(*rxBatch) }
+
+func (t *TEP) putRx(rb *rxBatch) {
+	clear(rb.bufs)
+	rb.bufs = rb.bufs[:0]
+	t.rxs.Put(rb)
+}
+
+// ReceivePacket implements tunnel.Receiver: it takes one inner IPv4 packet
+// from the session's link and writes it to the TUN device.
+func (s *Session) ReceivePacket(pkt []byte) {
+	if s.closed.Load() {
+		s.tep.drop(DropNoSession, 1)
+		return
+	}
+	rb := s.tep.getRx()
+	s.receive(rb, pkt)
+	s.flushRx(rb)
+	s.tep.putRx(rb)
+}
+
+// ReceivePackets takes a batch of inner IPv4 packets from the session's link
+// and writes them to the TUN device in one call. It does not retain pkts.
+func (s *Session) ReceivePackets(pkts [][]byte) {
+	if s.closed.Load() {
+		s.tep.drop(DropNoSession, len(pkts))
+		return
+	}
+	rb := s.tep.getRx()
+	for _, p := range pkts {
+		s.receive(rb, p)
+		if len(rb.bufs) == writeBatch {
+			s.flushRx(rb)
+		}
+	}
+	s.flushRx(rb)
+	s.tep.putRx(rb)
+}
+
+// receive checks one packet from the tunnel and copies it into rb: the inner
+// source must be the lease; oversize DF packets get ICMP
+// fragmentation-needed back through the tunnel; SYNs get their MSS clamped.
+func (s *Session) receive(rb *rxBatch, pkt []byte) {
+	t := s.tep
+	if err := packet.Check(pkt); err != nil {
+		t.dropInvalid(pkt, err)
+		return
+	}
+	pkt = packet.Trim(pkt)
+	if [4]byte(pkt[12:16]) != s.lease {
+		t.drop(DropSpoofedSource, 1)
+		return
+	}
+	if len(pkt) > s.mtu && packet.DF(pkt) {
+		t.drop(DropTooBig, 1)
+		s.icmpOutside(pkt)
+		return
+	}
+	b := rb.slot(len(pkt))
+	copy(b, pkt)
+	packet.ClampMSS(b, s.mss)
+}
+
+// icmpOutside queues ICMP fragmentation-needed about pkt towards the client,
+// from the gateway's inner address.
+func (s *Session) icmpOutside(pkt []byte) {
+	t := s.tep
+	ob := t.getOut()
+	out, err := packet.AppendFragNeeded(ob.b[:0], pkt, t.cfg.InnerAddr, uint16(s.mtu))
+	if err != nil || !t.icmp.allow() {
+		t.putOut(ob)
+		return
+	}
+	ob.b = out
+	t.sent.Add(1)
+	s.enqueue(ob)
+}
+
+// flushRx writes the packets in rb to the TUN device and empties rb.
+func (s *Session) flushRx(rb *rxBatch) {
+	if len(rb.bufs) == 0 {
+		return
+	}
+	n, bytes := len(rb.bufs), 0
+	for _, b := range rb.bufs {
+		bytes += len(b) - tunOffset
+	}
+	if _, err := s.tep.dev.Write(rb.bufs, tunOffset); err != nil {
+		s.tep.drop(DropTUNError, n)
+	} else {
+		s.in.add(n, bytes)
+	}
+	clear(rb.bufs)
+	rb.bufs = rb.bufs[:0]
+}

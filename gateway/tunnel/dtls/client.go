@@ -1,0 +1,141 @@
+package dtls
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/dstmgw/dstm/gateway/tunnel"
+	piondtls "github.com/pion/dtls/v3"
+	"github.com/rs/zerolog"
+)
+
+// Token retransmission while waiting for the server's acknowledgement.
+const (
+	tokenRTO    = 250 * time.Millisecond
+	tokenRTOMax = 2 * time.Second
+)
+
+// ClientConfig configures Dial.
+type ClientConfig struct {
+	// Certificates is the client certificate chain (mutual
+	// authentication is mandatory).
+	Certificates []tls.Certificate
+	// RootCAs verifies the server; ServerName is checked against its
+	// certificate.
+	RootCAs    *x509.CertPool
+	ServerName string
+	// Token is the TokenLen-byte session token from the TSP offer.
+	Token []byte
+	// MTU is the DTLS path MTU for handshake flights; zero keeps pion's
+	// default (1200).
+	MTU int
+	// Logger receives pion's logging at debug/trace level.
+	Logger zerolog.Logger
+}
+
+// ClientLink is the client side of a bound DTLS link. It implements
+// tunnel.Link.
+type ClientLink struct {
+	*link
+	bound     chan struct{}
+	boundOnce sync.Once
+}
+
+var _ tunnel.Link = (*ClientLink)(nil)
+
+// Dial runs the DTLS handshake with server over conn, sends the session
+// token until the server acknowledges the bind, and starts delivering
+// inbound packets to r. Dial owns conn: it is closed when the link ends or
+// Dial fails. ctx bounds the handshake and the bind. Use a RebindConn as
+// conn to be able to roam to another local address later.
+func Dial(ctx context.Context, conn net.PacketConn, server netip.AddrPort, cfg ClientConfig, r tunnel.Receiver) (*ClientLink, error) {
+	if len(cfg.Token) != TokenLen {
+		_ = conn.Close()
+		return nil, fmt.Errorf("dtls: token is %d bytes, want %d", len(cfg.Token), TokenLen)
+	}
+	dc, err := piondtls.ClientWithOptions(conn, net.UDPAddrFromAddrPort(server), clientOptions(cfg)...)
+	if err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("dtls: client conn: %w", err)
+	}
+	if err := dc.HandshakeContext(ctx); err != nil {
+		_ = dc.Close()
+		_ = conn.Close()
+		return nil, fmt.Errorf("dtls: handshake with %v: %w", server, err)
+	}
+	cl := newClientLink(dc, cfg.Token)
+	go cl.run(r)
+	if err := cl.awaitBind(ctx); err != nil {
+		cl.finish(err)
+		return nil, err
+	}
+	return cl, nil
+}
+
+func clientOptions(cfg ClientConfig) []piondtls.ClientOption {
+	opts := []piondtls.ClientOption{
+		piondtls.WithRootCAs(cfg.RootCAs),
+		piondtls.WithServerName(cfg.ServerName),
+		piondtls.WithExtendedMasterSecret(piondtls.RequireExtendedMasterSecret),
+		piondtls.WithCipherSuites(cipherSuites...),
+		// Send the server's CID; the client needs none of its own.
+		piondtls.WithConnectionIDGenerator(piondtls.OnlySendCIDGenerator()),
+		piondtls.WithLoggerFactory(pionLoggerFactory{log: cfg.Logger}),
+	}
+	if len(cfg.Certificates) > 0 {
+		opts = append(opts, piondtls.WithCertificates(cfg.Certificates...))
+	}
+	if cfg.MTU > 0 {
+		opts = append(opts, piondtls.WithMTU(cfg.MTU))
+	}
+	return opts
+}
+
+func newClientLink(dc *piondtls.Conn, token []byte) *ClientLink {
+	cl := &ClientLink{
+		link:  newLink(dc, append([]byte(nil), token...), 0, time.Now),
+		bound: make(chan struct{}),
+	}
+	// Any record from the server proves the bind: the server sends
+	// nothing before it.
+	cl.onRecord = func() { cl.boundOnce.Do(func() { close(cl.bound) }) }
+	return cl
+}
+
+// ErrBindRefused is returned by Dial when the server closed the link
+// instead of acknowledging the token.
+var ErrBindRefused = errors.New("dtls: server refused the session token")
+
+// awaitBind sends the token, retransmitting with backoff, until the server
+// acknowledges it, closes the link, or ctx ends.
+func (cl *ClientLink) awaitBind(ctx context.Context) error {
+	rto := tokenRTO
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-cl.bound:
+			return nil
+		case <-cl.done:
+			if err := cl.Err(); err != nil {
+				return fmt.Errorf("%w: %w", ErrBindRefused, err)
+			}
+			return ErrBindRefused
+		case <-ctx.Done():
+			return fmt.Errorf("dtls: waiting for token ack: %w", ctx.Err())
+		case <-timer.C:
+			if _, err := cl.conn.Write(cl.token); err != nil {
+				return fmt.Errorf("dtls: send token: %w", err)
+			}
+			timer.Reset(rto)
+			rto = min(2*rto, tokenRTOMax)
+		}
+	}
+}

@@ -1,0 +1,129 @@
+package dtls
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"time"
+)
+
+// RebindConn is a net.PacketConn whose underlying socket can be replaced
+// while a DTLS session runs over it. With RFC 9146 connection IDs the
+// server follows the client to its new address and port without a new
+// handshake; this is how a client roams between networks.
+type RebindConn struct {
+	mu            sync.Mutex
+	inner         net.PacketConn
+	gen           uint64 // bumped by Rebind
+	readDeadline  time.Time
+	writeDeadline time.Time
+	closed        bool
+}
+
+var _ net.PacketConn = (*RebindConn)(nil)
+
+// NewRebindConn wraps inner, which it owns from now on.
+func NewRebindConn(inner net.PacketConn) *RebindConn {
+	return &RebindConn{inner: inner}
+}
+
+// Rebind switches to newInner (owned from now on) and closes the previous
+// socket, which releases a read blocked on it; the read continues on
+// newInner. Deadlines carry over.
+func (c *RebindConn) Rebind(newInner net.PacketConn) error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		_ = newInner.Close()
+		return net.ErrClosed
+	}
+	old := c.inner
+	c.inner = newInner
+	c.gen++
+	errR := newInner.SetReadDeadline(c.readDeadline)
+	errW := newInner.SetWriteDeadline(c.writeDeadline)
+	c.mu.Unlock()
+	return errors.Join(errR, errW, old.Close())
+}
+
+func (c *RebindConn) current() (net.PacketConn, uint64, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.inner, c.gen, c.closed
+}
+
+// rebound reports whether Rebind ran since generation gen.
+func (c *RebindConn) rebound(gen uint64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.closed && c.gen != gen
+}
+
+// ReadFrom implements net.PacketConn, reading from the current socket.
+func (c *RebindConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		inner, gen, closed := c.current()
+		if closed {
+			return 0, nil, net.ErrClosed
+		}
+		n, addr, err := inner.ReadFrom(b)
+		if err != nil && c.rebound(gen) {
+			continue
+		}
+		return n, addr, err
+	}
+}
+
+// WriteTo implements net.PacketConn, writing from the current socket.
+func (c *RebindConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	inner, gen, closed := c.current()
+	if closed {
+		return 0, net.ErrClosed
+	}
+	n, err := inner.WriteTo(b, addr)
+	if err != nil && c.rebound(gen) {
+		inner, _, _ = c.current()
+		return inner.WriteTo(b, addr)
+	}
+	return n, err
+}
+
+// Close closes the current socket; later calls fail with net.ErrClosed.
+func (c *RebindConn) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	inner := c.inner
+	c.mu.Unlock()
+	return inner.Close()
+}
+
+// LocalAddr returns the current socket's local address.
+func (c *RebindConn) LocalAddr() net.Addr {
+	inner, _, _ := c.current()
+	return inner.LocalAddr()
+}
+
+// SetDeadline implements net.PacketConn.
+func (c *RebindConn) SetDeadline(t time.Time) error {
+	return errors.Join(c.SetReadDeadline(t), c.SetWriteDeadline(t))
+}
+
+// SetReadDeadline implements net.PacketConn; it survives Rebind.
+func (c *RebindConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.readDeadline = t
+	return c.inner.SetReadDeadline(t)
+}
+
+// SetWriteDeadline implements net.PacketConn; it survives Rebind.
+func (c *RebindConn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.writeDeadline = t
+	return c.inner.SetWriteDeadline(t)
+}

@@ -1,0 +1,492 @@
+package dtls
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dstmgw/dstm/gateway/tunnel"
+	"github.com/dstmgw/dstm/gateway/udpmux"
+	piondtls "github.com/pion/dtls/v3"
+	"github.com/rs/zerolog"
+)
+
+// Defaults applied by NewServer for zero ServerConfig fields.
+const (
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultMaxHandshakes    = 256
+	DefaultMaxSessions      = 65536
+	DefaultIdleTimeout      = 2 * time.Minute
+	DefaultQueueLen         = 256
+)
+
+// BindFunc attaches an authenticated DTLS link to the TSP session that
+// issued token. It checks that the certificate's identity is the session's
+// identity and returns the receiver for the session's inbound packets. An
+// error refuses the link. BindFunc must not retain the token slice.
+type BindFunc func(ctx context.Context, token []byte, peerCert *x509.Certificate,
+	remote netip.AddrPort, link tunnel.Link) (tunnel.Receiver, error)
+
+// ServerConfig configures a Server.
+type ServerConfig struct {
+	// GetCertificate returns the server certificate (the same function
+	// as crypto/tls's, so one certificate rotator serves TLS and DTLS).
+	// Certificates is used when GetCertificate is nil.
+	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	Certificates   []tls.Certificate
+	// ClientCAs verifies client certificate chains. When nil, any client
+	// certificate is requested and VerifyPeerCertificate must verify the
+	// chain itself.
+	ClientCAs *x509.CertPool
+	// VerifyPeerCertificate runs after chain verification (same shape as
+	// crypto/tls); an error fails the handshake.
+	VerifyPeerCertificate func(rawCerts [][]byte, verifiedChains [][]*x509.Certificate) error
+	// Bind binds a link to its TSP session; required.
+	Bind BindFunc
+	// Write sends one datagram on the shared UDP port (udpmux.Mux.WriteTo);
+	// required.
+	Write func(b []byte, to netip.AddrPort) error
+	// HandshakeTimeout bounds the handshake and, separately, the wait for
+	// the token and the Bind call.
+	HandshakeTimeout time.Duration
+	// MaxHandshakes bounds concurrent handshakes; a ClientHello from a new
+	// address beyond it is dropped and counted.
+	MaxHandshakes int
+	// MaxSessions bounds peers (handshaking or established).
+	MaxSessions int
+	// IdleTimeout closes an established link that received nothing for
+	// between one and two times this long.
+	IdleTimeout time.Duration
+	// QueueLen bounds each peer's queue of undelivered datagrams; when it
+	// is full the newest datagram is dropped and counted.
+	QueueLen int
+	// MTU is the DTLS path MTU pion fragments handshake flights to; zero
+	// keeps pion's default (1200).
+	MTU int
+	// Now is the clock for deadlines; nil means time.Now.
+	Now func() time.Time
+	// Logger receives debug-level session events; pion's own logging is
+	// routed into it at debug/trace level.
+	Logger zerolog.Logger
+}
+
+func (c ServerConfig) withDefaults() ServerConfig {
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if c.MaxHandshakes <= 0 {
+		c.MaxHandshakes = DefaultMaxHandshakes
+	}
+	if c.MaxSessions <= 0 {
+		c.MaxSessions = DefaultMaxSessions
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.QueueLen <= 0 {
+		c.QueueLen = DefaultQueueLen
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+func (c ServerConfig) validate() error {
+	switch {
+	case c.Bind == nil:
+		return errors.New("dtls: ServerConfig.Bind is required")
+	case c.Write == nil:
+		return errors.New("dtls: ServerConfig.Write is required")
+	case c.GetCertificate == nil && len(c.Certificates) == 0:
+		return errors.New("dtls: ServerConfig needs GetCertificate or Certificates")
+	case c.ClientCAs == nil && c.VerifyPeerCertificate == nil:
+		return errors.New("dtls: ServerConfig needs ClientCAs or VerifyPeerCertificate")
+	}
+	return nil
+}
+
+// ServerStats is a snapshot of a Server's counters.
+type ServerStats struct {
+	Sessions          int    // peers now (handshaking or established)
+	Handshakes        int    // handshakes in progress
+	HandshakesOK      uint64 // completed handshakes
+	HandshakesFailed  uint64 // failed or timed-out handshakes
+	BindsRefused      uint64 // no token, bad token, or Bind error
+	Roams             uint64 // peer address changes followed
+	DroppedUnknown    uint64 // not a ClientHello and no matching peer
+	DroppedHandshakes uint64 // ClientHello over MaxHandshakes/MaxSessions
+	DroppedQueueFull  uint64 // peer queue full (newest dropped)
+	DroppedClosed     uint64 // arrived for a peer being closed
+	DroppedMalformed  uint64 // decrypted records that are not IPv4
+}
+
+type serverCounters struct {
+	handshakesOK, handshakesFailed, bindsRefused, roams atomic.Uint64
+	droppedUnknown, droppedHandshakes, droppedQueueFull atomic.Uint64
+	droppedClosed, droppedMalformed                     atomic.Uint64
+}
+
+// Server is the v4dtlsv6 transport's server side on the shared UDP port. It
+// implements udpmux.Handler.
+type Server struct {
+	cfg   ServerConfig
+	opts  []piondtls.ServerOption
+	stats serverCounters
+	pool  sync.Pool // *dgram
+	wg    sync.WaitGroup
+
+	mu         sync.RWMutex
+	byAddr     map[netip.AddrPort]*peer
+	byCID      map[[CIDLen]byte]*peer
+	peers      map[*peer]struct{}
+	handshakes int
+	closed     bool
+}
+
+var _ udpmux.Handler = (*Server)(nil)
+
+// NewServer validates cfg and returns a Server. Feed it datagrams with
+// HandleDatagram; Close it to end every session.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	s := &Server{
+		cfg:    cfg,
+		opts:   serverOptions(cfg),
+		byAddr: make(map[netip.AddrPort]*peer),
+		byCID:  make(map[[CIDLen]byte]*peer),
+		peers:  make(map[*peer]struct{}),
+	}
+	s.pool.New = func() any { return &dgram{buf: make([]byte, 0, poolBufSize)} }
+	return s, nil
+}
+
+func serverOptions(cfg ServerConfig) []piondtls.ServerOption {
+	auth := piondtls.RequireAndVerifyClientCert
+	if cfg.ClientCAs == nil {
+		auth = piondtls.RequireAnyClientCert
+	}
+	opts := []piondtls.ServerOption{
+		piondtls.WithClientAuth(auth),
+		piondtls.WithExtendedMasterSecret(piondtls.RequireExtendedMasterSecret),
+		piondtls.WithCipherSuites(cipherSuites...),
+		piondtls.WithLoggerFactory(pionLoggerFactory{log: cfg.Logger}),
+		piondtls.WithInsecureSkipVerifyHello(false), // cookie exchange
+	}
+	if cfg.ClientCAs != nil {
+		opts = append(opts, piondtls.WithClientCAs(cfg.ClientCAs))
+	}
+	if cfg.VerifyPeerCertificate != nil {
+		opts = append(opts, piondtls.WithVerifyPeerCertificate(cfg.VerifyPeerCertificate))
+	}
+	if cfg.GetCertificate != nil {
+		opts = append(opts, piondtls.WithGetCertificate(adaptGetCertificate(cfg.GetCertificate)))
+	} else {
+		opts = append(opts, piondtls.WithCertificates(cfg.Certificates...))
+	}
+	if cfg.MTU > 0 {
+		opts = append(opts, piondtls.WithMTU(cfg.MTU))
+	}
+	return opts
+}
+
+// cipherSuites are the AEAD suites offered and accepted (certificates from
+// the embedded CA are ECDSA; RSA is accepted for imported ones).
+var cipherSuites = []piondtls.CipherSuiteID{
+	piondtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	piondtls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	piondtls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	piondtls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	piondtls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+}
+
+// adaptGetCertificate lets a crypto/tls certificate callback serve pion.
+func adaptGetCertificate(f func(*tls.ClientHelloInfo) (*tls.Certificate, error)) func(*piondtls.ClientHelloInfo) (*tls.Certificate, error) {
+	return func(hi *piondtls.ClientHelloInfo) (*tls.Certificate, error) {
+		suites := make([]uint16, len(hi.CipherSuites))
+		for i, s := range hi.CipherSuites {
+			suites[i] = uint16(s)
+		}
+		return f(&tls.ClientHelloInfo{ServerName: hi.ServerName, CipherSuites: suites})
+	}
+}
+
+// Stats returns a snapshot of the counters.
+func (s *Server) Stats() ServerStats {
+	s.mu.RLock()
+	n, hs := len(s.peers), s.handshakes
+	s.mu.RUnlock()
+	c := &s.stats
+	return ServerStats{
+		Sessions: n, Handshakes: hs,
+		HandshakesOK: c.handshakesOK.Load(), HandshakesFailed: c.handshakesFailed.Load(),
+		BindsRefused: c.bindsRefused.Load(), Roams: c.roams.Load(),
+		DroppedUnknown: c.droppedUnknown.Load(), DroppedHandshakes: c.droppedHandshakes.Load(),
+		DroppedQueueFull: c.droppedQueueFull.Load(), DroppedClosed: c.droppedClosed.Load(),
+		DroppedMalformed: c.droppedMalformed.Load(),
+	}
+}
+
+// HandleDatagram implements udpmux.Handler: it routes a DTLS datagram to
+// its peer by connection ID, else by source address, and starts a new peer
+// for a ClientHello from an unknown address. It never blocks.
+func (s *Server) HandleDatagram(b []byte, from netip.AddrPort) {
+	info := inspectDatagram(b)
+	s.mu.RLock()
+	p := s.lookupLocked(info, from)
+	s.mu.RUnlock()
+	if p == nil {
+		if !info.clientHello {
+			s.stats.droppedUnknown.Add(1)
+			return
+		}
+		if p = s.admit(from); p == nil {
+			return
+		}
+	}
+	p.deliver(b, from)
+}
+
+// lookupLocked finds the peer for a datagram. A ClientHello from the
+// address of an established peer that uses a CID starts a new connection
+// (the client restarted); that peer stays reachable through its CID.
+func (s *Server) lookupLocked(info datagramInfo, from netip.AddrPort) *peer {
+	if info.hasCID {
+		if p := s.byCID[info.cid]; p != nil {
+			return p
+		}
+	}
+	p := s.byAddr[from]
+	if p != nil && info.clientHello && p.established && len(p.cids) > 0 {
+		return nil
+	}
+	return p
+}
+
+// admit creates a peer for a ClientHello from a new address, within the
+// handshake and session bounds.
+func (s *Server) admit(from netip.AddrPort) *peer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		s.stats.droppedClosed.Add(1)
+		return nil
+	}
+	if p := s.byAddr[from]; p != nil && !(p.established && len(p.cids) > 0) {
+		return p
+	}
+	if s.handshakes >= s.cfg.MaxHandshakes || len(s.peers) >= s.cfg.MaxSessions {
+		s.stats.droppedHandshakes.Add(1)
+		return nil
+	}
+	p := newPeer(s, from)
+	s.byAddr[from] = p
+	s.peers[p] = struct{}{}
+	s.handshakes++
+	s.wg.Add(1)
+	go s.routinePeer(p, from)
+	return p
+}
+
+func (s *Server) registerCID(p *peer, cid [CIDLen]byte) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, taken := s.byCID[cid]; taken {
+		return false
+	}
+	s.byCID[cid] = p
+	p.cids = append(p.cids, cid)
+	return true
+}
+
+// moveAddr re-keys a peer whose address changed. An address another peer
+// holds is left to that peer: this one is reached by its CID anyway.
+func (s *Server) moveAddr(p *peer, to netip.AddrPort) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, live := s.peers[p]; !live {
+		return
+	}
+	if s.byAddr[p.remote] == p {
+		delete(s.byAddr, p.remote)
+	}
+	if _, taken := s.byAddr[to]; !taken {
+		s.byAddr[to] = p
+	}
+	p.remote = to
+	s.stats.roams.Add(1)
+}
+
+func (s *Server) removePeer(p *peer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, live := s.peers[p]; !live {
+		return
+	}
+	delete(s.peers, p)
+	if s.byAddr[p.remote] == p {
+		delete(s.byAddr, p.remote)
+	}
+	for _, cid := range p.cids {
+		if s.byCID[cid] == p {
+			delete(s.byCID, cid)
+		}
+	}
+	if !p.established {
+		s.handshakes--
+	}
+}
+
+// handshakeDone moves a peer out of the handshake count.
+func (s *Server) handshakeDone(p *peer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, live := s.peers[p]; live && !p.established {
+		p.established = true
+		s.handshakes--
+	}
+}
+
+func (s *Server) getDgram(n int) *dgram {
+	if n > poolBufSize {
+		return &dgram{buf: make([]byte, 0, n)}
+	}
+	return s.pool.Get().(*dgram)
+}
+
+func (s *Server) putDgram(d *dgram) {
+	if cap(d.buf) == poolBufSize {
+		d.buf = d.buf[:0]
+		s.pool.Put(d)
+	}
+}
+
+// Close ends every session (established links get a close_notify) and
+// waits for their goroutines. Later datagrams are dropped.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	peers := make([]*peer, 0, len(s.peers))
+	for p := range s.peers {
+		peers = append(peers, p)
+	}
+	s.mu.Unlock()
+	for _, p := range peers {
+		p.closeSession()
+	}
+	s.wg.Wait()
+	return nil
+}
+
+// routinePeer runs one peer from ClientHello to the end of its session.
+func (s *Server) routinePeer(p *peer, from netip.AddrPort) {
+	defer s.wg.Done()
+	defer p.Close()
+	log := s.cfg.Logger.With().Str("transport", tunnel.DTLS).Stringer("remote", from).Logger()
+	conn, err := s.handshake(p, from)
+	if err != nil {
+		s.stats.handshakesFailed.Add(1)
+		log.Debug().Err(err).Msg("dtls handshake failed")
+		return
+	}
+	s.stats.handshakesOK.Add(1)
+	link, recv, err := s.bind(conn, p, from)
+	if err != nil {
+		s.stats.bindsRefused.Add(1)
+		log.Debug().Err(err).Msg("dtls link refused")
+		_ = conn.Close()
+		return
+	}
+	log.Debug().Msg("dtls link bound")
+	link.run(recv)
+	log.Debug().Err(link.Err()).Stringer("remote", link.RemoteAddr()).Msg("dtls link closed")
+}
+
+func (s *Server) handshake(p *peer, from netip.AddrPort) (*piondtls.Conn, error) {
+	opts := append(slices.Clip(s.opts), piondtls.WithConnectionIDGenerator(p.generateCID))
+	conn, err := piondtls.ServerWithOptions(p, net.UDPAddrFromAddrPort(from), opts...)
+	if err != nil {
+		return nil, fmt.Errorf("dtls: server conn: %w", err)
+	}
+	p.setConn(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.HandshakeTimeout)
+	defer cancel()
+	if err := conn.HandshakeContext(ctx); err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("dtls: handshake: %w", err)
+	}
+	s.handshakeDone(p)
+	return conn, nil
+}
+
+// bind reads the token, the first application record, and asks the
+// gateway to bind the link to the token's TSP session.
+func (s *Server) bind(conn *piondtls.Conn, p *peer, from netip.AddrPort) (*ServerLink, tunnel.Receiver, error) {
+	cert, err := peerCertificate(conn)
+	if err != nil {
+		return nil, nil, err
+	}
+	token, err := readToken(conn, s.cfg.Now().Add(s.cfg.HandshakeTimeout))
+	if err != nil {
+		return nil, nil, err
+	}
+	link := newServerLink(conn, token, s)
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.HandshakeTimeout)
+	defer cancel()
+	recv, err := s.cfg.Bind(ctx, token, cert, link.RemoteAddr(), link)
+	if err == nil && recv == nil {
+		err = errors.New("no receiver")
+	}
+	if err != nil {
+		err = fmt.Errorf("dtls: bind: %w", err)
+		link.finish(err) // the gateway may have seen the link: end it properly
+		return nil, nil, err
+	}
+	// A lost acknowledgement is repaired by the client's token
+	// retransmission, which the link answers.
+	_ = link.ack()
+	return link, recv, nil
+}
+
+func peerCertificate(conn *piondtls.Conn) (*x509.Certificate, error) {
+	state, ok := conn.ConnectionState()
+	if !ok || len(state.PeerCertificates) == 0 {
+		return nil, errors.New("dtls: no peer certificate")
+	}
+	cert, err := x509.ParseCertificate(state.PeerCertificates[0])
+	if err != nil {
+		return nil, fmt.Errorf("dtls: peer certificate: %w", err)
+	}
+	return cert, nil
+}
+
+// readToken reads the first application record, which must be exactly
+// TokenLen bytes.
+func readToken(conn *piondtls.Conn, deadline time.Time) ([]byte, error) {
+	if err := conn.SetReadDeadline(deadline); err != nil {
+		return nil, fmt.Errorf("dtls: token: %w", err)
+	}
+	buf := make([]byte, maxRecord)
+	n, err := conn.Read(buf)
+	if err != nil {
+		return nil, fmt.Errorf("dtls: token: %w", err)
+	}
+	if n != TokenLen {
+		return nil, fmt.Errorf("dtls: token: %d bytes, want %d", n, TokenLen)
+	}
+	if err := conn.SetReadDeadline(time.Time{}); err != nil {
+		return nil, fmt.Errorf("dtls: token: %w", err)
+	}
+	return buf[:n:n], nil
+}

@@ -1,0 +1,201 @@
+package dtls
+
+import (
+	"crypto/rand"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	piondtls "github.com/pion/dtls/v3"
+	"github.com/pion/transport/v5/deadline"
+)
+
+// dgram is one queued datagram; buffers come from Server.pool.
+type dgram struct {
+	buf  []byte
+	from netip.AddrPort
+}
+
+// poolBufSize covers a full-size record of a 1500-byte path; larger
+// datagrams get a buffer of their own.
+const poolBufSize = 2048
+
+// peer is the virtual net.PacketConn under one pion server Conn. The
+// Server's demultiplexer pushes datagrams into its bounded queue; pion
+// reads them with ReadFrom and writes through WriteTo, which goes out via
+// ServerConfig.Write.
+type peer struct {
+	srv    *Server
+	queue  chan *dgram
+	closed chan struct{}
+	once   sync.Once
+	rdl    *deadline.Deadline
+	conn   atomic.Pointer[piondtls.Conn]
+
+	// Reader-side cache of the last source address as a *net.UDPAddr, so
+	// that a steady stream does not allocate one per datagram. Only pion's
+	// single reader touches it.
+	rdAP  netip.AddrPort
+	rdUDP *net.UDPAddr
+
+	wmu       sync.Mutex
+	lastWrite netip.AddrPort // destination of the last write
+
+	// Guarded by srv.mu.
+	remote      netip.AddrPort // this peer's key in srv.byAddr
+	cids        [][CIDLen]byte // keys in srv.byCID
+	established bool           // handshake done
+}
+
+var _ net.PacketConn = (*peer)(nil)
+
+func newPeer(s *Server, from netip.AddrPort) *peer {
+	return &peer{
+		srv:       s,
+		queue:     make(chan *dgram, s.cfg.QueueLen),
+		closed:    make(chan struct{}),
+		rdl:       deadline.New(),
+		remote:    from,
+		lastWrite: from,
+	}
+}
+
+// deliver copies b into the queue. When the queue is full the datagram is
+// dropped (newest dropped) and counted.
+func (p *peer) deliver(b []byte, from netip.AddrPort) {
+	select {
+	case <-p.closed:
+		p.srv.stats.droppedClosed.Add(1)
+		return
+	default:
+	}
+	d := p.srv.getDgram(len(b))
+	d.buf = append(d.buf[:0], b...)
+	d.from = from
+	select {
+	case p.queue <- d:
+	default:
+		p.srv.putDgram(d)
+		p.srv.stats.droppedQueueFull.Add(1)
+	}
+}
+
+// ReadFrom implements net.PacketConn for pion.
+func (p *peer) ReadFrom(b []byte) (int, net.Addr, error) {
+	select {
+	case <-p.closed:
+		return 0, nil, net.ErrClosed
+	default:
+	}
+	select {
+	case d := <-p.queue:
+		n := copy(b, d.buf)
+		short := n < len(d.buf)
+		addr := p.udpAddr(d.from)
+		p.srv.putDgram(d)
+		if short {
+			return n, addr, io.ErrShortBuffer
+		}
+		return n, addr, nil
+	case <-p.closed:
+		return 0, nil, net.ErrClosed
+	case <-p.rdl.Done():
+		return 0, nil, os.ErrDeadlineExceeded
+	}
+}
+
+func (p *peer) udpAddr(ap netip.AddrPort) *net.UDPAddr {
+	if p.rdUDP == nil || ap != p.rdAP {
+		p.rdAP, p.rdUDP = ap, net.UDPAddrFromAddrPort(ap)
+	}
+	return p.rdUDP
+}
+
+// WriteTo implements net.PacketConn for pion. pion writes to the address of
+// the newest authenticated record (RFC 9146 §6), so a change of destination
+// is the signal that the peer roamed: the address index follows it.
+//
+// Writes still go out after Close: pion's close_notify may race with the
+// peer's teardown, and the shared socket is not the peer's to close.
+func (p *peer) WriteTo(b []byte, addr net.Addr) (int, error) {
+	ua, ok := addr.(*net.UDPAddr)
+	if !ok {
+		return 0, &net.AddrError{Err: "not a UDP address", Addr: addr.String()}
+	}
+	to := ua.AddrPort()
+	to = netip.AddrPortFrom(to.Addr().Unmap(), to.Port())
+	p.wmu.Lock()
+	if to != p.lastWrite {
+		p.lastWrite = to
+		p.srv.moveAddr(p, to)
+	}
+	p.wmu.Unlock()
+	if err := p.srv.cfg.Write(b, to); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+// generateCID is this peer's pion ConnectionIDGenerator: a fresh random
+// CID, registered for routing before pion announces it.
+func (p *peer) generateCID() []byte {
+	var cid [CIDLen]byte
+	for {
+		_, _ = rand.Read(cid[:]) // never fails (crypto/rand, Go ≥ 1.24)
+		if p.srv.registerCID(p, cid) {
+			return cid[:]
+		}
+	}
+}
+
+// Close implements net.PacketConn: it unregisters the peer and releases
+// pending reads.
+func (p *peer) Close() error {
+	p.once.Do(func() {
+		close(p.closed)
+		p.srv.removePeer(p)
+		p.rdl.Set(time.Time{})
+		for {
+			select {
+			case d := <-p.queue:
+				p.srv.putDgram(d)
+			default:
+				return
+			}
+		}
+	})
+	return nil
+}
+
+// LocalAddr implements net.PacketConn; the shared socket is the mux's, so
+// this is the unspecified address.
+func (p *peer) LocalAddr() net.Addr { return &net.UDPAddr{} }
+
+// SetDeadline implements net.PacketConn (writes never block).
+func (p *peer) SetDeadline(t time.Time) error { return p.SetReadDeadline(t) }
+
+// SetReadDeadline implements net.PacketConn.
+func (p *peer) SetReadDeadline(t time.Time) error {
+	p.rdl.Set(t)
+	return nil
+}
+
+// SetWriteDeadline implements net.PacketConn; writes never block, so there
+// is nothing to bound.
+func (p *peer) SetWriteDeadline(time.Time) error { return nil }
+
+// setConn records the pion Conn running over this peer, for closeSession.
+func (p *peer) setConn(c *piondtls.Conn) { p.conn.Store(c) }
+
+// closeSession ends the peer: through its pion Conn when there is one (so
+// an established peer gets a close_notify), else directly.
+func (p *peer) closeSession() {
+	if c := p.conn.Load(); c != nil {
+		_ = c.Close()
+	}
+	_ = p.Close()
+}

@@ -1,0 +1,116 @@
+//go:build linux
+
+package plain
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"github.com/dstmgw/dstm/gateway/tunnel"
+)
+
+// link is one peer of a Server.
+type link struct {
+	srv      *Server
+	endpoint netip.Addr
+	recv     tunnel.Receiver
+	batch    BatchReceiver
+	mu       sync.Mutex // guards w
+	w        *writer
+	closed   atomic.Bool
+}
+
+var _ tunnel.Link = (*link)(nil)
+
+// WritePackets sends pkts to the peer, one sendmmsg per BatchSize packets.
+// Packets the kernel refuses (e.g. EMSGSIZE) are skipped and counted; the
+// first such error is returned after the rest were sent.
+func (l *link) WritePackets(pkts [][]byte) error {
+	if l.closed.Load() {
+		return net.ErrClosed
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var first error
+	for len(pkts) > 0 {
+		if len(pkts[0]) == 0 {
+			pkts = pkts[1:]
+			continue
+		}
+		sent, err := l.w.write(pkts)
+		l.account(pkts[:sent])
+		pkts = pkts[sent:]
+		if err == nil {
+			continue
+		}
+		if errors.Is(err, net.ErrClosed) {
+			return net.ErrClosed
+		}
+		l.srv.stats.writeErrors.Add(1)
+		if first == nil {
+			first = fmt.Errorf("plain: send to %s: %w", l.endpoint, err)
+		}
+		pkts = pkts[1:] // the packet at the error was not sent; skip it
+	}
+	return first
+}
+
+func (l *link) account(sent [][]byte) {
+	if len(sent) == 0 {
+		return
+	}
+	var bytes uint64
+	for _, p := range sent {
+		bytes += uint64(len(p))
+	}
+	l.srv.stats.txPackets.Add(uint64(len(sent)))
+	l.srv.stats.txBytes.Add(bytes)
+}
+
+// Close unregisters the link; later writes fail with net.ErrClosed.
+func (l *link) Close() error {
+	if l.closed.Swap(true) {
+		return nil
+	}
+	l.srv.unregister(l)
+	return nil
+}
+
+// Endpoint returns the peer's outer IPv6 address (port 0: raw IP).
+func (l *link) Endpoint() netip.AddrPort { return netip.AddrPortFrom(l.endpoint, 0) }
+
+// Transport returns tunnel.Plain.
+func (l *link) Transport() string { return tunnel.Plain }
+
+// ClientLink is the client side: a socket of its own with one peer.
+type ClientLink struct {
+	*link
+}
+
+// Dial opens a raw socket on local that exchanges packets with remote only
+// and delivers them to r. Closing the link closes the socket.
+func Dial(local, remote netip.Addr, r tunnel.Receiver) (*ClientLink, error) {
+	s, err := Listen(local)
+	if err != nil {
+		return nil, err
+	}
+	l, err := s.register(remote.Unmap().WithZone(""), r)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	return &ClientLink{link: l}, nil
+}
+
+// Stats returns the counters of the client's socket.
+func (c *ClientLink) Stats() Stats { return c.srv.Stats() }
+
+// Close unregisters the peer and closes the socket, waiting for its reader.
+func (c *ClientLink) Close() error {
+	c.link.Close()
+	return c.srv.Close()
+}

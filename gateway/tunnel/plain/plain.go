@@ -1,0 +1,221 @@
+//go:build linux
+
+package plain
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/dstmgw/dstm/gateway/tunnel"
+)
+
+// Sizing of the socket and its batches.
+const (
+	// SocketBuffer is the receive and send buffer the socket asks for.
+	SocketBuffer = 8 << 20
+	// BatchSize is the number of packets per recvmmsg/sendmmsg call.
+	BatchSize = 64
+	// MaxPacket is the largest inner packet received; larger ones are
+	// truncated by the kernel and dropped.
+	MaxPacket = 1<<16 - 1
+)
+
+// ErrEndpointInUse is returned by Register for an endpoint that already has a link.
+var ErrEndpointInUse = errors.New("plain: endpoint already registered")
+
+// BatchReceiver is implemented by receivers that accept several packets from
+// the same peer at once. It must not retain pkts or their contents.
+type BatchReceiver interface {
+	ReceivePackets(pkts [][]byte)
+}
+
+// Stats are the socket's counters since Listen.
+type Stats struct {
+	RxPackets, RxBytes uint64 // delivered to a receiver
+	TxPackets, TxBytes uint64 // accepted by the kernel
+	UnknownSource      uint64 // dropped: outer source not registered
+	Truncated          uint64 // dropped: larger than MaxPacket
+	WriteErrors        uint64 // packets the kernel refused
+}
+
+type counters struct {
+	rxPackets, rxBytes, txPackets, txBytes atomic.Uint64
+	unknown, truncated, writeErrors        atomic.Uint64
+}
+
+// Server is a raw IPv6 socket for next header 4 bound to one local address,
+// demultiplexing received packets by outer source to registered receivers.
+type Server struct {
+	conn  *net.IPConn
+	rc    syscall.RawConn
+	local netip.Addr
+	peers atomic.Pointer[map[netip.Addr]*link]
+	mu    sync.Mutex // serialises changes to peers
+	stats counters
+	done  chan struct{}
+	once  sync.Once
+	err   error
+}
+
+// Listen opens the raw socket on local (an IPv6 address of this host) and
+// starts its reader goroutine. Close stops it.
+func Listen(local netip.Addr) (*Server, error) {
+	if !local.Is6() || local.Is4In6() {
+		return nil, fmt.Errorf("plain: local address %s is not IPv6", local)
+	}
+	conn, err := net.ListenIP("ip6:4", &net.IPAddr{IP: local.AsSlice(), Zone: local.Zone()})
+	if err != nil {
+		return nil, fmt.Errorf("plain: listen ip6:4 on %s: %w", local, err)
+	}
+	rc, err := conn.SyscallConn()
+	if err == nil {
+		err = setBuffers(rc, SocketBuffer)
+	}
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("plain: socket setup: %w", err)
+	}
+	s := &Server{conn: conn, rc: rc, local: local, done: make(chan struct{})}
+	s.peers.Store(&map[netip.Addr]*link{})
+	rd := newReader(rc, BatchSize, MaxPacket)
+	go s.routineReadOutside(rd)
+	return s, nil
+}
+
+// LocalAddr returns the address the socket is bound to.
+func (s *Server) LocalAddr() netip.Addr { return s.local }
+
+// Register attaches r to packets whose outer IPv6 source is endpoint and
+// returns the link that sends to endpoint. Closing the link unregisters it.
+func (s *Server) Register(endpoint netip.Addr, r tunnel.Receiver) (tunnel.Link, error) {
+	return s.register(endpoint.Unmap().WithZone(""), r)
+}
+
+func (s *Server) register(endpoint netip.Addr, r tunnel.Receiver) (*link, error) {
+	if !endpoint.Is6() {
+		return nil, fmt.Errorf("plain: endpoint %s is not IPv6", endpoint)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.done:
+		return nil, net.ErrClosed
+	default:
+	}
+	old := *s.peers.Load()
+	if _, ok := old[endpoint]; ok {
+		return nil, fmt.Errorf("%w: %s", ErrEndpointInUse, endpoint)
+	}
+	l := &link{srv: s, endpoint: endpoint, recv: r, w: newWriter(s.rc, endpoint, BatchSize)}
+	l.batch, _ = r.(BatchReceiver)
+	next := make(map[netip.Addr]*link, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
+	next[endpoint] = l
+	s.peers.Store(&next)
+	return l, nil
+}
+
+func (s *Server) unregister(l *link) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := *s.peers.Load()
+	if old[l.endpoint] != l {
+		return
+	}
+	next := make(map[netip.Addr]*link, len(old))
+	for k, v := range old {
+		if k != l.endpoint {
+			next[k] = v
+		}
+	}
+	s.peers.Store(&next)
+}
+
+// Stats returns a snapshot of the counters.
+func (s *Server) Stats() Stats {
+	c := &s.stats
+	return Stats{
+		RxPackets: c.rxPackets.Load(), RxBytes: c.rxBytes.Load(),
+		TxPackets: c.txPackets.Load(), TxBytes: c.txBytes.Load(),
+		UnknownSource: c.unknown.Load(), Truncated: c.truncated.Load(), WriteErrors: c.writeErrors.Load(),
+	}
+}
+
+// Close closes the socket and waits for the reader goroutine to stop. Links
+// still registered fail their writes afterwards.
+func (s *Server) Close() error {
+	s.once.Do(func() {
+		s.err = s.conn.Close()
+		<-s.done
+	})
+	return s.err
+}
+
+// routineReadOutside reads batches until the socket is closed and delivers
+// them, grouping consecutive packets from one source.
+func (s *Server) routineReadOutside(rd *reader) {
+	defer close(s.done)
+	pkts := make([][]byte, 0, BatchSize)
+	for {
+		n, err := rd.read()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue // transient socket errors (e.g. ENOMEM) must not stop the reader
+		}
+		s.deliver(rd, n, pkts)
+	}
+}
+
+func (s *Server) deliver(rd *reader, n int, pkts [][]byte) {
+	peers := *s.peers.Load()
+	var cur *link
+	for i := 0; i < n; i++ {
+		pkt, src, trunc := rd.packet(i)
+		if trunc {
+			s.stats.truncated.Add(1)
+			continue
+		}
+		l := peers[src]
+		if l == nil {
+			s.stats.unknown.Add(1)
+			continue
+		}
+		if l != cur {
+			pkts = s.flush(cur, pkts)
+			cur = l
+		}
+		pkts = append(pkts, pkt)
+	}
+	s.flush(cur, pkts)
+}
+
+// flush hands pkts to l and returns pkts emptied.
+func (s *Server) flush(l *link, pkts [][]byte) [][]byte {
+	if l == nil || len(pkts) == 0 {
+		return pkts[:0]
+	}
+	var bytes uint64
+	for _, p := range pkts {
+		bytes += uint64(len(p))
+	}
+	s.stats.rxPackets.Add(uint64(len(pkts)))
+	s.stats.rxBytes.Add(bytes)
+	if l.batch != nil {
+		l.batch.ReceivePackets(pkts)
+	} else {
+		for _, p := range pkts {
+			l.recv.ReceivePacket(p)
+		}
+	}
+	clear(pkts)
+	return pkts[:0]
+}

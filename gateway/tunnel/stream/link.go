@@ -1,0 +1,374 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dstmgw/dstm/gateway/tunnel"
+	"github.com/rs/zerolog"
+)
+
+// Defaults applied by New for zero Options fields.
+const (
+	DefaultMTU          = 1400
+	DefaultQueueBytes   = 256 << 10
+	DefaultWriteTimeout = 10 * time.Second
+	// ReceiveSlack is what a received packet may exceed the MTU by before
+	// the stream is declared broken (a peer with a slightly different MTU
+	// idea must not be cut off).
+	ReceiveSlack = 64
+)
+
+// Options configures a Link.
+type Options struct {
+	// MTU is the largest packet WritePackets sends; received packets may
+	// be up to MTU+ReceiveSlack bytes (at most MaxFrameLen).
+	MTU int
+	// QueueBytes bounds the frames buffered but not yet written; packets
+	// that do not fit are dropped (newest first) and counted.
+	QueueBytes int
+	// WriteTimeout bounds one conn.Write; a peer that does not drain the
+	// stream for this long fails the link. Zero means DefaultWriteTimeout,
+	// negative means no timeout.
+	WriteTimeout time.Duration
+	// KeepaliveInterval sends a keepalive frame when nothing else was
+	// written for this long. Zero sends none.
+	KeepaliveInterval time.Duration
+	// IdleTimeout fails the link when nothing (not even a keepalive)
+	// arrived for this long. Zero means no timeout.
+	IdleTimeout time.Duration
+	// Now is the clock used for deadlines; nil means time.Now.
+	Now func() time.Time
+	// Logger receives debug-level lifecycle messages.
+	Logger zerolog.Logger
+	// Control receives the TSP messages of control frames (see WriteControl), on the reader
+	// goroutine; it must not block for long and must not retain msg. Nil refuses control
+	// frames (the link fails).
+	Control func(msg []byte)
+}
+
+func (o Options) withDefaults() Options {
+	if o.MTU <= 0 {
+		o.MTU = DefaultMTU
+	}
+	o.MTU = min(o.MTU, MaxFrameLen)
+	if o.QueueBytes <= 0 {
+		o.QueueBytes = DefaultQueueBytes
+	}
+	if o.WriteTimeout == 0 {
+		o.WriteTimeout = DefaultWriteTimeout
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o
+}
+
+// Stats is a snapshot of a Link's counters.
+type Stats struct {
+	PacketsIn, BytesIn   uint64
+	PacketsOut, BytesOut uint64 // queued for writing
+	KeepalivesIn         uint64
+	KeepalivesOut        uint64
+	DroppedQueueFull     uint64 // tail drops: the write buffer was full
+	DroppedOversize      uint64 // packets longer than the MTU or empty
+}
+
+type counters struct {
+	packetsIn, bytesIn, packetsOut, bytesOut atomic.Uint64
+	keepalivesIn, keepalivesOut              atomic.Uint64
+	droppedFull, droppedOversize             atomic.Uint64
+}
+
+// errLocalClose marks a link ended by Close.
+var errLocalClose = errors.New("stream: closed locally")
+
+// Link carries IPv4 packets over a byte stream. It implements tunnel.Link.
+type Link struct {
+	conn      net.Conn
+	r         tunnel.Receiver
+	opts      Options
+	maxPacket int
+	stats     counters
+
+	mu      sync.Mutex // guards pending, spare, closed
+	pending []byte     // frames waiting for the writer
+	spare   []byte     // the writer's previous buffer, reused
+	closed  bool
+	wake    chan struct{} // cap 1: pending became non-empty
+
+	failOnce sync.Once
+	err      error         // first failure; set once before done closes
+	done     chan struct{} // closed when the link failed or was closed
+}
+
+var _ tunnel.Link = (*Link)(nil)
+
+// New returns a Link over conn delivering received packets to r. The Link
+// owns conn from now on. Call Run to start moving packets; WritePackets
+// before Run queues them.
+func New(conn net.Conn, r tunnel.Receiver, opts Options) *Link {
+	opts = opts.withDefaults()
+	return &Link{
+		conn:      conn,
+		r:         r,
+		opts:      opts,
+		maxPacket: min(opts.MTU+ReceiveSlack, MaxFrameLen),
+		wake:      make(chan struct{}, 1),
+		done:      make(chan struct{}),
+	}
+}
+
+// Run moves packets until the peer closes the stream, an error occurs, ctx
+// is done or Close is called. It returns nil for an orderly end (EOF,
+// Close, ctx) and the error otherwise; either way the conn is closed.
+func (l *Link) Run(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { l.fail(errLocalClose) })
+	defer stop()
+	log := l.opts.Logger.With().Str("transport", tunnel.TLS).Logger()
+	log.Debug().Msg("stream link started")
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		l.routineWrite()
+	}()
+	l.fail(l.readLoop())
+	wg.Wait()
+	err := l.Err()
+	log.Debug().Err(err).Msg("stream link stopped")
+	return err
+}
+
+// Done is closed when the link has ended.
+func (l *Link) Done() <-chan struct{} { return l.done }
+
+// Err returns why the link ended: nil while it runs and for an orderly end.
+func (l *Link) Err() error {
+	select {
+	case <-l.done:
+	default:
+		return nil
+	}
+	if errors.Is(l.err, errLocalClose) || errors.Is(l.err, io.EOF) || errors.Is(l.err, net.ErrClosed) {
+		return nil
+	}
+	return l.err
+}
+
+// Close ends the link and closes the conn. Later writes fail with
+// net.ErrClosed.
+func (l *Link) Close() error {
+	l.fail(errLocalClose)
+	return nil
+}
+
+// fail records the first reason the link ends and tears it down.
+func (l *Link) fail(err error) {
+	l.failOnce.Do(func() {
+		l.mu.Lock()
+		l.closed = true
+		l.err = err
+		l.mu.Unlock()
+		close(l.done)
+		_ = l.conn.Close()
+	})
+}
+
+// Stats returns a snapshot of the counters.
+func (l *Link) Stats() Stats {
+	c := &l.stats
+	return Stats{
+		PacketsIn: c.packetsIn.Load(), BytesIn: c.bytesIn.Load(),
+		PacketsOut: c.packetsOut.Load(), BytesOut: c.bytesOut.Load(),
+		KeepalivesIn: c.keepalivesIn.Load(), KeepalivesOut: c.keepalivesOut.Load(),
+		DroppedQueueFull: c.droppedFull.Load(), DroppedOversize: c.droppedOversize.Load(),
+	}
+}
+
+// WritePackets queues pkts for the writer and returns without waiting for
+// the network. Packets that are empty or longer than the MTU are dropped
+// and counted; so are packets that do not fit in the bounded queue. It is
+// safe for concurrent use and does not retain pkts.
+func (l *Link) WritePackets(pkts [][]byte) error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return net.ErrClosed
+	}
+	queued := false
+	for _, p := range pkts {
+		switch {
+		case len(p) == 0 || len(p) > l.opts.MTU:
+			l.stats.droppedOversize.Add(1)
+		case len(l.pending)+HeaderLen+len(p) > l.opts.QueueBytes:
+			l.stats.droppedFull.Add(1)
+		default:
+			l.pending = AppendFrame(l.pending, p)
+			l.stats.packetsOut.Add(1)
+			l.stats.bytesOut.Add(uint64(len(p)))
+			queued = true
+		}
+	}
+	l.mu.Unlock()
+	if queued {
+		l.signal()
+	}
+	return nil
+}
+
+func (l *Link) signal() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// routineWrite flushes the pending frames with one Write per wake-up and
+// sends keepalives.
+func (l *Link) routineWrite() {
+	var tick <-chan time.Time
+	if l.opts.KeepaliveInterval > 0 {
+		t := time.NewTicker(l.opts.KeepaliveInterval)
+		defer t.Stop()
+		tick = t.C
+	}
+	wrote := false
+	for {
+		select {
+		case <-l.done:
+			return
+		case <-tick:
+			if !wrote {
+				l.queueKeepalive()
+			}
+			wrote = false
+			continue
+		case <-l.wake:
+		}
+		if err := l.flush(); err != nil {
+			l.fail(fmt.Errorf("stream: write: %w", err))
+			return
+		}
+		wrote = true
+	}
+}
+
+func (l *Link) queueKeepalive() {
+	l.mu.Lock()
+	l.pending = AppendFrame(l.pending, nil)
+	l.mu.Unlock()
+	l.stats.keepalivesOut.Add(1)
+	l.signal()
+}
+
+// flush writes everything pending in one Write.
+func (l *Link) flush() error {
+	l.mu.Lock()
+	buf := l.pending
+	l.pending, l.spare = l.spare[:0], nil
+	l.mu.Unlock()
+	if len(buf) == 0 {
+		l.putSpare(buf)
+		return nil
+	}
+	if l.opts.WriteTimeout > 0 {
+		if err := l.conn.SetWriteDeadline(l.opts.Now().Add(l.opts.WriteTimeout)); err != nil {
+			return err
+		}
+	}
+	_, err := l.conn.Write(buf)
+	l.putSpare(buf)
+	return err
+}
+
+func (l *Link) putSpare(buf []byte) {
+	l.mu.Lock()
+	l.spare = buf[:0]
+	l.mu.Unlock()
+}
+
+// readLoop parses frames out of a buffer filled from conn and hands each
+// packet to the receiver. The buffer always has room for one whole frame.
+func (l *Link) readLoop() error {
+	buf := make([]byte, max(32<<10, 2*(HeaderLen+l.maxPacket)))
+	start, end := 0, 0
+	for {
+		n, err := l.deliver(buf[start:end])
+		if err != nil {
+			return err
+		}
+		start += n
+		if start == end {
+			start, end = 0, 0
+		} else if len(buf)-end < HeaderLen+l.maxPacket {
+			end = copy(buf, buf[start:end])
+			start = 0
+		}
+		if err := l.setReadDeadline(); err != nil {
+			return err
+		}
+		n, err = l.conn.Read(buf[end:])
+		end += n
+		if err != nil {
+			if errors.Is(err, io.EOF) && start == end {
+				return io.EOF
+			}
+			if errors.Is(err, io.EOF) {
+				return fmt.Errorf("stream: read: %w", io.ErrUnexpectedEOF)
+			}
+			return fmt.Errorf("stream: read: %w", err)
+		}
+	}
+}
+
+// deliver hands every complete frame in b to the receiver and returns the
+// bytes consumed.
+func (l *Link) deliver(b []byte) (int, error) {
+	off := 0
+	for {
+		if isControl(b[off:]) {
+			msg, n, err := parseControl(b[off:])
+			if errors.Is(err, errNeedMore) {
+				return off, nil
+			}
+			if err != nil {
+				return off, err
+			}
+			off += n
+			if l.opts.Control == nil {
+				return off, fmt.Errorf("%w: control frame on a link without a control handler", ErrNotIPv4)
+			}
+			l.opts.Control(msg)
+			continue
+		}
+		pkt, n, err := parseFrame(b[off:], l.maxPacket)
+		if errors.Is(err, errNeedMore) {
+			return off, nil
+		}
+		if err != nil {
+			return off, err
+		}
+		off += n
+		if pkt == nil {
+			l.stats.keepalivesIn.Add(1)
+			continue
+		}
+		l.stats.packetsIn.Add(1)
+		l.stats.bytesIn.Add(uint64(len(pkt)))
+		l.r.ReceivePacket(pkt)
+	}
+}
+
+func (l *Link) setReadDeadline() error {
+	if l.opts.IdleTimeout <= 0 {
+		return nil
+	}
+	return l.conn.SetReadDeadline(l.opts.Now().Add(l.opts.IdleTimeout))
+}

@@ -1,0 +1,302 @@
+package udpmux
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"github.com/rs/zerolog"
+)
+
+// Handler consumes datagrams of one protocol. b is valid only during the
+// call; HandleDatagram must not block for long because it runs on the
+// socket's reader goroutine.
+type Handler interface {
+	HandleDatagram(b []byte, from netip.AddrPort)
+}
+
+// Defaults applied by New for zero Config fields.
+const (
+	DefaultBufferBytes = 8 << 20 // kernel socket buffer, each direction
+	DefaultBatchSize   = 32      // datagrams per recvmmsg
+	DefaultMaxDatagram = 65535   // receive buffer per datagram slot
+)
+
+// Config configures a Mux.
+type Config struct {
+	// TSP receives datagrams whose first byte has the high nibble 0xF.
+	// Nil drops them (counted in Stats.DroppedNoHandler).
+	TSP Handler
+	// DTLS receives datagrams whose first byte is 20–25. Nil drops them.
+	DTLS Handler
+	// ReadBufferBytes and WriteBufferBytes size the kernel socket buffers;
+	// zero means DefaultBufferBytes, negative leaves the kernel default.
+	ReadBufferBytes  int
+	WriteBufferBytes int
+	// BatchSize is the number of datagrams read per system call. 1 reads
+	// with one recvfrom per datagram; zero means DefaultBatchSize.
+	BatchSize int
+	// MaxDatagram is the receive buffer per datagram; longer datagrams are
+	// truncated by the kernel and dropped (Stats.DroppedTruncated). Zero
+	// means DefaultMaxDatagram.
+	MaxDatagram int
+	// Logger receives debug-level lifecycle messages. The zero value is
+	// disabled.
+	Logger zerolog.Logger
+}
+
+// Stats is a snapshot of a Mux's counters.
+type Stats struct {
+	Received         uint64 // datagrams read from the sockets
+	TSP              uint64 // datagrams handed to the TSP handler
+	DTLS             uint64 // datagrams handed to the DTLS handler
+	DroppedJunk      uint64 // first byte neither TSP nor DTLS
+	DroppedEmpty     uint64 // zero-length datagrams
+	DroppedNoHandler uint64 // no handler configured for the protocol
+	DroppedTruncated uint64 // longer than MaxDatagram
+	ReadErrors       uint64 // transient read errors
+	WriteErrors      uint64 // failed WriteTo calls
+}
+
+type counters struct {
+	received, tsp, dtls               atomic.Uint64
+	junk, empty, noHandler, truncated atomic.Uint64
+	readErrors, writeErrors           atomic.Uint64
+}
+
+// Mux dispatches the datagrams of one UDP port to the TSP and DTLS handlers.
+type Mux struct {
+	cfg    Config
+	socks  []*socket
+	v4, v6 *socket // socket used by WriteTo per family
+	stats  counters
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+type socket struct {
+	conn *net.UDPConn
+	is4  bool // bound to an IPv4 address (cannot send to IPv6)
+}
+
+// ErrNoSocket is returned by New without sockets and by WriteTo when no
+// socket can reach the destination's address family.
+var ErrNoSocket = errors.New("udpmux: no socket for address family")
+
+// New returns a Mux that owns conns (closed by Close or when Run returns).
+// It sets the sockets' buffer sizes; failing to do so is logged at debug
+// level only, since the kernel default still works.
+func New(cfg Config, conns ...*net.UDPConn) (*Mux, error) {
+	if len(conns) == 0 {
+		return nil, ErrNoSocket
+	}
+	cfg = withDefaults(cfg)
+	m := &Mux{cfg: cfg}
+	for _, c := range conns {
+		la, ok := c.LocalAddr().(*net.UDPAddr)
+		if !ok {
+			return nil, fmt.Errorf("udpmux: unexpected local address %v", c.LocalAddr())
+		}
+		s := &socket{conn: c, is4: la.AddrPort().Addr().Unmap().Is4()}
+		m.socks = append(m.socks, s)
+		m.pickWriter(s)
+		m.setBuffers(s)
+	}
+	return m, nil
+}
+
+func withDefaults(cfg Config) Config {
+	if cfg.ReadBufferBytes == 0 {
+		cfg.ReadBufferBytes = DefaultBufferBytes
+	}
+	if cfg.WriteBufferBytes == 0 {
+		cfg.WriteBufferBytes = DefaultBufferBytes
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = DefaultBatchSize
+	}
+	if cfg.MaxDatagram <= 0 {
+		cfg.MaxDatagram = DefaultMaxDatagram
+	}
+	return cfg
+}
+
+// pickWriter remembers the first socket of each family for WriteTo. An
+// IPv6 socket also serves IPv4 destinations (as v4-mapped addresses) when
+// there is no IPv4 socket.
+func (m *Mux) pickWriter(s *socket) {
+	if s.is4 {
+		if m.v4 == nil {
+			m.v4 = s
+		}
+		return
+	}
+	if m.v6 == nil {
+		m.v6 = s
+	}
+}
+
+func (m *Mux) setBuffers(s *socket) {
+	log := m.cfg.Logger.With().Str("local", s.conn.LocalAddr().String()).Logger()
+	if n := m.cfg.ReadBufferBytes; n > 0 {
+		got, err := setSocketBuffer(s.conn, n, true)
+		log.Debug().Err(err).Int("want", n).Int("got", got).Msg("udp receive buffer")
+	}
+	if n := m.cfg.WriteBufferBytes; n > 0 {
+		got, err := setSocketBuffer(s.conn, n, false)
+		log.Debug().Err(err).Int("want", n).Int("got", got).Msg("udp send buffer")
+	}
+}
+
+// Run reads and dispatches datagrams until ctx is done or a socket fails
+// permanently. Call it once. It closes the sockets before returning and returns nil when
+// ctx ended it (or Close was called), the socket error otherwise.
+func (m *Mux) Run(ctx context.Context) error {
+	errc := make(chan error, len(m.socks))
+	var wg sync.WaitGroup
+	for _, s := range m.socks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errc <- m.routineRead(s)
+		}()
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		if errors.Is(err, net.ErrClosed) {
+			err = nil
+		}
+	}
+	_ = m.Close()
+	wg.Wait()
+	return err
+}
+
+// Close closes the sockets; Run then returns. It is idempotent.
+func (m *Mux) Close() error {
+	m.closeOnce.Do(func() {
+		var errs []error
+		for _, s := range m.socks {
+			if err := s.conn.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		m.closeErr = errors.Join(errs...)
+	})
+	return m.closeErr
+}
+
+// WriteTo sends one datagram to the given address from the socket of the
+// matching family. It is safe for concurrent use.
+func (m *Mux) WriteTo(b []byte, to netip.AddrPort) error {
+	s := m.socketFor(to.Addr())
+	if s == nil {
+		return ErrNoSocket
+	}
+	if _, err := s.conn.WriteToUDPAddrPort(b, to); err != nil {
+		m.stats.writeErrors.Add(1)
+		return fmt.Errorf("udpmux: write to %v: %w", to, err)
+	}
+	return nil
+}
+
+// socketFor picks the IPv4 socket for IPv4 destinations when there is one,
+// the IPv6 socket otherwise (which reaches IPv4 through v4-mapped addresses
+// when it is dual-stack).
+func (m *Mux) socketFor(a netip.Addr) *socket {
+	if a.Unmap().Is4() && m.v4 != nil {
+		return m.v4
+	}
+	return m.v6
+}
+
+// Stats returns a snapshot of the counters.
+func (m *Mux) Stats() Stats {
+	c := &m.stats
+	return Stats{
+		Received:         c.received.Load(),
+		TSP:              c.tsp.Load(),
+		DTLS:             c.dtls.Load(),
+		DroppedJunk:      c.junk.Load(),
+		DroppedEmpty:     c.empty.Load(),
+		DroppedNoHandler: c.noHandler.Load(),
+		DroppedTruncated: c.truncated.Load(),
+		ReadErrors:       c.readErrors.Load(),
+		WriteErrors:      c.writeErrors.Load(),
+	}
+}
+
+// Protocol classes returned by Classify.
+type Protocol uint8
+
+// Protocols a datagram's first byte selects.
+const (
+	Junk Protocol = iota // neither TSP nor DTLS
+	TSP                  // high nibble 0xF
+	DTLS                 // DTLS record content types 20–25
+)
+
+// String names the protocol.
+func (p Protocol) String() string {
+	switch p {
+	case TSP:
+		return "tsp"
+	case DTLS:
+		return "dtls"
+	default:
+		return "junk"
+	}
+}
+
+// Classify returns the protocol a datagram belongs to by its first byte.
+func Classify(b []byte) Protocol {
+	if len(b) == 0 {
+		return Junk
+	}
+	switch c := b[0]; {
+	case c>>4 == 0xF:
+		return TSP
+	case c >= 20 && c <= 25:
+		return DTLS
+	default:
+		return Junk
+	}
+}
+
+// dispatch hands one datagram to its handler.
+func (m *Mux) dispatch(b []byte, from netip.AddrPort) {
+	m.stats.received.Add(1)
+	if len(b) == 0 {
+		m.stats.empty.Add(1)
+		return
+	}
+	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	var h Handler
+	switch Classify(b) {
+	case TSP:
+		h = m.cfg.TSP
+		if h != nil {
+			m.stats.tsp.Add(1)
+		}
+	case DTLS:
+		h = m.cfg.DTLS
+		if h != nil {
+			m.stats.dtls.Add(1)
+		}
+	default:
+		m.stats.junk.Add(1)
+		return
+	}
+	if h == nil {
+		m.stats.noHandler.Add(1)
+		return
+	}
+	h.HandleDatagram(b, from)
+}

@@ -1,0 +1,98 @@
+package udpmux
+
+import (
+	"errors"
+	"net"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+)
+
+// batchReader is what ipv4.PacketConn and ipv6.PacketConn share.
+type batchReader interface {
+	ReadBatch(ms []ipv6.Message, flags int) (int, error)
+}
+
+// routineRead is the one reader goroutine of a socket. It returns the
+// error that stopped it (net.ErrClosed after Close).
+func (m *Mux) routineRead(s *socket) error {
+	log := m.cfg.Logger.With().Str("local", s.conn.LocalAddr().String()).Logger()
+	log.Debug().Int("batch", m.cfg.BatchSize).Msg("udp reader started")
+	defer log.Debug().Msg("udp reader stopped")
+	if m.cfg.BatchSize == 1 {
+		return m.readSingle(s)
+	}
+	return m.readBatch(s)
+}
+
+// readSingle reads one datagram per system call; ReadFromUDPAddrPort does
+// not allocate.
+func (m *Mux) readSingle(s *socket) error {
+	buf := make([]byte, m.cfg.MaxDatagram+1)
+	for {
+		n, from, err := s.conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if fatalReadError(err) {
+				return err
+			}
+			m.stats.readErrors.Add(1)
+			continue
+		}
+		if n > m.cfg.MaxDatagram {
+			m.stats.received.Add(1)
+			m.stats.truncated.Add(1)
+			continue
+		}
+		m.dispatch(buf[:n], from)
+	}
+}
+
+// readBatch reads up to BatchSize datagrams per recvmmsg.
+func (m *Mux) readBatch(s *socket) error {
+	var br batchReader
+	if s.is4 {
+		br = ipv4.NewPacketConn(s.conn)
+	} else {
+		br = ipv6.NewPacketConn(s.conn)
+	}
+	msgs := make([]ipv6.Message, m.cfg.BatchSize)
+	for i := range msgs {
+		// One spare byte reveals truncation portably.
+		msgs[i].Buffers = [][]byte{make([]byte, m.cfg.MaxDatagram+1)}
+	}
+	for {
+		n, err := br.ReadBatch(msgs, 0)
+		if err != nil {
+			if fatalReadError(err) {
+				return err
+			}
+			m.stats.readErrors.Add(1)
+			continue
+		}
+		for i := range msgs[:n] {
+			m.dispatchMessage(&msgs[i])
+		}
+	}
+}
+
+func (m *Mux) dispatchMessage(msg *ipv6.Message) {
+	if msg.N > m.cfg.MaxDatagram {
+		m.stats.received.Add(1)
+		m.stats.truncated.Add(1)
+		return
+	}
+	ua, ok := msg.Addr.(*net.UDPAddr)
+	if !ok {
+		m.stats.received.Add(1)
+		m.stats.readErrors.Add(1)
+		return
+	}
+	m.dispatch(msg.Buffers[0][:msg.N], ua.AddrPort())
+}
+
+// fatalReadError reports whether a read error ends the reader: the socket
+// was closed. Other errors (ICMP-induced ECONNREFUSED and the like) are
+// transient on an unconnected UDP socket.
+func fatalReadError(err error) bool {
+	return errors.Is(err, net.ErrClosed)
+}

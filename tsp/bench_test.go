@@ -1,0 +1,121 @@
+package tsp
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/dstmgw/dstm/tsp/sasl"
+)
+
+// trivialBackend returns a fixed v4v6 offer without bookkeeping.
+type trivialBackend struct{ offer Tunnel }
+
+func (b *trivialBackend) Create(context.Context, Identity, *Tunnel) (*Tunnel, error) {
+	o := b.offer
+	return &o, nil
+}
+func (b *trivialBackend) Accept(context.Context, Identity, *Tunnel, TunnelType) error { return nil }
+func (b *trivialBackend) Delete(context.Context, Identity) error                      { return nil }
+
+func benchBackend() *trivialBackend {
+	return &trivialBackend{offer: *testOffer(gogocRequest(TypeV4V6, "2001:db8:5572::2"))}
+}
+
+// gogocStream is the client side of a TCP ANONYMOUS v4v6 session as gogoc
+// writes it (one element per write).
+func gogocStream(b *testing.B) [][]byte {
+	req := MarshalContent(mustMarshalB(b, gogocRequest(TypeV4V6, "2001:db8:5572::2")))
+	return [][]byte{
+		[]byte("VERSION=2.0.2\r\n"), []byte("AUTHENTICATE ANONYMOUS\r\n\x00"), req,
+		[]byte("Content-length: 35\r\n<tunnel action=\"accept\"></tunnel>\r\n"),
+	}
+}
+
+func mustMarshalB(b *testing.B, t *Tunnel) []byte {
+	x, err := t.Marshal()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return x
+}
+
+// BenchmarkServerSession runs complete in-memory TCP sessions (VERSION →
+// CAPABILITY → AUTHENTICATE ANONYMOUS → create → offer → accept) through a
+// Splitter and a Server with a trivial backend. Headline figure:
+// "sessions/s".
+func BenchmarkServerSession(b *testing.B) {
+	writes := gogocStream(b)
+	cfg := ServerConfig{
+		Transport: TransportTCP, Tunnels: []TunnelType{TypeV4V6},
+		Mechanisms: []sasl.Mechanism{sasl.Anonymous}, AnonymousName: "[2001:db8:5572::2]:40000",
+		Backend: benchBackend(),
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	start := time.Now()
+	for b.Loop() {
+		srv, err := NewServer(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		sp := NewSplitter(0)
+		for _, w := range writes {
+			sp.Write(w)
+			for {
+				msg, ok, err := sp.Next()
+				if err != nil {
+					b.Fatal(err)
+				}
+				if !ok {
+					break
+				}
+				if _, err := srv.Step(ctx, msg); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		if srv.State() != StateEstablished {
+			b.Fatalf("state %s", srv.State())
+		}
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "sessions/s")
+}
+
+// BenchmarkServerSessionDigestUDP runs complete UDP DIGEST-MD5 sessions
+// (§10.4) through a DatagramSession: the most expensive legacy path.
+func BenchmarkServerSessionDigestUDP(b *testing.B) {
+	creds := testCreds{realm: "fakerealm", users: map[string]string{"alice": "secret"}}
+	ch := sasl.NewChallenge("fakerealm", "N142cbcee")
+	resp := sasl.ClientResponse(ch, "alice", sasl.HA1("alice", "fakerealm", "secret"), "tsp/[::1]:3653", "1795634805", false)
+	payloads := [][]byte{
+		[]byte("VERSION=2.0.2\r\n"), []byte("AUTHENTICATE DIGEST-MD5\r\n\x00"), base64Line(resp.Marshal()), {},
+		MarshalContent(mustMarshalB(b, gogocRequest(TypeV4V6, "2001:db8:5572::2"))),
+		[]byte("Content-length: 35\r\n<tunnel action=\"accept\"></tunnel>\r\n"),
+	}
+	dgrams := make([][]byte, len(payloads))
+	for i, p := range payloads {
+		dgrams[i] = AppendDatagram(nil, Header{Seq: 0xF0 + uint32(i), Timestamp: uint32(i)}, p)
+	}
+	cfg := ServerConfig{
+		Transport: TransportUDP, Tunnels: []TunnelType{TypeV4V6},
+		Mechanisms: []sasl.Mechanism{sasl.DigestMD5}, Credentials: creds, Realm: "fakerealm",
+		Backend: benchBackend(), NewNonce: func() (string, error) { return "N142cbcee", nil },
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	start := time.Now()
+	for b.Loop() {
+		srv, _ := NewServer(cfg)
+		ds, _ := NewDatagramSession(srv)
+		for _, d := range dgrams {
+			if _, err := ds.Handle(ctx, d); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if srv.State() != StateEstablished {
+			b.Fatalf("state %s", srv.State())
+		}
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "sessions/s")
+}

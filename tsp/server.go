@@ -1,0 +1,409 @@
+package tsp
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/dstmgw/dstm/tsp/sasl"
+)
+
+// Server state diagram (one machine per TCP/TLS connection or UDP peer).
+// Replies in parentheses; "-" = nothing on a stream, an empty (header-only)
+// datagram on UDP. Every error reply (300, 301, 302, 303, 310, 500, 502)
+// moves to Closed.
+//
+//	[Version] --VERSION 2.0.0..2.0.2 (CAPABILITY)--> [Authenticate]
+//	[Version] --other version (302)--> [Closed]
+//
+//	[Authenticate] --ANONYMOUS | EXTERNAL (200)--------------------> [Authenticated]
+//	[Authenticate] --PLAIN (-)--> [PlainCredentials] --ok (200)-----> [Authenticated]
+//	[Authenticate] --DIGEST-MD5 (challenge)--> [DigestResponse]
+//	[DigestResponse] --ok, stream (rspauth, separate 200)-----------> [Authenticated]
+//	[DigestResponse] --ok, UDP (rspauth)--> [DigestConfirm]
+//	[DigestConfirm] --empty datagram (200)--------------------------> [Authenticated]
+//
+//	[Authenticated] --create (200 + offer)--> [Offered]
+//	[Offered] --accept (-)--> [Established]
+//	[Offered] --reject (-)--> [Authenticated]
+//	[Offered] --delete (framed 200)--> [Closed]
+//	[Established] --create = renewal (200 + offer)--> [Offered]
+//	[Established] --info (200 + offer in force)--> [Established]
+//	[Established] --delete (framed 200)--> [Closed]
+
+// ServerState is the state of a Server machine.
+type ServerState uint8
+
+// Server states.
+const (
+	StateVersion          ServerState = iota // awaiting VERSION
+	StateAuthenticate                        // awaiting AUTHENTICATE
+	StatePlainCredentials                    // awaiting the SASL PLAIN message
+	StateDigestResponse                      // awaiting the DIGEST-MD5 response
+	StateDigestConfirm                       // UDP: awaiting the empty datagram
+	StateAuthenticated                       // awaiting create
+	StateOffered                             // offer sent, awaiting accept/reject
+	StateEstablished                         // offer accepted
+	StateClosed                              // terminal
+)
+
+const serverStateNames = "version authenticate plain-credentials digest-response " +
+	"digest-confirm authenticated offered established closed"
+
+// String returns the state name.
+func (s ServerState) String() string { return stateName(serverStateNames, int(s)) }
+
+// stateName returns the i-th space-separated name, or "invalid".
+func stateName(names string, i int) string {
+	for f := range strings.FieldsSeq(names) {
+		if i == 0 {
+			return f
+		}
+		i--
+	}
+	return "invalid"
+}
+
+// ServerConfig configures a Server machine.
+type ServerConfig struct {
+	// Transport selects framing rules (required).
+	Transport Transport
+	// Tunnels are advertised in CAPABILITY and are the only types served.
+	// V4TLSV6 requires TransportTLS.
+	Tunnels []TunnelType
+	// Mechanisms allowed on this transport, advertised in this order.
+	// EXTERNAL requires TransportTLS.
+	Mechanisms []sasl.Mechanism
+	// Credentials verifies PLAIN and DIGEST-MD5 (required for those).
+	Credentials sasl.Credentials
+	// Realm is the DIGEST-MD5 realm (required for DIGEST-MD5).
+	Realm string
+	// AnonymousName is the identity name of an ANONYMOUS session; the
+	// gateway uses the client's IPv6 endpoint (required for ANONYMOUS).
+	AnonymousName string
+	// ExternalName is the identity from the verified TLS client
+	// certificate; empty means EXTERNAL fails with 300.
+	ExternalName string
+	// Backend serves create/accept/delete (required).
+	Backend Backend
+	// NewNonce returns a DIGEST-MD5 nonce; nil uses 16 bytes from
+	// crypto/rand, hex encoded.
+	NewNonce func() (string, error)
+}
+
+func (c *ServerConfig) validate() error {
+	if !c.Transport.valid() {
+		return errors.New("tsp: server config: invalid transport")
+	}
+	if c.Backend == nil || len(c.Tunnels) == 0 || len(c.Mechanisms) == 0 {
+		return errors.New("tsp: server config: backend, tunnels and mechanisms are required")
+	}
+	for _, t := range c.Tunnels {
+		if !t.Servable() {
+			return fmt.Errorf("tsp: server config: tunnel type %q is not servable", t)
+		}
+		if t == TypeV4TLSV6 && c.Transport != TransportTLS {
+			return errors.New("tsp: server config: v4tlsv6 needs the TLS transport")
+		}
+	}
+	for _, m := range c.Mechanisms {
+		if err := c.validateMechanism(m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *ServerConfig) validateMechanism(m sasl.Mechanism) error {
+	switch m {
+	case sasl.Anonymous:
+		if c.AnonymousName == "" {
+			return errors.New("tsp: server config: ANONYMOUS needs AnonymousName")
+		}
+	case sasl.Plain:
+		if c.Credentials == nil {
+			return errors.New("tsp: server config: PLAIN needs Credentials")
+		}
+	case sasl.DigestMD5:
+		if c.Credentials == nil || c.Realm == "" {
+			return errors.New("tsp: server config: DIGEST-MD5 needs Credentials and Realm")
+		}
+	case sasl.External:
+		if c.Transport != TransportTLS {
+			return errors.New("tsp: server config: EXTERNAL needs the TLS transport")
+		}
+	default:
+		return fmt.Errorf("tsp: server config: unknown mechanism %q", m)
+	}
+	return nil
+}
+
+// Server is the server side of one TSP session: a pure state machine fed
+// with complete client messages (a stream message from Splitter, or a UDP
+// payload without its header). It is not safe for concurrent use.
+type Server struct {
+	cfg       ServerConfig
+	state     ServerState
+	version   string
+	id        Identity
+	challenge sasl.Challenge
+	offer     *Tunnel    // last offer sent
+	accepted  *Tunnel    // offer in force after accept
+	data      TunnelType // data transport chosen at accept
+}
+
+// NewServer validates cfg and returns a machine in StateVersion.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Server{cfg: cfg}, nil
+}
+
+// State returns the current state.
+func (s *Server) State() ServerState { return s.state }
+
+// Version returns the negotiated client version ("" before VERSION).
+func (s *Server) Version() string { return s.version }
+
+// Identity returns the authenticated identity, if any.
+func (s *Server) Identity() (Identity, bool) { return s.id, s.id.Mechanism != "" }
+
+// Established returns the accepted offer and the chosen data transport
+// while the session is established. After accept of a v4tlsv6 data
+// transport on TLS, the gateway switches the connection into data mode.
+func (s *Server) Established() (offer *Tunnel, data TunnelType, ok bool) {
+	if s.state != StateEstablished {
+		return nil, "", false
+	}
+	return s.accepted, s.data, true
+}
+
+// Step consumes one client message and returns the replies to send, in
+// order. The replies must be sent even when err is non-nil: then the
+// machine is closed (the replies carry the status code) and err holds the
+// internal cause for the log, usually a *StatusError. On UDP Step returns
+// exactly one reply per call (possibly an empty payload = header-only
+// datagram). After the session closes without error (client delete) State
+// is StateClosed; the caller closes the connection after writing. Once
+// closed, Step returns ErrClosed and no replies.
+func (s *Server) Step(ctx context.Context, in []byte) ([]Reply, error) {
+	if s.state == StateClosed {
+		return nil, ErrClosed
+	}
+	out, err := s.dispatch(ctx, in)
+	if err != nil {
+		s.state = StateClosed
+	}
+	if s.cfg.Transport == TransportUDP && len(out) == 0 {
+		out = []Reply{{Payload: []byte{}}}
+	}
+	return out, err
+}
+
+func (s *Server) dispatch(ctx context.Context, in []byte) ([]Reply, error) {
+	switch s.state {
+	case StateVersion:
+		return s.onVersion(in)
+	case StateAuthenticate:
+		return s.onAuthenticate(in)
+	case StatePlainCredentials:
+		return s.onPlain(in)
+	case StateDigestResponse:
+		return s.onDigestResponse(in)
+	case StateDigestConfirm:
+		return s.onDigestConfirm(in)
+	case StateAuthenticated, StateOffered, StateEstablished:
+		return s.onTunnel(ctx, in)
+	}
+	return nil, ErrClosed
+}
+
+// fail returns a text-phase status reply and the error closing the session.
+func fail(code int, cause error) ([]Reply, error) {
+	return []Reply{{Payload: NewStatus(code).Marshal()}}, &StatusError{Code: code, Err: cause}
+}
+
+// failFramed returns a Content-length framed status reply (XML phase).
+func failFramed(code int, cause error) ([]Reply, error) {
+	return []Reply{{Payload: MarshalContent(NewStatus(code).Marshal())}}, &StatusError{Code: code, Err: cause}
+}
+
+func ok() []Reply { return []Reply{{Payload: NewStatus(StatusSuccess).Marshal()}} }
+
+func (s *Server) onVersion(in []byte) ([]Reply, error) {
+	v, err := ParseVersion(in)
+	if err != nil {
+		return fail(StatusInvalidRequest, err)
+	}
+	if !versionSupported(v.Version) {
+		return fail(StatusUnsupportedVersion, fmt.Errorf("client version %q", v.Version))
+	}
+	s.version = v.Version
+	s.state = StateAuthenticate
+	c := Capability{Tunnels: s.cfg.Tunnels, Mechanisms: s.cfg.Mechanisms}
+	return []Reply{{Payload: c.Marshal()}}, nil
+}
+
+func (s *Server) mechanismAllowed(m sasl.Mechanism) bool {
+	for _, x := range s.cfg.Mechanisms {
+		if x == m {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) onAuthenticate(in []byte) ([]Reply, error) {
+	a, err := ParseAuthenticate(in)
+	if err != nil {
+		return fail(StatusInvalidRequest, err)
+	}
+	if !s.mechanismAllowed(a.Mechanism) {
+		return fail(StatusAuthenticationFailed, fmt.Errorf("mechanism %s not allowed", a.Mechanism))
+	}
+	switch a.Mechanism {
+	case sasl.Anonymous:
+		return s.authenticated(Identity{Name: s.cfg.AnonymousName, Mechanism: sasl.Anonymous})
+	case sasl.External:
+		if s.cfg.ExternalName == "" {
+			return fail(StatusAuthenticationFailed, errors.New("EXTERNAL without a client certificate identity"))
+		}
+		return s.authenticated(Identity{Name: s.cfg.ExternalName, Mechanism: sasl.External})
+	case sasl.Plain:
+		s.state = StatePlainCredentials
+		return nil, nil
+	default: // DIGEST-MD5 (mechanismAllowed filtered the rest)
+		return s.digestChallenge()
+	}
+}
+
+func (s *Server) authenticated(id Identity) ([]Reply, error) {
+	s.id = id
+	s.state = StateAuthenticated
+	return ok(), nil
+}
+
+// onPlain handles the SASL PLAIN message. On TCP the NUL gogoc sends after
+// "AUTHENTICATE PLAIN\r\n" arrives in front of the PLAIN message, which
+// itself starts with NUL (empty authzid). A valid PLAIN message has exactly
+// two NULs and no field contains NUL, so any surplus NULs can only be stray
+// leading ones: they are removed, the two structural ones kept.
+func (s *Server) onPlain(in []byte) ([]Reply, error) {
+	msg, err := plainMessage(in)
+	if err != nil {
+		return fail(StatusAuthenticationFailed, err)
+	}
+	authz, user, pass, err := sasl.ParsePlain(msg)
+	if err != nil {
+		return fail(StatusAuthenticationFailed, err)
+	}
+	if authz != "" && authz != user {
+		return fail(StatusAuthenticationFailed, errors.New("PLAIN authorization identity differs from user"))
+	}
+	if !s.cfg.Credentials.VerifyPlain(user, pass) {
+		return fail(StatusAuthenticationFailed, fmt.Errorf("PLAIN credentials rejected for %q", user))
+	}
+	return s.authenticated(Identity{Name: user, Mechanism: sasl.Plain})
+}
+
+// plainMessage strips one line terminator and surplus leading NULs.
+func plainMessage(in []byte) ([]byte, error) {
+	msg := in
+	switch {
+	case len(msg) >= 2 && msg[len(msg)-2] == '\r' && msg[len(msg)-1] == '\n':
+		msg = msg[:len(msg)-2]
+	case len(msg) >= 1 && msg[len(msg)-1] == '\n':
+		msg = msg[:len(msg)-1]
+	}
+	nuls := 0
+	for _, c := range msg {
+		if c == 0 {
+			nuls++
+		}
+	}
+	for extra := nuls - 2; extra > 0; extra-- {
+		if msg[0] != 0 {
+			return nil, fmt.Errorf("%w: PLAIN message with more than two NULs", ErrMalformed)
+		}
+		msg = msg[1:]
+	}
+	return msg, nil
+}
+
+func (s *Server) digestChallenge() ([]Reply, error) {
+	nonce, err := s.newNonce()
+	if err != nil {
+		return fail(StatusServerError, err)
+	}
+	s.challenge = sasl.NewChallenge(s.cfg.Realm, nonce)
+	s.state = StateDigestResponse
+	return []Reply{{Payload: base64Line(s.challenge.Marshal())}}, nil
+}
+
+func (s *Server) newNonce() (string, error) {
+	if s.cfg.NewNonce != nil {
+		return s.cfg.NewNonce()
+	}
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("tsp: digest nonce: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+func base64Line(b []byte) []byte {
+	return []byte(base64.StdEncoding.EncodeToString(b) + crlf)
+}
+
+// decodeBase64Line decodes one base64 line (padding optional).
+func decodeBase64Line(in []byte) ([]byte, error) {
+	line, err := onlyLine(in)
+	if err != nil {
+		return nil, err
+	}
+	if d, err := base64.StdEncoding.DecodeString(string(line)); err == nil {
+		return d, nil
+	}
+	d, err := base64.RawStdEncoding.DecodeString(string(line))
+	if err != nil {
+		return nil, fmt.Errorf("%w: bad base64", ErrMalformed)
+	}
+	return d, nil
+}
+
+func (s *Server) onDigestResponse(in []byte) ([]Reply, error) {
+	raw, err := decodeBase64Line(in)
+	if err != nil {
+		return fail(StatusAuthenticationFailed, err)
+	}
+	r, err := sasl.ParseResponse(raw)
+	if err != nil {
+		return fail(StatusAuthenticationFailed, err)
+	}
+	ha1, known := s.cfg.Credentials.DigestHA1(r.Username, s.cfg.Realm)
+	rspauth, good := sasl.VerifyResponse(s.challenge, r, ha1, s.version == "2.0.0")
+	if !known || !good {
+		return fail(StatusAuthenticationFailed, fmt.Errorf("DIGEST-MD5 response rejected for %q", r.Username))
+	}
+	s.id = Identity{Name: r.Username, Mechanism: sasl.DigestMD5}
+	first := Reply{Payload: base64Line(sasl.MarshalRspAuth(rspauth))}
+	if s.cfg.Transport == TransportUDP {
+		s.state = StateDigestConfirm
+		return []Reply{first}, nil
+	}
+	s.state = StateAuthenticated
+	return []Reply{first, {Payload: NewStatus(StatusSuccess).Marshal(), Separate: true}}, nil
+}
+
+func (s *Server) onDigestConfirm(in []byte) ([]Reply, error) {
+	if len(in) != 0 {
+		return fail(StatusInvalidRequest, errors.New("expected the empty DIGEST-MD5 confirmation datagram"))
+	}
+	s.state = StateAuthenticated
+	return ok(), nil
+}

@@ -1,0 +1,164 @@
+package tsp
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// TunnelType is the type attribute of <tunnel>, lower case on the wire in
+// XML and upper case in CAPABILITY tokens.
+type TunnelType string
+
+// Tunnel types. The v4 family is served; the v6 family (IPv6 tunnel
+// broker modes) is recognised only to answer 303.
+const (
+	// TypeV4V6 is IPv4 in IPv6 (IP protocol 4), classic DSTM (gogoc).
+	TypeV4V6 TunnelType = "v4v6"
+	// TypeV4DTLSV6 is IPv4 in DTLS over UDP over IPv6 (our extension).
+	TypeV4DTLSV6 TunnelType = "v4dtlsv6"
+	// TypeV4TLSV6 is IPv4 in the TSP-SSL TLS stream (our extension).
+	TypeV4TLSV6 TunnelType = "v4tlsv6"
+	// TypeV4AnyV6 lets the server offer DTLS with TLS fallback (our extension).
+	TypeV4AnyV6 TunnelType = "v4anyv6"
+	// TypeV6V4, TypeV6UDPV4 and TypeV6AnyV4 are IPv6 broker modes, never served.
+	TypeV6V4    TunnelType = "v6v4"
+	TypeV6UDPV4 TunnelType = "v6udpv4"
+	TypeV6AnyV4 TunnelType = "v6anyv4"
+)
+
+// ParseTunnelType maps a type name in any case to a known TunnelType.
+func ParseTunnelType(s string) (TunnelType, error) {
+	t := TunnelType(strings.ToLower(s))
+	switch t {
+	case TypeV4V6, TypeV4DTLSV6, TypeV4TLSV6, TypeV4AnyV6, TypeV6V4, TypeV6UDPV4, TypeV6AnyV4:
+		return t, nil
+	}
+	return "", fmt.Errorf("%w: unknown tunnel type %q", ErrMalformed, s)
+}
+
+// Servable reports whether the type is one of the IPv4-in-IPv6 types this
+// project serves.
+func (t TunnelType) Servable() bool {
+	return t == TypeV4V6 || t.Extended()
+}
+
+// Extended reports whether t is one of our authenticated types, whose
+// offers carry the extensions (mtu, data, routes, IPv4 DNS).
+func (t TunnelType) Extended() bool {
+	return t == TypeV4DTLSV6 || t == TypeV4TLSV6 || t == TypeV4AnyV6
+}
+
+// Action is the action attribute of <tunnel>.
+type Action string
+
+// Tunnel actions.
+const (
+	ActionCreate Action = "create"
+	ActionInfo   Action = "info"
+	ActionAccept Action = "accept"
+	ActionDelete Action = "delete"
+	ActionReject Action = "reject"
+)
+
+func parseAction(s string) (Action, error) {
+	a := Action(strings.ToLower(s))
+	switch a {
+	case ActionCreate, ActionInfo, ActionAccept, ActionDelete, ActionReject:
+		return a, nil
+	}
+	return "", fmt.Errorf("%w: unknown tunnel action %q", ErrMalformed, s)
+}
+
+// Limits on repeated elements.
+const (
+	// MaxRoutes bounds <routes> entries.
+	MaxRoutes = 64
+	// MaxDNSServers bounds <dns_server> addresses.
+	MaxDNSServers = 4
+	// TokenLen is the size of the data-channel session token.
+	TokenLen = 32
+)
+
+// Tunnel is the <tunnel> element in all its uses: a client request
+// (create), the server offer (info), and accept/delete/reject.
+// Zero values mean "absent".
+type Tunnel struct {
+	Action   Action
+	Type     TunnelType
+	Proxy    string // "yes" or "no" in requests; "" = absent
+	Lifetime uint32 // lease seconds in offers; 0 = absent
+	MTU      uint16 // our extension for authenticated types; 0 = absent
+	Server   *Endpoint
+	Client   *ClientInfo
+	Data     *DataChannel
+	Brokers  []BrokerAddress // redirect list (<broker>)
+}
+
+// Endpoint is the <server> element.
+type Endpoint struct {
+	IPv4 netip.Addr // the TEP's inner IPv4 (tunnel peer)
+	IPv6 netip.Addr // the TEP's outer IPv6 endpoint
+}
+
+// ClientInfo is the <client> element.
+type ClientInfo struct {
+	IPv4 netip.Addr // the leased address (offer)
+	IPv6 netip.Addr // the client's outer IPv6 endpoint
+	DN   string     // optional DNS name
+	// Keepalive: the client's wish in a request, the rule in an offer.
+	Keepalive *Keepalive
+	// DNSServers: ipv6 addresses always allowed; ipv4 only in offers of
+	// extended types.
+	DNSServers []netip.Addr
+	Router     *Router
+	// Routes are pushed split-tunnel routes (extended types only);
+	// nil means full tunnel.
+	Routes []netip.Prefix
+}
+
+// Keepalive is <keepalive interval="N"><address …/></keepalive>.
+type Keepalive struct {
+	Interval uint32     // seconds
+	Address  netip.Addr // ICMP echo target (offer) or placeholder (request)
+}
+
+// Router is <router>: in a request a wanted prefix length (and reverse-DNS
+// server names), in an offer the routed prefix.
+type Router struct {
+	PrefixLen int
+	Prefix    netip.Addr // invalid in requests
+	DNSNames  []string   // request only: <dns_server><address type="dn">
+}
+
+// DataChannel is our <data token port transports/> extension binding the
+// data channel to this TSP session.
+type DataChannel struct {
+	Token      [TokenLen]byte
+	Port       uint16
+	Transports []TunnelType // v4dtlsv6 and/or v4tlsv6, in preference order
+}
+
+// BrokerAddress is one <broker><address type="…"> entry of a redirect.
+type BrokerAddress struct {
+	Type  string // "ipv4", "ipv6" or "dn"
+	Value string
+}
+
+// validDN reports whether s is a plausible DNS name: letters, digits, '-'
+// and '.', 1–253 bytes. Keeps XML output free of markup characters.
+func validDN(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+func isV4(a netip.Addr) bool { return a.Is4() }
+func isV6(a netip.Addr) bool { return a.Is6() && !a.Is4In6() && a.Zone() == "" }
