@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/dstmgw/dstm/auth"
 	"github.com/dstmgw/dstm/certs"
@@ -39,6 +41,7 @@ const (
 // Gateway is one running dstm-gateway. Create it with New, start it with Run.
 type Gateway struct {
 	cfg     config.Config
+	opts    Options
 	log     zerolog.Logger
 	now     func() time.Time
 	version string
@@ -64,6 +67,9 @@ type Gateway struct {
 	handshakes *semaphore
 	drops      sync.Map // drop reason → *atomic.Uint64
 	listenAddr []string
+	tcpAddrs   []net.Addr
+	udpAddrs   []net.Addr
+	ready      chan struct{}
 	wg         sync.WaitGroup
 }
 
@@ -71,6 +77,10 @@ type Gateway struct {
 type Options struct {
 	Version string
 	Now     func() time.Time
+	// Device, when set, is used as the inside TUN device instead of creating one: the gateway
+	// then touches no host configuration at all (no address, routes or forwarding check).
+	// Tests use it with an in-memory TUN.
+	Device tun.Device
 }
 
 // New opens the gateway's state (CA, lease store) and validates that everything fits
@@ -80,8 +90,9 @@ func New(cfg config.Config, log zerolog.Logger, opts Options) (*Gateway, error) 
 		opts.Now = time.Now
 	}
 	g := &Gateway{
-		cfg: cfg, log: log, now: opts.Now, version: opts.Version,
+		cfg: cfg, opts: opts, log: log, now: opts.Now, version: opts.Version,
 		sessions:   newSessions(),
+		ready:      make(chan struct{}),
 		handshakes: newSemaphore(cfg.TSP.MaxHandshakes),
 		metrics:    metrics.New(),
 	}
@@ -185,6 +196,12 @@ func (g *Gateway) Close() error {
 	return errors.Join(g.store.Close(), g.ca.Close())
 }
 
+// Ready is closed once Run has opened every listener.
+func (g *Gateway) Ready() <-chan struct{} { return g.ready }
+
+// ListenAddrs returns the bound TCP and UDP addresses (valid after Ready).
+func (g *Gateway) ListenAddrs() (tcp, udp []net.Addr) { return g.tcpAddrs, g.udpAddrs }
+
 // setPasswords swaps the PLAIN/DIGEST-MD5 credential store (nil: none).
 func (g *Gateway) setPasswords(pw *auth.DigestStore) { g.passwords.Store(pw) }
 
@@ -201,7 +218,13 @@ func (g *Gateway) outerV6() netip.Addr {
 	return netip.IPv6Loopback()
 }
 
-func (g *Gateway) port() uint16 { return g.cfg.Listen.Addresses[0].Port() }
+// port is the UDP port announced for the DTLS data channel.
+func (g *Gateway) port() uint16 {
+	if len(g.udpAddrs) > 0 {
+		return uint16(g.udpAddrs[0].(*net.UDPAddr).Port)
+	}
+	return g.cfg.Listen.Addresses[0].Port()
+}
 
 // countDrop counts a control-plane drop by reason; exported with the data-plane drops.
 func (g *Gateway) countDrop(reason string) {

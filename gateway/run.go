@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.zx2c4.com/wireguard/tun"
+
 	"github.com/dstmgw/dstm/gateway/hostnet"
 	"github.com/dstmgw/dstm/gateway/lease"
 	"github.com/dstmgw/dstm/gateway/tep"
@@ -24,15 +26,22 @@ func (g *Gateway) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	g.started = g.now()
-	host, err := hostnet.New()
-	if err != nil {
-		return err
-	}
-	defer host.Close()
-	if err := g.setupInside(host); err != nil {
-		return err
+	if g.opts.Device != nil {
+		if err := g.newTEP(g.opts.Device, g.poolPrefixes()); err != nil {
+			return err
+		}
+	} else {
+		host, err := hostnet.New()
+		if err != nil {
+			return err
+		}
+		defer host.Close()
+		if err := g.setupInside(host); err != nil {
+			return err
+		}
 	}
 	defer g.tep.Close()
+	var err error
 	if g.cfg.TEP.PlainTransport {
 		if g.plain, err = plain.Listen(g.cfg.TEP.IPv6); err != nil {
 			return fmt.Errorf("plain v4v6 transport on %s: %w", g.cfg.TEP.IPv6, err)
@@ -78,6 +87,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	for _, ln := range tcps {
 		spawn("tcp", func(ctx context.Context) error { return g.serveTCP(ctx, ln) })
 	}
+	close(g.ready)
 	g.log.Info().Strs("listen", g.listenAddr).Str("device", g.cfg.TEP.Device).
 		Str("inner_v4", g.cfg.TEP.InnerV4.String()).Str("version", g.version).Msg("gateway running")
 
@@ -124,6 +134,11 @@ func (g *Gateway) setupInside(host *hostnet.Host) error {
 		}
 		pools = append(pools, p)
 	}
+	return g.newTEP(dev, pools)
+}
+
+func (g *Gateway) newTEP(dev tun.Device, pools []netip.Prefix) error {
+	var err error
 	g.tep, err = tep.New(tep.Config{
 		Device: dev, InnerAddr: g.cfg.TEP.InnerV4, Pools: pools, MTU: g.cfg.TEP.MTU,
 		Logger: g.log.With().Str("component", "tep").Logger(), Now: g.now,
@@ -196,6 +211,7 @@ func (g *Gateway) listen() ([]net.Listener, []*net.UDPConn, error) {
 			return fail(fmt.Errorf("listen tcp %s: %w", a, err))
 		}
 		tcps = append(tcps, ln)
+		g.tcpAddrs = append(g.tcpAddrs, ln.Addr())
 		g.listenAddr = append(g.listenAddr, "tcp "+ln.Addr().String())
 		if !g.cfg.Listen.UDP {
 			continue
@@ -205,6 +221,7 @@ func (g *Gateway) listen() ([]net.Listener, []*net.UDPConn, error) {
 			return fail(fmt.Errorf("listen udp %s: %w", a, err))
 		}
 		udps = append(udps, uc)
+		g.udpAddrs = append(g.udpAddrs, uc.LocalAddr())
 		g.listenAddr = append(g.listenAddr, "udp "+uc.LocalAddr().String())
 	}
 	if g.enroll == nil {

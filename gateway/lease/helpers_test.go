@@ -101,7 +101,7 @@ func checkInvariants(t testing.TB, m *Manager, st Store) {
 		}
 		reservedFree := 0
 		for a := range m.reserved {
-			if m.poolFor(u32(a)) == p && m.slots[a] == nil {
+			if m.poolFor(a) == p && m.slots[a] == nil {
 				reservedFree++
 			}
 		}
@@ -111,7 +111,7 @@ func checkInvariants(t testing.TB, m *Manager, st Store) {
 	}
 	for id, is := range m.idents {
 		for _, a := range is.sticky {
-			if s := m.slots[a]; s == nil || s.Identity != id {
+			if s := m.slots[u32(a)]; s == nil || s.Identity != id {
 				t.Errorf("index of %q names %v which is not its", id, a)
 			}
 		}
@@ -128,7 +128,7 @@ func checkInvariants(t testing.TB, m *Manager, st Store) {
 	}
 	inStore := 0
 	for _, r := range snap.Leases {
-		s := m.slots[r.Lease.Addr]
+		s := m.slots[u32(r.Lease.Addr)]
 		if s == nil || s.version != r.Version || s.State != r.Lease.State || s.Identity != r.Lease.Identity || s.Session != r.Lease.Session {
 			t.Errorf("store record %v v%d %s %q differs from cache %+v", r.Lease.Addr, r.Version, r.Lease.State, r.Lease.Identity, s)
 		}

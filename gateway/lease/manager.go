@@ -26,11 +26,11 @@ type Manager struct {
 	pools     map[string]*pool
 	poolOrder []*pool
 	spans     []poolSpan // every pool address range, sorted
-	slots     map[netip.Addr]*slot
+	slots     map[uint32]*slot
 	idents    map[string]*identState
-	reserved  map[netip.Addr]string
+	reserved  map[uint32]string // keyed by u32(addr)
 	expiry    expiryHeap
-	busyAddr  map[netip.Addr]struct{}
+	busyAddr  map[uint32]struct{}
 	busyIdent map[string]struct{}
 	orphans   map[netip.Addr]Record // records outside every pool (pool removed)
 }
@@ -45,10 +45,10 @@ func New(cfg Config, store Store) (*Manager, error) {
 		cfg:       cfg.withDefaults(),
 		store:     store,
 		pools:     make(map[string]*pool),
-		slots:     make(map[netip.Addr]*slot),
+		slots:     make(map[uint32]*slot),
 		idents:    make(map[string]*identState),
-		reserved:  make(map[netip.Addr]string),
-		busyAddr:  make(map[netip.Addr]struct{}),
+		reserved:  make(map[uint32]string),
+		busyAddr:  make(map[uint32]struct{}),
 		busyIdent: make(map[string]struct{}),
 		orphans:   make(map[netip.Addr]Record),
 	}
@@ -81,15 +81,15 @@ func (m *Manager) addReservations(rs []Reservation) error {
 		if !r.Addr.Is4() || m.poolFor(u32(r.Addr)) == nil {
 			return fmt.Errorf("%w: reservation %v for %q is outside every pool", ErrInvalidConfig, r.Addr, r.Identity)
 		}
-		if other, dup := m.reserved[r.Addr]; dup {
+		if other, dup := m.reserved[u32(r.Addr)]; dup {
 			return fmt.Errorf("%w: %v reserved for both %q and %q", ErrInvalidConfig, r.Addr, other, r.Identity)
 		}
-		m.reserved[r.Addr] = r.Identity
+		m.reserved[u32(r.Addr)] = r.Identity
 		is := m.identLocked(r.Identity)
 		is.static = append(is.static, r.Addr)
 	}
 	for a := range m.reserved {
-		m.poolFor(u32(a)).clean.remove(u32(a))
+		m.poolFor(a).clean.remove(a)
 	}
 	return nil
 }
@@ -108,7 +108,7 @@ func (m *Manager) load(snap Snapshot) {
 		}
 		l := r.Lease
 		l.Pool = p.name
-		m.slots[a] = &slot{Lease: l, version: r.Version, heapIdx: -1}
+		m.slots[u32(a)] = &slot{Lease: l, version: r.Version, heapIdx: -1}
 		taken[p] = append(taken[p], span{u32(a), u32(a)})
 	}
 	for id, addrs := range snap.Index {
@@ -121,16 +121,16 @@ func (m *Manager) load(snap Snapshot) {
 			if p == nil || slices.Contains(keep, a) {
 				continue
 			}
-			if _, res := m.reserved[a]; res {
+			if _, res := m.reserved[u32(a)]; res {
 				continue
 			}
-			if s := m.slots[a]; s != nil {
+			if s := m.slots[u32(a)]; s != nil {
 				if s.Identity == id {
 					keep = append(keep, a)
 				}
 				continue
 			}
-			m.slots[a] = &slot{Lease: Lease{Addr: a, Pool: p.name, Identity: id}, heapIdx: -1}
+			m.slots[u32(a)] = &slot{Lease: Lease{Addr: a, Pool: p.name, Identity: id}, heapIdx: -1}
 			taken[p] = append(taken[p], span{u32(a), u32(a)})
 			keep = append(keep, a)
 		}
@@ -175,7 +175,7 @@ func (m *Manager) AddPool(pc PoolConfig) error {
 func (m *Manager) Get(addr netip.Addr) (Lease, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	s := m.slots[addr]
+	s := m.slots[u32(addr)]
 	if s == nil || s.State == StateFree {
 		return Lease{}, false
 	}

@@ -2,6 +2,7 @@ package lease
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"slices"
 	"sync"
@@ -11,13 +12,13 @@ import (
 // no persistence. It honours the whole Store contract except durability.
 type memStore struct {
 	mu     sync.Mutex
-	leases map[netip.Addr]Record
+	leases map[uint32]*Record // keyed by u32(addr): IPv4 only
 	index  map[string][]netip.Addr
 }
 
 // NewMemStore returns an empty in-memory Store.
 func NewMemStore() Store {
-	return &memStore{leases: make(map[netip.Addr]Record), index: make(map[string][]netip.Addr)}
+	return &memStore{leases: make(map[uint32]*Record), index: make(map[string][]netip.Addr)}
 }
 
 func (s *memStore) Load(ctx context.Context) (Snapshot, error) {
@@ -28,7 +29,7 @@ func (s *memStore) Load(ctx context.Context) (Snapshot, error) {
 	defer s.mu.Unlock()
 	snap := Snapshot{Leases: make([]Record, 0, len(s.leases)), Index: make(map[string][]netip.Addr, len(s.index))}
 	for _, r := range s.leases {
-		snap.Leases = append(snap.Leases, r)
+		snap.Leases = append(snap.Leases, *r)
 	}
 	for id, addrs := range s.index {
 		snap.Index[id] = slices.Clone(addrs)
@@ -43,21 +44,33 @@ func (s *memStore) Commit(ctx context.Context, txn Txn) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, c := range txn.Leases {
-		cur, ok := s.leases[c.Addr]
-		if cur.Version != c.Prev {
+		if !c.Addr.Is4() {
+			return fmt.Errorf("lease: memory store: %v is not an IPv4 address", c.Addr)
+		}
+		var have uint64
+		cur := s.leases[u32(c.Addr)]
+		if cur != nil {
+			have = cur.Version
+		}
+		if have != c.Prev {
 			e := &ConflictError{Addr: c.Addr, Expected: c.Prev}
-			if ok {
-				e.Current = &cur
+			if cur != nil {
+				r := *cur
+				e.Current = &r
 			}
 			return e
 		}
 	}
 	for _, c := range txn.Leases {
 		if c.Lease == nil {
-			delete(s.leases, c.Addr)
+			delete(s.leases, u32(c.Addr))
 			continue
 		}
-		s.leases[c.Addr] = Record{Lease: *c.Lease, Version: c.Prev + 1}
+		if r := s.leases[u32(c.Addr)]; r != nil {
+			*r = Record{Lease: *c.Lease, Version: c.Prev + 1}
+			continue
+		}
+		s.leases[u32(c.Addr)] = &Record{Lease: *c.Lease, Version: c.Prev + 1}
 	}
 	for _, c := range txn.Index {
 		if len(c.Addrs) == 0 {

@@ -141,7 +141,7 @@ func (t *tx) usableBy(a netip.Addr, id string) bool {
 	if t.addrBusy(a) {
 		return false
 	}
-	s := t.m.slots[a]
+	s := t.m.slots[u32(a)]
 	if s == nil {
 		return true
 	}
@@ -185,7 +185,7 @@ func (t *tx) remember(id string, a netip.Addr) error {
 	}
 	for len(list) > maxSticky {
 		d := list[len(list)-1]
-		if s := t.m.slots[d]; s != nil && s.State == StateFree {
+		if s := t.m.slots[u32(d)]; s != nil && s.State == StateFree {
 			if err := t.checkAddr(d); err != nil {
 				return err
 			}

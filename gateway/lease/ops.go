@@ -126,7 +126,7 @@ func (t *tx) sessionSlot(addr netip.Addr, session string) (*slot, error) {
 	if err := t.checkAddr(addr); err != nil {
 		return nil, err
 	}
-	s := t.m.slots[addr]
+	s := t.m.slots[u32(addr)]
 	if s == nil || (s.State != StateOffered && s.State != StateActive) {
 		return nil, fmt.Errorf("%w: %v", ErrNotFound, addr)
 	}

@@ -158,7 +158,7 @@ func (m *Manager) attachLocked(p *pool, s *slot) {
 		}
 	case StateHeld:
 		p.heldN++
-		if _, reserved := m.reserved[s.Addr]; !reserved {
+		if _, reserved := m.reserved[u32(s.Addr)]; !reserved {
 			p.held.pushBack(s)
 		}
 	}
@@ -183,7 +183,7 @@ func (m *Manager) gcIdentLocked(id string, is *identState) {
 // valueLocked returns the current lease of address a in pool p (State free
 // and Identity "" for a clean or reserved free address) and its version.
 func (m *Manager) valueLocked(p *pool, a netip.Addr) (Lease, uint64) {
-	if s := m.slots[a]; s != nil {
+	if s := m.slots[u32(a)]; s != nil {
 		return s.Lease, s.version
 	}
 	return Lease{Addr: a, Pool: p.name}, 0
@@ -193,8 +193,8 @@ func (m *Manager) valueLocked(p *pool, a netip.Addr) (Lease, uint64) {
 // keeping every index consistent. A free lease with no identity means the
 // address has no slot (clean, or reserved and free).
 func (m *Manager) setLocked(p *pool, a netip.Addr, nv Lease, ver uint64) {
-	_, reserved := m.reserved[a]
-	s := m.slots[a]
+	_, reserved := m.reserved[u32(a)]
+	s := m.slots[u32(a)]
 	if s != nil {
 		m.detachLocked(p, s)
 	} else if !reserved {
@@ -202,7 +202,7 @@ func (m *Manager) setLocked(p *pool, a netip.Addr, nv Lease, ver uint64) {
 	}
 	if nv.State == StateFree && nv.Identity == "" {
 		if s != nil {
-			delete(m.slots, a)
+			delete(m.slots, u32(a))
 		}
 		if !reserved {
 			p.clean.add(u32(a))
@@ -211,7 +211,7 @@ func (m *Manager) setLocked(p *pool, a netip.Addr, nv Lease, ver uint64) {
 	}
 	if s == nil {
 		s = &slot{heapIdx: -1}
-		m.slots[a] = s
+		m.slots[u32(a)] = s
 	}
 	s.Lease, s.version = nv, ver
 	m.attachLocked(p, s)

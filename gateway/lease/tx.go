@@ -38,7 +38,9 @@ func (t *tx) newLease(l Lease) *Lease {
 		*p = l
 		return p
 	}
-	return &l
+	p := new(Lease) // not &l: that would move every l to the heap
+	*p = l
+	return p
 }
 
 // reset empties t for reuse, keeping its buffers.
@@ -74,7 +76,7 @@ func (t *tx) checkAddr(a netip.Addr) error {
 			return nil
 		}
 	}
-	if _, busy := t.m.busyAddr[a]; busy {
+	if _, busy := t.m.busyAddr[u32(a)]; busy {
 		return errWait
 	}
 	return nil
@@ -124,7 +126,7 @@ func (t *tx) set(p *pool, a netip.Addr, nv Lease) {
 		}
 	}
 	if first {
-		m.busyAddr[a] = struct{}{}
+		m.busyAddr[u32(a)] = struct{}{}
 		t.addrs = append(t.addrs, undoAddr{p: p, a: a, old: old, ver: ver})
 	}
 	i, seen := t.change(a)
@@ -199,7 +201,7 @@ func (t *tx) rollbackLocked() {
 // releaseLocked frees the keys and wakes waiting planners.
 func (t *tx) releaseLocked() {
 	for _, u := range t.addrs {
-		delete(t.m.busyAddr, u.a)
+		delete(t.m.busyAddr, u32(u.a))
 	}
 	for _, u := range t.idents {
 		delete(t.m.busyIdent, u.id)
@@ -262,7 +264,7 @@ func (m *Manager) adoptConflictLocked(err error) {
 	if !errors.As(err, &ce) {
 		return
 	}
-	if _, busy := m.busyAddr[ce.Addr]; busy {
+	if _, busy := m.busyAddr[u32(ce.Addr)]; busy {
 		return
 	}
 	m.adoptLocked(ce.Addr, ce.Current)

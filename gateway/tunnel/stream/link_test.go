@@ -130,7 +130,8 @@ func TestReceiveRejects(t *testing.T) {
 		{"oversize", append([]byte{0x05, 0xDD}, ipv4Packet(1501, 1)...), ErrFrameTooLarge},
 		{"max length", []byte{0xFF, 0xFF}, ErrFrameTooLarge},
 		{"ipv6 inside", append([]byte{0, 40}, bytes.Repeat([]byte{0x60}, 40)...), ErrNotIPv4},
-		{"garbage after good frame", append(AppendFrame(nil, ipv4Packet(20, 1)), 0x00, 0x30, 0x00), ErrNotIPv4},
+		{"garbage after good frame", append(AppendFrame(nil, ipv4Packet(20, 1)), 0x00, 0x30, 0x60), ErrNotIPv4},
+		{"control frame without a handler", AppendControl(nil, []byte("VERSION=2.0.2\r\n")), ErrNotIPv4},
 		{"eof mid frame", append([]byte{0, 40}, ipv4Packet(30, 1)...), io.ErrUnexpectedEOF},
 	}
 	for _, tt := range tests {
