@@ -145,7 +145,27 @@ func (g *Gateway) bindDTLS(ctx context.Context, token []byte, cert *x509.Certifi
 	s.mu.Unlock()
 	g.setLink(s, ts, link)
 	s.log.Info().Str("transport", tunnel.DTLS).Str("client_v6", remote.String()).Msg("data channel bound")
+	if d, ok := link.(interface{ Done() <-chan struct{} }); ok {
+		go g.unlinkWhenDone(s, ts, link, d.Done())
+	}
 	return ts, nil
+}
+
+// unlinkWhenDone detaches a DTLS link from its session when the link ends (idle, peer gone),
+// so the data plane stops writing to it; the session itself lives on until its control
+// channel or lease ends, and the client may bind a new link.
+func (g *Gateway) unlinkWhenDone(s *session, ts *tep.Session, l tunnel.Link, done <-chan struct{}) {
+	<-done
+	s.mu.Lock()
+	mine := s.link == l
+	if mine {
+		s.link = nil
+	}
+	s.mu.Unlock()
+	if mine {
+		ts.SetLink(nil)
+		s.log.Info().Str("transport", tunnel.DTLS).Msg("data channel closed")
+	}
 }
 
 // runStreamData carries IPv4 packets on the TSP-SSL connection after a v4tlsv6 accept, until

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -397,5 +396,3 @@ func nsDialer(ns *netns.NS) func(ctx context.Context, network, addr string) (net
 		return c, err
 	}
 }
-
-var errStillThere = errors.New("still there")

@@ -62,7 +62,12 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultLockTimeout
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.Timeout, NoSync: opts.NoSync})
+	// Like etcd: the freelist is not written on every commit (it is
+	// rebuilt by scanning at open, crash-safe) and kept as a hashmap.
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout: opts.Timeout, NoSync: opts.NoSync,
+		NoFreelistSync: true, FreelistType: bolt.FreelistMapType,
+	})
 	if err != nil {
 		return nil, openError(path, opts.Timeout, err)
 	}
