@@ -1,0 +1,121 @@
+package main
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/dstmgw/dstm/gateway/config"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+// run executes the CLI with args and returns its output and exit code.
+func run(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	root := newRoot()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs(args)
+	if err := root.Execute(); err != nil {
+		out.WriteString("error: " + err.Error() + "\n")
+		return out.String(), exitCode(err)
+	}
+	return out.String(), 0
+}
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create)", err)
+	}
+	if got != string(want) {
+		t.Fatalf("output differs from %s:\n--- got\n%s\n--- want\n%s", path, got, want)
+	}
+}
+
+func TestInitWritesAValidConfigAndCA(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "gateway.yaml")
+	out, code := run(t, "init", "-c", cfgPath, "--state-dir", filepath.Join(dir, "state"),
+		"--listen", "[2001:db8::1]:3653", "--ipv6", "2001:db8::1", "--server-ip", "2001:db8::1",
+		"--server-name", "gw.example", "--pool", "10.99.0.0/24", "--inner-v4", "10.99.0.1",
+		"--admin-socket", filepath.Join(dir, "admin.sock"))
+	if code != 0 {
+		t.Fatalf("init exit %d:\n%s", code, out)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if fp := lines[len(lines)-1]; len(fp) != 64 {
+		t.Fatalf("last line is not a fingerprint: %q", fp)
+	}
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatalf("generated config does not load: %v", err)
+	}
+	if cfg.Pools[0].Prefixes[0].String() != "10.99.0.0/24" || cfg.TEP.IPv6.String() != "2001:db8::1" {
+		t.Fatalf("flags not applied: %+v", cfg)
+	}
+	st, err := os.Stat(filepath.Join(dir, "state"))
+	if err != nil || st.Mode().Perm() != 0o700 {
+		t.Fatalf("state dir mode: %v %v", st.Mode(), err)
+	}
+	if out, code := run(t, "init", "-c", cfgPath); code == 0 {
+		t.Fatalf("second init succeeded:\n%s", out)
+	}
+}
+
+func TestCheckConfig(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	if err := os.WriteFile(good, []byte("state_dir: /var/lib/dstm\npools:\n  - name: corp\n    prefixes: [10.9.0.0/16]\nleases:\n  lifetime: 2h\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, code := run(t, "check-config", "-c", good)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+	golden(t, "check-config.golden", strings.ReplaceAll(out, good, "CONFIG"))
+
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("tep:\n  mtu: 100\nbogus: 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, code = run(t, "check-config", "-c", bad)
+	if code != 2 || !strings.Contains(out, "bogus") {
+		t.Fatalf("bad config: exit %d, output:\n%s", code, out)
+	}
+}
+
+func TestAdminCommandsWithoutGateway(t *testing.T) {
+	out, code := run(t, "sessions", "--socket", filepath.Join(t.TempDir(), "none.sock"))
+	if code != 3 || !strings.Contains(out, "is dstm-gateway running?") {
+		t.Fatalf("exit %d, output:\n%s", code, out)
+	}
+}
+
+func TestVersionAndHelp(t *testing.T) {
+	out, code := run(t, "version")
+	if code != 0 || !strings.HasPrefix(out, "dstm-gateway ") {
+		t.Fatalf("version: %d %q", code, out)
+	}
+	out, code = run(t, "--help")
+	for _, cmd := range []string{"init", "run", "check-config", "token", "revoke", "leases", "sessions", "kick", "status", "passwd", "version"} {
+		if !strings.Contains(out, "  "+cmd) {
+			t.Errorf("--help does not list %s", cmd)
+		}
+	}
+	if code != 0 {
+		t.Fatalf("help exit %d", code)
+	}
+}

@@ -1,0 +1,358 @@
+package gateway_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.zx2c4.com/wireguard/tun/tuntest"
+
+	"github.com/dstmgw/dstm/certs"
+	"github.com/dstmgw/dstm/certs/enroll"
+	"github.com/dstmgw/dstm/gateway"
+	"github.com/dstmgw/dstm/gateway/admin"
+	"github.com/dstmgw/dstm/gateway/config"
+	"github.com/dstmgw/dstm/tsp"
+)
+
+// waitTimeout bounds every wait of these tests.
+const waitTimeout = 10 * time.Second
+
+// testGW is one in-process gateway on loopback with an in-memory TUN device.
+type testGW struct {
+	g     *gateway.Gateway
+	cfg   config.Config
+	tun   *tuntest.ChannelTUN
+	fromG chan []byte // packets the gateway wrote to its TUN device
+	tcp   string      // host:port of the TSP port (TCP)
+	udp   *net.UDPAddr
+	admin *admin.Client
+}
+
+// startGateway runs a gateway configured by the defaults, loopback listeners, plain TSP and
+// ANONYMOUS, then mutate. It is stopped (and checked to stop cleanly) at the end of the test.
+func startGateway(tb testing.TB, mutate func(*config.Config)) *testGW {
+	tb.Helper()
+	cfg := config.Default()
+	cfg.StateDir = tb.TempDir()
+	// The admin socket path must fit in sun_path: keep it short.
+	sockDir, err := os.MkdirTemp("", "dstmgw")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { os.RemoveAll(sockDir) })
+	cfg.Admin.Socket = filepath.Join(sockDir, "admin.sock")
+	cfg.Listen.Addresses = []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")}
+	cfg.Listen.PlainTSP = true
+	cfg.TSP.Anonymous = true
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	ca, err := certs.Init(filepath.Join(cfg.StateDir, gateway.CADir), gateway.CAOptions(cfg, zerolog.Nop(), time.Now))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ca.Close()
+	tt := tuntest.NewChannelTUN()
+	g, err := gateway.New(cfg, zerolog.Nop(), gateway.Options{Version: "test", Device: tt.TUN()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	gw := &testGW{g: g, cfg: cfg, tun: tt, fromG: make(chan []byte, 1024), admin: admin.NewClient(cfg.Admin.Socket)}
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case p := <-tt.Inbound:
+				select {
+				case gw.fromG <- p:
+				default: // the test does not read: drop
+				}
+			}
+		}
+	}()
+	tb.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				tb.Errorf("Run returned %v", err)
+			}
+		case <-time.After(waitTimeout):
+			tb.Errorf("Run did not return within %v of cancel", waitTimeout)
+		}
+		<-drained
+		gw.admin.Close()
+		if err := g.Close(); err != nil {
+			tb.Errorf("Close: %v", err)
+		}
+	})
+	select {
+	case <-g.Ready():
+	case err := <-done:
+		tb.Fatalf("Run ended before Ready: %v", err)
+	case <-time.After(waitTimeout):
+		tb.Fatal("gateway not ready")
+	}
+	tcps, udps := g.ListenAddrs()
+	gw.tcp = tcps[0].String()
+	if len(udps) > 0 {
+		gw.udp = udps[0].(*net.UDPAddr)
+	}
+	return gw
+}
+
+// ctx returns a context ending with the test.
+func testCtx(tb testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*waitTimeout)
+	tb.Cleanup(cancel)
+	return ctx
+}
+
+// eventually polls cond until it holds or the wait times out.
+func eventually(tb testing.TB, what string, cond func() (bool, error)) {
+	tb.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	var lastErr error
+	for {
+		ok, err := cond()
+		if ok {
+			return
+		}
+		lastErr = err
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out waiting for %s (last error: %v)", what, lastErr)
+		}
+		<-tick.C
+	}
+}
+
+// leaseOf returns the admin API's view of the lease of addr.
+func (gw *testGW) leaseOf(ctx context.Context, addr netip.Addr) (admin.Lease, bool, error) {
+	ls, err := gw.admin.Leases(ctx)
+	if err != nil {
+		return admin.Lease{}, false, err
+	}
+	for _, l := range ls {
+		if l.Addr == addr.String() {
+			return l, true, nil
+		}
+	}
+	return admin.Lease{}, false, nil
+}
+
+// waitLeaseState waits until the admin API shows addr in state.
+func (gw *testGW) waitLeaseState(tb testing.TB, addr netip.Addr, state string) admin.Lease {
+	tb.Helper()
+	ctx := testCtx(tb)
+	var got admin.Lease
+	eventually(tb, fmt.Sprintf("lease %s %s", addr, state), func() (bool, error) {
+		l, ok, err := gw.leaseOf(ctx, addr)
+		got = l
+		return ok && l.State == state, err
+	})
+	return got
+}
+
+// streamSession drives a tsp.Client over a stream connection until the client is
+// established, has an offer (DeferAccept) or fails. It returns the splitter so callers can
+// keep reading.
+func streamSession(c net.Conn, m *tsp.Client) (*tsp.Splitter, error) {
+	sp := tsp.NewSplitter(0)
+	replies, err := m.Start()
+	if err != nil {
+		return sp, err
+	}
+	buf := make([]byte, 4096)
+	for {
+		if err := writeReplies(c, replies); err != nil {
+			return sp, err
+		}
+		switch m.State() {
+		case tsp.ClientEstablished, tsp.ClientOffered:
+			return sp, nil
+		}
+		msg, err := nextMessage(c, sp, buf)
+		if err != nil {
+			return sp, err
+		}
+		if replies, err = m.Step(msg); err != nil {
+			return sp, err
+		}
+	}
+}
+
+func writeReplies(c net.Conn, replies []tsp.Reply) error {
+	for _, r := range replies {
+		if len(r.Payload) == 0 {
+			continue
+		}
+		if _, err := c.Write(r.Payload); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// nextMessage reads one complete TSP message from a stream.
+func nextMessage(c net.Conn, sp *tsp.Splitter, buf []byte) ([]byte, error) {
+	for {
+		msg, ok, err := sp.Next()
+		if err != nil || ok {
+			return msg, err
+		}
+		n, err := c.Read(buf)
+		_, _ = sp.Write(buf[:n])
+		if err != nil && n == 0 {
+			return nil, err
+		}
+	}
+}
+
+// udpSession drives a tsp.Client over UDP datagrams with gogoc's header (sequence from 0xF0).
+// It returns the number of datagrams exchanged.
+func udpSession(c net.Conn, m *tsp.Client) (int, error) {
+	replies, err := m.Start()
+	if err != nil {
+		return 0, err
+	}
+	seq := uint32(0xF0)
+	buf := make([]byte, 65536)
+	n := 0
+	for {
+		for _, r := range replies {
+			h := tsp.Header{Seq: seq, Timestamp: uint32(n)}
+			seq++
+			if _, err := c.Write(tsp.AppendDatagram(nil, h, r.Payload)); err != nil {
+				return n, err
+			}
+			k, err := c.Read(buf)
+			if err != nil {
+				return n, err
+			}
+			n++
+			got, payload, err := tsp.ParseDatagram(buf[:k])
+			if err != nil {
+				return n, err
+			}
+			if got != h {
+				return n, fmt.Errorf("reply header %+v, sent %+v", got, h)
+			}
+			if m.State() == tsp.ClientEstablished {
+				return n, nil
+			}
+			next, err := m.Step(payload)
+			if err != nil {
+				return n, err
+			}
+			if m.State() == tsp.ClientEstablished && len(next) == 0 {
+				return n, nil
+			}
+			replies = next
+		}
+		if len(replies) == 0 {
+			return n, errors.New("client has nothing to send")
+		}
+	}
+}
+
+// rawExchange writes b on c and reads whatever arrives until the reply looks complete to
+// done or the connection ends.
+func rawExchange(tb testing.TB, c net.Conn, b []byte, done func([]byte) bool) []byte {
+	tb.Helper()
+	if len(b) > 0 {
+		if _, err := c.Write(b); err != nil {
+			tb.Fatalf("write: %v", err)
+		}
+	}
+	_ = c.SetReadDeadline(time.Now().Add(waitTimeout))
+	var out []byte
+	buf := make([]byte, 4096)
+	for !done(out) {
+		n, err := c.Read(buf)
+		out = append(out, buf[:n]...)
+		if err != nil {
+			break
+		}
+	}
+	return out
+}
+
+// lineDone is complete after one CRLF-terminated line.
+func lineDone(b []byte) bool { return bytes.HasSuffix(b, []byte("\r\n")) }
+
+// contentDone is complete after a whole Content-length framed message.
+func contentDone(b []byte) bool {
+	_, err := tsp.ParseContent(b)
+	return err == nil
+}
+
+// dialTCP connects to the gateway's TCP port.
+func (gw *testGW) dialTCP(tb testing.TB) net.Conn {
+	tb.Helper()
+	c, err := net.DialTimeout("tcp", gw.tcp, waitTimeout)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	return c
+}
+
+// enrollIdentity enrolls a client certificate for identity through the gateway's real
+// enrollment API (TLS with ALPN http/1.1 on the TSP port), with a token from the admin API.
+func (gw *testGW) enrollIdentity(tb testing.TB, identity string) *enroll.State {
+	tb.Helper()
+	ctx := testCtx(tb)
+	tok, err := gw.admin.Token(ctx, identity, time.Hour)
+	if err != nil {
+		tb.Fatalf("token: %v", err)
+	}
+	st, err := enroll.Enroll(ctx, enroll.Options{
+		Gateway: gw.tcp, ServerName: "localhost", Token: tok.Token, StateDir: filepath.Join(tb.TempDir(), "client"),
+	})
+	if err != nil {
+		tb.Fatalf("enroll %s: %v", identity, err)
+	}
+	if st.Identity != identity {
+		tb.Fatalf("enrolled identity %q, want %q", st.Identity, identity)
+	}
+	return st
+}
+
+// dialTLS opens TSP-SSL with ALPN tsp/2 and the enrolled certificate (nil: none).
+func (gw *testGW) dialTLS(ctx context.Context, st *enroll.State, roots *enroll.State) (*tls.Conn, error) {
+	var cfg *tls.Config
+	if st != nil {
+		cfg = st.ClientTLSConfig("localhost", "tsp/2")
+	} else {
+		cfg = roots.ClientTLSConfig("localhost", "tsp/2")
+		cfg.Certificates = nil
+	}
+	cfg.MinVersion = tls.VersionTLS13
+	d := tls.Dialer{Config: cfg, NetDialer: &net.Dialer{Timeout: waitTimeout}}
+	c, err := d.DialContext(ctx, "tcp", gw.tcp)
+	if err != nil {
+		return nil, err
+	}
+	tc := c.(*tls.Conn)
+	// TLS 1.3: the server verifies the client certificate after the client's handshake
+	// ends; a refusal arrives as an alert on the first read.
+	return tc, nil
+}
