@@ -140,7 +140,8 @@ func New(cfg Config) (*Client, error) {
 // ends, or a permanent error (refused authentication, unsupported tunnel type).
 func (c *Client) Run(ctx context.Context) error {
 	go func() {
-		if err := c.renewer.Run(ctx); err != nil && ctx.Err() == nil {
+		err := c.renewer.Run(ctx)
+		if ctx.Err() == nil {
 			c.log.Error().Err(err).Msg("certificate renewal stopped")
 		}
 	}()

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -248,12 +247,4 @@ func (g *Gateway) endSession(s *session, why lease.Reason) {
 		closeCtl()
 	}
 	s.log.Debug().Str("reason", string(why)).Msg("session ended")
-}
-
-// ensureDir creates dir with mode 0700 if it does not exist.
-func ensureDir(dir string) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create %s: %w", dir, err)
-	}
-	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -226,49 +225,39 @@ func nextMessage(c net.Conn, sp *tsp.Splitter, buf []byte) ([]byte, error) {
 	}
 }
 
-// udpSession drives a tsp.Client over UDP datagrams with gogoc's header (sequence from 0xF0).
-// It returns the number of datagrams exchanged.
+// udpSession drives a tsp.Client over UDP datagrams with gogoc's header (sequence from 0xF0),
+// one datagram per client message and exactly one reply datagram each. It returns the number
+// of datagrams exchanged.
 func udpSession(c net.Conn, m *tsp.Client) (int, error) {
 	replies, err := m.Start()
 	if err != nil {
 		return 0, err
 	}
-	seq := uint32(0xF0)
 	buf := make([]byte, 65536)
-	n := 0
-	for {
-		for _, r := range replies {
-			h := tsp.Header{Seq: seq, Timestamp: uint32(n)}
-			seq++
-			if _, err := c.Write(tsp.AppendDatagram(nil, h, r.Payload)); err != nil {
-				return n, err
-			}
-			k, err := c.Read(buf)
-			if err != nil {
-				return n, err
-			}
-			n++
-			got, payload, err := tsp.ParseDatagram(buf[:k])
-			if err != nil {
-				return n, err
-			}
-			if got != h {
-				return n, fmt.Errorf("reply header %+v, sent %+v", got, h)
-			}
-			if m.State() == tsp.ClientEstablished {
-				return n, nil
-			}
-			next, err := m.Step(payload)
-			if err != nil {
-				return n, err
-			}
-			if m.State() == tsp.ClientEstablished && len(next) == 0 {
-				return n, nil
-			}
-			replies = next
+	for n := 0; ; n++ {
+		if len(replies) != 1 {
+			return n, fmt.Errorf("client produced %d messages for one datagram", len(replies))
 		}
-		if len(replies) == 0 {
-			return n, errors.New("client has nothing to send")
+		h := tsp.Header{Seq: 0xF0 + uint32(n), Timestamp: uint32(n)}
+		if _, err := c.Write(tsp.AppendDatagram(nil, h, replies[0].Payload)); err != nil {
+			return n, err
+		}
+		k, err := c.Read(buf)
+		if err != nil {
+			return n, err
+		}
+		got, payload, err := tsp.ParseDatagram(buf[:k])
+		if err != nil {
+			return n, err
+		}
+		if got != h {
+			return n, fmt.Errorf("reply header %+v, sent %+v", got, h)
+		}
+		if replies, err = m.Step(payload); err != nil {
+			return n, err
+		}
+		if m.State() == tsp.ClientEstablished {
+			return n + 1, nil
 		}
 	}
 }

@@ -9,5 +9,6 @@
 // batch. An acknowledged commit survives kill -9 (tested by killing a
 // child process mid-allocation). Opening a file locked by another process
 // fails after BoltOptions.Timeout with ErrLocked; a damaged or foreign
-// file fails with ErrCorrupt, naming the path.
+// file fails with ErrCorrupt, naming the path. As in etcd, the freelist
+// is not written by every commit (NoFreelistSync) but rebuilt at open.
 package boltstore
