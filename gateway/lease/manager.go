@@ -3,6 +3,7 @@ package lease
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"sort"
@@ -99,6 +100,10 @@ func (m *Manager) addReservations(rs []Reservation) error {
 // splits spans one by one.
 func (m *Manager) load(snap Snapshot) {
 	taken := make(map[*pool][]span)
+	m.slots = make(map[uint32]*slot, len(snap.Leases)+len(snap.Index))
+	idents := make(map[string]*identState, len(snap.Index)+len(m.idents))
+	maps.Copy(idents, m.idents) // the reservations' identities
+	m.idents = idents
 	for _, r := range snap.Leases {
 		a := r.Lease.Addr
 		p := m.poolFor(u32(a))
