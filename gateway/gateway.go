@@ -164,15 +164,9 @@ func (g *Gateway) openLeases(pol *auth.Policy) error {
 // holdOrphans turns the offered and active leases of a previous run (after a crash or kill -9
 // their sessions are gone) into held ones, so their owners get them back when they reconnect.
 func (g *Gateway) holdOrphans() error {
-	n := 0
-	for _, l := range g.leases.List() {
-		if l.State != lease.StateActive && l.State != lease.StateOffered {
-			continue
-		}
-		if err := g.leases.Release(context.Background(), l.Addr, l.Session, lease.Reason("restart")); err != nil {
-			return fmt.Errorf("leases: hold %s of a previous run: %w", l.Addr, err)
-		}
-		n++
+	n, err := g.leases.ReleaseAll(context.Background(), lease.Reason("restart"))
+	if err != nil {
+		return fmt.Errorf("leases: hold the leases of a previous run: %w", err)
 	}
 	if n > 0 {
 		g.log.Info().Int("leases", n).Msg("leases of the previous run are held for their identities")

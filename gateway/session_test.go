@@ -283,7 +283,7 @@ func TestPlainTSPOverUDP(t *testing.T) {
 	if r := udpExchange(t, c, create2, waitTimeout); !bytes.Equal(r[8:], payload) || !bytes.Equal(r[:8], create2[:8]) {
 		t.Fatalf("retransmitted create answered %q", r)
 	}
-	accept := dgram(0xf3, 0x301, "Content-length: 50\r\n<tunnel action=\"accept\" type=\"v4dtlsv6\"></tunnel>\r\n")
+	accept := dgram(0xf3, 0x301, "Content-length: 51\r\n<tunnel action=\"accept\" type=\"v4dtlsv6\"></tunnel>\r\n")
 	if r := udpExchange(t, c, accept, waitTimeout); !bytes.Equal(r, accept[:8]) {
 		t.Fatalf("accept answered %q, want the bare header", r)
 	}
@@ -346,14 +346,23 @@ func TestRefusals(t *testing.T) {
 		{"plain TSP disabled", func(c *config.Config) { c.Listen.PlainTSP = false },
 			[]string{"VERSION=2.0.2\r\n"}, ""},
 		{"bad version", nil, []string{"VERSION=1.0.1\r\n"}, "302 Unsupported client version\r\n"},
-		{"unknown mechanism", nil,
-			[]string{"VERSION=2.0.2\r\n", "AUTHENTICATE PASSDSS-3DES-1\r\n\x00"}, "300 Authentication failed\r\n"},
-		{"anonymous off", func(c *config.Config) { c.TSP.Anonymous = false },
+		{"unknown mechanism", nil, // not a mechanism name the gateway knows: unparsable
+			[]string{"VERSION=2.0.2\r\n", "AUTHENTICATE PASSDSS-3DES-1\r\n\x00"}, "500 Invalid request\r\n"},
+		{"mechanism not offered", nil,
+			[]string{"VERSION=2.0.2\r\n", "AUTHENTICATE DIGEST-MD5\r\n\x00"}, "300 Authentication failed\r\n"},
+		{"anonymous off", func(c *config.Config) {
+			c.TSP.Anonymous = false
+			c.TSP.Plain = config.PlainAlways
+			c.TSP.Passwords = digestFile(t, "dstm", "alice")
+		}, []string{"VERSION=2.0.2\r\n", "AUTHENTICATE ANONYMOUS\r\n\x00"}, "300 Authentication failed\r\n"},
+		{"anonymous off, no passwords", func(c *config.Config) { c.TSP.Anonymous = false },
 			[]string{"VERSION=2.0.2\r\n", "AUTHENTICATE ANONYMOUS\r\n\x00"}, "300 Authentication failed\r\n"},
+		{"gogoc retries VERSION=2.0.0", nil, []string{"VERSION=2.0.0\r\n", "AUTHENTICATE ANONYMOUS\r\n\x00",
+			string(tsp.MarshalContent([]byte("<tunnel action=\"bogus\"></tunnel>\r\n")))}, "Content-length: 21\r\n500 Invalid request\r\n"},
 		{"v6 broker type", nil,
 			[]string{"VERSION=2.0.2\r\n", "AUTHENTICATE ANONYMOUS\r\n\x00",
 				"Content-length: 46\r\n<tunnel action=\"create\" type=\"v6v4\"></tunnel>\r\n"},
-			"Content-length: 30\r\n303 Unsupported tunnel type\r\n"},
+			"Content-length: 29\r\n303 Unsupported tunnel type\r\n"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -426,7 +435,7 @@ func TestTooManySessionsPerSource(t *testing.T) {
 		t.Fatalf("first session: %q", r)
 	}
 	second := gw.dialTCP(t)
-	r := rawExchange(t, second, nil, func([]byte) bool { return false })
+	r := rawExchange(t, second, []byte("VERSION=2.0.2\r\n"), func([]byte) bool { return false })
 	if string(r) != "530 Server too busy\r\n" {
 		t.Fatalf("second session from the same source got %q, want 530", r)
 	}

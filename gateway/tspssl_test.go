@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -14,6 +15,7 @@ import (
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 
 	"github.com/dstmgw/dstm/certs/enroll"
+	"github.com/dstmgw/dstm/gateway/admin"
 	"github.com/dstmgw/dstm/gateway/tunnel/stream"
 	"github.com/dstmgw/dstm/tsp"
 	"github.com/dstmgw/dstm/tsp/sasl"
@@ -135,8 +137,13 @@ func TestTSPSSLStream(t *testing.T) {
 	gw := startGateway(t, nil)
 	st := gw.enrollIdentity(t, "alice@example.com")
 	tt := openTLSTunnel(t, gw, st)
-	l := gw.waitLeaseState(t, tt.lease, "active")
-	if l.Identity != "alice@example.com" || l.Transport != string(tsp.TypeV4TLSV6) {
+	var l admin.Lease
+	eventually(t, "the lease active on v4tlsv6", func() (bool, error) {
+		var err error
+		l, _, err = gw.leaseOf(testCtx(t), tt.lease)
+		return l.State == "active" && l.Transport == string(tsp.TypeV4TLSV6), err
+	})
+	if l.Identity != "alice@example.com" {
 		t.Errorf("lease %+v", l)
 	}
 
@@ -240,8 +247,14 @@ func TestRevocationClosesSession(t *testing.T) {
 		t.Errorf("revoke → close took %v", d)
 	}
 	// on_revoke: release (default) frees the lease; the certificate no longer connects.
-	eventually(t, "the revoked lease gone", func() (bool, error) {
-		l, ok, err := gw.leaseOf(testCtx(t), tt.lease)
+	var l admin.Lease
+	var ok bool
+	eventually(t, "the revoked lease released", func() (bool, error) {
+		var err error
+		l, ok, err = gw.leaseOf(testCtx(t), tt.lease)
+		if err == nil && ok && l.State != "free" {
+			err = fmt.Errorf("lease %s is %s", l.Addr, l.State)
+		}
 		return !ok || l.State == "free", err
 	})
 	c, err := gw.dialTLS(testCtx(t), st, nil)

@@ -61,8 +61,12 @@ func TestTransports(t *testing.T) {
 			if !strings.Contains(s.Endpoint, e.tp.ClientV6.String()) {
 				t.Errorf("gateway session endpoint %q, want the client's %s", s.Endpoint, e.tp.ClientV6)
 			}
+			first := s
 			e.checkTraffic(bulkUpload, bulkDownload)
 			s = e.mustSession()
+			if s.ID != first.ID {
+				t.Errorf("the session did not survive the transfer: %s, then %s", first.ID, s.ID)
+			}
 			if s.PacketsIn == 0 || s.PacketsOut == 0 || s.BytesIn < bulkUpload || s.BytesOut < bulkDownload {
 				t.Errorf("gateway session counters after the transfer: %+v", s)
 			}

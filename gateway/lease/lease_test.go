@@ -541,3 +541,46 @@ func TestRunSweeps(t *testing.T) {
 		t.Fatal("Run did not stop")
 	}
 }
+
+func TestReleaseAll(t *testing.T) {
+	m, _, st := newTestManager(t, func(c *Config) { c.MaxSessions = 3 })
+	ctx := context.Background()
+	evs, cancel := m.Subscribe(16)
+	defer cancel()
+	a := grant(t, m, "alice", "s")
+	b := grant(t, m, "bob", "s")
+	if _, err := m.Offer(ctx, Request{Identity: "carl", Session: "s"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Release(ctx, b.Addr, "s", ReasonClosed); err != nil {
+		t.Fatal(err)
+	}
+	// A restart: a new manager over the same store releases what the old
+	// run left offered or active.
+	m2, err := New(m.cfg, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs2, cancel2 := m2.Subscribe(16)
+	defer cancel2()
+	n, err := m2.ReleaseAll(ctx, "restart")
+	if err != nil || n != 2 {
+		t.Fatalf("ReleaseAll = %d, %v; want 2", n, err)
+	}
+	if s := m2.Stats()[0]; s.Active != 0 || s.Offered != 0 || s.Held != 2 {
+		t.Fatalf("stats after ReleaseAll %+v", s)
+	}
+	if l, ok := m2.Get(a.Addr); !ok || l.State != StateHeld {
+		t.Fatalf("alice's lease %+v %v, want held", l, ok)
+	}
+	checkInvariants(t, m2, st)
+	if ev := expectEvent(t, evs2, EventReleased, a.Addr); ev.Reason != "restart" {
+		t.Fatalf("event %+v", ev)
+	}
+	expectEvent(t, evs, EventGranted, a.Addr)
+	expectEvent(t, evs, EventGranted, b.Addr)
+	expectEvent(t, evs, EventReleased, b.Addr)
+	if n, _ := m2.ReleaseAll(ctx, "restart"); n != 0 {
+		t.Fatalf("second ReleaseAll released %d", n)
+	}
+}

@@ -152,3 +152,59 @@ func (t *tx) release(s *slot) Lease {
 	t.set(p, s.Addr, nv)
 	return nv
 }
+
+// ReleaseAll releases every offered and active lease, as Release does,
+// committing up to 1024 leases per store transaction. A gateway calls it at
+// start to hold for their identities the leases of a previous run whose
+// sessions died with it (crash, kill -9). It returns how many it released.
+func (m *Manager) ReleaseAll(ctx context.Context, why Reason) (int, error) {
+	total := 0
+	for {
+		n := 0
+		err := m.run(ctx, func(t *tx) error {
+			n = 0
+			for _, s := range m.expiry {
+				if n == sweepBatch {
+					break
+				}
+				if s.State != StateOffered && s.State != StateActive {
+					continue
+				}
+				if err := t.checkAddr(s.Addr); err != nil {
+					return err
+				}
+				n++
+			}
+			t.releaseSome(n, why)
+			return nil
+		})
+		if err != nil {
+			return total, fmt.Errorf("release all: %w", err)
+		}
+		total += n
+		if n < sweepBatch {
+			return total, nil
+		}
+	}
+}
+
+// releaseSome releases the first n offered or active leases of the heap.
+// The slots are collected first because releasing reorders the heap.
+func (t *tx) releaseSome(n int, why Reason) {
+	batch := make([]*slot, 0, n)
+	for _, s := range t.m.expiry {
+		if len(batch) == n {
+			break
+		}
+		if s.State == StateOffered || s.State == StateActive {
+			batch = append(batch, s)
+		}
+	}
+	for _, s := range batch {
+		was := s.State
+		l := t.release(s)
+		if was == StateActive {
+			t.emit(EventReleased, l, why)
+		}
+	}
+}
