@@ -94,7 +94,10 @@ func (u *udpTSP) run(ctx context.Context) {
 
 func (u *udpTSP) handle(ctx context.Context, d udpDatagram) {
 	us := u.session(d.from)
-	if us == nil {
+	if us == nil { // refused (source limit): answer 530 behind the client's header
+		if h, _, err := tsp.ParseDatagram(d.b); err == nil {
+			_ = u.write(tsp.AppendDatagram(nil, h, tsp.NewStatus(tsp.StatusServerTooBusy).Marshal()), d.from)
+		}
 		return
 	}
 	us.mu.Lock()
@@ -136,7 +139,9 @@ func (u *udpTSP) session(from netip.AddrPort) *udpSession {
 	}
 	s := u.g.newSession("udp", from, "", nil)
 	if !u.g.sessions.add(s, u.g.cfg.TSP.MaxSessionsPerSource) {
-		u.g.refuseSource(s, func([]byte) {})
+		// Counted, not logged: a datagram flood must not become a log flood.
+		u.g.countDrop("tsp_source_limit")
+		u.g.metrics.TSPStatus(tsp.StatusServerTooBusy)
 		return nil
 	}
 	m, err := u.g.newMachine(s, tsp.TransportUDP, auth.Identity{})
