@@ -188,6 +188,9 @@ func (c *Client) setupInside(offer *tsp.Tunnel, mtu int) (*hostnet.Host, *tunSid
 	if err != nil {
 		return fail(err)
 	}
+	if err := host.DisableIPv6(name); err != nil {
+		c.log.Debug().Err(err).Msg("IPv6 stays on the TUN device")
+	}
 	lease := offer.Client.IPv4
 	if err := host.AddAddress(name, netip.PrefixFrom(lease, 32)); err != nil {
 		return fail(err)

@@ -77,7 +77,15 @@ func (t *tunSide) run() error {
 		}
 		pkts = pkts[:0]
 		for i := range n {
-			pkts = append(pkts, bufs[i][tunHeadroom:tunHeadroom+sizes[i]])
+			p := bufs[i][tunHeadroom : tunHeadroom+sizes[i]]
+			if len(p) < 20 || p[0]>>4 != 4 { // the kernel's IPv6 chatter on the TUN device
+				t.dropped.Add(1)
+				continue
+			}
+			pkts = append(pkts, p)
+		}
+		if len(pkts) == 0 {
+			continue
 		}
 		ref := t.link.Load()
 		if ref == nil {

@@ -116,6 +116,17 @@ func (g *Gateway) detachData(s *session, why lease.Reason) {
 
 // bindDTLS attaches an authenticated DTLS link to the TSP session that issued token.
 func (g *Gateway) bindDTLS(ctx context.Context, token []byte, cert *x509.Certificate, remote netip.AddrPort, link tunnel.Link) (tunnel.Receiver, error) {
+	r, err := g.bind(token, cert, remote, link)
+	if err != nil {
+		g.metrics.ObserveHandshake("dtls", "refused", 0)
+		g.log.Info().Err(err).Str("client_v6", remote.String()).Str("reason", "DTLS data channel refused").Msg("DTLS bind refused")
+		return nil, err
+	}
+	g.metrics.ObserveHandshake("dtls", "ok", 0)
+	return r, nil
+}
+
+func (g *Gateway) bind(token []byte, cert *x509.Certificate, remote netip.AddrPort, link tunnel.Link) (tunnel.Receiver, error) {
 	if len(token) != tsp.TokenLen {
 		return nil, errors.New("data token has the wrong length")
 	}

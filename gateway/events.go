@@ -132,6 +132,23 @@ func (g *Gateway) Dataplane() metrics.DataplaneSnapshot {
 	for k, v := range st.Drops {
 		snap.Drops[k] = v
 	}
+	if g.dtls != nil {
+		d := g.dtls.Stats()
+		snap.Drops["dtls_not_ipv4"] += d.DroppedMalformed
+		snap.Drops["dtls_queue_full"] += d.DroppedQueueFull
+		snap.Drops["dtls_unknown"] += d.DroppedUnknown
+		snap.Drops["dtls_handshake_limit"] += d.DroppedHandshakes
+	}
+	if g.plain != nil {
+		p := g.plain.Stats()
+		snap.Drops["plain_unknown_source"] += p.UnknownSource
+		snap.Drops["plain_truncated"] += p.Truncated
+	}
+	if m := g.mux; m != nil {
+		u := m.Stats()
+		snap.Drops["udp_junk"] += u.DroppedJunk + u.DroppedEmpty + u.DroppedNoHandler
+		snap.Drops["udp_truncated"] += u.DroppedTruncated
+	}
 	g.drops.Range(func(k, v any) bool {
 		snap.Drops[k.(string)] += v.(*atomic.Uint64).Load()
 		return true

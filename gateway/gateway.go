@@ -30,6 +30,7 @@ import (
 	"github.com/dstmgw/dstm/gateway/tep"
 	"github.com/dstmgw/dstm/gateway/tunnel/dtls"
 	"github.com/dstmgw/dstm/gateway/tunnel/plain"
+	"github.com/dstmgw/dstm/gateway/udpmux"
 )
 
 // Files and folders inside the state directory.
@@ -60,6 +61,7 @@ type Gateway struct {
 	tep     *tep.TEP
 	plain   *plain.Server
 	dtls    *dtls.Server
+	mux     *udpmux.Mux
 
 	tlsConfig  *tls.Config
 	enroll     *chanListener

@@ -108,6 +108,11 @@ func startGateway(tb testing.TB, mutate func(*config.Config)) *testGW {
 	case <-time.After(waitTimeout):
 		tb.Fatal("gateway not ready")
 	}
+	// Ready does not cover the admin socket (bound by its own goroutine): wait for it.
+	eventually(tb, "the admin socket", func() (bool, error) {
+		_, err := gw.admin.Status(testCtx(tb))
+		return err == nil, err
+	})
 	tcps, udps := g.ListenAddrs()
 	gw.tcp = tcps[0].String()
 	if len(udps) > 0 {
@@ -165,6 +170,9 @@ func (gw *testGW) waitLeaseState(tb testing.TB, addr netip.Addr, state string) a
 	eventually(tb, fmt.Sprintf("lease %s %s", addr, state), func() (bool, error) {
 		l, ok, err := gw.leaseOf(ctx, addr)
 		got = l
+		if err == nil && (!ok || l.State != state) {
+			err = fmt.Errorf("lease %+v (found %v)", l, ok)
+		}
 		return ok && l.State == state, err
 	})
 	return got
@@ -225,9 +233,16 @@ func nextMessage(c net.Conn, sp *tsp.Splitter, buf []byte) ([]byte, error) {
 	}
 }
 
+// udpRTO and udpTries are the client's retransmission rules (gogoc: RTO 2 s, 3 sends before
+// a first reply).
+const (
+	udpRTO   = time.Second
+	udpTries = 3
+)
+
 // udpSession drives a tsp.Client over UDP datagrams with gogoc's header (sequence from 0xF0),
-// one datagram per client message and exactly one reply datagram each. It returns the number
-// of datagrams exchanged.
+// one datagram per client message and exactly one reply datagram each, retransmitting an
+// unanswered datagram with the same sequence. It returns the number of messages exchanged.
 func udpSession(c net.Conn, m *tsp.Client) (int, error) {
 	replies, err := m.Start()
 	if err != nil {
@@ -239,19 +254,9 @@ func udpSession(c net.Conn, m *tsp.Client) (int, error) {
 			return n, fmt.Errorf("client produced %d messages for one datagram", len(replies))
 		}
 		h := tsp.Header{Seq: 0xF0 + uint32(n), Timestamp: uint32(n)}
-		if _, err := c.Write(tsp.AppendDatagram(nil, h, replies[0].Payload)); err != nil {
-			return n, err
-		}
-		k, err := c.Read(buf)
+		payload, err := udpRoundTrip(c, h, replies[0].Payload, buf)
 		if err != nil {
 			return n, err
-		}
-		got, payload, err := tsp.ParseDatagram(buf[:k])
-		if err != nil {
-			return n, err
-		}
-		if got != h {
-			return n, fmt.Errorf("reply header %+v, sent %+v", got, h)
 		}
 		if replies, err = m.Step(payload); err != nil {
 			return n, err
@@ -260,6 +265,34 @@ func udpSession(c net.Conn, m *tsp.Client) (int, error) {
 			return n + 1, nil
 		}
 	}
+}
+
+// udpRoundTrip sends one datagram until the reply with its header arrives.
+func udpRoundTrip(c net.Conn, h tsp.Header, payload, buf []byte) ([]byte, error) {
+	d := tsp.AppendDatagram(nil, h, payload)
+	for try := 0; try < udpTries; try++ {
+		if _, err := c.Write(d); err != nil {
+			return nil, err
+		}
+		_ = c.SetReadDeadline(time.Now().Add(udpRTO))
+		for {
+			k, err := c.Read(buf)
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				break // retransmit
+			}
+			if err != nil {
+				return nil, err
+			}
+			got, p, err := tsp.ParseDatagram(buf[:k])
+			if err != nil {
+				return nil, err
+			}
+			if got == h {
+				return p, nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("no reply to sequence %#x after %d sends", h.Seq, udpTries)
 }
 
 // rawExchange writes b on c and reads whatever arrives until the reply looks complete to

@@ -57,6 +57,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		closeAll(tcps)
 		return err
 	}
+	g.mux = mux
 	g.metrics.SetSources(g, g, g)
 
 	var wg sync.WaitGroup
@@ -121,6 +122,9 @@ func (g *Gateway) setupInside(host *hostnet.Host) error {
 		return err
 	}
 	g.host, g.tunName = host, name
+	if err := host.DisableIPv6(name); err != nil {
+		g.log.Debug().Err(err).Msg("IPv6 stays on the TUN device")
+	}
 	if err := host.AddAddress(name, netip.PrefixFrom(g.cfg.TEP.InnerV4, 32)); err != nil {
 		return err
 	}

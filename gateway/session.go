@@ -57,11 +57,18 @@ type sessionView struct {
 func (s *session) view() sessionView {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return sessionView{
+	v := sessionView{
 		ID: s.id, Identity: s.identity.Name, Mechanism: string(s.identity.Mechanism),
 		Control: s.control, Transport: s.transport, Lease: s.lease.Addr,
 		Endpoint: s.endpoint, Remote: s.remote, Started: s.started,
 	}
+	// A DTLS link follows a roaming client: its current address is the endpoint.
+	if r, ok := s.link.(interface{ RemoteAddr() netip.AddrPort }); ok {
+		if ap := r.RemoteAddr(); ap.IsValid() {
+			v.Endpoint = ap.Addr().Unmap()
+		}
+	}
+	return v
 }
 
 // sessions indexes live sessions by id, data token and leased address.

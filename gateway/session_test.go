@@ -50,7 +50,7 @@ func plainClient(t testing.TB, user, pass string) *tsp.Client {
 }
 
 // checkOffer checks the parts of an offer every tunnel type shares.
-func checkOffer(t *testing.T, o *tsp.Tunnel, typ tsp.TunnelType, server6 netip.Addr) {
+func checkOffer(t testing.TB, o *tsp.Tunnel, typ tsp.TunnelType, server6 netip.Addr) {
 	t.Helper()
 	if o.Type != typ || o.Action != tsp.ActionInfo {
 		t.Fatalf("offer %s/%s, want info/%s", o.Action, o.Type, typ)
@@ -490,5 +490,33 @@ func TestStickyLease(t *testing.T) {
 	ls, err := gw.admin.Leases(testCtx(t))
 	if err != nil || len(ls) != 3 {
 		t.Fatalf("leases %+v %v: want three distinct held leases", ls, err)
+	}
+}
+
+// TestUDPReconnectFromSamePort: gogoc starts every session on a new socket with the
+// sequence at 0xF0. When a new socket gets the port of an earlier session (ephemeral port
+// reuse, NAT), the gateway must answer the new session, not drop it as stale.
+func TestUDPReconnectFromSamePort(t *testing.T) {
+	gw := startGateway(t, nil)
+	first, err := net.DialUDP("udp", nil, gw.udp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := first.LocalAddr().(*net.UDPAddr)
+	_ = first.SetDeadline(time.Now().Add(waitTimeout))
+	m := anonymousClient(t, tsp.TransportUDP, tsp.TypeV4DTLSV6, tsp.TypeV4DTLSV6)
+	if _, err := udpSession(first, m); err != nil {
+		t.Fatal(err)
+	}
+	first.Close()
+	again, err := net.DialUDP("udp", local, gw.udp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	version := dgram(0xf0, 1, "VERSION=2.0.2\r\n")
+	r := udpExchange(t, again, version, 3*time.Second)
+	if !bytes.HasPrefix(r, append(version[:8:8], "CAPABILITY "...)) {
+		t.Fatalf("new session from the port of an established one got %q, want CAPABILITY", r)
 	}
 }

@@ -55,7 +55,7 @@ func (g *Gateway) handleTCP(ctx context.Context, c net.Conn) {
 	remote := addrPortOf(c.RemoteAddr())
 	log := g.log.With().Str("remote", remote.String()).Logger()
 	if !g.handshakes.TryAcquire() {
-		g.metrics.ObserveHandshake("tcp", "refused", 0)
+		g.metrics.ObserveHandshake("tsp-tcp", "refused", 0)
 		log.Warn().Str("reason", "too many concurrent handshakes").Msg("connection refused")
 		_, _ = c.Write(tsp.NewStatus(tsp.StatusServerTooBusy).Marshal())
 		c.Close()
@@ -84,7 +84,7 @@ func (g *Gateway) handleTCP(ctx context.Context, c net.Conn) {
 	}
 	tc := tls.Server(pc, g.tlsConfig)
 	if err := tc.HandshakeContext(ctx); err != nil {
-		g.metrics.ObserveHandshake("tls", "refused", g.now().Sub(start))
+		g.metrics.ObserveHandshake("tsp-tls", "refused", g.now().Sub(start))
 		log.Info().Err(err).Str("reason", auth.Reason(err)).Msg("TLS handshake failed")
 		c.Close()
 		return

@@ -16,6 +16,7 @@ import (
 
 	"github.com/dstmgw/dstm/certs/enroll"
 	"github.com/dstmgw/dstm/gateway/admin"
+	"github.com/dstmgw/dstm/gateway/config"
 	"github.com/dstmgw/dstm/gateway/tunnel/stream"
 	"github.com/dstmgw/dstm/tsp"
 	"github.com/dstmgw/dstm/tsp/sasl"
@@ -45,7 +46,7 @@ type tlsTunnel struct {
 }
 
 // openTLSTunnel runs TSP-SSL up to an accepted v4tlsv6 tunnel.
-func openTLSTunnel(t *testing.T, gw *testGW, st *enroll.State) *tlsTunnel {
+func openTLSTunnel(t testing.TB, gw *testGW, st *enroll.State) *tlsTunnel {
 	t.Helper()
 	c, err := gw.dialTLS(testCtx(t), st, nil)
 	if err != nil {
@@ -289,5 +290,42 @@ func TestTSPSSLWithoutCertificateRefused(t *testing.T) {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		t.Fatal("the gateway kept a certificate-less tsp/2 connection open")
+	}
+}
+
+// TestRevokeOneSerialKeepsOtherCertificates revokes one of two certificates of an identity:
+// only the session authenticated with the revoked certificate may end.
+func TestRevokeOneSerialKeepsOtherCertificates(t *testing.T) {
+	gw := startGateway(t, func(c *config.Config) { c.Leases.MaxSessions = 2 })
+	a := gw.enrollIdentity(t, "dave@example.com")
+	b := gw.enrollIdentity(t, "dave@example.com")
+	ta := openTLSTunnel(t, gw, a)
+	gw.waitLeaseState(t, ta.lease, "active")
+	tb := openTLSTunnel(t, gw, b)
+	gw.waitLeaseState(t, tb.lease, "active")
+	if _, err := revokeToClose(testCtx(t), gw, ta.c, a.Leaf.SerialNumber.String()); err != nil {
+		t.Fatal(err)
+	}
+	// The revocation event is handled asynchronously: watch the other lease for a while.
+	ctx := testCtx(t)
+	for end := time.Now().Add(time.Second); time.Now().Before(end); {
+		l, ok, err := gw.leaseOf(ctx, tb.lease)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok || l.State != "active" {
+			t.Fatalf("revoking %s (certificate A) ended the lease of certificate B's session: %+v", a.Leaf.SerialNumber, l)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal(ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	// Certificate B's tunnel still carries packets.
+	good := tuntest.Ping(outside, tb.lease)
+	tb.send(t, stream.AppendFrame(nil, good))
+	if p := gw.fromGateway(t); !bytes.Equal(p, good) {
+		t.Fatal("certificate B's tunnel no longer forwards")
 	}
 }

@@ -27,6 +27,9 @@
 #   DSTM_BIN        directory with dstm-gateway and dstm-client
 #                   (default: ../../bin relative to this file, i.e. make build)
 #   DSTM_LOG_LEVEL  log level of both ends (default info)
+#   DSTM_METRICS    if set (e.g. 127.0.0.1:9653), the gateway serves Prometheus
+#                   metrics there inside pb-gw, and tunnel_down saves a scrape
+#                   to $TUNNEL_WORK/metrics.txt (data-plane drops by reason)
 # dstm-tls.sh and dstm-plain.sh next to this file set DSTM_VARIANT and
 # source it, so the three variants can be compared in one harness run. (run.sh
 # sources every plug-in into the same shell before each round, so the variable
@@ -41,6 +44,7 @@ DSTM_BIN=${DSTM_BIN:-$(cd "$DSTM_PLUGIN_DIR/../../bin" 2>/dev/null && pwd)}
 DSTM_GW_BIN=${DSTM_GW_BIN:-$DSTM_BIN/dstm-gateway}
 DSTM_CLI_BIN=${DSTM_CLI_BIN:-$DSTM_BIN/dstm-client}
 DSTM_LOG_LEVEL=${DSTM_LOG_LEVEL:-info}
+DSTM_METRICS=${DSTM_METRICS:-}
 DSTM_PORT=3653
 DSTM_GW_DEV=pb-dstmg        # gateway TUN device (tep.device) in pb-gw
 DSTM_CLI_DEV=pb-dstmc       # client TUN device in pb-cli
@@ -92,6 +96,7 @@ tunnel_up() {
     cat "$d/init.txt"
     fp=$(tail -n 1 "$d/init.txt")
     sed -i -e "s/^\(  device:\).*/\1 $DSTM_GW_DEV/" -e "s/^\(  level:\).*/\1 $DSTM_LOG_LEVEL/" "$d/gw/gateway.yaml"
+    [ -n "$DSTM_METRICS" ] && sed -i "s/^\(  listen:\) \"\".*/\1 \"$DSTM_METRICS\"/" "$d/gw/gateway.yaml"
     _dstm_gw check-config >"$d/check-config.txt" 2>&1 || { echo "check-config failed"; cat "$d/check-config.txt"; return 1; }
 
     pb_bg "$NS_GW" "$d/gw.log" "$DSTM_GW_BIN" -c "$d/gw/gateway.yaml" run
@@ -113,6 +118,9 @@ tunnel_up() {
 }
 
 tunnel_down() {
+    if [ -n "$DSTM_METRICS" ] && [ -n "${TUNNEL_WORK:-}" ]; then
+        nsx "$NS_GW" curl -s --max-time 2 "http://$DSTM_METRICS/metrics" >"$TUNNEL_WORK/metrics.txt" 2>/dev/null
+    fi
     # client first (it releases its lease and removes its TUN device and
     # routes on SIGTERM), then the gateway
     pb_kill $TUNNEL_CLI_PIDS

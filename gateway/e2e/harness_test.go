@@ -62,7 +62,6 @@ type env struct {
 	cdir    string // client state directory
 	client  *proc
 	gwAddr  string // [GatewayV6]:3653
-	started time.Time
 }
 
 // newEnv builds the topology, starts the servers, initialises and starts a gateway.
@@ -78,9 +77,8 @@ func newEnv(t *testing.T, opts gwOptions) *env {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	e := &env{
 		t: t, tp: tp, dir: dir, cfgPath: filepath.Join(dir, "gateway.yaml"), opts: opts,
-		cdir:    filepath.Join(dir, "client"),
-		gwAddr:  netip.AddrPortFrom(tp.GatewayV6, tspPort).String(),
-		started: time.Now(),
+		cdir:   filepath.Join(dir, "client"),
+		gwAddr: netip.AddrPortFrom(tp.GatewayV6, tspPort).String(),
 	}
 	e.srv = startServers(t, tp.Server, tp.ServerV4)
 	if err := os.WriteFile(e.cfgPath, []byte(e.config()), 0o600); err != nil {

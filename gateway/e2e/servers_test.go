@@ -281,3 +281,31 @@ func ipChecksum(h []byte) uint16 {
 	}
 	return ^uint16(s)
 }
+
+// sendIPv6OnLink sends one minimal IPv6 packet (fe80::1 → ff02::1, no next header) out of the
+// device dev in ns, as the kernel's own router solicitations and MLD reports go out of a TUN
+// device: an AF_PACKET socket hands it to the device like any locally routed packet.
+func sendIPv6OnLink(ns *netns.NS, dev string) error {
+	pkt := make([]byte, 40)
+	pkt[0] = 0x60
+	pkt[6] = 59 // no next header
+	pkt[7] = 1  // hop limit
+	src, dst := netip.MustParseAddr("fe80::1").As16(), netip.MustParseAddr("ff02::1").As16()
+	copy(pkt[8:24], src[:])
+	copy(pkt[24:40], dst[:])
+	proto := htons(unix.ETH_P_IPV6)
+	return ns.Do(func() error {
+		ifi, err := net.InterfaceByName(dev)
+		if err != nil {
+			return err
+		}
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM, int(proto))
+		if err != nil {
+			return fmt.Errorf("packet socket: %w", err)
+		}
+		defer unix.Close(fd)
+		return unix.Sendto(fd, pkt, 0, &unix.SockaddrLinklayer{Protocol: proto, Ifindex: ifi.Index})
+	})
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }

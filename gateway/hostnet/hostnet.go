@@ -219,3 +219,14 @@ func ipNet(p netip.Prefix) *net.IPNet {
 	}
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), bits)}
 }
+
+// DisableIPv6 turns IPv6 off on a device (net.ipv6.conf.DEV.disable_ipv6=1) so the kernel
+// sends no router solicitations or MLD reports into an IPv4-only tunnel. It is best effort
+// from the caller's point of view: the error says why it could not be done.
+func (h *Host) DisableIPv6(dev string) error {
+	path := filepath.Join(h.procRoot(), "net/ipv6/conf", dev, "disable_ipv6")
+	if err := os.WriteFile(path, []byte("1\n"), 0o644); err != nil {
+		return fmt.Errorf("hostnet: disable IPv6 on %s: %w", dev, err)
+	}
+	return nil
+}

@@ -78,12 +78,14 @@ type Stats struct {
 	KeepalivesOut        uint64
 	DroppedQueueFull     uint64 // tail drops: the write buffer was full
 	DroppedOversize      uint64 // packets longer than the MTU or empty
+	DroppedNotIPv4       uint64 // packets to write that are not IPv4
 }
 
 type counters struct {
 	packetsIn, bytesIn, packetsOut, bytesOut atomic.Uint64
 	keepalivesIn, keepalivesOut              atomic.Uint64
 	droppedFull, droppedOversize             atomic.Uint64
+	droppedNotIPv4                           atomic.Uint64
 }
 
 // errLocalClose marks a link ended by Close.
@@ -189,6 +191,7 @@ func (l *Link) Stats() Stats {
 		PacketsOut: c.packetsOut.Load(), BytesOut: c.bytesOut.Load(),
 		KeepalivesIn: c.keepalivesIn.Load(), KeepalivesOut: c.keepalivesOut.Load(),
 		DroppedQueueFull: c.droppedFull.Load(), DroppedOversize: c.droppedOversize.Load(),
+		DroppedNotIPv4: c.droppedNotIPv4.Load(),
 	}
 }
 
@@ -207,6 +210,10 @@ func (l *Link) WritePackets(pkts [][]byte) error {
 		switch {
 		case len(p) == 0 || len(p) > l.opts.MTU:
 			l.stats.droppedOversize.Add(1)
+		case len(p) < MinPacketLen || p[0]>>4 != 4:
+			// Not IPv4 (e.g. the kernel's IPv6 router solicitations from a TUN device): the
+			// peer would have to treat the frame as lost framing, so it never goes out.
+			l.stats.droppedNotIPv4.Add(1)
 		case len(l.pending)+HeaderLen+len(p) > l.opts.QueueBytes:
 			l.stats.droppedFull.Add(1)
 		default:

@@ -1,0 +1,204 @@
+package gateway_test
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dstmgw/dstm/gateway/config"
+	"github.com/dstmgw/dstm/tsp"
+	"github.com/dstmgw/dstm/tsp/sasl"
+)
+
+// benchParallelism multiplies GOMAXPROCS into the number of concurrent benchmark clients.
+const benchParallelism = 16
+
+// benchClients is the number of concurrent clients, each with its own identity (the lease
+// manager serialises the allocations of one identity, as it must).
+func benchClients() int { return benchParallelism * runtime.GOMAXPROCS(0) }
+
+func benchUser(i int) string { return fmt.Sprintf("user%d", i) }
+
+// benchConfig lets every benchmark client open many sessions without running out of leases:
+// a large pool, no session limits, PLAIN for benchUser identities (password user + "-pw").
+func benchConfig(b *testing.B) func(*config.Config) {
+	users := make([]string, benchClients())
+	for i := range users {
+		users[i] = benchUser(i)
+	}
+	pw := digestFile(b, "dstm", users...)
+	return func(c *config.Config) {
+		c.Pools = []config.Pool{{Name: "default", Prefixes: []netip.Prefix{netip.MustParsePrefix("100.64.0.0/10")}}}
+		c.Leases.MaxSessions = 1 << 30
+		c.TSP.MaxSessionsPerSource = 1 << 30
+		c.TSP.MaxHandshakes = 4096
+		c.TSP.Plain = config.PlainAlways
+		c.TSP.Passwords = pw
+	}
+}
+
+// benchLocal returns the n-th distinct loopback address (127.1.0.1 onwards), port 0.
+func benchLocal(n uint32) *net.UDPAddr {
+	n += 1 << 16
+	return &net.UDPAddr{IP: net.IPv4(127, byte(n>>16), byte(n>>8), byte(n))}
+}
+
+func reportSessions(b *testing.B) {
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "sessions/s")
+}
+
+func plainMachine(b *testing.B, tr tsp.Transport, user string) *tsp.Client {
+	m, err := tsp.NewClient(tsp.ClientConfig{
+		Transport: tr, Mechanism: sasl.Plain, Username: user, Password: user + "-pw",
+		AcceptType: tsp.TypeV4DTLSV6,
+		Request:    &tsp.Tunnel{Type: tsp.TypeV4DTLSV6, Client: &tsp.ClientInfo{IPv6: loopback6}},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return m
+}
+
+// BenchmarkTSPSessionTCP measures complete plain TSP sessions over TCP on loopback: connect,
+// VERSION, CAPABILITY, AUTHENTICATE PLAIN, create v4dtlsv6 with a lease offer, accept, close;
+// benchClients concurrent clients with distinct identities. Figure: sessions/s.
+func BenchmarkTSPSessionTCP(b *testing.B) {
+	gw := startGateway(b, benchConfig(b))
+	var next atomic.Uint32
+	b.SetParallelism(benchParallelism)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		user := benchUser(int(next.Add(1)-1) % benchClients())
+		for pb.Next() {
+			c, err := net.DialTimeout("tcp", gw.tcp, waitTimeout)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			_ = c.SetDeadline(time.Now().Add(waitTimeout))
+			m := plainMachine(b, tsp.TransportTCP, user)
+			_, err = streamSession(c, m)
+			c.Close()
+			if err != nil || m.State() != tsp.ClientEstablished {
+				b.Errorf("session: %v", err)
+				return
+			}
+		}
+	})
+	reportSessions(b)
+}
+
+// BenchmarkTSPSessionUDP measures complete plain TSP sessions over UDP with gogoc's header
+// (one datagram each way per message, PLAIN, the last one accepting the lease), concurrent
+// clients with distinct identities. Figure: sessions/s.
+func BenchmarkTSPSessionUDP(b *testing.B) {
+	gw := startGateway(b, benchConfig(b))
+	var next, sessions atomic.Uint32
+	b.SetParallelism(benchParallelism)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		user := benchUser(int(next.Add(1)-1) % benchClients())
+		for pb.Next() {
+			// Every session from its own loopback address: the gateway keys UDP sessions on
+			// (address, port), and a reused ephemeral port would hit
+			// TestUDPReconnectFromSamePort's problem.
+			c, err := net.DialUDP("udp", benchLocal(sessions.Add(1)), gw.udp)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			_ = c.SetDeadline(time.Now().Add(waitTimeout))
+			m := plainMachine(b, tsp.TransportUDP, user)
+			_, err = udpSession(c, m)
+			c.Close()
+			if err != nil {
+				b.Errorf("session: %v", err)
+				return
+			}
+		}
+	})
+	reportSessions(b)
+}
+
+// BenchmarkTSPSSLSession measures complete TSP-SSL sessions: a full TLS 1.3 mutual handshake
+// (client certificate, ALPN tsp/2, no resumption), SASL EXTERNAL, create v4anyv6 with a
+// lease offer, accept v4tlsv6, close; concurrent clients, each with its own enrolled
+// identity. Figure: sessions/s (target ≥ 2,000/s).
+func BenchmarkTSPSSLSession(b *testing.B) {
+	gw := startGateway(b, benchConfig(b))
+	n := benchClients()
+	cfgs := make([]*tls.Config, n)
+	for i := range cfgs {
+		st := gw.enrollIdentity(b, fmt.Sprintf("bench%d@example.com", i))
+		cfgs[i] = st.ClientTLSConfig("localhost", "tsp/2")
+		cfgs[i].MinVersion = tls.VersionTLS13
+	}
+	var next atomic.Uint32
+	b.SetParallelism(benchParallelism)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		cfg := cfgs[int(next.Add(1)-1)%n]
+		d := tls.Dialer{Config: cfg, NetDialer: &net.Dialer{Timeout: waitTimeout}}
+		for pb.Next() {
+			if err := tlsSession(b, d, gw.tcp); err != nil {
+				b.Errorf("session: %v", err)
+				return
+			}
+		}
+	})
+	reportSessions(b)
+}
+
+func tlsSession(b *testing.B, d tls.Dialer, addr string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(waitTimeout))
+	m := externalClient(b, tsp.TypeV4AnyV6)
+	if _, err := streamSession(c, m); err != nil {
+		return err
+	}
+	if !m.Offer().Client.IPv4.IsValid() {
+		return fmt.Errorf("offer without a lease")
+	}
+	replies, err := m.Accept(tsp.TypeV4TLSV6)
+	if err != nil {
+		return err
+	}
+	return writeReplies(c, replies)
+}
+
+// BenchmarkRevokeToClose measures the time from an operator's revocation (admin API, by
+// certificate serial) to the close of the revoked client's live TSP-SSL tunnel. Figure: ms
+// (mean per revocation).
+func BenchmarkRevokeToClose(b *testing.B) {
+	gw := startGateway(b, nil)
+	ctx := testCtx(b)
+	var total time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		// A fresh identity each time: revoking a serial also releases the leases of its
+		// identity's other sessions (see TestRevokeOneSerialKeepsOtherCertificates).
+		st := gw.enrollIdentity(b, fmt.Sprintf("revoked%d@example.com", i))
+		tt := openTLSTunnel(b, gw, st)
+		gw.waitLeaseState(b, tt.lease, "active")
+		b.StartTimer()
+		d, err := revokeToClose(ctx, gw, tt.c, st.Leaf.SerialNumber.String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		total += d
+	}
+	b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "ms")
+}
