@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/pprof"
 	"testing"
 	"time"
 
@@ -61,6 +63,7 @@ func startGateway(tb testing.TB, mutate func(*config.Config)) *testGW {
 		tb.Fatal(err)
 	}
 	ca.Close()
+	baseline := runtime.NumGoroutine()
 	tt := tuntest.NewChannelTUN()
 	g, err := gateway.New(cfg, zerolog.Nop(), gateway.Options{Version: "test", Device: tt.TUN()})
 	if err != nil {
@@ -100,6 +103,7 @@ func startGateway(tb testing.TB, mutate func(*config.Config)) *testGW {
 		if err := g.Close(); err != nil {
 			tb.Errorf("Close: %v", err)
 		}
+		checkGoroutines(tb, baseline)
 	})
 	select {
 	case <-g.Ready():
@@ -121,7 +125,24 @@ func startGateway(tb testing.TB, mutate func(*config.Config)) *testGW {
 	return gw
 }
 
-// ctx returns a context ending with the test.
+// checkGoroutines fails the test when more goroutines than baseline are still running a
+// while after the gateway stopped.
+func checkGoroutines(tb testing.TB, baseline int) {
+	tb.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for runtime.NumGoroutine() > baseline {
+		if time.Now().After(deadline) {
+			var buf bytes.Buffer
+			_ = pprof.Lookup("goroutine").WriteTo(&buf, 1)
+			tb.Errorf("%d goroutines after the gateway stopped, %d before it started:\n%s", runtime.NumGoroutine(), baseline, buf.String())
+			return
+		}
+		runtime.Gosched()
+		<-time.After(10 * time.Millisecond)
+	}
+}
+
+// testCtx returns a context ending with the test.
 func testCtx(tb testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*waitTimeout)
 	tb.Cleanup(cancel)
