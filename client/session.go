@@ -171,7 +171,7 @@ func (c *Client) session(ctx context.Context) error {
 	c.log.Info().Str("lease_v4", offer.Client.IPv4.String()).Str("transport", kind).
 		Str("device", c.cfg.Device).Strs("routes", prefixStrings(routes)).Msg("tunnel up")
 	c.cfg.OnState(c.status(offer, kind, routes))
-	return c.maintain(ctx, ctl, offer, link, kind)
+	return c.maintain(ctx, ctl, offer, link, kind, ts)
 }
 
 // setupInside creates the TUN device with the lease and the routes.
@@ -297,7 +297,7 @@ func (c *Client) onControl(ctl *control, msg []byte) {
 
 // maintain renews the lease before its lifetime ends and watches the data link and the
 // control connection until one of them fails.
-func (c *Client) maintain(ctx context.Context, ctl *control, offer *tsp.Tunnel, link tunnel.Link, kind string) error {
+func (c *Client) maintain(ctx context.Context, ctl *control, offer *tsp.Tunnel, link tunnel.Link, kind string, ts *tunSide) error {
 	failed := make(chan error, 2)
 	if kind != tunnel.TLS {
 		go func() {
@@ -324,10 +324,22 @@ func (c *Client) maintain(ctx context.Context, ctl *control, offer *tsp.Tunnel, 
 	life := time.Duration(offer.Lifetime) * time.Second
 	renew := time.NewTimer(life * 2 / 3)
 	defer renew.Stop()
+	interval := 30 * time.Second
+	if k := offer.Client.Keepalive; k != nil && k.Interval > 0 {
+		interval = time.Duration(k.Interval) * time.Second
+	}
+	ka := time.NewTicker(interval)
+	defer ka.Stop()
+	var seq uint16
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-ka.C:
+			seq++
+			if err := ts.keepalive(link, offer.Server.IPv4.As4(), seq, interval, c.cfg.Now()); err != nil {
+				return err
+			}
 		case err := <-failed:
 			return err
 		case <-renew.C:

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.zx2c4.com/wireguard/tun"
 
@@ -26,12 +27,16 @@ type tunSide struct {
 	wbuf []byte
 
 	dropped atomic.Uint64 // packets not from the gateway's side of the lease, or no link
+	lastRx  atomic.Int64  // unix nanoseconds of the last packet from the tunnel
 }
 
 type linkRef struct{ l tunnel.Link }
 
+// newTunSide wraps dev for a lease; the keepalive clock starts now.
 func newTunSide(dev tun.Device, mtu int, lease [4]byte) *tunSide {
-	return &tunSide{dev: dev, mtu: mtu, lease: lease, wbuf: make([]byte, tunHeadroom+65535)}
+	t := &tunSide{dev: dev, mtu: mtu, lease: lease, wbuf: make([]byte, tunHeadroom+65535)}
+	t.lastRx.Store(time.Now().UnixNano())
+	return t
 }
 
 func (t *tunSide) setLink(l tunnel.Link) {
@@ -49,6 +54,7 @@ func (t *tunSide) ReceivePacket(pkt []byte) {
 		t.dropped.Add(1)
 		return
 	}
+	t.lastRx.Store(time.Now().UnixNano())
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
 	n := copy(t.wbuf[tunHeadroom:], pkt)
