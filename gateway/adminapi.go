@@ -13,11 +13,6 @@ import (
 	"github.com/dstmgw/dstm/gateway/tep"
 )
 
-// serveAdmin serves the admin API on the configured unix socket.
-func (g *Gateway) serveAdmin(ctx context.Context) error {
-	return admin.NewServer(adminBackend{g}, g.log.With().Str("component", "admin").Logger()).Serve(ctx, g.cfg.Admin.Socket)
-}
-
 // adminBackend implements admin.Backend for a running gateway.
 type adminBackend struct{ g *Gateway }
 

@@ -45,13 +45,15 @@ func (b *backend) Create(ctx context.Context, id tsp.Identity, req *tsp.Tunnel) 
 	}
 	s.mu.Lock()
 	s.identity, s.rule, s.lease, s.endpoint = id, rule, l, endpoint
-	if s.token == ([tsp.TokenLen]byte{}) && req.Type.Extended() {
+	fresh := s.token == ([tsp.TokenLen]byte{}) && req.Type.Extended()
+	if fresh {
 		_, _ = rand.Read(s.token[:])
-		g.sessions.setToken(s, s.token)
 	}
 	tok := s.token
 	s.mu.Unlock()
-	g.sessions.setLease(s, l.Addr)
+	if fresh { // not under s.mu: the table's lock is always taken first
+		g.sessions.setToken(s, tok)
+	}
 	return g.offer(req.Type, rule, l, endpoint, tok, s.control == "tls"), nil
 }
 
@@ -168,6 +170,7 @@ func (b *backend) Accept(ctx context.Context, id tsp.Identity, offer *tsp.Tunnel
 	g, s := b.g, b.s
 	s.mu.Lock()
 	addr := s.lease.Addr
+	s.transport = string(data)
 	s.mu.Unlock()
 	l, err := g.leases.Accept(ctx, addr, s.id)
 	if err != nil {

@@ -92,6 +92,8 @@ func (g *Gateway) newMachine(s *session, tr tsp.Transport, ext auth.Identity) (*
 	}
 	if pw := g.passwords.Load(); pw != nil {
 		cfg.Credentials = pw
+	} else {
+		cfg.Credentials = noCredentials{}
 	}
 	return tsp.NewServer(cfg)
 }
@@ -198,3 +200,11 @@ func (g *Gateway) newSession(control string, remote netip.AddrPort, serial strin
 		log:      g.log.With().Str("session", id).Str("remote", remote.String()).Str("control", control).Logger(),
 	}
 }
+
+// noCredentials is the credential store when no password file is configured: PLAIN and
+// DIGEST-MD5 then fail with 300 like any wrong password.
+type noCredentials struct{}
+
+func (noCredentials) VerifyPlain(string, string) bool { return false }
+
+func (noCredentials) DigestHA1(string, string) ([16]byte, bool) { return [16]byte{}, false }

@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"context"
+	"errors"
+	"net/netip"
 	"sync/atomic"
 
 	"github.com/dstmgw/dstm/gateway/lease"
@@ -65,27 +67,44 @@ func (g *Gateway) followRevocations(ctx context.Context) error {
 			if !ok {
 				return nil
 			}
-			n := g.closeRevoked(r.Identity, r.Serial)
+			n := g.closeRevoked("", r.Serial)
 			g.log.Warn().Str("event", "revoked").Str("identity", r.Identity).Str("serial", r.Serial).
 				Int("sessions_closed", n).Msg("certificate revoked")
 		}
 	}
 }
 
-// closeRevoked ends the sessions authenticated with the serial (or, without a serial, every
-// session of the identity) and returns how many were closed.
+// closeRevoked ends the sessions authenticated with the serial, or, for an identity-wide
+// revocation (serial ""), every session of the identity, and returns how many it closed. With
+// leases.on_revoke "release" their addresses go back to the pool; with "hold" they stay held
+// for the identity like after any other session end.
 func (g *Gateway) closeRevoked(identity, serial string) int {
 	matches := g.sessions.matching("", serial)
 	if serial == "" {
 		matches = g.sessions.matching(identity, "")
 	}
+	var addrs []netip.Addr
 	for _, s := range matches {
+		s.mu.Lock()
+		if a := s.lease.Addr; a.IsValid() {
+			addrs = append(addrs, a)
+		}
+		s.mu.Unlock()
 		s.log.Warn().Str("reason", "certificate revoked").Msg("session closed")
 		g.endSession(s, lease.ReasonRevoked)
 	}
-	if g.cfg.Leases.OnRevoke == "release" && identity != "" {
-		if _, err := g.leases.ReleaseIdentity(context.Background(), identity, lease.ReasonRevoked); err != nil {
-			g.log.Warn().Err(err).Str("identity", identity).Msg("release of revoked leases failed")
+	if g.cfg.Leases.OnRevoke != "release" {
+		return len(matches)
+	}
+	if serial == "" && identity != "" {
+		if _, err := g.leases.FreeIdentity(context.Background(), identity, lease.ReasonRevoked); err != nil {
+			g.log.Warn().Err(err).Str("identity", identity).Msg("freeing revoked leases failed")
+		}
+		return len(matches)
+	}
+	for _, a := range addrs {
+		if err := g.leases.Free(context.Background(), a); err != nil && !errors.Is(err, lease.ErrNotFound) {
+			g.log.Warn().Err(err).Str("lease_v4", a.String()).Msg("freeing a revoked lease failed")
 		}
 	}
 	return len(matches)

@@ -12,6 +12,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/tun"
 
+	"github.com/dstmgw/dstm/gateway/admin"
 	"github.com/dstmgw/dstm/gateway/hostnet"
 	"github.com/dstmgw/dstm/gateway/lease"
 	"github.com/dstmgw/dstm/gateway/tep"
@@ -77,7 +78,16 @@ func (g *Gateway) Run(ctx context.Context) error {
 	spawn("lease-events", g.followLeases)
 	spawn("revocations", g.followRevocations)
 	spawn("enrollment", g.serveEnrollment)
-	spawn("admin", g.serveAdmin)
+	adminLn, err := admin.Listen(g.cfg.Admin.Socket)
+	if err != nil {
+		cancel(err)
+		wg.Wait()
+		closeAll(tcps)
+		return fmt.Errorf("admin socket: %w", err)
+	}
+	spawn("admin", func(ctx context.Context) error {
+		return admin.NewServer(adminBackend{g}, g.log.With().Str("component", "admin").Logger()).ServeListener(ctx, adminLn)
+	})
 	if g.cfg.Metrics.Listen != "" {
 		spawn("metrics", func(ctx context.Context) error { return g.metrics.ListenAndServe(ctx, g.cfg.Metrics.Listen) })
 	}

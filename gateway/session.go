@@ -71,12 +71,11 @@ func (s *session) view() sessionView {
 	return v
 }
 
-// sessions indexes live sessions by id, data token and leased address.
+// sessions indexes live sessions by id and data token, and counts them per source address.
 type sessions struct {
 	mu      sync.Mutex
 	byID    map[string]*session
 	byToken map[[tsp.TokenLen]byte]*session
-	byLease map[netip.Addr]*session
 	perSrc  map[netip.Addr]int
 }
 
@@ -84,7 +83,6 @@ func newSessions() *sessions {
 	return &sessions{
 		byID:    map[string]*session{},
 		byToken: map[[tsp.TokenLen]byte]*session{},
-		byLease: map[netip.Addr]*session{},
 		perSrc:  map[netip.Addr]int{},
 	}
 }
@@ -113,15 +111,11 @@ func (t *sessions) remove(s *session) {
 	if t.perSrc[src]--; t.perSrc[src] <= 0 {
 		delete(t.perSrc, src)
 	}
-	for k, v := range t.byToken {
-		if v == s {
-			delete(t.byToken, k)
-		}
-	}
-	for k, v := range t.byLease {
-		if v == s {
-			delete(t.byLease, k)
-		}
+	s.mu.Lock()
+	tok := s.token
+	s.mu.Unlock()
+	if t.byToken[tok] == s {
+		delete(t.byToken, tok)
 	}
 }
 
@@ -131,22 +125,10 @@ func (t *sessions) setToken(s *session, tok [tsp.TokenLen]byte) {
 	t.byToken[tok] = s
 }
 
-func (t *sessions) setLease(s *session, a netip.Addr) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.byLease[a] = s
-}
-
 func (t *sessions) byTokenGet(tok [tsp.TokenLen]byte) *session {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.byToken[tok]
-}
-
-func (t *sessions) byLeaseGet(a netip.Addr) *session {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.byLease[a]
 }
 
 func (t *sessions) get(id string) *session {

@@ -98,7 +98,8 @@ func (g *Gateway) handleTCP(ctx context.Context, c net.Conn) {
 	}
 	var id auth.Identity
 	if len(cs.PeerCertificates) > 0 {
-		if id, err = g.verifier.IdentityFromState(cs); err != nil {
+		// VerifyConnection verified the whole chain during the handshake; read the identity.
+		if id, err = auth.IdentityFromCertificate(cs.PeerCertificates[0]); err != nil {
 			g.metrics.ObserveHandshake("tsp-tls", "refused", g.now().Sub(start))
 			log.Info().Err(err).Str("reason", auth.Reason(err)).Msg("client certificate refused")
 			tc.Close()

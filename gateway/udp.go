@@ -17,8 +17,9 @@ import (
 const udpQueueLen = 1024
 
 // udpWorkers step TSP machines off the UDP reader goroutine, so a lease commit never stalls
-// the DTLS datagrams that share the socket.
-const udpWorkers = 4
+// the DTLS datagrams that share the socket. A worker waits on the lease store's batched
+// commit (an fsync, milliseconds), so there are many of them to let commits batch.
+const udpWorkers = 64
 
 // udpLinger keeps a closed UDP session around to answer late retransmissions of its last reply.
 const udpLinger = 30 * time.Second
@@ -101,6 +102,14 @@ func (u *udpTSP) handle(ctx context.Context, d udpDatagram) {
 		return
 	}
 	us.mu.Lock()
+	if u.restarted(us, d.b) {
+		us.mu.Unlock()
+		u.forget(d.from, us)
+		if us = u.session(d.from); us == nil {
+			return
+		}
+		us.mu.Lock()
+	}
 	defer us.mu.Unlock()
 	us.last = u.g.now()
 	reply, err := us.ds.Handle(ctx, d.b)
@@ -126,6 +135,34 @@ func (u *udpTSP) handle(ctx context.Context, d udpDatagram) {
 	}
 	if us.ds.Server().State() == tsp.StateClosed && !us.closed {
 		us.closed = true
+		u.g.endSession(us.s, lease.ReasonClosed)
+	}
+}
+
+// restarted reports whether a datagram opens a new TSP exchange from an address and port that
+// still has one: a VERSION at a sequence older than the last answered one (a client that
+// reconnects from the same port, or a NAT reusing it). Retransmissions have the same sequence.
+func (u *udpTSP) restarted(us *udpSession, dgram []byte) bool {
+	h, payload, err := tsp.ParseDatagram(dgram)
+	if err != nil || !us.ds.Answered() || h.Seq == us.ds.LastSeq() {
+		return false
+	}
+	_, verr := tsp.ParseVersion(payload)
+	return verr == nil
+}
+
+// forget drops the control state of one client address and port. An established tunnel keeps
+// its lease and data plane (it ends with its lease), anything else ends now.
+func (u *udpTSP) forget(from netip.AddrPort, us *udpSession) {
+	u.mu.Lock()
+	if u.sessions[from] == us {
+		delete(u.sessions, from)
+	}
+	u.mu.Unlock()
+	us.mu.Lock()
+	done, closed := us.done, us.closed
+	us.mu.Unlock()
+	if !done && !closed {
 		u.g.endSession(us.s, lease.ReasonClosed)
 	}
 }

@@ -66,6 +66,12 @@ func (d *DatagramSession) Handle(ctx context.Context, dgram []byte) ([]byte, err
 	return AppendDatagram(nil, h, d.last), err
 }
 
+// Answered reports whether a reply was sent; LastSeq is the sequence it answered.
+func (d *DatagramSession) Answered() bool { return d.answered }
+
+// LastSeq returns the sequence number of the last answered datagram.
+func (d *DatagramSession) LastSeq() uint32 { return d.lastSeq }
+
 // seqBefore reports whether a precedes b in 28-bit serial arithmetic.
 func seqBefore(a, b uint32) bool {
 	diff := (b - a) & seqMask

@@ -178,6 +178,9 @@ func (m *Manager) AddPool(pc PoolConfig) error {
 
 // Get returns the lease of addr, if it is offered, active or held.
 func (m *Manager) Get(addr netip.Addr) (Lease, bool) {
+	if !addr.Is4() {
+		return Lease{}, false
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s := m.slots[u32(addr)]

@@ -104,13 +104,28 @@ func (t *tx) enforceLimit(r Request, is *identState) error {
 // from another identity's index when taken from one).
 func (t *tx) pick(p *pool, id string, is *identState) (netip.Addr, bool, error) {
 	m := t.m
+	// The identity's own addresses first. One that another transaction is committing (its
+	// previous session being released right now, as when a client reconnects at once) is
+	// waited for rather than passed over.
 	for _, a := range is.static {
-		if m.poolFor(u32(a)) == p && t.usableBy(a, id) {
+		if m.poolFor(u32(a)) != p {
+			continue
+		}
+		if err := t.checkAddr(a); err != nil {
+			return netip.Addr{}, false, err
+		}
+		if t.usableBy(a, id) {
 			return a, true, nil
 		}
 	}
 	for _, a := range is.sticky {
-		if m.poolFor(u32(a)) == p && t.usableBy(a, id) {
+		if m.poolFor(u32(a)) != p {
+			continue
+		}
+		if err := t.checkAddr(a); err != nil {
+			return netip.Addr{}, false, err
+		}
+		if t.usableBy(a, id) {
 			return a, false, nil
 		}
 	}

@@ -11,6 +11,9 @@ import (
 // sticky address. Accepting an already active lease of the same session
 // returns it unchanged.
 func (m *Manager) Accept(ctx context.Context, addr netip.Addr, session string) (Lease, error) {
+	if !addr.Is4() {
+		return Lease{}, fmt.Errorf("%w: %v is not an IPv4 address", ErrNotFound, addr)
+	}
 	var out Lease
 	err := m.run(ctx, func(t *tx) error {
 		s, err := t.sessionSlot(addr, session)
@@ -42,6 +45,9 @@ func (m *Manager) Accept(ctx context.Context, addr netip.Addr, session string) (
 
 // Renew gives the active lease of addr a fresh lifetime.
 func (m *Manager) Renew(ctx context.Context, addr netip.Addr, session string) (Lease, error) {
+	if !addr.Is4() {
+		return Lease{}, fmt.Errorf("%w: %v is not an IPv4 address", ErrNotFound, addr)
+	}
 	var out Lease
 	err := m.run(ctx, func(t *tx) error {
 		s, err := t.sessionSlot(addr, session)
@@ -68,6 +74,9 @@ func (m *Manager) Renew(ctx context.Context, addr netip.Addr, session string) (L
 // its identity for HoldTime (EventReleased); an offered one goes back as
 // if its offer had timed out.
 func (m *Manager) Release(ctx context.Context, addr netip.Addr, session string, why Reason) error {
+	if !addr.Is4() {
+		return fmt.Errorf("%w: %v is not an IPv4 address", ErrNotFound, addr)
+	}
 	err := m.run(ctx, func(t *tx) error {
 		s, err := t.sessionSlot(addr, session)
 		if err != nil {
@@ -119,6 +128,89 @@ func (m *Manager) ReleaseIdentity(ctx context.Context, identity string, why Reas
 		return nil, fmt.Errorf("release identity %q: %w", identity, err)
 	}
 	return out, nil
+}
+
+// FreeIdentity ends every lease of identity for good (revocation with on_revoke: release):
+// offered and active leases are released, held ones become free, and the identity's sticky
+// index is dropped so that its addresses go back to the pool at once. Static reservations
+// stay reserved. It returns the leases it changed as they are afterwards.
+func (m *Manager) FreeIdentity(ctx context.Context, identity string, why Reason) ([]Lease, error) {
+	if err := ValidIdentity(identity); err != nil {
+		return nil, err
+	}
+	var out []Lease
+	err := m.run(ctx, func(t *tx) error {
+		out = out[:0]
+		if err := t.lockIdent(identity); err != nil {
+			return err
+		}
+		is := m.idents[identity]
+		if is == nil {
+			return nil
+		}
+		for _, s := range is.sessions {
+			if err := t.checkAddr(s.Addr); err != nil {
+				return err
+			}
+		}
+		for _, a := range is.sticky {
+			if err := t.checkAddr(a); err != nil {
+				return err
+			}
+		}
+		for len(is.sessions) > 0 {
+			s := is.sessions[0]
+			was := s.State
+			l := t.release(s)
+			if was == StateActive {
+				t.emit(EventReleased, l, why)
+			}
+		}
+		for _, a := range is.sticky {
+			sl := m.slots[u32(a)]
+			if sl == nil || sl.Static {
+				continue
+			}
+			if sl.State == StateHeld || sl.State == StateFree {
+				nv := Lease{Addr: a, Pool: sl.Pool}
+				t.set(m.poolFor(u32(a)), a, nv)
+				out = append(out, nv)
+			}
+		}
+		t.setSticky(identity, nil)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("free identity %q: %w", identity, err)
+	}
+	return out, nil
+}
+
+// Free returns one held address to the pool at once and drops it from its identity's sticky
+// index (revocation of one certificate with on_revoke: release). Static reservations and
+// addresses in use are left alone; a free address is not an error.
+func (m *Manager) Free(ctx context.Context, addr netip.Addr) error {
+	if !addr.Is4() {
+		return fmt.Errorf("%w: %v is not an IPv4 address", ErrNotFound, addr)
+	}
+	err := m.run(ctx, func(t *tx) error {
+		if err := t.checkAddr(addr); err != nil {
+			return err
+		}
+		s := m.slots[u32(addr)]
+		if s == nil || s.State != StateHeld || s.Static {
+			return nil
+		}
+		if err := t.forget(s.Identity, addr); err != nil {
+			return err
+		}
+		t.set(m.poolFor(u32(addr)), addr, Lease{Addr: addr, Pool: s.Pool})
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("free %v: %w", addr, err)
+	}
+	return nil
 }
 
 // sessionSlot returns the offered or active slot of addr owned by session.
