@@ -31,7 +31,7 @@ func (c *Client) roam(ctx context.Context, link *dtls.ClientLink, rc *dtls.Rebin
 		if !now.IsValid() || now == current {
 			continue
 		}
-		uc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(now, 0)))
+		uc, err := listenUDP(now)
 		if err != nil {
 			c.log.Warn().Err(err).Str("client_v6", now.String()).Msg("roaming: cannot bind the new address")
 			continue

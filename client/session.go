@@ -16,6 +16,7 @@ import (
 	"github.com/dstmgw/dstm/gateway/tunnel/dtls"
 	"github.com/dstmgw/dstm/gateway/tunnel/plain"
 	"github.com/dstmgw/dstm/gateway/tunnel/stream"
+	"github.com/dstmgw/dstm/gateway/udpmux"
 	"github.com/dstmgw/dstm/tsp"
 	"github.com/dstmgw/dstm/tsp/sasl"
 )
@@ -259,7 +260,7 @@ func (c *Client) startData(ctx context.Context, ctl *control, offer *tsp.Tunnel,
 // offer's token.
 func (c *Client) dialDTLS(ctx context.Context, offer *tsp.Tunnel, local netip.Addr, ts *tunSide) (*dtls.ClientLink, error) {
 	server := netip.AddrPortFrom(offer.Server.IPv6, offer.Data.Port)
-	uc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(local, 0)))
+	uc, err := listenUDP(local)
 	if err != nil {
 		return nil, err
 	}
@@ -411,4 +412,18 @@ func (p *prefixConn) Read(b []byte) (int, error) {
 		return n, nil
 	}
 	return p.Conn.Read(b)
+}
+
+// udpBuffer is the kernel buffer size of the client's DTLS socket: the default (~208 KiB)
+// overflows during a download burst.
+const udpBuffer = 4 << 20
+
+// listenUDP opens the client's DTLS socket on a local address with large buffers.
+func listenUDP(local netip.Addr) (*net.UDPConn, error) {
+	uc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(local, 0)))
+	if err != nil {
+		return nil, err
+	}
+	_ = udpmux.SetBuffers(uc, udpBuffer) // best effort: smaller buffers only cost throughput
+	return uc, nil
 }

@@ -25,7 +25,7 @@ const (
 	DefaultMaxHandshakes    = 256
 	DefaultMaxSessions      = 65536
 	DefaultIdleTimeout      = 2 * time.Minute
-	DefaultQueueLen         = 256
+	DefaultQueueLen         = 1024
 )
 
 // BindFunc attaches an authenticated DTLS link to the TSP session that
