@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -227,6 +228,14 @@ func TestTunSideRun(t *testing.T) {
 	}
 	// No link yet: the packet is dropped and counted.
 	send(ipv4("100.64.0.7", "192.0.2.1", nil))
+	// send returns once the packet is read, not once it is handled: wait for the drop.
+	deadline := time.Now().Add(5 * time.Second)
+	for ts.dropped.Load() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the packet without a link was not counted as dropped")
+		}
+		runtime.Gosched()
+	}
 	link := &fakeLink{got: make(chan []byte, 4)}
 	ts.setLink(link)
 	p := ipv4("100.64.0.7", "192.0.2.1", []byte("payload"))
