@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/dstmgw/dstm/auth"
 	"github.com/dstmgw/dstm/gateway/lease"
@@ -187,11 +188,15 @@ func (g *Gateway) runStreamData(ctx context.Context, s *session, c net.Conn, m *
 		s.log.Error().Err(err).Msg("cannot start the TLS data stream")
 		return
 	}
-	ctl := &streamControl{g: g, s: s, m: m, ctx: ctx}
+	ctl := &streamControl{g: g, s: s, m: m}
 	l := stream.New(c, ts, stream.Options{
-		MTU:     g.cfg.TEP.MTU,
-		Logger:  s.log,
-		Control: ctl.handle,
+		MTU:    g.cfg.TEP.MTU,
+		Logger: s.log,
+		// Our client sends a keepalive frame every 15 s of silence; a peer silent for much
+		// longer is gone (its lease becomes held for it).
+		KeepaliveInterval: 15 * time.Second,
+		IdleTimeout:       90 * time.Second,
+		Control:           func(msg []byte) { ctl.handle(ctx, msg) },
 	})
 	ctl.link = l
 	g.setLink(s, ts, l)
@@ -206,12 +211,11 @@ type streamControl struct {
 	g    *Gateway
 	s    *session
 	m    *tsp.Server
-	ctx  context.Context
 	link *stream.Link
 }
 
-func (c *streamControl) handle(msg []byte) {
-	replies, err := c.m.Step(c.ctx, msg)
+func (c *streamControl) handle(ctx context.Context, msg []byte) {
+	replies, err := c.m.Step(ctx, msg)
 	for _, r := range replies {
 		if len(r.Payload) > 0 {
 			_ = c.link.WriteControl(r.Payload)
