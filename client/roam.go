@@ -13,9 +13,10 @@ import (
 const roamInterval = 2 * time.Second
 
 // roam follows changes of the local address that routes to the gateway: when it changes, the
-// DTLS socket is rebound to the new address. The DTLS session and its connection ID stay; the
-// gateway learns the new address from the next record.
-func (c *Client) roam(ctx context.Context, link *dtls.ClientLink, rc *dtls.RebindConn, server netip.AddrPort) {
+// DTLS socket is rebound to the new address (the DTLS session and its connection ID stay; the
+// gateway learns the new address from the next authenticated record, e.g. the next keepalive)
+// and maintain is told to resume the control session on a connection from the new address.
+func (c *Client) roam(ctx context.Context, link *dtls.ClientLink, rc *dtls.RebindConn, server netip.AddrPort, roamed chan<- struct{}) {
 	t := time.NewTicker(roamInterval)
 	defer t.Stop()
 	current := localFor(server)
@@ -43,8 +44,11 @@ func (c *Client) roam(ctx context.Context, link *dtls.ClientLink, rc *dtls.Rebin
 		}
 		c.log.Info().Str("from", current.String()).Str("client_v6", now.String()).Msg("roamed to a new address; DTLS session kept")
 		current = now
-		// Send at once so the gateway learns the new address without waiting for traffic.
-		_ = link.WritePackets(nil)
+		// The TSP-SSL connection is bound to the old address: move the session to a new one.
+		select {
+		case roamed <- struct{}{}:
+		default:
+		}
 	}
 }
 

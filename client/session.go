@@ -94,6 +94,17 @@ func (c *control) negotiate() (*tsp.Tunnel, error) {
 	return c.m.Offer(), c.send(replies)
 }
 
+// request is the create request: a new tunnel, or the resumption of the DTLS session whose
+// data element is resume.
+func (c *Client) request(local netip.Addr, resume *tsp.DataChannel) *tsp.Tunnel {
+	t := &tsp.Tunnel{Type: requestType(c.cfg.Transport), Client: &tsp.ClientInfo{IPv6: local}}
+	if resume != nil {
+		t.Type = tsp.TypeV4DTLSV6
+		t.Data = &tsp.DataChannel{Token: resume.Token, Port: resume.Port, Transports: []tsp.TunnelType{tsp.TypeV4DTLSV6}}
+	}
+	return t
+}
+
 func requestType(transport string) tsp.TunnelType {
 	switch transport {
 	case TransportDTLS:
@@ -106,8 +117,9 @@ func requestType(transport string) tsp.TunnelType {
 	return tsp.TypeV4AnyV6
 }
 
-// dial opens TSP-SSL to the gateway and negotiates an offer.
-func (c *Client) dial(ctx context.Context) (*control, *tsp.Tunnel, netip.Addr, error) {
+// dial opens TSP-SSL to the gateway and negotiates an offer. With resume (the data element of
+// the current offer), the create asks the gateway to continue that session on this connection.
+func (c *Client) dial(ctx context.Context, resume *tsp.DataChannel) (*control, *tsp.Tunnel, netip.Addr, error) {
 	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	var d net.Dialer
@@ -127,7 +139,7 @@ func (c *Client) dial(ctx context.Context) (*control, *tsp.Tunnel, netip.Addr, e
 	local := raw.LocalAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
 	m, err := tsp.NewClient(tsp.ClientConfig{
 		Transport: tsp.TransportTLS, Mechanism: sasl.External, DeferAccept: true,
-		Request: &tsp.Tunnel{Type: requestType(c.cfg.Transport), Client: &tsp.ClientInfo{IPv6: local}},
+		Request: c.request(local, resume),
 	})
 	if err != nil {
 		tc.Close()
@@ -147,7 +159,7 @@ func (c *Client) dial(ctx context.Context) (*control, *tsp.Tunnel, netip.Addr, e
 // session runs one connection: negotiate, configure the host, carry data until failure.
 func (c *Client) session(ctx context.Context) error {
 	c.cfg.OnState(Status{State: "connecting", Gateway: c.cfg.Gateway})
-	ctl, offer, local, err := c.dial(ctx)
+	ctl, offer, local, err := c.dial(ctx, nil)
 	if err != nil {
 		return err
 	}
@@ -163,7 +175,8 @@ func (c *Client) session(ctx context.Context) error {
 	defer host.Close()
 	go func() { _ = ts.run() }()
 
-	link, kind, err := c.startData(ctx, ctl, offer, local, ts)
+	roamed := make(chan struct{}, 1)
+	link, kind, err := c.startData(ctx, ctl, offer, local, ts, roamed)
 	if err != nil {
 		return err
 	}
@@ -172,7 +185,7 @@ func (c *Client) session(ctx context.Context) error {
 	c.log.Info().Str("lease_v4", offer.Client.IPv4.String()).Str("transport", kind).
 		Str("device", c.cfg.Device).Strs("routes", prefixStrings(routes)).Msg("tunnel up")
 	c.cfg.OnState(c.status(offer, kind, routes))
-	return c.maintain(ctx, ctl, offer, link, kind, ts)
+	return c.maintain(ctx, ctl, offer, link, kind, ts, roamed)
 }
 
 // setupInside creates the TUN device with the lease and the routes.
@@ -214,7 +227,7 @@ func (c *Client) setupInside(offer *tsp.Tunnel, mtu int) (*hostnet.Host, *tunSid
 
 // startData brings the data channel up (before accepting the offer, so the accept names the
 // transport that works) and sends the accept.
-func (c *Client) startData(ctx context.Context, ctl *control, offer *tsp.Tunnel, local netip.Addr, ts *tunSide) (tunnel.Link, string, error) {
+func (c *Client) startData(ctx context.Context, ctl *control, offer *tsp.Tunnel, local netip.Addr, ts *tunSide, roamed chan<- struct{}) (tunnel.Link, string, error) {
 	if offer.Type == tsp.TypeV4V6 {
 		link, err := plain.Dial(local, offer.Server.IPv6, ts)
 		if err != nil {
@@ -232,7 +245,7 @@ func (c *Client) startData(ctx context.Context, ctl *control, offer *tsp.Tunnel,
 	}
 	var dtlsErr error
 	if offered(tsp.TypeV4DTLSV6) && c.cfg.Transport != TransportTLS {
-		link, err := c.dialDTLS(ctx, offer, local, ts)
+		link, err := c.dialDTLS(ctx, offer, local, ts, roamed)
 		if err == nil {
 			return link, tunnel.DTLS, c.accept(ctl, tsp.TypeV4DTLSV6)
 		}
@@ -258,7 +271,7 @@ func (c *Client) startData(ctx context.Context, ctl *control, offer *tsp.Tunnel,
 
 // dialDTLS runs the DTLS handshake to the gateway's UDP port, bound to the TSP session by the
 // offer's token.
-func (c *Client) dialDTLS(ctx context.Context, offer *tsp.Tunnel, local netip.Addr, ts *tunSide) (*dtls.ClientLink, error) {
+func (c *Client) dialDTLS(ctx context.Context, offer *tsp.Tunnel, local netip.Addr, ts *tunSide, roamed chan<- struct{}) (*dtls.ClientLink, error) {
 	server := netip.AddrPortFrom(offer.Server.IPv6, offer.Data.Port)
 	uc, err := listenUDP(local)
 	if err != nil {
@@ -275,7 +288,7 @@ func (c *Client) dialDTLS(ctx context.Context, offer *tsp.Tunnel, local netip.Ad
 	if err != nil {
 		return nil, err
 	}
-	go c.roam(ctx, link, rc, server)
+	go c.roam(ctx, link, rc, server, roamed)
 	return link, nil
 }
 
@@ -298,28 +311,28 @@ func (c *Client) onControl(ctl *control, msg []byte) {
 
 // maintain renews the lease before its lifetime ends and watches the data link and the
 // control connection until one of them fails.
-func (c *Client) maintain(ctx context.Context, ctl *control, offer *tsp.Tunnel, link tunnel.Link, kind string, ts *tunSide) error {
-	failed := make(chan error, 2)
-	if kind != tunnel.TLS {
-		go func() {
-			for {
-				msg, err := ctl.next()
-				if err != nil {
-					failed <- fmt.Errorf("control connection: %w", err)
-					return
-				}
-				ctl.msgs <- msg
-			}
-		}()
+func (c *Client) maintain(ctx context.Context, ctl *control, offer *tsp.Tunnel, link tunnel.Link, kind string, ts *tunSide, roamed <-chan struct{}) error {
+	type ctlErr struct {
+		ctl *control
+		err error
 	}
-	if d, ok := link.(interface{ Done() <-chan struct{} }); ok {
-		go func() {
-			select {
-			case <-d.Done():
-				failed <- errors.New("data link closed")
-			case <-ctx.Done():
+	ctlFailed := make(chan ctlErr, 4)
+	readControl := func(ctl *control) {
+		for {
+			msg, err := ctl.next()
+			if err != nil {
+				ctlFailed <- ctlErr{ctl, err}
+				return
 			}
-		}()
+			ctl.msgs <- msg
+		}
+	}
+	if kind != tunnel.TLS {
+		go readControl(ctl)
+	}
+	linkDone := make(<-chan struct{}) // never closes for links without Done (plain)
+	if d, ok := link.(interface{ Done() <-chan struct{} }); ok {
+		linkDone = d.Done()
 	}
 	lease := offer.Client.IPv4
 	life := time.Duration(offer.Lifetime) * time.Second
@@ -331,18 +344,59 @@ func (c *Client) maintain(ctx context.Context, ctl *control, offer *tsp.Tunnel, 
 	}
 	ka := time.NewTicker(interval)
 	defer ka.Stop()
+	defer func() { ctl.conn.Close() }()
+	// resume moves the session to a new control connection from the current address (after a
+	// roam, or when the old connection died while DTLS carries on).
+	resume := func(why string) error {
+		nctl, o, _, err := c.dial(ctx, offer.Data)
+		if err != nil {
+			return fmt.Errorf("resume after %s: %w", why, err)
+		}
+		if o.Client.IPv4 != lease {
+			nctl.conn.Close()
+			return fmt.Errorf("resume after %s: offered %s instead of %s", why, o.Client.IPv4, lease)
+		}
+		if err := c.accept(nctl, tsp.TypeV4DTLSV6); err != nil {
+			nctl.conn.Close()
+			return fmt.Errorf("resume after %s: %w", why, err)
+		}
+		ctl.conn.Close()
+		ctl = nctl
+		go readControl(ctl)
+		life = time.Duration(o.Lifetime) * time.Second
+		renew.Reset(life * 2 / 3)
+		c.log.Info().Str("reason", why).Msg("control connection resumed; same session and lease")
+		return nil
+	}
 	var seq uint16
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-linkDone:
+			return errors.New("data link closed")
 		case <-ka.C:
 			seq++
 			if err := ts.keepalive(link, offer.Server.IPv4.As4(), seq, interval, c.cfg.Now()); err != nil {
 				return err
 			}
-		case err := <-failed:
-			return err
+		case <-roamed:
+			// A record from the new address at once: the gateway follows the connection ID.
+			seq++
+			_ = link.WritePackets([][]byte{echoRequest(ts.lease, offer.Server.IPv4.As4(), 0xd57, seq)})
+			if err := resume("roaming"); err != nil {
+				return err
+			}
+		case f := <-ctlFailed:
+			if f.ctl != ctl {
+				continue // a replaced connection
+			}
+			if kind != tunnel.DTLS {
+				return fmt.Errorf("control connection: %w", f.err)
+			}
+			if err := resume("control connection lost: " + f.err.Error()); err != nil {
+				return err
+			}
 		case <-renew.C:
 			replies, err := ctl.m.Renew()
 			if err == nil {

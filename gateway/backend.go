@@ -17,8 +17,9 @@ import (
 // backend is the tsp.Backend of one session: it turns create/accept/delete into lease
 // operations and data-plane changes.
 type backend struct {
-	g *Gateway
-	s *session
+	g   *Gateway
+	s   *session
+	gen uint64 // s.ctlGen when this control connection took s over
 }
 
 var _ tsp.Backend = (*backend)(nil)
@@ -34,6 +35,12 @@ func (b *backend) Create(ctx context.Context, id tsp.Identity, req *tsp.Tunnel) 
 	}
 	if !g.typeAllowed(rule, req.Type) {
 		return nil, statusErr(tsp.StatusUnsupportedTunnelType, fmt.Errorf("tunnel type %s not allowed for %q", req.Type, id.Name))
+	}
+	if req.Data != nil && req.Data.Token != ([tsp.TokenLen]byte{}) {
+		if err := b.resume(id, req.Data.Token); err != nil {
+			return nil, err
+		}
+		s = b.s
 	}
 	endpoint := req.Client.IPv6
 	if req.Type == tsp.TypeV4V6 && endpoint != s.remote.Addr().Unmap() {
@@ -55,6 +62,33 @@ func (b *backend) Create(ctx context.Context, id tsp.Identity, req *tsp.Tunnel) 
 		g.sessions.setToken(s, tok)
 	}
 	return g.offer(req.Type, rule, l, endpoint, tok, s.control == "tls"), nil
+}
+
+// resume lets this control connection take over the earlier session that issued token (a
+// client whose old connection died with its network, while its DTLS data channel roamed):
+// same session, lease and data channel. An unknown token is not an error (the session ended;
+// the create goes on as a new one); a token of another identity is refused.
+func (b *backend) resume(id tsp.Identity, token [tsp.TokenLen]byte) error {
+	g, cur := b.g, b.s
+	old := g.sessions.byTokenGet(token)
+	if old == nil || old == cur {
+		return nil
+	}
+	old.mu.Lock()
+	owner, closed, prevClose := old.identity.Name, old.closed, old.closeCtl
+	old.mu.Unlock()
+	if owner != id.Name || closed {
+		return statusErr(tsp.StatusAuthenticationFailed, fmt.Errorf("data token of session %s does not belong to %q", old.id, id.Name))
+	}
+	g.sessions.adopt(old, cur)
+	old.mu.Lock()
+	b.s, b.gen = old, old.ctlGen
+	old.mu.Unlock()
+	if prevClose != nil {
+		prevClose() // the previous control connection, if it still lingers
+	}
+	old.log.Info().Str("remote", cur.remote.String()).Msg("session resumed on a new control connection")
+	return nil
 }
 
 // lease offers a new lease or renews the session's current one.

@@ -23,12 +23,14 @@ func (g *Gateway) serveStream(ctx context.Context, c net.Conn, tr tsp.Transport,
 		g.refuseSource(s, func(b []byte) { _, _ = c.Write(b) })
 		return
 	}
-	defer g.endSession(s, lease.ReasonClosed)
-	m, err := g.newMachine(s, tr, ext)
+	m, b, err := g.newMachine(s, tr, ext)
 	if err != nil {
 		s.log.Error().Err(err).Msg("cannot start TSP session")
+		g.endSession(s, lease.ReasonClosed)
 		return
 	}
+	// b.s changes when this connection resumes an earlier session (see backend.adopt).
+	defer func() { g.controlEnded(b) }()
 	start := g.now()
 	sp := tsp.NewSplitter(0)
 	buf := make([]byte, 4096)
@@ -39,7 +41,7 @@ func (g *Gateway) serveStream(ctx context.Context, c net.Conn, tr tsp.Transport,
 		for {
 			msg, ok, err := sp.Next()
 			if err != nil {
-				g.sessionFailed(s, tr, start, &tsp.StatusError{Code: tsp.StatusInvalidRequest, Err: err}, established)
+				g.sessionFailed(b.s, tr, start, &tsp.StatusError{Code: tsp.StatusInvalidRequest, Err: err}, established)
 				return
 			}
 			if !ok {
@@ -47,11 +49,11 @@ func (g *Gateway) serveStream(ctx context.Context, c net.Conn, tr tsp.Transport,
 			}
 			replies, serr := m.Step(ctx, msg)
 			if werr := writeReplies(c, replies); werr != nil {
-				s.log.Debug().Err(werr).Msg("write to client failed")
+				b.s.log.Debug().Err(werr).Msg("write to client failed")
 				return
 			}
 			if serr != nil {
-				g.sessionFailed(s, tr, start, serr, established)
+				g.sessionFailed(b.s, tr, start, serr, established)
 				return
 			}
 			if m.State() == tsp.StateClosed {
@@ -64,7 +66,7 @@ func (g *Gateway) serveStream(ctx context.Context, c net.Conn, tr tsp.Transport,
 				g.metrics.ObserveHandshake("tsp-"+tr.String(), "ok", g.now().Sub(start))
 				g.metrics.TSPStatus(tsp.StatusSuccess)
 				if data == tsp.TypeV4TLSV6 {
-					g.runStreamData(ctx, s, &prefixConn{Conn: c, rest: sp.Rest()}, m)
+					g.runStreamData(ctx, b.s, &prefixConn{Conn: c, rest: sp.Rest()}, m)
 					return
 				}
 			}
@@ -72,15 +74,39 @@ func (g *Gateway) serveStream(ctx context.Context, c net.Conn, tr tsp.Transport,
 		if rerr != nil {
 			if !established && !errors.Is(rerr, io.EOF) {
 				g.metrics.ObserveHandshake("tsp-"+tr.String(), "timeout", g.now().Sub(start))
-				s.log.Info().Err(rerr).Str("reason", "read failed before the tunnel was established").Msg("TSP session ended")
+				b.s.log.Info().Err(rerr).Str("reason", "read failed before the tunnel was established").Msg("TSP session ended")
 			}
 			return
 		}
 	}
 }
 
+// controlEnded is called when a TCP/TLS control connection ends. The session ends with it,
+// unless another connection resumed it, or its DTLS data channel is alive: then the session
+// carries on detached (data flows, leases stay) until the data channel ends or the client
+// resumes it on a new connection.
+func (g *Gateway) controlEnded(b *backend) {
+	s := b.s
+	s.mu.Lock()
+	if s.ctlGen != b.gen {
+		s.mu.Unlock()
+		return
+	}
+	dtlsAlive := s.transport == string(tsp.TypeV4DTLSV6) && s.link != nil && !s.closed
+	if dtlsAlive {
+		s.detached, s.closeCtl = true, nil
+	}
+	s.mu.Unlock()
+	if dtlsAlive {
+		s.log.Info().Msg("control connection lost; the DTLS data channel carries on until resumed or idle")
+		return
+	}
+	g.endSession(s, lease.ReasonClosed)
+}
+
 // newMachine builds the TSP server machine for a session on transport tr.
-func (g *Gateway) newMachine(s *session, tr tsp.Transport, ext auth.Identity) (*tsp.Server, error) {
+func (g *Gateway) newMachine(s *session, tr tsp.Transport, ext auth.Identity) (*tsp.Server, *backend, error) {
+	b := &backend{g: g, s: s}
 	cfg := tsp.ServerConfig{
 		Transport:     tr,
 		Tunnels:       g.tunnelTypes(tr),
@@ -88,14 +114,15 @@ func (g *Gateway) newMachine(s *session, tr tsp.Transport, ext auth.Identity) (*
 		Realm:         g.cfg.TSP.Realm,
 		AnonymousName: s.remote.Addr().Unmap().String(),
 		ExternalName:  ext.Name,
-		Backend:       &backend{g: g, s: s},
+		Backend:       b,
 	}
 	if pw := g.passwords.Load(); pw != nil {
 		cfg.Credentials = pw
 	} else {
 		cfg.Credentials = noCredentials{}
 	}
-	return tsp.NewServer(cfg)
+	m, err := tsp.NewServer(cfg)
+	return m, b, err
 }
 
 // tunnelTypes advertised on a control transport.

@@ -173,10 +173,14 @@ func (g *Gateway) unlinkWhenDone(s *session, ts *tep.Session, l tunnel.Link, don
 	if mine {
 		s.link = nil
 	}
+	detached := s.detached
 	s.mu.Unlock()
 	if mine {
 		ts.SetLink(nil)
 		s.log.Info().Str("transport", tunnel.DTLS).Msg("data channel closed")
+		if detached { // nothing left of the session: no control, no data
+			g.endSession(s, lease.ReasonClosed)
+		}
 	}
 }
 

@@ -37,6 +37,8 @@ type session struct {
 	link      tunnel.Link // current data link, if any
 	pending   tunnel.Link // DTLS link bound before accept
 	closed    bool
+	ctlGen    uint64 // bumped when another control connection resumes the session
+	detached  bool   // control channel lost; the DTLS data channel carries on
 }
 
 func newSessionID() string {
@@ -116,6 +118,26 @@ func (t *sessions) remove(s *session) {
 	s.mu.Unlock()
 	if t.byToken[tok] == s {
 		delete(t.byToken, tok)
+	}
+}
+
+// adopt moves the control channel of the fresh session cur onto the earlier session old
+// (resumption by data token): cur leaves the table, old is now counted under cur's source.
+func (t *sessions) adopt(old, cur *session) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.byID, cur.id)
+	old.mu.Lock()
+	prev := old.remote.Addr()
+	old.remote, old.control, old.closeCtl = cur.remote, cur.control, cur.closeCtl
+	if cur.serial != "" {
+		old.serial = cur.serial
+	}
+	old.detached = false
+	old.ctlGen++
+	old.mu.Unlock()
+	if t.perSrc[prev]--; t.perSrc[prev] <= 0 {
+		delete(t.perSrc, prev)
 	}
 }
 

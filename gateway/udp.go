@@ -181,7 +181,7 @@ func (u *udpTSP) session(from netip.AddrPort) *udpSession {
 		u.g.metrics.TSPStatus(tsp.StatusServerTooBusy)
 		return nil
 	}
-	m, err := u.g.newMachine(s, tsp.TransportUDP, auth.Identity{})
+	m, _, err := u.g.newMachine(s, tsp.TransportUDP, auth.Identity{})
 	if err != nil {
 		s.log.Error().Err(err).Msg("cannot start TSP session")
 		u.g.sessions.remove(s)

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -219,6 +221,22 @@ func TestRoaming(t *testing.T) {
 	after := e.mustSession()
 	if after.ID != before.ID {
 		t.Errorf("session ID changed across the roam: %s → %s", before.ID, after.ID)
+	}
+	// The control connection was bound to the removed address: the client moved the session
+	// to a new one from the new address (the gateway logs the resumption).
+	eventually(t, 10*time.Second, "the gateway to log the resumed control connection", func() error {
+		b, err := os.ReadFile(filepath.Join(e.dir, "gateway-1.log"))
+		if err != nil {
+			return err
+		}
+		if !bytes.Contains(b, []byte("session resumed on a new control connection")) {
+			return errors.New("no resumption logged")
+		}
+		return nil
+	})
+	e.checkTraffic(0, 1<<20) // still carrying traffic after the resumption
+	if s := e.mustSession(); s.ID != before.ID {
+		t.Errorf("session ID changed after the resumption: %s → %s", before.ID, s.ID)
 	}
 }
 
