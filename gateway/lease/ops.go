@@ -108,21 +108,9 @@ func (m *Manager) ReleaseIdentity(ctx context.Context, identity string, why Reas
 		if is == nil {
 			return nil
 		}
-		for _, s := range is.sessions {
-			if err := t.checkAddr(s.Addr); err != nil {
-				return err
-			}
-		}
-		for len(is.sessions) > 0 {
-			s := is.sessions[0]
-			was := s.State
-			l := t.release(s)
-			if was == StateActive {
-				t.emit(EventReleased, l, why)
-			}
-			out = append(out, l)
-		}
-		return nil
+		var err error
+		out, err = t.releaseSessions(is, why, out)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("release identity %q: %w", identity, err)
@@ -148,23 +136,13 @@ func (m *Manager) FreeIdentity(ctx context.Context, identity string, why Reason)
 		if is == nil {
 			return nil
 		}
-		for _, s := range is.sessions {
-			if err := t.checkAddr(s.Addr); err != nil {
-				return err
-			}
-		}
 		for _, a := range is.sticky {
 			if err := t.checkAddr(a); err != nil {
 				return err
 			}
 		}
-		for len(is.sessions) > 0 {
-			s := is.sessions[0]
-			was := s.State
-			l := t.release(s)
-			if was == StateActive {
-				t.emit(EventReleased, l, why)
-			}
+		if _, err := t.releaseSessions(is, why, nil); err != nil {
+			return err
 		}
 		for _, a := range is.sticky {
 			sl := m.slots[u32(a)]
@@ -211,6 +189,26 @@ func (m *Manager) Free(ctx context.Context, addr netip.Addr) error {
 		return fmt.Errorf("free %v: %w", addr, err)
 	}
 	return nil
+}
+
+// releaseSessions releases every offered and active lease of an identity, appending them as
+// they are afterwards to out. It touches nothing unless all their addresses are available.
+func (t *tx) releaseSessions(is *identState, why Reason, out []Lease) ([]Lease, error) {
+	for _, s := range is.sessions {
+		if err := t.checkAddr(s.Addr); err != nil {
+			return out, err
+		}
+	}
+	for len(is.sessions) > 0 {
+		s := is.sessions[0]
+		was := s.State
+		l := t.release(s)
+		if was == StateActive {
+			t.emit(EventReleased, l, why)
+		}
+		out = append(out, l)
+	}
+	return out, nil
 }
 
 // sessionSlot returns the offered or active slot of addr owned by session.
