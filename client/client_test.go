@@ -161,6 +161,7 @@ func TestReceivePacketOnlyForTheLease(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ct := tuntest.NewChannelTUN()
 			ts := newTunSide(ct.TUN(), 1400, lease)
+			t.Cleanup(ts.close)
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
@@ -216,6 +217,7 @@ func (f *fakeLink) Close() error {
 func TestTunSideRun(t *testing.T) {
 	ct := tuntest.NewChannelTUN()
 	ts := newTunSide(ct.TUN(), 1400, netip.MustParseAddr("100.64.0.7").As4())
+	t.Cleanup(ts.close)
 	ran := make(chan error, 1)
 	go func() { ran <- ts.run() }()
 	send := func(p []byte) {

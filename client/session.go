@@ -173,6 +173,7 @@ func (c *Client) session(ctx context.Context) error {
 		return err
 	}
 	defer host.Close()
+	defer ts.close()
 	go func() { _ = ts.run() }()
 
 	roamed := make(chan struct{}, 1)

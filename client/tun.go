@@ -23,8 +23,14 @@ type tunSide struct {
 	lease [4]byte
 	link  atomic.Pointer[linkRef]
 
-	wmu  sync.Mutex // guards wbuf
-	wbuf []byte
+	// Packets from the tunnel go through a bounded queue to one writer goroutine that writes
+	// them to the TUN device in batches (the device then coalesces TCP segments). When the
+	// queue is full the newest packet is dropped and counted.
+	queue chan *[]byte
+	bufs  sync.Pool
+	stop  chan struct{}
+	done  chan struct{}
+	once  sync.Once
 
 	dropped atomic.Uint64 // packets not from the gateway's side of the lease, or no link
 	lastRx  atomic.Int64  // unix nanoseconds of the last packet from the tunnel
@@ -32,11 +38,63 @@ type tunSide struct {
 
 type linkRef struct{ l tunnel.Link }
 
-// newTunSide wraps dev for a lease; the keepalive clock starts now.
+// tunQueueLen bounds the packets waiting for the TUN writer; tunBatch is the most written at once.
+const (
+	tunQueueLen = 1024
+	tunBatch    = 64
+)
+
+// newTunSide wraps dev for a lease and starts its writer; the keepalive clock starts now.
+// close stops the writer.
 func newTunSide(dev tun.Device, mtu int, lease [4]byte) *tunSide {
-	t := &tunSide{dev: dev, mtu: mtu, lease: lease, wbuf: make([]byte, tunHeadroom+65535)}
+	t := &tunSide{
+		dev: dev, mtu: mtu, lease: lease,
+		queue: make(chan *[]byte, tunQueueLen), stop: make(chan struct{}), done: make(chan struct{}),
+	}
+	t.bufs.New = func() any { b := make([]byte, tunHeadroom+65535); return &b }
 	t.lastRx.Store(time.Now().UnixNano())
+	go t.routineWriteTUN()
 	return t
+}
+
+// close stops the writer goroutine and waits for it; queued packets are dropped.
+func (t *tunSide) close() {
+	t.once.Do(func() { close(t.stop) })
+	<-t.done
+}
+
+// routineWriteTUN writes queued packets to the TUN device, as many as are waiting at once.
+func (t *tunSide) routineWriteTUN() {
+	defer close(t.done)
+	batch := make([]*[]byte, 0, tunBatch)
+	bufs := make([][]byte, 0, tunBatch)
+	for {
+		select {
+		case <-t.stop:
+			return
+		case b := <-t.queue:
+			batch = append(batch[:0], b)
+		}
+	drain:
+		for len(batch) < tunBatch {
+			select {
+			case b := <-t.queue:
+				batch = append(batch, b)
+			default:
+				break drain
+			}
+		}
+		bufs = bufs[:0]
+		for _, b := range batch {
+			bufs = append(bufs, *b)
+		}
+		if _, err := t.dev.Write(bufs, tunHeadroom); err != nil {
+			t.dropped.Add(uint64(len(bufs)))
+		}
+		for _, b := range batch {
+			t.bufs.Put(b)
+		}
+	}
 }
 
 func (t *tunSide) setLink(l tunnel.Link) {
@@ -55,11 +113,15 @@ func (t *tunSide) ReceivePacket(pkt []byte) {
 		return
 	}
 	t.lastRx.Store(time.Now().UnixNano())
-	t.wmu.Lock()
-	defer t.wmu.Unlock()
-	n := copy(t.wbuf[tunHeadroom:], pkt)
-	if _, err := t.dev.Write([][]byte{t.wbuf[:tunHeadroom+n]}, tunHeadroom); err != nil {
+	b := t.bufs.Get().(*[]byte)
+	buf := (*b)[:cap(*b)]
+	n := copy(buf[tunHeadroom:], pkt)
+	*b = buf[:tunHeadroom+n]
+	select {
+	case t.queue <- b:
+	default:
 		t.dropped.Add(1)
+		t.bufs.Put(b)
 	}
 }
 
