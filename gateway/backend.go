@@ -43,8 +43,11 @@ func (b *backend) Create(ctx context.Context, id tsp.Identity, req *tsp.Tunnel) 
 		s = b.s
 	}
 	endpoint := req.Client.IPv6
-	if req.Type == tsp.TypeV4V6 && endpoint != s.remote.Addr().Unmap() {
-		return nil, statusErr(tsp.StatusInvalidIPv6, fmt.Errorf("client endpoint %s is not the source %s", endpoint, s.remote.Addr()))
+	s.mu.Lock()
+	source := s.remote.Addr().Unmap()
+	s.mu.Unlock()
+	if req.Type == tsp.TypeV4V6 && endpoint != source {
+		return nil, statusErr(tsp.StatusInvalidIPv6, fmt.Errorf("client endpoint %s is not the source %s", endpoint, source))
 	}
 	l, err := b.lease(ctx, id, rule, req.Type, endpoint)
 	if err != nil {
@@ -56,12 +59,12 @@ func (b *backend) Create(ctx context.Context, id tsp.Identity, req *tsp.Tunnel) 
 	if fresh {
 		_, _ = rand.Read(s.token[:])
 	}
-	tok := s.token
+	tok, overTLS := s.token, s.control == "tls"
 	s.mu.Unlock()
 	if fresh { // not under s.mu: the table's lock is always taken first
 		g.sessions.setToken(s, tok)
 	}
-	return g.offer(req.Type, rule, l, endpoint, tok, s.control == "tls"), nil
+	return g.offer(req.Type, rule, l, endpoint, tok, overTLS), nil
 }
 
 // resume lets this control connection take over the earlier session that issued token (a
