@@ -64,6 +64,7 @@ func startGateway(tb testing.TB, mutate func(*config.Config)) *testGW {
 	}
 	ca.Close()
 	baseline := runtime.NumGoroutine()
+	fdBaseline := openFDs(tb)
 	tt := tuntest.NewChannelTUN()
 	g, err := gateway.New(cfg, zerolog.Nop(), gateway.Options{Version: "test", Device: tt.TUN()})
 	if err != nil {
@@ -104,6 +105,7 @@ func startGateway(tb testing.TB, mutate func(*config.Config)) *testGW {
 			tb.Errorf("Close: %v", err)
 		}
 		checkGoroutines(tb, baseline)
+		checkFDs(tb, fdBaseline)
 	})
 	select {
 	case <-g.Ready():
@@ -123,6 +125,30 @@ func startGateway(tb testing.TB, mutate func(*config.Config)) *testGW {
 		gw.udp = udps[0].(*net.UDPAddr)
 	}
 	return gw
+}
+
+// openFDs counts this process's open file descriptors.
+func openFDs(tb testing.TB) int {
+	tb.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		tb.Skipf("no /proc/self/fd: %v", err)
+	}
+	return len(ents)
+}
+
+// checkFDs fails the test when the gateway left file descriptors open (sockets, the TUN
+// device, store files) after it stopped.
+func checkFDs(tb testing.TB, baseline int) {
+	tb.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for n := openFDs(tb); n > baseline; n = openFDs(tb) {
+		if time.Now().After(deadline) {
+			tb.Errorf("%d file descriptors open after the gateway stopped, %d before it started", n, baseline)
+			return
+		}
+		<-time.After(10 * time.Millisecond)
+	}
 }
 
 // checkGoroutines fails the test when more goroutines than baseline are still running a
