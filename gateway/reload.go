@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"fmt"
+	"net/netip"
 	"reflect"
 
 	"github.com/dstmgw/dstm/auth"
@@ -32,7 +33,14 @@ func (g *Gateway) Reload(next config.Config) ([]string, error) {
 		if err := g.leases.AddPool(p); err != nil {
 			return nil, fmt.Errorf("add pool %s: %w", p.Name, err)
 		}
-		for _, pr := range p.Prefixes {
+		if g.host == nil { // Options.Device: the gateway does not touch the host
+			continue
+		}
+		routes := append([]netip.Prefix(nil), p.Prefixes...)
+		for _, r := range p.Ranges {
+			routes = append(routes, rangePrefixes(r.First, r.Last)...)
+		}
+		for _, pr := range routes {
 			if err := g.host.AddRoute(g.tunName, pr); err != nil {
 				return nil, fmt.Errorf("route pool %s: %w", p.Name, err)
 			}

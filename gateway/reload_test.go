@@ -1,0 +1,63 @@
+package gateway_test
+
+import (
+	"net/netip"
+	"slices"
+	"testing"
+
+	"github.com/dstmgw/dstm/auth"
+	"github.com/dstmgw/dstm/gateway/config"
+	"github.com/dstmgw/dstm/tsp"
+)
+
+func TestReload(t *testing.T) {
+	gw := startGateway(t, nil)
+	ctx := testCtx(t)
+
+	next := gw.cfg
+	next.Pools = append(slices.Clone(gw.cfg.Pools), config.Pool{Name: "extra", Prefixes: []netip.Prefix{netip.MustParsePrefix("10.77.0.0/24")}})
+	next.Policy = auth.PolicyConfig{Unknown: auth.UnknownRefuse}
+	next.TEP.MTU = 1300
+	restart, err := gw.g.Reload(next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(restart, "tep") || len(restart) != 1 {
+		t.Fatalf("restart needed = %v, want [tep]", restart)
+	}
+	st, err := gw.admin.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, p := range st.Pools {
+		names = append(names, p.Name)
+	}
+	if !slices.Contains(names, "extra") {
+		t.Fatalf("pools after reload: %v", names)
+	}
+	// The new policy refuses unknown identities: an ANONYMOUS create now gets 300.
+	c := gw.dialTCP(t)
+	defer c.Close()
+	m := anonymousClient(t, tsp.TransportTCP, tsp.TypeV4DTLSV6, tsp.TypeV4DTLSV6)
+	if _, err := streamSession(c, m); err == nil {
+		t.Fatal("session accepted under a policy that refuses unknown identities")
+	}
+
+	// A broken policy is refused as a whole and changes nothing.
+	bad := next
+	bad.Policy = auth.PolicyConfig{Unknown: "sometimes"}
+	if _, err := gw.g.Reload(bad); err == nil {
+		t.Fatal("invalid policy accepted")
+	}
+	// Removing a pool needs a restart and is not applied.
+	fewer := next
+	fewer.Pools = gw.cfg.Pools[:1]
+	restart, err = gw.g.Reload(fewer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(restart) == 0 || restart[0] != "pools (only additions at the end reload)" {
+		t.Fatalf("restart needed = %v", restart)
+	}
+}
