@@ -272,17 +272,6 @@ func TestTunSideRun(t *testing.T) {
 	}
 }
 
-func TestPrefixConnReplaysRest(t *testing.T) {
-	pc := &prefixConn{rest: []byte("abc")}
-	b := make([]byte, 2)
-	if n, err := pc.Read(b); n != 2 || err != nil || string(b) != "ab" {
-		t.Fatalf("first read %q %v", b[:n], err)
-	}
-	if n, err := pc.Read(b); n != 1 || err != nil || string(b[:n]) != "c" {
-		t.Fatalf("second read %q %v", b[:n], err)
-	}
-}
-
 func TestPrefixStrings(t *testing.T) {
 	got := prefixStrings([]netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("100.64.0.1/32")})
 	if len(got) != 2 || got[0] != "10.0.0.0/8" || got[1] != "100.64.0.1/32" {

@@ -1,10 +1,12 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -260,7 +262,8 @@ func (c *Client) startData(ctx context.Context, ctl *control, offer *tsp.Tunnel,
 		return nil, "", err
 	}
 	ctl.wmu.Lock()
-	link := stream.New(&prefixConn{Conn: ctl.conn, rest: ctl.sp.Rest()}, ts, stream.Options{
+	rest := ctl.sp.Rest()
+	link := stream.New(stream.ReaderConn(ctl.conn, io.MultiReader(bytes.NewReader(rest), ctl.conn)), ts, stream.Options{
 		MTU: int(offer.MTU), Logger: c.log, KeepaliveInterval: 15 * time.Second,
 		Control: func(msg []byte) { c.onControl(ctl, msg) },
 	})
@@ -452,21 +455,6 @@ func prefixStrings(ps []netip.Prefix) []string {
 		out[i] = p.String()
 	}
 	return out
-}
-
-// prefixConn replays bytes already read from the connection before reading more.
-type prefixConn struct {
-	net.Conn
-	rest []byte
-}
-
-func (p *prefixConn) Read(b []byte) (int, error) {
-	if len(p.rest) > 0 {
-		n := copy(b, p.rest)
-		p.rest = p.rest[n:]
-		return n, nil
-	}
-	return p.Conn.Read(b)
 }
 
 // udpBuffer is the kernel buffer size of the client's DTLS socket: the default (~208 KiB)

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/dstmgw/dstm/auth"
 	"github.com/dstmgw/dstm/gateway/lease"
+	"github.com/dstmgw/dstm/gateway/tunnel/stream"
 	"github.com/dstmgw/dstm/tsp"
 	"github.com/dstmgw/dstm/tsp/sasl"
 )
@@ -66,7 +68,7 @@ func (g *Gateway) serveStream(ctx context.Context, c net.Conn, tr tsp.Transport,
 				g.metrics.ObserveHandshake("tsp-"+tr.String(), "ok", g.now().Sub(start))
 				g.metrics.TSPStatus(tsp.StatusSuccess)
 				if data == tsp.TypeV4TLSV6 {
-					g.runStreamData(ctx, b.s, &prefixConn{Conn: c, rest: sp.Rest()}, m)
+					g.runStreamData(ctx, b.s, replayConn(c, sp.Rest()), m)
 					return
 				}
 			}
@@ -235,3 +237,8 @@ type noCredentials struct{}
 func (noCredentials) VerifyPlain(string, string) bool { return false }
 
 func (noCredentials) DigestHA1(string, string) ([16]byte, bool) { return [16]byte{}, false }
+
+// replayConn returns c with the bytes already read from it (rest) served first.
+func replayConn(c net.Conn, rest []byte) net.Conn {
+	return stream.ReaderConn(c, io.MultiReader(bytes.NewReader(rest), c))
+}

@@ -6,12 +6,12 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"time"
 
 	"github.com/dstmgw/dstm/auth"
+	"github.com/dstmgw/dstm/gateway/tunnel/stream"
 	"github.com/dstmgw/dstm/tsp"
 )
 
@@ -71,7 +71,7 @@ func (g *Gateway) handleTCP(ctx context.Context, c net.Conn) {
 		c.Close()
 		return
 	}
-	pc := &peekedConn{Conn: c, r: br}
+	pc := stream.ReaderConn(c, br) // the peeked byte stays in br
 	if first[0] != tlsRecordHandshake {
 		if !g.cfg.Listen.PlainTSP {
 			g.metrics.ObserveHandshake("tsp-tcp", "refused", 0)
@@ -131,29 +131,6 @@ func (g *Gateway) newTLSConfig() *tls.Config {
 			return err
 		},
 	}
-}
-
-// peekedConn is a net.Conn whose first bytes were peeked through a bufio.Reader.
-type peekedConn struct {
-	net.Conn
-	r io.Reader
-}
-
-func (p *peekedConn) Read(b []byte) (int, error) { return p.r.Read(b) }
-
-// prefixConn replays bytes already read from the connection before reading more.
-type prefixConn struct {
-	net.Conn
-	rest []byte
-}
-
-func (p *prefixConn) Read(b []byte) (int, error) {
-	if len(p.rest) > 0 {
-		n := copy(b, p.rest)
-		p.rest = p.rest[n:]
-		return n, nil
-	}
-	return p.Conn.Read(b)
 }
 
 func addrPortOf(a net.Addr) netip.AddrPort {
