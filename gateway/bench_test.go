@@ -75,6 +75,7 @@ func BenchmarkTSPSessionTCP(b *testing.B) {
 	var next atomic.Uint32
 	b.SetParallelism(benchParallelism)
 	b.ResetTimer()
+	cpu := startCPU()
 	b.RunParallel(func(pb *testing.PB) {
 		user := benchUser(int(next.Add(1)-1) % benchClients())
 		for pb.Next() {
@@ -94,6 +95,7 @@ func BenchmarkTSPSessionTCP(b *testing.B) {
 		}
 	})
 	reportSessions(b)
+	cpu.report(b, "sessions/cpu-s")
 }
 
 // BenchmarkTSPSessionUDP measures complete plain TSP sessions over UDP with gogoc's header
@@ -104,6 +106,7 @@ func BenchmarkTSPSessionUDP(b *testing.B) {
 	var next, sessions atomic.Uint32
 	b.SetParallelism(benchParallelism)
 	b.ResetTimer()
+	cpu := startCPU()
 	b.RunParallel(func(pb *testing.PB) {
 		user := benchUser(int(next.Add(1)-1) % benchClients())
 		for pb.Next() {
@@ -126,6 +129,7 @@ func BenchmarkTSPSessionUDP(b *testing.B) {
 		}
 	})
 	reportSessions(b)
+	cpu.report(b, "sessions/cpu-s")
 }
 
 // BenchmarkTSPSSLSession measures complete TSP-SSL sessions: a full TLS 1.3 mutual handshake
@@ -144,6 +148,7 @@ func BenchmarkTSPSSLSession(b *testing.B) {
 	var next atomic.Uint32
 	b.SetParallelism(benchParallelism)
 	b.ResetTimer()
+	cpu := startCPU()
 	b.RunParallel(func(pb *testing.PB) {
 		cfg := cfgs[int(next.Add(1)-1)%n]
 		d := tls.Dialer{Config: cfg, NetDialer: &net.Dialer{Timeout: waitTimeout}}
@@ -155,6 +160,7 @@ func BenchmarkTSPSSLSession(b *testing.B) {
 		}
 	})
 	reportSessions(b)
+	cpu.report(b, "sessions/cpu-s")
 }
 
 func tlsSession(b *testing.B, d tls.Dialer, addr string) error {

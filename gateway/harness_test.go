@@ -295,7 +295,7 @@ func udpSession(c net.Conn, m *tsp.Client) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	buf := make([]byte, 65536)
+	buf := make([]byte, 8192) // a TSP datagram is at most a few kilobytes
 	for n := 0; ; n++ {
 		if len(replies) != 1 {
 			return n, fmt.Errorf("client produced %d messages for one datagram", len(replies))

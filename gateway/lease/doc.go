@@ -50,7 +50,7 @@
 // the identity index is a hint written without compare. The Manager plans
 // an operation under its lock, marks the keys it touches busy, commits
 // without the lock (so concurrent operations coalesce in the store, e.g.
-// bbolt's DB.Batch: one fsync for many allocations), then publishes events
+// boltstore group-commits: one fsync for many allocations), then publishes events
 // or undoes the cache change. A conflict (another gateway claimed the
 // address) refreshes the cache from the store's record and Offer retries.
 // Implementations: NewMemStore here, boltstore.OpenBolt (embedded

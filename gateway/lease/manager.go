@@ -22,18 +22,20 @@ type Manager struct {
 	events hub
 	txPool sync.Pool // of *tx
 
-	mu        sync.Mutex
-	cond      *sync.Cond
-	pools     map[string]*pool
-	poolOrder []*pool
-	spans     []poolSpan // every pool address range, sorted
-	slots     map[uint32]*slot
-	idents    map[string]*identState
-	reserved  map[uint32]string // keyed by u32(addr)
-	expiry    expiryHeap
-	busyAddr  map[uint32]struct{}
-	busyIdent map[string]struct{}
-	orphans   map[netip.Addr]Record // records outside every pool (pool removed)
+	mu         sync.Mutex
+	cond       *sync.Cond // operations waiting for any commit (anyWaiters of them)
+	pools      map[string]*pool
+	poolOrder  []*pool
+	spans      []poolSpan // every pool address range, sorted
+	slots      map[uint32]*slot
+	idents     map[string]*identState
+	reserved   map[uint32]string // keyed by u32(addr)
+	expiry     expiryHeap
+	busyAddr   map[uint32]*waitQ // keys being committed; the queue (nil: none) of those waiting
+	busyIdent  map[string]*waitQ
+	waitQs     []*waitQ // idle queues for reuse
+	anyWaiters int
+	orphans    map[netip.Addr]Record // records outside every pool (pool removed)
 }
 
 // New validates cfg (pools must not overlap, every reservation must lie in
@@ -49,8 +51,8 @@ func New(cfg Config, store Store) (*Manager, error) {
 		slots:     make(map[uint32]*slot),
 		idents:    make(map[string]*identState),
 		reserved:  make(map[uint32]string),
-		busyAddr:  make(map[uint32]struct{}),
-		busyIdent: make(map[string]struct{}),
+		busyAddr:  make(map[uint32]*waitQ),
+		busyIdent: make(map[string]*waitQ),
 		orphans:   make(map[netip.Addr]Record),
 	}
 	m.cond = sync.NewCond(&m.mu)

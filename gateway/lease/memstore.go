@@ -10,15 +10,29 @@ import (
 
 // memStore is a Store kept in memory, for tests and for gateways that need
 // no persistence. It honours the whole Store contract except durability.
+//
+// Records live in fixed-size chunks indexed through a pointer-free map, so
+// a new lease costs no allocation of its own (one per chunk), growing never
+// copies records, and the garbage collector scans a few large arrays
+// instead of one object per lease.
 type memStore struct {
 	mu     sync.Mutex
-	leases map[uint32]*Record // keyed by u32(addr): IPv4 only
+	chunks []*[memChunk]Record // a deleted record's slot is zeroed and listed in free
+	used   uint32              // slots handed out so far (free ones included)
+	free   []uint32            // unused slots
+	byAddr map[uint32]uint32   // u32(addr) -> slot (IPv4 only)
 	index  map[string][]netip.Addr
 }
 
+// memChunk is the number of records per chunk.
+const memChunk = 1024
+
+// rec returns the record in slot i.
+func (s *memStore) rec(i uint32) *Record { return &s.chunks[i/memChunk][i%memChunk] }
+
 // NewMemStore returns an empty in-memory Store.
 func NewMemStore() Store {
-	return &memStore{leases: make(map[uint32]*Record), index: make(map[string][]netip.Addr)}
+	return &memStore{byAddr: make(map[uint32]uint32), index: make(map[string][]netip.Addr)}
 }
 
 func (s *memStore) Load(ctx context.Context) (Snapshot, error) {
@@ -27,9 +41,9 @@ func (s *memStore) Load(ctx context.Context) (Snapshot, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	snap := Snapshot{Leases: make([]Record, 0, len(s.leases)), Index: make(map[string][]netip.Addr, len(s.index))}
-	for _, r := range s.leases {
-		snap.Leases = append(snap.Leases, *r)
+	snap := Snapshot{Leases: make([]Record, 0, len(s.byAddr)), Index: make(map[string][]netip.Addr, len(s.index))}
+	for _, i := range s.byAddr {
+		snap.Leases = append(snap.Leases, *s.rec(i))
 	}
 	for id, addrs := range s.index {
 		snap.Index[id] = slices.Clone(addrs)
@@ -48,36 +62,59 @@ func (s *memStore) Commit(ctx context.Context, txn Txn) error {
 			return fmt.Errorf("lease: memory store: %v is not an IPv4 address", c.Addr)
 		}
 		var have uint64
-		cur := s.leases[u32(c.Addr)]
-		if cur != nil {
-			have = cur.Version
+		i, ok := s.byAddr[u32(c.Addr)]
+		if ok {
+			have = s.rec(i).Version
 		}
 		if have != c.Prev {
 			e := &ConflictError{Addr: c.Addr, Expected: c.Prev}
-			if cur != nil {
-				r := *cur
+			if ok {
+				r := *s.rec(i)
 				e.Current = &r
 			}
 			return e
 		}
 	}
 	for _, c := range txn.Leases {
-		if c.Lease == nil {
-			delete(s.leases, u32(c.Addr))
-			continue
+		k := u32(c.Addr)
+		i, ok := s.byAddr[k]
+		switch {
+		case c.Lease == nil && ok:
+			*s.rec(i) = Record{}
+			s.free = append(s.free, i)
+			delete(s.byAddr, k)
+		case c.Lease == nil:
+		case ok:
+			*s.rec(i) = Record{Lease: *c.Lease, Version: c.Prev + 1}
+		default:
+			s.byAddr[k] = s.slotLocked(Record{Lease: *c.Lease, Version: c.Prev + 1})
 		}
-		if r := s.leases[u32(c.Addr)]; r != nil {
-			*r = Record{Lease: *c.Lease, Version: c.Prev + 1}
-			continue
-		}
-		s.leases[u32(c.Addr)] = &Record{Lease: *c.Lease, Version: c.Prev + 1}
 	}
 	for _, c := range txn.Index {
 		if len(c.Addrs) == 0 {
 			delete(s.index, c.Identity)
 			continue
 		}
-		s.index[c.Identity] = slices.Clone(c.Addrs)
+		// The Manager never changes an index list in place once it is
+		// committed (IndexChange), so the list is kept, not copied.
+		s.index[c.Identity] = c.Addrs
 	}
 	return nil
+}
+
+// slotLocked stores r in a free slot and returns the slot.
+func (s *memStore) slotLocked(r Record) uint32 {
+	var i uint32
+	if n := len(s.free); n > 0 {
+		i = s.free[n-1]
+		s.free = s.free[:n-1]
+	} else {
+		if s.used%memChunk == 0 {
+			s.chunks = append(s.chunks, new([memChunk]Record))
+		}
+		i = s.used
+		s.used++
+	}
+	*s.rec(i) = r
+	return i
 }

@@ -145,6 +145,7 @@ func (t *tx) pick(p *pool, id string, is *identState) (netip.Addr, bool, error) 
 	}
 	if p.freeSticky.n+p.held.n > 0 {
 		// Everything left is being committed by others: wait for them.
+		t.wait = waitFor{kind: waitAny}
 		return netip.Addr{}, false, errWait
 	}
 	return netip.Addr{}, false, fmt.Errorf("%w: %q", ErrPoolExhausted, p.name)
@@ -229,5 +230,6 @@ func (t *tx) pickClean(p *pool) (netip.Addr, bool, error) {
 		c = v + 1
 	}
 	// Every clean address left is in flight: wait for those commits.
+	t.wait = waitFor{kind: waitAny}
 	return netip.Addr{}, false, errWait
 }

@@ -150,7 +150,8 @@ func (m *Manager) attachLocked(p *pool, s *slot) {
 		p.freeSticky.pushBack(s)
 		return
 	case StateOffered, StateActive:
-		m.identLocked(s.Identity).sessions = append(m.identLocked(s.Identity).sessions, s)
+		is := m.identLocked(s.Identity)
+		is.sessions = append(is.sessions, s)
 		if s.State == StateOffered {
 			p.offered++
 		} else {
@@ -193,8 +194,16 @@ func (m *Manager) valueLocked(p *pool, a netip.Addr) (Lease, uint64) {
 // keeping every index consistent. A free lease with no identity means the
 // address has no slot (clean, or reserved and free).
 func (m *Manager) setLocked(p *pool, a netip.Addr, nv Lease, ver uint64) {
-	_, reserved := m.reserved[u32(a)]
-	s := m.slots[u32(a)]
+	m.setSlotLocked(p, a, m.slots[u32(a)], nv, ver)
+}
+
+// setSlotLocked is setLocked for a caller that has looked up the slot of a
+// already (s: m.slots[u32(a)], nil when there is none).
+func (m *Manager) setSlotLocked(p *pool, a netip.Addr, s *slot, nv Lease, ver uint64) {
+	reserved := false
+	if len(m.reserved) > 0 {
+		_, reserved = m.reserved[u32(a)]
+	}
 	if s != nil {
 		m.detachLocked(p, s)
 	} else if !reserved {

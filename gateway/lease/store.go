@@ -27,9 +27,10 @@ import (
 //   - A Commit that returned nil is durable: it survives a crash of the
 //     process (kill -9) once Commit has returned.
 //   - Commit may be called from many goroutines at once; implementations
-//     are expected to coalesce concurrent commits (bbolt: DB.Batch).
-//   - Commit must not keep txn, its slices or its Lease pointers after it
-//     returns (the Manager reuses them).
+//     are expected to coalesce concurrent commits (boltstore: group commit).
+//   - Commit must not keep txn, its Leases slice or its Lease pointers
+//     after it returns (the Manager reuses them); IndexChange.Addrs lists
+//     may be kept (see IndexChange).
 type Store interface {
 	// Load returns every lease record and the identity index.
 	Load(ctx context.Context) (Snapshot, error)
@@ -59,7 +60,9 @@ type Change struct {
 }
 
 // IndexChange replaces the identity index entry of one identity; an empty
-// Addrs deletes it.
+// Addrs deletes it. The Manager never modifies an Addrs slice after
+// passing it to Commit (index lists are replaced, not edited), so a store
+// may keep it instead of copying it.
 type IndexChange struct {
 	Identity string
 	Addrs    []netip.Addr

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"slices"
+	"sync"
 )
 
 // errWait tells run that a key the plan needs is being committed by
@@ -28,6 +29,33 @@ type tx struct {
 	// allows: Commit must not keep the Txn after it returns.
 	leaseBuf [4]Lease
 	nLease   int
+	// wait says what the plan found busy when it returned errWait.
+	wait waitFor
+}
+
+// waitFor names what an operation waits for after errWait: one address,
+// one identity, or (any) the next commit of any operation.
+type waitFor struct {
+	kind  waitKind
+	addr  uint32
+	ident string
+}
+
+type waitKind uint8
+
+const (
+	waitAny waitKind = iota
+	waitAddr
+	waitIdent
+)
+
+// waitQ is the queue of operations waiting for one busy key. Only the
+// operations waiting on a key are woken when it is released, so a commit
+// does not wake every waiting planner (a thundering herd when many
+// clients reconnect at once).
+type waitQ struct {
+	cond sync.Cond
+	n    int
 }
 
 // newLease returns storage for one Change.Lease.
@@ -55,6 +83,7 @@ func (t *tx) reset(m *Manager) {
 	t.txn.Leases, t.txn.Index = t.txn.Leases[:0], t.txn.Index[:0]
 	t.leaseBuf = [4]Lease{}
 	t.nLease = 0
+	t.wait = waitFor{}
 }
 
 type undoAddr struct {
@@ -71,12 +100,8 @@ type undoIdent struct {
 
 // checkAddr returns errWait if another tx holds address a.
 func (t *tx) checkAddr(a netip.Addr) error {
-	for _, u := range t.addrs {
-		if u.a == a {
-			return nil
-		}
-	}
-	if _, busy := t.m.busyAddr[u32(a)]; busy {
+	if t.addrBusy(a) {
+		t.wait = waitFor{kind: waitAddr, addr: u32(a)}
 		return errWait
 	}
 	return nil
@@ -89,9 +114,10 @@ func (t *tx) lockIdent(id string) error {
 		}
 	}
 	if _, busy := t.m.busyIdent[id]; busy {
+		t.wait = waitFor{kind: waitIdent, ident: id}
 		return errWait
 	}
-	t.m.busyIdent[id] = struct{}{}
+	t.m.busyIdent[id] = nil
 	var old []netip.Addr
 	if is := t.m.idents[id]; is != nil {
 		old = is.sticky // never changed in place: no copy needed
@@ -100,8 +126,15 @@ func (t *tx) lockIdent(id string) error {
 	return nil
 }
 
+// addrBusy reports whether another tx holds address a.
 func (t *tx) addrBusy(a netip.Addr) bool {
-	return t.checkAddr(a) != nil
+	for _, u := range t.addrs {
+		if u.a == a {
+			return false
+		}
+	}
+	_, busy := t.m.busyAddr[u32(a)]
+	return busy
 }
 
 func (t *tx) identBusy(id string) bool {
@@ -118,7 +151,11 @@ func (t *tx) identBusy(id string) bool {
 // change. The caller must have checked that a is not busy.
 func (t *tx) set(p *pool, a netip.Addr, nv Lease) {
 	m := t.m
-	old, ver := m.valueLocked(p, a)
+	sl := m.slots[u32(a)]
+	old, ver := Lease{Addr: a, Pool: p.name}, uint64(0)
+	if sl != nil {
+		old, ver = sl.Lease, sl.version
+	}
 	first := true
 	for _, u := range t.addrs {
 		if u.a == a {
@@ -126,12 +163,12 @@ func (t *tx) set(p *pool, a netip.Addr, nv Lease) {
 		}
 	}
 	if first {
-		m.busyAddr[u32(a)] = struct{}{}
+		m.busyAddr[u32(a)] = nil
 		t.addrs = append(t.addrs, undoAddr{p: p, a: a, old: old, ver: ver})
 	}
 	i, seen := t.change(a)
 	if !seen && !hasRecord(old.State) && !hasRecord(nv.State) {
-		m.setLocked(p, a, nv, 0)
+		m.setSlotLocked(p, a, sl, nv, 0)
 		return
 	}
 	if !seen {
@@ -149,7 +186,7 @@ func (t *tx) set(p *pool, a netip.Addr, nv Lease) {
 		c.Lease = t.newLease(nv)
 		newVer = c.Prev + 1
 	}
-	m.setLocked(p, a, nv, newVer)
+	m.setSlotLocked(p, a, sl, nv, newVer)
 }
 
 // change returns the index of a's change in the txn (a handful at most).
@@ -198,16 +235,69 @@ func (t *tx) rollbackLocked() {
 	t.releaseLocked()
 }
 
-// releaseLocked frees the keys and wakes waiting planners.
+// releaseLocked frees the keys and wakes the planners waiting for them
+// (and those waiting for any commit).
 func (t *tx) releaseLocked() {
+	m := t.m
 	for _, u := range t.addrs {
-		delete(t.m.busyAddr, u32(u.a))
+		if q := m.busyAddr[u32(u.a)]; q != nil {
+			q.cond.Broadcast()
+		}
+		delete(m.busyAddr, u32(u.a))
 	}
 	for _, u := range t.idents {
-		delete(t.m.busyIdent, u.id)
+		if q := m.busyIdent[u.id]; q != nil {
+			q.cond.Broadcast()
+		}
+		delete(m.busyIdent, u.id)
 	}
 	t.addrs, t.idents = t.addrs[:0], t.idents[:0]
-	t.m.cond.Broadcast()
+	if m.anyWaiters > 0 {
+		m.cond.Broadcast()
+	}
+}
+
+// waitLocked blocks (releasing m.mu) until what w names is released: the
+// busy key's queue, or any commit. Entered and left with m.mu held.
+func (m *Manager) waitLocked(w waitFor) {
+	var q *waitQ
+	switch w.kind {
+	case waitAddr:
+		if q = m.busyAddr[w.addr]; q == nil {
+			q = m.newWaitQ()
+			m.busyAddr[w.addr] = q
+		}
+	case waitIdent:
+		if q = m.busyIdent[w.ident]; q == nil {
+			q = m.newWaitQ()
+			m.busyIdent[w.ident] = q
+		}
+	default:
+		m.anyWaiters++
+		m.cond.Wait()
+		m.anyWaiters--
+		return
+	}
+	q.n++
+	q.cond.Wait()
+	// The key may have been released and taken again by another
+	// operation since: q is no longer in the map, only its waiters hold it.
+	if q.n--; q.n == 0 {
+		m.waitQs = append(m.waitQs, q)
+	}
+}
+
+// newWaitQ returns an idle wait queue (recycled: queues are made only
+// when an operation must wait).
+func (m *Manager) newWaitQ() *waitQ {
+	if n := len(m.waitQs); n > 0 {
+		q := m.waitQs[n-1]
+		m.waitQs = m.waitQs[:n-1]
+		return q
+	}
+	q := &waitQ{}
+	q.cond.L = &m.mu
+	return q
 }
 
 // run plans an operation under the lock, commits it to the store without
@@ -224,8 +314,9 @@ func (m *Manager) run(ctx context.Context, plan func(t *tx) error) error {
 		t.reset(m)
 		err := plan(t)
 		if err == errWait {
+			w := t.wait
 			t.rollbackLocked()
-			m.cond.Wait()
+			m.waitLocked(w)
 			continue
 		}
 		if err != nil {

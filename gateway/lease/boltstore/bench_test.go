@@ -13,8 +13,8 @@ import (
 )
 
 // BenchmarkAllocBolt measures offer+accept of new identities persisted in
-// bbolt (fsync on) by 1024 concurrent callers (512 per CPU on the 2-CPU machine) whose commits coalesce in
-// DB.Batch. Figure lease_alloc_bbolt, unit "allocs/s".
+// bbolt (fsync on) by 1024 concurrent callers (512 per CPU on the 2-CPU machine) whose commits are
+// group-committed. Figure lease_alloc_bbolt, unit "allocs/s".
 func BenchmarkAllocBolt(b *testing.B) {
 	s, err := OpenBolt(filepath.Join(b.TempDir(), "bench.db"), BoltOptions{})
 	if err != nil {

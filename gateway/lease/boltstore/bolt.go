@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -37,10 +38,9 @@ var (
 type BoltOptions struct {
 	// Timeout is how long to wait for the file lock (default 1s).
 	Timeout time.Duration
-	// MaxBatchSize and MaxBatchDelay tune commit coalescing (bbolt
-	// defaults 1000 and 10ms when zero).
-	MaxBatchSize  int
-	MaxBatchDelay time.Duration
+	// MaxBatchSize bounds the commits applied in one bbolt transaction
+	// (DefaultMaxBatchSize when zero).
+	MaxBatchSize int
 	// NoSync skips fsync: only for tests and benchmarks of the CPU cost;
 	// a crash may then lose acknowledged commits.
 	NoSync bool
@@ -49,10 +49,44 @@ type BoltOptions struct {
 // DefaultLockTimeout is the lock wait used when BoltOptions.Timeout is 0.
 const DefaultLockTimeout = time.Second
 
+// DefaultMaxBatchSize is the most commits one bbolt transaction applies
+// when BoltOptions.MaxBatchSize is 0.
+const DefaultMaxBatchSize = 1024
+
+// commitQueue is the capacity of the queue in front of the committer. A
+// Commit that finds it full blocks until the committer takes a batch:
+// callers are slowed down, nothing is dropped.
+const commitQueue = 4096
+
+// ErrClosed is returned by Commit after Close.
+var ErrClosed = errors.New("lease store is closed")
+
 // BoltStore is a lease.Store in one bbolt file.
+//
+// Commits are group-committed: one goroutine (the committer) takes every
+// commit queued while the previous bbolt transaction was being written and
+// fsync'd, applies them all in the next transaction and answers each
+// caller. An idle store commits at once (no batching delay, unlike
+// bbolt's DB.Batch and its 10 ms timer); a busy one amortises one fsync
+// over every commit that arrived during the previous one.
 type BoltStore struct {
-	db   *bolt.DB
-	path string
+	db       *bolt.DB
+	path     string
+	maxBatch int
+
+	mu     sync.RWMutex // held for reading while queueing; for writing by Close
+	closed bool
+	reqs   chan *commitReq
+	exited chan struct{} // closed when the committer has returned
+	pool   sync.Pool     // of *commitReq
+}
+
+// commitReq is one queued Commit and, once done is signalled, its result.
+type commitReq struct {
+	txn      lease.Txn
+	conflict *lease.ConflictError
+	err      error
+	done     chan struct{}
 }
 
 var _ lease.Store = (*BoltStore)(nil)
@@ -71,17 +105,17 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 	if err != nil {
 		return nil, openError(path, opts.Timeout, err)
 	}
-	if opts.MaxBatchSize > 0 {
-		db.MaxBatchSize = opts.MaxBatchSize
+	if opts.MaxBatchSize <= 0 {
+		opts.MaxBatchSize = DefaultMaxBatchSize
 	}
-	if opts.MaxBatchDelay > 0 {
-		db.MaxBatchDelay = opts.MaxBatchDelay
-	}
-	s := &BoltStore{db: db, path: path}
+	s := &BoltStore{db: db, path: path, maxBatch: opts.MaxBatchSize,
+		reqs: make(chan *commitReq, commitQueue), exited: make(chan struct{})}
+	s.pool.New = func() any { return &commitReq{done: make(chan struct{}, 1)} }
 	if err := s.init(); err != nil {
 		_ = db.Close()
 		return nil, err
 	}
+	go s.committer()
 	return s, nil
 }
 
@@ -133,8 +167,20 @@ func recoverCorrupt(path string, err *error) {
 // Path returns the file name.
 func (s *BoltStore) Path() string { return s.path }
 
-// Close closes the file and releases its lock.
-func (s *BoltStore) Close() error { return s.db.Close() }
+// Close waits for the commits already queued, then closes the file and
+// releases its lock. Commit returns ErrClosed afterwards.
+func (s *BoltStore) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.reqs)
+	s.mu.Unlock()
+	<-s.exited
+	return s.db.Close()
+}
 
 // Load reads every record and the identity index.
 func (s *BoltStore) Load(ctx context.Context) (snap lease.Snapshot, err error) {
@@ -170,21 +216,27 @@ func (s *BoltStore) Load(ctx context.Context) (snap lease.Snapshot, err error) {
 }
 
 // Commit applies txn atomically (see lease.Store). Concurrent commits are
-// coalesced into one bbolt transaction and one fsync by DB.Batch; a
-// conflicting txn is not applied but does not fail the batch it rode in.
-func (s *BoltStore) Commit(ctx context.Context, txn lease.Txn) (err error) {
+// group-committed into one bbolt transaction and one fsync (see
+// BoltStore); a conflicting txn is not applied but does not fail the
+// others of its transaction. Once queued, a commit is waited for even if
+// ctx ends: it may already be on disk, and the caller must know.
+func (s *BoltStore) Commit(ctx context.Context, txn lease.Txn) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	defer recoverCorrupt(s.path, &err)
-	var conflict *lease.ConflictError
-	err = s.db.Batch(func(tx *bolt.Tx) error {
-		// Batch may run this function more than once: start clean.
-		conflict = nil
-		var err error
-		conflict, err = apply(tx, txn)
-		return err
-	})
+	r := s.pool.Get().(*commitReq)
+	r.txn = txn
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		s.put(r)
+		return fmt.Errorf("lease store %s: commit: %w", s.path, ErrClosed)
+	}
+	s.reqs <- r
+	s.mu.RUnlock()
+	<-r.done
+	conflict, err := r.conflict, r.err
+	s.put(r)
 	if err != nil {
 		return fmt.Errorf("lease store %s: commit: %w", s.path, err)
 	}
@@ -192,6 +244,60 @@ func (s *BoltStore) Commit(ctx context.Context, txn lease.Txn) (err error) {
 		return conflict
 	}
 	return nil
+}
+
+func (s *BoltStore) put(r *commitReq) {
+	r.txn, r.conflict, r.err = lease.Txn{}, nil, nil
+	s.pool.Put(r)
+}
+
+// committer applies queued commits in batches until Close.
+func (s *BoltStore) committer() {
+	defer close(s.exited)
+	batch := make([]*commitReq, 0, s.maxBatch)
+	for r := range s.reqs {
+		batch = append(batch[:0], r)
+	drain:
+		for len(batch) < s.maxBatch {
+			select {
+			case r, ok := <-s.reqs:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		err := s.applyBatch(batch)
+		for _, r := range batch {
+			if err != nil {
+				r.conflict, r.err = nil, err
+			}
+			r.done <- struct{}{}
+		}
+		clear(batch)
+	}
+}
+
+// applyBatch writes every commit of batch in one transaction, recording
+// each one's conflict; an error fails them all (nothing is written).
+func (s *BoltStore) applyBatch(batch []*commitReq) (err error) {
+	defer func() {
+		// bbolt panics on some damaged pages.
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %v", ErrCorrupt, r)
+		}
+	}()
+	return s.db.Update(func(tx *bolt.Tx) error {
+		for _, r := range batch {
+			var err error
+			if r.conflict, err = apply(tx, r.txn); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // apply checks every compare of txn, then writes it; on a failed compare

@@ -3,10 +3,11 @@
 // version, state, identity, session, endpoint, transport, times) and a
 // bucket of identity → addresses.
 //
-// Commits go through bbolt's DB.Batch, so concurrent allocations share one
-// write transaction and one fsync; a compare-and-swap failure of one
-// commit is reported to its caller without failing the others of the
-// batch. An acknowledged commit survives kill -9 (tested by killing a
+// Commits are group-committed by one goroutine: every commit queued while
+// the previous write transaction was being fsync'd goes into the next one,
+// so concurrent allocations share one transaction and one fsync while an
+// idle store commits at once; a compare-and-swap failure of one commit is
+// reported to its caller without failing the others of the batch. An acknowledged commit survives kill -9 (tested by killing a
 // child process mid-allocation). Opening a file locked by another process
 // fails after BoltOptions.Timeout with ErrLocked; a damaged or foreign
 // file fails with ErrCorrupt, naming the path. As in etcd, the freelist
