@@ -73,13 +73,16 @@ func plainMachine(b *testing.B, tr tsp.Transport, user string) *tsp.Client {
 func BenchmarkTSPSessionTCP(b *testing.B) {
 	gw := startGateway(b, benchConfig(b))
 	var next atomic.Uint32
+	// A load generator: no TCP keepalive (four setsockopt calls per connection) on sessions
+	// that last milliseconds.
+	dialer := net.Dialer{Timeout: waitTimeout, KeepAlive: -1}
 	b.SetParallelism(benchParallelism)
 	b.ResetTimer()
 	cpu := startCPU()
 	b.RunParallel(func(pb *testing.PB) {
 		user := benchUser(int(next.Add(1)-1) % benchClients())
 		for pb.Next() {
-			c, err := net.DialTimeout("tcp", gw.tcp, waitTimeout)
+			c, err := dialer.Dial("tcp", gw.tcp)
 			if err != nil {
 				b.Error(err)
 				return

@@ -139,10 +139,12 @@ func (t *TEP) icmpInside(sc *insideScratch, pkt []byte, src netip.Addr, mtu uint
 		return
 	}
 	sc.icmp[0] = out
+	// Counted before the write: the host may see the ICMP error (and read
+	// the counters) before Write returns.
+	t.sent.Add(1)
 	if _, err := t.dev.Write(sc.icmp, tunOffset); err != nil {
+		t.sent.Add(^uint64(0))
 		t.drop(DropTUNError, 1)
-	} else {
-		t.sent.Add(1)
 	}
 	sc.icmp[0] = sc.icmp[0][:cap(sc.icmp[0])]
 }
