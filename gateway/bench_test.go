@@ -112,6 +112,7 @@ func BenchmarkTSPSessionUDP(b *testing.B) {
 	cpu := startCPU()
 	b.RunParallel(func(pb *testing.PB) {
 		user := benchUser(int(next.Add(1)-1) % benchClients())
+		buf := make([]byte, tsp.HeaderLen+tsp.MaxDatagramPayload)
 		for pb.Next() {
 			// Every session from its own loopback address: the gateway keys UDP sessions on
 			// (address, port), and a reused ephemeral port would hit
@@ -123,7 +124,7 @@ func BenchmarkTSPSessionUDP(b *testing.B) {
 			}
 			_ = c.SetDeadline(time.Now().Add(waitTimeout))
 			m := plainMachine(b, tsp.TransportUDP, user)
-			_, err = udpSession(c, m)
+			_, err = udpSessionBuf(c, m, buf)
 			c.Close()
 			if err != nil {
 				b.Errorf("session: %v", err)

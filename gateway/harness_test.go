@@ -291,11 +291,16 @@ const (
 // one datagram per client message and exactly one reply datagram each, retransmitting an
 // unanswered datagram with the same sequence. It returns the number of messages exchanged.
 func udpSession(c net.Conn, m *tsp.Client) (int, error) {
+	return udpSessionBuf(c, m, make([]byte, tsp.HeaderLen+tsp.MaxDatagramPayload))
+}
+
+// udpSessionBuf is udpSession reading into buf (at least tsp.HeaderLen+tsp.MaxDatagramPayload
+// bytes), for a benchmark client that reuses one buffer.
+func udpSessionBuf(c net.Conn, m *tsp.Client, buf []byte) (int, error) {
 	replies, err := m.Start()
 	if err != nil {
 		return 0, err
 	}
-	buf := make([]byte, 8192) // a TSP datagram is at most a few kilobytes
 	for n := 0; ; n++ {
 		if len(replies) != 1 {
 			return n, fmt.Errorf("client produced %d messages for one datagram", len(replies))

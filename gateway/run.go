@@ -8,8 +8,10 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/dstmgw/dstm/gateway/admin"
@@ -209,6 +211,27 @@ func fromU32(v uint32) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
+// tcpListenConfig sets TCP_DEFER_ACCEPT on the TSP port: every protocol on it (TSP, TLS)
+// has the client speak first, so the kernel hands a connection over only once its first
+// bytes are in. That saves each connection a read that would find nothing and a wake-up,
+// and connections that never send anything never reach the gateway's handshake slots.
+// The kernel drops them after about the handshake timeout.
+func (g *Gateway) tcpListenConfig() *net.ListenConfig {
+	secs := max(1, int(g.cfg.TSP.HandshakeTimeout.D()/time.Second))
+	return &net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, secs)
+		}); err != nil {
+			return err
+		}
+		if serr != nil {
+			return fmt.Errorf("TCP_DEFER_ACCEPT: %w", serr)
+		}
+		return nil
+	}}
+}
+
 // listen opens the TCP and UDP sockets of the TSP port on every configured address.
 func (g *Gateway) listen() ([]net.Listener, []*net.UDPConn, error) {
 	var tcps []net.Listener
@@ -225,7 +248,7 @@ func (g *Gateway) listen() ([]net.Listener, []*net.UDPConn, error) {
 		if a.Addr().Is6() && !a.Addr().Is4In6() && !a.Addr().IsUnspecified() {
 			network = "tcp6"
 		}
-		ln, err := net.Listen(network, a.String())
+		ln, err := g.tcpListenConfig().Listen(context.Background(), network, a.String())
 		if err != nil {
 			return fail(fmt.Errorf("listen tcp %s: %w", a, err))
 		}
