@@ -119,3 +119,54 @@ func BenchmarkServerSessionDigestUDP(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "sessions/s")
 }
+
+// parseTunnelInputs are the <tunnel> elements the gateway and the
+// benchmark's client parse per session: gogoc's create request (§3.8, exact
+// bytes), the classic v4v6 offer (§3.9, exact bytes) and an extended offer.
+func parseTunnelInputs(b *testing.B) []struct {
+	name string
+	xml  []byte
+} {
+	return []struct {
+		name string
+		xml  []byte
+	}{
+		{"gogoc-create", mustMarshalB(b, gogocRequest(TypeV4V6, "2001:db8:5572::2"))},
+		{"offer-v4v6", mustMarshalB(b, testOffer(gogocRequest(TypeV4V6, "2001:db8:5572::2")))},
+		{"offer-v4anyv6", mustMarshalB(b, testOffer(gogocRequest(TypeV4AnyV6, "2001:db8:5572::2")))},
+	}
+}
+
+// BenchmarkParseTunnel measures ParseTunnel on a gogoc create request and
+// server offers.
+func BenchmarkParseTunnel(b *testing.B) {
+	for _, in := range parseTunnelInputs(b) {
+		b.Run(in.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(in.xml)))
+			for b.Loop() {
+				if _, err := ParseTunnel(in.xml); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkTunnelMarshal measures Tunnel.Marshal on the same elements.
+func BenchmarkTunnelMarshal(b *testing.B) {
+	for _, in := range parseTunnelInputs(b) {
+		t, err := ParseTunnel(in.xml)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(in.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := t.Marshal(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -161,6 +161,32 @@ func FuzzParseTunnel(f *testing.F) {
 	})
 }
 
+// FuzzParseTunnelDifferential checks the hand-written ParseTunnel against
+// the former encoding/xml implementation (checkAgainstOracle): equal
+// results whenever ParseTunnel accepts, and a deliberate, documented
+// refusal (errXMLUnsupported, outside the core subset) whenever only
+// encoding/xml accepts.
+func FuzzParseTunnelDifferential(f *testing.F) {
+	f.Add([]byte(routerRequest))
+	f.Add([]byte(`<?xml version="1.0"?><tunnel action='accept' x="&lt;&#x41;"><!-- c --></tunnel>`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		checkAgainstOracle(t, b)
+	})
+}
+
+// FuzzParseTunnelDifferentialGen is the structure-aware twin of
+// FuzzParseTunnelDifferential: the fuzz bytes drive tunnelGen, which
+// writes schema-shaped documents (repeated and unknown elements, entities,
+// mixed content), and the result goes through the same differential check.
+func FuzzParseTunnelDifferentialGen(f *testing.F) {
+	f.Add([]byte{})
+	f.Add([]byte("\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f\x10"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		g := &tunnelGen{choose: choicesFrom(b)}
+		checkAgainstOracle(t, []byte(g.document()))
+	})
+}
+
 // FuzzServerStep feeds arbitrary client bytes to TCP and UDP server
 // machines. Messages are separated by 0xFF bytes (never valid TSP) so the
 // fuzzer can build multi-message sessions.
