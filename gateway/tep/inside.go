@@ -155,11 +155,16 @@ func (s *Session) routineWriteOutside() {
 	defer close(s.done)
 	s.log.Debug().Msg("routineWriteOutside started")
 	defer s.log.Debug().Msg("routineWriteOutside stopped")
-	bufs := make([]*outBuf, 0, writeBatch)
-	pkts := make([][]byte, 0, writeBatch)
+	// The batch slices are made with the first packet: many sessions (a client whose data
+	// channel has not come up yet, an idle one) never send any.
+	var bufs []*outBuf
+	var pkts [][]byte
 	for {
 		select {
 		case ob := <-s.queue:
+			if bufs == nil {
+				bufs, pkts = make([]*outBuf, 0, writeBatch), make([][]byte, 0, writeBatch)
+			}
 			bufs = append(bufs, ob)
 		case <-s.stop:
 			return
