@@ -56,15 +56,20 @@ func reportSessions(b *testing.B) {
 }
 
 func plainMachine(b *testing.B, tr tsp.Transport, user string) *tsp.Client {
-	m, err := tsp.NewClient(tsp.ClientConfig{
-		Transport: tr, Mechanism: sasl.Plain, Username: user, Password: user + "-pw",
-		AcceptType: tsp.TypeV4DTLSV6,
-		Request:    &tsp.Tunnel{Type: tsp.TypeV4DTLSV6, Client: &tsp.ClientInfo{IPv6: loopback6}},
-	})
+	m, err := newPlainMachine(tr, user)
 	if err != nil {
 		b.Fatal(err)
 	}
 	return m
+}
+
+// newPlainMachine is a benchmark client's TSP machine: PLAIN as user, create v4dtlsv6.
+func newPlainMachine(tr tsp.Transport, user string) (*tsp.Client, error) {
+	return tsp.NewClient(tsp.ClientConfig{
+		Transport: tr, Mechanism: sasl.Plain, Username: user, Password: user + "-pw",
+		AcceptType: tsp.TypeV4DTLSV6,
+		Request:    &tsp.Tunnel{Type: tsp.TypeV4DTLSV6, Client: &tsp.ClientInfo{IPv6: loopback6}},
+	})
 }
 
 // BenchmarkTSPSessionTCP measures complete plain TSP sessions over TCP on loopback: connect,
