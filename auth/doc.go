@@ -10,14 +10,18 @@
 //
 //	CheckValidity    NotBefore/NotAfter against the injected clock  (ErrNotYetValid, ErrExpired)
 //	CheckUsage       the leaf carries the clientAuth EKU            (ErrWrongUsage)
-//	CheckChain       chains to our roots at the same instant        (ErrUnknownCA, ErrExpired, ErrWrongUsage)
+//	CheckKnownChain  chains to our roots at the same instant        (ErrUnknownCA, ErrExpired, ErrWrongUsage)
 //	CheckRevocation  leaf serial not revoked                        (ErrRevoked)
 //	CheckIdentity    CN equals the single SAN, ValidIdentity        (ErrBadIdentity)
 //	CheckPolicy      the identity is allowed by policy              (ErrNotAllowed)
 //
-// The Verifier always verifies from the raw certificates itself, so the TLS
-// or DTLS stack can be configured with RequireAnyClientCert; chains the stack
-// verified are not relied on. Serial numbers are handled in decimal
+// CheckKnownChain is CheckChain through a certchain.Verifier: the configured
+// intermediates (the embedded CA's) are verified against the roots once, so a
+// client presenting a byte-identical copy costs one signature verification
+// (its leaf's) instead of two; any other chain, and any refusal, is the full
+// x509 verification's. The Verifier always verifies from the raw certificates
+// itself, so the TLS or DTLS stack can be configured with
+// RequireAnyClientCert; chains the stack verified are not relied on. Serial numbers are handled in decimal
 // (big.Int.String), the form smallstep stores and revokes.
 //
 // For crypto/tls use Verifier.TLSConfig (certificate required) or

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/dstmgw/dstm/auth/certchain"
 )
 
 // Revocations reports whether a certificate serial number (decimal, as
@@ -46,8 +48,10 @@ type Check func(now time.Time, p *Peer) error
 type VerifierConfig struct {
 	// Roots are the trusted CA certificates (the embedded CA's root). Required.
 	Roots []*x509.Certificate
-	// Intermediates are extra intermediate CAs to use when the peer does not
-	// send its chain. Optional.
+	// Intermediates are the intermediate CAs of the roots: used when the peer
+	// does not send its chain, and, when a peer presents a byte-identical
+	// copy, verified once instead of in every handshake (package certchain).
+	// Optional.
 	Intermediates []*x509.Certificate
 	// Revocations is consulted for the leaf's serial. Required.
 	Revocations Revocations
@@ -61,7 +65,7 @@ type VerifierConfig struct {
 }
 
 // Verifier verifies client certificates for crypto/tls and pion/dtls. Its
-// checks run in this order: CheckValidity, CheckUsage, CheckChain,
+// checks run in this order: CheckValidity, CheckUsage, CheckKnownChain,
 // CheckRevocation, CheckIdentity, CheckPolicy, then VerifierConfig.Extra. A
 // Verifier is immutable and safe for concurrent use.
 type Verifier struct {
@@ -80,12 +84,15 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 	case cfg.Policy == nil:
 		return nil, errors.New("auth: verifier needs a policy")
 	}
-	roots, inter := x509.NewCertPool(), x509.NewCertPool()
+	chain := certchain.New(certchain.Config{
+		Roots:         cfg.Roots,
+		Intermediates: cfg.Intermediates,
+		Known:         cfg.Intermediates,
+		Usage:         x509.ExtKeyUsageClientAuth,
+	})
+	roots := x509.NewCertPool()
 	for _, c := range cfg.Roots {
 		roots.AddCert(c)
-	}
-	for _, c := range cfg.Intermediates {
-		inter.AddCert(c)
 	}
 	now := cfg.Now
 	if now == nil {
@@ -94,7 +101,7 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 	checks := []Check{
 		CheckValidity(),
 		CheckUsage(),
-		CheckChain(roots, inter),
+		CheckKnownChain(chain),
 		CheckRevocation(cfg.Revocations),
 		CheckIdentity(),
 		CheckPolicy(cfg.Policy),
@@ -260,6 +267,21 @@ func CheckChain(roots, intermediates *x509.CertPool) Check {
 			CurrentTime:   now,
 			KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 		})
+		if err != nil {
+			return chainError(p.Leaf, err)
+		}
+		p.Chains = chains
+		return nil
+	}
+}
+
+// CheckKnownChain is CheckChain with a certchain.Verifier (for the
+// clientAuth usage): a leaf presented with only known intermediates costs one
+// signature verification, anything else gets the full verification, which
+// alone decides a refusal. It sets p.Chains.
+func CheckKnownChain(v *certchain.Verifier) Check {
+	return func(now time.Time, p *Peer) error {
+		chains, err := v.Verify(p.Leaf, p.Intermediates, now, "")
 		if err != nil {
 			return chainError(p.Leaf, err)
 		}

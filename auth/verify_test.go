@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dstmgw/dstm/auth/certchain"
 )
 
 // pki is the CA hierarchy of the verifier tests: root → intermediate → leaves,
@@ -148,6 +150,67 @@ func TestVerifierConfiguredIntermediate(t *testing.T) {
 	}
 }
 
+// With the intermediate configured, a chain through it takes certchain's short
+// path (one signature verification); every refusal still holds.
+func TestVerifierKnownIntermediate(t *testing.T) {
+	p := newPKI(t)
+	// Valid for the last half year, expired yesterday: verifiable against the
+	// root, so it is known too.
+	expiredInter := newCAWithin(t, "Expired Intermediate", p.root, testNow.AddDate(0, -6, 0), testNow.AddDate(0, 0, -1))
+	twin := newCAWithin(t, p.inter.cert.Subject.CommonName, p.other, testNow.AddDate(-1, 0, 0), testNow.AddDate(1, 0, 0))
+	known := []*x509.Certificate{p.inter.cert, expiredInter.cert}
+	if n := certchain.New(certchain.Config{Roots: []*x509.Certificate{p.root.cert}, Known: known, Usage: x509.ExtKeyUsageClientAuth}).Known(); n != 2 {
+		t.Fatalf("%d known intermediates, want 2", n)
+	}
+	policy, _ := NewPolicy(PolicyConfig{})
+	v, err := NewVerifier(VerifierConfig{
+		Roots: []*x509.Certificate{p.root.cert}, Intermediates: known,
+		Revocations: revokedSet{"666": true}, Policy: policy, Now: fixedClock,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := func(ca *testCA, s certSpec) *x509.Certificate { c, _ := ca.issue(t, s); return c }
+	good := leaf(p.inter, alice(certSpec{}))
+	tests := []struct {
+		name     string
+		rawCerts [][]byte
+		want     error
+	}{
+		{name: "our chain", rawCerts: raw(good, p.inter.cert)},
+		{name: "leaf alone", rawCerts: raw(good)},
+		{name: "wrong leaf signature", rawCerts: [][]byte{badSignature(good.Raw), p.inter.cert.Raw}, want: ErrUnknownCA},
+		{name: "expired intermediate", rawCerts: raw(leaf(expiredInter, alice(certSpec{})), expiredInter.cert), want: ErrExpired},
+		{name: "same-subject intermediate of another CA, ours presented", rawCerts: raw(leaf(twin, alice(certSpec{})), p.inter.cert), want: ErrUnknownCA},
+		{name: "same-subject intermediate of another CA, its own presented", rawCerts: raw(leaf(twin, alice(certSpec{})), twin.cert), want: ErrUnknownCA},
+		{name: "revoked serial", rawCerts: raw(leaf(p.inter, alice(certSpec{serial: 666})), p.inter.cert), want: ErrRevoked},
+		{name: "server auth only", rawCerts: raw(leaf(p.inter, alice(certSpec{eku: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})), p.inter.cert), want: ErrWrongUsage},
+		{name: "expired leaf", rawCerts: raw(leaf(p.inter, alice(certSpec{notBefore: testNow.Add(-48 * time.Hour), notAfter: testNow.Add(-time.Second)})), p.inter.cert), want: ErrExpired},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			peer, err := v.Verify(tc.rawCerts)
+			if !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
+				t.Fatalf("Verify: err = %v, want %v", err, tc.want)
+			}
+			if err != nil {
+				return
+			}
+			if ch := peer.Chains[0]; len(ch) != 3 || !ch[1].Equal(p.inter.cert) || !ch[2].Equal(p.root.cert) {
+				t.Errorf("chain %v, want leaf, intermediate, root", ch)
+			}
+		})
+	}
+}
+
+// badSignature returns der with one bit of its signature (the last byte)
+// flipped; it still parses.
+func badSignature(der []byte) []byte {
+	out := append([]byte(nil), der...)
+	out[len(out)-1] ^= 1
+	return out
+}
+
 func TestNewVerifierRequires(t *testing.T) {
 	p := newPKI(t)
 	policy, _ := NewPolicy(PolicyConfig{})
@@ -219,6 +282,29 @@ func TestReason(t *testing.T) {
 func BenchmarkVerify(b *testing.B) {
 	p := newPKI(b)
 	v := newTestVerifier(b, p, revokedSet{}, PolicyConfig{})
+	leaf, _ := p.inter.issue(b, alice(certSpec{}))
+	rc := raw(leaf, p.inter.cert)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := v.Verify(rc); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkVerifyKnownIntermediate is BenchmarkVerify with the intermediate
+// configured, as the gateway configures its CA's: one signature verification
+// instead of two.
+func BenchmarkVerifyKnownIntermediate(b *testing.B) {
+	p := newPKI(b)
+	policy, _ := NewPolicy(PolicyConfig{})
+	v, err := NewVerifier(VerifierConfig{
+		Roots: []*x509.Certificate{p.root.cert}, Intermediates: []*x509.Certificate{p.inter.cert},
+		Revocations: revokedSet{}, Policy: policy, Now: fixedClock,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
 	leaf, _ := p.inter.issue(b, alice(certSpec{}))
 	rc := raw(leaf, p.inter.cert)
 	b.ReportAllocs()

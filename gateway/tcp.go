@@ -10,6 +10,8 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/dstmgw/dstm/auth"
 	"github.com/dstmgw/dstm/gateway/tunnel/stream"
 	"github.com/dstmgw/dstm/tsp"
@@ -52,11 +54,14 @@ func (g *Gateway) serveTCP(ctx context.Context, ln net.Listener) error {
 
 // handleTCP runs one TCP connection: TLS (TSP-SSL or enrollment) or plain TSP.
 func (g *Gateway) handleTCP(ctx context.Context, c net.Conn) {
-	remote := addrPortOf(c.RemoteAddr())
-	log := g.log.With().Str("remote", remote.String()).Logger()
+	// The connection's logger is made only to log (most connections log nothing here).
+	log := func() *zerolog.Logger {
+		l := g.log.With().Str("remote", addrPortOf(c.RemoteAddr()).String()).Logger()
+		return &l
+	}
 	if !g.handshakes.TryAcquire() {
 		g.metrics.ObserveHandshake("tsp-tcp", "refused", 0)
-		log.Warn().Str("reason", "too many concurrent handshakes").Msg("connection refused")
+		log().Warn().Str("reason", "too many concurrent handshakes").Msg("connection refused")
 		_, _ = c.Write(tsp.NewStatus(tsp.StatusServerTooBusy).Marshal())
 		c.Close()
 		return
@@ -75,7 +80,7 @@ func (g *Gateway) handleTCP(ctx context.Context, c net.Conn) {
 	if first[0] != tlsRecordHandshake {
 		if !g.cfg.Listen.PlainTSP {
 			g.metrics.ObserveHandshake("tsp-tcp", "refused", 0)
-			log.Info().Str("reason", "plain TSP is disabled (listen.plain_tsp)").Msg("connection refused")
+			log().Info().Str("reason", "plain TSP is disabled (listen.plain_tsp)").Msg("connection refused")
 			c.Close()
 			return
 		}
@@ -85,7 +90,7 @@ func (g *Gateway) handleTCP(ctx context.Context, c net.Conn) {
 	tc := tls.Server(pc, g.tlsConfig)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		g.metrics.ObserveHandshake("tsp-tls", "refused", g.now().Sub(start))
-		log.Info().Err(err).Str("reason", auth.Reason(err)).Msg("TLS handshake failed")
+		log().Info().Err(err).Str("reason", auth.Reason(err)).Msg("TLS handshake failed")
 		c.Close()
 		return
 	}
@@ -101,7 +106,7 @@ func (g *Gateway) handleTCP(ctx context.Context, c net.Conn) {
 		// VerifyConnection verified the whole chain during the handshake; read the identity.
 		if id, err = auth.IdentityFromCertificate(cs.PeerCertificates[0]); err != nil {
 			g.metrics.ObserveHandshake("tsp-tls", "refused", g.now().Sub(start))
-			log.Info().Err(err).Str("reason", auth.Reason(err)).Msg("client certificate refused")
+			log().Info().Err(err).Str("reason", auth.Reason(err)).Msg("client certificate refused")
 			tc.Close()
 			return
 		}
@@ -111,13 +116,19 @@ func (g *Gateway) handleTCP(ctx context.Context, c net.Conn) {
 
 // newTLSConfig is the TLS side of the TSP port: TSP-SSL (ALPN tsp/2, client certificate
 // required; no ALPN, certificate optional) and the enrollment API (ALPN http/1.1).
+//
+// Session tickets are off: no client of ours resumes (dstm-client and the enrollment client
+// keep no session cache, and a resumed TSP-SSL connection would still need its certificate
+// checked), so a ticket would only cost an encryption of the client's chain and one more
+// record per handshake for clients that ask for one (docs/security.md).
 func (g *Gateway) newTLSConfig() *tls.Config {
 	return &tls.Config{
-		MinVersion:     tls.VersionTLS12,
-		GetCertificate: g.ca.GetCertificate,
-		NextProtos:     []string{alpnTSP, alpnHTTP},
-		ClientAuth:     tls.RequestClientCert,
-		ClientCAs:      g.ca.RootPool(),
+		MinVersion:             tls.VersionTLS12,
+		GetCertificate:         g.ca.GetCertificate,
+		NextProtos:             []string{alpnTSP, alpnHTTP},
+		ClientAuth:             tls.RequestClientCert,
+		ClientCAs:              g.ca.RootPool(),
+		SessionTicketsDisabled: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			switch {
 			case cs.NegotiatedProtocol == alpnHTTP:

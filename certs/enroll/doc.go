@@ -12,4 +12,9 @@
 // asks the gateway over mutual TLS, authenticated with the certificate being
 // renewed, for a new one with the same key, and replaces the chain file
 // atomically.
+//
+// State.ClientTLSConfig is the TLS configuration of a TSP-SSL connection: it
+// presents the client certificate and verifies the gateway's against the
+// pinned root with auth/certchain, which checks the intermediate of the
+// client's own chain once instead of in every handshake.
 package enroll

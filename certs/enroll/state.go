@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
+	"github.com/dstmgw/dstm/auth/certchain"
 	"github.com/dstmgw/dstm/certs/internal/fsutil"
 )
 
@@ -30,6 +32,11 @@ type State struct {
 	Root        *x509.Certificate // the pinned gateway root
 	Roots       *x509.CertPool    // pool holding Root
 	Identity    string            // the leaf's subject common name
+
+	// server verifies the gateway's certificate: to Root, with the
+	// intermediate of our own chain (the CA's, which also issues the
+	// gateway's certificate) verified once. Nil in a State not made by Load.
+	server *certchain.Verifier
 }
 
 // Fingerprint returns the pinned root's fingerprint.
@@ -38,15 +45,40 @@ func (s *State) Fingerprint() string { return Fingerprint(s.Root) }
 // ClientTLSConfig returns a TLS client configuration presenting the
 // certificate and trusting only the pinned root. serverName is the name the
 // gateway's certificate must carry (a DNS name or an IP literal).
+//
+// The gateway's chain is verified as crypto/tls would (chain to the pinned
+// root, validity, serverAuth usage, serverName), but by VerifyConnection with
+// a certchain.Verifier: when the gateway presents the intermediate CA of our
+// own chain, already verified against the root, only its leaf's signature is
+// checked. crypto/tls's own chain verification is therefore switched off
+// (InsecureSkipVerify), and ServerName, InsecureSkipVerify and
+// VerifyConnection must be changed together or not at all. An empty
+// serverName leaves the verification to crypto/tls, which then takes the
+// name from the dialled address.
 func (s *State) ClientTLSConfig(serverName string, nextProtos ...string) *tls.Config {
 	cert := s.Certificate
-	return &tls.Config{
+	cfg := &tls.Config{
 		MinVersion:   tls.VersionTLS12,
 		ServerName:   serverName,
 		RootCAs:      s.Roots,
 		Certificates: []tls.Certificate{cert},
 		NextProtos:   nextProtos,
 	}
+	if serverName == "" || s.server == nil {
+		return cfg
+	}
+	v := s.server
+	cfg.InsecureSkipVerify = true // VerifyConnection below verifies the chain and the name
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return errors.New("tls: the gateway sent no certificate")
+		}
+		if _, err := v.Verify(cs.PeerCertificates[0], cs.PeerCertificates[1:], time.Now(), serverName); err != nil {
+			return &tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates, Err: err}
+		}
+		return nil
+	}
+	return cfg
 }
 
 // Load reads the credentials stored by Enroll (and kept fresh by a Renewer)
@@ -78,12 +110,23 @@ func parseState(keyPEM, chainPEM, rootPEM []byte) (*State, error) {
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(root)
+	var inters []*x509.Certificate
+	for _, der := range cert.Certificate[1:] {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("load client certificate chain: %w", err)
+		}
+		inters = append(inters, c)
+	}
 	return &State{
 		Certificate: cert,
 		Leaf:        cert.Leaf,
 		Root:        root,
 		Roots:       pool,
 		Identity:    cert.Leaf.Subject.CommonName,
+		server: certchain.New(certchain.Config{
+			Roots: []*x509.Certificate{root}, Known: inters, Usage: x509.ExtKeyUsageServerAuth,
+		}),
 	}, nil
 }
 
