@@ -35,7 +35,13 @@ func (g *Gateway) serveStream(ctx context.Context, c net.Conn, tr tsp.Transport,
 	defer func() { g.controlEnded(b) }()
 	start := g.now()
 	sp := tsp.NewSplitter(0)
-	buf := make([]byte, 4096)
+	bp, _ := g.readBufs.Get().(*[]byte)
+	if bp == nil {
+		b := make([]byte, 4096)
+		bp = &b
+	}
+	defer g.readBufs.Put(bp) // buf is only read into by this loop
+	buf := *bp
 	established := false
 	for {
 		n, rerr := c.Read(buf)

@@ -70,7 +70,12 @@ func (g *Gateway) handleTCP(ctx context.Context, c net.Conn) {
 	defer slot()
 	start := g.now()
 	_ = c.SetDeadline(start.Add(g.cfg.TSP.HandshakeTimeout.D()))
-	br := bufio.NewReaderSize(c, 4096)
+	br, _ := g.peekReaders.Get().(*bufio.Reader)
+	if br == nil {
+		br = bufio.NewReaderSize(c, 4096)
+	} else {
+		br.Reset(c)
+	}
 	first, err := br.Peek(1)
 	if err != nil {
 		c.Close()
@@ -78,6 +83,12 @@ func (g *Gateway) handleTCP(ctx context.Context, c net.Conn) {
 	}
 	pc := stream.ReaderConn(c, br) // the peeked byte stays in br
 	if first[0] != tlsRecordHandshake {
+		// Only serveStream reads a plain connection, and only until it returns: br can
+		// be reused then. (A TLS connection may outlive handleTCP: enrollment.)
+		defer func() {
+			br.Reset(nil)
+			g.peekReaders.Put(br)
+		}()
 		if !g.cfg.Listen.PlainTSP {
 			g.metrics.ObserveHandshake("tsp-tcp", "refused", 0)
 			log().Info().Str("reason", "plain TSP is disabled (listen.plain_tsp)").Msg("connection refused")
