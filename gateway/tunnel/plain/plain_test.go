@@ -272,6 +272,21 @@ func BenchmarkPlainTransport(b *testing.B) {
 		batch[i] = make([]byte, 1400)
 		batch[i][0] = 0x45
 	}
+	// Warm up until a packet arrives: the first ones can be lost while the namespaces'
+	// IPv6 neighbours are resolved, and a one-iteration round would then measure that.
+	warm := time.Now().Add(5 * time.Second)
+	for r.n.Load() == 0 {
+		if time.Now().After(warm) {
+			b.Fatal("no packet got through in 5 s")
+		}
+		if err := cl.WritePackets(batch[:1]); err != nil {
+			b.Fatal(err)
+		}
+		wait := time.NewTimer(10 * time.Millisecond)
+		<-wait.C
+	}
+	r.n.Store(0)
+	rx0 := srv.Stats().RxPackets
 	b.SetBytes(1400)
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -303,5 +318,5 @@ func BenchmarkPlainTransport(b *testing.B) {
 		}
 	}
 	elapsed := time.Since(start)
-	b.ReportMetric(float64(srv.Stats().RxPackets)/elapsed.Seconds(), "pkts/s")
+	b.ReportMetric(float64(srv.Stats().RxPackets-rx0)/elapsed.Seconds(), "pkts/s")
 }
