@@ -19,8 +19,8 @@ import (
 // benchParallelism multiplies GOMAXPROCS into the number of concurrent benchmark clients (256
 // on the 2-vCPU machine: a modest number of remote workers for one gateway). A session waits on
 // batched lease-store commits (fsync, and the store's commit delay when busy), so throughput
-// grows with concurrency until the cores are busy: with 128 clients UDP made ~4,500 sessions/s,
-// with 256 ~5,400/s; TCP, bound by CPU, stayed near 4,200-4,700/s with either (2026-11-25).
+// grows with concurrency until the cores are busy: with 128 clients UDP made ~4,600 sessions/s,
+// with 256 ~5,500/s; TCP, bound by CPU, stayed near 4,200-4,700/s with either (2026-11-25).
 const benchParallelism = 128
 
 // benchClients is the number of concurrent clients, each with its own identity (the lease
