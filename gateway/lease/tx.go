@@ -260,15 +260,24 @@ func (t *tx) releaseLocked() {
 // waitLocked blocks (releasing m.mu) until what w names is released: the
 // busy key's queue, or any commit. Entered and left with m.mu held.
 func (m *Manager) waitLocked(w waitFor) {
+	// A key that is not busy (any more) is not waited for: the caller plans again. Adding
+	// it to the busy map here would mark it busy for good.
 	var q *waitQ
+	var busy bool
 	switch w.kind {
 	case waitAddr:
-		if q = m.busyAddr[w.addr]; q == nil {
+		if q, busy = m.busyAddr[w.addr]; !busy {
+			return
+		}
+		if q == nil {
 			q = m.newWaitQ()
 			m.busyAddr[w.addr] = q
 		}
 	case waitIdent:
-		if q = m.busyIdent[w.ident]; q == nil {
+		if q, busy = m.busyIdent[w.ident]; !busy {
+			return
+		}
+		if q == nil {
 			q = m.newWaitQ()
 			m.busyIdent[w.ident] = q
 		}
