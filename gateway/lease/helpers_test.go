@@ -119,6 +119,17 @@ func checkInvariants(t testing.TB, m *Manager, st Store) {
 	if len(m.busyAddr)+len(m.busyIdent) != 0 {
 		t.Errorf("busy keys left: %v %v", m.busyAddr, m.busyIdent)
 	}
+	for i, s := range m.expiry {
+		if s.heapIdx != i {
+			t.Errorf("expiry heap: %v at %d has index %d", s.Addr, i, s.heapIdx)
+		}
+		if i > 0 && s.Expires.Before(m.expiry[(i-1)/2].Expires) {
+			t.Errorf("expiry heap: %v at %d expires before its parent", s.Addr, i)
+		}
+		if s.State == StateFree {
+			t.Errorf("expiry heap holds free %v", s.Addr)
+		}
+	}
 	if st == nil {
 		return
 	}

@@ -119,9 +119,10 @@ func (is *identState) dropSession(s *slot) {
 	}
 }
 
-// detachLocked removes s from every structure of its current state.
-func (m *Manager) detachLocked(p *pool, s *slot) {
-	if s.heapIdx >= 0 {
+// detachLocked removes s from every structure of its current state, except
+// the expiry heap when keepHeap is set (attachLocked then fixes its place).
+func (m *Manager) detachLocked(p *pool, s *slot, keepHeap bool) {
+	if s.heapIdx >= 0 && !keepHeap {
 		heap.Remove(&m.expiry, s.heapIdx)
 	}
 	if s.list != nil {
@@ -162,6 +163,10 @@ func (m *Manager) attachLocked(p *pool, s *slot) {
 		if _, reserved := m.reserved[u32(s.Addr)]; !reserved {
 			p.held.pushBack(s)
 		}
+	}
+	if s.heapIdx >= 0 {
+		heap.Fix(&m.expiry, s.heapIdx) // kept by detachLocked: one sift instead of a remove and a push
+		return
 	}
 	heap.Push(&m.expiry, s)
 }
@@ -205,7 +210,9 @@ func (m *Manager) setSlotLocked(p *pool, a netip.Addr, s *slot, nv Lease, ver ui
 		_, reserved = m.reserved[u32(a)]
 	}
 	if s != nil {
-		m.detachLocked(p, s)
+		// A slot that stays in the expiry heap (offered, active or held before and after)
+		// keeps its place there and is fixed, not removed and pushed again.
+		m.detachLocked(p, s, nv.State != StateFree)
 	} else if !reserved {
 		p.clean.remove(u32(a))
 	}
