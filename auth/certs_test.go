@@ -9,6 +9,8 @@ import (
 	"math/big"
 	"testing"
 	"time"
+
+	"github.com/dstmgw/dstm/certs/certstest"
 )
 
 // testNow is the fixed clock of every certificate test.
@@ -43,21 +45,13 @@ func newKey(t testing.TB) *ecdsa.PrivateKey {
 	return k
 }
 
+// mint signs tmpl with parent (self-signed if nil) for key's public key.
 func mint(t testing.TB, tmpl *x509.Certificate, parent *testCA, key *ecdsa.PrivateKey) *x509.Certificate {
 	t.Helper()
-	signer, parentCert := key, tmpl
-	if parent != nil {
-		signer, parentCert = parent.key, parent.cert
+	if parent == nil {
+		return certstest.Mint(t, tmpl, nil, key, &key.PublicKey)
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parentCert, &key.PublicKey, signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return certstest.Mint(t, tmpl, parent.cert, parent.key, &key.PublicKey)
 }
 
 // newRoot mints a self-signed root valid a year around testNow.

@@ -709,7 +709,9 @@ func (p *tunnelParser) startTag() error {
 			return nil
 		}
 		if !sp {
-			if isNameStart(s[p.pos]) {
+			// Any name start encoding/xml would take (':' and non-ASCII names are
+			// outside the subset too).
+			if c := s[p.pos]; isNameStart(c) || c == ':' || c >= 0x80 {
 				return p.unsupported("attributes not separated by white space", p.pos)
 			}
 			return p.malformed("bad character in a tag", p.pos)
@@ -1004,6 +1006,21 @@ func (p *tunnelParser) address() (typ, value string, err error) {
 	return typ, value, err
 }
 
+// addresses reads the children of the open element parent, handing the type
+// and value of every <address> child to each and skipping the others.
+func (p *tunnelParser) addresses(parent string, each func(typ, value string) error) error {
+	return p.children(parent, func() error {
+		if p.name != "address" {
+			return p.skip()
+		}
+		typ, v, err := p.address()
+		if err != nil {
+			return err
+		}
+		return each(typ, v)
+	})
+}
+
 // tunnel reads the root element.
 func (p *tunnelParser) tunnel() error {
 	t, err := p.rootAttrs()
@@ -1073,14 +1090,7 @@ func (p *tunnelParser) server() error {
 		p.t.Server = &Endpoint{}
 	}
 	e := p.t.Server
-	return p.children("server", func() error {
-		if p.name != "address" {
-			return p.skip()
-		}
-		typ, v, err := p.address()
-		if err != nil {
-			return err
-		}
+	return p.addresses("server", func(typ, v string) error {
 		ip, err := parseAddr(typ, v)
 		if err != nil {
 			return err
@@ -1135,14 +1145,7 @@ func (p *tunnelParser) keepalive() error {
 	if v, ok := p.attr("interval"); ok {
 		p.kaInterval = v
 	}
-	return p.children("keepalive", func() error {
-		if p.name != "address" {
-			return p.skip()
-		}
-		typ, v, err := p.address()
-		if err != nil {
-			return err
-		}
+	return p.addresses("keepalive", func(typ, v string) error {
 		if p.kaAddrs++; p.kaAddrs > 1 {
 			return fmt.Errorf("%w: several keepalive addresses", ErrMalformed)
 		}
@@ -1154,14 +1157,7 @@ func (p *tunnelParser) keepalive() error {
 // dnsServers reads <client><dns_server>. Unlike <routes>, an empty one is
 // the same as none (nil), as Marshal writes it.
 func (p *tunnelParser) dnsServers(c *ClientInfo) error {
-	return p.children("dns_server", func() error {
-		if p.name != "address" {
-			return p.skip()
-		}
-		typ, v, err := p.address()
-		if err != nil {
-			return err
-		}
+	return p.addresses("dns_server", func(typ, v string) error {
 		if len(c.DNSServers) == MaxDNSServers {
 			return fmt.Errorf("%w: too many dns servers", ErrMalformed)
 		}
@@ -1193,14 +1189,7 @@ func (p *tunnelParser) router(c *ClientInfo) error {
 			p.prefixValue = v
 			return err
 		case "dns_server":
-			return p.children("dns_server", func() error {
-				if p.name != "address" {
-					return p.skip()
-				}
-				typ, v, err := p.address()
-				if err != nil {
-					return err
-				}
+			return p.addresses("dns_server", func(typ, v string) error {
 				if len(r.DNSNames) == MaxDNSServers {
 					return fmt.Errorf("%w: too many router dns names", ErrMalformed)
 				}
@@ -1258,14 +1247,7 @@ func (p *tunnelParser) data() error {
 // broker reads <broker>; an empty one is the same as none (nil), as
 // Marshal writes it.
 func (p *tunnelParser) broker() error {
-	return p.children("broker", func() error {
-		if p.name != "address" {
-			return p.skip()
-		}
-		typ, v, err := p.address()
-		if err != nil {
-			return err
-		}
+	return p.addresses("broker", func(typ, v string) error {
 		if len(p.t.Brokers) == MaxRoutes {
 			return fmt.Errorf("%w: too many brokers", ErrMalformed)
 		}

@@ -7,10 +7,11 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
-	"math/big"
 	"net"
 	"testing"
 	"time"
+
+	"github.com/dstmgw/dstm/certs/certstest"
 )
 
 var testNow = time.Date(2026, 3, 4, 12, 0, 0, 0, time.UTC)
@@ -29,26 +30,13 @@ func newKey(t testing.TB) *ecdsa.PrivateKey {
 	return k
 }
 
-var serial int64
-
 // mint signs tmpl with parent (self-signed if nil) for key's public key.
 func mint(t testing.TB, tmpl *x509.Certificate, parent *ca, key *ecdsa.PrivateKey) *x509.Certificate {
 	t.Helper()
-	serial++
-	tmpl.SerialNumber = big.NewInt(serial)
-	signer, parentCert := key, tmpl
-	if parent != nil {
-		signer, parentCert = parent.key, parent.cert
+	if parent == nil {
+		return certstest.Mint(t, tmpl, nil, key, &key.PublicKey)
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parentCert, &key.PublicKey, signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return certstest.Mint(t, tmpl, parent.cert, parent.key, &key.PublicKey)
 }
 
 // caSpec is a CA certificate; zero times mean a year around testNow.

@@ -76,11 +76,22 @@ func key(t testing.TB) *ecdsa.PrivateKey {
 
 func sign(t testing.TB, tpl, parent *x509.Certificate, pub *ecdsa.PublicKey, signer *ecdsa.PrivateKey) *x509.Certificate {
 	t.Helper()
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		t.Fatalf("certstest: %v", err)
+	tpl.SerialNumber = nil // always a fresh random serial
+	return Mint(t, tpl, parent, signer, pub)
+}
+
+// Mint signs tpl for pub with signer as the key of parent (nil: tpl is self-signed) and
+// returns the parsed certificate. A tpl without a serial number gets a random one. For tests
+// that need certificates of every shape (expired CAs, name constraints, ...).
+func Mint(t testing.TB, tpl, parent *x509.Certificate, signer *ecdsa.PrivateKey, pub *ecdsa.PublicKey) *x509.Certificate {
+	t.Helper()
+	if tpl.SerialNumber == nil {
+		serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+		if err != nil {
+			t.Fatalf("certstest: %v", err)
+		}
+		tpl.SerialNumber = serial
 	}
-	tpl.SerialNumber = serial
 	if parent == nil {
 		parent = tpl
 	}

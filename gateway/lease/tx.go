@@ -260,31 +260,19 @@ func (t *tx) releaseLocked() {
 // waitLocked blocks (releasing m.mu) until what w names is released: the
 // busy key's queue, or any commit. Entered and left with m.mu held.
 func (m *Manager) waitLocked(w waitFor) {
-	// A key that is not busy (any more) is not waited for: the caller plans again. Adding
-	// it to the busy map here would mark it busy for good.
 	var q *waitQ
-	var busy bool
 	switch w.kind {
 	case waitAddr:
-		if q, busy = m.busyAddr[w.addr]; !busy {
-			return
-		}
-		if q == nil {
-			q = m.newWaitQ()
-			m.busyAddr[w.addr] = q
-		}
+		q = queueOf(m, m.busyAddr, w.addr)
 	case waitIdent:
-		if q, busy = m.busyIdent[w.ident]; !busy {
-			return
-		}
-		if q == nil {
-			q = m.newWaitQ()
-			m.busyIdent[w.ident] = q
-		}
+		q = queueOf(m, m.busyIdent, w.ident)
 	default:
 		m.anyWaiters++
 		m.cond.Wait()
 		m.anyWaiters--
+		return
+	}
+	if q == nil {
 		return
 	}
 	q.n++
@@ -294,6 +282,21 @@ func (m *Manager) waitLocked(w waitFor) {
 	if q.n--; q.n == 0 {
 		m.waitQs = append(m.waitQs, q)
 	}
+}
+
+// queueOf returns the wait queue of busy key k, making one if it has none, or nil if k is
+// not busy (any more): the caller then plans again. Adding a key that is not busy to the map
+// would mark it busy for good.
+func queueOf[K comparable](m *Manager, busy map[K]*waitQ, k K) *waitQ {
+	q, ok := busy[k]
+	if !ok {
+		return nil
+	}
+	if q == nil {
+		q = m.newWaitQ()
+		busy[k] = q
+	}
+	return q
 }
 
 // newWaitQ returns an idle wait queue (recycled: queues are made only

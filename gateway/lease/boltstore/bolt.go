@@ -279,33 +279,10 @@ func (s *BoltStore) committer() {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	for r := range s.reqs {
-		batch = append(batch[:0], r)
-	drain:
-		for len(batch) < s.maxBatch {
-			select {
-			case r, ok := <-s.reqs:
-				if !ok {
-					break drain
-				}
-				batch = append(batch, r)
-			default:
-				break drain
-			}
-		}
+		batch = s.gather(append(batch[:0], r), nil)
 		if len(batch) > 1 && s.delay > 0 {
 			timer.Reset(s.delay)
-		wait:
-			for len(batch) < s.maxBatch {
-				select {
-				case r, ok := <-s.reqs:
-					if !ok {
-						break wait
-					}
-					batch = append(batch, r)
-				case <-timer.C:
-					break wait
-				}
-			}
+			batch = s.gather(batch, timer.C)
 			timer.Stop()
 		}
 		err := s.applyBatch(batch)
@@ -317,6 +294,33 @@ func (s *BoltStore) committer() {
 		}
 		clear(batch)
 	}
+}
+
+// gather appends queued commits to batch up to s.maxBatch: those already
+// queued when wait is nil, else those arriving until wait fires.
+func (s *BoltStore) gather(batch []*commitReq, wait <-chan time.Time) []*commitReq {
+	for len(batch) < s.maxBatch {
+		var r *commitReq
+		var ok bool
+		if wait == nil {
+			select {
+			case r, ok = <-s.reqs:
+			default:
+				return batch
+			}
+		} else {
+			select {
+			case r, ok = <-s.reqs:
+			case <-wait:
+				return batch
+			}
+		}
+		if !ok { // closed: Close is waiting for this batch
+			return batch
+		}
+		batch = append(batch, r)
+	}
+	return batch
 }
 
 // applyBatch writes every commit of batch in one transaction, recording
