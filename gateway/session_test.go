@@ -328,10 +328,15 @@ func TestTSPOverUDPClientMachine(t *testing.T) {
 func digestFile(t testing.TB, realm string, users ...string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "passwords")
+	var b []byte
 	for _, u := range users {
-		if err := auth.SetDigestUser(p, u, realm, u+"-pw"); err != nil {
+		var err error
+		if b, err = auth.AppendDigestLine(b, u, realm, u+"-pw"); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
 	}
 	return p
 }

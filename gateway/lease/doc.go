@@ -53,6 +53,9 @@
 // boltstore group-commits: one fsync for many allocations), then publishes events
 // or undoes the cache change. A conflict (another gateway claimed the
 // address) refreshes the cache from the store's record and Offer retries.
+// A store that is its Manager's only writer says so (Exclusive); offers
+// that change nothing but their own address then stay in memory, and the
+// cached slot keeps the version of the record the store still has.
 // Implementations: NewMemStore here, boltstore.OpenBolt (embedded
 // default), and a future etcd store for gateways sharing pools.
 //

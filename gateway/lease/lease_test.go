@@ -584,3 +584,103 @@ func TestReleaseAll(t *testing.T) {
 		t.Fatalf("second ReleaseAll released %d", n)
 	}
 }
+
+// TestExclusiveStoreKeepsOffersInMemory: with a store that is its Manager's only writer, an
+// offer that changes nothing else is not committed (a crash or a restart finds the address
+// as it was before), Accept commits the active lease over whatever the store had, and an
+// offer that changes more than its own address is committed whole.
+func TestExclusiveStoreKeepsOffersInMemory(t *testing.T) {
+	ctx := context.Background()
+	stored := func(t *testing.T, st Store, a netip.Addr) (Record, bool) {
+		t.Helper()
+		snap, err := st.Load(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range snap.Leases {
+			if r.Lease.Addr == a {
+				return r, true
+			}
+		}
+		return Record{}, false
+	}
+	tests := []struct {
+		name string
+		// setup runs before the offer of "alice" session "s2" that the test looks at.
+		setup func(t *testing.T, m *Manager)
+		// committed: the offer is in the store; else the store has before (nil: nothing).
+		committed bool
+		before    *State
+	}{
+		{name: "clean address", setup: func(*testing.T, *Manager) {}},
+		{name: "own held address", before: ptr(StateHeld), setup: func(t *testing.T, m *Manager) {
+			l := grant(t, m, "alice", "s1")
+			if err := m.Release(ctx, l.Addr, "s1", ReasonClosed); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{name: "session replaced by the offer", committed: true, setup: func(t *testing.T, m *Manager) {
+			grant(t, m, "alice", "s1")
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := newFakeClock()
+			cfg := Config{Pools: []PoolConfig{{Name: "main", Prefixes: []netip.Prefix{mustPrefix("10.0.0.0/29")}}}, MaxSessions: 1, Now: clk.Now}
+			st := exclusiveMem{NewMemStore()}
+			m, err := New(cfg, st)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.setup(t, m)
+			off, err := m.Offer(ctx, Request{Identity: "alice", Session: "s2"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkInvariants(t, m, st)
+			r, ok := stored(t, st, off.Addr)
+			switch {
+			case tc.committed:
+				if !ok || r.Lease.State != StateOffered || r.Lease.Session != "s2" {
+					t.Fatalf("store has %+v %v, want the offer", r, ok)
+				}
+			case tc.before == nil:
+				if ok {
+					t.Fatalf("store has %+v, want no record", r)
+				}
+			case !ok || r.Lease.State != *tc.before:
+				t.Fatalf("store has %+v %v, want %s", r, ok, *tc.before)
+			}
+			// A restart (the first manager is abandoned, as by a crash) finds the store's state.
+			m2, err := New(cfg, st)
+			if err != nil {
+				t.Fatal(err)
+			}
+			l, ok := m2.Get(off.Addr)
+			var asStored bool
+			switch {
+			case tc.committed:
+				asStored = ok && l.State == StateOffered && l.Session == "s2"
+			case tc.before == nil:
+				asStored = !ok
+			default:
+				asStored = ok && l.State == *tc.before
+			}
+			if !asStored {
+				t.Fatalf("after restart %v is %+v %v", off.Addr, l, ok)
+			}
+			// The first manager accepts: the active lease is committed over the old record.
+			act, err := m.Accept(ctx, off.Addr, "s2")
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, ok = stored(t, st, off.Addr)
+			if !ok || r.Lease.State != StateActive || r.Lease.Session != "s2" || act.State != StateActive {
+				t.Fatalf("after accept the store has %+v %v", r, ok)
+			}
+			checkInvariants(t, m, st)
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

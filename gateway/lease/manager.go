@@ -17,10 +17,13 @@ const maxSticky = 8
 // Manager hands out IPv4 leases from pools, backed by a Store. It is safe
 // for concurrent use.
 type Manager struct {
-	cfg    Config
-	store  Store
-	events hub
-	txPool sync.Pool // of *tx
+	cfg   Config
+	store Store
+	// volatileOffers: the store is exclusive, so an offer that changes
+	// nothing but its own address stays in memory (see Offer).
+	volatileOffers bool
+	events         hub
+	txPool         sync.Pool // of *tx
 
 	mu         sync.Mutex
 	cond       *sync.Cond // operations waiting for any commit (anyWaiters of them)
@@ -54,6 +57,9 @@ func New(cfg Config, store Store) (*Manager, error) {
 		busyAddr:  make(map[uint32]*waitQ),
 		busyIdent: make(map[string]*waitQ),
 		orphans:   make(map[netip.Addr]Record),
+	}
+	if x, ok := store.(exclusiveStore); ok && x.Exclusive() {
+		m.volatileOffers = true
 	}
 	m.cond = sync.NewCond(&m.mu)
 	m.txPool.New = func() any { return new(tx) }

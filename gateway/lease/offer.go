@@ -17,6 +17,16 @@ const maxConflictRetries = 8
 // its static reservation, its previous (sticky) address, a clean free
 // address, a free address remembered by another identity (oldest first),
 // an address held for another identity (oldest first).
+//
+// With an exclusive store (one gateway's embedded file) an offer that
+// changes nothing else (no other lease, no identity index) is kept in
+// memory and not committed: it lives no longer than the TSP connection
+// that asked for it, which a crash ends too, so writing it would only
+// cost every session one more durable commit. Accept then commits the
+// active lease over the record the store had before the offer. After a
+// crash such an address is as it was before the offer. With a shared
+// store every offer is committed: the record is what reserves the
+// address against the other gateways.
 func (m *Manager) Offer(ctx context.Context, r Request) (Lease, error) {
 	if err := ValidIdentity(r.Identity); err != nil {
 		return Lease{}, err

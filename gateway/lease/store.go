@@ -38,6 +38,14 @@ type Store interface {
 	Commit(ctx context.Context, txn Txn) error
 }
 
+// exclusiveStore is implemented by a Store that can tell the Manager it is
+// the store's only writer (boltstore: an embedded file it holds locked).
+// The Manager then keeps offers in memory only (see Manager.Offer); a
+// store shared by several gateways must not claim it.
+type exclusiveStore interface {
+	Exclusive() bool
+}
+
 // Record is a persisted lease with the version of its address key.
 type Record struct {
 	Lease   Lease

@@ -167,7 +167,10 @@ func (t *tx) set(p *pool, a netip.Addr, nv Lease) {
 		t.addrs = append(t.addrs, undoAddr{p: p, a: a, old: old, ver: ver})
 	}
 	i, seen := t.change(a)
-	if !seen && !hasRecord(old.State) && !hasRecord(nv.State) {
+	// ver, not old.State, says whether the store has a record: an offer kept
+	// in memory (see Offer) is cached as offered with the version of the
+	// record the store still has, 0 when none.
+	if !seen && ver == 0 && !hasRecord(nv.State) {
 		m.setSlotLocked(p, a, sl, nv, 0)
 		return
 	}
@@ -343,7 +346,13 @@ func (m *Manager) run(ctx context.Context, plan func(t *tx) error) error {
 // commit is entered with m.mu held and returns with it released.
 func (m *Manager) commit(ctx context.Context, t *tx) error {
 	var err error
-	if !t.txn.empty() {
+	if m.volatileOffers && t.onlyOffers() {
+		// Kept in memory: the store still has the records at their Prev
+		// versions, which the next change of these addresses must expect.
+		for _, c := range t.txn.Leases {
+			m.slots[u32(c.Addr)].version = c.Prev
+		}
+	} else if !t.txn.empty() {
 		m.mu.Unlock()
 		err = m.store.Commit(ctx, t.txn)
 		m.mu.Lock()
@@ -358,6 +367,37 @@ func (m *Manager) commit(ctx context.Context, t *tx) error {
 	m.events.publish(t.events)
 	m.mu.Unlock()
 	return nil
+}
+
+// onlyOffers reports whether t's store changes are new offers and nothing
+// else: no index change, no event, and every changed address went to
+// offered from free or from its new identity's held lease. (One change
+// may stand for several steps: a session released and its address
+// offered again in one operation must be committed.)
+func (t *tx) onlyOffers() bool {
+	if len(t.txn.Leases) == 0 || len(t.txn.Index) > 0 || len(t.events) > 0 {
+		return false
+	}
+	for _, c := range t.txn.Leases {
+		if c.Lease == nil || c.Lease.State != StateOffered {
+			return false
+		}
+		was, ok := t.undoOf(c.Addr)
+		if !ok || !(was.State == StateFree || was.State == StateHeld && was.Identity == c.Lease.Identity) {
+			return false
+		}
+	}
+	return true
+}
+
+// undoOf returns what address a was before t changed it.
+func (t *tx) undoOf(a netip.Addr) (Lease, bool) {
+	for _, u := range t.addrs {
+		if u.a == a {
+			return u.old, true
+		}
+	}
+	return Lease{}, false
 }
 
 // adoptConflictLocked refreshes the cache from a ConflictError: the store

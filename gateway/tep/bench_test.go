@@ -153,3 +153,36 @@ func BenchmarkRegistryLookup(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkAddRemoveSession measures what a session costs the gateway from
+// AddSession to RemoveSession: "no-link" is a TSP session whose data channel
+// never came up, "link" one that got a link (and with it the writer).
+func BenchmarkAddRemoveSession(b *testing.B) {
+	for _, withLink := range []bool{false, true} {
+		name := "no-link"
+		if withLink {
+			name = "link"
+		}
+		b.Run(name, func(b *testing.B) {
+			dev := newFakeTUN(1)
+			tp, err := New(Config{Device: dev, InnerAddr: inner, Pools: []netip.Prefix{pool}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer tp.Close()
+			link := newFakeLink(tunnel.Plain)
+			info := SessionInfo{ID: "b", Identity: "alice", Lease: lease, Transport: tunnel.Plain}
+			b.ReportAllocs()
+			for b.Loop() {
+				s, err := tp.AddSession(info)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if withLink {
+					s.SetLink(link)
+				}
+				tp.RemoveSession(lease, info.ID)
+			}
+		})
+	}
+}

@@ -7,7 +7,11 @@
 // → *Session, lock-free), clamps the TCP MSS of SYNs, answers oversize DF
 // packets with ICMP fragmentation-needed, and puts the packet on the
 // session's bounded queue. One goroutine per session (routineWriteOutside)
-// drains that queue in batches into the session's tunnel.Link. Packets for a
+// drains that queue in batches into the session's tunnel.Link. The queue and
+// its writer are created by the session's first Session.SetLink with a link,
+// not by AddSession: a session whose data channel never comes up costs no
+// queue and no goroutine, and packets to a session without a link (none yet,
+// or detached) are dropped as link_error without being queued. Packets for a
 // pool address without a session are dropped, counted and answered with a
 // rate-limited ICMP host unreachable, so the pools need no discard route.
 //

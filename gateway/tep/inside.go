@@ -95,12 +95,18 @@ func (t *TEP) dropInvalid(pkt []byte, err error) {
 
 // sendOutside queues pkt for the tunnel. Oversize packets with DF are
 // answered with ICMP fragmentation-needed; oversize packets without DF are
-// sent and left to the outer layer to fragment.
+// sent and left to the outer layer to fragment. Without a link the packet is
+// dropped as link_error, before it is copied.
 func (s *Session) sendOutside(pkt []byte, sc *insideScratch) {
 	t := s.tep
 	if len(pkt) > s.mtu && packet.DF(pkt) {
 		t.drop(DropTooBig, 1)
 		t.icmpInside(sc, pkt, packet.Dst(pkt), uint16(s.mtu))
+		return
+	}
+	q := s.outQueue()
+	if q == nil {
+		t.drop(DropLinkError, 1)
 		return
 	}
 	packet.ClampMSS(pkt, s.mss)
@@ -111,14 +117,43 @@ func (s *Session) sendOutside(pkt []byte, sc *insideScratch) {
 		return
 	}
 	ob.b = append(ob.b, pkt...)
-	s.enqueue(ob)
+	s.push(q, ob)
 }
 
-// enqueue puts ob on the session queue. Policy when full: drop the newest
-// packet (ob) and count queue_full; queued packets keep their order.
+// outQueue returns the session's queue, or nil when no link is attached
+// (none yet, or detached with SetLink(nil)): such packets are dropped as
+// link_error at once instead of being queued for a writer that would drop
+// them anyway (or that does not exist yet).
+//
+// It loads the link before the queue. SetLink makes the queue before it
+// stores the first non-nil link, and every non-nil link is stored under
+// tep.reg.mu after that, so a non-nil link here means that the write of
+// s.queue happened before this read (no lock, no data race), and the queue
+// is non-nil.
+func (s *Session) outQueue() chan *outBuf {
+	if s.link.Load() == nil {
+		return nil
+	}
+	return s.queue
+}
+
+// enqueue puts ob on the session queue, or drops it as link_error when no
+// link is attached.
 func (s *Session) enqueue(ob *outBuf) {
+	q := s.outQueue()
+	if q == nil {
+		s.tep.putOut(ob)
+		s.tep.drop(DropLinkError, 1)
+		return
+	}
+	s.push(q, ob)
+}
+
+// push puts ob on q. Policy when full: drop the newest packet (ob) and count
+// queue_full; queued packets keep their order.
+func (s *Session) push(q chan *outBuf, ob *outBuf) {
 	select {
-	case s.queue <- ob:
+	case q <- ob:
 	default:
 		s.tep.putOut(ob)
 		s.tep.drop(DropQueueFull, 1)
@@ -150,13 +185,15 @@ func (t *TEP) icmpInside(sc *insideScratch, pkt []byte, src netip.Addr, mtu uint
 }
 
 // routineWriteOutside drains the session queue into the link in batches of
-// up to writeBatch packets until the session is removed.
+// up to writeBatch packets until the session is removed. The first SetLink
+// with a link starts it (startWriterLocked); a detach (SetLink(nil)) does not
+// stop it, and what it dequeues while detached is dropped as link_error.
 func (s *Session) routineWriteOutside() {
 	defer close(s.done)
-	s.log.Debug().Msg("routineWriteOutside started")
-	defer s.log.Debug().Msg("routineWriteOutside stopped")
-	// The batch slices are made with the first packet: many sessions (a client whose data
-	// channel has not come up yet, an idle one) never send any.
+	s.debug().Msg("routineWriteOutside started")
+	defer func() { s.debug().Msg("routineWriteOutside stopped") }()
+	// The batch slices are made with the first packet: an idle session never
+	// sends any.
 	var bufs []*outBuf
 	var pkts [][]byte
 	for {

@@ -35,19 +35,28 @@ type SessionSnapshot struct {
 
 // Session is one client's data path. It implements tunnel.Receiver and
 // BatchReceiver for the links that carry it.
+//
+// A session costs nothing on the data path until its first link: the queue
+// towards the tunnel, the stop/done channels and the writer goroutine are
+// created by the first SetLink with a non-nil link (startWriterLocked), so a
+// TSP session whose data channel never comes up has none of them.
 type Session struct {
-	tep    *TEP
-	info   SessionInfo
-	lease  [4]byte
-	mtu    int
-	mss    uint16
-	since  time.Time
-	log    zerolog.Logger
-	link   atomic.Pointer[linkRef]
+	tep   *TEP
+	info  SessionInfo
+	lease [4]byte
+	mtu   int
+	mss   uint16
+	since time.Time
+	// link is the attached link, nil when none. A non-nil link is only
+	// stored under tep.reg.mu after queue was made, so whoever loads a
+	// non-nil link may read queue without the lock (see outQueue).
+	link atomic.Pointer[linkRef]
+	// queue, stop and done are nil until the first link; then written once
+	// under tep.reg.mu and never again (startWriterLocked).
 	queue  chan *outBuf
 	stop   chan struct{}
 	done   chan struct{}
-	closed atomic.Bool
+	closed atomic.Bool // set under tep.reg.mu when the session is removed
 	in     counter
 	out    counter
 	// guarded by tep.reg.mu
@@ -60,8 +69,10 @@ type linkRef struct{ l tunnel.Link }
 
 var _ tunnel.Receiver = (*Session)(nil)
 
-// AddSession registers a session for info.Lease and starts its writer. It
-// fails with ErrLeaseInUse if the lease already has a session.
+// AddSession registers a session for info.Lease. Its queue and writer
+// goroutine are created by the first SetLink with a link; until then packets
+// to the lease are dropped as link_error. It fails with ErrLeaseInUse if the
+// lease already has a session.
 func (t *TEP) AddSession(info SessionInfo) (*Session, error) {
 	if !info.Lease.Is4() || !t.inPool(info.Lease) {
 		return nil, fmt.Errorf("%w: %v", ErrNotInPool, info.Lease)
@@ -75,12 +86,8 @@ func (t *TEP) AddSession(info SessionInfo) (*Session, error) {
 	}
 	s := &Session{
 		tep: t, info: info, lease: info.Lease.As4(), mtu: mtu, mss: packet.MSSForMTU(mtu),
-		since: t.cfg.Now(), queue: make(chan *outBuf, t.cfg.QueueLen),
-		stop: make(chan struct{}), done: make(chan struct{}),
-		tr: transportIndex(info.Transport), endpoint: info.Endpoint,
+		since: t.cfg.Now(), tr: transportIndex(info.Transport), endpoint: info.Endpoint,
 	}
-	s.log = t.log.With().Str("session", info.ID).Str("identity", info.Identity).
-		Stringer("lease_v4", info.Lease).Str("transport", info.Transport).Logger()
 	t.reg.mu.Lock()
 	defer t.reg.mu.Unlock()
 	if t.closed {
@@ -89,13 +96,13 @@ func (t *TEP) AddSession(info SessionInfo) (*Session, error) {
 	if !t.reg.addLocked(s) {
 		return nil, fmt.Errorf("%w: %v", ErrLeaseInUse, info.Lease)
 	}
-	go s.routineWriteOutside()
-	s.log.Debug().Msg("session added")
+	s.debug().Msg("session added")
 	return s, nil
 }
 
 // RemoveSession removes the session of lease if its ID is id, stops its
-// writer and drops what is queued. It does not close the session's link.
+// writer (if a link ever started one) and drops what is queued. It does not
+// close the session's link.
 func (t *TEP) RemoveSession(lease netip.Addr, id string) {
 	t.reg.mu.Lock()
 	s := t.reg.lookup(lease)
@@ -105,7 +112,20 @@ func (t *TEP) RemoveSession(lease netip.Addr, id string) {
 	}
 	t.reg.mu.Unlock()
 	s.stopWriter()
-	s.log.Debug().Msg("session removed")
+	s.debug().Msg("session removed")
+}
+
+// debug returns the TEP logger's debug event with the session's fields, or
+// nil (on which zerolog calls do nothing) when debug logging is off: a
+// session keeps no logger of its own and logs allocate nothing unless
+// enabled. The transport is the one the session was added with.
+func (s *Session) debug() *zerolog.Event {
+	e := s.tep.log.Debug()
+	if e == nil {
+		return nil
+	}
+	return e.Str("session", s.info.ID).Str("identity", s.info.Identity).
+		Stringer("lease_v4", s.info.Lease).Str("transport", s.info.Transport)
 }
 
 // removeLocked unregisters s and folds its traffic into the retired totals.
@@ -156,10 +176,14 @@ func (s *Session) Info() SessionInfo { return s.info }
 func (s *Session) MTU() int { return s.mtu }
 
 // SetLink attaches l as the session's outside, replacing the previous link
-// (transport fallback, roaming); nil detaches, and queued packets are then
-// dropped as link_error. The previous link is not closed. If l has a
-// Transport() string method its value becomes the session's transport, and
-// an Endpoint() netip.AddrPort method updates the session's endpoint.
+// (transport fallback, roaming). The first non-nil link creates the
+// session's queue and starts its writer. nil detaches: the writer and queue
+// stay, packets still queued are dropped by the writer as link_error, and
+// new packets are dropped as link_error without being queued until a link is
+// attached again. The previous link is not closed. If l has a Transport()
+// string method its value becomes the session's transport, and an
+// Endpoint() netip.AddrPort method updates the session's endpoint. On a
+// removed session SetLink attaches nothing and starts no writer.
 func (s *Session) SetLink(l tunnel.Link) {
 	if l == nil {
 		s.link.Store(nil)
@@ -167,6 +191,15 @@ func (s *Session) SetLink(l tunnel.Link) {
 	}
 	t := s.tep
 	t.reg.mu.Lock()
+	defer t.reg.mu.Unlock()
+	if s.closed.Load() {
+		// Removed (RemoveSession, Close): its traffic is already folded
+		// into the retired totals and stopWriter has run or is running.
+		return
+	}
+	if s.queue == nil {
+		s.startWriterLocked()
+	}
 	if tl, ok := l.(interface{ Transport() string }); ok {
 		if tr := transportIndex(tl.Transport()); tr != s.tr {
 			t.retired[s.tr] = t.retired[s.tr].plus(s.trafficSinceSwitchLocked())
@@ -177,8 +210,16 @@ func (s *Session) SetLink(l tunnel.Link) {
 	if el, ok := l.(interface{ Endpoint() netip.AddrPort }); ok {
 		s.endpoint = el.Endpoint()
 	}
-	t.reg.mu.Unlock()
+	// After the queue: a reader that loads this link may use s.queue.
 	s.link.Store(&linkRef{l})
+}
+
+// startWriterLocked makes the queue and channels and starts the writer;
+// tep.reg.mu must be held and the session must not be removed.
+func (s *Session) startWriterLocked() {
+	s.queue = make(chan *outBuf, s.tep.cfg.QueueLen)
+	s.stop, s.done = make(chan struct{}), make(chan struct{})
+	go s.routineWriteOutside()
 }
 
 func (s *Session) trafficLocked() Traffic { return Traffic{In: s.in.load(), Out: s.out.load()} }
@@ -189,8 +230,14 @@ func (s *Session) trafficSinceSwitchLocked() Traffic {
 }
 
 // stopWriter stops the writer goroutine, waits for it and recycles what is
-// still queued.
+// still queued; it does nothing for a session that never had a link. Call it
+// once, after removeLocked returned true: s.closed, set under tep.reg.mu,
+// keeps SetLink from starting a writer afterwards, so reading s.stop here
+// without the lock is safe.
 func (s *Session) stopWriter() {
+	if s.stop == nil {
+		return
+	}
 	close(s.stop)
 	<-s.done
 	for {

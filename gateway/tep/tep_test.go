@@ -290,7 +290,7 @@ func TestSessionLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatalf("re-adding a released lease: %v", err)
 	}
-	// No link attached yet: queued packets are dropped as link errors.
+	// No link attached yet: packets are dropped as link errors.
 	h.dev.In <- ipv4(server, lease, packet.ProtoUDP, 100, true, 0)
 	waitDrop(t, h.tep, DropLinkError, 1)
 	s.SetLink(newFakeLink(tunnel.Plain))

@@ -186,6 +186,11 @@ func recoverCorrupt(path string, err *error) {
 // Path returns the file name.
 func (s *BoltStore) Path() string { return s.path }
 
+// Exclusive reports that the store has one writer: the file is locked by
+// this process for as long as it is open. The lease Manager then keeps
+// offers in memory instead of committing them (see lease.Manager.Offer).
+func (s *BoltStore) Exclusive() bool { return true }
+
 // Close waits for the commits already queued, then closes the file and
 // releases its lock. Commit returns ErrClosed afterwards.
 func (s *BoltStore) Close() error {

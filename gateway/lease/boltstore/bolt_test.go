@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -69,7 +70,8 @@ func TestManagerPersistence(t *testing.T) {
 	if err != nil || !st.Static {
 		t.Fatalf("static offer %+v %v", st, err)
 	}
-	before := m.List()
+	// The store is exclusive: the offer lives in memory only and is not in the file.
+	before := slices.DeleteFunc(m.List(), func(l lease.Lease) bool { return l.Addr == st.Addr })
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -85,6 +87,9 @@ func TestManagerPersistence(t *testing.T) {
 	after := m2.List()
 	if !sameLeases(before, after) {
 		t.Fatalf("state changed across reopen:\n%v\n%v", before, after)
+	}
+	if _, err := m2.Accept(ctx, st.Addr, "s"); !errors.Is(err, lease.ErrNotFound) {
+		t.Fatalf("accepting an offer of the previous run: %v, want ErrNotFound", err)
 	}
 	// Held ones come back to their identity.
 	for i := 0; i < 20; i += 3 {

@@ -1,0 +1,458 @@
+package tep
+
+import (
+	"bytes"
+	"encoding/json"
+	"maps"
+	"net/netip"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/dstmgw/dstm/gateway/packet"
+	"github.com/dstmgw/dstm/gateway/tunnel"
+)
+
+var lease2 = netip.MustParseAddr("10.99.0.3")
+
+// noWriter fails unless s has no queue, channels or link: what a session
+// costs before its first link.
+func noWriter(t *testing.T, s *Session) {
+	t.Helper()
+	if s.queue != nil || s.stop != nil || s.done != nil {
+		t.Fatalf("session without a link has a writer: queue %v stop %v done %v", s.queue != nil, s.stop != nil, s.done != nil)
+	}
+}
+
+// writerStopped fails unless s's writer (if any) has returned.
+func writerStopped(t *testing.T, s *Session) {
+	t.Helper()
+	if s.done == nil {
+		return
+	}
+	select {
+	case <-s.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("writer of a removed session still running")
+	}
+}
+
+// within runs f and fails if it does not return in time.
+func within(t *testing.T, what string, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f()
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("%s blocked", what)
+	}
+}
+
+func nonZeroDrops(st Stats) map[string]uint64 {
+	out := map[string]uint64{}
+	for k, v := range st.Drops {
+		if v != 0 {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// TestSessionWithoutLink checks that a session without a link has no queue
+// and no writer goroutine, and that its outbound packets are dropped as
+// link_error at once.
+func TestSessionWithoutLink(t *testing.T) {
+	tests := []struct {
+		name  string
+		send  func(h *harness, s *Session)
+		drops map[string]uint64
+		icmp  uint64 // ICMP errors generated
+		tun   int    // packets expected on the TUN device
+	}{
+		{
+			name:  "inside packet",
+			send:  func(h *harness, _ *Session) { h.dev.In <- ipv4(server, lease2, packet.ProtoUDP, 200, true, 0) },
+			drops: map[string]uint64{"link_error": 1},
+		},
+		{
+			name:  "inside SYN",
+			send:  func(h *harness, _ *Session) { h.dev.In <- ipv4(server, lease2, packet.ProtoTCP, 44, true, 1460) },
+			drops: map[string]uint64{"link_error": 1},
+		},
+		{
+			// Answered from the inside as before: the MTU check comes first.
+			name:  "inside too big",
+			send:  func(h *harness, _ *Session) { h.dev.In <- ipv4(server, lease2, packet.ProtoUDP, 1400, true, 0) },
+			drops: map[string]uint64{"too_big": 1},
+			icmp:  1, tun: 1,
+		},
+		{
+			// The ICMP error towards the client has no link to go to.
+			name:  "outside too big",
+			send:  func(_ *harness, s *Session) { s.ReceivePacket(ipv4(lease2, server, packet.ProtoUDP, 1400, true, 0)) },
+			drops: map[string]uint64{"too_big": 1, "link_error": 1},
+			icmp:  1,
+		},
+		{
+			// The outside direction needs no writer.
+			name: "outside packet",
+			send: func(_ *harness, s *Session) { s.ReceivePacket(ipv4(lease2, server, packet.ProtoUDP, 100, true, 0)) },
+			tun:  1,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, Config{MTU: 1500})
+			goroutines := runtime.NumGoroutine()
+			s, err := h.tep.AddSession(SessionInfo{ID: "s2", Lease: lease2, Transport: tunnel.DTLS})
+			if err != nil {
+				t.Fatal(err)
+			}
+			noWriter(t, s)
+			tt.send(h, s)
+			want := tt.drops
+			if want == nil {
+				want = map[string]uint64{}
+			}
+			for range tt.tun {
+				recv(t, h.dev.Out, "packet on TUN")
+			}
+			waitFor(t, "drops", func() bool { return maps.Equal(nonZeroDrops(h.tep.Stats()), want) })
+			expectNone(t, h.dev.Out, "extra packet on TUN")
+			expectNone(t, h.link.out, "packet in the other session's link")
+			st := h.tep.Stats()
+			if got := nonZeroDrops(st); !maps.Equal(got, want) {
+				t.Fatalf("drops %v, want %v", got, want)
+			}
+			if st.ICMPSent != tt.icmp {
+				t.Fatalf("ICMPSent = %d, want %d", st.ICMPSent, tt.icmp)
+			}
+			noWriter(t, s)
+			if n := runtime.NumGoroutine(); n > goroutines {
+				t.Fatalf("goroutines %d > %d: a session without a link started one", n, goroutines)
+			}
+			within(t, "RemoveSession", func() { h.tep.RemoveSession(lease2, "s2") })
+		})
+	}
+}
+
+// TestSetLinkStartsWriter checks that the first link starts the writer,
+// that a detach keeps it (new packets dropped as link_error) and that a
+// later link reuses it.
+func TestSetLinkStartsWriter(t *testing.T) {
+	h := newHarness(t, Config{MTU: 1500})
+	s, err := h.tep.AddSession(SessionInfo{ID: "s2", Lease: lease2, Transport: tunnel.DTLS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	noWriter(t, s)
+	in := func() []byte { return ipv4(server, lease2, packet.ProtoUDP, 200, true, 0) }
+
+	dtls := newFakeLink(tunnel.DTLS)
+	s.SetLink(dtls)
+	if s.queue == nil || s.stop == nil || s.done == nil {
+		t.Fatal("SetLink did not start the writer")
+	}
+	if cap(s.queue) != DefaultQueueLen {
+		t.Fatalf("queue length %d", cap(s.queue))
+	}
+	queue, done := s.queue, s.done
+	p := in()
+	h.dev.In <- p
+	if got := recv(t, dtls.out, "packet in the DTLS link"); !bytes.Equal(got, p) {
+		t.Fatal("packet changed on its way into the tunnel")
+	}
+	s.ReceivePacket(ipv4(lease2, server, packet.ProtoUDP, 1400, true, 0))
+	if icmp := recv(t, dtls.out, "frag-needed in the DTLS link"); packet.Proto(icmp) != packet.ProtoICMP {
+		t.Fatal("not ICMP")
+	}
+
+	s.SetLink(nil)
+	h.dev.In <- in()
+	waitDrop(t, h.tep, DropLinkError, 1)
+	s.ReceivePacket(ipv4(lease2, server, packet.ProtoUDP, 1400, true, 0))
+	waitDrop(t, h.tep, DropLinkError, 2)
+	expectNone(t, dtls.out, "packet in a detached link")
+	if s.queue != queue || s.done != done {
+		t.Fatal("detach replaced the writer")
+	}
+
+	tls := newFakeLink(tunnel.TLS)
+	s.SetLink(tls)
+	if s.queue != queue || s.done != done {
+		t.Fatal("second link started another writer")
+	}
+	h.dev.In <- in()
+	recv(t, tls.out, "packet in the TLS link")
+	waitFor(t, "TLS out counter", func() bool { return h.tep.Stats().Transports[tunnel.TLS].Out.Packets == 1 })
+	if st := h.tep.Stats(); st.Transports[tunnel.DTLS].Out.Packets != 2 || st.Drops["queue_full"] != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	within(t, "RemoveSession", func() { h.tep.RemoveSession(lease2, "s2") })
+	writerStopped(t, s)
+}
+
+// TestRemoveSessionWriterStates removes sessions in each writer state and
+// then tries to attach a link: removal must not block, and no writer may
+// start (or be left running) afterwards. The harness checks for leaked
+// goroutines.
+func TestRemoveSessionWriterStates(t *testing.T) {
+	tests := []struct {
+		name  string
+		setup func(s *Session)
+		close bool // remove with TEP.Close instead of RemoveSession
+	}{
+		{name: "never linked", setup: func(*Session) {}},
+		{name: "linked", setup: func(s *Session) { s.SetLink(newFakeLink(tunnel.Plain)) }},
+		{name: "detached", setup: func(s *Session) { s.SetLink(newFakeLink(tunnel.Plain)); s.SetLink(nil) }},
+		{name: "never linked, Close", setup: func(*Session) {}, close: true},
+		{name: "linked, Close", setup: func(s *Session) { s.SetLink(newFakeLink(tunnel.Plain)) }, close: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, Config{})
+			s, err := h.tep.AddSession(SessionInfo{ID: "s2", Lease: lease2, Transport: tunnel.Plain})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.setup(s)
+			hadWriter := s.queue != nil
+			s.ReceivePacket(ipv4(lease2, server, packet.ProtoUDP, 100, true, 0))
+			recv(t, h.dev.Out, "packet on TUN")
+			link := s.link.Load()
+			if tt.close {
+				within(t, "Close", func() { _ = h.tep.Close() })
+			} else {
+				within(t, "RemoveSession", func() { h.tep.RemoveSession(lease2, "s2") })
+			}
+			before := h.tep.Stats().Transports
+			tls := newFakeLink(tunnel.TLS)
+			s.SetLink(tls)
+			if !hadWriter {
+				noWriter(t, s)
+			}
+			writerStopped(t, s)
+			if s.link.Load() != link {
+				t.Fatal("SetLink attached a link to a removed session")
+			}
+			// The removed session's traffic was retired once; a late
+			// transport switch must not count it again.
+			if after := h.tep.Stats().Transports; !maps.Equal(after, before) || after[tunnel.Plain].In.Packets != 1 {
+				t.Fatalf("traffic after a late SetLink %v, before %v", after, before)
+			}
+			if !tt.close {
+				h.dev.In <- ipv4(server, lease2, packet.ProtoUDP, 100, true, 0)
+				waitDrop(t, h.tep, DropNoSession, 1)
+			}
+			expectNone(t, tls.out, "packet in a removed session's link")
+		})
+	}
+}
+
+// TestSetLinkRace attaches, detaches and re-attaches links while inside
+// traffic and ICMP errors towards the clients are being queued, optionally
+// removing the sessions at the same time. Run with -race.
+func TestSetLinkRace(t *testing.T) {
+	const (
+		sessions = 32
+		rounds   = 40
+	)
+	for _, remove := range []bool{false, true} {
+		name := "links"
+		if remove {
+			name = "links and removal"
+		}
+		t.Run(name, func(t *testing.T) {
+			goroutines := runtime.NumGoroutine()
+			tp, err := New(Config{
+				Device: newFakeTUN(1), InnerAddr: inner, Pools: []netip.Prefix{pool}, MTU: 1500,
+				ICMPRate: 1e9, ICMPBurst: 1 << 20,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ss := make([]*Session, sessions)
+			links := make([]*fakeLink, sessions)
+			for i := range ss {
+				a := netip.AddrFrom4([4]byte{10, 99, 0, byte(10 + i)})
+				if ss[i], err = tp.AddSession(SessionInfo{ID: "r", Lease: a, Transport: tunnel.Plain}); err != nil {
+					t.Fatal(err)
+				}
+				links[i] = newFakeLink(tunnel.DTLS)
+				links[i].discard = true
+			}
+			start := make(chan struct{})
+			var wg sync.WaitGroup
+			run := func(f func()) {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-start
+					f()
+				}()
+			}
+			// The inside reader: one goroutine, as routineReadInside.
+			run(func() {
+				sc := tp.newInsideScratch()
+				for range rounds {
+					for _, s := range ss {
+						tp.handleInside(ipv4(server, s.info.Lease, packet.ProtoUDP, 100, true, 0), sc)
+					}
+				}
+			})
+			// A transport reader: oversize packets make ICMP errors that
+			// are queued towards the client (icmpOutside → enqueue).
+			run(func() {
+				for range rounds {
+					for _, s := range ss {
+						s.ReceivePacket(ipv4(s.info.Lease, server, packet.ProtoUDP, 1400, true, 0))
+					}
+				}
+			})
+			// The control plane: first link, detach, re-attach.
+			run(func() {
+				for i, s := range ss {
+					s.SetLink(links[i])
+					s.SetLink(nil)
+					s.SetLink(links[i])
+				}
+			})
+			if remove {
+				run(func() {
+					for _, s := range ss {
+						tp.RemoveSession(s.info.Lease, "r")
+					}
+				})
+			}
+			close(start)
+			wg.Wait()
+			if remove {
+				for _, s := range ss {
+					if !s.closed.Load() {
+						t.Fatal("session not removed")
+					}
+					writerStopped(t, s)
+				}
+			} else {
+				for _, s := range ss {
+					if s.queue == nil {
+						t.Fatal("session with a link has no writer")
+					}
+				}
+				// Every packet is accounted for once the writers are idle.
+				want := uint64(sessions*rounds) + tp.sent.Load()
+				accounted := func() uint64 {
+					n := tp.drops[DropLinkError].Load() + tp.drops[DropQueueFull].Load()
+					for _, l := range links {
+						n += l.count.Load()
+					}
+					return n
+				}
+				waitFor(t, "writers to drain", func() bool { return accounted() == want })
+				if tp.drops[DropNoSession].Load() != 0 || tp.drops[DropTooBig].Load() != sessions*rounds {
+					t.Fatalf("drops %v", tp.Stats().Drops)
+				}
+			}
+			within(t, "Close", func() { _ = tp.Close() })
+			for _, s := range ss {
+				writerStopped(t, s)
+			}
+			waitGoroutines(t, goroutines)
+		})
+	}
+}
+
+// TestSessionDebugLog checks the session's debug lines and fields, and that
+// nothing is built when debug logging is off.
+func TestSessionDebugLog(t *testing.T) {
+	tests := []struct {
+		level zerolog.Level
+		lines []string
+	}{
+		{zerolog.DebugLevel, []string{"session added", "routineWriteOutside started", "routineWriteOutside stopped", "session removed"}},
+		{zerolog.InfoLevel, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.level.String(), func(t *testing.T) {
+			var buf syncBuffer
+			tp, err := New(Config{Device: newFakeTUN(1), InnerAddr: inner, Pools: []netip.Prefix{pool}, Logger: zerolog.New(&buf).Level(tt.level)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tp.Close()
+			s, err := tp.AddSession(SessionInfo{ID: "s-1", Identity: "alice", Lease: lease, Transport: tunnel.DTLS})
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := s.debug()
+			if (e == nil) != (tt.level > zerolog.DebugLevel) {
+				t.Fatalf("debug() nil = %v at level %v", e == nil, tt.level)
+			}
+			e.Discard()
+			s.SetLink(newFakeLink(tunnel.DTLS))
+			tp.RemoveSession(lease, "s-1")
+			var msgs []string
+			for _, line := range bytes.Split(bytes.TrimSpace(buf.Bytes()), []byte("\n")) {
+				if len(line) == 0 {
+					continue
+				}
+				var ev map[string]any
+				if err := json.Unmarshal(line, &ev); err != nil {
+					t.Fatalf("%s: %v", line, err)
+				}
+				want := map[string]any{"level": "debug", "session": "s-1", "identity": "alice", "lease_v4": lease.String(), "transport": tunnel.DTLS}
+				for k, v := range want {
+					if ev[k] != v {
+						t.Fatalf("%s: %s = %v, want %v", line, k, ev[k], v)
+					}
+				}
+				msgs = append(msgs, ev["message"].(string))
+			}
+			// The writer's lines come from its goroutine; only the set matters.
+			if !sameSet(msgs, tt.lines) {
+				t.Fatalf("messages %q, want %q", msgs, tt.lines)
+			}
+		})
+	}
+}
+
+func sameSet(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	m := map[string]int{}
+	for _, s := range a {
+		m[s]++
+	}
+	for _, s := range b {
+		if m[s]--; m[s] < 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// syncBuffer is a bytes.Buffer safe for the writer goroutine's log lines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) Bytes() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]byte(nil), b.b.Bytes()...)
+}
