@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/dstmgw/dstm/auth"
@@ -115,19 +116,19 @@ func (g *Gateway) controlEnded(b *backend) {
 // newMachine builds the TSP server machine for a session on transport tr.
 func (g *Gateway) newMachine(s *session, tr tsp.Transport, ext auth.Identity) (*tsp.Server, *backend, error) {
 	b := &backend{g: g, s: s}
+	mechs, passwordsAllowed := g.mechanisms(tr, ext)
 	cfg := tsp.ServerConfig{
 		Transport:     tr,
 		Tunnels:       g.tunnelTypes(tr),
-		Mechanisms:    g.mechanisms(tr, ext),
+		Mechanisms:    mechs,
 		Realm:         g.cfg.TSP.Realm,
 		AnonymousName: s.remote.Addr().Unmap().String(),
 		ExternalName:  ext.Name,
 		Backend:       b,
 	}
-	if pw := g.passwords.Load(); pw != nil {
+	cfg.Credentials = noCredentials{}
+	if pw := g.passwords.Load(); pw != nil && passwordsAllowed {
 		cfg.Credentials = pw
-	} else {
-		cfg.Credentials = noCredentials{}
 	}
 	m, err := tsp.NewServer(cfg)
 	return m, b, err
@@ -153,8 +154,10 @@ func (g *Gateway) tunnelTypes(tr tsp.Transport) []tsp.TunnelType {
 
 // mechanisms allowed on a control transport (DESIGN §4): EXTERNAL over TLS with a certificate;
 // PLAIN over TLS, or everywhere when the config says "always"; DIGEST-MD5 and ANONYMOUS only
-// when enabled.
-func (g *Gateway) mechanisms(tr tsp.Transport, ext auth.Identity) []sasl.Mechanism {
+// when enabled. passwords says whether a password mechanism is allowed: when nothing is, PLAIN
+// is still advertised (TSP needs one mechanism) but must fail for every password, so the
+// session gets no password store.
+func (g *Gateway) mechanisms(tr tsp.Transport, ext auth.Identity) (mechs []sasl.Mechanism, passwords bool) {
 	var out []sasl.Mechanism
 	if tr == tsp.TransportTLS && ext.Name != "" {
 		out = append(out, sasl.External)
@@ -172,6 +175,7 @@ func (g *Gateway) mechanisms(tr tsp.Transport, ext auth.Identity) []sasl.Mechani
 			}
 		}
 	}
+	passwords = slices.Contains(out, sasl.Plain) || slices.Contains(out, sasl.DigestMD5)
 	if g.cfg.TSP.Anonymous {
 		out = append(out, sasl.Anonymous)
 	}
@@ -179,9 +183,9 @@ func (g *Gateway) mechanisms(tr tsp.Transport, ext auth.Identity) []sasl.Mechani
 		out = append(out, sasl.External) // fails with 300 without a certificate
 	}
 	if len(out) == 0 {
-		out = append(out, sasl.Plain)
+		out = append(out, sasl.Plain) // fails with 300: no password store (see newMachine)
 	}
-	return out
+	return out, passwords
 }
 
 // sessionFailed counts and logs, once, why a TSP session ended with an error status.

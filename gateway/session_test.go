@@ -360,6 +360,17 @@ func TestRefusals(t *testing.T) {
 			c.TSP.Plain = config.PlainAlways
 			c.TSP.Passwords = digestFile(t, "dstm", "alice")
 		}, []string{"VERSION=2.0.2\r\n", "AUTHENTICATE ANONYMOUS\r\n\x00"}, "300 Authentication failed\r\n"},
+		// PLAIN is then only a placeholder on plain TCP: the right password must fail too.
+		{"plain tls_only, right password over plain TCP", func(c *config.Config) {
+			c.TSP.Anonymous = false
+			c.TSP.Plain = config.PlainTLSOnly
+			c.TSP.Passwords = digestFile(t, "dstm", "alice")
+		}, []string{"VERSION=2.0.2\r\n", "AUTHENTICATE PLAIN\r\n\x00\x00alice\x00alice-pw\r\n"}, "300 Authentication failed\r\n"},
+		{"plain off, right password", func(c *config.Config) {
+			c.TSP.Anonymous = false
+			c.TSP.Plain = config.PlainOff
+			c.TSP.Passwords = digestFile(t, "dstm", "alice")
+		}, []string{"VERSION=2.0.2\r\n", "AUTHENTICATE PLAIN\r\n\x00\x00alice\x00alice-pw\r\n"}, "300 Authentication failed\r\n"},
 		{"anonymous off, no passwords", func(c *config.Config) { c.TSP.Anonymous = false },
 			[]string{"VERSION=2.0.2\r\n", "AUTHENTICATE ANONYMOUS\r\n\x00"}, "300 Authentication failed\r\n"},
 		{"gogoc retries VERSION=2.0.0", nil, []string{"VERSION=2.0.0\r\n", "AUTHENTICATE ANONYMOUS\r\n\x00",
