@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"time"
 
@@ -50,19 +51,24 @@ func (g *Gateway) serveStream(ctx context.Context, c net.Conn, tr tsp.Transport,
 		for {
 			msg, ok, err := sp.Next()
 			if err != nil {
-				g.sessionFailed(b.s, tr, start, &tsp.StatusError{Code: tsp.StatusInvalidRequest, Err: err}, established)
+				// The stream cannot be resynchronised: answer as the machine answers a
+				// malformed message in this phase, then close.
+				replies, serr := m.Fail(tsp.StatusInvalidRequest, err)
+				_ = g.sendReplies(c, replies, established)
+				g.sessionFailed(b.s, tr, start, serr, established)
 				return
 			}
 			if !ok {
 				break
 			}
 			replies, serr := m.Step(ctx, msg)
-			if werr := writeReplies(c, replies); werr != nil {
-				b.s.log.Debug().Err(werr).Msg("write to client failed")
+			werr := g.sendReplies(c, replies, established)
+			if serr != nil {
+				g.sessionFailed(b.s, tr, start, serr, established) // the refusal, written or not
 				return
 			}
-			if serr != nil {
-				g.sessionFailed(b.s, tr, start, serr, established)
+			if werr != nil {
+				g.streamEnded(b.s, tr, start, werr, "write", established)
 				return
 			}
 			if m.State() == tsp.StateClosed {
@@ -71,7 +77,9 @@ func (g *Gateway) serveStream(ctx context.Context, c net.Conn, tr tsp.Transport,
 			if _, data, ok := m.Established(); ok && !established {
 				established = true
 				handshakeDone()
-				_ = c.SetDeadline(time.Time{})
+				// The read deadline goes: the connection now idles for the life of the
+				// tunnel. The write deadline stays and is renewed by sendReplies.
+				_ = c.SetReadDeadline(time.Time{})
 				g.metrics.ObserveHandshake("tsp-"+tr.String(), "ok", g.now().Sub(start))
 				g.metrics.TSPStatus(tsp.StatusSuccess)
 				if data == tsp.TypeV4TLSV6 {
@@ -82,12 +90,45 @@ func (g *Gateway) serveStream(ctx context.Context, c net.Conn, tr tsp.Transport,
 		}
 		if rerr != nil {
 			if !established && !errors.Is(rerr, io.EOF) {
-				g.metrics.ObserveHandshake("tsp-"+tr.String(), "timeout", g.now().Sub(start))
-				b.s.log.Info().Err(rerr).Str("reason", "read failed before the tunnel was established").Msg("TSP session ended")
+				g.streamEnded(b.s, tr, start, rerr, "read", established)
 			}
 			return
 		}
 	}
+}
+
+// sendReplies writes replies on the session's connection. Until the tunnel is established the
+// handshake deadline set by handleTCP bounds every write. After it, the connection has no read
+// deadline (it idles for the life of the tunnel) and each batch of replies gets a write
+// deadline of tsp.handshake_timeout, so a client that sends requests without reading the
+// answers ends its session instead of blocking it until its lease runs out. The deadline is
+// set only when there is something to write: gogoc writes nothing after its accept, and its
+// connection costs no deadline update.
+func (g *Gateway) sendReplies(c net.Conn, replies []tsp.Reply, established bool) error {
+	if established && len(replies) > 0 {
+		if err := c.SetWriteDeadline(g.now().Add(g.cfg.TSP.HandshakeTimeout.D())); err != nil {
+			return err
+		}
+	}
+	return writeReplies(c, replies)
+}
+
+// streamEnded logs, once, a session whose connection failed in direction dir ("read" or
+// "write") without a TSP status: a handshake or write deadline expired, or the connection
+// broke. Nothing is sent to the client (docs/protocol.md, "Timeouts and refusals on the TCP
+// port").
+func (g *Gateway) streamEnded(s *session, tr tsp.Transport, start time.Time, err error, dir string, established bool) {
+	result, reason := "error", dir+" failed"
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded) && !established:
+		result, reason = "timeout", "handshake timeout"
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		reason = "write timeout: the client does not read"
+	}
+	if !established {
+		g.metrics.ObserveHandshake("tsp-"+tr.String(), result, g.now().Sub(start))
+	}
+	s.log.Info().Err(err).Str("reason", reason).Msg("TSP session ended")
 }
 
 // controlEnded is called when a TCP/TLS control connection ends. The session ends with it,

@@ -43,6 +43,12 @@ type testGW struct {
 // ANONYMOUS, then mutate. It is stopped (and checked to stop cleanly) at the end of the test.
 func startGateway(tb testing.TB, mutate func(*config.Config)) *testGW {
 	tb.Helper()
+	return startGatewayWithLog(tb, mutate, zerolog.Nop())
+}
+
+// startGatewayWithLog is startGateway with the gateway logging to log.
+func startGatewayWithLog(tb testing.TB, mutate func(*config.Config), log zerolog.Logger) *testGW {
+	tb.Helper()
 	cfg := config.Default()
 	cfg.StateDir = tb.TempDir()
 	// The admin socket path must fit in sun_path: keep it short.
@@ -66,7 +72,7 @@ func startGateway(tb testing.TB, mutate func(*config.Config)) *testGW {
 	baseline := runtime.NumGoroutine()
 	fdBaseline := openFDs(tb)
 	tt := tuntest.NewChannelTUN()
-	g, err := gateway.New(cfg, zerolog.Nop(), gateway.Options{Version: "test", Device: tt.TUN()})
+	g, err := gateway.New(cfg, log, gateway.Options{Version: "test", Device: tt.TUN()})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -429,4 +435,44 @@ func (gw *testGW) dialTLS(ctx context.Context, st *enroll.State, roots *enroll.S
 	// TLS 1.3: the server verifies the client certificate after the client's handshake
 	// ends; a refusal arrives as an alert on the first read.
 	return tc, nil
+}
+
+// offerXML returns the tunnel XML of a create's reply: Content-length framed, status 200.
+func offerXML(tb testing.TB, reply []byte) []byte {
+	tb.Helper()
+	body, err := tsp.ParseContent(reply)
+	if err != nil {
+		tb.Fatalf("offer %q: %v", reply, err)
+	}
+	st, rest, err := tsp.ParseStatus(body)
+	if err != nil || st.Code != tsp.StatusSuccess {
+		tb.Fatalf("offer status %+v %v in %q", st, err, reply)
+	}
+	return rest
+}
+
+// parseOffer returns the tunnel offered in a create's reply (see offerXML).
+func parseOffer(tb testing.TB, reply []byte) *tsp.Tunnel {
+	tb.Helper()
+	x := offerXML(tb, reply)
+	o, err := tsp.ParseTunnel(x)
+	if err != nil {
+		tb.Fatalf("offer XML: %v\n%s", err, x)
+	}
+	return o
+}
+
+// waitForCapability waits until a new plain TSP connection is served again (VERSION answered
+// with CAPABILITY), after whatever kept it from being served (what) is gone.
+func waitForCapability(tb testing.TB, gw *testGW, what string) {
+	tb.Helper()
+	eventually(tb, what, func() (bool, error) {
+		c, err := net.DialTimeout("tcp", gw.tcp, waitTimeout)
+		if err != nil {
+			return false, err
+		}
+		defer c.Close()
+		r := rawExchange(tb, c, []byte("VERSION=2.0.2\r\n"), lineDone)
+		return bytes.HasPrefix(r, []byte("CAPABILITY ")), nil
+	})
 }

@@ -160,15 +160,7 @@ func TestPlainV4V6GogocBytes(t *testing.T) {
 	if !bytes.HasPrefix(req, []byte("Content-length: 212\r\n")) {
 		t.Fatalf("request is not gogoc's 212-byte create: %q", req)
 	}
-	raw := rawExchange(t, c, req, contentDone)
-	body, err := tsp.ParseContent(raw)
-	if err != nil {
-		t.Fatalf("offer %q: %v", raw, err)
-	}
-	st, rest, err := tsp.ParseStatus(body)
-	if err != nil || st.Code != tsp.StatusSuccess {
-		t.Fatalf("offer status %+v %v in %q", st, err, raw)
-	}
+	rest := offerXML(t, rawExchange(t, c, req, contentDone))
 	for _, bad := range []string{"<?xml", "mtu=", "<data", "type=\"ipv4\">100.64.0.1</address></dns_server>"} {
 		if bytes.Contains(rest, []byte(bad)) {
 			t.Errorf("classic offer contains %q: %q", bad, rest)
@@ -265,18 +257,7 @@ func TestPlainTSPOverUDP(t *testing.T) {
 	if err != nil || h != (tsp.Header{Seq: 0xf2, Timestamp: 0x2ff}) {
 		t.Fatalf("offer datagram header %+v %v", h, err)
 	}
-	body, err := tsp.ParseContent(payload)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, rest, err := tsp.ParseStatus(body)
-	if err != nil || st.Code != tsp.StatusSuccess {
-		t.Fatalf("offer status %+v %v", st, err)
-	}
-	o, err := tsp.ParseTunnel(rest)
-	if err != nil {
-		t.Fatal(err)
-	}
+	o := parseOffer(t, payload)
 	checkOffer(t, o, tsp.TypeV4DTLSV6, loopback6)
 	// gogoc retransmits with a fresh timestamp: same answer, the new header echoed.
 	create2 := dgram(0xf2, 0x7d0, string(tsp.MarshalContent(x)))
@@ -349,7 +330,7 @@ func TestRefusals(t *testing.T) {
 		want   string   // exact reply bytes before the connection closes
 	}{
 		{"plain TSP disabled", func(c *config.Config) { c.Listen.PlainTSP = false },
-			[]string{"VERSION=2.0.2\r\n"}, ""},
+			[]string{"VERSION=2.0.2\r\n"}, "500 Invalid request\r\n"},
 		{"bad version", nil, []string{"VERSION=1.0.1\r\n"}, "302 Unsupported client version\r\n"},
 		{"unknown mechanism", nil, // not a mechanism name the gateway knows: unparsable
 			[]string{"VERSION=2.0.2\r\n", "AUTHENTICATE PASSDSS-3DES-1\r\n\x00"}, "500 Invalid request\r\n"},
@@ -457,15 +438,7 @@ func TestTooManySessionsPerSource(t *testing.T) {
 	}
 	// The first session is unaffected and, once it ends, the source may connect again.
 	first.Close()
-	eventually(t, "a new session after the first closed", func() (bool, error) {
-		c, err := net.DialTimeout("tcp", gw.tcp, waitTimeout)
-		if err != nil {
-			return false, err
-		}
-		defer c.Close()
-		r := rawExchange(t, c, []byte("VERSION=2.0.2\r\n"), lineDone)
-		return bytes.HasPrefix(r, []byte("CAPABILITY ")), nil
-	})
+	waitForCapability(t, gw, "a new session after the first closed")
 }
 
 func TestStickyLease(t *testing.T) {

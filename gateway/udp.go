@@ -7,8 +7,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/dstmgw/dstm/auth"
 	"github.com/dstmgw/dstm/gateway/lease"
+	"github.com/dstmgw/dstm/gateway/metrics"
 	"github.com/dstmgw/dstm/tsp"
 )
 
@@ -23,8 +26,57 @@ const udpQueueLen = 1024
 // ~4,400/s (BenchmarkTSPSessionUDP). An idle worker is a parked goroutine.
 const udpWorkers = 256
 
-// udpLinger keeps a closed UDP session around to answer late retransmissions of its last reply.
+// udpLinger keeps a closed UDP session around to answer late retransmissions of its last
+// reply, and an exchange ended by tsp.handshake_timeout to drop its retransmissions (rather
+// than have them open a new exchange), counted from the close.
 const udpLinger = 30 * time.Second
+
+// The sweep runs every quarter of the shorter UDP timeout, within these bounds: an exchange
+// ends at most a quarter of its timeout late.
+const (
+	udpSweepMax = 5 * time.Second
+	udpSweepMin = 10 * time.Millisecond
+)
+
+// UDP refusals (530) are logged at most udpRefusalLogBurst times per udpRefusalLogPeriod, all
+// reasons together: the datagrams of a flood (spoofed sources included) must not become a log
+// flood. Every refusal is counted (drops and dstm_tsp_responses_total).
+const (
+	udpRefusalLogBurst  = 10
+	udpRefusalLogPeriod = time.Minute
+)
+
+// udpRefusal is why a datagram that would open a TSP exchange was answered 530 (none: it
+// was not refused, or gets no answer).
+type udpRefusal uint8
+
+const (
+	notRefused udpRefusal = iota
+	refusedHandshakes
+	refusedSource
+)
+
+// drop is the refusal's drop counter reason.
+func (r udpRefusal) drop() string {
+	switch r {
+	case refusedHandshakes:
+		return "tsp_udp_handshake_limit"
+	case refusedSource:
+		return "tsp_source_limit"
+	}
+	return ""
+}
+
+// reason is the refusal's log reason, as on TCP.
+func (r udpRefusal) reason() string {
+	switch r {
+	case refusedHandshakes:
+		return "too many concurrent handshakes"
+	case refusedSource:
+		return "too many sessions from this source address"
+	}
+	return ""
+}
 
 type udpDatagram struct {
 	b    []byte
@@ -33,31 +85,51 @@ type udpDatagram struct {
 
 // udpTSP serves TSP over UDP ("reliable UDP", tsp-wire-notes §2.3): sessions keyed by the
 // client's (address, port), one reply per datagram, idempotent answers to retransmissions.
+//
+// Only a VERSION datagram opens an exchange, and an exchange holds a handshake slot
+// (tsp.max_handshakes, shared with TCP and TLS) from its VERSION until it is established or
+// tsp.handshake_timeout has passed since the VERSION: so the control state of exchanges that
+// never establish is bounded by max_handshakes, whatever the sources claim to be.
 type udpTSP struct {
-	g     *Gateway
-	write func(b []byte, to netip.AddrPort) error
-	queue chan udpDatagram
+	g        *Gateway
+	write    func(b []byte, to netip.AddrPort) error
+	queue    chan udpDatagram
+	refusals zerolog.Logger // rate-limited (udpRefusalLogBurst)
+	quiet    zerolog.Logger // rate-limited like refusals: timeouts of unauthenticated exchanges
 
 	mu       sync.Mutex
 	sessions map[netip.AddrPort]*udpSession
 }
 
 type udpSession struct {
-	mu     sync.Mutex
-	ds     *tsp.DatagramSession
-	s      *session
-	last   time.Time
-	start  time.Time
-	closed bool // machine closed: only retransmissions are answered
-	done   bool // tunnel established and counted
+	mu       sync.Mutex
+	ds       *tsp.DatagramSession
+	s        *session
+	start    time.Time // the VERSION that opened the exchange
+	last     time.Time // last datagram answered
+	closedAt time.Time
+	release  func() // frees the handshake slot; nil once freed
+	closed   bool   // machine closed: only retransmissions are answered
+	done     bool   // tunnel established and counted
+	expired  bool   // ended before it was established: every datagram is dropped
 }
 
 func newUDPTSP(g *Gateway, write func([]byte, netip.AddrPort) error) *udpTSP {
-	return &udpTSP{g: g, write: write, queue: make(chan udpDatagram, udpQueueLen), sessions: map[netip.AddrPort]*udpSession{}}
+	return &udpTSP{
+		g: g, write: write, queue: make(chan udpDatagram, udpQueueLen),
+		refusals: g.log.Sample(&zerolog.BurstSampler{Burst: udpRefusalLogBurst, Period: udpRefusalLogPeriod}),
+		quiet:    g.log.Sample(&zerolog.BurstSampler{Burst: udpRefusalLogBurst, Period: udpRefusalLogPeriod}),
+		sessions: map[netip.AddrPort]*udpSession{},
+	}
 }
 
-// HandleDatagram implements udpmux.Handler: it copies the datagram to the worker queue.
+// HandleDatagram implements udpmux.Handler: it copies the datagram to the worker queue. A
+// datagram without a TSP header (shorter than it, or too long) is dropped here.
 func (u *udpTSP) HandleDatagram(b []byte, from netip.AddrPort) {
+	if _, _, err := tsp.ParseDatagram(b); err != nil {
+		u.g.countDrop("tsp_udp_bad_datagram")
+		return
+	}
 	select {
 	case u.queue <- udpDatagram{b: append([]byte(nil), b...), from: from}:
 	default:
@@ -65,7 +137,7 @@ func (u *udpTSP) HandleDatagram(b []byte, from netip.AddrPort) {
 	}
 }
 
-// run starts the workers and the idle sweeper; it returns when ctx ends.
+// run starts the workers and the sweeper; it returns when ctx ends.
 func (u *udpTSP) run(ctx context.Context) {
 	var wg sync.WaitGroup
 	for range udpWorkers {
@@ -82,7 +154,7 @@ func (u *udpTSP) run(ctx context.Context) {
 			}
 		}()
 	}
-	t := time.NewTicker(5 * time.Second)
+	t := time.NewTicker(u.sweepEvery())
 	defer t.Stop()
 	for {
 		select {
@@ -95,62 +167,116 @@ func (u *udpTSP) run(ctx context.Context) {
 	}
 }
 
+// sweepEvery is the sweep period: a quarter of the shorter of handshake_timeout and
+// udp_idle_timeout, between udpSweepMin and udpSweepMax.
+func (u *udpTSP) sweepEvery() time.Duration {
+	d := min(udpSweepMax, u.g.cfg.TSP.HandshakeTimeout.D()/4, u.g.cfg.TSP.UDPIdleTimeout.D()/4)
+	return max(d, udpSweepMin)
+}
+
 func (u *udpTSP) handle(ctx context.Context, d udpDatagram) {
-	us := u.session(d.from)
-	if us == nil { // refused (source limit): answer 530 behind the client's header
-		if h, _, err := tsp.ParseDatagram(d.b); err == nil {
-			_ = u.write(tsp.AppendDatagram(nil, h, tsp.NewStatus(tsp.StatusServerTooBusy).Marshal()), d.from)
+	h, payload, err := tsp.ParseDatagram(d.b)
+	if err != nil { // HandleDatagram checked it already
+		u.g.countDrop("tsp_udp_bad_datagram")
+		return
+	}
+	u.mu.Lock()
+	us := u.sessions[d.from]
+	u.mu.Unlock()
+	if us != nil {
+		us.mu.Lock()
+		if !restarted(us, h, payload) {
+			u.step(ctx, us, d)
+			us.mu.Unlock()
+			return
 		}
+		us.mu.Unlock()
+		u.forget(d.from, us)
+	}
+	if !isVersion(payload) { // only a VERSION opens an exchange
+		u.g.countDrop("tsp_udp_no_session")
+		return
+	}
+	us, refused := u.open(d.from)
+	if us == nil {
+		u.refuse(d.from, h, refused)
 		return
 	}
 	us.mu.Lock()
-	if u.restarted(us, d.b) {
-		us.mu.Unlock()
-		u.forget(d.from, us)
-		if us = u.session(d.from); us == nil {
-			return
-		}
-		us.mu.Lock()
+	u.step(ctx, us, d)
+	us.mu.Unlock()
+}
+
+// step runs one datagram through the exchange's machine and answers it; us.mu is held.
+func (u *udpTSP) step(ctx context.Context, us *udpSession, d udpDatagram) {
+	if us.expired {
+		u.g.countDrop("tsp_udp_expired")
+		return
 	}
-	defer us.mu.Unlock()
-	us.last = u.g.now()
 	reply, err := us.ds.Handle(ctx, d.b)
 	if reply != nil {
-		if werr := u.write(reply, d.from); werr != nil {
-			us.s.log.Debug().Err(werr).Msg("UDP reply failed")
-		}
+		us.last = u.g.now()
+		// Sent after the bookkeeping below: a client that has the answer to its accept may
+		// open its next exchange at once, and must find this one's handshake slot free.
+		defer func() {
+			if werr := u.write(reply, d.from); werr != nil {
+				us.s.log.Debug().Err(werr).Msg("UDP reply failed")
+			}
+		}()
 	}
 	switch {
 	case errors.Is(err, tsp.ErrStale), errors.Is(err, tsp.ErrMalformed) && reply == nil:
 		u.g.countDrop("tsp_udp_bad_datagram")
 		return
+	case reply == nil && errors.Is(err, tsp.ErrClosed):
+		u.g.countDrop("tsp_udp_closed") // a new message after the machine closed
+		return
 	case err != nil && !us.closed:
-		us.closed = true
+		u.close(us)
 		u.g.sessionFailed(us.s, tsp.TransportUDP, us.start, err, us.done)
 		u.g.endSession(us.s, lease.ReasonClosed)
 		return
 	}
 	if _, _, ok := us.ds.Server().Established(); ok && !us.done {
 		us.done = true
-		u.g.metrics.ObserveHandshake("tsp-udp", "ok", u.g.now().Sub(us.start))
+		us.freeSlot()
+		u.g.metrics.ObserveHandshake(metrics.TransportTSPUDP, metrics.ResultOK, u.g.now().Sub(us.start))
 		u.g.metrics.TSPStatus(tsp.StatusSuccess)
 	}
 	if us.ds.Server().State() == tsp.StateClosed && !us.closed {
-		us.closed = true
+		u.close(us)
 		u.g.endSession(us.s, lease.ReasonClosed)
 	}
 }
 
-// restarted reports whether a datagram opens a new TSP exchange from an address and port that
-// still has one: a VERSION at a sequence older than the last answered one (a client that
-// reconnects from the same port, or a NAT reusing it). Retransmissions have the same sequence.
-func (u *udpTSP) restarted(us *udpSession, dgram []byte) bool {
-	h, payload, err := tsp.ParseDatagram(dgram)
-	if err != nil || !us.ds.Answered() || h.Seq == us.ds.LastSeq() {
-		return false
+// close marks the machine closed; us.mu is held. An exchange that was never established keeps
+// its handshake slot until the sweep removes it (handshake_timeout after its VERSION), so
+// that exchanges refused at once cannot pile up faster than the slots allow.
+func (u *udpTSP) close(us *udpSession) {
+	us.closed, us.closedAt = true, u.g.now()
+}
+
+// freeSlot releases the exchange's handshake slot, once; us.mu is held.
+func (us *udpSession) freeSlot() {
+	if us.release != nil {
+		us.release()
+		us.release = nil
 	}
-	_, verr := tsp.ParseVersion(payload)
-	return verr == nil
+}
+
+// restarted reports whether a datagram opens a new TSP exchange from an address and port that
+// still has one: a VERSION at a sequence other than the last answered one (a client that
+// reconnects from the same port, or a NAT reusing it). Retransmissions have the same sequence.
+// us.mu is held.
+func restarted(us *udpSession, h tsp.Header, payload []byte) bool {
+	return us.ds.Answered() && h.Seq != us.ds.LastSeq() && isVersion(payload)
+}
+
+// isVersion reports whether a datagram payload is a VERSION message, the only one that
+// starts a TSP exchange (the machine answers anything else in its first state with 500).
+func isVersion(payload []byte) bool {
+	_, err := tsp.ParseVersion(payload)
+	return err == nil
 }
 
 // forget drops the control state of one client address and port. An established tunnel keeps
@@ -163,71 +289,124 @@ func (u *udpTSP) forget(from netip.AddrPort, us *udpSession) {
 	u.mu.Unlock()
 	us.mu.Lock()
 	done, closed := us.done, us.closed
+	us.freeSlot()
+	if !done {
+		us.expired = true // a worker still holding us must not step it
+	}
 	us.mu.Unlock()
 	if !done && !closed {
 		u.g.endSession(us.s, lease.ReasonClosed)
 	}
 }
 
-// session finds or creates the UDP session of a client address and port.
-func (u *udpTSP) session(from netip.AddrPort) *udpSession {
+// open finds or creates the exchange of a client address and port for a VERSION datagram. It
+// returns nil and why when the handshake slots or the source's sessions are used up.
+func (u *udpTSP) open(from netip.AddrPort) (*udpSession, udpRefusal) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if us := u.sessions[from]; us != nil {
-		return us
+		return us, notRefused // a copy of the same VERSION got here first
 	}
+	if !u.g.handshakes.TryAcquire() {
+		return nil, refusedHandshakes
+	}
+	release := u.g.handshakes.Once()
 	s := u.g.newSession("udp", from, "", nil)
 	if !u.g.sessions.add(s, u.g.cfg.TSP.MaxSessionsPerSource) {
-		// Counted, not logged: a datagram flood must not become a log flood.
-		u.g.countDrop("tsp_source_limit")
-		u.g.metrics.TSPStatus(tsp.StatusServerTooBusy)
-		return nil
+		release()
+		return nil, refusedSource
 	}
 	m, _, err := u.g.newMachine(s, tsp.TransportUDP, auth.Identity{})
-	if err != nil {
-		s.log.Error().Err(err).Msg("cannot start TSP session")
-		u.g.sessions.remove(s)
-		return nil
+	if err == nil {
+		var ds *tsp.DatagramSession
+		if ds, err = tsp.NewDatagramSession(m); err == nil {
+			now := u.g.now()
+			us := &udpSession{ds: ds, s: s, start: now, last: now, release: release}
+			u.sessions[from] = us
+			return us, notRefused
+		}
 	}
-	ds, err := tsp.NewDatagramSession(m)
-	if err != nil {
-		u.g.sessions.remove(s)
-		return nil
-	}
-	now := u.g.now()
-	us := &udpSession{ds: ds, s: s, last: now, start: now}
-	u.sessions[from] = us
-	return us
+	s.log.Error().Err(err).Msg("cannot start TSP session")
+	release()
+	u.g.sessions.remove(s)
+	return nil, notRefused // no answer: the client retransmits
 }
 
-// sweep forgets idle UDP control state. A session whose tunnel is established keeps its lease
-// and data plane (gogoc never speaks again after accept); they end with the lease. A session
-// that never got established is ended.
+// refuse answers 530 behind the client's header (a reply no larger than the VERSION it
+// answers), counts the refusal and logs it, rate-limited.
+func (u *udpTSP) refuse(from netip.AddrPort, h tsp.Header, r udpRefusal) {
+	if r == notRefused {
+		return
+	}
+	u.g.countDrop(r.drop())
+	u.g.metrics.TSPStatus(tsp.StatusServerTooBusy)
+	if r == refusedHandshakes {
+		u.g.metrics.ObserveHandshake(metrics.TransportTSPUDP, metrics.ResultRefused, 0)
+	}
+	u.refusals.Warn().Str("remote", from.String()).Str("control", "udp").Str("reason", r.reason()).
+		Int("tsp_status", tsp.StatusServerTooBusy).Msg("TSP session refused")
+	_ = u.write(tsp.AppendDatagram(nil, h, tsp.NewStatus(tsp.StatusServerTooBusy).Marshal()), from)
+}
+
+// sweep ends exchanges that were not established handshake_timeout after their VERSION
+// (releasing their slot and any offered lease) and forgets idle control state. A session whose
+// tunnel is established keeps its lease and data plane when its exchange is forgotten (gogoc
+// never speaks again after accept); they end with the lease.
 func (u *udpTSP) sweep() {
 	now := u.g.now()
+	handshake := u.g.cfg.TSP.HandshakeTimeout.D()
+	idle := u.g.cfg.TSP.UDPIdleTimeout.D()
+	var timedOut []*udpSession
 	u.mu.Lock()
-	var stale []*udpSession
 	for k, us := range u.sessions {
 		us.mu.Lock()
-		idle := now.Sub(us.last)
-		limit := u.g.cfg.TSP.UDPIdleTimeout.D()
-		if us.closed {
-			limit = udpLinger
-		}
-		if idle > limit {
+		switch {
+		case !us.done && !us.expired && now.Sub(us.start) >= handshake:
+			us.freeSlot()
+			if us.closed { // refused: its retransmissions need no answer any more
+				delete(u.sessions, k)
+				break
+			}
+			us.expired = true
+			u.close(us)
+			timedOut = append(timedOut, us)
+		case us.closed || us.expired:
+			if now.Sub(us.closedAt) > udpLinger {
+				us.freeSlot() // a refused exchange when udpLinger < handshake_timeout
+				delete(u.sessions, k)
+			}
+		case us.done && now.Sub(us.last) > idle:
 			delete(u.sessions, k)
-			stale = append(stale, us)
 		}
 		us.mu.Unlock()
 	}
 	u.mu.Unlock()
-	for _, us := range stale {
-		us.mu.Lock()
-		done, closed := us.done, us.closed
-		us.mu.Unlock()
-		if !done && !closed {
-			us.s.log.Info().Str("reason", "UDP control session idle before the tunnel was established").Msg("TSP session ended")
-			u.g.endSession(us.s, lease.ReasonClosed)
-		}
+	for _, us := range timedOut {
+		u.timedOut(us, handshake)
 	}
+}
+
+// timedOut ends an exchange that was not established within handshake_timeout. Exchanges that
+// never authenticated are logged rate-limited (anyone can open them, from any source address);
+// the others once each.
+func (u *udpTSP) timedOut(us *udpSession, handshake time.Duration) {
+	us.mu.Lock()
+	id, authenticated := us.ds.Server().Identity()
+	us.mu.Unlock()
+	us.s.mu.Lock()
+	ended := us.s.closed // kicked or revoked meanwhile: logged there
+	us.s.mu.Unlock()
+	if ended {
+		return
+	}
+	u.g.metrics.ObserveHandshake(metrics.TransportTSPUDP, metrics.ResultTimeout, handshake)
+	const reason = "handshake timeout" // as on TCP
+	if authenticated {
+		us.s.log.Info().Str("reason", reason).Str("identity", id.Name).Str("mechanism", string(id.Mechanism)).
+			Msg("TSP session ended")
+	} else {
+		u.quiet.Info().Str("session", us.s.id).Str("remote", us.s.remote.String()).Str("control", "udp").
+			Str("reason", reason).Msg("TSP session ended")
+	}
+	u.g.endSession(us.s, lease.ReasonClosed)
 }

@@ -205,6 +205,27 @@ func (s *Server) Step(ctx context.Context, in []byte) ([]Reply, error) {
 	return out, err
 }
 
+// Fail closes the session with status code for a cause found outside the machine (a
+// message the transport could not frame, such as one over the size limit) and returns the
+// replies to send, framed as the machine frames a status in its current state: a bare line
+// before authentication, Content-length framed from then on. The error is the
+// *StatusError for the log. A closed machine returns ErrClosed and no replies.
+func (s *Server) Fail(code int, cause error) ([]Reply, error) {
+	if s.state == StateClosed {
+		return nil, ErrClosed
+	}
+	var out []Reply
+	var err error
+	switch s.state {
+	case StateAuthenticated, StateOffered, StateEstablished:
+		out, err = failFramed(code, cause)
+	default:
+		out, err = fail(code, cause)
+	}
+	s.state = StateClosed
+	return out, err
+}
+
 func (s *Server) dispatch(ctx context.Context, in []byte) ([]Reply, error) {
 	switch s.state {
 	case StateVersion:

@@ -478,3 +478,52 @@ func TestDatagramSession(t *testing.T) {
 		t.Fatal("datagram session over a TCP machine")
 	}
 }
+
+// TestServerFail: a status for a cause outside the machine is framed as the machine frames
+// one in its state, and closes the session.
+func TestServerFail(t *testing.T) {
+	cause := errors.New("line longer than 8192 bytes")
+	tests := []struct {
+		name  string
+		setup func(t *testing.T) stepper
+		want  string
+	}{
+		{"before VERSION", func(t *testing.T) stepper { return newStepper(t, TransportTCP, &fakeBackend{mode: "ok"}) },
+			"500 Invalid request\r\n"},
+		{"authenticating", func(t *testing.T) stepper {
+			s := newStepper(t, TransportTCP, &fakeBackend{mode: "ok"})
+			if _, err := s.step("VERSION=2.0.2\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}, "500 Invalid request\r\n"},
+		{"authenticated", func(t *testing.T) stepper { return authed(t, TransportTCP, &fakeBackend{mode: "ok"}) },
+			"Content-length: 21\r\n500 Invalid request\r\n"},
+		{"offered", func(t *testing.T) stepper {
+			s := authed(t, TransportTCP, &fakeBackend{mode: "ok"})
+			if _, err := s.step(createMsg(t, TypeV4V6)); err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}, "Content-length: 21\r\n500 Invalid request\r\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := tc.setup(t)
+			replies, err := s.srv.Fail(StatusInvalidRequest, cause)
+			var se *StatusError
+			if !errors.As(err, &se) || se.Code != StatusInvalidRequest || !errors.Is(err, cause) {
+				t.Fatalf("error %v", err)
+			}
+			if len(replies) != 1 || string(replies[0].Payload) != tc.want {
+				t.Fatalf("replies %v, want %q", replies, tc.want)
+			}
+			if s.srv.State() != StateClosed {
+				t.Fatalf("state %s after Fail", s.srv.State())
+			}
+			if r, err := s.srv.Fail(StatusInvalidRequest, cause); r != nil || !errors.Is(err, ErrClosed) {
+				t.Fatalf("second Fail: %v %v", r, err)
+			}
+		})
+	}
+}

@@ -87,6 +87,15 @@ func TestCheckConfig(t *testing.T) {
 	}
 	golden(t, "check-config.golden", strings.ReplaceAll(out, good, "CONFIG"))
 
+	risky := filepath.Join(dir, "risky.yaml")
+	if err := os.WriteFile(risky, []byte("tsp:\n  anonymous: true\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, code = run(t, "check-config", "-c", risky)
+	if code != 0 || !strings.Contains(out, "\n# warning: tsp.anonymous: any client") {
+		t.Fatalf("risky config: exit %d, output:\n%s", code, out)
+	}
+
 	bad := filepath.Join(dir, "bad.yaml")
 	if err := os.WriteFile(bad, []byte("tep:\n  mtu: 100\nbogus: 1\n"), 0o600); err != nil {
 		t.Fatal(err)

@@ -46,6 +46,9 @@ func newRunCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return usageError{err}
 			}
+			for _, w := range cfg.Warnings() {
+				log.Warn().Str("setting", w.Setting).Msg(w.Text)
+			}
 			gw, err := gateway.New(cfg, log, gateway.Options{Version: version.Version})
 			if err != nil {
 				return err
@@ -106,6 +109,9 @@ func newCheckConfigCmd(g *globals) *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "# %s is valid; effective configuration:\n%s", g.config, out)
+			for _, w := range cfg.Warnings() {
+				fmt.Fprintf(cmd.OutOrStdout(), "# warning: %s: %s\n", w.Setting, w.Text)
+			}
 			return nil
 		},
 	}
