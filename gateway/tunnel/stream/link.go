@@ -275,6 +275,9 @@ func (l *Link) queueKeepalive() {
 	l.signal()
 }
 
+// readBufMax is the size a busy stream's read buffer grows to (see readLoop).
+const readBufMax = 32 << 10
+
 // flush writes everything pending in one Write.
 func (l *Link) flush() error {
 	l.mu.Lock()
@@ -304,9 +307,18 @@ func (l *Link) putSpare(buf []byte) {
 // readLoop parses frames out of a buffer filled from conn and hands each
 // packet to the receiver. The buffer always has room for one whole frame.
 func (l *Link) readLoop() error {
-	buf := make([]byte, max(32<<10, 2*(HeaderLen+l.maxPacket)))
+	// The buffer starts with room for two frames: an idle session (most of them, most of
+	// the time) costs that much, not readBufMax. A read that fills the buffer means more is
+	// waiting in the socket: the buffer then grows, once, to readBufMax, so a busy stream
+	// takes many frames per read.
+	buf := make([]byte, 2*(HeaderLen+l.maxPacket))
 	start, end := 0, 0
 	for {
+		if end == len(buf) && len(buf) < readBufMax {
+			nb := make([]byte, readBufMax)
+			copy(nb, buf[start:end])
+			buf, start, end = nb, 0, end-start
+		}
 		n, err := l.deliver(buf[start:end])
 		if err != nil {
 			return err

@@ -336,3 +336,43 @@ func TestControlFramesInterleaveWithPackets(t *testing.T) {
 		t.Fatal("empty control message accepted")
 	}
 }
+
+// TestFramesAcrossBufferGrowth: the read buffer starts with room for two frames and grows
+// when a read fills it, also while it holds the start of a frame not yet complete. The peer
+// writes raw chunks (net.Pipe hands each read as much of a write as fits): one whole frame and
+// the start of the next, then the rest of a long batch, which fills the small buffer and
+// makes it grow with a partial frame after a consumed one.
+func TestFramesAcrossBufferGrowth(t *testing.T) {
+	c1, c2 := net.Pipe()
+	r2 := newChanReceiver()
+	l2 := New(c2, r2, Options{MTU: 1500})
+	e2 := runLink(t, l2)
+	sizes := []int{100, 1500, 21, 1499, 576, 1400, 40, 1500, 1500, 1500}
+	var pkts [][]byte
+	var wire []byte
+	for i := range 60 {
+		p := ipv4Packet(sizes[i%len(sizes)], byte(i))
+		pkts = append(pkts, p)
+		wire = AppendFrame(wire, p)
+	}
+	first := HeaderLen + sizes[0] + 50 // frame 0 and the first 50 bytes of frame 1
+	for _, chunk := range [][]byte{wire[:first], wire[first:]} {
+		if _, err := c1.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+		if len(chunk) == first {
+			if got := r2.next(t); !bytes.Equal(got, pkts[0]) {
+				t.Fatalf("packet 0: got %d bytes, want %d", len(got), len(pkts[0]))
+			}
+		}
+	}
+	for i, want := range pkts[1:] {
+		if got := r2.next(t); !bytes.Equal(got, want) {
+			t.Fatalf("packet %d: got %d bytes (fill %d), want %d (fill %d)", i+1, len(got), got[1], len(want), want[1])
+		}
+	}
+	c1.Close()
+	if err := waitErr(t, e2); err != nil {
+		t.Fatal(err)
+	}
+}
