@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 )
 
 // minMTU is the smallest MTU an extended offer may announce.
@@ -75,15 +76,26 @@ func (s *Server) create(ctx context.Context, req *Tunnel) ([]Reply, error) {
 
 // offerReply frames "200 Success\r\n" + the tunnel XML.
 func (s *Server) offerReply(offer *Tunnel) ([]Reply, error) {
-	x, err := offer.Marshal()
+	// One buffer: the body (status line and XML) is written after room for the longest
+	// Content-length line an offer that fits a datagram can have, and the line is then put
+	// right in front of it.
+	const room = len(contentLengthKey) + len(" 4096\r\n")
+	buf := make([]byte, room, room+len("200 Success\r\n")+offer.marshalSizeHint())
+	buf = NewStatus(StatusSuccess).Append(buf)
+	buf, err := offer.AppendMarshal(buf)
 	if err != nil {
 		return failFramed(StatusServerError, fmt.Errorf("marshal offer: %w", err))
 	}
-	body := append(NewStatus(StatusSuccess).Marshal(), x...)
-	msg := MarshalContent(body)
-	if len(msg) > MaxDatagramPayload {
-		return failFramed(StatusServerError, fmt.Errorf("offer of %d bytes exceeds %d", len(msg), MaxDatagramPayload))
+	n := len(buf) - room
+	var hb [room]byte
+	hdr := append(hb[:0], contentLengthKey+" "...)
+	hdr = strconv.AppendInt(hdr, int64(n), 10)
+	hdr = append(hdr, crlf...)
+	if len(hdr)+n > MaxDatagramPayload {
+		return failFramed(StatusServerError, fmt.Errorf("offer of %d bytes exceeds %d", len(hdr)+n, MaxDatagramPayload))
 	}
+	msg := buf[room-len(hdr):] // len(hdr) <= room: n <= MaxDatagramPayload has 4 digits at most
+	copy(msg, hdr)
 	return []Reply{{Payload: msg}}, nil
 }
 

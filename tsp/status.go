@@ -140,8 +140,11 @@ func NewStatus(code int) Status {
 }
 
 // Marshal encodes "<code> <reason>\r\n".
-func (s Status) Marshal() []byte {
-	b := strconv.AppendInt(nil, int64(s.Code), 10)
+func (s Status) Marshal() []byte { return s.Append(nil) }
+
+// Append appends the status line to dst.
+func (s Status) Append(dst []byte) []byte {
+	b := strconv.AppendInt(dst, int64(s.Code), 10)
 	b = append(b, ' ')
 	b = append(b, s.Reason...)
 	return append(b, crlf...)

@@ -15,10 +15,15 @@ import (
 // (xml_req.c), every other action in the offer layout of tsp-wire-notes
 // §3.9. No XML prolog is ever written.
 func (t *Tunnel) Marshal() ([]byte, error) {
+	return t.AppendMarshal(make([]byte, 0, t.marshalSizeHint()))
+}
+
+// AppendMarshal appends what Marshal returns to dst. On error dst is returned unchanged.
+func (t *Tunnel) AppendMarshal(dst []byte) ([]byte, error) {
 	if err := t.checkMarshal(); err != nil {
-		return nil, err
+		return dst, err
 	}
-	w := &xmlWriter{b: make([]byte, 0, t.marshalSizeHint())}
+	w := &xmlWriter{b: dst}
 	w.openTunnel(t)
 	if !t.hasChildren() {
 		w.raw("</tunnel>\r\n")
