@@ -89,7 +89,11 @@ func (g *Gateway) serveStream(ctx context.Context, c net.Conn, tr tsp.Transport,
 			}
 		}
 		if rerr != nil {
-			if !established && !errors.Is(rerr, io.EOF) {
+			switch {
+			case established:
+			case errors.Is(rerr, io.EOF):
+				g.handshakeAbandoned(b.s, tr, start, m.State())
+			default:
 				g.streamEnded(b.s, tr, start, rerr, "read", established)
 			}
 			return
@@ -129,6 +133,15 @@ func (g *Gateway) streamEnded(s *session, tr tsp.Transport, start time.Time, err
 		g.metrics.ObserveHandshake("tsp-"+tr.String(), result, g.now().Sub(start))
 	}
 	s.log.Info().Err(err).Str("reason", reason).Msg("TSP session ended")
+}
+
+// handshakeAbandoned logs, once, a client that closed its connection before its tunnel was
+// established and without a status from the gateway: gogoc does that when the CAPABILITY
+// lacks its tunnel mode or mechanism ("Requested tunnel mode not available on server"), and
+// after an offer it does not like. The machine's state tells the operator where it stopped.
+func (g *Gateway) handshakeAbandoned(s *session, tr tsp.Transport, start time.Time, st tsp.ServerState) {
+	g.metrics.ObserveHandshake("tsp-"+tr.String(), "error", g.now().Sub(start))
+	s.log.Info().Str("reason", "closed by the client during the handshake").Stringer("state", st).Msg("TSP session ended")
 }
 
 // controlEnded is called when a TCP/TLS control connection ends. The session ends with it,

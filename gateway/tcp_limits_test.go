@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
@@ -275,4 +276,55 @@ func TestEstablishedWriteDeadline(t *testing.T) {
 		return len(ss) == 0, err
 	})
 	gw.waitLeaseState(t, lease, "held")
+}
+
+// TestClientQuitsDuringHandshake: a client that closes before its tunnel is established,
+// without a status from the gateway (gogoc, when the CAPABILITY lacks its mode), is logged once
+// with the state it stopped in, and an address it was offered goes back.
+func TestClientQuitsDuringHandshake(t *testing.T) {
+	tests := []struct {
+		name  string
+		msgs  []string
+		state string
+	}{
+		{"after CAPABILITY", []string{"VERSION=2.0.2\r\n"}, "authenticate"},
+		{"after authentication", []string{"VERSION=2.0.2\r\n", "AUTHENTICATE ANONYMOUS\r\n\x00"}, "authenticated"},
+		{"after the offer", nil, "offered"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			gw, sink := startGatewayLogged(t, nil)
+			c := gw.dialTCP(t)
+			var lease netip.Addr
+			if tc.msgs == nil {
+				m, err := tsp.NewClient(tsp.ClientConfig{
+					Transport: tsp.TransportTCP, Mechanism: sasl.Anonymous, DeferAccept: true,
+					Request: &tsp.Tunnel{Type: tsp.TypeV4DTLSV6, Client: &tsp.ClientInfo{IPv6: loopback6}},
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := streamSession(c, m); err != nil || m.State() != tsp.ClientOffered {
+					t.Fatalf("session: %v (state %v)", err, m.State())
+				}
+				lease = m.Offer().Client.IPv4
+				gw.waitLeaseState(t, lease, "offered")
+			} else {
+				for _, msg := range tc.msgs {
+					rawExchange(t, c, []byte(msg), lineDone)
+				}
+			}
+			c.Close()
+			want := map[string]any{"reason": "closed by the client during the handshake", "state": tc.state, "control": "tcp"}
+			eventually(t, "the log line", func() (bool, error) {
+				return len(sink.lines(t, "TSP session ended", want)) == 1, nil
+			})
+			if lease.IsValid() {
+				eventually(t, "the offered address back", func() (bool, error) {
+					_, ok, err := gw.leaseOf(testCtx(t), lease)
+					return !ok, err
+				})
+			}
+		})
+	}
 }
