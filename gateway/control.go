@@ -244,6 +244,16 @@ func (g *Gateway) mechanisms(tr tsp.Transport, ext auth.Identity) (mechs []sasl.
 
 // sessionFailed counts and logs, once, why a TSP session ended with an error status.
 func (g *Gateway) sessionFailed(s *session, tr tsp.Transport, start time.Time, err error, established bool) {
+	code := g.countFailure(tr, start, err, established)
+	ev := s.log.Info()
+	if code == tsp.StatusServerError {
+		ev = s.log.Error()
+	}
+	ev.Int("tsp_status", code).Err(err).Msg("TSP request refused")
+}
+
+// countFailure counts a TSP session that ended with an error status and returns the code.
+func (g *Gateway) countFailure(tr tsp.Transport, start time.Time, err error, established bool) int {
 	code := tsp.StatusServerError
 	var se *tsp.StatusError
 	if errors.As(err, &se) {
@@ -253,11 +263,7 @@ func (g *Gateway) sessionFailed(s *session, tr tsp.Transport, start time.Time, e
 	if !established {
 		g.metrics.ObserveHandshake("tsp-"+tr.String(), "refused", g.now().Sub(start))
 	}
-	ev := s.log.Info()
-	if code == tsp.StatusServerError {
-		ev = s.log.Error()
-	}
-	ev.Int("tsp_status", code).Err(err).Msg("TSP request refused")
+	return code
 }
 
 // refuseSource answers a client whose address already has too many sessions.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -86,19 +87,26 @@ type udpDatagram struct {
 // udpTSP serves TSP over UDP ("reliable UDP", tsp-wire-notes §2.3): sessions keyed by the
 // client's (address, port), one reply per datagram, idempotent answers to retransmissions.
 //
-// Only a VERSION datagram opens an exchange, and an exchange holds a handshake slot
-// (tsp.max_handshakes, shared with TCP and TLS) from its VERSION until it is established or
-// tsp.handshake_timeout has passed since the VERSION: so the control state of exchanges that
-// never establish is bounded by max_handshakes, whatever the sources claim to be.
+// Only a VERSION datagram opens an exchange, and an exchange holds a handshake slot from its
+// VERSION until it is established or tsp.handshake_timeout has passed since the VERSION: so
+// the control state of exchanges that never establish is bounded by max_handshakes, whatever
+// the sources claim to be. The slots are UDP's own (tsp.max_handshakes of them, as DTLS has
+// its own): a VERSION needs no answer to hold one, so spoofed datagrams could otherwise take
+// every slot of the TCP port and lock TSP-SSL and enrollment out.
 type udpTSP struct {
 	g        *Gateway
 	write    func(b []byte, to netip.AddrPort) error
 	queue    chan udpDatagram
+	slots    *semaphore
 	refusals zerolog.Logger // rate-limited (udpRefusalLogBurst)
-	quiet    zerolog.Logger // rate-limited like refusals: timeouts of unauthenticated exchanges
+	quiet    zerolog.Logger // rate-limited like refusals: unauthenticated exchanges that end
 
 	mu       sync.Mutex
 	sessions map[netip.AddrPort]*udpSession
+	// retired are refused exchanges replaced by a new VERSION from the same address and port:
+	// they keep their slot until the sweep frees it, as if they were still in sessions, so
+	// that restarting a refused exchange does not free a slot faster than waiting would.
+	retired []*udpSession
 }
 
 type udpSession struct {
@@ -117,6 +125,7 @@ type udpSession struct {
 func newUDPTSP(g *Gateway, write func([]byte, netip.AddrPort) error) *udpTSP {
 	return &udpTSP{
 		g: g, write: write, queue: make(chan udpDatagram, udpQueueLen),
+		slots:    newSemaphore(g.cfg.TSP.MaxHandshakes),
 		refusals: g.log.Sample(&zerolog.BurstSampler{Burst: udpRefusalLogBurst, Period: udpRefusalLogPeriod}),
 		quiet:    g.log.Sample(&zerolog.BurstSampler{Burst: udpRefusalLogBurst, Period: udpRefusalLogPeriod}),
 		sessions: map[netip.AddrPort]*udpSession{},
@@ -233,7 +242,13 @@ func (u *udpTSP) step(ctx context.Context, us *udpSession, d udpDatagram) {
 		return
 	case err != nil && !us.closed:
 		u.close(us)
-		u.g.sessionFailed(us.s, tsp.TransportUDP, us.start, err, us.done)
+		if _, authenticated := us.ds.Server().Identity(); authenticated || us.done {
+			u.g.sessionFailed(us.s, tsp.TransportUDP, us.start, err, us.done)
+		} else { // anyone can get here from any source address: rate-limited
+			code := u.g.countFailure(tsp.TransportUDP, us.start, err, false)
+			u.quiet.Info().Str("session", us.s.id).Str("remote", us.s.remote.String()).Str("control", "udp").
+				Int("tsp_status", code).Err(err).Msg("TSP request refused")
+		}
 		u.g.endSession(us.s, lease.ReasonClosed)
 		return
 	}
@@ -289,11 +304,18 @@ func (u *udpTSP) forget(from netip.AddrPort, us *udpSession) {
 	u.mu.Unlock()
 	us.mu.Lock()
 	done, closed := us.done, us.closed
-	us.freeSlot()
 	if !done {
 		us.expired = true // a worker still holding us must not step it
 	}
-	us.mu.Unlock()
+	if !done && closed && us.release != nil {
+		us.mu.Unlock()
+		u.mu.Lock()
+		u.retired = append(u.retired, us) // refused: the sweep frees its slot
+		u.mu.Unlock()
+	} else {
+		us.freeSlot()
+		us.mu.Unlock()
+	}
 	if !done && !closed {
 		u.g.endSession(us.s, lease.ReasonClosed)
 	}
@@ -307,10 +329,10 @@ func (u *udpTSP) open(from netip.AddrPort) (*udpSession, udpRefusal) {
 	if us := u.sessions[from]; us != nil {
 		return us, notRefused // a copy of the same VERSION got here first
 	}
-	if !u.g.handshakes.TryAcquire() {
+	if !u.slots.TryAcquire() {
 		return nil, refusedHandshakes
 	}
-	release := u.g.handshakes.Once()
+	release := u.slots.Once()
 	s := u.g.newSession("udp", from, "", nil)
 	if !u.g.sessions.add(s, u.g.cfg.TSP.MaxSessionsPerSource) {
 		release()
@@ -332,8 +354,8 @@ func (u *udpTSP) open(from netip.AddrPort) (*udpSession, udpRefusal) {
 	return nil, notRefused // no answer: the client retransmits
 }
 
-// refuse answers 530 behind the client's header (a reply no larger than the VERSION it
-// answers), counts the refusal and logs it, rate-limited.
+// refuse answers 530 behind the client's header (21 bytes of payload, against at least 13 in
+// the VERSION it answers), counts the refusal and logs it, rate-limited.
 func (u *udpTSP) refuse(from netip.AddrPort, h tsp.Header, r udpRefusal) {
 	if r == notRefused {
 		return
@@ -359,7 +381,9 @@ func (u *udpTSP) sweep() {
 	var timedOut []*udpSession
 	u.mu.Lock()
 	for k, us := range u.sessions {
-		us.mu.Lock()
+		if !us.mu.TryLock() {
+			continue // a worker is stepping it (a lease commit, say): the next sweep will see it
+		}
 		switch {
 		case !us.done && !us.expired && now.Sub(us.start) >= handshake:
 			us.freeSlot()
@@ -380,6 +404,15 @@ func (u *udpTSP) sweep() {
 		}
 		us.mu.Unlock()
 	}
+	u.retired = slices.DeleteFunc(u.retired, func(us *udpSession) bool {
+		us.mu.Lock()
+		defer us.mu.Unlock()
+		if now.Sub(us.start) >= handshake || now.Sub(us.closedAt) > udpLinger {
+			us.freeSlot()
+			return true
+		}
+		return false
+	})
 	u.mu.Unlock()
 	for _, us := range timedOut {
 		u.timedOut(us, handshake)

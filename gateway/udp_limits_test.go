@@ -402,3 +402,56 @@ func TestUDPIdleExpiry(t *testing.T) {
 	// The address and port may start a new exchange.
 	wantCapability(t, c, 0xf0)
 }
+
+// TestUDPRestartedRefusalKeepsItsSlot: a refused exchange keeps its handshake slot until
+// tsp.handshake_timeout (or its linger) has passed, also when a new VERSION from the same
+// address and port replaces it; and the refusals of exchanges that never authenticated are
+// logged rate-limited, however many such VERSIONs one (spoofable) source sends.
+func TestUDPRestartedRefusalKeepsItsSlot(t *testing.T) {
+	gw, sink := startGatewayLogged(t, func(c *config.Config) {
+		c.TSP.MaxHandshakes = 2
+		c.TSP.HandshakeTimeout = config.Duration(time.Minute) // no sweep frees a slot here
+	})
+	c := gw.dialUDPFrom(t, nil)
+	const n = 3 * udpRefusalLogBurst
+	refusals := 0
+	for i := range uint32(n) {
+		d := dgram(0x10+i, 1, "VERSION=9.9.9\r\n")
+		switch r := udpExchange(t, c, d, waitTimeout); {
+		case bytes.Equal(r, dgram(0x10+i, 1, "302 Unsupported client version\r\n")):
+			refusals++
+		case bytes.Equal(r, dgram(0x10+i, 1, busyReply)):
+		default:
+			t.Fatalf("VERSION %d answered %q", i, r)
+		}
+	}
+	if refusals != 2 {
+		t.Fatalf("%d VERSIONs from one port were refused with 302 %d times, want 2 (then the 2 slots are taken)", n, refusals)
+	}
+	if got := len(sink.lines(t, "TSP request refused", map[string]any{"control": "udp"})); got != refusals {
+		t.Fatalf("%d refusal lines, want %d", got, refusals)
+	}
+	if got := len(sink.lines(t, "TSP session refused", map[string]any{"control": "udp"})); got != udpRefusalLogBurst {
+		t.Fatalf("%d busy lines, want %d (rate-limited)", got, udpRefusalLogBurst)
+	}
+}
+
+// TestUDPCannotStarveTCP: TSP-over-UDP exchanges have handshake slots of their own. VERSION
+// datagrams need no answer to hold one, so spoofed ones must not lock TCP and TLS clients
+// (TSP-SSL, enrollment) out of the TSP port.
+func TestUDPCannotStarveTCP(t *testing.T) {
+	const slots = 3
+	gw := startGateway(t, func(c *config.Config) { c.TSP.MaxHandshakes = slots })
+	for range slots {
+		wantCapability(t, gw.dialUDPFrom(t, nil), 0xf0) // half-open: holds a UDP slot
+	}
+	if r := udpExchange(t, gw.dialUDPFrom(t, nil), versionDgram(0xf0), waitTimeout); !bytes.Equal(r, dgram(0xf0, 0x1f0, busyReply)) {
+		t.Fatalf("VERSION beyond the UDP slots answered %q, want 530", r)
+	}
+	for range slots { // and the TCP port still has all of its own
+		c := gw.dialTCP(t)
+		if r := rawExchange(t, c, []byte("VERSION=2.0.2\r\n"), lineDone); !bytes.HasPrefix(r, []byte("CAPABILITY ")) {
+			t.Fatalf("TCP client after %d half-open UDP exchanges got %q", slots, r)
+		}
+	}
+}
