@@ -2,8 +2,6 @@ package auth
 
 import (
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"math/big"
@@ -36,15 +34,6 @@ type certSpec struct {
 	notAfter  time.Time
 }
 
-func newKey(t testing.TB) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
 // mint signs tmpl with parent (self-signed if nil) for key's public key.
 func mint(t testing.TB, tmpl *x509.Certificate, parent *testCA, key *ecdsa.PrivateKey) *x509.Certificate {
 	t.Helper()
@@ -62,7 +51,7 @@ func newRoot(t testing.TB, name string) *testCA {
 // newCAWithin mints a CA signed by parent (self-signed if nil).
 func newCAWithin(t testing.TB, name string, parent *testCA, notBefore, notAfter time.Time) *testCA {
 	t.Helper()
-	key := newKey(t)
+	key := certstest.NewKey(t)
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(time.Now().UnixNano()),
 		Subject:               pkix.Name{CommonName: name},
@@ -91,7 +80,7 @@ func (ca *testCA) issue(t testing.TB, s certSpec) (*x509.Certificate, *ecdsa.Pri
 	if s.eku == nil && !s.noEKU {
 		s.eku = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
 	}
-	key := newKey(t)
+	key := certstest.NewKey(t)
 	tmpl := &x509.Certificate{
 		SerialNumber:   big.NewInt(s.serial),
 		Subject:        pkix.Name{CommonName: s.cn},

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dstmgw/dstm/certs/certstest"
 	"github.com/dstmgw/dstm/certs/enroll"
 )
 
@@ -14,7 +15,7 @@ import (
 func BenchmarkEnroll(b *testing.B) {
 	ca, _ := newCA(b, newClock())
 	const id = "bench@corp.example"
-	key := newKey(b)
+	key := certstest.NewKey(b)
 	csr := csrFor(b, key, id, id)
 	b.ResetTimer()
 	for b.Loop() {

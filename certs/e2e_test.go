@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/dstmgw/dstm/certs"
+	"github.com/dstmgw/dstm/certs/certstest"
 	"github.com/dstmgw/dstm/certs/enroll"
 )
 
@@ -333,7 +334,7 @@ func post(t *testing.T, addr string, roots *x509.CertPool, cert *tls.Certificate
 
 func csrBody(t *testing.T, id string) string {
 	t.Helper()
-	csr := csrFor(t, newKey(t), id, id)
+	csr := csrFor(t, certstest.NewKey(t), id, id)
 	b, _ := json.Marshal(enroll.RenewRequest{CSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr.Raw}))})
 	return string(b)
 }

@@ -2,7 +2,6 @@ package certs_test
 
 import (
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dstmgw/dstm/certs"
+	"github.com/dstmgw/dstm/certs/certstest"
 )
 
 // fakeClock is a settable clock; After fires when Advance passes the
@@ -87,15 +87,6 @@ func newCA(t testing.TB, clk *fakeClock) (*certs.CA, string) {
 	return ca, dir
 }
 
-func newKey(t testing.TB) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
 // csrFor makes a CSR with CN cn and the SAN an identity gets.
 func csrFor(t testing.TB, key *ecdsa.PrivateKey, cn string, sans ...string) *x509.CertificateRequest {
 	t.Helper()
@@ -134,7 +125,7 @@ func enrollIdentity(t testing.TB, ca *certs.CA, identity string) ([]*x509.Certif
 	if err != nil {
 		t.Fatalf("Token: %v", err)
 	}
-	key := newKey(t)
+	key := certstest.NewKey(t)
 	chain, err := ca.Enroll(t.Context(), tok, csrFor(t, key, identity, identity))
 	if err != nil {
 		t.Fatalf("Enroll: %v", err)

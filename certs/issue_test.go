@@ -12,6 +12,7 @@ import (
 	"go.step.sm/crypto/jose"
 
 	"github.com/dstmgw/dstm/certs"
+	"github.com/dstmgw/dstm/certs/certstest"
 )
 
 func TestEnrollIssuesClientCertificate(t *testing.T) {
@@ -36,7 +37,7 @@ func TestEnrollIssuesClientCertificate(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			key := newKey(t)
+			key := certstest.NewKey(t)
 			chain, err := ca.Enroll(t.Context(), tok, csrFor(t, key, id, id))
 			if err != nil {
 				t.Fatalf("Enroll: %v", err)
@@ -71,7 +72,7 @@ func TestEnrollRefusals(t *testing.T) {
 	ca, _ := newCA(t, clk)
 	other, _ := newCA(t, newClock())
 	const id = "alice@corp.example"
-	key := newKey(t)
+	key := certstest.NewKey(t)
 	good := csrFor(t, key, id, id)
 
 	used, _ := ca.Token(id, time.Hour)
@@ -89,7 +90,7 @@ func TestEnrollRefusals(t *testing.T) {
 		want  error
 		msg   string
 	}{
-		{"token reuse", func() string { return used }, csrFor(t, newKey(t), id, id), certs.ErrTokenUsed, "already used"},
+		{"token reuse", func() string { return used }, csrFor(t, certstest.NewKey(t), id, id), certs.ErrTokenUsed, "already used"},
 		{"other name in CSR", tok(t, ca, id), csrFor(t, key, "mallory@corp.example", "mallory@corp.example"), certs.ErrIdentityMismatch, "mallory"},
 		{"extra SAN", tok(t, ca, id), csrFor(t, key, id, id, "admin.corp.example"), certs.ErrIdentityMismatch, "admin.corp.example"},
 		{"DNS SAN for e-mail identity", tok(t, ca, id), csrFor(t, key, id, "corp.example"), certs.ErrIdentityMismatch, "corp.example"},
@@ -126,7 +127,7 @@ func TestMismatchDoesNotSpendToken(t *testing.T) {
 	ca, _ := newCA(t, newClock())
 	const id = "alice@corp.example"
 	token, _ := ca.Token(id, time.Hour)
-	key := newKey(t)
+	key := certstest.NewKey(t)
 	if _, err := ca.Enroll(t.Context(), token, csrFor(t, key, "eve@corp.example", "eve@corp.example")); !errors.Is(err, certs.ErrIdentityMismatch) {
 		t.Fatalf("mismatch: %v", err)
 	}
@@ -141,7 +142,7 @@ func TestExpiredToken(t *testing.T) {
 		ca, _ := newCA(t, clk)
 		token, _ := ca.Token("alice@corp.example", time.Hour)
 		clk.Advance(2 * time.Hour)
-		_, err := ca.Enroll(t.Context(), token, csrFor(t, newKey(t), "alice@corp.example", "alice@corp.example"))
+		_, err := ca.Enroll(t.Context(), token, csrFor(t, certstest.NewKey(t), "alice@corp.example", "alice@corp.example"))
 		if !errors.Is(err, certs.ErrTokenExpired) || !strings.Contains(err.Error(), "expired at") {
 			t.Fatalf("err %v, want ErrTokenExpired", err)
 		}
@@ -153,7 +154,7 @@ func TestExpiredToken(t *testing.T) {
 		clk.Advance(-3 * time.Hour)
 		ca, _ := newCA(t, clk)
 		token, _ := ca.Token("alice@corp.example", time.Hour)
-		_, err := ca.Enroll(t.Context(), token, csrFor(t, newKey(t), "alice@corp.example", "alice@corp.example"))
+		_, err := ca.Enroll(t.Context(), token, csrFor(t, certstest.NewKey(t), "alice@corp.example", "alice@corp.example"))
 		t.Logf("refused: %v", err)
 		if !errors.Is(err, certs.ErrTokenExpired) {
 			t.Fatalf("err %v, want ErrTokenExpired", err)
@@ -167,7 +168,7 @@ func TestTokenUsableAfterRestart(t *testing.T) {
 	const id = "alice@corp.example"
 	token, _ := ca.Token(id, time.Hour)
 	spent, _ := ca.Token(id, time.Hour)
-	if _, err := ca.Enroll(t.Context(), spent, csrFor(t, newKey(t), id, id)); err != nil {
+	if _, err := ca.Enroll(t.Context(), spent, csrFor(t, certstest.NewKey(t), id, id)); err != nil {
 		t.Fatal(err)
 	}
 	if err := ca.Close(); err != nil {
@@ -178,10 +179,10 @@ func TestTokenUsableAfterRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ca2.Close()
-	if _, err := ca2.Enroll(t.Context(), token, csrFor(t, newKey(t), id, id)); err != nil {
+	if _, err := ca2.Enroll(t.Context(), token, csrFor(t, certstest.NewKey(t), id, id)); err != nil {
 		t.Fatalf("token issued before restart refused: %v", err)
 	}
-	if _, err := ca2.Enroll(t.Context(), spent, csrFor(t, newKey(t), id, id)); !errors.Is(err, certs.ErrTokenUsed) {
+	if _, err := ca2.Enroll(t.Context(), spent, csrFor(t, certstest.NewKey(t), id, id)); !errors.Is(err, certs.ErrTokenUsed) {
 		t.Fatalf("token spent before restart: %v, want ErrTokenUsed", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dstmgw/dstm/certs"
+	"github.com/dstmgw/dstm/certs/certstest"
 )
 
 func TestRenew(t *testing.T) {
@@ -28,7 +29,7 @@ func TestRenew(t *testing.T) {
 		t.Errorf("renewal changed the key")
 	}
 
-	newK := newKey(t)
+	newK := certstest.NewKey(t)
 	rekeyed, err := ca.Renew(t.Context(), leaf, csrFor(t, newK, id, id))
 	if err != nil {
 		t.Fatalf("rekey: %v", err)
@@ -55,7 +56,7 @@ func TestRenewRefusals(t *testing.T) {
 	}
 	foreign, _ := enrollIdentity(t, other, id)
 	valid, _ := enrollIdentity(t, ca, id)
-	badCSR := csrFor(t, newKey(t), id, id)
+	badCSR := csrFor(t, certstest.NewKey(t), id, id)
 	badCSR.Signature[10] ^= 0xff
 	server := ca.ServerCertificate().Leaf
 
@@ -70,7 +71,7 @@ func TestRenewRefusals(t *testing.T) {
 		{"no certificate", nil, nil, certs.ErrNoClientCert},
 		{"server certificate", server, nil, certs.ErrUntrusted},
 		{"rekey with forged CSR", valid[0], badCSR, certs.ErrBadCSR},
-		{"rekey for another name", valid[0], csrFor(t, newKey(t), "eve@corp.example", "eve@corp.example"), certs.ErrIdentityMismatch},
+		{"rekey for another name", valid[0], csrFor(t, certstest.NewKey(t), "eve@corp.example", "eve@corp.example"), certs.ErrIdentityMismatch},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -317,7 +317,7 @@ func TestClientQuitsDuringHandshake(t *testing.T) {
 			c.Close()
 			want := map[string]any{"reason": "closed by the client during the handshake", "state": tc.state, "control": "tcp"}
 			eventually(t, "the log line", func() (bool, error) {
-				return len(sink.lines(t, "TSP session ended", want)) == 1, nil
+				return len(sink.Find(t, "TSP session ended", want)) == 1, nil
 			})
 			if lease.IsValid() {
 				eventually(t, "the offered address back", func() (bool, error) {

@@ -80,9 +80,13 @@ func (r udpRefusal) reason() string {
 }
 
 type udpDatagram struct {
-	b    []byte
+	b    []byte // the whole datagram, header included
+	h    tsp.Header
 	from netip.AddrPort
 }
+
+// payload is what follows the header.
+func (d udpDatagram) payload() []byte { return d.b[tsp.HeaderLen:] }
 
 // udpTSP serves TSP over UDP ("reliable UDP", tsp-wire-notes §2.3): sessions keyed by the
 // client's (address, port), one reply per datagram, idempotent answers to retransmissions.
@@ -135,12 +139,13 @@ func newUDPTSP(g *Gateway, write func([]byte, netip.AddrPort) error) *udpTSP {
 // HandleDatagram implements udpmux.Handler: it copies the datagram to the worker queue. A
 // datagram without a TSP header (shorter than it, or too long) is dropped here.
 func (u *udpTSP) HandleDatagram(b []byte, from netip.AddrPort) {
-	if _, _, err := tsp.ParseDatagram(b); err != nil {
+	h, _, err := tsp.ParseDatagram(b)
+	if err != nil {
 		u.g.countDrop("tsp_udp_bad_datagram")
 		return
 	}
 	select {
-	case u.queue <- udpDatagram{b: append([]byte(nil), b...), from: from}:
+	case u.queue <- udpDatagram{b: append([]byte(nil), b...), h: h, from: from}:
 	default:
 		u.g.countDrop("tsp_udp_queue_full")
 	}
@@ -184,11 +189,7 @@ func (u *udpTSP) sweepEvery() time.Duration {
 }
 
 func (u *udpTSP) handle(ctx context.Context, d udpDatagram) {
-	h, payload, err := tsp.ParseDatagram(d.b)
-	if err != nil { // HandleDatagram checked it already
-		u.g.countDrop("tsp_udp_bad_datagram")
-		return
-	}
+	h, payload := d.h, d.payload() // parsed by HandleDatagram
 	u.mu.Lock()
 	us := u.sessions[d.from]
 	u.mu.Unlock()

@@ -1,13 +1,10 @@
 package gateway_test
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/base64"
-	"encoding/json"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +12,7 @@ import (
 
 	"github.com/dstmgw/dstm/gateway/admin"
 	"github.com/dstmgw/dstm/gateway/config"
+	"github.com/dstmgw/dstm/internal/logging/logtest"
 	"github.com/dstmgw/dstm/tsp"
 	"github.com/dstmgw/dstm/tsp/sasl"
 )
@@ -22,53 +20,11 @@ import (
 // udpRefusalLogBurst is udp.go's rate limit on refusal log lines (per minute).
 const udpRefusalLogBurst = 10
 
-// logSink collects a gateway's JSON log lines.
-type logSink struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logSink) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-// lines returns the log lines whose message is msg and whose fields include want.
-func (l *logSink) lines(tb testing.TB, msg string, want map[string]any) []map[string]any {
-	tb.Helper()
-	l.mu.Lock()
-	b := append([]byte(nil), l.buf.Bytes()...)
-	l.mu.Unlock()
-	var out []map[string]any
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	sc.Buffer(make([]byte, 64*1024), 1<<20)
-	for sc.Scan() {
-		var m map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			tb.Fatalf("log line %q: %v", sc.Bytes(), err)
-		}
-		if m["message"] != msg {
-			continue
-		}
-		match := true
-		for k, v := range want {
-			if m[k] != v {
-				match = false
-			}
-		}
-		if match {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
 // startGatewayLogged is startGateway (harness_test.go) with the gateway's log, at debug
 // level, captured in the returned sink.
-func startGatewayLogged(tb testing.TB, mutate func(*config.Config)) (*testGW, *logSink) {
+func startGatewayLogged(tb testing.TB, mutate func(*config.Config)) (*testGW, *logtest.Sink) {
 	tb.Helper()
-	sink := &logSink{}
+	sink := &logtest.Sink{}
 	return startGatewayWithLog(tb, mutate, zerolog.New(sink).Level(zerolog.DebugLevel)), sink
 }
 
@@ -218,7 +174,7 @@ func TestUDPRefusals(t *testing.T) {
 			if n := gw.drops(tc.drop); n != refused {
 				t.Errorf("drops %s = %d, want %d", tc.drop, n, refused)
 			}
-			lines := logs.lines(t, "TSP session refused", map[string]any{
+			lines := logs.Find(t, "TSP session refused", map[string]any{
 				"level": "warn", "reason": tc.reason, "remote": c.LocalAddr().String(),
 				"control": "udp", "tsp_status": float64(tsp.StatusServerTooBusy),
 			})
@@ -304,7 +260,7 @@ func TestUDPHalfOpenExpires(t *testing.T) {
 			if ss := gw.sessions(t); len(ss) != 0 {
 				t.Errorf("sessions after expiry: %+v", ss)
 			}
-			if got := logs.lines(t, "TSP session ended", map[string]any{"reason": "handshake timeout", "control": "udp"}); len(got) != 1 {
+			if got := logs.Find(t, "TSP session ended", map[string]any{"reason": "handshake timeout", "control": "udp"}); len(got) != 1 {
 				t.Errorf("%d 'TSP session ended' lines for the expired exchange, want 1", len(got))
 			}
 			wantCapability(t, other, 0xf1) // the slot is free again
@@ -428,10 +384,10 @@ func TestUDPRestartedRefusalKeepsItsSlot(t *testing.T) {
 	if refusals != 2 {
 		t.Fatalf("%d VERSIONs from one port were refused with 302 %d times, want 2 (then the 2 slots are taken)", n, refusals)
 	}
-	if got := len(sink.lines(t, "TSP request refused", map[string]any{"control": "udp"})); got != refusals {
+	if got := len(sink.Find(t, "TSP request refused", map[string]any{"control": "udp"})); got != refusals {
 		t.Fatalf("%d refusal lines, want %d", got, refusals)
 	}
-	if got := len(sink.lines(t, "TSP session refused", map[string]any{"control": "udp"})); got != udpRefusalLogBurst {
+	if got := len(sink.Find(t, "TSP session refused", map[string]any{"control": "udp"})); got != udpRefusalLogBurst {
 		t.Fatalf("%d busy lines, want %d (rate-limited)", got, udpRefusalLogBurst)
 	}
 }

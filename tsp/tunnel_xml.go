@@ -107,6 +107,17 @@ func (t *Tunnel) checkMarshal() error {
 			return err
 		}
 	}
+	if d := t.Data; d != nil {
+		// As the parser reads <data>: a port and at least one data transport.
+		if d.Port == 0 || len(d.Transports) == 0 {
+			return fmt.Errorf("%w: data without port or transports", ErrMalformed)
+		}
+		for _, tr := range d.Transports {
+			if tr != TypeV4DTLSV6 && tr != TypeV4TLSV6 {
+				return fmt.Errorf("%w: bad data transport %q", ErrMalformed, tr)
+			}
+		}
+	}
 	return nil
 }
 

@@ -2,8 +2,6 @@ package certchain
 
 import (
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
@@ -19,15 +17,6 @@ var testNow = time.Date(2026, 3, 4, 12, 0, 0, 0, time.UTC)
 type ca struct {
 	cert *x509.Certificate
 	key  *ecdsa.PrivateKey
-}
-
-func newKey(t testing.TB) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
 }
 
 // mint signs tmpl with parent (self-signed if nil) for key's public key.
@@ -56,7 +45,7 @@ func newCA(t testing.TB, parent *ca, s caSpec) *ca {
 	if s.notAfter.IsZero() {
 		s.notAfter = testNow.AddDate(1, 0, 0)
 	}
-	key := newKey(t)
+	key := certstest.NewKey(t)
 	tmpl := &x509.Certificate{
 		Subject:               pkix.Name{CommonName: s.name},
 		NotBefore:             s.notBefore,
@@ -105,7 +94,7 @@ func (c *ca) issue(t testing.TB, s leafSpec) *x509.Certificate {
 		tmpl.ExtraExtensions = []pkix.Extension{{Id: []int{2, 5, 29, 36}, Value: []byte{0x30, 0x03, 0x80, 0x01, 0x00}}}
 		tmpl.Policies = []x509.OID{mustOID(t, "1.2.3.4")}
 	}
-	return mint(t, tmpl, c, newKey(t))
+	return mint(t, tmpl, c, certstest.NewKey(t))
 }
 
 func mustOID(t testing.TB, s string) x509.OID {

@@ -51,7 +51,7 @@ type Spec struct {
 func New(t testing.TB) *CA {
 	t.Helper()
 	ca := &CA{Now: time.Now, revoked: map[string]struct{}{}}
-	ca.rootKey, ca.interKey = key(t), key(t)
+	ca.rootKey, ca.interKey = NewKey(t), NewKey(t)
 	now := time.Now()
 	name := t.Name()
 	ca.Root = sign(t, &x509.Certificate{
@@ -65,7 +65,8 @@ func New(t testing.TB) *CA {
 	return ca
 }
 
-func key(t testing.TB) *ecdsa.PrivateKey {
+// NewKey returns a fresh ECDSA P-256 key, the kind every certificate here has.
+func NewKey(t testing.TB) *ecdsa.PrivateKey {
 	t.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -123,7 +124,7 @@ func (ca *CA) Fingerprint() string {
 // it as a tls.Certificate (leaf, intermediate; Leaf set).
 func (ca *CA) Issue(t testing.TB, s Spec) tls.Certificate {
 	t.Helper()
-	k := key(t)
+	k := NewKey(t)
 	nb := s.NotBefore
 	if nb.IsZero() {
 		nb = ca.Now().Add(-time.Minute)

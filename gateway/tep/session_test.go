@@ -2,7 +2,6 @@ package tep
 
 import (
 	"bytes"
-	"encoding/json"
 	"maps"
 	"net/netip"
 	"runtime"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/dstmgw/dstm/gateway/packet"
 	"github.com/dstmgw/dstm/gateway/tunnel"
+	"github.com/dstmgw/dstm/internal/logging/logtest"
 )
 
 var lease2 = netip.MustParseAddr("10.99.0.3")
@@ -381,7 +381,7 @@ func TestSessionDebugLog(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.level.String(), func(t *testing.T) {
-			var buf syncBuffer
+			var buf logtest.Sink
 			tp, err := New(Config{Device: newFakeTUN(1), InnerAddr: inner, Pools: []netip.Prefix{pool}, Logger: zerolog.New(&buf).Level(tt.level)})
 			if err != nil {
 				t.Fatal(err)
@@ -399,18 +399,11 @@ func TestSessionDebugLog(t *testing.T) {
 			s.SetLink(newFakeLink(tunnel.DTLS))
 			tp.RemoveSession(lease, "s-1")
 			var msgs []string
-			for _, line := range bytes.Split(bytes.TrimSpace(buf.Bytes()), []byte("\n")) {
-				if len(line) == 0 {
-					continue
-				}
-				var ev map[string]any
-				if err := json.Unmarshal(line, &ev); err != nil {
-					t.Fatalf("%s: %v", line, err)
-				}
+			for _, ev := range buf.Lines(t) {
 				want := map[string]any{"level": "debug", "session": "s-1", "identity": "alice", "lease_v4": lease.String(), "transport": tunnel.DTLS}
 				for k, v := range want {
 					if ev[k] != v {
-						t.Fatalf("%s: %s = %v, want %v", line, k, ev[k], v)
+						t.Fatalf("%v: %s = %v, want %v", ev, k, ev[k], v)
 					}
 				}
 				msgs = append(msgs, ev["message"].(string))
@@ -437,22 +430,4 @@ func sameSet(a, b []string) bool {
 		}
 	}
 	return true
-}
-
-// syncBuffer is a bytes.Buffer safe for the writer goroutine's log lines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) Bytes() []byte {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]byte(nil), b.b.Bytes()...)
 }
