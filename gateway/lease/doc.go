@@ -54,8 +54,11 @@
 // or undoes the cache change. A conflict (another gateway claimed the
 // address) refreshes the cache from the store's record and Offer retries.
 // A store that is its Manager's only writer says so (Exclusive); offers
-// that change nothing but their own address then stay in memory, and the
-// cached slot keeps the version of the record the store still has.
+// that change nothing but their own address, and sessions' releases from
+// active to held, then stay in memory, and the cached slot keeps the
+// version of the record the store still has (none, or the identity's held
+// or active lease). A restart holds every active record for its identity
+// (ReleaseAll), so the store stays what a crash needs.
 // Implementations: NewMemStore here, boltstore.OpenBolt (embedded
 // default), and a future etcd store for gateways sharing pools.
 //

@@ -141,9 +141,12 @@ func checkInvariants(t testing.TB, m *Manager, st Store) {
 	for _, r := range snap.Leases {
 		s := m.slots[u32(r.Lease.Addr)]
 		same := s != nil && s.version == r.Version && s.Identity == r.Lease.Identity
-		// An offer kept in memory (exclusive store) sits over the record the
-		// store had: the identity's held lease.
-		inMemory := same && m.volatileOffers && s.State == StateOffered && r.Lease.State == StateHeld
+		// With an exclusive store, an offer kept in memory sits over the record
+		// the store had (the identity's held lease, or its active lease whose
+		// release was kept in memory), and a release kept in memory over the
+		// active lease.
+		inMemory := same && m.exclusive && (s.State == StateOffered && (r.Lease.State == StateHeld || r.Lease.State == StateActive) ||
+			s.State == StateHeld && r.Lease.State == StateActive)
 		if !inMemory && (!same || s.State != r.Lease.State || s.Session != r.Lease.Session) {
 			t.Errorf("store record %v v%d %s %q differs from cache %+v", r.Lease.Addr, r.Version, r.Lease.State, r.Lease.Identity, s)
 		}
@@ -153,7 +156,7 @@ func checkInvariants(t testing.TB, m *Manager, st Store) {
 	for _, s := range m.expiry {
 		if s.version == 0 {
 			noRecord++
-			if !m.volatileOffers || s.State != StateOffered {
+			if !m.exclusive || s.State != StateOffered {
 				t.Errorf("%v is %s with no store record", s.Addr, s.State)
 			}
 		}

@@ -591,19 +591,6 @@ func TestReleaseAll(t *testing.T) {
 // offer that changes more than its own address is committed whole.
 func TestExclusiveStoreKeepsOffersInMemory(t *testing.T) {
 	ctx := context.Background()
-	stored := func(t *testing.T, st Store, a netip.Addr) (Record, bool) {
-		t.Helper()
-		snap, err := st.Load(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range snap.Leases {
-			if r.Lease.Addr == a {
-				return r, true
-			}
-		}
-		return Record{}, false
-	}
 	tests := []struct {
 		name string
 		// setup runs before the offer of "alice" session "s2" that the test looks at.
@@ -613,7 +600,8 @@ func TestExclusiveStoreKeepsOffersInMemory(t *testing.T) {
 		before    *State
 	}{
 		{name: "clean address", setup: func(*testing.T, *Manager) {}},
-		{name: "own held address", before: ptr(StateHeld), setup: func(t *testing.T, m *Manager) {
+		// The release was kept in memory too: the store has the lease as accepted.
+		{name: "own held address", before: ptr(StateActive), setup: func(t *testing.T, m *Manager) {
 			l := grant(t, m, "alice", "s1")
 			if err := m.Release(ctx, l.Addr, "s1", ReasonClosed); err != nil {
 				t.Fatal(err)
@@ -681,6 +669,112 @@ func TestExclusiveStoreKeepsOffersInMemory(t *testing.T) {
 			checkInvariants(t, m, st)
 		})
 	}
+}
+
+// TestExclusiveStoreKeepsReleasesInMemory: with a store that is its Manager's only writer, a
+// session's release (active -> held) is not committed: the store keeps the active lease, which
+// a restart holds for the same identity (ReleaseAll) as the release did. Whatever changes the
+// address next is committed over that record; every other release is committed.
+func TestExclusiveStoreKeepsReleasesInMemory(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name      string
+		exclusive bool
+		// then runs after alice's session s1 on 10.0.0.5 (the pool's one address) was
+		// released; it returns what the store must have then (nil: no record).
+		then func(t *testing.T, m *Manager, clk *fakeClock) *Lease
+	}{
+		{name: "release", exclusive: true, then: func(t *testing.T, m *Manager, _ *fakeClock) *Lease {
+			if l, _ := m.Get(mustAddr("10.0.0.5")); l.State != StateHeld {
+				t.Fatalf("cache has %+v, want held", l)
+			}
+			return &Lease{Identity: "alice", Session: "s1", State: StateActive}
+		}},
+		{name: "shared store", then: func(*testing.T, *Manager, *fakeClock) *Lease {
+			return &Lease{Identity: "alice", Session: "s1", State: StateHeld}
+		}},
+		{name: "hold ends", exclusive: true, then: func(t *testing.T, m *Manager, clk *fakeClock) *Lease {
+			clk.Advance(DefaultHoldTime + time.Second)
+			if n, err := m.Expire(ctx); n != 1 || err != nil {
+				t.Fatalf("Expire = %d, %v", n, err)
+			}
+			return nil
+		}},
+		{name: "own offer and accept", exclusive: true, then: func(t *testing.T, m *Manager, _ *fakeClock) *Lease {
+			if l := grant(t, m, "alice", "s2"); l.Addr != mustAddr("10.0.0.5") {
+				t.Fatalf("alice got %v", l.Addr)
+			}
+			return &Lease{Identity: "alice", Session: "s2", State: StateActive}
+		}},
+		{name: "taken by another identity", exclusive: true, then: func(t *testing.T, m *Manager, _ *fakeClock) *Lease {
+			if l := grant(t, m, "bob", "b1"); l.Addr != mustAddr("10.0.0.5") {
+				t.Fatalf("bob got %v", l.Addr)
+			}
+			return &Lease{Identity: "bob", Session: "b1", State: StateActive}
+		}},
+		{name: "released again by ReleaseIdentity", exclusive: true, then: func(t *testing.T, m *Manager, _ *fakeClock) *Lease {
+			grant(t, m, "alice", "s2")
+			if ls, err := m.ReleaseIdentity(ctx, "alice", ReasonRevoked); len(ls) != 1 || err != nil {
+				t.Fatalf("ReleaseIdentity = %v, %v", ls, err)
+			}
+			return &Lease{Identity: "alice", Session: "s2", State: StateHeld}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := newFakeClock()
+			cfg := Config{Pools: []PoolConfig{{Name: "main", Prefixes: []netip.Prefix{mustPrefix("10.0.0.5/32")}}}, MaxSessions: 1, Now: clk.Now}
+			st := newStore(tc.exclusive)
+			m, err := New(cfg, st)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a := grant(t, m, "alice", "s1").Addr
+			if err := m.Release(ctx, a, "s1", ReasonClosed); err != nil {
+				t.Fatal(err)
+			}
+			want := tc.then(t, m, clk)
+			checkInvariants(t, m, st)
+			r, ok := stored(t, st, a)
+			if want == nil {
+				if ok {
+					t.Fatalf("store has %+v, want no record", r)
+				}
+				return
+			}
+			if !ok || r.Lease.Identity != want.Identity || r.Lease.Session != want.Session || r.Lease.State != want.State {
+				t.Fatalf("store has %+v %v, want %s %q %q", r.Lease, ok, want.State, want.Identity, want.Session)
+			}
+			// A restart (the first manager abandoned, as by a crash) holds the address for the
+			// identity the store has, as the gateway does when it starts.
+			m2, err := New(cfg, st)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := m2.ReleaseAll(ctx, "restart"); err != nil {
+				t.Fatal(err)
+			}
+			if l, ok := m2.Get(a); !ok || l.State != StateHeld || l.Identity != want.Identity {
+				t.Fatalf("after restart %v is %+v %v, want held for %q", a, l, ok, want.Identity)
+			}
+			checkInvariants(t, m2, st)
+		})
+	}
+}
+
+// stored returns the store's record of a.
+func stored(t *testing.T, st Store, a netip.Addr) (Record, bool) {
+	t.Helper()
+	snap, err := st.Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range snap.Leases {
+		if r.Lease.Addr == a {
+			return r, true
+		}
+	}
+	return Record{}, false
 }
 
 func ptr[T any](v T) *T { return &v }

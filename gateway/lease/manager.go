@@ -19,11 +19,12 @@ const maxSticky = 8
 type Manager struct {
 	cfg   Config
 	store Store
-	// volatileOffers: the store is exclusive, so an offer that changes
-	// nothing but its own address stays in memory (see Offer).
-	volatileOffers bool
-	events         hub
-	txPool         sync.Pool // of *tx
+	// exclusive: the store has no other writer, so an offer that changes
+	// nothing but its own address (see Offer) and a session's release from
+	// active to held (see Release) stay in memory.
+	exclusive bool
+	events    hub
+	txPool    sync.Pool // of *tx
 
 	mu         sync.Mutex
 	cond       *sync.Cond // operations waiting for any commit (anyWaiters of them)
@@ -59,7 +60,7 @@ func New(cfg Config, store Store) (*Manager, error) {
 		orphans:   make(map[netip.Addr]Record),
 	}
 	if x, ok := store.(exclusiveStore); ok && x.Exclusive() {
-		m.volatileOffers = true
+		m.exclusive = true
 	}
 	m.cond = sync.NewCond(&m.mu)
 	m.txPool.New = func() any { return new(tx) }

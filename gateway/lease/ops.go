@@ -16,6 +16,7 @@ func (m *Manager) Accept(ctx context.Context, addr netip.Addr, session string) (
 	}
 	var out Lease
 	err := m.run(ctx, func(t *tx) error {
+		t.sessionRelease = true
 		s, err := t.sessionSlot(addr, session)
 		if err != nil {
 			return err
@@ -50,6 +51,7 @@ func (m *Manager) Renew(ctx context.Context, addr netip.Addr, session string) (L
 	}
 	var out Lease
 	err := m.run(ctx, func(t *tx) error {
+		t.sessionRelease = true
 		s, err := t.sessionSlot(addr, session)
 		if err != nil {
 			return err
@@ -73,11 +75,21 @@ func (m *Manager) Renew(ctx context.Context, addr netip.Addr, session string) (L
 // Release ends the session's lease of addr: an active lease is held for
 // its identity for HoldTime (EventReleased); an offered one goes back as
 // if its offer had timed out.
+//
+// With an exclusive store the active -> held change is kept in memory and
+// not committed: the store keeps the active record until the address
+// changes again (offered to its identity, expired, taken). A crash or a
+// restart loses nothing by it, because the gateway holds every active
+// lease of the previous run for its identity when it starts (ReleaseAll),
+// which is what the release did; the hold then counts from that start.
+// Every session's end thus costs no durable commit. ReleaseIdentity,
+// ReleaseAll and Expire commit, as every release does with a shared store.
 func (m *Manager) Release(ctx context.Context, addr netip.Addr, session string, why Reason) error {
 	if !addr.Is4() {
 		return fmt.Errorf("%w: %v is not an IPv4 address", ErrNotFound, addr)
 	}
 	err := m.run(ctx, func(t *tx) error {
+		t.sessionRelease = true
 		s, err := t.sessionSlot(addr, session)
 		if err != nil {
 			return err

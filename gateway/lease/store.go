@@ -40,8 +40,9 @@ type Store interface {
 
 // exclusiveStore is implemented by a Store that can tell the Manager it is
 // the store's only writer (boltstore: an embedded file it holds locked).
-// The Manager then keeps offers in memory only (see Manager.Offer); a
-// store shared by several gateways must not claim it.
+// The Manager then keeps offers and sessions' releases in memory only (see
+// Manager.Offer and Manager.Release); a store shared by several gateways
+// must not claim it.
 type exclusiveStore interface {
 	Exclusive() bool
 }

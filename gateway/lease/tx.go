@@ -31,6 +31,9 @@ type tx struct {
 	nLease   int
 	// wait says what the plan found busy when it returned errWait.
 	wait waitFor
+	// sessionRelease: the operation is a session's release (Manager.Release),
+	// whose active -> held change an exclusive store need not write.
+	sessionRelease bool
 }
 
 // waitFor names what an operation waits for after errWait: one address,
@@ -84,6 +87,7 @@ func (t *tx) reset(m *Manager) {
 	t.leaseBuf = [4]Lease{}
 	t.nLease = 0
 	t.wait = waitFor{}
+	t.sessionRelease = false
 }
 
 type undoAddr struct {
@@ -346,9 +350,10 @@ func (m *Manager) run(ctx context.Context, plan func(t *tx) error) error {
 // commit is entered with m.mu held and returns with it released.
 func (m *Manager) commit(ctx context.Context, t *tx) error {
 	var err error
-	if m.volatileOffers && t.onlyOffers() {
+	if m.exclusive && t.inMemoryOnly() {
 		// Kept in memory: the store still has the records at their Prev
-		// versions, which the next change of these addresses must expect.
+		// versions (none, a held or an active lease of the same identity),
+		// which the next change of these addresses must expect.
 		for _, c := range t.txn.Leases {
 			m.slots[u32(c.Addr)].version = c.Prev
 		}
@@ -369,21 +374,35 @@ func (m *Manager) commit(ctx context.Context, t *tx) error {
 	return nil
 }
 
-// onlyOffers reports whether t's store changes are new offers and nothing
-// else: no index change, no event, and every changed address went to
-// offered from free or from its new identity's held lease. (One change
-// may stand for several steps: a session released and its address
-// offered again in one operation must be committed.)
-func (t *tx) onlyOffers() bool {
-	if len(t.txn.Leases) == 0 || len(t.txn.Index) > 0 || len(t.events) > 0 {
+// inMemoryOnly reports whether t may change the cache alone (exclusive
+// store, see Offer and Release): no identity index changed, and every
+// changed address either went to offered from free or from its new
+// identity's held lease (an offer), or, in a session's release
+// (t.sessionRelease), went from active to held for the same identity.
+// Nothing a crash would need is lost: an offer ends with its connection,
+// and a restart holds every active lease for its identity (ReleaseAll),
+// which is what the release did. (One change may stand for several steps:
+// a session released and its address offered again in one operation must
+// be committed.)
+func (t *tx) inMemoryOnly() bool {
+	if len(t.txn.Leases) == 0 || len(t.txn.Index) > 0 || (len(t.events) > 0 && !t.sessionRelease) {
 		return false
 	}
 	for _, c := range t.txn.Leases {
-		if c.Lease == nil || c.Lease.State != StateOffered {
+		was, ok := t.undoOf(c.Addr)
+		if !ok || c.Lease == nil {
 			return false
 		}
-		was, ok := t.undoOf(c.Addr)
-		if !ok || !(was.State == StateFree || was.State == StateHeld && was.Identity == c.Lease.Identity) {
+		switch c.Lease.State {
+		case StateOffered:
+			if was.State != StateFree && (was.State != StateHeld || was.Identity != c.Lease.Identity) {
+				return false
+			}
+		case StateHeld:
+			if !t.sessionRelease || was.State != StateActive || was.Identity != c.Lease.Identity {
+				return false
+			}
+		default:
 			return false
 		}
 	}

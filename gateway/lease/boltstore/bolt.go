@@ -188,7 +188,8 @@ func (s *BoltStore) Path() string { return s.path }
 
 // Exclusive reports that the store has one writer: the file is locked by
 // this process for as long as it is open. The lease Manager then keeps
-// offers in memory instead of committing them (see lease.Manager.Offer).
+// offers and sessions' releases in memory instead of committing them (see
+// lease.Manager.Offer and lease.Manager.Release).
 func (s *BoltStore) Exclusive() bool { return true }
 
 // Close waits for the commits already queued, then closes the file and

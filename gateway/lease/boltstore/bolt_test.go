@@ -70,8 +70,15 @@ func TestManagerPersistence(t *testing.T) {
 	if err != nil || !st.Static {
 		t.Fatalf("static offer %+v %v", st, err)
 	}
-	// The store is exclusive: the offer lives in memory only and is not in the file.
+	// The store is exclusive: the offer lives in memory only and is not in the file, and
+	// each session's release too: the file still has those leases active.
 	before := slices.DeleteFunc(m.List(), func(l lease.Lease) bool { return l.Addr == st.Addr })
+	inFile := slices.Clone(before)
+	for i, l := range inFile {
+		if l.State == lease.StateHeld {
+			inFile[i].State, inFile[i].Expires = lease.StateActive, l.Granted.Add(lease.DefaultLifetime)
+		}
+	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -85,14 +92,24 @@ func TestManagerPersistence(t *testing.T) {
 		t.Fatal(err)
 	}
 	after := m2.List()
-	if !sameLeases(before, after) {
-		t.Fatalf("state changed across reopen:\n%v\n%v", before, after)
+	if !sameLeases(inFile, after) {
+		t.Fatalf("state changed across reopen:\n%v\n%v", inFile, after)
+	}
+	// A gateway starts by holding the leases of the previous run for their identities: the
+	// released ones are held again, the others now too.
+	if n, err := m2.ReleaseAll(ctx, "restart"); err != nil || n != len(after) {
+		t.Fatalf("ReleaseAll = %d, %v; want %d", n, err, len(after))
+	}
+	for _, l := range m2.List() {
+		if l.State != lease.StateHeld || want[l.Identity] != l.Addr {
+			t.Fatalf("after the restart %v is %s for %q, want held for its identity", l.Addr, l.State, l.Identity)
+		}
 	}
 	if _, err := m2.Accept(ctx, st.Addr, "s"); !errors.Is(err, lease.ErrNotFound) {
 		t.Fatalf("accepting an offer of the previous run: %v, want ErrNotFound", err)
 	}
-	// Held ones come back to their identity.
-	for i := 0; i < 20; i += 3 {
+	// Every one comes back to its identity.
+	for i := range 20 {
 		id := fmt.Sprintf("user%d@corp", i)
 		l, err := m2.Offer(ctx, lease.Request{Identity: id, Session: "s2"})
 		if err != nil || l.Addr != want[id] {
