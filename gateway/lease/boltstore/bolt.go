@@ -59,13 +59,20 @@ const DefaultLockTimeout = time.Second
 const DefaultMaxBatchSize = 1024
 
 // DefaultCommitDelay is the CommitDelay used when BoltOptions.CommitDelay is
-// 0. Measured on the 2-vCPU test machine (TSP session benchmarks, 128
-// clients): without a delay a busy store made about one transaction per 4
-// commits, and the fsyncs cost the CPU the sessions needed; 2-3 ms gave
-// 25-35% more TSP sessions per second (plain TCP ~3,300 -> ~4,400/s, UDP
-// ~3,500 -> ~4,200/s) and TSP-SSL 1.45 -> 1.15 ms per session, while 10 ms
-// was worse again (the sessions waited on it).
-const DefaultCommitDelay = 3 * time.Millisecond
+// 0. A transaction costs two fdatasyncs and the CPU to rewrite its pages,
+// which a busy gateway needs for its sessions; the delay makes fewer, larger
+// transactions at the price of commit latency when busy (a lone commit is
+// written at once). Measured on the 2-vCPU test machine (plain TSP session
+// benchmarks, 256 clients):
+//   - 2026-11-25, three commits per session: no delay made about one
+//     transaction per 4 commits; 2-3 ms gave 25-35% more sessions/s, and
+//     10 ms was worse again (each session waited on it three times);
+//   - 2026-11-26, one commit per session (offers and releases kept in
+//     memory): over TCP none 3,490/s, 1 ms 4,530/s, 3 ms 5,270/s, 6 ms
+//     5,590/s (interleaved runs); in 12 more ABBA pairs 3 ms 4,750/s and
+//     6 ms 5,120/s (medians 5,130 and 5,780), UDP ahead in 4 of 4 pairs,
+//     TSP-SSL and BenchmarkAllocBolt unchanged; 10 and 15 ms no better.
+const DefaultCommitDelay = 6 * time.Millisecond
 
 // commitQueue is the capacity of the queue in front of the committer. A
 // Commit that finds it full blocks until the committer takes a batch:

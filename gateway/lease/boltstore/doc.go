@@ -5,7 +5,7 @@
 //
 // Commits are group-committed by one goroutine: every commit queued while
 // the previous write transaction was being fsync'd goes into the next one
-// (with those arriving within BoltOptions.CommitDelay, 3 ms, when the store
+// (with those arriving within BoltOptions.CommitDelay, 6 ms, when the store
 // is busy), so concurrent allocations share one transaction and one fsync
 // while a lone commit is written at once; a compare-and-swap failure of one commit is
 // reported to its caller without failing the others of the batch. An acknowledged commit survives kill -9 (tested by killing a
