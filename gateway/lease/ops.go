@@ -16,7 +16,6 @@ func (m *Manager) Accept(ctx context.Context, addr netip.Addr, session string) (
 	}
 	var out Lease
 	err := m.run(ctx, func(t *tx) error {
-		t.sessionRelease = true
 		s, err := t.sessionSlot(addr, session)
 		if err != nil {
 			return err
@@ -51,7 +50,6 @@ func (m *Manager) Renew(ctx context.Context, addr netip.Addr, session string) (L
 	}
 	var out Lease
 	err := m.run(ctx, func(t *tx) error {
-		t.sessionRelease = true
 		s, err := t.sessionSlot(addr, session)
 		if err != nil {
 			return err
