@@ -171,7 +171,7 @@ func (g *Gateway) openLeases(pol *auth.Policy) error {
 // holdOrphans turns the offered and active leases of a previous run (after a crash or kill -9
 // their sessions are gone) into held ones, so their owners get them back when they reconnect.
 func (g *Gateway) holdOrphans() error {
-	n, err := g.leases.ReleaseAll(context.Background(), lease.Reason("restart"))
+	n, err := g.leases.ReleaseAll(context.Background(), lease.ReasonRestart)
 	if err != nil {
 		return fmt.Errorf("leases: hold the leases of a previous run: %w", err)
 	}

@@ -157,6 +157,7 @@ const (
 	ReasonReplaced Reason = "replaced"
 	ReasonKicked   Reason = "kicked"
 	ReasonExpired  Reason = "expired"
+	ReasonRestart  Reason = "restart" // the session was one of an earlier run
 )
 
 // Errors returned by the Manager; test them with errors.Is.

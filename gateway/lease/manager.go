@@ -167,20 +167,53 @@ func (m *Manager) load(snap Snapshot) {
 }
 
 // AddPool adds a pool at run time (configuration reload: additions only).
-// Records already in the store for its addresses are adopted.
+// Records already in the store for its addresses are adopted. Offered and
+// active ones belong to sessions of an earlier run (no session of this run
+// can have an address outside its pools, and the start's ReleaseAll does
+// not see them): they are released as ReleaseAll would have released them
+// at the start, so their identities find them held.
 func (m *Manager) AddPool(pc PoolConfig) error {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	p, err := m.addPoolLocked(pc)
 	if err != nil {
+		m.mu.Unlock()
 		return err
 	}
+	earlier := map[netip.Addr]string{} // offered or active records: address -> session
 	for a, r := range m.orphans {
 		if m.poolFor(u32(a)) != p {
 			continue
 		}
 		delete(m.orphans, a)
 		m.adoptLocked(a, &r)
+		if r.Lease.State == StateOffered || r.Lease.State == StateActive {
+			earlier[a] = r.Lease.Session
+		}
+	}
+	m.mu.Unlock()
+	if len(earlier) == 0 {
+		return nil
+	}
+	err = m.run(context.Background(), func(t *tx) error {
+		for a := range earlier {
+			if err := t.checkAddr(a); err != nil {
+				return err
+			}
+		}
+		for a, session := range earlier {
+			s := m.slots[u32(a)]
+			if s == nil || (s.State != StateOffered && s.State != StateActive) || s.Session != session {
+				continue // replaced since (session limit)
+			}
+			was := s.State
+			if l := t.release(s); was == StateActive {
+				t.emit(EventReleased, l, ReasonRestart)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("hold the leases of an earlier run in pool %s: %w", pc.Name, err)
 	}
 	return nil
 }
