@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"sync"
 	"testing"
 	"time"
 
@@ -37,6 +38,10 @@ type testGW struct {
 	tcp   string      // host:port of the TSP port (TCP)
 	udp   *net.UDPAddr
 	admin *admin.Client
+	// stop stops the gateway as SIGTERM does and closes it (its state files are free then);
+	// it runs at the end of the test if the test did not call it, before the checks that
+	// nothing was left running or open.
+	stop func()
 }
 
 // startGateway runs a gateway configured by the defaults, loopback listeners, plain TSP and
@@ -95,21 +100,28 @@ func startGatewayWithLog(tb testing.TB, mutate func(*config.Config), log zerolog
 			}
 		}
 	}()
-	tb.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				tb.Errorf("Run returned %v", err)
+	var stopOnce sync.Once
+	gw.stop = func() {
+		stopOnce.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					tb.Errorf("Run returned %v", err)
+				}
+			case <-time.After(waitTimeout):
+				tb.Errorf("Run did not return within %v of cancel", waitTimeout)
 			}
-		case <-time.After(waitTimeout):
-			tb.Errorf("Run did not return within %v of cancel", waitTimeout)
-		}
-		<-drained
-		gw.admin.Close()
-		if err := g.Close(); err != nil {
-			tb.Errorf("Close: %v", err)
-		}
+			<-drained
+			gw.admin.Close()
+			if err := g.Close(); err != nil {
+				tb.Errorf("Close: %v", err)
+			}
+		})
+	}
+	// Registered first, run last: after the test's own cleanups closed its connections.
+	tb.Cleanup(func() {
+		gw.stop()
 		checkGoroutines(tb, baseline)
 		checkFDs(tb, fdBaseline)
 	})

@@ -111,6 +111,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if _, err := g.leases.ReleaseAll(context.Background(), lease.Reason("shutdown")); err != nil {
 		g.log.Warn().Err(err).Msg("leases not held at shutdown; they are at the next start")
 	}
+	// The ends of sessions kept in memory (lease.Manager.Release) are written with their
+	// hold times; else the next start would hold those leases again from its own time.
+	if _, err := g.leases.Flush(context.Background()); err != nil {
+		g.log.Warn().Err(err).Msg("lease holds not written at shutdown; the next start holds them again")
+	}
 	for _, s := range g.sessions.all() {
 		g.endSession(s, lease.ReasonClosed)
 	}

@@ -58,7 +58,8 @@
 // active to held, then stay in memory, and the cached slot keeps the
 // version of the record the store still has (none, or the identity's held
 // or active lease). A restart holds every active record for its identity
-// (ReleaseAll), so the store stays what a crash needs.
+// (ReleaseAll), so the store stays what a crash needs; Flush writes the
+// releases kept in memory when the gateway stops.
 // Implementations: NewMemStore here, boltstore.OpenBolt (embedded
 // default), and a future etcd store for gateways sharing pools.
 //

@@ -674,7 +674,8 @@ func TestExclusiveStoreKeepsOffersInMemory(t *testing.T) {
 // TestExclusiveStoreKeepsReleasesInMemory: with a store that is its Manager's only writer, a
 // session's release (active -> held) is not committed: the store keeps the active lease, which
 // a restart holds for the same identity (ReleaseAll) as the release did. Whatever changes the
-// address next is committed over that record; every other release is committed.
+// address next is committed over that record; every other release is committed; Flush writes
+// the hold as it is.
 func TestExclusiveStoreKeepsReleasesInMemory(t *testing.T) {
 	ctx := context.Background()
 	tests := []struct {
@@ -711,6 +712,25 @@ func TestExclusiveStoreKeepsReleasesInMemory(t *testing.T) {
 				t.Fatalf("bob got %v", l.Addr)
 			}
 			return &Lease{Identity: "bob", Session: "b1", State: StateActive}
+		}},
+		{name: "flushed", exclusive: true, then: func(t *testing.T, m *Manager, _ *fakeClock) *Lease {
+			held, _ := m.Get(mustAddr("10.0.0.5"))
+			if n, err := m.Flush(ctx); n != 1 || err != nil {
+				t.Fatalf("Flush = %d, %v; want 1", n, err)
+			}
+			if n, err := m.Flush(ctx); n != 0 || err != nil {
+				t.Fatalf("second Flush = %d, %v; want 0", n, err)
+			}
+			if r, _ := stored(t, m.store, held.Addr); !r.Lease.Expires.Equal(held.Expires) {
+				t.Fatalf("flushed hold expires %v, want %v", r.Lease.Expires, held.Expires)
+			}
+			return &Lease{Identity: "alice", Session: "s1", State: StateHeld}
+		}},
+		{name: "shared store flush", then: func(t *testing.T, m *Manager, _ *fakeClock) *Lease {
+			if n, err := m.Flush(ctx); n != 0 || err != nil {
+				t.Fatalf("Flush = %d, %v; want 0", n, err)
+			}
+			return &Lease{Identity: "alice", Session: "s1", State: StateHeld}
 		}},
 		{name: "released again by ReleaseIdentity", exclusive: true, then: func(t *testing.T, m *Manager, _ *fakeClock) *Lease {
 			grant(t, m, "alice", "s2")

@@ -372,6 +372,37 @@ func (r *lockstepRun) crashCheck() {
 	r.stats["crash checks"]++
 }
 
+// flush does what the gateway does after its ReleaseAll at shutdown: Flush writes what the
+// exclusive store kept in memory, after which both stores must hold the same leases, unless
+// ReleaseAll failed (an injected failure) and left offers, which only the shared store has.
+func (r *lockstepRun) flush() {
+	r.t.Helper()
+	ctx := context.Background()
+	r.desc = "Flush"
+	if _, err := r.ex.m.Flush(ctx); err != nil {
+		r.fatalf("Flush: %v", err)
+	}
+	if n, err := r.sh.m.Flush(ctx); n != 0 || err != nil {
+		r.fatalf("Flush of the shared manager = %d, %v", n, err)
+	}
+	r.compareCaches()
+	r.compareStores()
+	if slices.ContainsFunc(r.ex.m.List(), func(l Lease) bool { return l.State == StateOffered || l.State == StateActive }) {
+		return
+	}
+	exRecs, _ := r.ex.st.records(r.t)
+	shRecs, _ := r.sh.st.records(r.t)
+	if len(exRecs) != len(shRecs) {
+		r.fatalf("after Flush the exclusive store has %d records, the shared one %d", len(exRecs), len(shRecs))
+	}
+	for a, e := range exRecs {
+		if e.Lease != shRecs[a].Lease {
+			r.fatalf("after Flush %v is %+v (exclusive) and %+v (shared)", a, e.Lease, shRecs[a].Lease)
+		}
+	}
+	r.stats["flushed"]++
+}
+
 // restart restarts both managers for real and goes on with them, both loaded from the
 // exclusive store's content (after the comparison with the shared store's own restart).
 func (r *lockstepRun) restart(graceful bool) {
@@ -382,6 +413,7 @@ func (r *lockstepRun) restart(graceful bool) {
 			n, err := m.ReleaseAll(ctx, "shutdown")
 			return fmt.Sprint(n, err)
 		})
+		r.flush()
 	}
 	r.crashCheck()
 	r.ex.cancel()
@@ -565,7 +597,7 @@ func TestExclusiveSharedLockstep(t *testing.T) {
 	}
 	t.Logf("coverage: %v", total)
 	// The run must have exercised what it is about.
-	for _, k := range []string{"release in memory", "crash: hold restarted", "offer over a record", "failed commits", "restarts", "kept in memory"} {
+	for _, k := range []string{"release in memory", "crash: hold restarted", "offer over a record", "failed commits", "restarts", "kept in memory", "flushed"} {
 		if total[k] == 0 && !t.Failed() {
 			t.Errorf("no %q in any run", k)
 		}

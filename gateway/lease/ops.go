@@ -76,12 +76,13 @@ func (m *Manager) Renew(ctx context.Context, addr netip.Addr, session string) (L
 //
 // With an exclusive store the active -> held change is kept in memory and
 // not committed: the store keeps the active record until the address
-// changes again (offered to its identity, expired, taken). A crash or a
-// restart loses nothing by it, because the gateway holds every active
-// lease of the previous run for its identity when it starts (ReleaseAll),
-// which is what the release did; the hold then counts from that start.
-// Every session's end thus costs no durable commit. ReleaseIdentity,
-// ReleaseAll and Expire commit, as every release does with a shared store.
+// changes again (offered to its identity, expired, taken) or Flush writes
+// it when the gateway stops. A crash loses nothing by it, because the
+// gateway holds every active lease of the previous run for its identity
+// when it starts (ReleaseAll), which is what the release did; the hold
+// then counts from that start. Every session's end thus costs no durable
+// commit. ReleaseIdentity, ReleaseAll and Expire commit, as every release
+// does with a shared store.
 func (m *Manager) Release(ctx context.Context, addr netip.Addr, session string, why Reason) error {
 	if !addr.Is4() {
 		return fmt.Errorf("%w: %v is not an IPv4 address", ErrNotFound, addr)
@@ -286,6 +287,61 @@ func (m *Manager) ReleaseAll(ctx context.Context, why Reason) (int, error) {
 			return total, nil
 		}
 	}
+}
+
+// Flush commits the sessions' releases that an exclusive store kept in
+// memory (see Release): afterwards the store has their held leases with
+// their hold times, instead of the active leases that the next start would
+// hold again from its own time. A gateway calls it when it stops, after
+// ReleaseAll. It reads the whole store (Load) and commits up to 1024 leases
+// per transaction; it returns how many it wrote (always 0 with a shared
+// store, which keeps nothing in memory).
+func (m *Manager) Flush(ctx context.Context) (int, error) {
+	if !m.exclusive {
+		return 0, nil
+	}
+	snap, err := m.store.Load(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("flush: %w", err)
+	}
+	var active []Record
+	for _, r := range snap.Leases {
+		if r.Lease.State == StateActive {
+			active = append(active, r)
+		}
+	}
+	total := 0
+	for len(active) > 0 {
+		batch := active[:min(len(active), sweepBatch)]
+		active = active[len(batch):]
+		n := 0
+		err := m.run(ctx, func(t *tx) error {
+			n = 0
+			for _, r := range batch {
+				if err := t.checkAddr(r.Lease.Addr); err != nil {
+					return err
+				}
+			}
+			for _, r := range batch {
+				a := r.Lease.Addr
+				s := m.slots[u32(a)]
+				// The store's active record under a held slot of the same version: a
+				// release kept in memory. (Anything else changed since the Load, or is
+				// live.)
+				if s == nil || s.version != r.Version || s.State != StateHeld || s.Identity != r.Lease.Identity {
+					continue
+				}
+				t.set(m.poolFor(u32(a)), a, s.Lease)
+				n++
+			}
+			return nil
+		})
+		if err != nil {
+			return total, fmt.Errorf("flush: %w", err)
+		}
+		total += n
+	}
+	return total, nil
 }
 
 // releaseSome releases the first n offered or active leases of the heap.
