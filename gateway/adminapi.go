@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -96,34 +97,48 @@ func (a adminBackend) Revoke(ctx context.Context, target string) (admin.RevokeRe
 }
 
 // Revoke revokes one certificate (target is a serial this CA issued) or every certificate of
-// an identity, then closes the affected sessions at once.
+// an identity, then closes the affected sessions at once. The CA's revocation event closes
+// them too (followRevocations), often first: the sessions counted as closed are those live
+// before the revocation that either path closed.
 func (g *Gateway) Revoke(ctx context.Context, target string) (admin.RevokeResult, error) {
 	var res admin.RevokeResult
 	serial, perr := certs.ParseSerial(target)
 	err := errors.New("not a serial")
+	var live []*session
 	if perr == nil {
+		live = g.sessions.matching("", serial)
 		err = g.ca.Revoke(ctx, serial, "operator")
 	}
 	switch {
 	case err == nil:
 		res.Serials = []string{serial}
-		res.Sessions = g.closeRevoked("", serial)
+		res.Sessions = countUnion(live, g.closeRevoked("", serial))
 	case perr == nil && !errors.Is(err, certs.ErrUnknownSerial):
 		g.metrics.Revocation("error")
 		return res, err
 	default: // not a serial of ours: an identity
+		live = g.sessions.matching(target, "")
 		serials, err := g.ca.RevokeIdentity(ctx, target)
 		if err != nil {
 			g.metrics.Revocation("error")
 			return res, err
 		}
 		res.Serials = serials
-		res.Sessions = g.closeRevoked(target, "")
+		res.Sessions = countUnion(live, g.closeRevoked(target, ""))
 	}
 	g.metrics.Revocation("ok")
 	g.log.Warn().Str("event", "revoke").Str("target", target).Strs("serials", res.Serials).
 		Int("sessions_closed", res.Sessions).Msg("revocation by the operator")
 	return res, nil
+}
+
+// countUnion counts the distinct sessions of a and b.
+func countUnion(a, b []*session) int {
+	seen := make(map[*session]struct{}, len(a)+len(b))
+	for _, s := range append(slices.Clip(a), b...) {
+		seen[s] = struct{}{}
+	}
+	return len(seen)
 }
 
 func (a adminBackend) Token(_ context.Context, identity string, ttl time.Duration) (admin.TokenResult, error) {

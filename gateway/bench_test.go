@@ -213,7 +213,7 @@ func BenchmarkRevokeToClose(b *testing.B) {
 		tt := openTLSTunnel(b, gw, st)
 		gw.waitLeaseState(b, tt.lease, "active")
 		b.StartTimer()
-		d, err := revokeToClose(ctx, gw, tt.c, st.Leaf.SerialNumber.String())
+		d, _, err := revokeToClose(ctx, gw, tt.c, st.Leaf.SerialNumber.String())
 		if err != nil {
 			b.Fatal(err)
 		}

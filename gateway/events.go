@@ -67,18 +67,18 @@ func (g *Gateway) followRevocations(ctx context.Context) error {
 			if !ok {
 				return nil
 			}
-			n := g.closeRevoked("", r.Serial)
+			closed := g.closeRevoked("", r.Serial)
 			g.log.Warn().Str("event", "revoked").Str("identity", r.Identity).Str("serial", r.Serial).
-				Int("sessions_closed", n).Msg("certificate revoked")
+				Int("sessions_closed", len(closed)).Msg("certificate revoked")
 		}
 	}
 }
 
 // closeRevoked ends the sessions authenticated with the serial, or, for an identity-wide
-// revocation (serial ""), every session of the identity, and returns how many it closed. With
+// revocation (serial ""), every session of the identity, and returns those it closed. With
 // leases.on_revoke "release" their addresses go back to the pool; with "hold" they stay held
 // for the identity like after any other session end.
-func (g *Gateway) closeRevoked(identity, serial string) int {
+func (g *Gateway) closeRevoked(identity, serial string) []*session {
 	matches := g.sessions.matching("", serial)
 	if serial == "" {
 		matches = g.sessions.matching(identity, "")
@@ -94,20 +94,20 @@ func (g *Gateway) closeRevoked(identity, serial string) int {
 		g.endSession(s, lease.ReasonRevoked)
 	}
 	if g.cfg.Leases.OnRevoke != "release" {
-		return len(matches)
+		return matches
 	}
 	if serial == "" && identity != "" {
 		if _, err := g.leases.FreeIdentity(context.Background(), identity, lease.ReasonRevoked); err != nil {
 			g.log.Warn().Err(err).Str("identity", identity).Msg("freeing revoked leases failed")
 		}
-		return len(matches)
+		return matches
 	}
 	for _, a := range addrs {
 		if err := g.leases.Free(context.Background(), a); err != nil && !errors.Is(err, lease.ErrNotFound) {
 			g.log.Warn().Err(err).Str("lease_v4", a.String()).Msg("freeing a revoked lease failed")
 		}
 	}
-	return len(matches)
+	return matches
 }
 
 // LeaseCounts implements metrics.LeaseStats.

@@ -169,7 +169,7 @@ func (t *sessions) all() []*session {
 	return out
 }
 
-// ofIdentity returns the sessions of one identity, or of one certificate serial.
+// matching returns the sessions of one identity, or of one certificate serial.
 func (t *sessions) matching(identity, serial string) []*session {
 	var out []*session
 	for _, s := range t.all() {

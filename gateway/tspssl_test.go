@@ -208,8 +208,9 @@ func TestTSPSSLStream(t *testing.T) {
 	gw.waitLeaseState(t, tt.lease, "active")
 }
 
-// revokeToClose revokes target and returns how long the TLS connection took to close.
-func revokeToClose(ctx context.Context, gw *testGW, c net.Conn, target string) (time.Duration, error) {
+// revokeToClose revokes target and returns how long the TLS connection took to close, and
+// what the admin API answered.
+func revokeToClose(ctx context.Context, gw *testGW, c net.Conn, target string) (time.Duration, admin.RevokeResult, error) {
 	closed := make(chan error, 1)
 	go func() {
 		_ = c.SetReadDeadline(time.Now().Add(waitTimeout))
@@ -222,16 +223,17 @@ func revokeToClose(ctx context.Context, gw *testGW, c net.Conn, target string) (
 		}
 	}()
 	start := time.Now()
-	if _, err := gw.admin.Revoke(ctx, target); err != nil {
-		return 0, err
+	res, err := gw.admin.Revoke(ctx, target)
+	if err != nil {
+		return 0, res, err
 	}
-	err := <-closed
+	err = <-closed
 	d := time.Since(start)
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
-		return d, errors.New("the connection was not closed after the revocation")
+		return d, res, errors.New("the connection was not closed after the revocation")
 	}
-	return d, nil
+	return d, res, nil
 }
 
 func TestRevocationClosesSession(t *testing.T) {
@@ -239,11 +241,16 @@ func TestRevocationClosesSession(t *testing.T) {
 	st := gw.enrollIdentity(t, "bob@example.com")
 	tt := openTLSTunnel(t, gw, st)
 	gw.waitLeaseState(t, tt.lease, "active")
-	d, err := revokeToClose(testCtx(t), gw, tt.c, "bob@example.com")
+	d, res, err := revokeToClose(testCtx(t), gw, tt.c, "bob@example.com")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("revoke → close: %v", d)
+	// Whichever path closed it (the admin call or the CA's revocation event), the operator
+	// is told that the live session was closed.
+	if res.Sessions != 1 || len(res.Serials) != 1 {
+		t.Errorf("revoke answered %+v, want one serial and one session closed", res)
+	}
 	if d > time.Second {
 		t.Errorf("revoke → close took %v", d)
 	}
@@ -303,8 +310,12 @@ func TestRevokeOneSerialKeepsOtherCertificates(t *testing.T) {
 	gw.waitLeaseState(t, ta.lease, "active")
 	tb := openTLSTunnel(t, gw, b)
 	gw.waitLeaseState(t, tb.lease, "active")
-	if _, err := revokeToClose(testCtx(t), gw, ta.c, a.Leaf.SerialNumber.String()); err != nil {
+	_, res, err := revokeToClose(testCtx(t), gw, ta.c, a.Leaf.SerialNumber.String())
+	if err != nil {
 		t.Fatal(err)
+	}
+	if res.Sessions != 1 {
+		t.Errorf("revoking one serial answered %+v, want one session closed", res)
 	}
 	// The revocation event is handled asynchronously: watch the other lease for a while.
 	ctx := testCtx(t)
