@@ -1,18 +1,21 @@
 package gateway
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"reflect"
 
 	"github.com/dstmgw/dstm/auth"
 	"github.com/dstmgw/dstm/gateway/config"
+	"github.com/dstmgw/dstm/gateway/lease"
 )
 
 // Reload applies a new, already validated configuration to the running gateway: the policy,
 // the password file and pools added at the end of the list take effect at once (the log level
 // is the caller's). It returns the names of the changed sections that need a restart. On error
-// nothing was changed.
+// nothing was changed, except that the pools added before it stay added (they are in use, and
+// the running configuration lists them, so that the next reload does not add them again).
 func (g *Gateway) Reload(next config.Config) ([]string, error) {
 	pol, err := auth.NewPolicy(next.Policy)
 	if err != nil {
@@ -29,10 +32,15 @@ func (g *Gateway) Reload(next config.Config) ([]string, error) {
 		restart = append(restart, "policy static_v4 reservations")
 	}
 	lc := LeaseConfig(next, pol, g.now)
-	for _, p := range lc.Pools[len(lc.Pools)-len(added):] {
-		if err := g.leases.AddPool(p); err != nil {
+	for i, p := range lc.Pools[len(lc.Pools)-len(added):] {
+		switch err := g.leases.AddPool(p); {
+		case errors.Is(err, lease.ErrNotHeld):
+			// The pool is in use: go on (routes), and say what stays as it was.
+			g.log.Warn().Err(err).Str("pool", p.Name).Msg("pool added; leases of an earlier run in it stay until their lifetimes end")
+		case err != nil:
 			return nil, fmt.Errorf("add pool %s: %w", p.Name, err)
 		}
+		g.cfg.Pools = append(g.cfg.Pools, added[i])
 		if g.host == nil { // Options.Device: the gateway does not touch the host
 			continue
 		}
@@ -51,7 +59,6 @@ func (g *Gateway) Reload(next config.Config) ([]string, error) {
 		g.setPasswords(pw)
 	}
 	restart = append(restart, restartSections(g.cfg, next)...)
-	g.cfg.Pools = append(g.cfg.Pools, added...)
 	g.cfg.Policy = next.Policy
 	g.cfg.TSP.Passwords = next.TSP.Passwords
 	return restart, nil

@@ -175,6 +175,10 @@ var (
 	ErrConflict = errors.New("lease: store conflict")
 	// ErrInvalidConfig is wrapped by New and AddPool for a bad Config.
 	ErrInvalidConfig = errors.New("lease: invalid configuration")
+	// ErrNotHeld is wrapped by an AddPool that added its pool but could not
+	// commit the hold of the sessions of an earlier run found in it: they
+	// stay as the store has them until their lifetimes end.
+	ErrNotHeld = errors.New("lease: sessions of an earlier run not held")
 )
 
 // MaxIdentityLen is the longest identity accepted, in bytes.

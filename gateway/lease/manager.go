@@ -171,7 +171,11 @@ func (m *Manager) load(snap Snapshot) {
 // active ones belong to sessions of an earlier run (no session of this run
 // can have an address outside its pools, and the start's ReleaseAll does
 // not see them): they are released as ReleaseAll would have released them
-// at the start, so their identities find them held.
+// at the start, in the same critical section (nothing sees them live), so
+// their identities find them held. As in a session's release, an active
+// one's hold stays in memory with an exclusive store. An error wrapping
+// ErrNotHeld means that the pool was added but that release could not be
+// committed; any other error, that nothing changed.
 func (m *Manager) AddPool(pc PoolConfig) error {
 	m.mu.Lock()
 	p, err := m.addPoolLocked(pc)
@@ -190,20 +194,21 @@ func (m *Manager) AddPool(pc PoolConfig) error {
 			earlier[a] = r.Lease.Session
 		}
 	}
-	m.mu.Unlock()
 	if len(earlier) == 0 {
+		m.mu.Unlock()
 		return nil
 	}
-	err = m.run(context.Background(), func(t *tx) error {
+	err = m.runLocked(context.Background(), func(t *tx) error {
+		t.sessionRelease = true
 		for a := range earlier {
-			if err := t.checkAddr(a); err != nil {
+			if err := t.checkAddr(a); err != nil { // never busy: nothing planned on them before
 				return err
 			}
 		}
 		for a, session := range earlier {
 			s := m.slots[u32(a)]
 			if s == nil || (s.State != StateOffered && s.State != StateActive) || s.Session != session {
-				continue // replaced since (session limit)
+				continue
 			}
 			was := s.State
 			if l := t.release(s); was == StateActive {
@@ -213,7 +218,7 @@ func (m *Manager) AddPool(pc PoolConfig) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("hold the leases of an earlier run in pool %s: %w", pc.Name, err)
+		return fmt.Errorf("%w in pool %s: %w", ErrNotHeld, pc.Name, err)
 	}
 	return nil
 }

@@ -31,8 +31,9 @@ type tx struct {
 	nLease   int
 	// wait says what the plan found busy when it returned errWait.
 	wait waitFor
-	// sessionRelease: the operation is a session's release (Manager.Release),
-	// whose active -> held change an exclusive store need not write.
+	// sessionRelease: the operation is a session's release (Manager.Release,
+	// or AddPool's of sessions of an earlier run), whose active -> held
+	// change an exclusive store need not write.
 	sessionRelease bool
 }
 
@@ -322,9 +323,15 @@ func (m *Manager) newWaitQ() *waitQ {
 // run plans an operation under the lock, commits it to the store without
 // the lock, and then publishes its events or undoes it.
 func (m *Manager) run(ctx context.Context, plan func(t *tx) error) error {
+	m.mu.Lock()
+	return m.runLocked(ctx, plan)
+}
+
+// runLocked is run entered with m.mu held (it returns with it released):
+// the first plan sees what the caller did under the lock.
+func (m *Manager) runLocked(ctx context.Context, plan func(t *tx) error) error {
 	t := m.txPool.Get().(*tx)
 	defer m.txPool.Put(t)
-	m.mu.Lock()
 	for {
 		if err := ctx.Err(); err != nil {
 			m.mu.Unlock()
