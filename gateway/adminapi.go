@@ -99,7 +99,8 @@ func (a adminBackend) Revoke(ctx context.Context, target string) (admin.RevokeRe
 // Revoke revokes one certificate (target is a serial this CA issued) or every certificate of
 // an identity, then closes the affected sessions at once. The CA's revocation event closes
 // them too (followRevocations), often first: the sessions counted as closed are those live
-// before the revocation that either path closed.
+// before the revocation, and any that closeRevoked found after it. (A session that ended by
+// itself in between is counted too.)
 func (g *Gateway) Revoke(ctx context.Context, target string) (admin.RevokeResult, error) {
 	var res admin.RevokeResult
 	serial, perr := certs.ParseSerial(target)

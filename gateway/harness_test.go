@@ -128,6 +128,7 @@ func startGatewayWithLog(tb testing.TB, mutate func(*config.Config), log zerolog
 	select {
 	case <-g.Ready():
 	case err := <-done:
+		done <- err // for stop
 		tb.Fatalf("Run ended before Ready: %v", err)
 	case <-time.After(waitTimeout):
 		tb.Fatal("gateway not ready")

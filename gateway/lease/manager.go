@@ -170,7 +170,8 @@ func (m *Manager) load(snap Snapshot) {
 // Records already in the store for its addresses are adopted. Offered and
 // active ones belong to sessions of an earlier run (no session of this run
 // can have an address outside its pools, and the start's ReleaseAll does
-// not see them): they are released as ReleaseAll would have released them
+// not see them; like ReleaseAll, this assumes one gateway per store): they
+// are released as ReleaseAll would have released them
 // at the start, in the same critical section (nothing sees them live), so
 // their identities find them held. As in a session's release, an active
 // one's hold stays in memory with an exclusive store. An error wrapping

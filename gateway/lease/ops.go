@@ -293,9 +293,10 @@ func (m *Manager) ReleaseAll(ctx context.Context, why Reason) (int, error) {
 // memory (see Release): afterwards the store has their held leases with
 // their hold times, instead of the active leases that the next start would
 // hold again from its own time. A gateway calls it when it stops, after
-// ReleaseAll. It reads the whole store (Load) and commits up to 1024 leases
-// per transaction; it returns how many it wrote (always 0 with a shared
-// store, which keeps nothing in memory).
+// ReleaseAll, when no session can start or end any more: a release kept in
+// memory after the Load is not written. It reads the whole store (Load) and
+// commits up to 1024 leases per transaction; it returns how many it wrote
+// (always 0 with a shared store, which keeps nothing in memory).
 func (m *Manager) Flush(ctx context.Context) (int, error) {
 	if !m.exclusive {
 		return 0, nil
