@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"context"
 	"net"
 	"net/netip"
 	"path/filepath"
@@ -19,7 +20,6 @@ import (
 // live at the stop. A start after a crash would hold the first one again from its own time.
 func TestShutdownWritesHolds(t *testing.T) {
 	gw := startGateway(t, nil)
-	ctx := testCtx(t)
 	// ANONYMOUS identities are the client's address: one per session.
 	session := func(local netip.Addr) (net.Conn, netip.Addr) {
 		t.Helper()
@@ -38,32 +38,10 @@ func TestShutdownWritesHolds(t *testing.T) {
 	ended, endedAddr := session(netip.MustParseAddr("127.1.0.1"))
 	_, liveAddr := session(netip.MustParseAddr("127.1.0.2"))
 	ended.Close()
-	var hold time.Time
-	eventually(t, "the ended session's lease held", func() (bool, error) {
-		ls, err := gw.admin.Leases(ctx)
-		for _, l := range ls {
-			if l.Addr == endedAddr.String() && l.State == lease.StateHeld.String() {
-				hold = l.Expires
-				return true, nil
-			}
-		}
-		return false, err
-	})
+	hold := gw.waitLeaseState(t, endedAddr, "held").Expires
 
 	gw.stop()
-	st, err := boltstore.OpenBolt(filepath.Join(gw.cfg.StateDir, gateway.LeaseFile), boltstore.BoltOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	snap, err := st.Load(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[netip.Addr]lease.Lease{}
-	for _, r := range snap.Leases {
-		got[r.Lease.Addr] = r.Lease
-	}
+	got := gw.leaseFile(t)
 	for _, tc := range []struct {
 		name     string
 		addr     netip.Addr
@@ -77,4 +55,64 @@ func TestShutdownWritesHolds(t *testing.T) {
 	if l := got[endedAddr]; !l.Expires.Equal(hold) {
 		t.Errorf("the ended session's hold ends %v in the file, %v in the gateway", l.Expires, hold)
 	}
+}
+
+// TestShutdownWritesHoldsUDP: a UDP TSP session live at the stop and a TCP session
+// ended before it are both held in the lease file; calling stop twice is harmless.
+func TestShutdownWritesHoldsUDP(t *testing.T) {
+	gw := startGateway(t, nil)
+	u, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP("127.1.0.9")}, gw.udp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	_ = u.SetDeadline(time.Now().Add(waitTimeout))
+	mu := anonymousClient(t, tsp.TransportUDP, tsp.TypeV4DTLSV6, tsp.TypeV4DTLSV6)
+	if _, err := udpSession(u, mu); err != nil {
+		t.Fatal(err)
+	}
+	udpAddr := mu.Offer().Client.IPv4
+	gw.waitLeaseState(t, udpAddr, "active")
+
+	d := net.Dialer{Timeout: waitTimeout, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.1.0.8")}}
+	c, err := d.Dial("tcp", gw.tcp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mt := anonymousClient(t, tsp.TransportTCP, tsp.TypeV4DTLSV6, tsp.TypeV4DTLSV6)
+	if _, err := streamSession(c, mt); err != nil {
+		t.Fatal(err)
+	}
+	tcpAddr := mt.Offer().Client.IPv4
+	c.Close()
+	held := gw.waitLeaseState(t, tcpAddr, "held")
+
+	gw.stop()
+	gw.stop()
+	got := gw.leaseFile(t)
+	if l := got[udpAddr]; l.State != lease.StateHeld || l.Identity != "127.1.0.9" {
+		t.Errorf("UDP session's %v in the file: %+v, want held for 127.1.0.9", udpAddr, l)
+	}
+	if l := got[tcpAddr]; l.State != lease.StateHeld || l.Identity != "127.1.0.8" || !l.Expires.Equal(held.Expires) {
+		t.Errorf("ended TCP session's %v in the file: %+v, want held for 127.1.0.8 until %v", tcpAddr, l, held.Expires)
+	}
+}
+
+// leaseFile reads the lease file of the stopped gateway.
+func (gw *testGW) leaseFile(t *testing.T) map[netip.Addr]lease.Lease {
+	t.Helper()
+	st, err := boltstore.OpenBolt(filepath.Join(gw.cfg.StateDir, gateway.LeaseFile), boltstore.BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	snap, err := st.Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[netip.Addr]lease.Lease{}
+	for _, r := range snap.Leases {
+		got[r.Lease.Addr] = r.Lease
+	}
+	return got
 }

@@ -12,20 +12,18 @@ import (
 	"time"
 )
 
-// earlierRunGhost builds the case of TestAddPoolHoldsEarlierSessions "live at a crash": alice's
-// session in pool extra was live when the gateway died, and the gateway restarted without
-// that pool. It returns the restarted manager (ReleaseAll done, extra not yet added back),
-// its store, the pool to add back and the ghost's address.
-func earlierRunGhost(t *testing.T, exclusive bool, mod func(*Config)) (*Manager, *twinStore, PoolConfig, netip.Addr) {
+// earlierRunGhost builds the case of a session of an earlier run in a pool that a restart
+// left out: alice's session in pool extra (its one address) ended as end says ("released",
+// "released+graceful": then the gateway stopped, "live at a crash"), and the gateway restarted
+// without that pool. It returns the restarted manager (ReleaseAll done, extra not yet added
+// back), its store, the pool to add back and the session's address.
+func earlierRunGhost(t *testing.T, exclusive bool, end string) (*Manager, *twinStore, PoolConfig, netip.Addr) {
 	t.Helper()
 	ctx := context.Background()
 	clk := newFakeClock()
 	main := PoolConfig{Name: "main", Prefixes: []netip.Prefix{mustPrefix("10.0.0.0/29")}, ExcludeNetworkBroadcast: true}
 	extra := PoolConfig{Name: "extra", Prefixes: []netip.Prefix{mustPrefix("10.0.1.5/32")}}
 	cfg := Config{Pools: []PoolConfig{main, extra}, MaxSessions: 1, OnLimit: Refuse, Now: clk.Now}
-	if mod != nil {
-		mod(&cfg)
-	}
 	st := newTwinStore(exclusive, nil)
 	m, err := New(cfg, st)
 	if err != nil {
@@ -37,6 +35,20 @@ func earlierRunGhost(t *testing.T, exclusive bool, mod func(*Config)) (*Manager,
 	}
 	if l, err = m.Accept(ctx, l.Addr, "s1"); err != nil {
 		t.Fatal(err)
+	}
+	clk.Advance(time.Minute)
+	if end != "live at a crash" {
+		if err := m.Release(ctx, l.Addr, "s1", ReasonClosed); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if end == "released+graceful" {
+		if _, err := m.ReleaseAll(ctx, "shutdown"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
 	}
 	clk.Advance(time.Minute)
 	cfg2 := cfg
@@ -52,6 +64,42 @@ func earlierRunGhost(t *testing.T, exclusive bool, mod func(*Config)) (*Manager,
 	return m2, st, extra, l.Addr
 }
 
+// TestAddPoolHoldsEarlierSessions: a pool removed at a restart (its records are kept as
+// orphans) and added back by a reload (AddPool adopts them). A session of the earlier run,
+// ended before the restart (its release kept in memory with an exclusive store) or still live
+// at a crash, must come back held for its identity, and not as an active lease of a session
+// that no longer exists: that ghost counted against the identity's session limit (Refuse: the
+// owner could not connect until its lifetime ended), showed in Stats as active, and later
+// published EventExpired/EventReplaced for a session long gone. The gateway's graceful stop
+// (ReleaseAll) does not write releases kept in memory either.
+func TestAddPoolHoldsEarlierSessions(t *testing.T) {
+	ctx := context.Background()
+	for _, exclusive := range []bool{false, true} {
+		for _, end := range []string{"released", "released+graceful", "live at a crash"} {
+			t.Run(fmt.Sprintf("%s/%s", storeKind(exclusive), end), func(t *testing.T) {
+				m, st, extra, a := earlierRunGhost(t, exclusive, end)
+				// The pool is added back by a reload.
+				if err := m.AddPool(extra); err != nil {
+					t.Fatal(err)
+				}
+				got, ok := m.Get(a)
+				if !ok || got.State != StateHeld || got.Identity != "alice" {
+					t.Errorf("after the pool came back %v is %+v %v, want held for alice (the session was one of the earlier run)", a, got, ok)
+				}
+				for _, ps := range m.Stats() {
+					if ps.Active != 0 {
+						t.Errorf("pool %s counts %d active leases, no session is live", ps.Name, ps.Active)
+					}
+				}
+				if o, err := m.Offer(ctx, Request{Identity: "alice", Session: "s2", Pool: "extra"}); err != nil || o.Addr != a {
+					t.Errorf("alice connecting again: %+v %v, want %v", o, err, a)
+				}
+				checkInvariants(t, m, st)
+			})
+		}
+	}
+}
+
 // TestAddPoolHoldFailure: when the commit that holds the sessions of an earlier run fails (a
 // shared store: an exclusive one keeps an active session's hold in memory and commits
 // nothing), AddPool says so with ErrNotHeld and the pool is added all the same: it is in use,
@@ -60,7 +108,7 @@ func earlierRunGhost(t *testing.T, exclusive bool, mod func(*Config)) (*Manager,
 func TestAddPoolHoldFailure(t *testing.T) {
 	for _, exclusive := range []bool{false, true} {
 		t.Run(storeKind(exclusive), func(t *testing.T) {
-			m, st, extra, ghost := earlierRunGhost(t, exclusive, nil)
+			m, st, extra, ghost := earlierRunGhost(t, exclusive, "live at a crash")
 			st.arm(true)
 			err := m.AddPool(extra)
 			committed := st.disarm()
@@ -102,7 +150,7 @@ func TestAddPoolNoWindow(t *testing.T) {
 	const iterations = 2000
 	hits := 0
 	for range iterations {
-		m, _, extra, _ := earlierRunGhost(t, true, nil)
+		m, _, extra, _ := earlierRunGhost(t, true, "live at a crash")
 		var done atomic.Bool
 		var wg sync.WaitGroup
 		var limit int

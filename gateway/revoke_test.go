@@ -3,17 +3,11 @@ package gateway_test
 import (
 	"errors"
 	"net"
-	"net/netip"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/dstmgw/dstm/gateway"
 	"github.com/dstmgw/dstm/gateway/admin"
 	"github.com/dstmgw/dstm/gateway/config"
-	"github.com/dstmgw/dstm/gateway/lease"
-	"github.com/dstmgw/dstm/gateway/lease/boltstore"
-	"github.com/dstmgw/dstm/tsp"
 )
 
 // TestRevokeIdentityCounts: an identity-wide revocation closes the identity's two
@@ -63,59 +57,5 @@ func TestRevokeIdentityCounts(t *testing.T) {
 	}
 	if l := gw.waitLeaseState(t, tf.lease, "active"); l.Identity != "frank@example.com" {
 		t.Errorf("frank's lease: %+v", l)
-	}
-}
-
-// TestShutdownWritesHoldsUDP: a UDP TSP session live at the stop and a TCP session
-// ended before it are both held in the lease file; calling stop twice is harmless.
-func TestShutdownWritesHoldsUDP(t *testing.T) {
-	gw := startGateway(t, nil)
-	ctx := testCtx(t)
-	u, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP("127.1.0.9")}, gw.udp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer u.Close()
-	_ = u.SetDeadline(time.Now().Add(waitTimeout))
-	mu := anonymousClient(t, tsp.TransportUDP, tsp.TypeV4DTLSV6, tsp.TypeV4DTLSV6)
-	if _, err := udpSession(u, mu); err != nil {
-		t.Fatal(err)
-	}
-	udpAddr := mu.Offer().Client.IPv4
-	gw.waitLeaseState(t, udpAddr, "active")
-
-	d := net.Dialer{Timeout: waitTimeout, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.1.0.8")}}
-	c, err := d.Dial("tcp", gw.tcp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mt := anonymousClient(t, tsp.TransportTCP, tsp.TypeV4DTLSV6, tsp.TypeV4DTLSV6)
-	if _, err := streamSession(c, mt); err != nil {
-		t.Fatal(err)
-	}
-	tcpAddr := mt.Offer().Client.IPv4
-	c.Close()
-	held := gw.waitLeaseState(t, tcpAddr, "held")
-
-	gw.stop()
-	gw.stop()
-	st, err := boltstore.OpenBolt(filepath.Join(gw.cfg.StateDir, gateway.LeaseFile), boltstore.BoltOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	snap, err := st.Load(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[netip.Addr]lease.Lease{}
-	for _, r := range snap.Leases {
-		got[r.Lease.Addr] = r.Lease
-	}
-	if l := got[udpAddr]; l.State != lease.StateHeld || l.Identity != "127.1.0.9" {
-		t.Errorf("UDP session's %v in the file: %+v, want held for 127.1.0.9", udpAddr, l)
-	}
-	if l := got[tcpAddr]; l.State != lease.StateHeld || l.Identity != "127.1.0.8" || !l.Expires.Equal(held.Expires) {
-		t.Errorf("ended TCP session's %v in the file: %+v, want held for 127.1.0.8 until %v", tcpAddr, l, held.Expires)
 	}
 }
