@@ -135,11 +135,13 @@ func (g *Gateway) Revoke(ctx context.Context, target string) (admin.RevokeResult
 
 // countUnion counts the distinct sessions of a and b.
 func countUnion(a, b []*session) int {
-	seen := make(map[*session]struct{}, len(a)+len(b))
-	for _, s := range append(slices.Clip(a), b...) {
-		seen[s] = struct{}{}
+	n := len(a)
+	for _, s := range b {
+		if !slices.Contains(a, s) {
+			n++
+		}
 	}
-	return len(seen)
+	return n
 }
 
 func (a adminBackend) Token(_ context.Context, identity string, ttl time.Duration) (admin.TokenResult, error) {

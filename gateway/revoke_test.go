@@ -22,17 +22,12 @@ func TestRevokeIdentityCounts(t *testing.T) {
 	e2 := gw.enrollIdentity(t, "eve@example.com")
 	f := gw.enrollIdentity(t, "frank@example.com")
 	t1 := openTLSTunnel(t, gw, e1)
-	gw.waitLeaseState(t, t1.lease, "active")
 	t2 := openTLSTunnel(t, gw, e2)
-	gw.waitLeaseState(t, t2.lease, "active")
 	tf := openTLSTunnel(t, gw, f)
-	gw.waitLeaseState(t, tf.lease, "active")
 
 	// A serial that is not ours (nor an identity).
-	if res, err := gw.admin.Revoke(ctx, "0x7fffffffffffffffffff"); err == nil {
-		t.Errorf("revoking a serial this CA never issued answered %+v, want an error", res)
-	} else if !errors.Is(err, admin.ErrNotFound) {
-		t.Logf("foreign serial: %v", err)
+	if res, err := gw.admin.Revoke(ctx, "0x7fffffffffffffffffff"); !errors.Is(err, admin.ErrNotFound) {
+		t.Errorf("revoking a serial this CA never issued answered %+v, %v; want not found", res, err)
 	}
 
 	res, err := gw.admin.Revoke(ctx, "eve@example.com")

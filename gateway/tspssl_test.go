@@ -45,7 +45,8 @@ type tlsTunnel struct {
 	buf   []byte // received, not yet parsed
 }
 
-// openTLSTunnel runs TSP-SSL up to an accepted v4tlsv6 tunnel.
+// openTLSTunnel runs TSP-SSL up to an accepted v4tlsv6 tunnel and waits until the gateway has
+// its lease active.
 func openTLSTunnel(t testing.TB, gw *testGW, st *enroll.State) *tlsTunnel {
 	t.Helper()
 	c, err := gw.dialTLS(testCtx(t), st, nil)
@@ -73,6 +74,7 @@ func openTLSTunnel(t testing.TB, gw *testGW, st *enroll.State) *tlsTunnel {
 	if err := writeReplies(c, replies); err != nil {
 		t.Fatal(err)
 	}
+	gw.waitLeaseState(t, o.Client.IPv4, "active")
 	return &tlsTunnel{c: c, m: m, lease: o.Client.IPv4, buf: sp.Rest()}
 }
 
@@ -240,7 +242,6 @@ func TestRevocationClosesSession(t *testing.T) {
 	gw := startGateway(t, nil)
 	st := gw.enrollIdentity(t, "bob@example.com")
 	tt := openTLSTunnel(t, gw, st)
-	gw.waitLeaseState(t, tt.lease, "active")
 	d, res, err := revokeToClose(testCtx(t), gw, tt.c, "bob@example.com")
 	if err != nil {
 		t.Fatal(err)
@@ -307,9 +308,7 @@ func TestRevokeOneSerialKeepsOtherCertificates(t *testing.T) {
 	a := gw.enrollIdentity(t, "dave@example.com")
 	b := gw.enrollIdentity(t, "dave@example.com")
 	ta := openTLSTunnel(t, gw, a)
-	gw.waitLeaseState(t, ta.lease, "active")
 	tb := openTLSTunnel(t, gw, b)
-	gw.waitLeaseState(t, tb.lease, "active")
 	_, res, err := revokeToClose(testCtx(t), gw, ta.c, a.Leaf.SerialNumber.String())
 	if err != nil {
 		t.Fatal(err)
