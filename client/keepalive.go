@@ -5,8 +5,8 @@ import (
 	"errors"
 	"time"
 
-	"github.com/dstmgw/dstm/gateway/packet"
-	"github.com/dstmgw/dstm/gateway/tunnel"
+	"github.com/dstmgw/dstm/internal/packet"
+	"github.com/dstmgw/dstm/tunnel"
 )
 
 // Keepalive: like gogoc in v4v6 mode, the client sends an ICMP echo request from its lease to

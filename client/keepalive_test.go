@@ -3,7 +3,7 @@ package client
 import (
 	"testing"
 
-	"github.com/dstmgw/dstm/gateway/packet"
+	"github.com/dstmgw/dstm/internal/packet"
 )
 
 func TestEchoRequestIsValidICMP(t *testing.T) {

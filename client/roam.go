@@ -6,7 +6,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/dstmgw/dstm/gateway/tunnel/dtls"
+	"github.com/dstmgw/dstm/tunnel/dtls"
 )
 
 // roamInterval is how often the client checks which local IPv6 address reaches the gateway.

@@ -13,14 +13,14 @@ import (
 	"sync"
 	"time"
 
-	"github.com/dstmgw/dstm/gateway/hostnet"
-	"github.com/dstmgw/dstm/gateway/tunnel"
-	"github.com/dstmgw/dstm/gateway/tunnel/dtls"
-	"github.com/dstmgw/dstm/gateway/tunnel/plain"
-	"github.com/dstmgw/dstm/gateway/tunnel/stream"
-	"github.com/dstmgw/dstm/gateway/udpmux"
+	"github.com/dstmgw/dstm/internal/hostnet"
 	"github.com/dstmgw/dstm/tsp"
 	"github.com/dstmgw/dstm/tsp/sasl"
+	"github.com/dstmgw/dstm/tunnel"
+	"github.com/dstmgw/dstm/tunnel/dtls"
+	"github.com/dstmgw/dstm/tunnel/plain"
+	"github.com/dstmgw/dstm/tunnel/stream"
+	"github.com/dstmgw/dstm/tunnel/udpmux"
 )
 
 // control is the TSP-SSL connection and its client machine.

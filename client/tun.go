@@ -8,8 +8,8 @@ import (
 
 	"golang.zx2c4.com/wireguard/tun"
 
-	"github.com/dstmgw/dstm/gateway/packet"
-	"github.com/dstmgw/dstm/gateway/tunnel"
+	"github.com/dstmgw/dstm/internal/packet"
+	"github.com/dstmgw/dstm/tunnel"
 )
 
 // tunHeadroom is the space wireguard's TUN Write needs in front of each packet (virtio header).

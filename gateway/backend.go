@@ -10,8 +10,8 @@ import (
 
 	"github.com/dstmgw/dstm/auth"
 	"github.com/dstmgw/dstm/gateway/lease"
-	"github.com/dstmgw/dstm/gateway/tunnel"
 	"github.com/dstmgw/dstm/tsp"
+	"github.com/dstmgw/dstm/tunnel"
 )
 
 // backend is the tsp.Backend of one session: it turns create/accept/delete into lease

@@ -13,9 +13,9 @@ import (
 
 	"github.com/dstmgw/dstm/auth"
 	"github.com/dstmgw/dstm/gateway/lease"
-	"github.com/dstmgw/dstm/gateway/tunnel/stream"
 	"github.com/dstmgw/dstm/tsp"
 	"github.com/dstmgw/dstm/tsp/sasl"
+	"github.com/dstmgw/dstm/tunnel/stream"
 )
 
 // serveStream runs one TSP session over TCP or TLS until the connection or the session ends.

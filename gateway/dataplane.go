@@ -12,9 +12,9 @@ import (
 	"github.com/dstmgw/dstm/auth"
 	"github.com/dstmgw/dstm/gateway/lease"
 	"github.com/dstmgw/dstm/gateway/tep"
-	"github.com/dstmgw/dstm/gateway/tunnel"
-	"github.com/dstmgw/dstm/gateway/tunnel/stream"
 	"github.com/dstmgw/dstm/tsp"
+	"github.com/dstmgw/dstm/tunnel"
+	"github.com/dstmgw/dstm/tunnel/stream"
 )
 
 // Inner MTUs per transport. Plain IPv4-in-IPv6 uses gogoc's 1280; DTLS leaves room for

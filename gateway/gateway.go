@@ -23,14 +23,14 @@ import (
 	"github.com/dstmgw/dstm/auth"
 	"github.com/dstmgw/dstm/certs"
 	"github.com/dstmgw/dstm/gateway/config"
-	"github.com/dstmgw/dstm/gateway/hostnet"
 	"github.com/dstmgw/dstm/gateway/lease"
 	"github.com/dstmgw/dstm/gateway/lease/boltstore"
 	"github.com/dstmgw/dstm/gateway/metrics"
 	"github.com/dstmgw/dstm/gateway/tep"
-	"github.com/dstmgw/dstm/gateway/tunnel/dtls"
-	"github.com/dstmgw/dstm/gateway/tunnel/plain"
-	"github.com/dstmgw/dstm/gateway/udpmux"
+	"github.com/dstmgw/dstm/internal/hostnet"
+	"github.com/dstmgw/dstm/tunnel/dtls"
+	"github.com/dstmgw/dstm/tunnel/plain"
+	"github.com/dstmgw/dstm/tunnel/udpmux"
 )
 
 // Files and folders inside the state directory.

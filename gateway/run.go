@@ -15,12 +15,12 @@ import (
 	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/dstmgw/dstm/gateway/admin"
-	"github.com/dstmgw/dstm/gateway/hostnet"
 	"github.com/dstmgw/dstm/gateway/lease"
 	"github.com/dstmgw/dstm/gateway/tep"
-	"github.com/dstmgw/dstm/gateway/tunnel/dtls"
-	"github.com/dstmgw/dstm/gateway/tunnel/plain"
-	"github.com/dstmgw/dstm/gateway/udpmux"
+	"github.com/dstmgw/dstm/internal/hostnet"
+	"github.com/dstmgw/dstm/tunnel/dtls"
+	"github.com/dstmgw/dstm/tunnel/plain"
+	"github.com/dstmgw/dstm/tunnel/udpmux"
 )
 
 // Run brings the gateway up on the host (TUN device, routes, sockets) and serves until ctx

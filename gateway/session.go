@@ -11,8 +11,8 @@ import (
 
 	"github.com/dstmgw/dstm/auth"
 	"github.com/dstmgw/dstm/gateway/lease"
-	"github.com/dstmgw/dstm/gateway/tunnel"
 	"github.com/dstmgw/dstm/tsp"
+	"github.com/dstmgw/dstm/tunnel"
 )
 
 // session is one client's tunnel session: its TSP control channel, its lease and its data

@@ -15,8 +15,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dstmgw/dstm/auth"
-	"github.com/dstmgw/dstm/gateway/tunnel/stream"
 	"github.com/dstmgw/dstm/tsp"
+	"github.com/dstmgw/dstm/tunnel/stream"
 )
 
 // ALPN protocol names on the TSP port (DESIGN §3).

@@ -17,9 +17,9 @@ import (
 	"github.com/dstmgw/dstm/certs/enroll"
 	"github.com/dstmgw/dstm/gateway/admin"
 	"github.com/dstmgw/dstm/gateway/config"
-	"github.com/dstmgw/dstm/gateway/tunnel/stream"
 	"github.com/dstmgw/dstm/tsp"
 	"github.com/dstmgw/dstm/tsp/sasl"
+	"github.com/dstmgw/dstm/tunnel/stream"
 )
 
 var outside = netip.MustParseAddr("192.0.2.7") // an IPv4 host behind the gateway

@@ -12,8 +12,8 @@ import (
 
 	"golang.zx2c4.com/wireguard/tun"
 
-	"github.com/dstmgw/dstm/gateway/packet"
-	"github.com/dstmgw/dstm/gateway/tunnel"
+	"github.com/dstmgw/dstm/internal/packet"
+	"github.com/dstmgw/dstm/tunnel"
 )
 
 // genTUN is a benchmark device whose reads return copies of one packet, a

@@ -22,12 +22,12 @@ import (
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/tun"
 
-	"github.com/dstmgw/dstm/gateway/hostnet"
-	"github.com/dstmgw/dstm/gateway/packet"
 	"github.com/dstmgw/dstm/gateway/tep"
-	"github.com/dstmgw/dstm/gateway/tunnel"
-	"github.com/dstmgw/dstm/gateway/tunnel/plain"
+	"github.com/dstmgw/dstm/internal/hostnet"
 	"github.com/dstmgw/dstm/internal/netns"
+	"github.com/dstmgw/dstm/internal/packet"
+	"github.com/dstmgw/dstm/tunnel"
+	"github.com/dstmgw/dstm/tunnel/plain"
 )
 
 var (

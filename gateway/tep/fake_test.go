@@ -12,8 +12,8 @@ import (
 
 	"golang.zx2c4.com/wireguard/tun"
 
-	"github.com/dstmgw/dstm/gateway/packet"
-	"github.com/dstmgw/dstm/gateway/tunnel"
+	"github.com/dstmgw/dstm/internal/packet"
+	"github.com/dstmgw/dstm/tunnel"
 )
 
 // fakeTUN is an in-memory tun.Device: tests push packets to In (what the

@@ -4,8 +4,8 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/dstmgw/dstm/gateway/packet"
-	"github.com/dstmgw/dstm/gateway/tunnel"
+	"github.com/dstmgw/dstm/internal/packet"
+	"github.com/dstmgw/dstm/tunnel"
 )
 
 // fuzzTEP returns a TEP on a fake TUN with one session and a recording link,

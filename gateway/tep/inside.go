@@ -8,7 +8,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/tun"
 
-	"github.com/dstmgw/dstm/gateway/packet"
+	"github.com/dstmgw/dstm/internal/packet"
 )
 
 // outBuf is a queued packet towards the tunnel.

@@ -1,7 +1,7 @@
 package tep
 
 import (
-	"github.com/dstmgw/dstm/gateway/packet"
+	"github.com/dstmgw/dstm/internal/packet"
 )
 
 // rxBatch holds packets from the tunnel on their way into the TUN device.

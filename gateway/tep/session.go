@@ -8,8 +8,8 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/dstmgw/dstm/gateway/packet"
-	"github.com/dstmgw/dstm/gateway/tunnel"
+	"github.com/dstmgw/dstm/internal/packet"
+	"github.com/dstmgw/dstm/tunnel"
 )
 
 // SessionInfo describes a session when it is added.

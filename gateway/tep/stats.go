@@ -3,7 +3,7 @@ package tep
 import (
 	"sync/atomic"
 
-	"github.com/dstmgw/dstm/gateway/tunnel"
+	"github.com/dstmgw/dstm/tunnel"
 )
 
 // DropReason says why the TEP dropped a packet.

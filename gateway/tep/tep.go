@@ -12,7 +12,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.zx2c4.com/wireguard/tun"
 
-	"github.com/dstmgw/dstm/gateway/packet"
+	"github.com/dstmgw/dstm/internal/packet"
 )
 
 // Defaults for Config fields left zero.

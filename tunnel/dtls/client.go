@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/dstmgw/dstm/gateway/tunnel"
+	"github.com/dstmgw/dstm/tunnel"
 	piondtls "github.com/pion/dtls/v3"
 	"github.com/rs/zerolog"
 )

@@ -14,8 +14,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/dstmgw/dstm/gateway/tunnel"
 	"github.com/dstmgw/dstm/internal/netns"
+	"github.com/dstmgw/dstm/tunnel"
 )
 
 var (

@@ -13,8 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/dstmgw/dstm/gateway/tunnel"
-	"github.com/dstmgw/dstm/gateway/udpmux"
+	"github.com/dstmgw/dstm/tunnel"
+	"github.com/dstmgw/dstm/tunnel/udpmux"
 	piondtls "github.com/pion/dtls/v3"
 	"github.com/rs/zerolog"
 )

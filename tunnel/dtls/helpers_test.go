@@ -18,8 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dstmgw/dstm/gateway/tunnel"
-	"github.com/dstmgw/dstm/gateway/udpmux"
+	"github.com/dstmgw/dstm/tunnel"
+	"github.com/dstmgw/dstm/tunnel/udpmux"
 )
 
 const testTimeout = 10 * time.Second
