@@ -14,6 +14,7 @@ import (
 
 	"github.com/dstmgw/dstm/certs/enroll"
 	"github.com/dstmgw/dstm/tsp"
+	"github.com/dstmgw/dstm/tunnel"
 )
 
 func TestSetDefaults(t *testing.T) {
@@ -165,7 +166,7 @@ func TestReceivePacketOnlyForTheLease(t *testing.T) {
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
-				ts.ReceivePacket(tc.pkt)
+				ts.ReceivePackets([][]byte{tc.pkt})
 			}()
 			if tc.written {
 				select {
@@ -180,7 +181,7 @@ func TestReceivePacketOnlyForTheLease(t *testing.T) {
 			select {
 			case <-done:
 			case <-time.After(5 * time.Second):
-				t.Fatal("ReceivePacket blocked: it wrote a packet it should have dropped")
+				t.Fatal("ReceivePackets blocked: it wrote a packet it should have dropped")
 			}
 			wantDropped := uint64(1)
 			if tc.written {
@@ -213,6 +214,10 @@ func (f *fakeLink) Close() error {
 	f.shut = true
 	return nil
 }
+
+func (f *fakeLink) Done() <-chan struct{}    { return nil }
+func (f *fakeLink) Transport() string        { return tunnel.DTLS }
+func (f *fakeLink) Endpoint() netip.AddrPort { return netip.AddrPort{} }
 
 func TestTunSideRun(t *testing.T) {
 	ct := tuntest.NewChannelTUN()

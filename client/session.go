@@ -334,10 +334,7 @@ func (c *Client) maintain(ctx context.Context, ctl *control, offer *tsp.Tunnel, 
 	if kind != tunnel.TLS {
 		go readControl(ctl)
 	}
-	linkDone := make(<-chan struct{}) // never closes for links without Done (plain)
-	if d, ok := link.(interface{ Done() <-chan struct{} }); ok {
-		linkDone = d.Done()
-	}
+	linkDone := link.Done()
 	lease := offer.Client.IPv4
 	life := time.Duration(offer.Lifetime) * time.Second
 	renew := time.NewTimer(life * 2 / 3)

@@ -105,9 +105,15 @@ func (t *tunSide) setLink(l tunnel.Link) {
 	t.link.Store(&linkRef{l: l})
 }
 
-// ReceivePacket writes a packet from the tunnel to the TUN device. Only packets addressed to
+// ReceivePackets queues packets from the tunnel for the TUN device. Only packets addressed to
 // the lease are accepted.
-func (t *tunSide) ReceivePacket(pkt []byte) {
+func (t *tunSide) ReceivePackets(pkts [][]byte) {
+	for _, p := range pkts {
+		t.receive(p)
+	}
+}
+
+func (t *tunSide) receive(pkt []byte) {
 	if packet.Check(pkt) != nil || [4]byte(pkt[16:20]) != t.lease {
 		t.dropped.Add(1)
 		return

@@ -157,9 +157,7 @@ func (g *Gateway) bind(token []byte, cert *x509.Certificate, remote netip.AddrPo
 	s.mu.Unlock()
 	g.setLink(s, ts, link)
 	s.log.Info().Str("transport", tunnel.DTLS).Str("client_v6", remote.String()).Msg("data channel bound")
-	if d, ok := link.(interface{ Done() <-chan struct{} }); ok {
-		go g.unlinkWhenDone(s, ts, link, d.Done())
-	}
+	go g.unlinkWhenDone(s, ts, link, link.Done())
 	return ts, nil
 }
 

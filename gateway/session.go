@@ -65,8 +65,8 @@ func (s *session) view() sessionView {
 		Endpoint: s.endpoint, Remote: s.remote, Started: s.started,
 	}
 	// A DTLS link follows a roaming client: its current address is the endpoint.
-	if r, ok := s.link.(interface{ RemoteAddr() netip.AddrPort }); ok {
-		if ap := r.RemoteAddr(); ap.IsValid() {
+	if s.link != nil {
+		if ap := s.link.Endpoint(); ap.IsValid() {
 			v.Endpoint = ap.Addr().Unmap()
 		}
 	}

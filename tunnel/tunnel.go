@@ -1,5 +1,7 @@
 package tunnel
 
+import "net/netip"
+
 // Transport names as they appear in TSP offers and configuration.
 const (
 	Plain = "v4v6"     // IPv4-in-IPv6, IP protocol 4 (classic DSTM)
@@ -14,9 +16,16 @@ type Link interface {
 	WritePackets(pkts [][]byte) error
 	// Close closes the link; later writes fail with net.ErrClosed.
 	Close() error
+	// Done is closed when the link has ended: closed locally, by the peer, or idle.
+	Done() <-chan struct{}
+	// Transport is the link's transport name: Plain, DTLS or TLS.
+	Transport() string
+	// Endpoint is the peer's current outer address (port 0 for raw IP).
+	Endpoint() netip.AddrPort
 }
 
-// Receiver takes the inner IPv4 packets a link received from its peer. It must not retain pkt.
+// Receiver takes the inner IPv4 packets a link received from its peer, in batches of
+// consecutive packets. It must not retain pkts or the packets after returning.
 type Receiver interface {
-	ReceivePacket(pkt []byte)
+	ReceivePackets(pkts [][]byte)
 }

@@ -15,8 +15,8 @@
 // pool address without a session are dropped, counted and answered with a
 // rate-limited ICMP host unreachable, so the pools need no discard route.
 //
-// Outside → inside: a transport calls Session.ReceivePacket (or
-// ReceivePackets with a batch). The TEP drops packets whose inner source is
+// Outside → inside: a transport calls Session.ReceivePackets with a batch.
+// The TEP drops packets whose inner source is
 // not the session's lease, clamps the MSS, answers oversize DF packets with
 // ICMP fragmentation-needed through the tunnel, and writes the rest to the
 // TUN device in one batch.

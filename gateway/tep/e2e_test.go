@@ -53,8 +53,6 @@ type clientPump struct {
 	done chan struct{}
 }
 
-func (c *clientPump) ReceivePacket(p []byte) { c.ReceivePackets([][]byte{p}) }
-
 func (c *clientPump) ReceivePackets(pkts [][]byte) {
 	c.bufs = c.bufs[:0]
 	for i, p := range pkts {

@@ -100,12 +100,14 @@ type fakeLink struct {
 	discard   bool
 	count     atomic.Uint64
 	notify    chan struct{} // when non-nil, signalled after every batch
+	done      chan struct{}
+	closeOnce sync.Once
 }
 
 var _ tunnel.Link = (*fakeLink)(nil)
 
 func newFakeLink(transport string) *fakeLink {
-	return &fakeLink{out: make(chan []byte, 4096), transport: transport}
+	return &fakeLink{out: make(chan []byte, 4096), transport: transport, done: make(chan struct{})}
 }
 
 func (l *fakeLink) WritePackets(pkts [][]byte) error {
@@ -132,8 +134,13 @@ func (l *fakeLink) WritePackets(pkts [][]byte) error {
 	return nil
 }
 
-func (l *fakeLink) Close() error      { l.closed.Store(true); return nil }
-func (l *fakeLink) Transport() string { return l.transport }
+func (l *fakeLink) Close() error {
+	l.closed.Store(true)
+	l.closeOnce.Do(func() { close(l.done) })
+	return nil
+}
+func (l *fakeLink) Done() <-chan struct{} { return l.done }
+func (l *fakeLink) Transport() string     { return l.transport }
 func (l *fakeLink) Endpoint() netip.AddrPort {
 	return netip.MustParseAddrPort("[2001:db8::2]:0")
 }

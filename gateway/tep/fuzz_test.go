@@ -48,7 +48,7 @@ func FuzzReceivePacket(f *testing.F) {
 	f.Add(ipv4(outside, server, packet.ProtoUDP, 60, false, 0))
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		_, dev, s, link := fuzzTEP(t)
-		s.ReceivePacket(pkt)
+		s.ReceivePackets([][]byte{pkt})
 		select {
 		case p := <-dev.Out:
 			checkOut(t, p, s)

@@ -35,21 +35,9 @@ func (t *TEP) putRx(rb *rxBatch) {
 	t.rxs.Put(rb)
 }
 
-// ReceivePacket implements tunnel.Receiver: it takes one inner IPv4 packet
-// from the session's link and writes it to the TUN device.
-func (s *Session) ReceivePacket(pkt []byte) {
-	if s.closed.Load() {
-		s.tep.drop(DropNoSession, 1)
-		return
-	}
-	rb := s.tep.getRx()
-	s.receive(rb, pkt)
-	s.flushRx(rb)
-	s.tep.putRx(rb)
-}
-
-// ReceivePackets takes a batch of inner IPv4 packets from the session's link
-// and writes them to the TUN device in one call. It does not retain pkts.
+// ReceivePackets implements tunnel.Receiver: it takes a batch of inner IPv4
+// packets from the session's link and writes them to the TUN device in one
+// call. It does not retain pkts.
 func (s *Session) ReceivePackets(pkts [][]byte) {
 	if s.closed.Load() {
 		s.tep.drop(DropNoSession, len(pkts))

@@ -33,8 +33,8 @@ type SessionSnapshot struct {
 	Since        time.Time
 }
 
-// Session is one client's data path. It implements tunnel.Receiver and
-// BatchReceiver for the links that carry it.
+// Session is one client's data path. It is the tunnel.Receiver of the links
+// that carry it.
 //
 // A session costs nothing on the data path until its first link: the queue
 // towards the tunnel, the stop/done channels and the writer goroutine are
@@ -180,10 +180,9 @@ func (s *Session) MTU() int { return s.mtu }
 // session's queue and starts its writer. nil detaches: the writer and queue
 // stay, packets still queued are dropped by the writer as link_error, and
 // new packets are dropped as link_error without being queued until a link is
-// attached again. The previous link is not closed. If l has a Transport()
-// string method its value becomes the session's transport, and an
-// Endpoint() netip.AddrPort method updates the session's endpoint. On a
-// removed session SetLink attaches nothing and starts no writer.
+// attached again. The previous link is not closed. The link's transport and
+// endpoint become the session's. On a removed session SetLink attaches
+// nothing and starts no writer.
 func (s *Session) SetLink(l tunnel.Link) {
 	if l == nil {
 		s.link.Store(nil)
@@ -200,16 +199,12 @@ func (s *Session) SetLink(l tunnel.Link) {
 	if s.queue == nil {
 		s.startWriterLocked()
 	}
-	if tl, ok := l.(interface{ Transport() string }); ok {
-		if tr := transportIndex(tl.Transport()); tr != s.tr {
-			t.retired[s.tr] = t.retired[s.tr].plus(s.trafficSinceSwitchLocked())
-			s.base = s.trafficLocked()
-			s.tr = tr
-		}
+	if tr := transportIndex(l.Transport()); tr != s.tr {
+		t.retired[s.tr] = t.retired[s.tr].plus(s.trafficSinceSwitchLocked())
+		s.base = s.trafficLocked()
+		s.tr = tr
 	}
-	if el, ok := l.(interface{ Endpoint() netip.AddrPort }); ok {
-		s.endpoint = el.Endpoint()
-	}
+	s.endpoint = l.Endpoint()
 	// After the queue: a reader that loads this link may use s.queue.
 	s.link.Store(&linkRef{l})
 }

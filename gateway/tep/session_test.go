@@ -95,16 +95,20 @@ func TestSessionWithoutLink(t *testing.T) {
 		},
 		{
 			// The ICMP error towards the client has no link to go to.
-			name:  "outside too big",
-			send:  func(_ *harness, s *Session) { s.ReceivePacket(ipv4(lease2, server, packet.ProtoUDP, 1400, true, 0)) },
+			name: "outside too big",
+			send: func(_ *harness, s *Session) {
+				s.ReceivePackets([][]byte{ipv4(lease2, server, packet.ProtoUDP, 1400, true, 0)})
+			},
 			drops: map[string]uint64{"too_big": 1, "link_error": 1},
 			icmp:  1,
 		},
 		{
 			// The outside direction needs no writer.
 			name: "outside packet",
-			send: func(_ *harness, s *Session) { s.ReceivePacket(ipv4(lease2, server, packet.ProtoUDP, 100, true, 0)) },
-			tun:  1,
+			send: func(_ *harness, s *Session) {
+				s.ReceivePackets([][]byte{ipv4(lease2, server, packet.ProtoUDP, 100, true, 0)})
+			},
+			tun: 1,
 		},
 	}
 	for _, tt := range tests {
@@ -169,7 +173,7 @@ func TestSetLinkStartsWriter(t *testing.T) {
 	if got := recv(t, dtls.out, "packet in the DTLS link"); !bytes.Equal(got, p) {
 		t.Fatal("packet changed on its way into the tunnel")
 	}
-	s.ReceivePacket(ipv4(lease2, server, packet.ProtoUDP, 1400, true, 0))
+	s.ReceivePackets([][]byte{ipv4(lease2, server, packet.ProtoUDP, 1400, true, 0)})
 	if icmp := recv(t, dtls.out, "frag-needed in the DTLS link"); packet.Proto(icmp) != packet.ProtoICMP {
 		t.Fatal("not ICMP")
 	}
@@ -177,7 +181,7 @@ func TestSetLinkStartsWriter(t *testing.T) {
 	s.SetLink(nil)
 	h.dev.In <- in()
 	waitDrop(t, h.tep, DropLinkError, 1)
-	s.ReceivePacket(ipv4(lease2, server, packet.ProtoUDP, 1400, true, 0))
+	s.ReceivePackets([][]byte{ipv4(lease2, server, packet.ProtoUDP, 1400, true, 0)})
 	waitDrop(t, h.tep, DropLinkError, 2)
 	expectNone(t, dtls.out, "packet in a detached link")
 	if s.queue != queue || s.done != done {
@@ -224,7 +228,7 @@ func TestRemoveSessionWriterStates(t *testing.T) {
 			}
 			tt.setup(s)
 			hadWriter := s.queue != nil
-			s.ReceivePacket(ipv4(lease2, server, packet.ProtoUDP, 100, true, 0))
+			s.ReceivePackets([][]byte{ipv4(lease2, server, packet.ProtoUDP, 100, true, 0)})
 			recv(t, h.dev.Out, "packet on TUN")
 			link := s.link.Load()
 			if tt.close {
@@ -312,7 +316,7 @@ func TestSetLinkRace(t *testing.T) {
 			run(func() {
 				for range rounds {
 					for _, s := range ss {
-						s.ReceivePacket(ipv4(s.info.Lease, server, packet.ProtoUDP, 1400, true, 0))
+						s.ReceivePackets([][]byte{ipv4(s.info.Lease, server, packet.ProtoUDP, 1400, true, 0)})
 					}
 				}
 			})

@@ -200,7 +200,7 @@ func TestMSSClampBothDirections(t *testing.T) {
 	if tcpMSS(out) != 1240 || !tcpValid(out) {
 		t.Fatalf("inside SYN: MSS %d valid %v", tcpMSS(out), tcpValid(out))
 	}
-	h.sess.ReceivePacket(ipv4(lease, server, packet.ProtoTCP, 44, true, 1400))
+	h.sess.ReceivePackets([][]byte{ipv4(lease, server, packet.ProtoTCP, 44, true, 1400)})
 	in := recv(t, h.dev.Out, "SYN on TUN")
 	if tcpMSS(in) != 1240 || !tcpValid(in) {
 		t.Fatalf("outside SYN: MSS %d valid %v", tcpMSS(in), tcpValid(in))
@@ -221,7 +221,7 @@ func TestTooBig(t *testing.T) {
 		t.Fatalf("got %d bytes", len(got))
 	}
 	// Outside, DF: ICMP into the tunnel from the inner address.
-	h.sess.ReceivePacket(ipv4(lease, server, packet.ProtoUDP, 1400, true, 0))
+	h.sess.ReceivePackets([][]byte{ipv4(lease, server, packet.ProtoUDP, 1400, true, 0)})
 	icmp = recv(t, h.link.out, "frag-needed in tunnel")
 	if icmp[21] != 4 || packet.Src(icmp) != inner || packet.Dst(icmp) != lease {
 		t.Fatalf("frag-needed into tunnel: code %d %v -> %v", icmp[21], packet.Src(icmp), packet.Dst(icmp))
@@ -284,7 +284,7 @@ func TestSessionLifecycle(t *testing.T) {
 	if h.tep.Session(lease) != nil || h.tep.Stats().Sessions != 0 {
 		t.Fatal("session not removed")
 	}
-	h.sess.ReceivePacket(ipv4(lease, server, packet.ProtoUDP, 100, true, 0))
+	h.sess.ReceivePackets([][]byte{ipv4(lease, server, packet.ProtoUDP, 100, true, 0)})
 	waitDrop(t, h.tep, DropNoSession, 1)
 	s, err := h.tep.AddSession(SessionInfo{ID: "s5", Lease: lease})
 	if err != nil {
@@ -298,12 +298,12 @@ func TestSessionLifecycle(t *testing.T) {
 
 func TestTransportSwitchCounters(t *testing.T) {
 	h := newHarness(t, Config{})
-	h.sess.ReceivePacket(ipv4(lease, server, packet.ProtoUDP, 100, true, 0))
+	h.sess.ReceivePackets([][]byte{ipv4(lease, server, packet.ProtoUDP, 100, true, 0)})
 	recv(t, h.dev.Out, "packet over plain")
 	waitFor(t, "in counter", func() bool { return h.tep.Sessions()[0].In.Packets == 1 })
 	tls := newFakeLink(tunnel.TLS)
 	h.sess.SetLink(tls)
-	h.sess.ReceivePacket(ipv4(lease, server, packet.ProtoUDP, 100, true, 0))
+	h.sess.ReceivePackets([][]byte{ipv4(lease, server, packet.ProtoUDP, 100, true, 0)})
 	recv(t, h.dev.Out, "packet over TLS")
 	waitFor(t, "in counter", func() bool { return h.tep.Sessions()[0].In.Packets == 2 })
 	h.dev.In <- ipv4(server, lease, packet.ProtoUDP, 100, true, 0)

@@ -12,7 +12,13 @@ type countReceiver struct {
 	last     atomic.Int64 // unix nanoseconds
 }
 
-func (r *countReceiver) ReceivePacket(pkt []byte) {
+func (r *countReceiver) ReceivePackets(pkts [][]byte) {
+	for _, p := range pkts {
+		r.receive(p)
+	}
+}
+
+func (r *countReceiver) receive(pkt []byte) {
 	r.n.Add(1)
 	r.bytes.Add(int64(len(pkt)))
 	r.last.Store(time.Now().UnixNano())

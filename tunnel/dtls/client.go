@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dstmgw/dstm/tsp"
 	"github.com/dstmgw/dstm/tunnel"
 	piondtls "github.com/pion/dtls/v3"
 	"github.com/rs/zerolog"
@@ -31,7 +32,7 @@ type ClientConfig struct {
 	// certificate.
 	RootCAs    *x509.CertPool
 	ServerName string
-	// Token is the TokenLen-byte session token from the TSP offer.
+	// Token is the tsp.TokenLen-byte session token from the TSP offer.
 	Token []byte
 	// MTU is the DTLS path MTU for handshake flights; zero keeps pion's
 	// default (1200).
@@ -56,9 +57,9 @@ var _ tunnel.Link = (*ClientLink)(nil)
 // Dial fails. ctx bounds the handshake and the bind. Use a RebindConn as
 // conn to be able to roam to another local address later.
 func Dial(ctx context.Context, conn net.PacketConn, server netip.AddrPort, cfg ClientConfig, r tunnel.Receiver) (*ClientLink, error) {
-	if len(cfg.Token) != TokenLen {
+	if len(cfg.Token) != tsp.TokenLen {
 		_ = conn.Close()
-		return nil, fmt.Errorf("dtls: token is %d bytes, want %d", len(cfg.Token), TokenLen)
+		return nil, fmt.Errorf("dtls: token is %d bytes, want %d", len(cfg.Token), tsp.TokenLen)
 	}
 	dc, err := piondtls.ClientWithOptions(conn, net.UDPAddrFromAddrPort(server), clientOptions(cfg)...)
 	if err != nil {

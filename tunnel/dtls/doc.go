@@ -22,7 +22,7 @@
 // The handshake requires client certificates (verified against ClientCAs
 // and/or VerifyPeerCertificate), the cookie exchange (HelloVerifyRequest)
 // and the extended master secret. The client's first application record
-// is the TokenLen-byte session token from the TSP offer; the server calls
+// is the tsp.TokenLen-byte session token from the TSP offer; the server calls
 // ServerConfig.Bind with it, the client's certificate and the link, and
 // acknowledges a successful bind by echoing the token. The client resends
 // the token until it sees any record from the server. After that every

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dstmgw/dstm/tsp"
 	"github.com/dstmgw/dstm/tunnel"
 	"github.com/dstmgw/dstm/tunnel/udpmux"
 )
@@ -92,7 +93,13 @@ type chanReceiver struct{ ch chan []byte }
 
 func newChanReceiver() *chanReceiver { return &chanReceiver{ch: make(chan []byte, 4096)} }
 
-func (r *chanReceiver) ReceivePacket(pkt []byte) {
+func (r *chanReceiver) ReceivePackets(pkts [][]byte) {
+	for _, p := range pkts {
+		r.receive(p)
+	}
+}
+
+func (r *chanReceiver) receive(pkt []byte) {
 	select {
 	case r.ch <- bytes.Clone(pkt):
 	default:
@@ -151,7 +158,7 @@ func (g *gateway) bind(_ context.Context, token []byte, cert *x509.Certificate, 
 }
 
 func (g *gateway) addSession(identity string) ([]byte, *chanReceiver) {
-	token := make([]byte, TokenLen)
+	token := make([]byte, tsp.TokenLen)
 	_, _ = rand.Read(token)
 	r := newChanReceiver()
 	g.mu.Lock()

@@ -12,14 +12,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dstmgw/dstm/tsp"
 	"github.com/dstmgw/dstm/tunnel"
 	piondtls "github.com/pion/dtls/v3"
 )
 
 const (
-	// TokenLen is the length of the session token that binds a DTLS link
-	// to its TSP session (issued in the TSP offer).
-	TokenLen = 32
 	// maxRecord is the largest DTLS plaintext (RFC 6347: 2^14 bytes).
 	maxRecord = 1 << 14
 	// minIPv4 is the shortest IPv4 packet (a header without options).
@@ -53,6 +51,8 @@ type link struct {
 
 	packetsIn, bytesIn, packetsOut, bytesOut, malformed atomic.Uint64
 	malformedTotal                                      *atomic.Uint64 // server-wide counter, may be nil
+
+	one [1][]byte // the read loop's batch of one record
 
 	once sync.Once
 	err  error
@@ -115,8 +115,11 @@ func (l *link) Err() error {
 	return l.err
 }
 
-// RemoteAddr is the peer's address as of the newest authenticated record.
-func (l *link) RemoteAddr() netip.AddrPort {
+// Transport returns tunnel.DTLS.
+func (l *link) Transport() string { return tunnel.DTLS }
+
+// Endpoint is the peer's address as of the newest authenticated record.
+func (l *link) Endpoint() netip.AddrPort {
 	ua, ok := l.conn.RemoteAddr().(*net.UDPAddr)
 	if !ok {
 		return netip.AddrPort{}
@@ -204,7 +207,7 @@ func (l *link) armIdle() error {
 
 func (l *link) handleRecord(pkt []byte, recv tunnel.Receiver) {
 	l.onRecord()
-	if len(pkt) == TokenLen && bytes.Equal(pkt, l.token) {
+	if len(pkt) == tsp.TokenLen && bytes.Equal(pkt, l.token) {
 		l.onToken()
 		return
 	}
@@ -214,7 +217,9 @@ func (l *link) handleRecord(pkt []byte, recv tunnel.Receiver) {
 	}
 	l.packetsIn.Add(1)
 	l.bytesIn.Add(uint64(len(pkt)))
-	recv.ReceivePacket(pkt)
+	l.one[0] = pkt
+	recv.ReceivePackets(l.one[:])
+	l.one[0] = nil
 }
 
 func (l *link) countMalformed() {
@@ -224,8 +229,7 @@ func (l *link) countMalformed() {
 	}
 }
 
-// ServerLink is the server side of one bound DTLS link. It implements
-// tunnel.Link; the gateway may also watch Done/Err and RemoteAddr.
+// ServerLink is the server side of one bound DTLS link.
 type ServerLink struct {
 	*link
 }

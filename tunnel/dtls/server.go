@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dstmgw/dstm/tsp"
 	"github.com/dstmgw/dstm/tunnel"
 	"github.com/dstmgw/dstm/tunnel/udpmux"
 	piondtls "github.com/pion/dtls/v3"
@@ -410,7 +411,7 @@ func (s *Server) routinePeer(p *peer, from netip.AddrPort) {
 	}
 	log.Debug().Msg("dtls link bound")
 	link.run(recv)
-	log.Debug().Err(link.Err()).Stringer("remote", link.RemoteAddr()).Msg("dtls link closed")
+	log.Debug().Err(link.Err()).Stringer("remote", link.Endpoint()).Msg("dtls link closed")
 }
 
 func (s *Server) handshake(p *peer, from netip.AddrPort) (*piondtls.Conn, error) {
@@ -444,7 +445,7 @@ func (s *Server) bind(conn *piondtls.Conn, p *peer, from netip.AddrPort) (*Serve
 	link := newServerLink(conn, token, s)
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.HandshakeTimeout)
 	defer cancel()
-	recv, err := s.cfg.Bind(ctx, token, cert, link.RemoteAddr(), link)
+	recv, err := s.cfg.Bind(ctx, token, cert, link.Endpoint(), link)
 	if err == nil && recv == nil {
 		err = errors.New("no receiver")
 	}
@@ -472,7 +473,7 @@ func peerCertificate(conn *piondtls.Conn) (*x509.Certificate, error) {
 }
 
 // readToken reads the first application record, which must be exactly
-// TokenLen bytes.
+// tsp.TokenLen bytes.
 func readToken(conn *piondtls.Conn, deadline time.Time) ([]byte, error) {
 	if err := conn.SetReadDeadline(deadline); err != nil {
 		return nil, fmt.Errorf("dtls: token: %w", err)
@@ -482,8 +483,8 @@ func readToken(conn *piondtls.Conn, deadline time.Time) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dtls: token: %w", err)
 	}
-	if n != TokenLen {
-		return nil, fmt.Errorf("dtls: token: %d bytes, want %d", n, TokenLen)
+	if n != tsp.TokenLen {
+		return nil, fmt.Errorf("dtls: token: %d bytes, want %d", n, tsp.TokenLen)
 	}
 	if err := conn.SetReadDeadline(time.Time{}); err != nil {
 		return nil, fmt.Errorf("dtls: token: %w", err)

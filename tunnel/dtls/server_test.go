@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/dstmgw/dstm/tsp"
 )
 
 func TestBindAndPackets(t *testing.T) {
@@ -82,7 +84,7 @@ func TestRefused(t *testing.T) {
 		handshake bool // the failure is in the handshake (else at bind)
 	}{
 		{"wrong token", func() ClientConfig {
-			return f.clientConfig(t, "alice@corp", bytes.Repeat([]byte{7}, TokenLen))
+			return f.clientConfig(t, "alice@corp", bytes.Repeat([]byte{7}, tsp.TokenLen))
 		}, false},
 		{"identity mismatch", func() ClientConfig {
 			return f.clientConfig(t, "mallory@corp", goodToken)
@@ -121,7 +123,7 @@ func TestRefused(t *testing.T) {
 	}
 	select {
 	case l := <-f.gw.links:
-		t.Fatalf("a refused client got a link to %v", l.RemoteAddr())
+		t.Fatalf("a refused client got a link to %v", l.Endpoint())
 	default:
 	}
 }
@@ -138,7 +140,7 @@ func TestRoaming(t *testing.T) {
 	}
 	defer cl.Close()
 	sl := f.nextLink(t)
-	oldAddr := sl.RemoteAddr()
+	oldAddr := sl.Endpoint()
 	if oldAddr.Port() != first.LocalAddr().(*net.UDPAddr).AddrPort().Port() {
 		t.Fatalf("server sees %v, client is at %v", oldAddr, first.LocalAddr())
 	}
@@ -166,7 +168,7 @@ func TestRoaming(t *testing.T) {
 	}
 	exchange(2) // client→server moves the server to the new address first
 	exchange(3)
-	if got := sl.RemoteAddr(); got.Port() != newAddr.Port() || got == oldAddr {
+	if got := sl.Endpoint(); got.Port() != newAddr.Port() || got == oldAddr {
 		t.Fatalf("server sees %v after roaming, want %v", got, newAddr)
 	}
 	st := f.server.Stats()

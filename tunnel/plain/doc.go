@@ -15,9 +15,6 @@
 //
 // The gateway uses Listen and Register; a client uses Dial, which is the same
 // socket with one peer. Both need CAP_NET_RAW. The batch I/O is Linux-only
-// and allocation-free per packet.
-//
-// A Receiver that also implements BatchReceiver gets the consecutive packets
-// of one batch from the same peer in one call, so that it can write them to
-// a TUN device in one batch.
+// and allocation-free per packet. The consecutive packets of one batch from the same peer
+// reach its Receiver in one call.
 package plain

@@ -18,10 +18,10 @@ type link struct {
 	srv      *Server
 	endpoint netip.Addr
 	recv     tunnel.Receiver
-	batch    BatchReceiver
 	mu       sync.Mutex // guards w
 	w        *writer
 	closed   atomic.Bool
+	done     chan struct{} // closed by Close
 }
 
 var _ tunnel.Link = (*link)(nil)
@@ -77,8 +77,12 @@ func (l *link) Close() error {
 		return nil
 	}
 	l.srv.unregister(l)
+	close(l.done)
 	return nil
 }
+
+// Done is closed when the link is closed: a raw IP peer never ends a link itself.
+func (l *link) Done() <-chan struct{} { return l.done }
 
 // Endpoint returns the peer's outer IPv6 address (port 0: raw IP).
 func (l *link) Endpoint() netip.AddrPort { return netip.AddrPortFrom(l.endpoint, 0) }

@@ -28,12 +28,6 @@ const (
 // ErrEndpointInUse is returned by Register for an endpoint that already has a link.
 var ErrEndpointInUse = errors.New("plain: endpoint already registered")
 
-// BatchReceiver is implemented by receivers that accept several packets from
-// the same peer at once. It must not retain pkts or their contents.
-type BatchReceiver interface {
-	ReceivePackets(pkts [][]byte)
-}
-
 // Stats are the socket's counters since Listen.
 type Stats struct {
 	RxPackets, RxBytes uint64 // delivered to a receiver
@@ -111,8 +105,7 @@ func (s *Server) register(endpoint netip.Addr, r tunnel.Receiver) (*link, error)
 	if _, ok := old[endpoint]; ok {
 		return nil, fmt.Errorf("%w: %s", ErrEndpointInUse, endpoint)
 	}
-	l := &link{srv: s, endpoint: endpoint, recv: r, w: newWriter(s.rc, endpoint, BatchSize)}
-	l.batch, _ = r.(BatchReceiver)
+	l := &link{srv: s, endpoint: endpoint, recv: r, w: newWriter(s.rc, endpoint, BatchSize), done: make(chan struct{})}
 	next := make(map[netip.Addr]*link, len(old)+1)
 	for k, v := range old {
 		next[k] = v
@@ -209,13 +202,7 @@ func (s *Server) flush(l *link, pkts [][]byte) [][]byte {
 	}
 	s.stats.rxPackets.Add(uint64(len(pkts)))
 	s.stats.rxBytes.Add(bytes)
-	if l.batch != nil {
-		l.batch.ReceivePackets(pkts)
-	} else {
-		for _, p := range pkts {
-			l.recv.ReceivePacket(p)
-		}
-	}
+	l.recv.ReceivePackets(pkts)
 	clear(pkts)
 	return pkts[:0]
 }

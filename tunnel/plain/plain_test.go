@@ -29,7 +29,13 @@ type chanReceiver struct{ c chan []byte }
 
 func newChanReceiver() *chanReceiver { return &chanReceiver{c: make(chan []byte, 1024)} }
 
-func (r *chanReceiver) ReceivePacket(p []byte) { r.c <- append([]byte(nil), p...) }
+func (r *chanReceiver) ReceivePackets(pkts [][]byte) {
+	for _, p := range pkts {
+		r.receive(p)
+	}
+}
+
+func (r *chanReceiver) receive(p []byte) { r.c <- append([]byte(nil), p...) }
 
 func (r *chanReceiver) next(t *testing.T) []byte {
 	t.Helper()
@@ -51,7 +57,7 @@ type batchReceiver struct {
 func (r *batchReceiver) ReceivePackets(pkts [][]byte) {
 	r.batches <- len(pkts)
 	for _, p := range pkts {
-		r.ReceivePacket(p)
+		r.receive(p)
 	}
 }
 
@@ -241,7 +247,13 @@ type countReceiver struct {
 	per    int64
 }
 
-func (r *countReceiver) ReceivePacket(p []byte) {
+func (r *countReceiver) ReceivePackets(pkts [][]byte) {
+	for _, p := range pkts {
+		r.receive(p)
+	}
+}
+
+func (r *countReceiver) receive(p []byte) {
 	if r.n.Add(1)%r.per == 0 {
 		select {
 		case r.credit <- struct{}{}:

@@ -83,7 +83,13 @@ func tlsPair(b testing.TB) (client, server *tls.Conn) {
 
 type countReceiver struct{ n atomic.Int64 }
 
-func (r *countReceiver) ReceivePacket([]byte) { r.n.Add(1) }
+func (r *countReceiver) ReceivePackets(pkts [][]byte) {
+	for _, p := range pkts {
+		r.receive(p)
+	}
+}
+
+func (r *countReceiver) receive([]byte) { r.n.Add(1) }
 
 // waitCount polls until want packets arrived.
 func (r *countReceiver) waitCount(b *testing.B, want int64) {

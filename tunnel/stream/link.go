@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -98,6 +99,7 @@ type Link struct {
 	opts      Options
 	maxPacket int
 	stats     counters
+	batch     [][]byte // the read loop's packets for the receiver (views into its buffer)
 
 	mu      sync.Mutex // guards pending, spare, closed
 	pending []byte     // frames waiting for the writer
@@ -122,6 +124,7 @@ func New(conn net.Conn, r tunnel.Receiver, opts Options) *Link {
 		r:         r,
 		opts:      opts,
 		maxPacket: min(opts.MTU+ReceiveSlack, MaxFrameLen),
+		batch:     make([][]byte, 0, receiveBatch),
 		wake:      make(chan struct{}, 1),
 		done:      make(chan struct{}),
 	}
@@ -146,6 +149,18 @@ func (l *Link) Run(ctx context.Context) error {
 	err := l.Err()
 	log.Debug().Err(err).Msg("stream link stopped")
 	return err
+}
+
+// Transport returns tunnel.TLS.
+func (l *Link) Transport() string { return tunnel.TLS }
+
+// Endpoint returns the peer's address: the TCP connection's remote address.
+func (l *Link) Endpoint() netip.AddrPort {
+	if ta, ok := l.conn.RemoteAddr().(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	return netip.AddrPort{}
 }
 
 // Done is closed when the link has ended.
@@ -278,6 +293,9 @@ func (l *Link) queueKeepalive() {
 // readBufMax is the size a busy stream's read buffer grows to (see readLoop).
 const readBufMax = 32 << 10
 
+// receiveBatch is the most packets handed to the receiver in one call.
+const receiveBatch = 64
+
 // flush writes everything pending in one Write.
 func (l *Link) flush() error {
 	l.mu.Lock()
@@ -347,9 +365,19 @@ func (l *Link) readLoop() error {
 	}
 }
 
-// deliver hands every complete frame in b to the receiver and returns the
-// bytes consumed.
+// deliver hands every complete frame in b to the receiver, the packets between two control
+// frames in one batch, and returns the bytes consumed.
 func (l *Link) deliver(b []byte) (int, error) {
+	off, err := l.deliverFrames(b)
+	if len(l.batch) > 0 {
+		l.r.ReceivePackets(l.batch)
+		clear(l.batch)
+		l.batch = l.batch[:0]
+	}
+	return off, err
+}
+
+func (l *Link) deliverFrames(b []byte) (int, error) {
 	off := 0
 	for {
 		if isControl(b[off:]) {
@@ -363,6 +391,11 @@ func (l *Link) deliver(b []byte) (int, error) {
 			off += n
 			if l.opts.Control == nil {
 				return off, fmt.Errorf("%w: control frame on a link without a control handler", ErrNotIPv4)
+			}
+			if len(l.batch) > 0 { // the packets before it go first
+				l.r.ReceivePackets(l.batch)
+				clear(l.batch)
+				l.batch = l.batch[:0]
 			}
 			l.opts.Control(msg)
 			continue
@@ -381,7 +414,12 @@ func (l *Link) deliver(b []byte) (int, error) {
 		}
 		l.stats.packetsIn.Add(1)
 		l.stats.bytesIn.Add(uint64(len(pkt)))
-		l.r.ReceivePacket(pkt)
+		l.batch = append(l.batch, pkt)
+		if len(l.batch) == cap(l.batch) {
+			l.r.ReceivePackets(l.batch)
+			clear(l.batch)
+			l.batch = l.batch[:0]
+		}
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -19,7 +20,13 @@ type chanReceiver struct{ ch chan []byte }
 
 func newChanReceiver() *chanReceiver { return &chanReceiver{ch: make(chan []byte, 1024)} }
 
-func (r *chanReceiver) ReceivePacket(pkt []byte) { r.ch <- bytes.Clone(pkt) }
+func (r *chanReceiver) ReceivePackets(pkts [][]byte) {
+	for _, p := range pkts {
+		r.receive(p)
+	}
+}
+
+func (r *chanReceiver) receive(pkt []byte) { r.ch <- bytes.Clone(pkt) }
 
 func (r *chanReceiver) next(t *testing.T) []byte {
 	t.Helper()
@@ -374,5 +381,48 @@ func TestFramesAcrossBufferGrowth(t *testing.T) {
 	c1.Close()
 	if err := waitErr(t, e2); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// eventLog records, in order, the batches a link hands to its receiver and its control messages.
+type eventLog struct{ ev chan string }
+
+func (e eventLog) ReceivePackets(pkts [][]byte) {
+	var s []string
+	for _, p := range pkts {
+		s = append(s, string(p[1:2]))
+	}
+	e.ev <- "packets " + strings.Join(s, ",")
+}
+
+func (e eventLog) control(msg []byte) { e.ev <- "control " + string(msg) }
+
+// TestBatchesAroundControlFrames: the packets of one read reach the receiver in one batch,
+// and a control frame splits the batch so that what came before it is delivered first.
+func TestBatchesAroundControlFrames(t *testing.T) {
+	a, b := net.Pipe()
+	log := eventLog{ev: make(chan string, 8)}
+	l := New(b, log, Options{MTU: 1400, Control: log.control})
+	errc := runLink(t, l)
+	pkt := func(tag byte) []byte { p := ipv4Packet(40, 0); p[1] = tag; return p }
+	var raw []byte
+	raw = AppendFrame(raw, pkt('1'))
+	raw = AppendFrame(raw, pkt('2'))
+	raw = AppendControl(raw, []byte("msg"))
+	raw = AppendFrame(raw, pkt('3'))
+	go func() { _, _ = a.Write(raw) }()
+	for _, want := range []string{"packets 1,2", "control msg", "packets 3"} {
+		select {
+		case got := <-log.ev:
+			if got != want {
+				t.Fatalf("got %q, want %q", got, want)
+			}
+		case <-time.After(testTimeout):
+			t.Fatalf("timed out waiting for %q", want)
+		}
+	}
+	a.Close()
+	if err := waitErr(t, errc); err != nil {
+		t.Fatalf("Run: %v", err)
 	}
 }
