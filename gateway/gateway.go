@@ -1,7 +1,7 @@
-// Package gateway is the composition root of dstm-gateway: it owns the sockets of the one TSP
-// port (TCP demultiplexed into TSP-SSL, enrollment and plain TSP; UDP shared by TSP and DTLS),
-// drives tsp machines with the lease manager behind them, connects accepted sessions to the
-// TEP data plane, and ties revocation, lease events, the admin API and metrics together.
+// Package gateway is the composition root of dstm-gateway: it opens the state (CA, lease
+// store), sets up the host (TUN device, routes) and the sockets of the one TSP port, and wires
+// the control plane (package control), the TEP, the transports, revocation, the admin API and
+// metrics together. It owns no protocol logic of its own.
 package gateway
 
 import (
@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 	"github.com/dstmgw/dstm/auth"
 	"github.com/dstmgw/dstm/certs"
 	"github.com/dstmgw/dstm/gateway/config"
+	"github.com/dstmgw/dstm/gateway/control"
 	"github.com/dstmgw/dstm/gateway/lease"
 	"github.com/dstmgw/dstm/gateway/lease/boltstore"
 	"github.com/dstmgw/dstm/gateway/metrics"
@@ -41,43 +41,35 @@ const (
 
 // Gateway is one running dstm-gateway. Create it with New, start it with Run.
 type Gateway struct {
-	cfg     config.Config
+	cfg     config.Config // written by New and Reload only
 	opts    Options
 	log     zerolog.Logger
 	now     func() time.Time
 	version string
 	started time.Time
 
-	// Per-connection buffers of the TSP port, recycled: a plain TSP session lasts
-	// milliseconds, and two 4 KiB buffers each were a fifth of its garbage.
-	peekReaders sync.Pool // of *bufio.Reader (4 KiB), plain TCP connections only
-	readBufs    sync.Pool // of *[]byte (4 KiB), serveStream's read buffer
-
 	policy    *auth.PolicyHolder
 	passwords atomic.Pointer[auth.DigestStore]
 	ca        *certs.CA
 	verifier  *auth.Verifier
+	tlsConfig *tls.Config
 	store     *boltstore.BoltStore
 	leases    *lease.Manager
 	metrics   *metrics.Metrics
 
-	host    *hostnet.Host
-	tunName string
-	tep     *tep.TEP
-	plain   *plain.Server
-	dtls    *dtls.Server
-	mux     *udpmux.Mux
-
-	tlsConfig  *tls.Config
+	// Set up by Run, in this order, and not changed afterwards.
+	host       *hostnet.Host // nil with Options.Device
+	tunName    string
+	tep        *tep.TEP
+	plain      *plain.Server // nil unless tep.plain_transport
+	ctl        *control.Server
+	dtls       *dtls.Server  // nil without UDP
+	mux        *udpmux.Mux   // nil without UDP
 	enroll     *chanListener
-	sessions   *sessions
-	handshakes *semaphore
-	drops      sync.Map // drop reason → *atomic.Uint64
 	listenAddr []string
 	tcpAddrs   []net.Addr
 	udpAddrs   []net.Addr
-	ready      chan struct{}
-	wg         sync.WaitGroup
+	ready      chan struct{} // closed once all of the above is set
 }
 
 // Options carries what cmd/ decides outside the configuration file.
@@ -98,10 +90,8 @@ func New(cfg config.Config, log zerolog.Logger, opts Options) (*Gateway, error) 
 	}
 	g := &Gateway{
 		cfg: cfg, opts: opts, log: log, now: opts.Now, version: opts.Version,
-		sessions:   newSessions(),
-		ready:      make(chan struct{}),
-		handshakes: newSemaphore(cfg.TSP.MaxHandshakes),
-		metrics:    metrics.New(),
+		ready:   make(chan struct{}),
+		metrics: metrics.New(),
 	}
 	pol, err := auth.NewPolicy(cfg.Policy)
 	if err != nil {
@@ -113,7 +103,7 @@ func New(cfg config.Config, log zerolog.Logger, opts Options) (*Gateway, error) 
 		if err != nil {
 			return nil, fmt.Errorf("tsp.passwords: %w", err)
 		}
-		g.setPasswords(pw)
+		g.passwords.Store(pw)
 	}
 	if err := g.openCA(); err != nil {
 		return nil, err
@@ -139,7 +129,7 @@ func (g *Gateway) openCA() error {
 		ca.Close()
 		return err
 	}
-	g.tlsConfig = g.newTLSConfig()
+	g.tlsConfig = control.NewTLSConfig(ca.GetCertificate, ca.RootPool(), g.verifier)
 	return nil
 }
 
@@ -221,51 +211,3 @@ func (g *Gateway) Ready() <-chan struct{} { return g.ready }
 
 // ListenAddrs returns the bound TCP and UDP addresses (valid after Ready).
 func (g *Gateway) ListenAddrs() (tcp, udp []net.Addr) { return g.tcpAddrs, g.udpAddrs }
-
-// setPasswords swaps the PLAIN/DIGEST-MD5 credential store (nil: none).
-func (g *Gateway) setPasswords(pw *auth.DigestStore) { g.passwords.Store(pw) }
-
-// outerV6 is the gateway's outer IPv6 endpoint named in offers.
-func (g *Gateway) outerV6() netip.Addr {
-	if g.cfg.TEP.IPv6.IsValid() {
-		return g.cfg.TEP.IPv6
-	}
-	for _, a := range g.cfg.Listen.Addresses {
-		if a.Addr().Is6() && !a.Addr().IsUnspecified() {
-			return a.Addr()
-		}
-	}
-	return netip.IPv6Loopback()
-}
-
-// port is the UDP port announced for the DTLS data channel.
-func (g *Gateway) port() uint16 {
-	if len(g.udpAddrs) > 0 {
-		return uint16(g.udpAddrs[0].(*net.UDPAddr).Port)
-	}
-	return g.cfg.Listen.Addresses[0].Port()
-}
-
-// countDrop counts a control-plane drop by reason; exported with the data-plane drops.
-func (g *Gateway) countDrop(reason string) {
-	v, _ := g.drops.LoadOrStore(reason, new(atomic.Uint64))
-	v.(*atomic.Uint64).Add(1)
-}
-
-// endSession ends a session everywhere: control channel, data plane, lease, tables.
-func (g *Gateway) endSession(s *session, why lease.Reason) {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return
-	}
-	s.closed = true
-	closeCtl := s.closeCtl
-	s.mu.Unlock()
-	g.detachData(s, why)
-	g.sessions.remove(s)
-	if closeCtl != nil {
-		closeCtl()
-	}
-	s.log.Debug().Str("reason", string(why)).Msg("session ended")
-}

@@ -57,7 +57,7 @@ func (g *Gateway) Reload(next config.Config) ([]string, error) {
 	}
 	g.policy.Store(pol)
 	if pw != nil || next.TSP.Passwords == "" {
-		g.setPasswords(pw)
+		g.passwords.Store(pw)
 	}
 	restart = append(restart, restartSections(g.cfg, next)...)
 	g.cfg.Policy = next.Policy

@@ -33,7 +33,7 @@ func earlierRunGhost(t *testing.T, exclusive bool, end string) (*Manager, *twinS
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l, err = m.Accept(ctx, l.Addr, "s1"); err != nil {
+	if l, err = m.Accept(ctx, l.Addr, "s1", ""); err != nil {
 		t.Fatal(err)
 	}
 	clk.Advance(time.Minute)
@@ -228,7 +228,7 @@ func TestFlushConcurrent(t *testing.T) {
 						_ = m.Release(ctx, l.Addr, s, ReasonClosed)
 						continue
 					}
-					if _, err := m.Accept(ctx, l.Addr, s); err != nil {
+					if _, err := m.Accept(ctx, l.Addr, s, ""); err != nil {
 						continue
 					}
 					if rng.IntN(3) == 0 {

@@ -59,7 +59,7 @@ func benchAlloc(b *testing.B, round int) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if _, err := m.Accept(ctx, l.Addr, "s"); err != nil {
+			if _, err := m.Accept(ctx, l.Addr, "s", ""); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -121,7 +121,7 @@ func BenchmarkMemPerActive(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if _, err := m.Accept(ctx, l.Addr, sess); err != nil {
+			if _, err := m.Accept(ctx, l.Addr, sess, ""); err != nil {
 				b.Fatal(err)
 			}
 		}

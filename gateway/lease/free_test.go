@@ -75,7 +75,7 @@ func TestInvalidAddressesRefused(t *testing.T) {
 	if err := m.Release(ctx, zero, "s1", ReasonClosed); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Release(zero) = %v", err)
 	}
-	if _, err := m.Accept(ctx, v6, "s1"); !errors.Is(err, ErrNotFound) {
+	if _, err := m.Accept(ctx, v6, "s1", ""); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Accept(v6) = %v", err)
 	}
 	if _, err := m.Renew(ctx, zero, "s1"); !errors.Is(err, ErrNotFound) {

@@ -60,7 +60,7 @@ func grant(t testing.TB, m *Manager, id, session string) Lease {
 	if err != nil {
 		t.Fatalf("Offer(%s,%s): %v", id, session, err)
 	}
-	l, err = m.Accept(ctx, l.Addr, session)
+	l, err = m.Accept(ctx, l.Addr, session, "")
 	if err != nil {
 		t.Fatalf("Accept(%s,%s): %v", id, session, err)
 	}

@@ -126,13 +126,13 @@ func TestLifecycle(t *testing.T) {
 	if l.State != StateOffered || l.Addr != mustAddr("10.0.0.1") || l.Expires != clk.Now().Add(DefaultOfferTimeout) {
 		t.Fatalf("offer %+v", l)
 	}
-	if _, err := m.Accept(ctx, l.Addr, "other"); !errors.Is(err, ErrSessionMismatch) {
+	if _, err := m.Accept(ctx, l.Addr, "other", ""); !errors.Is(err, ErrSessionMismatch) {
 		t.Fatalf("Accept other session: %v", err)
 	}
 	if _, err := m.Renew(ctx, l.Addr, "s1"); !errors.Is(err, ErrBadState) {
 		t.Fatalf("Renew offered: %v", err)
 	}
-	a, err := m.Accept(ctx, l.Addr, "s1")
+	a, err := m.Accept(ctx, l.Addr, "s1", "")
 	if err != nil || a.State != StateActive || a.Endpoint != ep || a.Transport != "v4dtlsv6" {
 		t.Fatalf("Accept: %+v %v", a, err)
 	}
@@ -156,7 +156,7 @@ func TestLifecycle(t *testing.T) {
 	if err := m.Release(ctx, l.Addr, "s1", ReasonClosed); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("double release: %v", err)
 	}
-	if _, err := m.Accept(ctx, mustAddr("10.0.0.5"), "x"); !errors.Is(err, ErrNotFound) {
+	if _, err := m.Accept(ctx, mustAddr("10.0.0.5"), "x", ""); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Accept free: %v", err)
 	}
 	checkInvariants(t, m, st)
@@ -184,7 +184,7 @@ func TestIdempotentOffer(t *testing.T) {
 	if err != nil || again != l {
 		t.Fatalf("re-offer same session: %+v %v, want %+v", again, err, l)
 	}
-	if a, err := m.Accept(ctx, l.Addr, "s1"); err != nil || a != l {
+	if a, err := m.Accept(ctx, l.Addr, "s1", ""); err != nil || a != l {
 		t.Fatalf("re-accept: %+v %v", a, err)
 	}
 }
@@ -310,7 +310,7 @@ func TestExpiry(t *testing.T) {
 	if _, ok := m.Get(off.Addr); ok {
 		t.Fatal("unaccepted offer (not sticky) should be free")
 	}
-	if _, err := m.Accept(ctx, off.Addr, "s"); !errors.Is(err, ErrNotFound) {
+	if _, err := m.Accept(ctx, off.Addr, "s", ""); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Accept after timeout: %v", err)
 	}
 	clk.Advance(50 * time.Second)
@@ -460,7 +460,7 @@ func TestPersistenceAcrossReopen(t *testing.T) {
 	if l := grant(t, m2, "bob", "s2"); l.Addr != b.Addr {
 		t.Fatalf("bob not sticky after reopen: %v", l.Addr)
 	}
-	if _, err := m2.Accept(ctx, off.Addr, "s"); err != nil {
+	if _, err := m2.Accept(ctx, off.Addr, "s", ""); err != nil {
 		t.Fatalf("offer not accepted after reopen: %v", err)
 	}
 	if _, err := m2.Renew(ctx, a.Addr, "s"); err != nil {
@@ -658,7 +658,7 @@ func TestExclusiveStoreKeepsOffersInMemory(t *testing.T) {
 				t.Fatalf("after restart %v is %+v %v", off.Addr, l, ok)
 			}
 			// The first manager accepts: the active lease is committed over the old record.
-			act, err := m.Accept(ctx, off.Addr, "s2")
+			act, err := m.Accept(ctx, off.Addr, "s2", "")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -798,3 +798,29 @@ func stored(t *testing.T, st Store, a netip.Addr) (Record, bool) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestAcceptRecordsTransport: the transport named at Accept replaces the offer's (a v4anyv6
+// request becomes the transport the client chose), and an empty one keeps it.
+func TestAcceptRecordsTransport(t *testing.T) {
+	for _, tc := range []struct{ offered, accepted, want string }{
+		{"v4anyv6", "v4tlsv6", "v4tlsv6"},
+		{"v4anyv6", "v4dtlsv6", "v4dtlsv6"},
+		{"v4v6", "", "v4v6"},
+	} {
+		t.Run(tc.offered+"/"+tc.accepted, func(t *testing.T) {
+			m, _, _ := newTestManager(t, nil)
+			ctx := context.Background()
+			l, err := m.Offer(ctx, Request{Identity: "alice", Session: "s1", Transport: tc.offered})
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, err := m.Accept(ctx, l.Addr, "s1", tc.accepted)
+			if err != nil || a.Transport != tc.want {
+				t.Fatalf("Accept: %+v %v, want transport %q", a, err, tc.want)
+			}
+			if got, _ := m.Get(l.Addr); got.Transport != tc.want {
+				t.Fatalf("Get: transport %q, want %q", got.Transport, tc.want)
+			}
+		})
+	}
+}

@@ -463,7 +463,7 @@ func (r *lockstepRun) stepOnce() {
 	case op < 50:
 		a, s := r.pickAddr()
 		r.do(fmt.Sprintf("Accept %v %s", a, s), func(m *Manager) string {
-			l, err := m.Accept(ctx, a, s)
+			l, err := m.Accept(ctx, a, s, "")
 			return fmt.Sprintf("%+v %v", l, err)
 		})
 	case op < 64:
@@ -657,7 +657,7 @@ func TestExclusiveConcurrentCrash(t *testing.T) {
 						case 0, 1, 2:
 							l, err := m.Offer(ctx, Request{Identity: id, Session: fmt.Sprint(w, rng.IntN(3))})
 							if err == nil && rng.IntN(4) > 0 {
-								if a, err := m.Accept(ctx, l.Addr, l.Session); err == nil {
+								if a, err := m.Accept(ctx, l.Addr, l.Session, ""); err == nil {
 									mine = append(mine, a)
 								}
 							}

@@ -280,7 +280,7 @@ func runDifferential(t *testing.T, seed uint64, policy LimitPolicy, exclusive bo
 		case op < 7:
 			a, s := pickAddr(), session()
 			desc = fmt.Sprintf("Accept %v %s", a, s)
-			got, err := m.Accept(ctx, a, s)
+			got, err := m.Accept(ctx, a, s, "")
 			want, werr := md.accept(a, s, now)
 			if !errors.Is(err, werr) || got != want {
 				mismatch = fmt.Errorf("got %+v %v want %+v %v", got, err, want, werr)
@@ -460,7 +460,7 @@ func runConcurrentNoDoubleGrant(t *testing.T, exclusive bool) {
 				case 0, 1:
 					l, err := m.Offer(ctx, Request{Identity: id, Session: fmt.Sprint(rng.IntN(3))})
 					if err == nil {
-						if a, err := m.Accept(ctx, l.Addr, l.Session); err == nil {
+						if a, err := m.Accept(ctx, l.Addr, l.Session, ""); err == nil {
 							mine = append(mine, a)
 						}
 					} else if !errors.Is(err, ErrPoolExhausted) {

@@ -8,9 +8,10 @@ import (
 
 // Accept turns the offered lease of addr into an active one bound to
 // session, with Expires = now + Lifetime, and makes addr the identity's
-// sticky address. Accepting an already active lease of the same session
-// returns it unchanged.
-func (m *Manager) Accept(ctx context.Context, addr netip.Addr, session string) (Lease, error) {
+// sticky address. A non-empty transport replaces the offer's (the data
+// transport the client chose). Accepting an already active lease of the
+// same session returns it unchanged.
+func (m *Manager) Accept(ctx context.Context, addr netip.Addr, session, transport string) (Lease, error) {
 	if !addr.Is4() {
 		return Lease{}, fmt.Errorf("%w: %v is not an IPv4 address", ErrNotFound, addr)
 	}
@@ -32,6 +33,9 @@ func (m *Manager) Accept(ctx context.Context, addr netip.Addr, session string) (
 		now := m.now()
 		nv := s.Lease
 		nv.State, nv.Granted, nv.Expires = StateActive, now, now.Add(m.cfg.Lifetime)
+		if transport != "" {
+			nv.Transport = transport
+		}
 		t.set(m.poolFor(u32(addr)), addr, nv)
 		t.emit(EventGranted, nv, "")
 		out = nv

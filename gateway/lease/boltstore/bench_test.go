@@ -38,7 +38,7 @@ func BenchmarkAllocBolt(b *testing.B) {
 				b.Error(err)
 				return
 			}
-			if _, err := m.Accept(ctx, l.Addr, "s"); err != nil {
+			if _, err := m.Accept(ctx, l.Addr, "s", ""); err != nil {
 				b.Error(err)
 				return
 			}

@@ -56,7 +56,7 @@ func TestManagerPersistence(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := m.Accept(ctx, l.Addr, "s"); err != nil {
+		if _, err := m.Accept(ctx, l.Addr, "s", ""); err != nil {
 			t.Fatal(err)
 		}
 		want[id] = l.Addr
@@ -105,7 +105,7 @@ func TestManagerPersistence(t *testing.T) {
 			t.Fatalf("after the restart %v is %s for %q, want held for its identity", l.Addr, l.State, l.Identity)
 		}
 	}
-	if _, err := m2.Accept(ctx, st.Addr, "s"); !errors.Is(err, lease.ErrNotFound) {
+	if _, err := m2.Accept(ctx, st.Addr, "s", ""); !errors.Is(err, lease.ErrNotFound) {
 		t.Fatalf("accepting an offer of the previous run: %v, want ErrNotFound", err)
 	}
 	// Every one comes back to its identity.

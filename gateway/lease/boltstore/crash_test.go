@@ -51,7 +51,7 @@ func TestCrashChild(t *testing.T) {
 				id := fmt.Sprintf("r%s-g%d-n%d", os.Getenv(crashEnvRound), g, n)
 				l, err := m.Offer(ctx, lease.Request{Identity: id, Session: "s"})
 				if err == nil {
-					l, err = m.Accept(ctx, l.Addr, "s")
+					l, err = m.Accept(ctx, l.Addr, "s", "")
 				}
 				out.Lock()
 				if err != nil {

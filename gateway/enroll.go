@@ -1,29 +1,34 @@
 package gateway
 
 import (
+	"context"
+	"errors"
 	"net"
+	"net/http"
 	"sync"
+	"time"
 )
 
-// semaphore bounds concurrent handshakes; TryAcquire never blocks.
-type semaphore struct{ ch chan struct{} }
-
-func newSemaphore(n int) *semaphore { return &semaphore{ch: make(chan struct{}, n)} }
-
-// TryAcquire takes a slot if one is free.
-func (s *semaphore) TryAcquire() bool {
-	select {
-	case s.ch <- struct{}{}:
-		return true
-	default:
-		return false
+// serveEnrollment serves the CA's enrollment API to TLS connections with ALPN http/1.1.
+func (g *Gateway) serveEnrollment(ctx context.Context) error {
+	srv := &http.Server{
+		Handler:           g.ca.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       time.Minute,
 	}
-}
-
-// Once returns a release function for an acquired slot that is safe to call many times.
-func (s *semaphore) Once() func() {
-	var once sync.Once
-	return func() { once.Do(func() { <-s.ch }) }
+	go func() {
+		<-ctx.Done()
+		g.enroll.Close()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(g.enroll); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
 }
 
 // chanListener is a net.Listener fed with connections that were accepted (and TLS-handshaken)
@@ -66,3 +71,4 @@ func (l *chanListener) Close() error {
 }
 
 func (l *chanListener) Addr() net.Addr { return l.addr }
+

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sort"
 	"time"
 
@@ -34,11 +33,6 @@ func (a adminBackend) Leases(context.Context) ([]admin.Lease, error) {
 		if l.Endpoint.IsValid() {
 			al.Endpoint = l.Endpoint.String()
 		}
-		if s := a.g.sessions.get(l.Session); s != nil {
-			if v := s.view(); v.Transport != "" {
-				al.Transport = v.Transport
-			}
-		}
 		out = append(out, al)
 	}
 	return out, nil
@@ -50,24 +44,22 @@ func (a adminBackend) Sessions(context.Context) ([]admin.Session, error) {
 		traffic[t.ID] = t
 	}
 	var out []admin.Session
-	for _, s := range a.g.sessions.all() {
-		v := s.view()
+	for _, v := range a.g.ctl.Sessions() {
 		as := admin.Session{ID: v.ID, Identity: v.Identity, Transport: v.Transport, Mechanism: v.Mechanism, Since: v.Started}
 		if v.Lease.IsValid() {
 			as.Lease = v.Lease.String()
 		}
 		switch {
-		case v.Endpoint.IsValid():
+		case v.Endpoint.IsValid() && v.Endpoint.Port() != 0:
 			as.Endpoint = v.Endpoint.String()
+		case v.Endpoint.IsValid():
+			as.Endpoint = v.Endpoint.Addr().String()
 		case v.Remote.IsValid():
 			as.Endpoint = v.Remote.Addr().String()
 		}
 		if t, ok := traffic[v.ID]; ok {
 			as.PacketsIn, as.BytesIn = t.In.Packets, t.In.Bytes
 			as.PacketsOut, as.BytesOut = t.Out.Packets, t.Out.Bytes
-			if t.Endpoint.IsValid() && t.Endpoint.Port() != 0 {
-				as.Endpoint = t.Endpoint.String()
-			}
 		}
 		out = append(out, as)
 	}
@@ -76,12 +68,9 @@ func (a adminBackend) Sessions(context.Context) ([]admin.Session, error) {
 }
 
 func (a adminBackend) Kick(_ context.Context, id string) error {
-	s := a.g.sessions.get(id)
-	if s == nil {
+	if err := a.g.ctl.Kick(id); err != nil {
 		return fmt.Errorf("%w: no session %q", admin.ErrNotFound, id)
 	}
-	s.log.Warn().Str("reason", "kicked by the operator").Msg("session closed")
-	a.g.endSession(s, lease.ReasonKicked)
 	return nil
 }
 
@@ -94,54 +83,6 @@ func (a adminBackend) Revoke(ctx context.Context, target string) (admin.RevokeRe
 		return res, fmt.Errorf("%w: %v", admin.ErrInvalid, err)
 	}
 	return res, err
-}
-
-// Revoke revokes one certificate (target is a serial this CA issued) or every certificate of
-// an identity, then closes the affected sessions at once. The CA's revocation event closes
-// them too (followRevocations), often first: the sessions counted as closed are those live
-// before the revocation, and any that closeRevoked found after it. (A session that ended by
-// itself in between is counted too.)
-func (g *Gateway) Revoke(ctx context.Context, target string) (admin.RevokeResult, error) {
-	var res admin.RevokeResult
-	serial, perr := certs.ParseSerial(target)
-	err := errors.New("not a serial")
-	var live []*session
-	if perr == nil {
-		live = g.sessions.matching("", serial)
-		err = g.ca.Revoke(ctx, serial, "operator")
-	}
-	switch {
-	case err == nil:
-		res.Serials = []string{serial}
-		res.Sessions = countUnion(live, g.closeRevoked("", serial))
-	case perr == nil && !errors.Is(err, certs.ErrUnknownSerial):
-		g.metrics.Revocation("error")
-		return res, err
-	default: // not a serial of ours: an identity
-		live = g.sessions.matching(target, "")
-		serials, err := g.ca.RevokeIdentity(ctx, target)
-		if err != nil {
-			g.metrics.Revocation("error")
-			return res, err
-		}
-		res.Serials = serials
-		res.Sessions = countUnion(live, g.closeRevoked(target, ""))
-	}
-	g.metrics.Revocation("ok")
-	g.log.Warn().Str("event", "revoke").Str("target", target).Strs("serials", res.Serials).
-		Int("sessions_closed", res.Sessions).Msg("revocation by the operator")
-	return res, nil
-}
-
-// countUnion counts the distinct sessions of a and b.
-func countUnion(a, b []*session) int {
-	n := len(a)
-	for _, s := range b {
-		if !slices.Contains(a, s) {
-			n++
-		}
-	}
-	return n
 }
 
 func (a adminBackend) Token(_ context.Context, identity string, ttl time.Duration) (admin.TokenResult, error) {
@@ -157,7 +98,7 @@ func (a adminBackend) Token(_ context.Context, identity string, ttl time.Duratio
 }
 
 func (a adminBackend) Status(context.Context) (admin.Status, error) {
-	st := admin.Status{Version: a.g.version, Started: a.g.started, Listen: a.g.listenAddr, Sessions: len(a.g.sessions.all())}
+	st := admin.Status{Version: a.g.version, Started: a.g.started, Listen: a.g.listenAddr, Sessions: a.g.ctl.Count()}
 	stats := map[string]lease.PoolStats{}
 	for _, p := range a.g.leases.Stats() {
 		stats[p.Name] = p

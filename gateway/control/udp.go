@@ -1,4 +1,4 @@
-package gateway
+package control
 
 import (
 	"context"
@@ -88,7 +88,7 @@ type udpDatagram struct {
 // payload is what follows the header.
 func (d udpDatagram) payload() []byte { return d.b[tsp.HeaderLen:] }
 
-// udpTSP serves TSP over UDP ("reliable UDP", tsp-wire-notes §2.3): sessions keyed by the
+// udpServer serves TSP over UDP ("reliable UDP", tsp-wire-notes §2.3): sessions keyed by the
 // client's (address, port), one reply per datagram, idempotent answers to retransmissions.
 //
 // Only a VERSION datagram opens an exchange, and an exchange holds a handshake slot from its
@@ -97,8 +97,8 @@ func (d udpDatagram) payload() []byte { return d.b[tsp.HeaderLen:] }
 // the sources claim to be. The slots are UDP's own (tsp.max_handshakes of them, as DTLS has
 // its own): a VERSION needs no answer to hold one, so spoofed datagrams could otherwise take
 // every slot of the TCP port and lock TSP-SSL and enrollment out.
-type udpTSP struct {
-	g        *Gateway
+type udpServer struct {
+	srv      *Server
 	write    func(b []byte, to netip.AddrPort) error
 	queue    chan udpDatagram
 	slots    *semaphore
@@ -126,33 +126,40 @@ type udpSession struct {
 	expired  bool   // ended before it was established: every datagram is dropped
 }
 
-func newUDPTSP(g *Gateway, write func([]byte, netip.AddrPort) error) *udpTSP {
-	return &udpTSP{
-		g: g, write: write, queue: make(chan udpDatagram, udpQueueLen),
-		slots:    newSemaphore(g.cfg.TSP.MaxHandshakes),
-		refusals: g.log.Sample(&zerolog.BurstSampler{Burst: udpRefusalLogBurst, Period: udpRefusalLogPeriod}),
-		quiet:    g.log.Sample(&zerolog.BurstSampler{Burst: udpRefusalLogBurst, Period: udpRefusalLogPeriod}),
+func newUDPServer(srv *Server) *udpServer {
+	return &udpServer{
+		srv: srv, write: srv.cfg.WriteUDP, queue: make(chan udpDatagram, udpQueueLen),
+		slots:    newSemaphore(srv.gw.TSP.MaxHandshakes),
+		refusals: srv.log.Sample(&zerolog.BurstSampler{Burst: udpRefusalLogBurst, Period: udpRefusalLogPeriod}),
+		quiet:    srv.log.Sample(&zerolog.BurstSampler{Burst: udpRefusalLogBurst, Period: udpRefusalLogPeriod}),
 		sessions: map[netip.AddrPort]*udpSession{},
 	}
 }
 
 // HandleDatagram implements udpmux.Handler: it copies the datagram to the worker queue. A
 // datagram without a TSP header (shorter than it, or too long) is dropped here.
-func (u *udpTSP) HandleDatagram(b []byte, from netip.AddrPort) {
+func (u *udpServer) HandleDatagram(b []byte, from netip.AddrPort) {
 	h, _, err := tsp.ParseDatagram(b)
 	if err != nil {
-		u.g.countDrop("tsp_udp_bad_datagram")
+		u.srv.countDrop("tsp_udp_bad_datagram")
 		return
 	}
 	select {
 	case u.queue <- udpDatagram{b: append([]byte(nil), b...), h: h, from: from}:
 	default:
-		u.g.countDrop("tsp_udp_queue_full")
+		u.srv.countDrop("tsp_udp_queue_full")
 	}
 }
 
+// ServeUDP steps the TSP exchanges of the datagrams given to the handler UDP returns, with
+// udpWorkers goroutines, and sweeps them; it returns when ctx ends.
+func (s *Server) ServeUDP(ctx context.Context) { s.udp.run(ctx) }
+
+// UDP is the TSP handler of the UDP port's demultiplexer.
+func (s *Server) UDP() interface{ HandleDatagram([]byte, netip.AddrPort) } { return s.udp }
+
 // run starts the workers and the sweeper; it returns when ctx ends.
-func (u *udpTSP) run(ctx context.Context) {
+func (u *udpServer) run(ctx context.Context) {
 	var wg sync.WaitGroup
 	for range udpWorkers {
 		wg.Add(1)
@@ -183,12 +190,12 @@ func (u *udpTSP) run(ctx context.Context) {
 
 // sweepEvery is the sweep period: a quarter of the shorter of handshake_timeout and
 // udp_idle_timeout, between udpSweepMin and udpSweepMax.
-func (u *udpTSP) sweepEvery() time.Duration {
-	d := min(udpSweepMax, u.g.cfg.TSP.HandshakeTimeout.D()/4, u.g.cfg.TSP.UDPIdleTimeout.D()/4)
+func (u *udpServer) sweepEvery() time.Duration {
+	d := min(udpSweepMax, u.srv.gw.TSP.HandshakeTimeout.D()/4, u.srv.gw.TSP.UDPIdleTimeout.D()/4)
 	return max(d, udpSweepMin)
 }
 
-func (u *udpTSP) handle(ctx context.Context, d udpDatagram) {
+func (u *udpServer) handle(ctx context.Context, d udpDatagram) {
 	h, payload := d.h, d.payload() // parsed by HandleDatagram
 	u.mu.Lock()
 	us := u.sessions[d.from]
@@ -204,7 +211,7 @@ func (u *udpTSP) handle(ctx context.Context, d udpDatagram) {
 		u.forget(d.from, us)
 	}
 	if !isVersion(payload) { // only a VERSION opens an exchange
-		u.g.countDrop("tsp_udp_no_session")
+		u.srv.countDrop("tsp_udp_no_session")
 		return
 	}
 	us, refused := u.open(d.from)
@@ -218,14 +225,14 @@ func (u *udpTSP) handle(ctx context.Context, d udpDatagram) {
 }
 
 // step runs one datagram through the exchange's machine and answers it; us.mu is held.
-func (u *udpTSP) step(ctx context.Context, us *udpSession, d udpDatagram) {
+func (u *udpServer) step(ctx context.Context, us *udpSession, d udpDatagram) {
 	if us.expired {
-		u.g.countDrop("tsp_udp_expired")
+		u.srv.countDrop("tsp_udp_expired")
 		return
 	}
 	reply, err := us.ds.Handle(ctx, d.b)
 	if reply != nil {
-		us.last = u.g.now()
+		us.last = u.srv.now()
 		// Sent after the bookkeeping below: a client that has the answer to its accept may
 		// open its next exchange at once, and must find this one's handshake slot free.
 		defer func() {
@@ -236,40 +243,40 @@ func (u *udpTSP) step(ctx context.Context, us *udpSession, d udpDatagram) {
 	}
 	switch {
 	case errors.Is(err, tsp.ErrStale), errors.Is(err, tsp.ErrMalformed) && reply == nil:
-		u.g.countDrop("tsp_udp_bad_datagram")
+		u.srv.countDrop("tsp_udp_bad_datagram")
 		return
 	case reply == nil && errors.Is(err, tsp.ErrClosed):
-		u.g.countDrop("tsp_udp_closed") // a new message after the machine closed
+		u.srv.countDrop("tsp_udp_closed") // a new message after the machine closed
 		return
 	case err != nil && !us.closed:
 		u.close(us)
 		if _, authenticated := us.ds.Server().Identity(); authenticated || us.done {
-			u.g.sessionFailed(us.s, tsp.TransportUDP, us.start, err, us.done)
+			u.srv.sessionFailed(us.s, tsp.TransportUDP, us.start, err, us.done)
 		} else { // anyone can get here from any source address: rate-limited
-			code := u.g.countFailure(tsp.TransportUDP, us.start, err, false)
+			code := u.srv.countFailure(tsp.TransportUDP, us.start, err, false)
 			u.quiet.Info().Str("session", us.s.id).Str("remote", us.s.remote.String()).Str("control", "udp").
 				Int("tsp_status", code).Err(err).Msg("TSP request refused")
 		}
-		u.g.endSession(us.s, lease.ReasonClosed)
+		u.srv.end(us.s, lease.ReasonClosed)
 		return
 	}
 	if _, _, ok := us.ds.Server().Established(); ok && !us.done {
 		us.done = true
 		us.freeSlot()
-		u.g.metrics.ObserveHandshake(metrics.TransportTSPUDP, metrics.ResultOK, u.g.now().Sub(us.start))
-		u.g.metrics.TSPStatus(tsp.StatusSuccess)
+		u.srv.cfg.Metrics.ObserveHandshake(metrics.TransportTSPUDP, metrics.ResultOK, u.srv.now().Sub(us.start))
+		u.srv.cfg.Metrics.TSPStatus(tsp.StatusSuccess)
 	}
 	if us.ds.Server().State() == tsp.StateClosed && !us.closed {
 		u.close(us)
-		u.g.endSession(us.s, lease.ReasonClosed)
+		u.srv.end(us.s, lease.ReasonClosed)
 	}
 }
 
 // close marks the machine closed; us.mu is held. An exchange that was never established keeps
 // its handshake slot until the sweep removes it (handshake_timeout after its VERSION), so
 // that exchanges refused at once cannot pile up faster than the slots allow.
-func (u *udpTSP) close(us *udpSession) {
-	us.closed, us.closedAt = true, u.g.now()
+func (u *udpServer) close(us *udpSession) {
+	us.closed, us.closedAt = true, u.srv.now()
 }
 
 // freeSlot releases the exchange's handshake slot, once; us.mu is held.
@@ -297,7 +304,7 @@ func isVersion(payload []byte) bool {
 
 // forget drops the control state of one client address and port. An established tunnel keeps
 // its lease and data plane (it ends with its lease), anything else ends now.
-func (u *udpTSP) forget(from netip.AddrPort, us *udpSession) {
+func (u *udpServer) forget(from netip.AddrPort, us *udpSession) {
 	u.mu.Lock()
 	if u.sessions[from] == us {
 		delete(u.sessions, from)
@@ -318,13 +325,13 @@ func (u *udpTSP) forget(from netip.AddrPort, us *udpSession) {
 		us.mu.Unlock()
 	}
 	if !done && !closed {
-		u.g.endSession(us.s, lease.ReasonClosed)
+		u.srv.end(us.s, lease.ReasonClosed)
 	}
 }
 
 // open finds or creates the exchange of a client address and port for a VERSION datagram. It
 // returns nil and why when the handshake slots or the source's sessions are used up.
-func (u *udpTSP) open(from netip.AddrPort) (*udpSession, udpRefusal) {
+func (u *udpServer) open(from netip.AddrPort) (*udpSession, udpRefusal) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if us := u.sessions[from]; us != nil {
@@ -334,16 +341,16 @@ func (u *udpTSP) open(from netip.AddrPort) (*udpSession, udpRefusal) {
 		return nil, refusedHandshakes
 	}
 	release := u.slots.Once()
-	s := u.g.newSession("udp", from, "", nil)
-	if !u.g.sessions.add(s, u.g.cfg.TSP.MaxSessionsPerSource) {
+	s := u.srv.newSession("udp", from, "", nil)
+	if !u.srv.sessions.add(s, u.srv.gw.TSP.MaxSessionsPerSource) {
 		release()
 		return nil, refusedSource
 	}
-	m, _, err := u.g.newMachine(s, tsp.TransportUDP, auth.Identity{})
+	m, _, err := u.srv.newMachine(s, tsp.TransportUDP, auth.Identity{})
 	if err == nil {
 		var ds *tsp.DatagramSession
 		if ds, err = tsp.NewDatagramSession(m); err == nil {
-			now := u.g.now()
+			now := u.srv.now()
 			us := &udpSession{ds: ds, s: s, start: now, last: now, release: release}
 			u.sessions[from] = us
 			return us, notRefused
@@ -351,20 +358,20 @@ func (u *udpTSP) open(from netip.AddrPort) (*udpSession, udpRefusal) {
 	}
 	s.log.Error().Err(err).Msg("cannot start TSP session")
 	release()
-	u.g.sessions.remove(s)
+	u.srv.sessions.remove(s)
 	return nil, notRefused // no answer: the client retransmits
 }
 
 // refuse answers 530 behind the client's header (21 bytes of payload, against at least 13 in
 // the VERSION it answers), counts the refusal and logs it, rate-limited.
-func (u *udpTSP) refuse(from netip.AddrPort, h tsp.Header, r udpRefusal) {
+func (u *udpServer) refuse(from netip.AddrPort, h tsp.Header, r udpRefusal) {
 	if r == notRefused {
 		return
 	}
-	u.g.countDrop(r.drop())
-	u.g.metrics.TSPStatus(tsp.StatusServerTooBusy)
+	u.srv.countDrop(r.drop())
+	u.srv.cfg.Metrics.TSPStatus(tsp.StatusServerTooBusy)
 	if r == refusedHandshakes {
-		u.g.metrics.ObserveHandshake(metrics.TransportTSPUDP, metrics.ResultRefused, 0)
+		u.srv.cfg.Metrics.ObserveHandshake(metrics.TransportTSPUDP, metrics.ResultRefused, 0)
 	}
 	u.refusals.Warn().Str("remote", from.String()).Str("control", "udp").Str("reason", r.reason()).
 		Int("tsp_status", tsp.StatusServerTooBusy).Msg("TSP session refused")
@@ -375,10 +382,10 @@ func (u *udpTSP) refuse(from netip.AddrPort, h tsp.Header, r udpRefusal) {
 // (releasing their slot and any offered lease) and forgets idle control state. A session whose
 // tunnel is established keeps its lease and data plane when its exchange is forgotten (gogoc
 // never speaks again after accept); they end with the lease.
-func (u *udpTSP) sweep() {
-	now := u.g.now()
-	handshake := u.g.cfg.TSP.HandshakeTimeout.D()
-	idle := u.g.cfg.TSP.UDPIdleTimeout.D()
+func (u *udpServer) sweep() {
+	now := u.srv.now()
+	handshake := u.srv.gw.TSP.HandshakeTimeout.D()
+	idle := u.srv.gw.TSP.UDPIdleTimeout.D()
 	var timedOut []*udpSession
 	u.mu.Lock()
 	for k, us := range u.sessions {
@@ -423,17 +430,14 @@ func (u *udpTSP) sweep() {
 // timedOut ends an exchange that was not established within handshake_timeout. Exchanges that
 // never authenticated are logged rate-limited (anyone can open them, from any source address);
 // the others once each.
-func (u *udpTSP) timedOut(us *udpSession, handshake time.Duration) {
+func (u *udpServer) timedOut(us *udpSession, handshake time.Duration) {
 	us.mu.Lock()
 	id, authenticated := us.ds.Server().Identity()
 	us.mu.Unlock()
-	us.s.mu.Lock()
-	ended := us.s.closed // kicked or revoked meanwhile: logged there
-	us.s.mu.Unlock()
-	if ended {
+	if _, _, ended := us.s.state(); ended { // kicked or revoked meanwhile: logged there
 		return
 	}
-	u.g.metrics.ObserveHandshake(metrics.TransportTSPUDP, metrics.ResultTimeout, handshake)
+	u.srv.cfg.Metrics.ObserveHandshake(metrics.TransportTSPUDP, metrics.ResultTimeout, handshake)
 	const reason = "handshake timeout" // as on TCP
 	if authenticated {
 		us.s.log.Info().Str("reason", reason).Str("identity", id.Name).Str("mechanism", string(id.Mechanism)).
@@ -442,5 +446,5 @@ func (u *udpTSP) timedOut(us *udpSession, handshake time.Duration) {
 		u.quiet.Info().Str("session", us.s.id).Str("remote", us.s.remote.String()).Str("control", "udp").
 			Str("reason", reason).Msg("TSP session ended")
 	}
-	u.g.endSession(us.s, lease.ReasonClosed)
+	u.srv.end(us.s, lease.ReasonClosed)
 }

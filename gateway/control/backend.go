@@ -1,0 +1,140 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/dstmgw/dstm/auth"
+	"github.com/dstmgw/dstm/gateway/lease"
+	"github.com/dstmgw/dstm/tsp"
+)
+
+// backend is the tsp.Backend of one control connection: it turns create/accept/delete into
+// lease operations and data-plane changes for the session the connection holds.
+type backend struct {
+	srv *Server
+	ss  *session
+	gen uint64 // ss.gen when this connection took ss over
+}
+
+var _ tsp.Backend = (*backend)(nil)
+
+func statusErr(code int, err error) error { return &tsp.StatusError{Code: code, Err: err} }
+
+// Create answers a create (or a renewal create) with an offer for the session's lease.
+func (b *backend) Create(ctx context.Context, id tsp.Identity, req *tsp.Tunnel) (*tsp.Tunnel, error) {
+	srv := b.srv
+	rule, err := srv.cfg.Policy.Resolve(id.Name)
+	if err != nil {
+		return nil, statusErr(tsp.StatusAuthenticationFailed, fmt.Errorf("policy refuses %q: %w", id.Name, err))
+	}
+	if !srv.typeAllowed(rule, req.Type) {
+		return nil, statusErr(tsp.StatusUnsupportedTunnelType, fmt.Errorf("tunnel type %s not allowed for %q", req.Type, id.Name))
+	}
+	if req.Data != nil && req.Data.Token != ([tsp.TokenLen]byte{}) {
+		if err := b.resume(id, req.Data.Token); err != nil {
+			return nil, err
+		}
+	}
+	ss := b.ss
+	endpoint := req.Client.IPv6
+	remote, control := ss.source()
+	if source := remote.Addr().Unmap(); req.Type == tsp.TypeV4V6 && endpoint != source {
+		return nil, statusErr(tsp.StatusInvalidIPv6, fmt.Errorf("client endpoint %s is not the source %s", endpoint, source))
+	}
+	l, err := b.lease(ctx, id, rule, req.Type, endpoint)
+	if err != nil {
+		return nil, err
+	}
+	tok, fresh := ss.offered(id, rule, l, endpoint, req.Type.Extended())
+	if fresh {
+		srv.sessions.setToken(ss, tok)
+	}
+	return srv.offer(req.Type, rule, l, endpoint, tok, control == "tls"), nil
+}
+
+// resume lets this control connection take over the earlier session that issued token (a
+// client whose old connection died with its network, while its DTLS data channel roamed):
+// same session, lease and data channel. An unknown token is not an error (the session ended;
+// the create goes on as a new one); a token of another identity is refused.
+func (b *backend) resume(id tsp.Identity, token [tsp.TokenLen]byte) error {
+	srv, cur := b.srv, b.ss
+	old := srv.sessions.byTokenGet(token)
+	if old == nil || old == cur {
+		return nil
+	}
+	old.mu.Lock()
+	owner, closed, prevClose := old.identity.Name, old.closed, old.closeCtl
+	old.mu.Unlock()
+	if owner != id.Name || closed {
+		return statusErr(tsp.StatusAuthenticationFailed, fmt.Errorf("data token of session %s does not belong to %q", old.id, id.Name))
+	}
+	b.ss, b.gen = old, srv.sessions.adopt(old, cur)
+	if prevClose != nil {
+		prevClose() // the previous control connection, if it still lingers
+	}
+	remote, _ := cur.source()
+	old.log.Info().Str("remote", remote.String()).Msg("session resumed on a new control connection")
+	return nil
+}
+
+// lease offers a new lease or renews the session's current one.
+func (b *backend) lease(ctx context.Context, id tsp.Identity, rule auth.Rule, typ tsp.TunnelType, ep netip.Addr) (lease.Lease, error) {
+	srv, ss := b.srv, b.ss
+	_, _, cur, _ := ss.tspState()
+	start := time.Now()
+	var l lease.Lease
+	var err error
+	if cur.Addr.IsValid() && cur.State == lease.StateActive {
+		l, err = srv.cfg.Leases.Renew(ctx, cur.Addr, ss.id)
+	} else {
+		l, err = srv.cfg.Leases.Offer(ctx, lease.Request{
+			Identity: id.Name, Pool: rule.Pool, Session: ss.id, Endpoint: ep,
+			Transport: string(typ), MaxSessions: rule.MaxSessions,
+		})
+	}
+	srv.cfg.Metrics.ObserveAllocation(time.Since(start))
+	if err != nil {
+		return lease.Lease{}, leaseStatus(err)
+	}
+	return l, nil
+}
+
+// leaseStatus maps lease errors to TSP status codes.
+func leaseStatus(err error) error {
+	switch {
+	case errors.Is(err, lease.ErrPoolExhausted), errors.Is(err, lease.ErrSessionLimit):
+		return statusErr(tsp.StatusNoMoreTunnels, err)
+	case errors.Is(err, lease.ErrInvalidIdentity):
+		return statusErr(tsp.StatusAuthenticationFailed, err)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return statusErr(tsp.StatusServerTooBusy, err)
+	}
+	return statusErr(tsp.StatusServerError, err)
+}
+
+// Accept activates the lease with the chosen data transport and attaches the data plane.
+func (b *backend) Accept(ctx context.Context, id tsp.Identity, offer *tsp.Tunnel, data tsp.TunnelType) error {
+	srv, ss := b.srv, b.ss
+	_, _, cur, _ := ss.tspState()
+	l, err := srv.cfg.Leases.Accept(ctx, cur.Addr, ss.id, string(data))
+	if err != nil {
+		return leaseStatus(err)
+	}
+	ss.accepted(l)
+	if err := srv.attachData(ss, data); err != nil {
+		return statusErr(tsp.StatusServerError, err)
+	}
+	ss.log.Info().Str("identity", id.Name).Str("lease_v4", l.Addr.String()).Str("transport", string(data)).
+		Time("expires", l.Expires).Msg("tunnel established")
+	return nil
+}
+
+// Delete ends the session's tunnel at the client's request.
+func (b *backend) Delete(ctx context.Context, id tsp.Identity) error {
+	b.srv.detachData(ctx, b.ss, lease.ReasonClosed)
+	return nil
+}

@@ -1,0 +1,204 @@
+package control
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/dstmgw/dstm/auth"
+	"github.com/dstmgw/dstm/gateway/lease"
+	"github.com/dstmgw/dstm/gateway/metrics"
+	"github.com/dstmgw/dstm/gateway/tep"
+	"github.com/dstmgw/dstm/tsp"
+	"github.com/dstmgw/dstm/tunnel"
+	"github.com/dstmgw/dstm/tunnel/stream"
+)
+
+// Timings of the TLS data stream: our client sends a keepalive frame every 15 s of silence;
+// a peer silent for much longer is gone (its lease becomes held for it).
+const (
+	streamKeepalive = 15 * time.Second
+	streamIdle      = 90 * time.Second
+)
+
+// teardownTimeout bounds the lease release of a session that ends.
+const teardownTimeout = 10 * time.Second
+
+// attachData connects the accepted session to the data plane for its chosen transport: a
+// plain link for v4v6. A DTLS link bound before the accept is attached already, and the TLS
+// stream starts when the control loop hands its connection over (runStreamData).
+func (s *Server) attachData(ss *session, data tsp.TunnelType) error {
+	if data != tsp.TypeV4V6 {
+		return nil
+	}
+	ts, err := ss.dataEntry(s.cfg.TEP, string(data), s.dataMTU(data))
+	if err != nil {
+		return err
+	}
+	_, _, _, ep := ss.tspState()
+	link, err := s.cfg.Plain.Register(ep, ts)
+	if err != nil {
+		return fmt.Errorf("register plain endpoint %s: %w", ep, err)
+	}
+	return attach(ss, ts, link)
+}
+
+// attach makes l the session's link on ts, closing the one it replaces, or closes l if the
+// session ended meanwhile.
+func attach(ss *session, ts *tep.Session, l tunnel.Link) error {
+	old, err := ss.attach(ts, l)
+	if err != nil {
+		l.Close()
+		return err
+	}
+	if old != nil {
+		old.Close()
+	}
+	return nil
+}
+
+// detachData removes the session from the data plane and releases its lease.
+func (s *Server) detachData(ctx context.Context, ss *session, why lease.Reason) {
+	addr, data, link := ss.detachData()
+	if link != nil {
+		link.Close()
+	}
+	if data != nil {
+		s.cfg.TEP.RemoveSession(addr, ss.id)
+	}
+	if !addr.IsValid() {
+		return
+	}
+	if err := s.cfg.Leases.Release(ctx, addr, ss.id, why); err != nil &&
+		!errors.Is(err, lease.ErrNotFound) && !errors.Is(err, lease.ErrSessionMismatch) {
+		ss.log.Warn().Err(err).Str("lease_v4", addr.String()).Msg("lease release failed")
+	}
+}
+
+// end ends a session everywhere: control channel, data plane, lease, table. It may be called
+// from any goroutine, any number of times.
+func (s *Server) end(ss *session, why lease.Reason) {
+	closeCtl, ok := ss.markClosed()
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), teardownTimeout)
+	defer cancel()
+	s.detachData(ctx, ss, why)
+	s.sessions.remove(ss)
+	if closeCtl != nil {
+		closeCtl()
+	}
+	ss.log.Debug().Str("reason", string(why)).Msg("session ended")
+}
+
+// BindDTLS attaches an authenticated DTLS link to the TSP session that issued token; it is
+// the DTLS server's bind function.
+func (s *Server) BindDTLS(ctx context.Context, token []byte, cert *x509.Certificate, remote netip.AddrPort, link tunnel.Link) (tunnel.Receiver, error) {
+	r, err := s.bindDTLS(token, cert, link)
+	if err != nil {
+		s.cfg.Metrics.ObserveHandshake(metrics.TransportDTLS, metrics.ResultRefused, 0)
+		s.log.Info().Err(err).Str("client_v6", remote.String()).Str("reason", "DTLS data channel refused").Msg("DTLS bind refused")
+		return nil, err
+	}
+	s.cfg.Metrics.ObserveHandshake(metrics.TransportDTLS, metrics.ResultOK, 0)
+	return r, nil
+}
+
+func (s *Server) bindDTLS(token []byte, cert *x509.Certificate, link tunnel.Link) (tunnel.Receiver, error) {
+	if len(token) != tsp.TokenLen {
+		return nil, errors.New("data token has the wrong length")
+	}
+	ss := s.sessions.byTokenGet([tsp.TokenLen]byte(token))
+	if ss == nil {
+		return nil, errors.New("unknown data token")
+	}
+	id, err := auth.IdentityFromCertificate(cert)
+	if err != nil {
+		return nil, err
+	}
+	if owner, _, _ := ss.state(); id.Name != owner {
+		return nil, fmt.Errorf("DTLS identity %q does not own session %s (%q)", id.Name, ss.id, owner)
+	}
+	ts, err := ss.dataEntry(s.cfg.TEP, tunnel.DTLS, s.dataMTU(tsp.TypeV4DTLSV6))
+	if err != nil {
+		return nil, fmt.Errorf("session %s: %w", ss.id, err)
+	}
+	old, err := ss.attach(ts, link)
+	if err != nil {
+		return nil, fmt.Errorf("session %s: %w", ss.id, err)
+	}
+	if old != nil {
+		old.Close()
+	}
+	ss.log.Info().Str("transport", tunnel.DTLS).Str("client_v6", link.Endpoint().String()).Msg("data channel bound")
+	go s.unlinkWhenDone(ss, link)
+	return ts, nil
+}
+
+// unlinkWhenDone detaches a DTLS link from its session when the link ends (idle, peer gone),
+// so the data plane stops writing to it; the session itself lives on until its control
+// channel or lease ends, and the client may bind a new link.
+func (s *Server) unlinkWhenDone(ss *session, l tunnel.Link) {
+	<-l.Done()
+	mine, orphan := ss.unlink(l)
+	if !mine {
+		return
+	}
+	ss.log.Info().Str("transport", l.Transport()).Msg("data channel closed")
+	if orphan { // nothing left of the session: no control, no data
+		s.end(ss, lease.ReasonClosed)
+	}
+}
+
+// runStreamData carries IPv4 packets on the TSP-SSL connection after a v4tlsv6 accept, until
+// the connection ends. Frames that are not IPv4 carry TSP control messages (lease renewal).
+func (s *Server) runStreamData(ctx context.Context, ss *session, c net.Conn, m *tsp.Server) {
+	ts, err := ss.dataEntry(s.cfg.TEP, tunnel.TLS, s.dataMTU(tsp.TypeV4TLSV6))
+	if err != nil {
+		ss.log.Error().Err(err).Msg("cannot start the TLS data stream")
+		return
+	}
+	ctl := &streamControl{srv: s, ss: ss, m: m}
+	l := stream.New(c, ts, stream.Options{
+		MTU:               s.gw.TEP.MTU,
+		Logger:            ss.log,
+		KeepaliveInterval: streamKeepalive,
+		IdleTimeout:       streamIdle,
+		Control:           func(msg []byte) { ctl.handle(ctx, msg) },
+	})
+	ctl.link = l
+	if err := attach(ss, ts, l); err != nil {
+		ss.log.Info().Err(err).Msg("TLS data stream not started")
+		return
+	}
+	ss.log.Info().Str("transport", tunnel.TLS).Msg("data stream started")
+	if err := l.Run(ctx); err != nil && !errors.Is(err, net.ErrClosed) {
+		ss.log.Info().Err(err).Msg("data stream ended")
+	}
+}
+
+// streamControl steps the TSP machine with control frames received in stream mode.
+type streamControl struct {
+	srv  *Server
+	ss   *session
+	m    *tsp.Server
+	link *stream.Link
+}
+
+func (c *streamControl) handle(ctx context.Context, msg []byte) {
+	replies, err := c.m.Step(ctx, msg)
+	for _, r := range replies {
+		if len(r.Payload) > 0 {
+			_ = c.link.WriteControl(r.Payload)
+		}
+	}
+	if err != nil {
+		c.srv.sessionFailed(c.ss, tsp.TransportTLS, c.srv.now(), err, true)
+		c.link.Close()
+	}
+}

@@ -1,0 +1,127 @@
+package control
+
+import (
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/dstmgw/dstm/auth"
+	"github.com/dstmgw/dstm/gateway/config"
+	"github.com/dstmgw/dstm/gateway/lease"
+	"github.com/dstmgw/dstm/gateway/metrics"
+	"github.com/dstmgw/dstm/gateway/tep"
+	"github.com/dstmgw/dstm/tunnel/plain"
+)
+
+// Config is what a Server is built with. Gateway is read only; the rest are the parts the
+// control plane drives.
+type Config struct {
+	Gateway config.Config
+	Leases  *lease.Manager
+	TEP     *tep.TEP
+	// Plain is the v4v6 transport (nil: not offered); DTLS says whether the DTLS data
+	// channel is served (its server binds links with BindDTLS) and DataPort its UDP port.
+	Plain    *plain.Server
+	DTLS     bool
+	DataPort uint16
+	Policy   *auth.PolicyHolder
+	// Passwords returns the PLAIN/DIGEST-MD5 credential store (nil: none).
+	Passwords func() *auth.DigestStore
+	// WriteUDP sends a TSP datagram from the UDP port.
+	WriteUDP func(b []byte, to netip.AddrPort) error
+	// TLS is the TSP port's TLS configuration (see NewTLSConfig).
+	TLS *tls.Config
+	// Enroll takes the TLS connections that negotiated ALPN http/1.1; it owns them.
+	Enroll  func(net.Conn)
+	Metrics *metrics.Metrics
+	Logger  zerolog.Logger
+	Now     func() time.Time
+}
+
+// Server is the TSP control plane of one gateway. Create it with New.
+type Server struct {
+	cfg  Config
+	gw   config.Config // cfg.Gateway
+	log  zerolog.Logger
+	now  func() time.Time
+	udp  *udpServer
+	wg   sync.WaitGroup // connection workers
+
+	sessions   *table
+	handshakes *semaphore // TCP handshake slots
+
+	// Per-connection buffers of the TSP port, recycled across connections.
+	peekReaders sync.Pool // of *bufio.Reader (4 KiB), plain TCP connections only
+	readBufs    sync.Pool // of *[]byte (4 KiB), serveStream's read buffer
+
+	drops sync.Map // drop reason → *atomic.Uint64
+}
+
+// New returns a Server; it starts nothing (see ServeTCP, UDP and FollowLeases).
+func New(cfg Config) (*Server, error) {
+	if cfg.Leases == nil || cfg.TEP == nil || cfg.Policy == nil || cfg.TLS == nil {
+		return nil, errors.New("control: leases, TEP, policy and TLS configuration are required")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Passwords == nil {
+		cfg.Passwords = func() *auth.DigestStore { return nil }
+	}
+	if cfg.WriteUDP == nil {
+		cfg.WriteUDP = func([]byte, netip.AddrPort) error { return net.ErrClosed }
+	}
+	if cfg.Enroll == nil {
+		cfg.Enroll = func(c net.Conn) { c.Close() }
+	}
+	s := &Server{
+		cfg: cfg, gw: cfg.Gateway, log: cfg.Logger, now: cfg.Now,
+		sessions:   newTable(),
+		handshakes: newSemaphore(cfg.Gateway.TSP.MaxHandshakes),
+	}
+	s.udp = newUDPServer(s)
+	return s, nil
+}
+
+// countDrop counts a control-plane drop by reason.
+func (s *Server) countDrop(reason string) {
+	v, _ := s.drops.LoadOrStore(reason, new(atomic.Uint64))
+	v.(*atomic.Uint64).Add(1)
+}
+
+// Drops adds the control plane's drop counters to m, by reason.
+func (s *Server) Drops(m map[string]uint64) {
+	s.drops.Range(func(k, v any) bool {
+		m[k.(string)] += v.(*atomic.Uint64).Load()
+		return true
+	})
+}
+
+// outerV6 is the gateway's outer IPv6 endpoint named in offers.
+func (s *Server) outerV6() netip.Addr {
+	if s.gw.TEP.IPv6.IsValid() {
+		return s.gw.TEP.IPv6
+	}
+	for _, a := range s.gw.Listen.Addresses {
+		if a.Addr().Is6() && !a.Addr().IsUnspecified() {
+			return a.Addr()
+		}
+	}
+	return netip.IPv6Loopback()
+}
+
+// EndAll ends every session, as the gateway stops.
+func (s *Server) EndAll() {
+	for _, ss := range s.sessions.all() {
+		s.end(ss, lease.ReasonClosed)
+	}
+}
+
+// Wait waits for the TCP connection workers, which end with the context given to ServeTCP.
+func (s *Server) Wait() { s.wg.Wait() }

@@ -1,0 +1,208 @@
+package control
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"time"
+
+	"github.com/dstmgw/dstm/auth"
+	"github.com/dstmgw/dstm/gateway/lease"
+	"github.com/dstmgw/dstm/tsp"
+	"github.com/dstmgw/dstm/tunnel/stream"
+)
+
+// serveStream runs one TSP session over TCP or TLS until the connection or the session ends.
+// handshakeDone releases the connection's handshake slot once the session is established.
+func (s *Server) serveStream(ctx context.Context, c net.Conn, tr tsp.Transport, ext auth.Identity, handshakeDone func()) {
+	ss := s.newSession(tr.String(), addrPortOf(c.RemoteAddr()), ext.Serial, func() { c.Close() })
+	defer c.Close()
+	if !s.sessions.add(ss, s.gw.TSP.MaxSessionsPerSource) {
+		s.refuseSource(ss, func(b []byte) { _, _ = c.Write(b) })
+		return
+	}
+	m, b, err := s.newMachine(ss, tr, ext)
+	if err != nil {
+		ss.log.Error().Err(err).Msg("cannot start TSP session")
+		s.end(ss, lease.ReasonClosed)
+		return
+	}
+	// b.ss changes when this connection resumes an earlier session (see backend.resume).
+	defer func() { s.controlEnded(b) }()
+	start := s.now()
+	sp := tsp.NewSplitter(0)
+	bp, _ := s.readBufs.Get().(*[]byte)
+	if bp == nil {
+		b := make([]byte, 4096)
+		bp = &b
+	}
+	defer s.readBufs.Put(bp) // only this loop reads into it
+	buf := *bp
+	established := false
+	for {
+		n, rerr := c.Read(buf)
+		_, _ = sp.Write(buf[:n])
+		for {
+			msg, ok, err := sp.Next()
+			if err != nil {
+				// The stream cannot be resynchronised: answer as the machine answers a
+				// malformed message in this phase, then close.
+				replies, serr := m.Fail(tsp.StatusInvalidRequest, err)
+				_ = s.sendReplies(c, replies, established)
+				s.sessionFailed(b.ss, tr, start, serr, established)
+				return
+			}
+			if !ok {
+				break
+			}
+			replies, serr := m.Step(ctx, msg)
+			werr := s.sendReplies(c, replies, established)
+			if serr != nil {
+				s.sessionFailed(b.ss, tr, start, serr, established) // the refusal, written or not
+				return
+			}
+			if werr != nil {
+				s.streamEnded(b.ss, tr, start, werr, "write", established)
+				return
+			}
+			if m.State() == tsp.StateClosed {
+				return
+			}
+			if _, data, ok := m.Established(); ok && !established {
+				established = true
+				handshakeDone()
+				// The connection now idles for the life of the tunnel: no read deadline.
+				// The write deadline stays and is renewed by sendReplies.
+				_ = c.SetReadDeadline(time.Time{})
+				s.cfg.Metrics.ObserveHandshake("tsp-"+tr.String(), "ok", s.now().Sub(start))
+				s.cfg.Metrics.TSPStatus(tsp.StatusSuccess)
+				if data == tsp.TypeV4TLSV6 {
+					s.runStreamData(ctx, b.ss, replayConn(c, sp.Rest()), m)
+					return
+				}
+			}
+		}
+		if rerr != nil {
+			switch {
+			case established:
+			case errors.Is(rerr, io.EOF):
+				s.handshakeAbandoned(b.ss, tr, start, m.State())
+			default:
+				s.streamEnded(b.ss, tr, start, rerr, "read", established)
+			}
+			return
+		}
+	}
+}
+
+// sendReplies writes replies on the session's connection. Until the tunnel is established the
+// handshake deadline set by handleTCP bounds every write. After it, each batch of replies gets
+// a write deadline of tsp.handshake_timeout, so that a client that sends requests without
+// reading the answers ends its session instead of blocking it until its lease runs out. The
+// deadline is set only when there is something to write (gogoc writes nothing after accept).
+func (s *Server) sendReplies(c net.Conn, replies []tsp.Reply, established bool) error {
+	if established && len(replies) > 0 {
+		if err := c.SetWriteDeadline(s.now().Add(s.gw.TSP.HandshakeTimeout.D())); err != nil {
+			return err
+		}
+	}
+	return writeReplies(c, replies)
+}
+
+// writeReplies writes each reply in its own write; a reply flagged Separate is written after a
+// pause so that it never shares a TCP segment with the previous one (gogoc's DIGEST-MD5).
+func writeReplies(c net.Conn, replies []tsp.Reply) error {
+	for i, r := range replies {
+		if r.Separate && i > 0 {
+			time.Sleep(tsp.DigestStatusPause)
+		}
+		if len(r.Payload) == 0 {
+			continue
+		}
+		if _, err := c.Write(r.Payload); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// controlEnded is called when a TCP/TLS control connection ends. The session ends with it,
+// unless another connection resumed it, or its DTLS data channel is alive: then the session
+// carries on detached (data flows, leases stay) until the data channel ends or the client
+// resumes it on a new connection.
+func (s *Server) controlEnded(b *backend) {
+	carriesOn, stale := b.ss.controlLost(b.gen)
+	switch {
+	case stale:
+	case carriesOn:
+		b.ss.log.Info().Msg("control connection lost; the DTLS data channel carries on until resumed or idle")
+	default:
+		s.end(b.ss, lease.ReasonClosed)
+	}
+}
+
+// streamEnded logs, once, a session whose connection failed in direction dir ("read" or
+// "write") without a TSP status: a handshake or write deadline expired, or the connection
+// broke. Nothing is sent to the client (docs/protocol.md, "Timeouts and refusals on the TCP
+// port").
+func (s *Server) streamEnded(ss *session, tr tsp.Transport, start time.Time, err error, dir string, established bool) {
+	result, reason := "error", dir+" failed"
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded) && !established:
+		result, reason = "timeout", "handshake timeout"
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		reason = "write timeout: the client does not read"
+	}
+	if !established {
+		s.cfg.Metrics.ObserveHandshake("tsp-"+tr.String(), result, s.now().Sub(start))
+	}
+	ss.log.Info().Err(err).Str("reason", reason).Msg("TSP session ended")
+}
+
+// handshakeAbandoned logs, once, a client that closed its connection before its tunnel was
+// established and without a status from the gateway: gogoc does that when the CAPABILITY
+// lacks its tunnel mode or mechanism, and after an offer it does not like. The machine's
+// state tells the operator where it stopped.
+func (s *Server) handshakeAbandoned(ss *session, tr tsp.Transport, start time.Time, st tsp.ServerState) {
+	s.cfg.Metrics.ObserveHandshake("tsp-"+tr.String(), "error", s.now().Sub(start))
+	ss.log.Info().Str("reason", "closed by the client during the handshake").Stringer("state", st).Msg("TSP session ended")
+}
+
+// sessionFailed counts and logs, once, why a TSP session ended with an error status.
+func (s *Server) sessionFailed(ss *session, tr tsp.Transport, start time.Time, err error, established bool) {
+	code := s.countFailure(tr, start, err, established)
+	ev := ss.log.Info()
+	if code == tsp.StatusServerError {
+		ev = ss.log.Error()
+	}
+	ev.Int("tsp_status", code).Err(err).Msg("TSP request refused")
+}
+
+// countFailure counts a TSP session that ended with an error status and returns the code.
+func (s *Server) countFailure(tr tsp.Transport, start time.Time, err error, established bool) int {
+	code := tsp.StatusServerError
+	var se *tsp.StatusError
+	if errors.As(err, &se) {
+		code = se.Code
+	}
+	s.cfg.Metrics.TSPStatus(code)
+	if !established {
+		s.cfg.Metrics.ObserveHandshake("tsp-"+tr.String(), "refused", s.now().Sub(start))
+	}
+	return code
+}
+
+// refuseSource answers a client whose address already has too many sessions.
+func (s *Server) refuseSource(ss *session, write func([]byte)) {
+	s.cfg.Metrics.TSPStatus(tsp.StatusServerTooBusy)
+	ss.log.Warn().Str("reason", "too many sessions from this source address").Int("tsp_status", tsp.StatusServerTooBusy).Msg("TSP session refused")
+	write(tsp.NewStatus(tsp.StatusServerTooBusy).Marshal())
+}
+
+// replayConn returns c with the bytes already read from it (rest) served first.
+func replayConn(c net.Conn, rest []byte) net.Conn {
+	return stream.ReaderConn(c, io.MultiReader(bytes.NewReader(rest), c))
+}

@@ -1,0 +1,45 @@
+package control
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+
+	"github.com/dstmgw/dstm/auth"
+)
+
+// ALPN protocol names on the TSP port (DESIGN §3).
+const (
+	alpnTSP  = "tsp/2"
+	alpnHTTP = "http/1.1"
+)
+
+// NewTLSConfig is the TLS side of the TSP port: TSP-SSL (ALPN tsp/2, client certificate
+// required; no ALPN, certificate optional) and the enrollment API (ALPN http/1.1).
+//
+// Session tickets are off: no client of ours resumes (dstm-client and the enrollment client
+// keep no session cache, and a resumed TSP-SSL connection would still need its certificate
+// checked), so a ticket would only cost an encryption of the client's chain and one more
+// record per handshake for clients that ask for one (docs/security.md).
+func NewTLSConfig(getCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error), clientCAs *x509.CertPool, verifier *auth.Verifier) *tls.Config {
+	return &tls.Config{
+		MinVersion:             tls.VersionTLS12,
+		GetCertificate:         getCertificate,
+		NextProtos:             []string{alpnTSP, alpnHTTP},
+		ClientAuth:             tls.RequestClientCert,
+		ClientCAs:              clientCAs,
+		SessionTicketsDisabled: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			switch {
+			case cs.NegotiatedProtocol == alpnHTTP:
+				return nil // the enrollment API checks certificates per request
+			case len(cs.PeerCertificates) == 0 && cs.NegotiatedProtocol == alpnTSP:
+				return auth.ErrNoCertificate
+			case len(cs.PeerCertificates) == 0:
+				return nil // a TLS-wrapped legacy client: only SASL PLAIN can succeed
+			}
+			_, err := verifier.VerifyState(cs)
+			return err
+		},
+	}
+}
+

@@ -1,0 +1,94 @@
+package gateway
+
+import (
+	"net/netip"
+
+	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/dstmgw/dstm/gateway/tep"
+	"github.com/dstmgw/dstm/internal/hostnet"
+)
+
+// setupInside creates the TUN device with the inner address, routes every pool into it and
+// checks IPv4 forwarding.
+func (g *Gateway) setupInside(host *hostnet.Host) error {
+	if err := host.CheckIPv4Forwarding(g.cfg.TEP.EnableForwarding); err != nil {
+		return err
+	}
+	dev, name, err := host.CreateTUN(g.cfg.TEP.Device, g.cfg.TEP.MTU)
+	if err != nil {
+		return err
+	}
+	g.host, g.tunName = host, name
+	if err := host.DisableIPv6(name); err != nil {
+		g.log.Debug().Err(err).Msg("IPv6 stays on the TUN device")
+	}
+	if err := host.AddAddress(name, netip.PrefixFrom(g.cfg.TEP.InnerV4, 32)); err != nil {
+		return err
+	}
+	if err := host.LinkUp(name); err != nil {
+		return err
+	}
+	var pools []netip.Prefix
+	for _, p := range g.poolPrefixes() {
+		if err := host.AddRoute(name, p); err != nil {
+			return err
+		}
+		pools = append(pools, p)
+	}
+	return g.newTEP(dev, pools)
+}
+
+func (g *Gateway) newTEP(dev tun.Device, pools []netip.Prefix) error {
+	var err error
+	g.tep, err = tep.New(tep.Config{
+		Device: dev, InnerAddr: g.cfg.TEP.InnerV4, Pools: pools, MTU: g.cfg.TEP.MTU,
+		Logger: g.log.With().Str("component", "tep").Logger(), Now: g.now,
+	})
+	return err
+}
+
+// poolPrefixes covers every pool with prefixes (ranges become their covering prefixes).
+func (g *Gateway) poolPrefixes() []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range g.cfg.Pools {
+		out = append(out, p.Prefixes...)
+		for _, r := range p.Ranges {
+			out = append(out, rangePrefixes(r.First, r.Last)...)
+		}
+	}
+	return out
+}
+
+// rangePrefixes returns the smallest list of prefixes exactly covering first..last (IPv4).
+func rangePrefixes(first, last netip.Addr) []netip.Prefix {
+	var out []netip.Prefix
+	lo, hi := u32(first), u32(last)
+	for lo <= hi {
+		bits := 32
+		for bits > 0 {
+			size := uint64(1) << (32 - (bits - 1))
+			if uint64(lo)%size != 0 || uint64(lo)+size-1 > uint64(hi) {
+				break
+			}
+			bits--
+		}
+		out = append(out, netip.PrefixFrom(fromU32(lo), bits))
+		next := uint64(lo) + uint64(1)<<(32-bits)
+		if next > uint64(hi) {
+			break
+		}
+		lo = uint32(next)
+	}
+	return out
+}
+
+func u32(a netip.Addr) uint32 {
+	b := a.As4()
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
+func fromU32(v uint32) netip.Addr {
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+

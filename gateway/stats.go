@@ -1,0 +1,57 @@
+package gateway
+
+import (
+	"github.com/dstmgw/dstm/gateway/lease"
+	"github.com/dstmgw/dstm/gateway/metrics"
+)
+
+// leaseStats is the lease manager as a metrics.LeaseStats.
+type leaseStats struct{ m *lease.Manager }
+
+func (s leaseStats) LeaseCounts() []metrics.LeaseCount {
+	var out []metrics.LeaseCount
+	for _, p := range s.m.Stats() {
+		out = append(out,
+			metrics.LeaseCount{Pool: p.Name, State: "free", N: int(p.Free)},
+			metrics.LeaseCount{Pool: p.Name, State: "offered", N: p.Offered},
+			metrics.LeaseCount{Pool: p.Name, State: "active", N: p.Active},
+			metrics.LeaseCount{Pool: p.Name, State: "held", N: p.Held},
+		)
+	}
+	return out
+}
+
+// Dataplane implements metrics.DataplaneStats: traffic by transport, and the drops of the
+// data plane, the transports and the control plane by reason.
+func (g *Gateway) Dataplane() metrics.DataplaneSnapshot {
+	st := g.tep.Stats()
+	snap := metrics.DataplaneSnapshot{Drops: map[string]uint64{}}
+	for tr, t := range st.Transports {
+		snap.Traffic = append(snap.Traffic,
+			metrics.Traffic{Direction: metrics.DirectionIn, Transport: tr, Packets: t.In.Packets, Bytes: t.In.Bytes},
+			metrics.Traffic{Direction: metrics.DirectionOut, Transport: tr, Packets: t.Out.Packets, Bytes: t.Out.Bytes},
+		)
+	}
+	for k, v := range st.Drops {
+		snap.Drops[k] = v
+	}
+	if g.dtls != nil {
+		d := g.dtls.Stats()
+		snap.Drops["dtls_not_ipv4"] += d.DroppedMalformed
+		snap.Drops["dtls_queue_full"] += d.DroppedQueueFull
+		snap.Drops["dtls_unknown"] += d.DroppedUnknown
+		snap.Drops["dtls_handshake_limit"] += d.DroppedHandshakes
+	}
+	if g.plain != nil {
+		p := g.plain.Stats()
+		snap.Drops["plain_unknown_source"] += p.UnknownSource
+		snap.Drops["plain_truncated"] += p.Truncated
+	}
+	if g.mux != nil {
+		u := g.mux.Stats()
+		snap.Drops["udp_junk"] += u.DroppedJunk + u.DroppedEmpty + u.DroppedNoHandler
+		snap.Drops["udp_truncated"] += u.DroppedTruncated
+	}
+	g.ctl.Drops(snap.Drops)
+	return snap
+}
