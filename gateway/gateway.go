@@ -63,8 +63,8 @@ type Gateway struct {
 	tep        *tep.TEP
 	plain      *plain.Server // nil unless tep.plain_transport
 	ctl        *control.Server
-	dtls       *dtls.Server  // nil without UDP
-	mux        *udpmux.Mux   // nil without UDP
+	dtls       *dtls.Server // nil without UDP
+	mux        *udpmux.Mux  // nil without UDP
 	enroll     *chanListener
 	listenAddr []string
 	tcpAddrs   []net.Addr

@@ -46,12 +46,12 @@ type Config struct {
 
 // Server is the TSP control plane of one gateway. Create it with New.
 type Server struct {
-	cfg  Config
-	gw   config.Config // cfg.Gateway
-	log  zerolog.Logger
-	now  func() time.Time
-	udp  *udpServer
-	wg   sync.WaitGroup // connection workers
+	cfg Config
+	gw  config.Config // cfg.Gateway
+	log zerolog.Logger
+	now func() time.Time
+	udp *udpServer
+	wg  sync.WaitGroup // connection workers
 
 	sessions   *table
 	handshakes *semaphore // TCP handshake slots

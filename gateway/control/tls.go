@@ -42,4 +42,3 @@ func NewTLSConfig(getCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, e
 		},
 	}
 }
-
