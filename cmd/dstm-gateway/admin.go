@@ -51,9 +51,9 @@ func newLeasesCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if g.json {
-				return admin.WriteJSON(cmd.OutOrStdout(), ls)
+				return writeJSON(cmd.OutOrStdout(), ls)
 			}
-			return admin.WriteLeasesTable(cmd.OutOrStdout(), ls, time.Now())
+			return writeLeasesTable(cmd.OutOrStdout(), ls, time.Now())
 		},
 	}
 	addJSON(cmd, g)
@@ -75,9 +75,9 @@ func newSessionsCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if g.json {
-				return admin.WriteJSON(cmd.OutOrStdout(), ss)
+				return writeJSON(cmd.OutOrStdout(), ss)
 			}
-			return admin.WriteSessionsTable(cmd.OutOrStdout(), ss, time.Now())
+			return writeSessionsTable(cmd.OutOrStdout(), ss, time.Now())
 		},
 	}
 	addJSON(cmd, g)
@@ -99,9 +99,9 @@ func newStatusCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if g.json {
-				return admin.WriteJSON(cmd.OutOrStdout(), st)
+				return writeJSON(cmd.OutOrStdout(), st)
 			}
-			return admin.WriteStatus(cmd.OutOrStdout(), st, time.Now())
+			return writeStatus(cmd.OutOrStdout(), st, time.Now())
 		},
 	}
 	addJSON(cmd, g)
@@ -142,9 +142,9 @@ func newRevokeCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if g.json {
-				return admin.WriteJSON(cmd.OutOrStdout(), res)
+				return writeJSON(cmd.OutOrStdout(), res)
 			}
-			return admin.WriteRevokeResult(cmd.OutOrStdout(), res)
+			return writeRevokeResult(cmd.OutOrStdout(), res)
 		},
 	}
 	addJSON(cmd, g)
@@ -170,9 +170,9 @@ the user with the root fingerprint; they run:
 				return err
 			}
 			if g.json {
-				return admin.WriteJSON(cmd.OutOrStdout(), res)
+				return writeJSON(cmd.OutOrStdout(), res)
 			}
-			return admin.WriteTokenResult(cmd.OutOrStdout(), res, time.Now())
+			return writeTokenResult(cmd.OutOrStdout(), res, time.Now())
 		},
 	}
 	cmd.Flags().DurationVar(&ttl, "ttl", 0, "token lifetime (default: ca.token_ttl)")

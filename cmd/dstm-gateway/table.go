@@ -1,4 +1,4 @@
-package admin
+package main
 
 import (
 	"cmp"
@@ -12,6 +12,8 @@ import (
 	"text/tabwriter"
 	"time"
 	"unicode"
+
+	"github.com/dstmgw/dstm/gateway/admin"
 )
 
 // The table writers render API results for people. Column order is fixed
@@ -20,8 +22,8 @@ import (
 // show "-"; durations are relative to now and rounded down to the second;
 // absolute times are UTC RFC 3339.
 
-// WriteJSON writes v as indented JSON followed by a newline.
-func WriteJSON(w io.Writer, v any) error {
+// writeJSON writes v as indented JSON followed by a newline.
+func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
@@ -36,11 +38,11 @@ func row(tw io.Writer, cells ...string) {
 	fmt.Fprintln(tw, strings.Join(cells, "\t"))
 }
 
-// WriteLeasesTable writes one line per lease:
+// writeLeasesTable writes one line per lease:
 // ADDRESS POOL STATE STATIC IDENTITY TRANSPORT ENDPOINT SESSION EXPIRES.
-func WriteLeasesTable(w io.Writer, leases []Lease, now time.Time) error {
+func writeLeasesTable(w io.Writer, leases []admin.Lease, now time.Time) error {
 	sorted := slices.Clone(leases)
-	slices.SortStableFunc(sorted, func(a, b Lease) int { return compareAddr(a.Addr, b.Addr) })
+	slices.SortStableFunc(sorted, func(a, b admin.Lease) int { return compareAddr(a.Addr, b.Addr) })
 	tw := newTable(w)
 	row(tw, "ADDRESS", "POOL", "STATE", "STATIC", "IDENTITY", "TRANSPORT", "ENDPOINT", "SESSION", "EXPIRES")
 	for _, l := range sorted {
@@ -50,12 +52,12 @@ func WriteLeasesTable(w io.Writer, leases []Lease, now time.Time) error {
 	return tw.Flush()
 }
 
-// WriteSessionsTable writes one line per session:
+// writeSessionsTable writes one line per session:
 // ID IDENTITY LEASE TRANSPORT MECHANISM ENDPOINT UPTIME PKTS-IN PKTS-OUT
 // BYTES-IN BYTES-OUT.
-func WriteSessionsTable(w io.Writer, sessions []Session, now time.Time) error {
+func writeSessionsTable(w io.Writer, sessions []admin.Session, now time.Time) error {
 	sorted := slices.Clone(sessions)
-	slices.SortStableFunc(sorted, func(a, b Session) int {
+	slices.SortStableFunc(sorted, func(a, b admin.Session) int {
 		return cmp.Or(a.Since.Compare(b.Since), cmp.Compare(a.ID, b.ID))
 	})
 	tw := newTable(w)
@@ -63,15 +65,15 @@ func WriteSessionsTable(w io.Writer, sessions []Session, now time.Time) error {
 	for _, s := range sorted {
 		row(tw, cell(s.ID), cell(s.Identity), cell(s.Lease), cell(s.Transport), cell(s.Mechanism), cell(s.Endpoint),
 			since(s.Since, now), strconv.FormatUint(s.PacketsIn, 10), strconv.FormatUint(s.PacketsOut, 10),
-			HumanBytes(s.BytesIn), HumanBytes(s.BytesOut))
+			humanBytes(s.BytesIn), humanBytes(s.BytesOut))
 	}
 	return tw.Flush()
 }
 
-// WriteStatus writes the gateway's status, then a table of its pools:
+// writeStatus writes the gateway's status, then a table of its pools:
 // POOL RANGES SIZE OFFERED ACTIVE HELD STATIC FREE USED (percentage of
 // the addresses that are not free).
-func WriteStatus(w io.Writer, s Status, now time.Time) error {
+func writeStatus(w io.Writer, s admin.Status, now time.Time) error {
 	tw := newTable(w)
 	row(tw, "version:", cell(s.Version))
 	row(tw, "started:", timestamp(s.Started)+uptime(s.Started, now))
@@ -86,7 +88,7 @@ func WriteStatus(w io.Writer, s Status, now time.Time) error {
 	return writePools(w, s.Pools)
 }
 
-func writePools(w io.Writer, pools []PoolStatus) error {
+func writePools(w io.Writer, pools []admin.PoolStatus) error {
 	tw := newTable(w)
 	row(tw, "POOL", "RANGES", "SIZE", "OFFERED", "ACTIVE", "HELD", "STATIC", "FREE", "USED")
 	u := func(n uint64) string { return strconv.FormatUint(n, 10) }
@@ -97,9 +99,9 @@ func writePools(w io.Writer, pools []PoolStatus) error {
 	return tw.Flush()
 }
 
-// WriteTokenResult writes a token with its identity, expiry and the root
+// writeTokenResult writes a token with its identity, expiry and the root
 // fingerprint the client must pin.
-func WriteTokenResult(w io.Writer, t TokenResult, now time.Time) error {
+func writeTokenResult(w io.Writer, t admin.TokenResult, now time.Time) error {
 	tw := newTable(w)
 	row(tw, "token:", cell(t.Token))
 	row(tw, "identity:", cell(t.Identity))
@@ -108,9 +110,9 @@ func WriteTokenResult(w io.Writer, t TokenResult, now time.Time) error {
 	return tw.Flush()
 }
 
-// WriteRevokeResult writes the revoked serials and the number of sessions
+// writeRevokeResult writes the revoked serials and the number of sessions
 // closed.
-func WriteRevokeResult(w io.Writer, r RevokeResult) error {
+func writeRevokeResult(w io.Writer, r admin.RevokeResult) error {
 	tw := newTable(w)
 	row(tw, "revoked serials:", list(r.Serials))
 	row(tw, "sessions closed:", strconv.Itoa(r.Sessions))
@@ -181,9 +183,9 @@ func relative(t, now time.Time) string {
 	case t.IsZero():
 		return "-"
 	case t.Before(now):
-		return HumanDuration(now.Sub(t)) + " ago"
+		return humanDuration(now.Sub(t)) + " ago"
 	default:
-		return "in " + HumanDuration(t.Sub(now))
+		return "in " + humanDuration(t.Sub(now))
 	}
 }
 
@@ -192,19 +194,19 @@ func since(t, now time.Time) string {
 	if t.IsZero() {
 		return "-"
 	}
-	return HumanDuration(now.Sub(t))
+	return humanDuration(now.Sub(t))
 }
 
 func uptime(started, now time.Time) string {
 	if started.IsZero() {
 		return ""
 	}
-	return " (up " + HumanDuration(now.Sub(started)) + ")"
+	return " (up " + humanDuration(now.Sub(started)) + ")"
 }
 
-// HumanDuration renders d (its absolute value) rounded down to the second
+// humanDuration renders d (its absolute value) rounded down to the second
 // with at most two units: "0s", "45s", "4m30s", "2h5m", "3d4h".
-func HumanDuration(d time.Duration) string {
+func humanDuration(d time.Duration) string {
 	if d < 0 {
 		d = -d
 	}
@@ -228,9 +230,9 @@ func twoUnits(a int64, ua string, b int64, ub string) string {
 	return fmt.Sprintf("%d%s%d%s", a, ua, b, ub)
 }
 
-// HumanBytes renders n in IEC units without a space, so that a table column
+// humanBytes renders n in IEC units without a space, so that a table column
 // stays one field: "512B", "1.5KiB", "12.0MiB".
-func HumanBytes(n uint64) string {
+func humanBytes(n uint64) string {
 	const unit = 1024
 	if n < unit {
 		return fmt.Sprintf("%dB", n)
