@@ -1,8 +1,8 @@
 package client
 
 import (
-	"encoding/binary"
 	"errors"
+	"net/netip"
 	"time"
 
 	"github.com/dstmgw/dstm/internal/packet"
@@ -17,20 +17,9 @@ const missedKeepalives = 3
 
 var errKeepalive = errors.New("no traffic from the gateway for 3 keepalive intervals")
 
-// echoRequest builds an IPv4 ICMP echo request of 28 bytes.
+// echoRequest builds the keepalive: an ICMP echo request from the lease to the gateway.
 func echoRequest(src, dst [4]byte, id, seq uint16) []byte {
-	b := make([]byte, 28)
-	b[0], b[8], b[9] = 0x45, 64, 1 // version/IHL, TTL, protocol ICMP
-	binary.BigEndian.PutUint16(b[2:], 28)
-	binary.BigEndian.PutUint16(b[6:], 0x4000) // DF
-	copy(b[12:16], src[:])
-	copy(b[16:20], dst[:])
-	packet.SetHeaderChecksum(b)
-	b[20] = 8 // echo request
-	binary.BigEndian.PutUint16(b[24:], id)
-	binary.BigEndian.PutUint16(b[26:], seq)
-	binary.BigEndian.PutUint16(b[22:], packet.Checksum(b[20:], 0))
-	return b
+	return packet.AppendEchoRequest(nil, netip.AddrFrom4(src), netip.AddrFrom4(dst), id, seq)
 }
 
 // keepalive sends one echo request and reports whether the tunnel is still alive.
