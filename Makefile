@@ -3,6 +3,11 @@ SHELL := /bin/bash
 GO ?= go
 export GOTOOLCHAIN := local
 export CGO_ENABLED ?= 0
+# smallstep's nosql would link badger v1/v2, MySQL and PostgreSQL drivers that the embedded CA
+# never uses (it keeps its database in bbolt). GOFLAGS reaches every go command, including the
+# go build that the end-to-end tests run.
+TAGS ?= nobadger,nomysql,nopgx
+export GOFLAGS := $(strip $(GOFLAGS) -tags=$(TAGS))
 
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/dstmgw/dstm/internal/version.Version=$(VERSION)
