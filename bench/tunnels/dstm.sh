@@ -1,9 +1,9 @@
 # shellcheck shell=bash
 # dstm: the project's own DSTM gateway as a plug-in for the shared tunnel
-# benchmark harness (/work/shared/bench/run.sh; interface at the top of run.sh).
+# benchmark harness (../shared/bench/run.sh; interface at the top of run.sh).
 #
-#   bash /work/shared/bench/run.sh [-q|-n ...] /work/main/bench/tunnels/dstm.sh \
-#        /work/main/bench/tunnels/dstm-tls.sh /work/main/bench/tunnels/dstm-plain.sh
+#   bash ../shared/bench/run.sh [-q|-n ...] bench/tunnels/dstm.sh \
+#        bench/tunnels/dstm-tls.sh bench/tunnels/dstm-plain.sh
 #
 # Per round, everything lives in $TUNNEL_WORK (a fresh directory):
 #   gw/gateway.yaml, gw/state (embedded CA, lease store), gw/admin.sock,
@@ -52,7 +52,7 @@ DSTM_IDENTITY=pb-client@bench.test
 
 tunnel_check() {
     [ -x "$DSTM_GW_BIN" ] && [ -x "$DSTM_CLI_BIN" ] ||
-        { echo "dstm binaries not found in ${DSTM_BIN:-?} (cd /work/main && make build)"; return 1; }
+        { echo "dstm binaries not found in ${DSTM_BIN:-?} (make build in the repository)"; return 1; }
     case $DSTM_TRANSPORT in
         dtls | tls | plain) ;;
         *) echo "DSTM_TRANSPORT=$DSTM_TRANSPORT: want dtls, tls or plain"; return 1 ;;
