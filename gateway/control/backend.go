@@ -31,7 +31,7 @@ func (b *backend) Create(ctx context.Context, id tsp.Identity, req *tsp.Tunnel) 
 	if err != nil {
 		return nil, statusErr(tsp.StatusAuthenticationFailed, fmt.Errorf("policy refuses %q: %w", id.Name, err))
 	}
-	if !srv.typeAllowed(rule, req.Type) {
+	if !srv.offers.typeAllowed(rule, req.Type) {
 		return nil, statusErr(tsp.StatusUnsupportedTunnelType, fmt.Errorf("tunnel type %s not allowed for %q", req.Type, id.Name))
 	}
 	if req.Data != nil && req.Data.Token != ([tsp.TokenLen]byte{}) {
@@ -53,7 +53,7 @@ func (b *backend) Create(ctx context.Context, id tsp.Identity, req *tsp.Tunnel) 
 	if fresh {
 		srv.sessions.setToken(ss, tok)
 	}
-	return srv.offer(req.Type, rule, l, endpoint, tok, control == "tls"), nil
+	return srv.offers.offer(req.Type, rule, l, endpoint, tok, control == "tls"), nil
 }
 
 // resume lets this control connection take over the earlier session that issued token (a

@@ -35,7 +35,7 @@ func (s *Server) attachData(ss *session, data tsp.TunnelType) error {
 	if data != tsp.TypeV4V6 {
 		return nil
 	}
-	ts, err := ss.dataEntry(s.cfg.TEP, string(data), s.dataMTU(data))
+	ts, err := ss.dataEntry(s.cfg.TEP, string(data), s.offers.dataMTU(data))
 	if err != nil {
 		return err
 	}
@@ -124,7 +124,7 @@ func (s *Server) bindDTLS(token []byte, cert *x509.Certificate, link tunnel.Link
 	if owner, _, _ := ss.state(); id.Name != owner {
 		return nil, fmt.Errorf("DTLS identity %q does not own session %s (%q)", id.Name, ss.id, owner)
 	}
-	ts, err := ss.dataEntry(s.cfg.TEP, tunnel.DTLS, s.dataMTU(tsp.TypeV4DTLSV6))
+	ts, err := ss.dataEntry(s.cfg.TEP, tunnel.DTLS, s.offers.dataMTU(tsp.TypeV4DTLSV6))
 	if err != nil {
 		return nil, fmt.Errorf("session %s: %w", ss.id, err)
 	}
@@ -158,7 +158,7 @@ func (s *Server) unlinkWhenDone(ss *session, l tunnel.Link) {
 // runStreamData carries IPv4 packets on the TSP-SSL connection after a v4tlsv6 accept, until
 // the connection ends. Frames that are not IPv4 carry TSP control messages (lease renewal).
 func (s *Server) runStreamData(ctx context.Context, ss *session, c net.Conn, m *tsp.Server) {
-	ts, err := ss.dataEntry(s.cfg.TEP, tunnel.TLS, s.dataMTU(tsp.TypeV4TLSV6))
+	ts, err := ss.dataEntry(s.cfg.TEP, tunnel.TLS, s.offers.dataMTU(tsp.TypeV4TLSV6))
 	if err != nil {
 		ss.log.Error().Err(err).Msg("cannot start the TLS data stream")
 		return

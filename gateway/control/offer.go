@@ -6,11 +6,35 @@ import (
 	"time"
 
 	"github.com/dstmgw/dstm/auth"
+	"github.com/dstmgw/dstm/gateway/config"
 	"github.com/dstmgw/dstm/gateway/lease"
 	"github.com/dstmgw/dstm/tsp"
 	"github.com/dstmgw/dstm/tsp/sasl"
 	"github.com/dstmgw/dstm/tunnel"
 )
+
+// offers decides what a session may ask for and builds the offers: tunnel types and SASL
+// mechanisms per control transport, the policy's transports, MTUs, DNS and data channel.
+type offers struct {
+	gw          config.Config
+	policy      *auth.PolicyHolder
+	passwords   func() *auth.DigestStore
+	plain, dtls bool   // the v4v6 and DTLS data transports are served
+	port        uint16 // the DTLS data channel's UDP port
+}
+
+// outerV6 is the gateway's outer IPv6 endpoint named in offers.
+func (o *offers) outerV6() netip.Addr {
+	if o.gw.TEP.IPv6.IsValid() {
+		return o.gw.TEP.IPv6
+	}
+	for _, a := range o.gw.Listen.Addresses {
+		if a.Addr().Is6() && !a.Addr().IsUnspecified() {
+			return a.Addr()
+		}
+	}
+	return netip.IPv6Loopback()
+}
 
 // Inner MTUs per transport (docs/decisions/0005-mtu.md). The TLS stream is segmented by TCP
 // and uses the TEP MTU.
@@ -23,24 +47,24 @@ const (
 // for the record header, connection ID and AEAD overhead.
 const DTLSRecordMTU = dtlsMTU + 100
 
-func (s *Server) dataMTU(t tsp.TunnelType) int {
+func (o *offers) dataMTU(t tsp.TunnelType) int {
 	switch t {
 	case tsp.TypeV4V6:
-		return min(plainMTU, s.gw.TEP.MTU)
+		return min(plainMTU, o.gw.TEP.MTU)
 	case tsp.TypeV4DTLSV6, tsp.TypeV4AnyV6:
-		return min(dtlsMTU, s.gw.TEP.MTU)
+		return min(dtlsMTU, o.gw.TEP.MTU)
 	}
-	return s.gw.TEP.MTU
+	return o.gw.TEP.MTU
 }
 
 // newMachine builds the TSP server machine for a session on transport tr.
 func (s *Server) newMachine(ss *session, tr tsp.Transport, ext auth.Identity) (*tsp.Server, *backend, error) {
 	b := &backend{srv: s, ss: ss}
-	mechs, passwordsAllowed := s.mechanisms(tr, ext)
+	mechs, passwordsAllowed := s.offers.mechanisms(tr, ext)
 	remote, _ := ss.source()
 	cfg := tsp.ServerConfig{
 		Transport:     tr,
-		Tunnels:       s.tunnelTypes(tr),
+		Tunnels:       s.offers.tunnelTypes(tr),
 		Mechanisms:    mechs,
 		Realm:         s.gw.TSP.Realm,
 		AnonymousName: remote.Addr().Unmap().String(),
@@ -64,18 +88,18 @@ func (noCredentials) VerifyPlain(string, string) bool { return false }
 func (noCredentials) DigestHA1(string, string) ([16]byte, bool) { return [16]byte{}, false }
 
 // tunnelTypes advertised on a control transport.
-func (s *Server) tunnelTypes(tr tsp.Transport) []tsp.TunnelType {
+func (o *offers) tunnelTypes(tr tsp.Transport) []tsp.TunnelType {
 	var out []tsp.TunnelType
-	if s.cfg.Plain != nil {
+	if o.plain {
 		out = append(out, tsp.TypeV4V6)
 	}
-	if s.cfg.DTLS {
+	if o.dtls {
 		out = append(out, tsp.TypeV4DTLSV6)
 	}
 	if tr == tsp.TransportTLS {
 		out = append(out, tsp.TypeV4TLSV6)
 	}
-	if tr == tsp.TransportTLS || s.cfg.DTLS {
+	if tr == tsp.TransportTLS || o.dtls {
 		out = append(out, tsp.TypeV4AnyV6)
 	}
 	return out
@@ -86,16 +110,16 @@ func (s *Server) tunnelTypes(tr tsp.Transport) []tsp.TunnelType {
 // when enabled. passwords says whether a password mechanism is allowed: when nothing is, PLAIN
 // is still advertised (TSP needs one mechanism) but must fail for every password, so the
 // session gets no password store.
-func (s *Server) mechanisms(tr tsp.Transport, ext auth.Identity) (mechs []sasl.Mechanism, passwords bool) {
+func (o *offers) mechanisms(tr tsp.Transport, ext auth.Identity) (mechs []sasl.Mechanism, passwords bool) {
 	var out []sasl.Mechanism
 	if tr == tsp.TransportTLS && ext.Name != "" {
 		out = append(out, sasl.External)
 	}
-	if s.cfg.Passwords() != nil {
-		if s.gw.TSP.DigestMD5 {
+	if o.passwords() != nil {
+		if o.gw.TSP.DigestMD5 {
 			out = append(out, sasl.DigestMD5)
 		}
-		switch s.gw.TSP.Plain {
+		switch o.gw.TSP.Plain {
 		case "always":
 			out = append(out, sasl.Plain)
 		case "tls_only":
@@ -105,7 +129,7 @@ func (s *Server) mechanisms(tr tsp.Transport, ext auth.Identity) (mechs []sasl.M
 		}
 	}
 	passwords = slices.Contains(out, sasl.Plain) || slices.Contains(out, sasl.DigestMD5)
-	if s.gw.TSP.Anonymous {
+	if o.gw.TSP.Anonymous {
 		out = append(out, sasl.Anonymous)
 	}
 	if len(out) == 0 && tr == tsp.TransportTLS {
@@ -118,11 +142,11 @@ func (s *Server) mechanisms(tr tsp.Transport, ext auth.Identity) (mechs []sasl.M
 }
 
 // typeAllowed applies policy and configuration to a requested tunnel type.
-func (s *Server) typeAllowed(rule auth.Rule, t tsp.TunnelType) bool {
-	if t == tsp.TypeV4V6 && s.cfg.Plain == nil {
+func (o *offers) typeAllowed(rule auth.Rule, t tsp.TunnelType) bool {
+	if t == tsp.TypeV4V6 && !o.plain {
 		return false
 	}
-	p := s.cfg.Policy.Load()
+	p := o.policy.Load()
 	switch t {
 	case tsp.TypeV4AnyV6:
 		return p.AllowsTransport(rule, tunnel.DTLS) || p.AllowsTransport(rule, tunnel.TLS)
@@ -132,54 +156,54 @@ func (s *Server) typeAllowed(rule auth.Rule, t tsp.TunnelType) bool {
 }
 
 // offer builds the tunnel offer for a lease.
-func (s *Server) offer(typ tsp.TunnelType, rule auth.Rule, l lease.Lease, ep netip.Addr, tok [tsp.TokenLen]byte, overTLS bool) *tsp.Tunnel {
+func (o *offers) offer(typ tsp.TunnelType, rule auth.Rule, l lease.Lease, ep netip.Addr, tok [tsp.TokenLen]byte, overTLS bool) *tsp.Tunnel {
 	life := uint32(time.Until(l.Expires).Round(time.Second) / time.Second)
 	if l.State != lease.StateActive || life == 0 {
-		life = uint32(s.gw.Leases.Lifetime.D() / time.Second)
+		life = uint32(o.gw.Leases.Lifetime.D() / time.Second)
 	}
-	o := &tsp.Tunnel{
+	t := &tsp.Tunnel{
 		Action:   tsp.ActionInfo,
 		Type:     typ,
 		Lifetime: life,
-		Server:   &tsp.Endpoint{IPv4: s.gw.TEP.InnerV4, IPv6: s.outerV6()},
+		Server:   &tsp.Endpoint{IPv4: o.gw.TEP.InnerV4, IPv6: o.outerV6()},
 		Client:   &tsp.ClientInfo{IPv4: l.Addr, IPv6: ep},
 	}
-	if ka := s.gw.TEP.Keepalive.D(); ka > 0 {
-		o.Client.Keepalive = &tsp.Keepalive{Interval: uint32(ka / time.Second), Address: s.gw.TEP.InnerV4}
+	if ka := o.gw.TEP.Keepalive.D(); ka > 0 {
+		t.Client.Keepalive = &tsp.Keepalive{Interval: uint32(ka / time.Second), Address: o.gw.TEP.InnerV4}
 	}
 	if typ == tsp.TypeV4V6 {
-		o.Client.DNSServers = s.classicDNS()
-		return o
+		t.Client.DNSServers = o.classicDNS()
+		return t
 	}
-	o.MTU = uint16(s.dataMTU(typ))
-	o.Client.Routes = append([]netip.Prefix(nil), rule.Routes...)
-	o.Client.DNSServers = s.extendedDNS(rule)
-	o.Data = &tsp.DataChannel{Token: tok, Port: s.cfg.DataPort, Transports: s.dataTransports(typ, rule, overTLS)}
-	return o
+	t.MTU = uint16(o.dataMTU(typ))
+	t.Client.Routes = append([]netip.Prefix(nil), rule.Routes...)
+	t.Client.DNSServers = o.extendedDNS(rule)
+	t.Data = &tsp.DataChannel{Token: tok, Port: o.port, Transports: o.dataTransports(typ, rule, overTLS)}
+	return t
 }
 
 // classicDNS is the IPv6 DNS list for gogoc, which crashes without one: the configured
 // servers, or the gateway's own outer address as a harmless placeholder.
-func (s *Server) classicDNS() []netip.Addr {
-	if len(s.gw.TEP.DNSv6) > 0 {
-		return s.gw.TEP.DNSv6[:min(len(s.gw.TEP.DNSv6), tsp.MaxDNSServers)]
+func (o *offers) classicDNS() []netip.Addr {
+	if len(o.gw.TEP.DNSv6) > 0 {
+		return o.gw.TEP.DNSv6[:min(len(o.gw.TEP.DNSv6), tsp.MaxDNSServers)]
 	}
-	return []netip.Addr{s.outerV6()}
+	return []netip.Addr{o.outerV6()}
 }
 
-func (s *Server) extendedDNS(rule auth.Rule) []netip.Addr {
+func (o *offers) extendedDNS(rule auth.Rule) []netip.Addr {
 	dns := rule.DNS
 	if len(dns) == 0 {
-		dns = append(append([]netip.Addr(nil), s.gw.TEP.DNSv4...), s.gw.TEP.DNSv6...)
+		dns = append(append([]netip.Addr(nil), o.gw.TEP.DNSv4...), o.gw.TEP.DNSv6...)
 	}
 	return dns[:min(len(dns), tsp.MaxDNSServers)]
 }
 
 // dataTransports lists the data transports an offer names, in preference order.
-func (s *Server) dataTransports(typ tsp.TunnelType, rule auth.Rule, overTLS bool) []tsp.TunnelType {
-	p := s.cfg.Policy.Load()
+func (o *offers) dataTransports(typ tsp.TunnelType, rule auth.Rule, overTLS bool) []tsp.TunnelType {
+	p := o.policy.Load()
 	var out []tsp.TunnelType
-	if (typ == tsp.TypeV4DTLSV6 || typ == tsp.TypeV4AnyV6) && p.AllowsTransport(rule, tunnel.DTLS) && s.cfg.DTLS {
+	if (typ == tsp.TypeV4DTLSV6 || typ == tsp.TypeV4AnyV6) && p.AllowsTransport(rule, tunnel.DTLS) && o.dtls {
 		out = append(out, tsp.TypeV4DTLSV6)
 	}
 	if (typ == tsp.TypeV4TLSV6 || typ == tsp.TypeV4AnyV6) && p.AllowsTransport(rule, tunnel.TLS) && overTLS {

@@ -51,14 +51,11 @@ type Server struct {
 	log zerolog.Logger
 	now func() time.Time
 	udp *udpServer
-	wg  sync.WaitGroup // connection workers
+	tcp *tcpFront
 
-	sessions   *table
-	handshakes *semaphore // TCP handshake slots
-
-	// Per-connection buffers of the TSP port, recycled across connections.
-	peekReaders sync.Pool // of *bufio.Reader (4 KiB), plain TCP connections only
-	readBufs    sync.Pool // of *[]byte (4 KiB), serveStream's read buffer
+	offers   *offers
+	sessions *table
+	readBufs sync.Pool // of *[]byte (4 KiB), serveStream's read buffer, reused across connections
 
 	drops sync.Map // drop reason → *atomic.Uint64
 }
@@ -82,10 +79,14 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cfg: cfg, gw: cfg.Gateway, log: cfg.Logger, now: cfg.Now,
-		sessions:   newTable(),
-		handshakes: newSemaphore(cfg.Gateway.TSP.MaxHandshakes),
+		sessions: newTable(),
+	}
+	s.offers = &offers{
+		gw: cfg.Gateway, policy: cfg.Policy, passwords: cfg.Passwords,
+		plain: cfg.Plain != nil, dtls: cfg.DTLS, port: cfg.DataPort,
 	}
 	s.udp = newUDPServer(s)
+	s.tcp = &tcpFront{srv: s, handshakes: newSemaphore(cfg.Gateway.TSP.MaxHandshakes)}
 	return s, nil
 }
 
@@ -103,19 +104,6 @@ func (s *Server) Drops(m map[string]uint64) {
 	})
 }
 
-// outerV6 is the gateway's outer IPv6 endpoint named in offers.
-func (s *Server) outerV6() netip.Addr {
-	if s.gw.TEP.IPv6.IsValid() {
-		return s.gw.TEP.IPv6
-	}
-	for _, a := range s.gw.Listen.Addresses {
-		if a.Addr().Is6() && !a.Addr().IsUnspecified() {
-			return a.Addr()
-		}
-	}
-	return netip.IPv6Loopback()
-}
-
 // EndAll ends every session, as the gateway stops.
 func (s *Server) EndAll() {
 	for _, ss := range s.sessions.all() {
@@ -124,4 +112,4 @@ func (s *Server) EndAll() {
 }
 
 // Wait waits for the TCP connection workers, which end with the context given to ServeTCP.
-func (s *Server) Wait() { s.wg.Wait() }
+func (s *Server) Wait() { s.tcp.wg.Wait() }

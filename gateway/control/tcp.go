@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -34,9 +35,21 @@ const (
 	tcpBusyLogPeriod = time.Minute
 )
 
-// ServeTCP accepts connections until ctx ends; each is demultiplexed by its first byte.
-func (s *Server) ServeTCP(ctx context.Context, ln net.Listener) error {
-	busyLog := s.log.Sample(&zerolog.BurstSampler{Burst: tcpBusyLogBurst, Period: tcpBusyLogPeriod})
+// tcpFront is the TSP port's TCP side: it accepts connections, bounds the handshakes in
+// progress and demultiplexes each connection by its first byte.
+type tcpFront struct {
+	srv         *Server
+	handshakes  *semaphore
+	peekReaders sync.Pool      // of *bufio.Reader (4 KiB), reused across plain connections
+	wg          sync.WaitGroup // connection workers
+}
+
+// ServeTCP accepts connections on ln until ctx ends; each is demultiplexed by its first byte.
+func (s *Server) ServeTCP(ctx context.Context, ln net.Listener) error { return s.tcp.serve(ctx, ln) }
+
+// serve accepts connections until ctx ends; each is demultiplexed by its first byte.
+func (t *tcpFront) serve(ctx context.Context, ln net.Listener) error {
+	busyLog := t.srv.log.Sample(&zerolog.BurstSampler{Burst: tcpBusyLogBurst, Period: tcpBusyLogPeriod})
 	go func() {
 		<-ctx.Done()
 		ln.Close()
@@ -57,26 +70,26 @@ func (s *Server) ServeTCP(ctx context.Context, ln net.Listener) error {
 		select {
 		case idle <- c:
 		default:
-			s.wg.Add(1)
-			go s.tcpWorker(ctx, c, idle, &busyLog)
+			t.wg.Add(1)
+			go t.tcpWorker(ctx, c, idle, &busyLog)
 		}
 	}
 }
 
 // tcpWorker handles c, then the connections handed to it while it waits on idle, until it
-// has waited tcpWorkerIdle or ctx ends. A new goroutine's stack grows through the TLS and
-// TSP code on every connection (copying it was 7% of the gateway's CPU for a plain TSP
-// session); a reused goroutine's stack has grown already. busyLog logs refusals (refuseBusy).
-func (s *Server) tcpWorker(ctx context.Context, c net.Conn, idle <-chan net.Conn, busyLog *zerolog.Logger) {
-	defer s.wg.Done()
-	t := time.NewTimer(tcpWorkerIdle)
-	defer t.Stop()
+// has waited tcpWorkerIdle or ctx ends: a reused goroutine's stack has already grown through
+// the TLS and TSP code, a new one's grows again on every connection. busyLog logs refusals
+// (refuseBusy).
+func (t *tcpFront) tcpWorker(ctx context.Context, c net.Conn, idle <-chan net.Conn, busyLog *zerolog.Logger) {
+	defer t.wg.Done()
+	timer := time.NewTimer(tcpWorkerIdle)
+	defer timer.Stop()
 	for {
-		s.handleTCP(ctx, c, busyLog)
-		t.Reset(tcpWorkerIdle)
+		t.handleTCP(ctx, c, busyLog)
+		timer.Reset(tcpWorkerIdle)
 		select {
 		case c = <-idle:
-		case <-t.C:
+		case <-timer.C:
 			return
 		case <-ctx.Done():
 			return
@@ -91,25 +104,25 @@ func (s *Server) tcpWorker(ctx context.Context, c net.Conn, idle <-chan net.Conn
 const busyPeekTimeout = time.Second
 
 // handleTCP runs one TCP connection: TLS (TSP-SSL or enrollment) or plain TSP.
-func (s *Server) handleTCP(ctx context.Context, c net.Conn, busyLog *zerolog.Logger) {
+func (t *tcpFront) handleTCP(ctx context.Context, c net.Conn, busyLog *zerolog.Logger) {
 	// The connection's logger is made only to log (most connections log nothing here).
 	log := func() *zerolog.Logger {
-		l := s.log.With().Str("remote", addrPortOf(c.RemoteAddr()).String()).Logger()
+		l := t.srv.log.With().Str("remote", addrPortOf(c.RemoteAddr()).String()).Logger()
 		return &l
 	}
-	if !s.handshakes.TryAcquire() {
-		s.refuseBusy(c, busyLog)
+	if !t.handshakes.TryAcquire() {
+		t.refuseBusy(c, busyLog)
 		return
 	}
-	slot := s.handshakes.Once()
+	slot := t.handshakes.Once()
 	defer slot()
-	start := s.now()
-	_ = c.SetDeadline(start.Add(s.gw.TSP.HandshakeTimeout.D()))
-	br := s.peekReader(c)
+	start := t.srv.now()
+	_ = c.SetDeadline(start.Add(t.srv.gw.TSP.HandshakeTimeout.D()))
+	br := t.peekReader(c)
 	first, err := br.Peek(1)
 	if err != nil {
-		s.putPeekReader(br)
-		logNoFirstByte(s.log, c, err)
+		t.putPeekReader(br)
+		logNoFirstByte(t.srv.log, c, err)
 		c.Close()
 		return
 	}
@@ -117,17 +130,17 @@ func (s *Server) handleTCP(ctx context.Context, c net.Conn, busyLog *zerolog.Log
 	if first[0] != tlsRecordHandshake {
 		// Only serveStream reads a plain connection, and only until it returns: br can
 		// be reused then. (A TLS connection may outlive handleTCP: enrollment.)
-		defer s.putPeekReader(br)
-		if !s.gw.Listen.PlainTSP {
-			s.refusePlain(c, log)
+		defer t.putPeekReader(br)
+		if !t.srv.gw.Listen.PlainTSP {
+			t.refusePlain(c, log)
 			return
 		}
-		s.serveStream(ctx, pc, tsp.TransportTCP, auth.Identity{}, slot)
+		t.srv.serveStream(ctx, pc, tsp.TransportTCP, auth.Identity{}, slot)
 		return
 	}
-	tc := tls.Server(pc, s.cfg.TLS)
+	tc := tls.Server(pc, t.srv.cfg.TLS)
 	if err := tc.HandshakeContext(ctx); err != nil {
-		s.cfg.Metrics.ObserveHandshake("tsp-tls", "refused", s.now().Sub(start))
+		t.srv.cfg.Metrics.ObserveHandshake("tsp-tls", "refused", t.srv.now().Sub(start))
 		log().Info().Err(err).Str("reason", auth.Reason(err)).Msg("TLS handshake failed")
 		c.Close()
 		return
@@ -136,25 +149,25 @@ func (s *Server) handleTCP(ctx context.Context, c net.Conn, busyLog *zerolog.Log
 	if cs.NegotiatedProtocol == alpnHTTP {
 		slot()
 		_ = c.SetDeadline(time.Time{})
-		s.cfg.Enroll(tc)
+		t.srv.cfg.Enroll(tc)
 		return
 	}
 	var id auth.Identity
 	if len(cs.PeerCertificates) > 0 {
 		// VerifyConnection verified the whole chain during the handshake; read the identity.
 		if id, err = auth.IdentityFromCertificate(cs.PeerCertificates[0]); err != nil {
-			s.cfg.Metrics.ObserveHandshake("tsp-tls", "refused", s.now().Sub(start))
+			t.srv.cfg.Metrics.ObserveHandshake("tsp-tls", "refused", t.srv.now().Sub(start))
 			log().Info().Err(err).Str("reason", auth.Reason(err)).Msg("client certificate refused")
 			tc.Close()
 			return
 		}
 	}
-	s.serveStream(ctx, tc, tsp.TransportTLS, id, slot)
+	t.srv.serveStream(ctx, tc, tsp.TransportTLS, id, slot)
 }
 
 // peekReader returns a pooled 4 KiB reader on c; putPeekReader gives it back.
-func (s *Server) peekReader(c net.Conn) *bufio.Reader {
-	br, _ := s.peekReaders.Get().(*bufio.Reader)
+func (t *tcpFront) peekReader(c net.Conn) *bufio.Reader {
+	br, _ := t.peekReaders.Get().(*bufio.Reader)
 	if br == nil {
 		return bufio.NewReaderSize(c, 4096)
 	}
@@ -162,9 +175,9 @@ func (s *Server) peekReader(c net.Conn) *bufio.Reader {
 	return br
 }
 
-func (s *Server) putPeekReader(br *bufio.Reader) {
+func (t *tcpFront) putPeekReader(br *bufio.Reader) {
 	br.Reset(nil)
-	s.peekReaders.Put(br)
+	t.peekReaders.Put(br)
 }
 
 // refuseBusy answers a connection that found every handshake slot taken (tsp.max_handshakes).
@@ -173,33 +186,33 @@ func (s *Server) putPeekReader(br *bufio.Reader) {
 // garbage to it, and no TLS alert can be sent before a handshake). Peeking also reads what the
 // client sent so far, so the close is normally a FIN, not a reset that some client stacks let
 // overtake the status. log is rate-limited (tcpBusyLogBurst).
-func (s *Server) refuseBusy(c net.Conn, log *zerolog.Logger) {
+func (t *tcpFront) refuseBusy(c net.Conn, log *zerolog.Logger) {
 	defer c.Close()
-	_ = c.SetDeadline(s.now().Add(min(busyPeekTimeout, s.gw.TSP.HandshakeTimeout.D())))
-	br := s.peekReader(c)
-	defer s.putPeekReader(br)
+	_ = c.SetDeadline(t.srv.now().Add(min(busyPeekTimeout, t.srv.gw.TSP.HandshakeTimeout.D())))
+	br := t.peekReader(c)
+	defer t.putPeekReader(br)
 	first, err := br.Peek(1)
 	if err != nil {
-		logNoFirstByte(s.log, c, err)
+		logNoFirstByte(t.srv.log, c, err)
 		return
 	}
 	e := log.Warn().Str("remote", addrPortOf(c.RemoteAddr()).String()).Str("reason", "too many concurrent handshakes")
 	if first[0] == tlsRecordHandshake {
-		s.cfg.Metrics.ObserveHandshake("tsp-tls", "refused", 0)
+		t.srv.cfg.Metrics.ObserveHandshake("tsp-tls", "refused", 0)
 		e.Msg("connection refused")
 		return
 	}
-	s.cfg.Metrics.ObserveHandshake("tsp-tcp", "refused", 0)
-	s.cfg.Metrics.TSPStatus(tsp.StatusServerTooBusy)
+	t.srv.cfg.Metrics.ObserveHandshake("tsp-tcp", "refused", 0)
+	t.srv.cfg.Metrics.TSPStatus(tsp.StatusServerTooBusy)
 	e.Int("tsp_status", tsp.StatusServerTooBusy).Msg("connection refused")
 	_, _ = c.Write(tsp.NewStatus(tsp.StatusServerTooBusy).Marshal())
 }
 
 // refusePlain answers a plain TSP client when listen.plain_tsp is off: "500 Invalid request"
 // (the status gogoc stops on, where 530 would have it retry forever), then close.
-func (s *Server) refusePlain(c net.Conn, log func() *zerolog.Logger) {
-	s.cfg.Metrics.ObserveHandshake("tsp-tcp", "refused", 0)
-	s.cfg.Metrics.TSPStatus(tsp.StatusInvalidRequest)
+func (t *tcpFront) refusePlain(c net.Conn, log func() *zerolog.Logger) {
+	t.srv.cfg.Metrics.ObserveHandshake("tsp-tcp", "refused", 0)
+	t.srv.cfg.Metrics.TSPStatus(tsp.StatusInvalidRequest)
 	log().Info().Str("reason", "plain TSP is disabled (listen.plain_tsp)").Int("tsp_status", tsp.StatusInvalidRequest).Msg("connection refused")
 	_, _ = c.Write(tsp.NewStatus(tsp.StatusInvalidRequest).Marshal())
 	c.Close()

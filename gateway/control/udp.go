@@ -23,8 +23,7 @@ const udpQueueLen = 1024
 // udpWorkers step TSP machines off the UDP reader goroutine, so a lease commit never stalls
 // the DTLS datagrams that share the socket. A worker waits on the lease store's batched
 // commit (an fsync and up to boltstore.DefaultCommitDelay, milliseconds), so there are many
-// of them to let commits batch: with 64, 128 clients made ~3,900 sessions/s, with 256
-// ~4,400/s (BenchmarkTSPSessionUDP). An idle worker is a parked goroutine.
+// of them to let commits batch (docs/benchmarks.md). An idle worker is a parked goroutine.
 const udpWorkers = 256
 
 // udpLinger keeps a closed UDP session around to answer late retransmissions of its last
