@@ -122,30 +122,46 @@ func BenchmarkServerSessionDigestUDP(b *testing.B) {
 
 // parseTunnelInputs are the <tunnel> elements the gateway and the
 // benchmark's client parse per session: gogoc's create request (§3.8, exact
-// bytes), the classic v4v6 offer (§3.9, exact bytes) and an extended offer.
+// bytes), our client's create request resuming a data channel, the classic
+// v4v6 offer (§3.9, exact bytes), an extended offer and an accept.
 func parseTunnelInputs(b *testing.B) []struct {
 	name string
 	xml  []byte
 } {
+	ours := &Tunnel{Action: ActionCreate, Type: TypeV4DTLSV6, Client: &ClientInfo{IPv6: mustAddr("2001:db8:5572::2")},
+		Data: &DataChannel{Token: testToken(), Port: 3653, Transports: []TunnelType{TypeV4DTLSV6}}}
 	return []struct {
 		name string
 		xml  []byte
 	}{
 		{"gogoc-create", mustMarshalB(b, gogocRequest(TypeV4V6, "2001:db8:5572::2"))},
+		{"ours-create", mustMarshalB(b, ours)},
 		{"offer-v4v6", mustMarshalB(b, testOffer(gogocRequest(TypeV4V6, "2001:db8:5572::2")))},
 		{"offer-v4anyv6", mustMarshalB(b, testOffer(gogocRequest(TypeV4AnyV6, "2001:db8:5572::2")))},
+		{"accept", mustMarshalB(b, &Tunnel{Action: ActionAccept, Type: TypeV4DTLSV6})},
 	}
 }
 
-// BenchmarkParseTunnel measures ParseTunnel on a gogoc create request and
-// server offers.
+// BenchmarkParseTunnel measures ParseTunnel on create requests, server
+// offers and an accept.
 func BenchmarkParseTunnel(b *testing.B) {
+	benchParse(b, ParseTunnel)
+}
+
+// BenchmarkParseTunnelEncodingXML measures the encoding/xml decoding of
+// tunnel_xml_oracle_test.go on the same elements, for
+// docs/decisions/0006-tunnel-xml-parser.md.
+func BenchmarkParseTunnelEncodingXML(b *testing.B) {
+	benchParse(b, oracleParseTunnel)
+}
+
+func benchParse(b *testing.B, parse func([]byte) (*Tunnel, error)) {
 	for _, in := range parseTunnelInputs(b) {
 		b.Run(in.name, func(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(in.xml)))
 			for b.Loop() {
-				if _, err := ParseTunnel(in.xml); err != nil {
+				if _, err := parse(in.xml); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -161,11 +161,11 @@ func FuzzParseTunnel(f *testing.F) {
 	})
 }
 
-// FuzzParseTunnelDifferential checks the hand-written ParseTunnel against
-// the former encoding/xml implementation (checkAgainstOracle): equal
-// results whenever ParseTunnel accepts, and a deliberate, documented
-// refusal (errXMLUnsupported, outside the core subset) whenever only
-// encoding/xml accepts.
+// FuzzParseTunnelDifferential checks ParseTunnel against the encoding/xml
+// oracle of tunnel_xml_oracle_test.go (checkAgainstOracle): equal results
+// whenever ParseTunnel accepts, and a deliberate, documented refusal
+// (errXMLUnsupported, outside the core subset) whenever only encoding/xml
+// accepts.
 func FuzzParseTunnelDifferential(f *testing.F) {
 	f.Add([]byte(routerRequest))
 	f.Add([]byte(`<?xml version="1.0"?><tunnel action='accept' x="&lt;&#x41;"><!-- c --></tunnel>`))

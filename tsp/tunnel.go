@@ -3,6 +3,7 @@ package tsp
 import (
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 )
 
@@ -162,3 +163,173 @@ func validDN(s string) bool {
 
 func isV4(a netip.Addr) bool { return a.Is4() }
 func isV6(a netip.Addr) bool { return a.Is6() && !a.Is4In6() && a.Zone() == "" }
+
+// checkBroker validates one redirect entry, for Marshal and ParseTunnel.
+func checkBroker(b BrokerAddress) error {
+	var ok bool
+	switch b.Type {
+	case "ipv4":
+		a, err := netip.ParseAddr(b.Value)
+		ok = err == nil && isV4(a)
+	case "ipv6":
+		a, err := netip.ParseAddr(b.Value)
+		ok = err == nil && isV6(a)
+	case "dn":
+		ok = validDN(b.Value)
+	}
+	if !ok {
+		return fmt.Errorf("%w: bad broker address", ErrMalformed)
+	}
+	return nil
+}
+
+// The values of attributes and element text, as ParseTunnel converts
+// them.
+
+// internAction and internType return the package's constants, so that a
+// parsed Tunnel does not keep the input string alive.
+func internAction(a Action) Action {
+	for _, c := range [...]Action{ActionCreate, ActionInfo, ActionAccept, ActionDelete, ActionReject} {
+		if a == c {
+			return c
+		}
+	}
+	return a
+}
+
+func internType(t TunnelType) TunnelType {
+	for _, c := range [...]TunnelType{TypeV4V6, TypeV4DTLSV6, TypeV4TLSV6, TypeV4AnyV6, TypeV6V4, TypeV6UDPV4, TypeV6AnyV4} {
+		if t == c {
+			return c
+		}
+	}
+	return t
+}
+
+// parseUint parses a decimal attribute (surrounding white space allowed,
+// at most 10 digits).
+func parseUint(s string, bits int) (uint64, error) {
+	s = strings.TrimSpace(s)
+	ok := s != "" && len(s) <= 10
+	for i := 0; ok && i < len(s); i++ {
+		ok = '0' <= s[i] && s[i] <= '9'
+	}
+	if !ok {
+		return 0, fmt.Errorf("%w: bad number %q", ErrMalformed, s)
+	}
+	v, err := strconv.ParseUint(s, 10, bits)
+	if err != nil {
+		return 0, fmt.Errorf("%w: bad number %q", ErrMalformed, s)
+	}
+	return v, nil
+}
+
+// parseAddr parses an <address type="ipv4|ipv6"> value and checks that the
+// family matches the type (gogoc's validation: no v4-mapped forms, no
+// zones).
+func parseAddr(typ, value string) (netip.Addr, error) {
+	v := strings.TrimSpace(value)
+	ip, err := netip.ParseAddr(v)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("%w: bad address %q", ErrMalformed, v)
+	}
+	switch strings.ToLower(typ) {
+	case "ipv4":
+		if isV4(ip) {
+			return ip, nil
+		}
+	case "ipv6":
+		if isV6(ip) {
+			return ip, nil
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("%w: address %q does not match type %q", ErrMalformed, v, typ)
+}
+
+// convertPrefix parses <prefix length="L">A</prefix>; A may be absent
+// (requests). L must fit the address family (32 when A is absent).
+func convertPrefix(length, value string) (int, netip.Addr, error) {
+	n, err := parseUint(length, 8)
+	if err != nil {
+		return 0, netip.Addr{}, err
+	}
+	v := strings.TrimSpace(value)
+	if v == "" {
+		if n > 32 {
+			return 0, netip.Addr{}, fmt.Errorf("%w: bad prefix length", ErrMalformed)
+		}
+		return int(n), netip.Addr{}, nil
+	}
+	a, err := netip.ParseAddr(v)
+	if err != nil || a.Zone() != "" || a.Is4In6() || int(n) > a.BitLen() {
+		return 0, netip.Addr{}, fmt.Errorf("%w: bad prefix %q/%d", ErrMalformed, v, n)
+	}
+	return int(n), a, nil
+}
+
+// convertRoute parses one <routes><prefix>: a masked IPv4 prefix.
+func convertRoute(length, value string) (netip.Prefix, error) {
+	n, a, err := convertPrefix(length, value)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	if !a.IsValid() || !a.Is4() {
+		return netip.Prefix{}, fmt.Errorf("%w: route must be an IPv4 prefix", ErrMalformed)
+	}
+	pfx := netip.PrefixFrom(a, n)
+	if pfx.Masked() != pfx {
+		return netip.Prefix{}, fmt.Errorf("%w: route %s has host bits set", ErrMalformed, pfx)
+	}
+	return pfx, nil
+}
+
+// convertData parses the attributes of <data>: a hex token of TokenLen
+// bytes, a port and one or two data transports.
+func convertData(token, port, transports string) (*DataChannel, error) {
+	d := &DataChannel{}
+	if len(token) != 2*TokenLen {
+		return nil, fmt.Errorf("%w: data token must be %d hex bytes", ErrMalformed, TokenLen)
+	}
+	for i := range d.Token {
+		hi, ok1 := unhex(token[2*i])
+		lo, ok2 := unhex(token[2*i+1])
+		if !ok1 || !ok2 {
+			return nil, fmt.Errorf("%w: data token must be %d hex bytes", ErrMalformed, TokenLen)
+		}
+		d.Token[i] = hi<<4 | lo
+	}
+	v, err := parseUint(port, 16)
+	if err != nil || v == 0 {
+		return nil, fmt.Errorf("%w: bad data port", ErrMalformed)
+	}
+	d.Port = uint16(v)
+	for rest, more := transports, true; more; {
+		var s string
+		s, rest, more = strings.Cut(rest, ",")
+		t, err := ParseTunnelType(strings.TrimSpace(s))
+		if err != nil || (t != TypeV4DTLSV6 && t != TypeV4TLSV6) {
+			return nil, fmt.Errorf("%w: bad data transport %q", ErrMalformed, s)
+		}
+		if len(d.Transports) == 2 {
+			return nil, fmt.Errorf("%w: too many data transports", ErrMalformed)
+		}
+		if d.Transports == nil {
+			d.Transports = make([]TunnelType, 0, 2)
+		}
+		d.Transports = append(d.Transports, internType(t))
+	}
+	return d, nil
+}
+
+// unhex decodes one hex digit.
+func unhex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}

@@ -1,11 +1,12 @@
 package tsp
 
-// This file keeps the encoding/xml implementation of ParseTunnel that
-// tunnel_xml.go replaced, verbatim apart from the oracle/ox prefixes, as the
-// reference of the differential tests (checkAgainstOracle,
-// checkMarshalAgainstOracle, FuzzParseTunnelDifferential,
-// FuzzParseTunnelDifferentialGen). Do not "fix" it: its value is that it is
-// the old behaviour. (Marshal's byte layout is pinned by
+// This file holds an encoding/xml implementation of ParseTunnel, the one
+// the package had before its own parser (docs/decisions/0006), verbatim
+// apart from the oracle/ox prefixes. It is the reference of the
+// differential tests (checkAgainstOracle, checkMarshalAgainstOracle,
+// FuzzParseTunnelDifferential, FuzzParseTunnelDifferentialGen) and of
+// BenchmarkParseTunnelEncodingXML. Do not "fix" it: its value is that it
+// is encoding/xml's behaviour. (Marshal's byte layout is pinned by
 // testdata/marshal.golden instead of a second writer.)
 
 import (

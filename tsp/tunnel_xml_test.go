@@ -16,17 +16,17 @@ import (
 )
 
 // checkAgainstOracle is the differential property between ParseTunnel and
-// the former encoding/xml implementation (oracleParseTunnel):
+// the encoding/xml oracle (oracleParseTunnel):
 //
 //   - every error wraps ErrMalformed;
 //   - when ParseTunnel accepts, the oracle accepts with a deeply equal
 //     *Tunnel, except that an empty <dns_server> or <broker> list is nil
-//     (deliberate, see ParseTunnel);
+//     (deliberate, see tunnel_parse.go);
 //   - when the oracle accepts and ParseTunnel refuses, the refusal is a
 //     deliberate one (errXMLUnsupported) and the input is outside the core
 //     subset as judged independently by inCoreSubset;
-//   - an accepted element marshals as the former Marshal did and survives
-//     Marshal → ParseTunnel.
+//   - what Marshal writes for an accepted element reads back alike through
+//     both (checkMarshalAgainstOracle) and survives Marshal → ParseTunnel.
 func checkAgainstOracle(t *testing.T, in []byte) {
 	t.Helper()
 	got, err := ParseTunnel(in)
