@@ -91,4 +91,3 @@ func u32(a netip.Addr) uint32 {
 func fromU32(v uint32) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
-
