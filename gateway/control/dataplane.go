@@ -35,7 +35,7 @@ func (s *Server) attachData(ss *session, data tsp.TunnelType) error {
 	if data != tsp.TypeV4V6 {
 		return nil
 	}
-	ts, err := ss.dataEntry(s.cfg.TEP, string(data), s.offers.dataMTU(data))
+	ts, err := s.dataEntry(ss, string(data), s.offers.dataMTU(data))
 	if err != nil {
 		return err
 	}
@@ -45,6 +45,23 @@ func (s *Server) attachData(ss *session, data tsp.TunnelType) error {
 		return fmt.Errorf("register plain endpoint %s: %w", ep, err)
 	}
 	return attach(ss, ts, link)
+}
+
+// dataEntry returns the TEP entry of ss (see session.dataEntry). An entry for the same lease
+// held by a session that lost the lease (replaced by ss, its end still on its way as a lease
+// event) is taken over: that session ends first.
+func (s *Server) dataEntry(ss *session, transport string, mtu int) (*tep.Session, error) {
+	ts, err := ss.dataEntry(s.cfg.TEP, transport, mtu)
+	var busy *leaseBusyError
+	if !errors.As(err, &busy) {
+		return ts, err
+	}
+	other := s.sessions.get(busy.owner)
+	if cur, ok := s.cfg.Leases.Get(busy.addr); other == nil || !ok || cur.Session == other.id {
+		return nil, err
+	}
+	s.end(other, lease.ReasonReplaced)
+	return ss.dataEntry(s.cfg.TEP, transport, mtu)
 }
 
 // attach makes l the session's link on ts, closing the one it replaces, or closes l if the
@@ -80,11 +97,11 @@ func (s *Server) detachData(ctx context.Context, ss *session, why lease.Reason) 
 }
 
 // end ends a session everywhere: control channel, data plane, lease, table. It may be called
-// from any goroutine, any number of times.
-func (s *Server) end(ss *session, why lease.Reason) {
+// from any goroutine, any number of times; it reports whether this call ended it.
+func (s *Server) end(ss *session, why lease.Reason) bool {
 	closeCtl, ok := ss.markClosed()
 	if !ok {
-		return
+		return false
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), teardownTimeout)
 	defer cancel()
@@ -94,6 +111,7 @@ func (s *Server) end(ss *session, why lease.Reason) {
 		closeCtl()
 	}
 	ss.log.Debug().Str("reason", string(why)).Msg("session ended")
+	return true
 }
 
 // BindDTLS attaches an authenticated DTLS link to the TSP session that issued token; it is
@@ -124,7 +142,7 @@ func (s *Server) bindDTLS(token []byte, cert *x509.Certificate, link tunnel.Link
 	if owner, _, _ := ss.state(); id.Name != owner {
 		return nil, fmt.Errorf("DTLS identity %q does not own session %s (%q)", id.Name, ss.id, owner)
 	}
-	ts, err := ss.dataEntry(s.cfg.TEP, tunnel.DTLS, s.offers.dataMTU(tsp.TypeV4DTLSV6))
+	ts, err := s.dataEntry(ss, tunnel.DTLS, s.offers.dataMTU(tsp.TypeV4DTLSV6))
 	if err != nil {
 		return nil, fmt.Errorf("session %s: %w", ss.id, err)
 	}
@@ -158,7 +176,7 @@ func (s *Server) unlinkWhenDone(ss *session, l tunnel.Link) {
 // runStreamData carries IPv4 packets on the TSP-SSL connection after a v4tlsv6 accept, until
 // the connection ends. Frames that are not IPv4 carry TSP control messages (lease renewal).
 func (s *Server) runStreamData(ctx context.Context, ss *session, c net.Conn, m *tsp.Server) {
-	ts, err := ss.dataEntry(s.cfg.TEP, tunnel.TLS, s.offers.dataMTU(tsp.TypeV4TLSV6))
+	ts, err := s.dataEntry(ss, tunnel.TLS, s.offers.dataMTU(tsp.TypeV4TLSV6))
 	if err != nil {
 		ss.log.Error().Err(err).Msg("cannot start the TLS data stream")
 		return

@@ -4,16 +4,40 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"time"
 
 	"github.com/dstmgw/dstm/gateway/lease"
 )
 
-// FollowLeases ends the session that lost its lease (expired, replaced by a newer session of
-// the same identity, or released by someone else) and logs the audit trail of lease events,
-// until ctx ends.
+// leaseEventBuffer is the lease-event subscription's buffer; events that do not fit are
+// dropped by the lease manager and counted, and the next reconcile catches up.
+const leaseEventBuffer = 1024
+
+// reconcileEvery is how often the session table is checked against the leases and the TEP
+// (see reconcile); a dropped lease event makes it run at the next check of dropCheckEvery.
+const (
+	reconcileEvery = 5 * time.Second
+	dropCheckEvery = 250 * time.Millisecond
+)
+
+// FollowLeases ends the sessions that lose their lease (expired, offer not accepted in time,
+// replaced by a newer session of the same identity, or released by someone else), logs the
+// audit trail of lease events, and reconciles sessions with leases and the TEP, until ctx
+// ends. Events tell it at once; reconciliation makes it hold when an event was dropped.
 func (s *Server) FollowLeases(ctx context.Context) error {
-	ch, cancel := s.cfg.Leases.Subscribe(1024)
+	dropped := s.cfg.Leases.DroppedEvents()
+	ch, cancel := s.cfg.Leases.Subscribe(s.eventBuffer)
 	defer cancel()
+	return s.followLeases(ctx, ch, dropped)
+}
+
+// followLeases follows the subscription ch; dropped is the lease manager's count of dropped
+// events before it was made.
+func (s *Server) followLeases(ctx context.Context, ch <-chan lease.Event, dropped uint64) error {
+	tick := time.NewTicker(dropCheckEvery)
+	defer tick.Stop()
+	every := max(1, int(s.reconcileEvery/dropCheckEvery))
+	ticks := 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -23,8 +47,52 @@ func (s *Server) FollowLeases(ctx context.Context) error {
 				return nil
 			}
 			s.onLeaseEvent(ev)
+		case <-tick.C:
+			ticks++
+			d := s.cfg.Leases.DroppedEvents()
+			if d == dropped && ticks < every {
+				continue
+			}
+			dropped, ticks = d, 0
+			s.reconcile()
 		}
 	}
+}
+
+// reconcile enforces the invariant between the control plane, the leases and the data plane:
+// a session keeps a lease only while the lease manager has that lease offered or active for
+// it, and a TEP entry exists only for a live session. It ends the sessions whose lease went
+// elsewhere and removes TEP entries that no session owns, and returns how many of each.
+func (s *Server) reconcile() (ended, orphans int) {
+	for _, ss := range s.sessions.all() {
+		_, l, closed := ss.state()
+		if closed || !l.Addr.IsValid() {
+			continue
+		}
+		cur, ok := s.cfg.Leases.Get(l.Addr)
+		if ok && cur.Session == ss.id && (cur.State == lease.StateOffered || cur.State == lease.StateActive) {
+			continue
+		}
+		if s.end(ss, lease.ReasonExpired) {
+			ss.log.Warn().Str("lease_v4", l.Addr.String()).Str("reason", "lease no longer held by the session").Msg("session ended by reconciliation")
+			s.countDrop("sessions_reconciled")
+			ended++
+		}
+	}
+	for _, ts := range s.cfg.TEP.Sessions() {
+		if s.sessions.get(ts.ID) != nil {
+			continue
+		}
+		// A session between its end and leaving the table has no TEP entry any more, so an
+		// entry whose session is not in the table is an orphan.
+		s.cfg.TEP.RemoveSession(ts.Lease, ts.ID)
+		s.countDrop("tep_orphans_removed")
+		orphans++
+	}
+	if ended+orphans > 0 {
+		s.log.Warn().Int("sessions_ended", ended).Int("tep_orphans", orphans).Msg("reconciliation repaired state")
+	}
+	return ended, orphans
 }
 
 func (s *Server) onLeaseEvent(ev lease.Event) {
@@ -33,7 +101,7 @@ func (s *Server) onLeaseEvent(ev lease.Event) {
 		Str("identity", l.Identity).Str("session", l.Session).Str("reason", string(ev.Reason)).
 		Time("expires", l.Expires).Msg("lease " + ev.Kind.String())
 	switch ev.Kind {
-	case lease.EventExpired, lease.EventReplaced, lease.EventReleased:
+	case lease.EventExpired, lease.EventOfferExpired, lease.EventReplaced, lease.EventReleased:
 	default:
 		return
 	}

@@ -53,9 +53,11 @@ type Server struct {
 	udp *udpServer
 	tcp *tcpFront
 
-	offers   *offers
-	sessions *table
-	readBufs sync.Pool // of *[]byte (4 KiB), serveStream's read buffer, reused across connections
+	offers         *offers
+	eventBuffer    int           // lease-event subscription buffer (leaseEventBuffer; tests set it lower)
+	reconcileEvery time.Duration // (reconcileEvery; tests set it higher)
+	sessions       *table
+	readBufs       sync.Pool // of *[]byte (4 KiB), serveStream's read buffer, reused across connections
 
 	drops sync.Map // drop reason → *atomic.Uint64
 }
@@ -79,7 +81,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cfg: cfg, gw: cfg.Gateway, log: cfg.Logger, now: cfg.Now,
-		sessions: newTable(),
+		sessions: newTable(), eventBuffer: leaseEventBuffer, reconcileEvery: reconcileEvery,
 	}
 	s.offers = &offers{
 		gw: cfg.Gateway, policy: cfg.Policy, passwords: cfg.Passwords,
@@ -96,8 +98,10 @@ func (s *Server) countDrop(reason string) {
 	v.(*atomic.Uint64).Add(1)
 }
 
-// Drops adds the control plane's drop counters to m, by reason.
+// Drops adds the control plane's drop counters to m, by reason, with the lease events the
+// lease manager dropped (reconciliation makes up for them).
 func (s *Server) Drops(m map[string]uint64) {
+	m["lease_events_dropped"] += s.cfg.Leases.DroppedEvents()
 	s.drops.Range(func(k, v any) bool {
 		m[k.(string)] += v.(*atomic.Uint64).Load()
 		return true

@@ -93,6 +93,16 @@ func (ss *session) accepted(l lease.Lease) {
 	ss.mu.Unlock()
 }
 
+// leaseBusyError says that the TEP entry of a lease belongs to another session.
+type leaseBusyError struct {
+	addr  netip.Addr
+	owner string
+}
+
+func (e *leaseBusyError) Error() string {
+	return fmt.Sprintf("lease %s already carries session %s", e.addr, e.owner)
+}
+
 // errEnded refuses a data channel for a session that ended or has no lease to carry.
 var errEnded = errors.New("the session has ended or has no lease to carry")
 
@@ -111,7 +121,7 @@ func (ss *session) dataEntry(t *tep.TEP, transport string, mtu int) (*tep.Sessio
 	addr := ss.lease.Addr
 	if ts := t.Session(addr); ts != nil {
 		if ts.Info().ID != ss.id {
-			return nil, fmt.Errorf("lease %s already carries session %s", addr, ts.Info().ID)
+			return nil, &leaseBusyError{addr: addr, owner: ts.Info().ID}
 		}
 		ss.data = ts
 		return ts, nil
@@ -170,15 +180,16 @@ func (ss *session) detachData() (addr netip.Addr, data *tep.Session, link tunnel
 }
 
 // controlLost is called when the control connection of generation gen ended. It reports
-// whether the session carries on detached (its DTLS data channel is alive) or is stale (a
-// newer connection holds it); otherwise the session must end.
+// whether the session carries on detached (its lease is active and its DTLS data channel
+// alive) or is stale (a newer connection holds it); otherwise the session must end. A lease
+// that is only offered never carries on: without the accept it is not the client's.
 func (ss *session) controlLost(gen uint64) (carriesOn, stale bool) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if ss.gen != gen {
 		return false, true
 	}
-	if !ss.closed && ss.link != nil && ss.link.Transport() == tunnel.DTLS {
+	if !ss.closed && ss.lease.State == lease.StateActive && ss.link != nil && ss.link.Transport() == tunnel.DTLS {
 		ss.detached, ss.closeCtl = true, nil
 		return true, false
 	}

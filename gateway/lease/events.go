@@ -16,9 +16,10 @@ const (
 	EventReleased                  // an active or offered lease was released (Release, ReleaseIdentity)
 	EventExpired                   // an active lease's lifetime ran out (now held)
 	EventReplaced                  // released to make room under the session limit
+	EventOfferExpired              // an offer was not accepted in time (now free or held)
 )
 
-// String returns "granted", "renewed", "released", "expired" or "replaced".
+// String returns "granted", "renewed", "released", "expired", "replaced" or "offer-expired".
 func (k EventKind) String() string {
 	switch k {
 	case EventGranted:
@@ -31,6 +32,8 @@ func (k EventKind) String() string {
 		return "expired"
 	case EventReplaced:
 		return "replaced"
+	case EventOfferExpired:
+		return "offer-expired"
 	}
 	return fmt.Sprintf("event(%d)", uint8(k))
 }

@@ -10,9 +10,10 @@ import (
 // sweepBatch bounds the leases changed by one store transaction in Expire.
 const sweepBatch = 1024
 
-// Expire runs one sweep at Now(): offers not accepted in time go back,
-// active leases whose lifetime ran out become held (EventExpired), held
-// leases whose hold time ran out become free. It returns how many leases
+// Expire runs one sweep at Now(): offers not accepted in time go back
+// (EventOfferExpired), active leases whose lifetime ran out become held
+// (EventExpired), held leases whose hold time ran out become free. The events
+// name the session that lost the address. It returns how many leases
 // changed state.
 func (m *Manager) Expire(ctx context.Context) (int, error) {
 	total := 0
@@ -60,7 +61,10 @@ func (t *tx) expireSlot(s *slot) {
 	p := m.poolFor(u32(s.Addr))
 	switch s.State {
 	case StateOffered:
-		t.release(s)
+		lost := s.Lease
+		nv := t.release(s)
+		lost.State, lost.Expires = nv.State, nv.Expires
+		t.emit(EventOfferExpired, lost, ReasonNoAccept)
 	case StateActive:
 		nv := s.Lease
 		nv.State, nv.Expires = StateHeld, m.now().Add(m.cfg.HoldTime)

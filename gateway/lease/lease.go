@@ -157,6 +157,7 @@ const (
 	ReasonReplaced Reason = "replaced"
 	ReasonKicked   Reason = "kicked"
 	ReasonExpired  Reason = "expired"
+	ReasonNoAccept Reason = "offer not accepted in time"
 	ReasonRestart  Reason = "restart" // the session was one of an earlier run
 )
 

@@ -307,6 +307,9 @@ func TestExpiry(t *testing.T) {
 	if n, err := m.Expire(ctx); err != nil || n != 1 {
 		t.Fatalf("Expire offered: %d %v", n, err)
 	}
+	if ev := expectEvent(t, evs, EventOfferExpired, off.Addr); ev.Lease.Session != "s" || ev.Reason != ReasonNoAccept || ev.Lease.State != StateFree {
+		t.Fatalf("offer-expired event %+v", ev)
+	}
 	if _, ok := m.Get(off.Addr); ok {
 		t.Fatal("unaccepted offer (not sticky) should be free")
 	}
