@@ -11,12 +11,12 @@ type EventKind uint8
 
 // Event kinds.
 const (
-	EventGranted  EventKind = iota // an offered lease became active
-	EventRenewed                   // an active lease got a fresh lifetime
-	EventReleased                  // an active or offered lease was released (Release, ReleaseIdentity)
-	EventExpired                   // an active lease's lifetime ran out (now held)
-	EventReplaced                  // released to make room under the session limit
-	EventOfferExpired              // an offer was not accepted in time (now free or held)
+	EventGranted      EventKind = iota // an offered lease became active
+	EventRenewed                       // an active lease got a fresh lifetime
+	EventReleased                      // an active or offered lease was released (Release, ReleaseIdentity)
+	EventExpired                       // an active lease's lifetime ran out (now held)
+	EventReplaced                      // released to make room under the session limit
+	EventOfferExpired                  // an offer was not accepted in time (now free or held)
 )
 
 // String returns "granted", "renewed", "released", "expired", "replaced" or "offer-expired".
