@@ -5,23 +5,41 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/dstmgw/dstm/internal/limit"
 )
 
-// serveEnrollment serves the CA's enrollment API to TLS connections with ALPN http/1.1.
+// Enrollment connections (TLS with ALPN http/1.1 on the TSP port) are bounded in all and per
+// source, and live only as long as an enrollment or renewal needs: a handful of requests.
+const (
+	enrollMaxConns   = 256 // open at once
+	enrollPerAddr    = 4   // per source address
+	enrollPerNet     = 16  // per source IPv6 /64
+	enrollQueue      = 64  // handed over, not yet taken by the HTTP server
+	enrollHeader     = 5 * time.Second
+	enrollReadWrite  = 15 * time.Second
+	enrollIdle       = 5 * time.Second
+	enrollShutdownIn = 5 * time.Second
+)
+
+// serveEnrollment serves the CA's enrollment API to the connections g.enroll takes.
 func (g *Gateway) serveEnrollment(ctx context.Context) error {
 	srv := &http.Server{
 		Handler:           g.ca.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       time.Minute,
+		ReadHeaderTimeout: enrollHeader,
+		ReadTimeout:       enrollReadWrite,
+		WriteTimeout:      enrollReadWrite,
+		IdleTimeout:       enrollIdle,
+		MaxHeaderBytes:    16 << 10,
 	}
 	go func() {
 		<-ctx.Done()
 		g.enroll.Close()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		sctx, cancel := context.WithTimeout(context.Background(), enrollShutdownIn)
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 	}()
@@ -33,26 +51,46 @@ func (g *Gateway) serveEnrollment(ctx context.Context) error {
 
 // chanListener is a net.Listener fed with connections that were accepted (and TLS-handshaken)
 // by the port demultiplexer, so an http.Server can serve the enrollment API on the TSP port.
+// It admits a connection only within enrollMaxConns and its source's share; an admitted
+// connection counts until it is closed.
 type chanListener struct {
-	addr   net.Addr
-	conns  chan net.Conn
-	done   chan struct{}
-	closed sync.Once
+	addr      net.Addr
+	conns     chan net.Conn
+	done      chan struct{}
+	closed    sync.Once
+	open      atomic.Int64
+	perSource *limit.PerSource
+	refused   atomic.Uint64 // connections closed at once: over a bound, or queue full
 }
 
 func newChanListener(addr net.Addr) *chanListener {
-	return &chanListener{addr: addr, conns: make(chan net.Conn, 64), done: make(chan struct{})}
+	return &chanListener{
+		addr: addr, conns: make(chan net.Conn, enrollQueue), done: make(chan struct{}),
+		perSource: limit.NewPerSource(enrollPerAddr, enrollPerNet),
+	}
 }
 
-// deliver hands a connection to the HTTP server; when the queue is full (64 waiting) or the
-// listener is closed the connection is closed instead.
+// deliver hands a connection to the HTTP server, or closes it (and counts it) when the bounds
+// are reached, the queue is full or the listener is closed.
 func (l *chanListener) deliver(c net.Conn) {
+	src := remoteAddr(c)
+	if l.open.Load() >= enrollMaxConns || !l.perSource.Acquire(src) {
+		l.refused.Add(1)
+		c.Close()
+		return
+	}
+	l.open.Add(1)
+	ec := &enrollConn{Conn: c, release: func() {
+		l.open.Add(-1)
+		l.perSource.Release(src)
+	}}
 	select {
-	case l.conns <- c:
+	case l.conns <- ec:
 	case <-l.done:
-		c.Close()
+		ec.Close()
 	default:
-		c.Close()
+		l.refused.Add(1)
+		ec.Close()
 	}
 }
 
@@ -71,3 +109,24 @@ func (l *chanListener) Close() error {
 }
 
 func (l *chanListener) Addr() net.Addr { return l.addr }
+
+// enrollConn is an admitted enrollment connection; closing it gives its place back.
+type enrollConn struct {
+	net.Conn
+	release func()
+	once    sync.Once
+}
+
+func (c *enrollConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
+}
+
+func remoteAddr(c net.Conn) netip.Addr {
+	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return ta.AddrPort().Addr().Unmap()
+	}
+	ap, _ := netip.ParseAddrPort(c.RemoteAddr().String())
+	return ap.Addr().Unmap()
+}

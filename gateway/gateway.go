@@ -66,6 +66,7 @@ type Gateway struct {
 	dtls       *dtls.Server // nil without UDP
 	mux        *udpmux.Mux  // nil without UDP
 	enroll     *chanListener
+	maxConns   int // TCP connections open at once, of every kind
 	listenAddr []string
 	tcpAddrs   []net.Addr
 	udpAddrs   []net.Addr
@@ -80,6 +81,8 @@ type Options struct {
 	// then touches no host configuration at all (no address, routes or forwarding check).
 	// Tests use it with an in-memory TUN.
 	Device tun.Device
+	// MaxConns, when set, bounds the TCP connections instead of the file descriptor limit.
+	MaxConns int
 }
 
 // New opens the gateway's state (CA, lease store) and validates that everything fits

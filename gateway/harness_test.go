@@ -408,6 +408,18 @@ func (gw *testGW) dialTCP(tb testing.TB) net.Conn {
 	return c
 }
 
+// dialTCPFrom connects to the TSP port from the local address src (any of 127/8 on loopback).
+func (gw *testGW) dialTCPFrom(tb testing.TB, src netip.Addr) net.Conn {
+	tb.Helper()
+	d := net.Dialer{Timeout: waitTimeout, LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))}
+	c, err := d.Dial("tcp", gw.tcp)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	return c
+}
+
 // enrollIdentity enrolls a client certificate for identity through the gateway's real
 // enrollment API (TLS with ALPN http/1.1 on the TSP port), with a token from the admin API.
 func (gw *testGW) enrollIdentity(tb testing.TB, identity string) *enroll.State {

@@ -24,6 +24,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	g.started = g.now()
+	fds := raiseFDLimit()
+	g.maxConns = connLimit(fds)
+	if g.opts.MaxConns > 0 {
+		g.maxConns = g.opts.MaxConns
+	}
 	if g.opts.Device != nil {
 		if err := g.newTEP(g.opts.Device, g.poolPrefixes()); err != nil {
 			return err
@@ -94,7 +99,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	close(g.ready)
 	g.log.Info().Strs("listen", g.listenAddr).Str("device", g.cfg.TEP.Device).
-		Str("inner_v4", g.cfg.TEP.InnerV4.String()).Str("version", g.version).Msg("gateway running")
+		Str("inner_v4", g.cfg.TEP.InnerV4.String()).Str("version", g.version).
+		Uint64("fd_limit", fds).Int("max_connections", g.maxConns).Msg("gateway running")
 
 	<-ctx.Done()
 	g.log.Info().Msg("gateway stopping")
@@ -141,7 +147,7 @@ func (g *Gateway) setupControl(udps []*net.UDPConn) error {
 		Gateway: g.cfg, Leases: g.leases, TEP: g.tep, Plain: g.plain,
 		DTLS: len(udps) > 0, DataPort: g.dataPort(), WriteUDP: write,
 		Policy: g.policy, Passwords: g.passwords.Load, TLS: g.tlsConfig,
-		Enroll: g.enroll.deliver, Metrics: g.metrics, Logger: g.log, Now: g.now,
+		MaxConns: g.maxConns, Enroll: g.enroll.deliver, Metrics: g.metrics, Logger: g.log, Now: g.now,
 	})
 	if err != nil {
 		return err

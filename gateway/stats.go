@@ -53,5 +53,6 @@ func (g *Gateway) Dataplane() metrics.DataplaneSnapshot {
 		snap.Drops["udp_truncated"] += u.DroppedTruncated
 	}
 	g.ctl.Drops(snap.Drops)
+	snap.Drops["enroll_connection_limit"] += g.enroll.refused.Load()
 	return snap
 }

@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"io"
@@ -327,4 +328,89 @@ func TestClientQuitsDuringHandshake(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSlowlorisFromOneSource: half-open TLS handshakes from one address take at most that
+// address's share of the handshake slots, so that clients elsewhere still get through.
+func TestSlowlorisFromOneSource(t *testing.T) {
+	const slots = 32
+	gw, logs := startGatewayLogged(t, func(c *config.Config) {
+		c.TSP.MaxHandshakes = slots
+		c.TSP.HandshakeTimeout = config.Duration(time.Minute) // the attacker's connections stay
+	})
+	attacker := netip.MustParseAddr("127.0.0.1")
+	held := 0
+	for range slots {
+		c := gw.dialTCPFrom(t, attacker)
+		// A TLS record header and the start of a ClientHello, then nothing.
+		if _, err := c.Write([]byte("\x16\x03\x01\x00\x2a\x01\x00\x00\x26\x03\x03")); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		if _, err := c.Read(make([]byte, 1)); errors.Is(err, os.ErrDeadlineExceeded) {
+			held++ // still open: it holds a slot
+		}
+	}
+	if held == 0 || held > slots/8 {
+		t.Fatalf("one source holds %d of %d handshake slots", held, slots)
+	}
+	// The refusals are counted, and logged at most 10 times a minute (the first line after a
+	// gap says how many were not).
+	if n := len(logs.Find(t, "connection refused", map[string]any{"reason": "too many concurrent handshakes from this source"})); n == 0 || n > 10 {
+		t.Fatalf("%d refusal lines for %d refusals, want 1..10", n, slots-held)
+	}
+	for i := range 4 {
+		c := gw.dialTCPFrom(t, netip.AddrFrom4([4]byte{127, 0, 0, byte(2 + i)}))
+		if r := rawExchange(t, c, []byte("VERSION=2.0.2\r\n"), lineDone); !bytes.HasPrefix(r, []byte("CAPABILITY ")) {
+			t.Fatalf("client %d during the slowloris got %q", i, r)
+		}
+	}
+}
+
+// TestEnrollmentConnectionsBounded: a source holds at most enrollPerAddr (4) enrollment
+// connections (TLS with ALPN http/1.1) at once; more are closed at once, and the bound frees
+// up as they close.
+func TestEnrollmentConnectionsBounded(t *testing.T) {
+	gw := startGateway(t, nil)
+	open := func() *tls.Conn {
+		c := gw.dialTCPFrom(t, netip.MustParseAddr("127.0.0.1"))
+		tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+		if err := tc.Handshake(); err != nil {
+			t.Fatal(err)
+		}
+		return tc
+	}
+	alive := func(c *tls.Conn) bool {
+		_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		_, err := c.Read(make([]byte, 1))
+		return errors.Is(err, os.ErrDeadlineExceeded)
+	}
+	var conns []*tls.Conn
+	for range 6 {
+		conns = append(conns, open())
+	}
+	held := 0
+	for _, c := range conns {
+		if alive(c) {
+			held++
+		}
+	}
+	if held != 4 {
+		t.Fatalf("one source holds %d enrollment connections, want 4", held)
+	}
+	if n := gw.drops("enroll_connection_limit"); n != 2 {
+		t.Fatalf("enroll_connection_limit counted %d, want 2", n)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	// The gateway sees the closes in its own time: wait until it admits again.
+	deadline := time.Now().Add(waitTimeout)
+	for c := open(); !alive(c); c = open() {
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("no enrollment connection admitted after the holders left")
+		}
+	}
+	gw.enrollIdentity(t, "alice@corp")
 }

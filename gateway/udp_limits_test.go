@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -404,10 +405,59 @@ func TestUDPCannotStarveTCP(t *testing.T) {
 	if r := udpExchange(t, gw.dialUDPFrom(t, nil), versionDgram(0xf0), waitTimeout); !bytes.Equal(r, dgram(0xf0, 0x1f0, busyReply)) {
 		t.Fatalf("VERSION beyond the UDP slots answered %q, want 530", r)
 	}
-	for range slots { // and the TCP port still has all of its own
-		c := gw.dialTCP(t)
+	for i := range slots { // and the TCP port still has all of its own (one source's share is less)
+		c := gw.dialTCPFrom(t, netip.AddrFrom4([4]byte{127, 0, 0, byte(2 + i)}))
 		if r := rawExchange(t, c, []byte("VERSION=2.0.2\r\n"), lineDone); !bytes.HasPrefix(r, []byte("CAPABILITY ")) {
 			t.Fatalf("TCP client after %d half-open UDP exchanges got %q", slots, r)
 		}
 	}
+}
+
+// TestUDPRefusalsAreRateLimited: every refused VERSION is counted, but only udpRefusalRate a
+// second (bursts of udpRefusalBurst) are answered: a VERSION's source can be spoofed, and the
+// gateway must not reflect floods at it.
+func TestUDPRefusalsAreRateLimited(t *testing.T) {
+	const (
+		burst = 100 // udp.go's udpRefusalBurst and udpRefusalRate (per second)
+		rate  = 100
+		sent  = 600
+	)
+	gw := startGateway(t, func(c *config.Config) { c.TSP.MaxHandshakes = 1 })
+	wantCapability(t, gw.dialUDPFrom(t, nil), 0xf0) // takes the only slot
+	c := gw.dialUDPFrom(t, nil)
+	start := time.Now()
+	for i := range uint32(sent) {
+		if _, err := c.Write(versionDgram(0x1000 + i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Every datagram is refused once the gateway has read them all: then count the answers.
+	answers := 0
+	deadline := time.Now().Add(waitTimeout)
+	for gw.drops("tsp_udp_handshake_limit") < sent {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d VERSIONs refused", gw.drops("tsp_udp_handshake_limit"), sent)
+		}
+		if udpReadQuiet(c, time.Millisecond) {
+			answers++
+		}
+	}
+	elapsed := time.Since(start)
+	for udpReadQuiet(c, 200*time.Millisecond) {
+		answers++
+	}
+	unanswered := gw.drops("tsp_udp_refusal_unanswered")
+	if max := burst + int(rate*elapsed.Seconds()) + 1; answers > max || answers == 0 {
+		t.Fatalf("%d refusals answered in %v, want 1..%d", answers, elapsed, max)
+	}
+	if int(unanswered)+answers != sent || unanswered == 0 {
+		t.Fatalf("%d answered + %d unanswered of %d refused", answers, unanswered, sent)
+	}
+}
+
+// udpReadQuiet reads one datagram within wait and reports whether one came.
+func udpReadQuiet(c net.Conn, wait time.Duration) bool {
+	_ = c.SetReadDeadline(time.Now().Add(wait))
+	_, err := c.Read(make([]byte, 2048))
+	return err == nil
 }

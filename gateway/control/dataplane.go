@@ -216,7 +216,7 @@ func (c *streamControl) handle(ctx context.Context, msg []byte) {
 		}
 	}
 	if err != nil {
-		c.srv.sessionFailed(c.ss, tsp.TransportTLS, c.srv.now(), err, true)
+		c.srv.sessionFailed(c.ss, tsp.TransportTLS, c.srv.now(), err, true, true)
 		c.link.Close()
 	}
 }

@@ -37,6 +37,9 @@ type Config struct {
 	WriteUDP func(b []byte, to netip.AddrPort) error
 	// TLS is the TSP port's TLS configuration (see NewTLSConfig).
 	TLS *tls.Config
+	// MaxConns bounds the TCP connections open at once, of every kind (0: no bound); the
+	// gateway sets it well below its file descriptor limit.
+	MaxConns int
 	// Enroll takes the TLS connections that negotiated ALPN http/1.1; it owns them.
 	Enroll  func(net.Conn)
 	Metrics *metrics.Metrics
@@ -57,7 +60,8 @@ type Server struct {
 	eventBuffer    int           // lease-event subscription buffer (leaseEventBuffer; tests set it lower)
 	reconcileEvery time.Duration // (reconcileEvery; tests set it higher)
 	sessions       *table
-	readBufs       sync.Pool // of *[]byte (4 KiB), serveStream's read buffer, reused across connections
+	quiet          *sampledLog // lines about unauthenticated sessions
+	readBufs       sync.Pool   // of *[]byte (4 KiB), serveStream's read buffer, reused across connections
 
 	drops sync.Map // drop reason → *atomic.Uint64
 }
@@ -87,8 +91,9 @@ func New(cfg Config) (*Server, error) {
 		gw: cfg.Gateway, policy: cfg.Policy, passwords: cfg.Passwords,
 		plain: cfg.Plain != nil, dtls: cfg.DTLS, port: cfg.DataPort,
 	}
+	s.quiet = newSampledLog(s.log, s.now)
 	s.udp = newUDPServer(s)
-	s.tcp = &tcpFront{srv: s, handshakes: newSemaphore(cfg.Gateway.TSP.MaxHandshakes)}
+	s.tcp = newTCPFront(s)
 	return s, nil
 }
 

@@ -9,6 +9,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/dstmgw/dstm/auth"
 	"github.com/dstmgw/dstm/gateway/lease"
 	"github.com/dstmgw/dstm/tsp"
@@ -52,7 +54,7 @@ func (s *Server) serveStream(ctx context.Context, c net.Conn, tr tsp.Transport, 
 				// malformed message in this phase, then close.
 				replies, serr := m.Fail(tsp.StatusInvalidRequest, err)
 				_ = s.sendReplies(c, replies, established)
-				s.sessionFailed(b.ss, tr, start, serr, established)
+				s.sessionFailed(b.ss, tr, start, serr, established, authenticated(m))
 				return
 			}
 			if !ok {
@@ -61,11 +63,11 @@ func (s *Server) serveStream(ctx context.Context, c net.Conn, tr tsp.Transport, 
 			replies, serr := m.Step(ctx, msg)
 			werr := s.sendReplies(c, replies, established)
 			if serr != nil {
-				s.sessionFailed(b.ss, tr, start, serr, established) // the refusal, written or not
+				s.sessionFailed(b.ss, tr, start, serr, established, authenticated(m)) // the refusal, written or not
 				return
 			}
 			if werr != nil {
-				s.streamEnded(b.ss, tr, start, werr, "write", established)
+				s.streamEnded(b.ss, tr, start, werr, "write", established, authenticated(m))
 				return
 			}
 			if m.State() == tsp.StateClosed {
@@ -89,9 +91,9 @@ func (s *Server) serveStream(ctx context.Context, c net.Conn, tr tsp.Transport, 
 			switch {
 			case established:
 			case errors.Is(rerr, io.EOF):
-				s.handshakeAbandoned(b.ss, tr, start, m.State())
+				s.handshakeAbandoned(b.ss, tr, start, m.State(), authenticated(m))
 			default:
-				s.streamEnded(b.ss, tr, start, rerr, "read", established)
+				s.streamEnded(b.ss, tr, start, rerr, "read", established, authenticated(m))
 			}
 			return
 		}
@@ -148,7 +150,7 @@ func (s *Server) controlEnded(b *backend) {
 // "write") without a TSP status: a handshake or write deadline expired, or the connection
 // broke. Nothing is sent to the client (docs/protocol.md, "Timeouts and refusals on the TCP
 // port").
-func (s *Server) streamEnded(ss *session, tr tsp.Transport, start time.Time, err error, dir string, established bool) {
+func (s *Server) streamEnded(ss *session, tr tsp.Transport, start time.Time, err error, dir string, established, authenticated bool) {
 	result, reason := "error", dir+" failed"
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded) && !established:
@@ -159,26 +161,53 @@ func (s *Server) streamEnded(ss *session, tr tsp.Transport, start time.Time, err
 	if !established {
 		s.cfg.Metrics.ObserveHandshake("tsp-"+tr.String(), result, s.now().Sub(start))
 	}
-	ss.log.Info().Err(err).Str("reason", reason).Msg("TSP session ended")
+	s.sessionLog(ss, authenticated, zerolog.InfoLevel, func(e *zerolog.Event) {
+		e.Err(err).Str("reason", reason).Msg("TSP session ended")
+	})
 }
 
 // handshakeAbandoned logs, once, a client that closed its connection before its tunnel was
 // established and without a status from the gateway: gogoc does that when the CAPABILITY
 // lacks its tunnel mode or mechanism, and after an offer it does not like. The machine's
 // state tells the operator where it stopped.
-func (s *Server) handshakeAbandoned(ss *session, tr tsp.Transport, start time.Time, st tsp.ServerState) {
+func (s *Server) handshakeAbandoned(ss *session, tr tsp.Transport, start time.Time, st tsp.ServerState, authenticated bool) {
 	s.cfg.Metrics.ObserveHandshake("tsp-"+tr.String(), "error", s.now().Sub(start))
-	ss.log.Info().Str("reason", "closed by the client during the handshake").Stringer("state", st).Msg("TSP session ended")
+	s.sessionLog(ss, authenticated, zerolog.InfoLevel, func(e *zerolog.Event) {
+		e.Str("reason", "closed by the client during the handshake").Stringer("state", st).Msg("TSP session ended")
+	})
 }
 
 // sessionFailed counts and logs, once, why a TSP session ended with an error status.
-func (s *Server) sessionFailed(ss *session, tr tsp.Transport, start time.Time, err error, established bool) {
+func (s *Server) sessionFailed(ss *session, tr tsp.Transport, start time.Time, err error, established, authenticated bool) {
 	code := s.countFailure(tr, start, err, established)
-	ev := ss.log.Info()
+	level := zerolog.InfoLevel
 	if code == tsp.StatusServerError {
-		ev = ss.log.Error()
+		level = zerolog.ErrorLevel
 	}
-	ev.Int("tsp_status", code).Err(err).Msg("TSP request refused")
+	s.sessionLog(ss, authenticated, level, func(e *zerolog.Event) {
+		e.Int("tsp_status", code).Err(err).Msg("TSP request refused")
+	})
+}
+
+// sessionLog writes a line about a session: with the session's logger once it authenticated,
+// else rate-limited (anyone can open and fail unauthenticated sessions, in floods).
+func (s *Server) sessionLog(ss *session, authenticated bool, level zerolog.Level, write func(*zerolog.Event)) {
+	if authenticated {
+		if e := ss.log.WithLevel(level); e != nil {
+			write(e)
+		}
+		return
+	}
+	remote, control := ss.source()
+	s.quiet.emit("unauthenticated", level, func(e *zerolog.Event) {
+		write(e.Str("session", ss.id).Str("remote", remote.String()).Str("control", control))
+	})
+}
+
+// authenticated reports whether the session of m has authenticated.
+func authenticated(m *tsp.Server) bool {
+	_, ok := m.Identity()
+	return ok
 }
 
 // countFailure counts a TSP session that ended with an error status and returns the code.

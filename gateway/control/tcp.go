@@ -5,17 +5,18 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/dstmgw/dstm/auth"
+	"github.com/dstmgw/dstm/internal/limit"
 	"github.com/dstmgw/dstm/tsp"
 	"github.com/dstmgw/dstm/tunnel/stream"
 )
@@ -27,65 +28,110 @@ const tlsRecordHandshake = 0x16
 // exits (see tcpWorker).
 const tcpWorkerIdle = 10 * time.Second
 
-// Refusals of connections because every handshake slot is taken are logged at most
-// tcpBusyLogBurst times per tcpBusyLogPeriod and listener: they come in floods, when the
-// gateway is overloaded. Every refusal is counted (dstm_handshakes_total).
-const (
-	tcpBusyLogBurst  = 10
-	tcpBusyLogPeriod = time.Minute
-)
-
-// tcpFront is the TSP port's TCP side: it accepts connections, bounds the handshakes in
-// progress and demultiplexes each connection by its first byte.
+// tcpFront is the TSP port's TCP side: it accepts connections, bounds them, bounds the
+// handshakes in progress (in all and per source) and demultiplexes each connection by its
+// first byte.
 type tcpFront struct {
 	srv         *Server
-	handshakes  *semaphore
+	handshakes  *limit.Semaphore
+	perSource   *limit.PerSource // handshakes in progress per source address and /64
+	maxConns    int64            // open TCP connections of every kind (Config.MaxConns)
+	conns       atomic.Int64
 	peekReaders sync.Pool      // of *bufio.Reader (4 KiB), reused across plain connections
 	wg          sync.WaitGroup // connection workers
+	refusals    *sampledLog    // refusals at admission: rate-limited, counted
+}
+
+func newTCPFront(s *Server) *tcpFront {
+	n := s.gw.TSP.MaxHandshakes
+	return &tcpFront{
+		srv:        s,
+		handshakes: limit.NewSemaphore(n),
+		perSource:  limit.NewPerSource(max(2, n/16), max(4, n/4)),
+		maxConns:   int64(s.cfg.MaxConns),
+		refusals:   newSampledLog(s.log, s.now),
+	}
 }
 
 // ServeTCP accepts connections on ln until ctx ends; each is demultiplexed by its first byte.
 func (s *Server) ServeTCP(ctx context.Context, ln net.Listener) error { return s.tcp.serve(ctx, ln) }
 
+// Accept errors (out of file descriptors, say) are retried after a pause that doubles from
+// acceptBackoffMin to acceptBackoffMax, as net/http does: the connections already open go on.
+const (
+	acceptBackoffMin = 5 * time.Millisecond
+	acceptBackoffMax = time.Second
+)
+
 // serve accepts connections until ctx ends; each is demultiplexed by its first byte.
 func (t *tcpFront) serve(ctx context.Context, ln net.Listener) error {
-	busyLog := t.srv.log.Sample(&zerolog.BurstSampler{Burst: tcpBusyLogBurst, Period: tcpBusyLogPeriod})
 	go func() {
 		<-ctx.Done()
 		ln.Close()
 	}()
 	idle := make(chan net.Conn) // unbuffered: only a worker waiting for one takes it
+	var backoff time.Duration
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			backoff = min(max(2*backoff, acceptBackoffMin), acceptBackoffMax)
+			t.srv.countDrop("tcp_accept_error")
+			t.refusals.warn("accept", func(e *zerolog.Event) {
+				e.Err(err).Str("listen", ln.Addr().String()).Dur("retry_in", backoff).Msg("accept failed; retrying")
+			})
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return nil
 			}
-			return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
+			continue
 		}
+		backoff = 0
+		if t.maxConns > 0 && t.conns.Load() >= t.maxConns {
+			t.srv.countDrop("tcp_connection_limit")
+			t.refusals.warn("conns", func(e *zerolog.Event) {
+				e.Str("remote", addrPortOf(c.RemoteAddr()).String()).Int64("max_connections", t.maxConns).
+					Str("reason", "too many open connections").Msg("connection refused")
+			})
+			c.Close()
+			continue
+		}
+		t.conns.Add(1)
+		c = &countedConn{Conn: c, count: &t.conns}
 		select {
 		case idle <- c:
 		default:
 			t.wg.Add(1)
-			go t.tcpWorker(ctx, c, idle, &busyLog)
+			go t.tcpWorker(ctx, c, idle)
 		}
 	}
 }
 
+// countedConn is an accepted connection counted in tcpFront.conns until it is closed.
+type countedConn struct {
+	net.Conn
+	count *atomic.Int64
+	once  sync.Once
+}
+
+func (c *countedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.count.Add(-1) })
+	return err
+}
+
 // tcpWorker handles c, then the connections handed to it while it waits on idle, until it
 // has waited tcpWorkerIdle or ctx ends: a reused goroutine's stack has already grown through
-// the TLS and TSP code, a new one's grows again on every connection. busyLog logs refusals
-// (refuseBusy).
-func (t *tcpFront) tcpWorker(ctx context.Context, c net.Conn, idle <-chan net.Conn, busyLog *zerolog.Logger) {
+// the TLS and TSP code, a new one's grows again on every connection.
+func (t *tcpFront) tcpWorker(ctx context.Context, c net.Conn, idle <-chan net.Conn) {
 	defer t.wg.Done()
 	timer := time.NewTimer(tcpWorkerIdle)
 	defer timer.Stop()
 	for {
-		t.handleTCP(ctx, c, busyLog)
+		t.handleTCP(ctx, c)
 		timer.Reset(tcpWorkerIdle)
 		select {
 		case c = <-idle:
@@ -104,17 +150,12 @@ func (t *tcpFront) tcpWorker(ctx context.Context, c net.Conn, idle <-chan net.Co
 const busyPeekTimeout = time.Second
 
 // handleTCP runs one TCP connection: TLS (TSP-SSL or enrollment) or plain TSP.
-func (t *tcpFront) handleTCP(ctx context.Context, c net.Conn, busyLog *zerolog.Logger) {
-	// The connection's logger is made only to log (most connections log nothing here).
-	log := func() *zerolog.Logger {
-		l := t.srv.log.With().Str("remote", addrPortOf(c.RemoteAddr()).String()).Logger()
-		return &l
-	}
-	if !t.handshakes.TryAcquire() {
-		t.refuseBusy(c, busyLog)
+func (t *tcpFront) handleTCP(ctx context.Context, c net.Conn) {
+	slot, reason := t.admit(c)
+	if slot == nil {
+		t.refuseBusy(c, reason)
 		return
 	}
-	slot := t.handshakes.Once()
 	defer slot()
 	start := t.srv.now()
 	_ = c.SetDeadline(start.Add(t.srv.gw.TSP.HandshakeTimeout.D()))
@@ -132,7 +173,7 @@ func (t *tcpFront) handleTCP(ctx context.Context, c net.Conn, busyLog *zerolog.L
 		// be reused then. (A TLS connection may outlive handleTCP: enrollment.)
 		defer t.putPeekReader(br)
 		if !t.srv.gw.Listen.PlainTSP {
-			t.refusePlain(c, log)
+			t.refusePlain(c)
 			return
 		}
 		t.srv.serveStream(ctx, pc, tsp.TransportTCP, auth.Identity{}, slot)
@@ -141,7 +182,9 @@ func (t *tcpFront) handleTCP(ctx context.Context, c net.Conn, busyLog *zerolog.L
 	tc := tls.Server(pc, t.srv.cfg.TLS)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		t.srv.cfg.Metrics.ObserveHandshake("tsp-tls", "refused", t.srv.now().Sub(start))
-		log().Info().Err(err).Str("reason", auth.Reason(err)).Msg("TLS handshake failed")
+		t.refusals.info("tls", func(e *zerolog.Event) {
+			e.Str("remote", addrPortOf(c.RemoteAddr()).String()).Err(err).Str("reason", auth.Reason(err)).Msg("TLS handshake failed")
+		})
 		c.Close()
 		return
 	}
@@ -157,12 +200,34 @@ func (t *tcpFront) handleTCP(ctx context.Context, c net.Conn, busyLog *zerolog.L
 		// VerifyConnection verified the whole chain during the handshake; read the identity.
 		if id, err = auth.IdentityFromCertificate(cs.PeerCertificates[0]); err != nil {
 			t.srv.cfg.Metrics.ObserveHandshake("tsp-tls", "refused", t.srv.now().Sub(start))
-			log().Info().Err(err).Str("reason", auth.Reason(err)).Msg("client certificate refused")
+			t.srv.log.Info().Str("remote", addrPortOf(c.RemoteAddr()).String()).Err(err).Str("reason", auth.Reason(err)).Msg("client certificate refused")
 			tc.Close()
 			return
 		}
 	}
 	t.srv.serveStream(ctx, tc, tsp.TransportTLS, id, slot)
+}
+
+// admit takes a handshake slot for c: one of the port's, and one of its source's (address
+// and /64), so that no source can hold more than its share of the port's slots. It returns
+// the slot's release function (safe to call again), or nil and why.
+func (t *tcpFront) admit(c net.Conn) (release func(), reason string) {
+	src := addrPortOf(c.RemoteAddr()).Addr()
+	if !t.perSource.Acquire(src) {
+		return nil, "too many concurrent handshakes from this source"
+	}
+	rel, ok := t.handshakes.TryAcquire()
+	if !ok {
+		t.perSource.Release(src)
+		return nil, "too many concurrent handshakes"
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			rel()
+			t.perSource.Release(src)
+		})
+	}, ""
 }
 
 // peekReader returns a pooled 4 KiB reader on c; putPeekReader gives it back.
@@ -180,13 +245,14 @@ func (t *tcpFront) putPeekReader(br *bufio.Reader) {
 	t.peekReaders.Put(br)
 }
 
-// refuseBusy answers a connection that found every handshake slot taken (tsp.max_handshakes).
+// refuseBusy answers a connection that found no handshake slot (tsp.max_handshakes, or its
+// source's share of them).
 // Its first byte decides how: a plain TSP client gets "530 Server too busy" (gogoc waits
 // retry_delay and tries again), a TLS client is closed without a word (a status line would be
 // garbage to it, and no TLS alert can be sent before a handshake). Peeking also reads what the
 // client sent so far, so the close is normally a FIN, not a reset that some client stacks let
-// overtake the status. log is rate-limited (tcpBusyLogBurst).
-func (t *tcpFront) refuseBusy(c net.Conn, log *zerolog.Logger) {
+// overtake the status. The log line is rate-limited.
+func (t *tcpFront) refuseBusy(c net.Conn, reason string) {
 	defer c.Close()
 	_ = c.SetDeadline(t.srv.now().Add(min(busyPeekTimeout, t.srv.gw.TSP.HandshakeTimeout.D())))
 	br := t.peekReader(c)
@@ -196,24 +262,31 @@ func (t *tcpFront) refuseBusy(c net.Conn, log *zerolog.Logger) {
 		logNoFirstByte(t.srv.log, c, err)
 		return
 	}
-	e := log.Warn().Str("remote", addrPortOf(c.RemoteAddr()).String()).Str("reason", "too many concurrent handshakes")
+	remote := addrPortOf(c.RemoteAddr()).String()
 	if first[0] == tlsRecordHandshake {
 		t.srv.cfg.Metrics.ObserveHandshake("tsp-tls", "refused", 0)
-		e.Msg("connection refused")
+		t.refusals.warn("busy", func(e *zerolog.Event) {
+			e.Str("remote", remote).Str("reason", reason).Msg("connection refused")
+		})
 		return
 	}
 	t.srv.cfg.Metrics.ObserveHandshake("tsp-tcp", "refused", 0)
 	t.srv.cfg.Metrics.TSPStatus(tsp.StatusServerTooBusy)
-	e.Int("tsp_status", tsp.StatusServerTooBusy).Msg("connection refused")
+	t.refusals.warn("busy", func(e *zerolog.Event) {
+		e.Str("remote", remote).Str("reason", reason).Int("tsp_status", tsp.StatusServerTooBusy).Msg("connection refused")
+	})
 	_, _ = c.Write(tsp.NewStatus(tsp.StatusServerTooBusy).Marshal())
 }
 
 // refusePlain answers a plain TSP client when listen.plain_tsp is off: "500 Invalid request"
 // (the status gogoc stops on, where 530 would have it retry forever), then close.
-func (t *tcpFront) refusePlain(c net.Conn, log func() *zerolog.Logger) {
+func (t *tcpFront) refusePlain(c net.Conn) {
 	t.srv.cfg.Metrics.ObserveHandshake("tsp-tcp", "refused", 0)
 	t.srv.cfg.Metrics.TSPStatus(tsp.StatusInvalidRequest)
-	log().Info().Str("reason", "plain TSP is disabled (listen.plain_tsp)").Int("tsp_status", tsp.StatusInvalidRequest).Msg("connection refused")
+	t.refusals.info("plain", func(e *zerolog.Event) {
+		e.Str("remote", addrPortOf(c.RemoteAddr()).String()).Str("reason", "plain TSP is disabled (listen.plain_tsp)").
+			Int("tsp_status", tsp.StatusInvalidRequest).Msg("connection refused")
+	})
 	_, _ = c.Write(tsp.NewStatus(tsp.StatusInvalidRequest).Marshal())
 	c.Close()
 }

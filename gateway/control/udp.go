@@ -13,6 +13,7 @@ import (
 	"github.com/dstmgw/dstm/auth"
 	"github.com/dstmgw/dstm/gateway/lease"
 	"github.com/dstmgw/dstm/gateway/metrics"
+	"github.com/dstmgw/dstm/internal/limit"
 	"github.com/dstmgw/dstm/tsp"
 )
 
@@ -38,12 +39,14 @@ const (
 	udpSweepMin = 10 * time.Millisecond
 )
 
-// UDP refusals (530) are logged at most udpRefusalLogBurst times per udpRefusalLogPeriod, all
-// reasons together: the datagrams of a flood (spoofed sources included) must not become a log
-// flood. Every refusal is counted (drops and dstm_tsp_responses_total).
+// Refusals (530) are answered at most udpRefusalRate times a second (bursts of
+// udpRefusalBurst): a VERSION's source address may be spoofed, and the gateway must not be a
+// reflector for floods. The rest get no answer (the client retransmits) and are counted
+// (tsp_udp_refusal_unanswered). Their log lines are rate-limited (sampledLog), every refusal
+// is counted (drops and dstm_tsp_responses_total).
 const (
-	udpRefusalLogBurst  = 10
-	udpRefusalLogPeriod = time.Minute
+	udpRefusalRate  = 100
+	udpRefusalBurst = 100
 )
 
 // udpRefusal is why a datagram that would open a TSP exchange was answered 530 (none: it
@@ -97,12 +100,12 @@ func (d udpDatagram) payload() []byte { return d.b[tsp.HeaderLen:] }
 // its own): a VERSION needs no answer to hold one, so spoofed datagrams could otherwise take
 // every slot of the TCP port and lock TSP-SSL and enrollment out.
 type udpServer struct {
-	srv      *Server
-	write    func(b []byte, to netip.AddrPort) error
-	queue    chan udpDatagram
-	slots    *semaphore
-	refusals zerolog.Logger // rate-limited (udpRefusalLogBurst)
-	quiet    zerolog.Logger // rate-limited like refusals: unauthenticated exchanges that end
+	srv     *Server
+	write   func(b []byte, to netip.AddrPort) error
+	queue   chan udpDatagram
+	slots   *limit.Semaphore
+	replies *limit.TokenBucket // answers to refused VERSIONs
+	logs    *sampledLog        // refusals, and unauthenticated exchanges that end
 
 	mu       sync.Mutex
 	sessions map[netip.AddrPort]*udpSession
@@ -128,9 +131,9 @@ type udpSession struct {
 func newUDPServer(srv *Server) *udpServer {
 	return &udpServer{
 		srv: srv, write: srv.cfg.WriteUDP, queue: make(chan udpDatagram, udpQueueLen),
-		slots:    newSemaphore(srv.gw.TSP.MaxHandshakes),
-		refusals: srv.log.Sample(&zerolog.BurstSampler{Burst: udpRefusalLogBurst, Period: udpRefusalLogPeriod}),
-		quiet:    srv.log.Sample(&zerolog.BurstSampler{Burst: udpRefusalLogBurst, Period: udpRefusalLogPeriod}),
+		slots:    limit.NewSemaphore(srv.gw.TSP.MaxHandshakes),
+		replies:  limit.NewTokenBucket(udpRefusalRate, udpRefusalBurst, srv.now),
+		logs:     newSampledLog(srv.log, srv.now),
 		sessions: map[netip.AddrPort]*udpSession{},
 	}
 }
@@ -250,11 +253,13 @@ func (u *udpServer) step(ctx context.Context, us *udpSession, d udpDatagram) {
 	case err != nil && !us.closed:
 		u.close(us)
 		if _, authenticated := us.ds.Server().Identity(); authenticated || us.done {
-			u.srv.sessionFailed(us.s, tsp.TransportUDP, us.start, err, us.done)
+			u.srv.sessionFailed(us.s, tsp.TransportUDP, us.start, err, us.done, true)
 		} else { // anyone can get here from any source address: rate-limited
 			code := u.srv.countFailure(tsp.TransportUDP, us.start, err, false)
-			u.quiet.Info().Str("session", us.s.id).Str("remote", us.s.remote.String()).Str("control", "udp").
-				Int("tsp_status", code).Err(err).Msg("TSP request refused")
+			u.logs.info("unauthenticated", func(e *zerolog.Event) {
+				e.Str("session", us.s.id).Str("remote", us.s.remote.String()).Str("control", "udp").
+					Int("tsp_status", code).Err(err).Msg("TSP request refused")
+			})
 		}
 		u.srv.end(us.s, lease.ReasonClosed)
 		return
@@ -336,10 +341,10 @@ func (u *udpServer) open(from netip.AddrPort) (*udpSession, udpRefusal) {
 	if us := u.sessions[from]; us != nil {
 		return us, notRefused // a copy of the same VERSION got here first
 	}
-	if !u.slots.TryAcquire() {
+	release, ok := u.slots.TryAcquire()
+	if !ok {
 		return nil, refusedHandshakes
 	}
-	release := u.slots.Once()
 	s := u.srv.newSession("udp", from, "", nil)
 	if !u.srv.sessions.add(s, u.srv.gw.TSP.MaxSessionsPerSource) {
 		release()
@@ -362,7 +367,7 @@ func (u *udpServer) open(from netip.AddrPort) (*udpSession, udpRefusal) {
 }
 
 // refuse answers 530 behind the client's header (21 bytes of payload, against at least 13 in
-// the VERSION it answers), counts the refusal and logs it, rate-limited.
+// the VERSION it answers) within udpRefusalRate, counts the refusal and logs it, rate-limited.
 func (u *udpServer) refuse(from netip.AddrPort, h tsp.Header, r udpRefusal) {
 	if r == notRefused {
 		return
@@ -372,8 +377,14 @@ func (u *udpServer) refuse(from netip.AddrPort, h tsp.Header, r udpRefusal) {
 	if r == refusedHandshakes {
 		u.srv.cfg.Metrics.ObserveHandshake(metrics.TransportTSPUDP, metrics.ResultRefused, 0)
 	}
-	u.refusals.Warn().Str("remote", from.String()).Str("control", "udp").Str("reason", r.reason()).
-		Int("tsp_status", tsp.StatusServerTooBusy).Msg("TSP session refused")
+	u.logs.warn("refused", func(e *zerolog.Event) {
+		e.Str("remote", from.String()).Str("control", "udp").Str("reason", r.reason()).
+			Int("tsp_status", tsp.StatusServerTooBusy).Msg("TSP session refused")
+	})
+	if !u.replies.Allow() {
+		u.srv.countDrop("tsp_udp_refusal_unanswered")
+		return
+	}
 	_ = u.write(tsp.AppendDatagram(nil, h, tsp.NewStatus(tsp.StatusServerTooBusy).Marshal()), from)
 }
 
@@ -442,8 +453,10 @@ func (u *udpServer) timedOut(us *udpSession, handshake time.Duration) {
 		us.s.log.Info().Str("reason", reason).Str("identity", id.Name).Str("mechanism", string(id.Mechanism)).
 			Msg("TSP session ended")
 	} else {
-		u.quiet.Info().Str("session", us.s.id).Str("remote", us.s.remote.String()).Str("control", "udp").
-			Str("reason", reason).Msg("TSP session ended")
+		u.logs.info("unauthenticated", func(e *zerolog.Event) {
+			e.Str("session", us.s.id).Str("remote", us.s.remote.String()).Str("control", "udp").
+				Str("reason", reason).Msg("TSP session ended")
+		})
 	}
 	u.srv.end(us.s, lease.ReasonClosed)
 }
