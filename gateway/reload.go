@@ -42,12 +42,15 @@ func (g *Gateway) Reload(next config.Config) ([]string, error) {
 			return nil, fmt.Errorf("add pool %s: %w", p.Name, err)
 		}
 		g.cfg.Pools = append(g.cfg.Pools, added[i])
-		if g.host == nil { // Options.Device: the gateway does not touch the host
-			continue
-		}
 		routes := append([]netip.Prefix(nil), p.Prefixes...)
 		for _, r := range p.Ranges {
 			routes = append(routes, rangePrefixes(r.First, r.Last)...)
+		}
+		if err := g.tep.AddPools(routes...); err != nil {
+			return nil, fmt.Errorf("pool %s in the data plane: %w", p.Name, err)
+		}
+		if g.host == nil { // Options.Device: the gateway does not touch the host
+			continue
 		}
 		for _, pr := range routes {
 			if err := g.host.AddRoute(g.tunName, pr); err != nil {

@@ -1,13 +1,17 @@
 package gateway_test
 
 import (
+	"bytes"
 	"net/netip"
 	"slices"
 	"testing"
 
+	"golang.zx2c4.com/wireguard/tun/tuntest"
+
 	"github.com/dstmgw/dstm/auth"
 	"github.com/dstmgw/dstm/gateway/config"
 	"github.com/dstmgw/dstm/tsp"
+	"github.com/dstmgw/dstm/tunnel/stream"
 )
 
 func TestReload(t *testing.T) {
@@ -59,5 +63,25 @@ func TestReload(t *testing.T) {
 	}
 	if len(restart) == 0 || restart[0] != "pools (only additions at the end reload)" {
 		t.Fatalf("restart needed = %v", restart)
+	}
+}
+
+// TestReloadedPoolCarriesSessions: a pool added by a reload carries sessions at once: the data
+// plane learns it with the lease manager (and, outside tests, its route is added).
+func TestReloadedPoolCarriesSessions(t *testing.T) {
+	gw := startGateway(t, nil)
+	st := gw.enrollIdentity(t, "alice@example.com")
+	extra := netip.MustParsePrefix("10.77.0.0/24")
+	next := gw.cfg
+	next.Pools = append(slices.Clone(gw.cfg.Pools), config.Pool{Name: "extra", Prefixes: []netip.Prefix{extra}})
+	next.Policy = auth.PolicyConfig{Default: auth.Rule{Pool: "extra"}}
+	if _, err := gw.g.Reload(next); err != nil {
+		t.Fatal(err)
+	}
+	tt := openTLSTunnelIn(t, gw, st, extra)
+	good := tuntest.Ping(outside, tt.lease)
+	tt.send(t, stream.AppendFrame(nil, good))
+	if p := gw.fromGateway(t); !bytes.Equal(p, good) {
+		t.Fatalf("gateway forwarded %x, want %x", p, good)
 	}
 }

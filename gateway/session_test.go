@@ -52,10 +52,16 @@ func plainClient(t testing.TB, user, pass string) *tsp.Client {
 // checkOffer checks the parts of an offer every tunnel type shares.
 func checkOffer(t testing.TB, o *tsp.Tunnel, typ tsp.TunnelType, server6 netip.Addr) {
 	t.Helper()
+	checkOfferIn(t, o, typ, server6, defPool)
+}
+
+// checkOfferIn is checkOffer for a lease from pool.
+func checkOfferIn(t testing.TB, o *tsp.Tunnel, typ tsp.TunnelType, server6 netip.Addr, pool netip.Prefix) {
+	t.Helper()
 	if o.Type != typ || o.Action != tsp.ActionInfo {
 		t.Fatalf("offer %s/%s, want info/%s", o.Action, o.Type, typ)
 	}
-	if !defPool.Contains(o.Client.IPv4) || o.Client.IPv4 == innerV4 {
+	if !pool.Contains(o.Client.IPv4) || o.Client.IPv4 == innerV4 {
 		t.Errorf("leased %s: not a pool address", o.Client.IPv4)
 	}
 	if o.Server.IPv4 != innerV4 || o.Server.IPv6 != server6 || o.Client.IPv6 != loopback6 {

@@ -49,6 +49,12 @@ type tlsTunnel struct {
 // its lease active.
 func openTLSTunnel(t testing.TB, gw *testGW, st *enroll.State) *tlsTunnel {
 	t.Helper()
+	return openTLSTunnelIn(t, gw, st, defPool)
+}
+
+// openTLSTunnelIn is openTLSTunnel for a lease from pool.
+func openTLSTunnelIn(t testing.TB, gw *testGW, st *enroll.State, pool netip.Prefix) *tlsTunnel {
+	t.Helper()
 	c, err := gw.dialTLS(testCtx(t), st, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -63,7 +69,7 @@ func openTLSTunnel(t testing.TB, gw *testGW, st *enroll.State) *tlsTunnel {
 		t.Fatalf("TSP-SSL session: %v", err)
 	}
 	o := m.Offer()
-	checkOffer(t, o, tsp.TypeV4AnyV6, loopback6)
+	checkOfferIn(t, o, tsp.TypeV4AnyV6, loopback6, pool)
 	if o.Data == nil || len(o.Data.Transports) != 2 || o.Data.Transports[0] != tsp.TypeV4DTLSV6 || o.Data.Transports[1] != tsp.TypeV4TLSV6 {
 		t.Fatalf("offer data %+v, want v4dtlsv6,v4tlsv6", o.Data)
 	}

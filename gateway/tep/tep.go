@@ -118,6 +118,7 @@ type TEP struct {
 	log   zerolog.Logger
 	dev   tun.Device
 	reg   registry
+	pools atomic.Pointer[[]netip.Prefix] // replaced whole by AddPools
 	icmp  *tokenBucket
 	drops [numDropReasons]atomic.Uint64
 	sent  atomic.Uint64 // ICMP errors generated
@@ -137,6 +138,8 @@ func New(cfg Config) (*TEP, error) {
 		return nil, err
 	}
 	t := &TEP{cfg: cfg, log: cfg.Logger, dev: cfg.Device}
+	pools := append([]netip.Prefix(nil), cfg.Pools...)
+	t.pools.Store(&pools)
 	if cfg.ICMPRate > 0 {
 		t.icmp = newTokenBucket(cfg.ICMPRate, cfg.ICMPBurst, cfg.Now)
 	}
@@ -186,8 +189,23 @@ func (t *TEP) isClosed() bool {
 
 func (t *TEP) drop(r DropReason, n int) { t.drops[r].Add(uint64(n)) }
 
+// AddPools adds lease prefixes (a pool added by a reload): addresses in them can carry
+// sessions, and packets to them without a session get ICMP host unreachable.
+func (t *TEP) AddPools(ps ...netip.Prefix) error {
+	for _, p := range ps {
+		if !p.Addr().Is4() {
+			return fmt.Errorf("tep: pool %v is not IPv4", p)
+		}
+	}
+	t.reg.mu.Lock()
+	defer t.reg.mu.Unlock()
+	next := append(append([]netip.Prefix(nil), *t.pools.Load()...), ps...)
+	t.pools.Store(&next)
+	return nil
+}
+
 func (t *TEP) inPool(a netip.Addr) bool {
-	for _, p := range t.cfg.Pools {
+	for _, p := range *t.pools.Load() {
 		if p.Contains(a) {
 			return true
 		}

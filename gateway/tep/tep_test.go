@@ -393,3 +393,22 @@ func TestInsideDropsNonIPv4(t *testing.T) {
 	waitDrop(t, h.tep, DropMalformed, 1)
 	expectNone(t, h.link.out, "non-IPv4 packet in tunnel")
 }
+
+// TestAddPools: an address of a pool added at run time (a reload) can carry a session.
+func TestAddPools(t *testing.T) {
+	h := newHarness(t, Config{})
+	added := netip.MustParsePrefix("10.98.0.0/24")
+	addr := netip.MustParseAddr("10.98.0.7")
+	if _, err := h.tep.AddSession(SessionInfo{ID: "s2", Lease: addr, Transport: tunnel.Plain}); !errors.Is(err, ErrNotInPool) {
+		t.Fatalf("AddSession outside the pools: %v, want ErrNotInPool", err)
+	}
+	if err := h.tep.AddPools(netip.MustParsePrefix("2001:db8::/64")); err == nil {
+		t.Fatal("an IPv6 pool was accepted")
+	}
+	if err := h.tep.AddPools(added); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.tep.AddSession(SessionInfo{ID: "s2", Lease: addr, Transport: tunnel.Plain}); err != nil {
+		t.Fatalf("AddSession in the added pool: %v", err)
+	}
+}
