@@ -143,8 +143,12 @@ func (g *Gateway) stop() {
 func (g *Gateway) setupControl(udps []*net.UDPConn) error {
 	var mux *udpmux.Mux
 	write := func(b []byte, to netip.AddrPort) error { return mux.WriteTo(b, to) }
+	var pt control.PlainTransport
+	if g.plain != nil {
+		pt = g.plain
+	}
 	ctl, err := control.New(control.Config{
-		Gateway: g.cfg, Leases: g.leases, TEP: g.tep, Plain: g.plain,
+		Gateway: g.cfg, Leases: g.leases, TEP: g.tep, Plain: pt,
 		DTLS: len(udps) > 0, DataPort: g.dataPort(), WriteUDP: write,
 		Policy: g.policy, Passwords: g.passwords.Load, TLS: g.tlsConfig,
 		MaxConns: g.maxConns, Enroll: g.enroll.deliver, Metrics: g.metrics, Logger: g.log, Now: g.now,

@@ -42,8 +42,13 @@ func (b *backend) Create(ctx context.Context, id tsp.Identity, req *tsp.Tunnel) 
 	ss := b.ss
 	endpoint := req.Client.IPv6
 	remote, control := ss.source()
-	if source := remote.Addr().Unmap(); req.Type == tsp.TypeV4V6 && endpoint != source {
-		return nil, statusErr(tsp.StatusInvalidIPv6, fmt.Errorf("client endpoint %s is not the source %s", endpoint, source))
+	if req.Type == tsp.TypeV4V6 {
+		if source := remote.Addr().Unmap(); endpoint != source {
+			return nil, statusErr(tsp.StatusInvalidIPv6, fmt.Errorf("client endpoint %s is not the source %s", endpoint, source))
+		}
+		if err := srv.claimEndpoint(ss, id, endpoint); err != nil {
+			return nil, err
+		}
 	}
 	l, err := b.lease(ctx, id, rule, req.Type, endpoint)
 	if err != nil {

@@ -44,8 +44,42 @@ func (s *Server) attachData(ss *session, data tsp.TunnelType) error {
 	if err != nil {
 		return fmt.Errorf("register plain endpoint %s: %w", ep, err)
 	}
-	return attach(ss, ts, link)
+	if err := attach(ss, ts, link); err != nil {
+		return err
+	}
+	s.sessions.setPlain(ss, ep)
+	return nil
 }
+
+// claimEndpoint makes room for a v4v6 create from the client IPv6 endpoint ep, which carries
+// one v4v6 tunnel at most (the outer source is all that tells tunnels apart). An older session
+// on ep ends if it is of the same identity (the client started again) or stale: nothing came
+// through it for staleAfter keepalive intervals (a legacy client that stopped without delete).
+// A live tunnel of another identity keeps ep, and the create is refused with 301: the client
+// reads the answer to its create, not the one to its accept.
+func (s *Server) claimEndpoint(ss *session, id tsp.Identity, ep netip.Addr) error {
+	other := s.sessions.plainAt(ep)
+	if other == nil || other == ss {
+		return nil
+	}
+	owner, _, _ := other.state()
+	stale := s.now().Sub(other.lastReceive()) > staleAfter*s.offers.keepalive()
+	if owner != id.Name && !stale {
+		return statusErr(tsp.StatusNoMoreTunnels, fmt.Errorf("IPv6 endpoint %s carries the live v4v6 tunnel of session %s (%q)", ep, other.id, owner))
+	}
+	why := "the same identity started a new session"
+	if owner != id.Name {
+		why = "stale: no traffic through it"
+	}
+	if s.end(other, lease.ReasonReplaced) {
+		other.log.Info().Str("reason", why).Str("client_v6", ep.String()).Str("by_session", ss.id).Msg("v4v6 session replaced on its endpoint")
+	}
+	return nil
+}
+
+// staleAfter keepalive intervals without traffic make a v4v6 tunnel stale (gogoc sends an
+// ICMP echo through it every interval).
+const staleAfter = 3
 
 // dataEntry returns the TEP entry of ss (see session.dataEntry). An entry for the same lease
 // held by a session that lost the lease (replaced by ss, its end still on its way as a lease

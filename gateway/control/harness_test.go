@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"net/netip"
 	"sync"
 	"testing"
@@ -46,6 +47,7 @@ type harness struct {
 	leases *lease.Manager
 	tep    *tep.TEP
 	clk    *clock
+	plain  *fakePlain
 }
 
 var testPool = netip.MustParsePrefix("100.64.0.0/24")
@@ -63,6 +65,7 @@ func newHarness(t *testing.T, opts harnessOptions) *harness {
 	}
 	clk := &clock{t: time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)}
 	gw := config.Default()
+	gw.Policy.Default.Transports = []string{tunnel.Plain, tunnel.DTLS, tunnel.TLS}
 	m, err := lease.New(lease.Config{
 		Pools:        []lease.PoolConfig{{Name: "default", Prefixes: []netip.Prefix{testPool}, Exclude: []netip.Prefix{netip.PrefixFrom(gw.TEP.InnerV4, 32)}}},
 		OfferTimeout: 30 * time.Second, Lifetime: time.Hour, HoldTime: time.Hour, MaxSessions: opts.maxSessions,
@@ -79,8 +82,9 @@ func newHarness(t *testing.T, opts harnessOptions) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	plain := &fakePlain{links: map[netip.Addr]*fakeLink{}}
 	srv, err := New(Config{
-		Gateway: gw, Leases: m, TEP: te, DTLS: true, DataPort: 3653,
+		Gateway: gw, Leases: m, TEP: te, Plain: plain, DTLS: true, DataPort: 3653,
 		Policy: auth.NewPolicyHolder(pol), TLS: &tls.Config{}, Logger: zerolog.Nop(),
 		Now: time.Now, // deadlines on real connections; leases follow clk
 	})
@@ -99,23 +103,80 @@ func newHarness(t *testing.T, opts harnessOptions) *harness {
 		te.Close()
 		<-done
 	})
-	return &harness{srv: srv, leases: m, tep: te, clk: clk}
+	return &harness{srv: srv, leases: m, tep: te, clk: clk, plain: plain}
 }
 
-// fakeLink is a DTLS link that carries nothing.
+// fakeLink is a link that carries nothing; onClose runs once when it is closed.
 type fakeLink struct {
-	done chan struct{}
-	once sync.Once
+	transport string
+	endpoint  netip.AddrPort
+	done      chan struct{}
+	once      sync.Once
+	onClose   func()
 }
 
-func newFakeLink() *fakeLink { return &fakeLink{done: make(chan struct{})} }
+func newFakeLink() *fakeLink {
+	return &fakeLink{transport: tunnel.DTLS, endpoint: netip.MustParseAddrPort("[2001:db8::7]:40000"), done: make(chan struct{})}
+}
 
 func (l *fakeLink) WritePackets([][]byte) error { return nil }
-func (l *fakeLink) Close() error                { l.once.Do(func() { close(l.done) }); return nil }
 func (l *fakeLink) Done() <-chan struct{}       { return l.done }
-func (l *fakeLink) Transport() string           { return tunnel.DTLS }
-func (l *fakeLink) Endpoint() netip.AddrPort {
-	return netip.MustParseAddrPort("[2001:db8::7]:40000")
+func (l *fakeLink) Transport() string           { return l.transport }
+func (l *fakeLink) Endpoint() netip.AddrPort    { return l.endpoint }
+func (l *fakeLink) Close() error {
+	l.once.Do(func() {
+		close(l.done)
+		if l.onClose != nil {
+			l.onClose()
+		}
+	})
+	return nil
+}
+
+// fakePlain registers one link per endpoint, as plain.Server does.
+type fakePlain struct {
+	mu    sync.Mutex
+	links map[netip.Addr]*fakeLink
+}
+
+func (p *fakePlain) Register(ep netip.Addr, _ tunnel.Receiver) (tunnel.Link, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.links[ep] != nil {
+		return nil, fmt.Errorf("plain: endpoint already registered: %s", ep)
+	}
+	l := &fakeLink{transport: tunnel.Plain, endpoint: netip.AddrPortFrom(ep, 0), done: make(chan struct{})}
+	l.onClose = func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.links[ep] == l {
+			delete(p.links, ep)
+		}
+	}
+	p.links[ep] = l
+	return l, nil
+}
+
+// plainSession runs a v4v6 session of identity from the client endpoint ep up to its accept
+// and returns its backend and the create's error.
+func (h *harness) plainSession(t *testing.T, identity string, ep netip.Addr) (*backend, error) {
+	t.Helper()
+	ss := h.srv.newSession("udp", netip.AddrPortFrom(ep, 3653), "", nil)
+	if !h.srv.sessions.add(ss, 100) {
+		t.Fatal("session refused")
+	}
+	b := &backend{srv: h.srv, ss: ss}
+	id := tsp.Identity{Name: identity}
+	ctx := context.Background()
+	offer, err := b.Create(ctx, id, &tsp.Tunnel{Type: tsp.TypeV4V6, Client: &tsp.ClientInfo{IPv6: ep}})
+	if err != nil {
+		h.srv.end(ss, lease.ReasonClosed)
+		return b, err
+	}
+	if err := b.Accept(ctx, id, offer, tsp.TypeV4V6); err != nil {
+		t.Fatalf("accept: %v", err)
+	}
+	return b, nil
 }
 
 // dtlsSession creates a TSP-SSL session for identity over its backend, gets an offer, and

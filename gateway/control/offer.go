@@ -36,6 +36,14 @@ func (o *offers) outerV6() netip.Addr {
 	return netip.IPv6Loopback()
 }
 
+// keepalive is the keepalive interval offered to clients (30 s when none is configured).
+func (o *offers) keepalive() time.Duration {
+	if ka := o.gw.TEP.Keepalive.D(); ka > 0 {
+		return ka
+	}
+	return 30 * time.Second
+}
+
 // Inner MTUs per transport (docs/decisions/0005-mtu.md). The TLS stream is segmented by TCP
 // and uses the TEP MTU.
 const (

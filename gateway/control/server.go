@@ -16,7 +16,7 @@ import (
 	"github.com/dstmgw/dstm/gateway/lease"
 	"github.com/dstmgw/dstm/gateway/metrics"
 	"github.com/dstmgw/dstm/gateway/tep"
-	"github.com/dstmgw/dstm/tunnel/plain"
+	"github.com/dstmgw/dstm/tunnel"
 )
 
 // Config is what a Server is built with. Gateway is read only; the rest are the parts the
@@ -27,7 +27,7 @@ type Config struct {
 	TEP     *tep.TEP
 	// Plain is the v4v6 transport (nil: not offered); DTLS says whether the DTLS data
 	// channel is served (its server binds links with BindDTLS) and DataPort its UDP port.
-	Plain    *plain.Server
+	Plain    PlainTransport
 	DTLS     bool
 	DataPort uint16
 	Policy   *auth.PolicyHolder
@@ -45,6 +45,12 @@ type Config struct {
 	Metrics *metrics.Metrics
 	Logger  zerolog.Logger
 	Now     func() time.Time
+}
+
+// PlainTransport is the v4v6 transport as the control plane uses it: one link per client
+// IPv6 endpoint (*plain.Server).
+type PlainTransport interface {
+	Register(endpoint netip.Addr, r tunnel.Receiver) (tunnel.Link, error)
 }
 
 // Server is the TSP control plane of one gateway. Create it with New.

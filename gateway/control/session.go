@@ -224,6 +224,17 @@ func (ss *session) markClosed() (closeCtl func(), ok bool) {
 	return ss.closeCtl, true
 }
 
+// lastReceive returns when the session's data channel last received packets (its start, if
+// it has no data channel).
+func (ss *session) lastReceive() time.Time {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.data == nil {
+		return ss.started
+	}
+	return ss.data.LastReceive()
+}
+
 // state returns what other goroutines decide on, under one lock.
 func (ss *session) state() (owner string, l lease.Lease, closed bool) {
 	ss.mu.Lock()

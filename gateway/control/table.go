@@ -13,6 +13,7 @@ type table struct {
 	mu      sync.Mutex
 	byID    map[string]*session
 	byToken map[[tsp.TokenLen]byte]*session
+	plain   map[netip.Addr]*session // v4v6 sessions by client IPv6 endpoint
 	perSrc  map[netip.Addr]int
 }
 
@@ -20,6 +21,7 @@ func newTable() *table {
 	return &table{
 		byID:    map[string]*session{},
 		byToken: map[[tsp.TokenLen]byte]*session{},
+		plain:   map[netip.Addr]*session{},
 		perSrc:  map[netip.Addr]int{},
 	}
 }
@@ -45,7 +47,7 @@ func (t *table) remove(ss *session) {
 	}
 	delete(t.byID, ss.id)
 	ss.mu.Lock()
-	src, tok := ss.remote.Addr(), ss.token
+	src, tok, ep := ss.remote.Addr(), ss.token, ss.endpoint
 	ss.mu.Unlock()
 	if t.perSrc[src]--; t.perSrc[src] <= 0 {
 		delete(t.perSrc, src)
@@ -53,6 +55,26 @@ func (t *table) remove(ss *session) {
 	if t.byToken[tok] == ss {
 		delete(t.byToken, tok)
 	}
+	if t.plain[ep] == ss {
+		delete(t.plain, ep)
+	}
+}
+
+// setPlain records ss as the v4v6 session of its client endpoint ep, unless ss has left the
+// table.
+func (t *table) setPlain(ss *session, ep netip.Addr) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.byID[ss.id] == ss {
+		t.plain[ep] = ss
+	}
+}
+
+// plainAt returns the v4v6 session of the client endpoint ep, or nil.
+func (t *table) plainAt(ep netip.Addr) *session {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.plain[ep]
 }
 
 // adopt moves the control channel of the fresh session cur onto the earlier session old

@@ -43,6 +43,7 @@ func (s *Session) ReceivePackets(pkts [][]byte) {
 		s.tep.drop(DropNoSession, len(pkts))
 		return
 	}
+	s.lastIn.Store(s.tep.cfg.Now().UnixNano())
 	rb := s.tep.getRx()
 	for _, p := range pkts {
 		s.receive(rb, p)

@@ -57,6 +57,7 @@ type Session struct {
 	stop   chan struct{}
 	done   chan struct{}
 	closed atomic.Bool // set under tep.reg.mu when the session is removed
+	lastIn atomic.Int64 // unix nanoseconds of the last batch from the tunnel (or of AddSession)
 	in     counter
 	out    counter
 	// guarded by tep.reg.mu
@@ -88,6 +89,7 @@ func (t *TEP) AddSession(info SessionInfo) (*Session, error) {
 		tep: t, info: info, lease: info.Lease.As4(), mtu: mtu, mss: packet.MSSForMTU(mtu),
 		since: t.cfg.Now(), tr: transportIndex(info.Transport), endpoint: info.Endpoint,
 	}
+	s.lastIn.Store(s.since.UnixNano())
 	t.reg.mu.Lock()
 	defer t.reg.mu.Unlock()
 	if t.closed {
@@ -171,6 +173,10 @@ func (s *Session) snapshotLocked() SessionSnapshot {
 
 // Info returns what the session was added with.
 func (s *Session) Info() SessionInfo { return s.info }
+
+// LastReceive returns when the session last received packets from its tunnel (when it was
+// added, if never).
+func (s *Session) LastReceive() time.Time { return time.Unix(0, s.lastIn.Load()) }
 
 // MTU returns the session's inner MTU (to announce in the offer).
 func (s *Session) MTU() int { return s.mtu }

@@ -412,3 +412,18 @@ func TestAddPools(t *testing.T) {
 		t.Fatalf("AddSession in the added pool: %v", err)
 	}
 }
+
+// TestLastReceive: a session's last receive time starts when it is added and follows the
+// batches from its tunnel.
+func TestLastReceive(t *testing.T) {
+	h := newHarness(t, Config{})
+	added := h.sess.LastReceive()
+	if !added.Equal(h.clock.Now()) {
+		t.Fatalf("LastReceive %v, want the time of AddSession %v", added, h.clock.Now())
+	}
+	h.clock.Advance(time.Minute)
+	h.sess.ReceivePackets([][]byte{ipv4(lease, server, packet.ProtoUDP, 100, true, 0)})
+	if got := h.sess.LastReceive(); !got.Equal(h.clock.Now()) {
+		t.Fatalf("LastReceive %v after a packet, want %v", got, h.clock.Now())
+	}
+}
