@@ -15,7 +15,7 @@
 //	CheckIdentity    CN equals the single SAN, ValidIdentity        (ErrBadIdentity)
 //	CheckPolicy      the identity is allowed by policy              (ErrNotAllowed)
 //
-// CheckKnownChain is CheckChain through a certchain.Verifier: the configured
+// CheckKnownChain verifies through a certchain.Verifier: the configured
 // intermediates (the embedded CA's) are verified against the roots once, so a
 // client presenting a byte-identical copy costs one signature verification
 // (its leaf's) instead of two; any other chain, and any refusal, is the full

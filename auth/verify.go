@@ -31,7 +31,7 @@ type Peer struct {
 	// Leaf is the peer's certificate; Intermediates the others it presented.
 	Leaf          *x509.Certificate
 	Intermediates []*x509.Certificate
-	// Chains is set by CheckChain: the verified chains to a trusted root.
+	// Chains is set by CheckKnownChain: the verified chains to a trusted root.
 	Chains [][]*x509.Certificate
 	// Identity is set by CheckIdentity.
 	Identity Identity
@@ -249,34 +249,9 @@ func CheckUsage() Check {
 	}
 }
 
-// CheckChain verifies that the leaf chains, through the presented
-// certificates and intermediates, to one of roots at now, with the clientAuth
-// usage allowed along the chain. It sets p.Chains.
-func CheckChain(roots, intermediates *x509.CertPool) Check {
-	return func(now time.Time, p *Peer) error {
-		pool := intermediates
-		if len(p.Intermediates) > 0 {
-			pool = intermediates.Clone()
-			for _, c := range p.Intermediates {
-				pool.AddCert(c)
-			}
-		}
-		chains, err := p.Leaf.Verify(x509.VerifyOptions{
-			Roots:         roots,
-			Intermediates: pool,
-			CurrentTime:   now,
-			KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		})
-		if err != nil {
-			return chainError(p.Leaf, err)
-		}
-		p.Chains = chains
-		return nil
-	}
-}
-
-// CheckKnownChain is CheckChain with a certchain.Verifier (for the
-// clientAuth usage): a leaf presented with only known intermediates costs one
+// CheckKnownChain verifies that the leaf chains to a trusted root at now,
+// with the clientAuth usage allowed along the chain, through a
+// certchain.Verifier: a leaf presented with only known intermediates costs one
 // signature verification, anything else gets the full verification, which
 // alone decides a refusal. It sets p.Chains.
 func CheckKnownChain(v *certchain.Verifier) Check {
