@@ -3,7 +3,6 @@ package auth
 import (
 	"bufio"
 	"bytes"
-	"crypto/md5" //nolint:gosec // HA1 is defined by RFC 2831 and htdigest as MD5.
 	"crypto/subtle"
 	"encoding/hex"
 	"errors"
@@ -14,6 +13,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/dstmgw/dstm/tsp/sasl"
 )
 
 // maxDigestLine bounds one line of a digest file; a valid line is at most
@@ -31,12 +32,6 @@ var ErrInsecureFile = errors.New("auth: digest file is accessible to other users
 type DigestStore struct {
 	realm string
 	users map[string][16]byte
-}
-
-// HA1 returns MD5(user ":" realm ":" pass), the digest stored in htdigest
-// files and used by DIGEST-MD5.
-func HA1(user, realm, pass string) [16]byte {
-	return md5.Sum([]byte(user + ":" + realm + ":" + pass)) //nolint:gosec // see import
 }
 
 // LoadDigestFile reads an htdigest file. The file must not be accessible to
@@ -160,7 +155,7 @@ func (s *DigestStore) Len() int { return len(s.users) }
 // computation as a known one.
 func (s *DigestStore) VerifyPlain(user, pass string) bool {
 	want, ok := s.users[user]
-	got := HA1(user, s.realm, pass)
+	got := sasl.HA1(user, s.realm, pass)
 	return subtle.ConstantTimeCompare(got[:], want[:]) == 1 && ok
 }
 
@@ -182,7 +177,7 @@ func AppendDigestLine(dst []byte, user, realm, pass string) ([]byte, error) {
 	if err := validRealm(realm); err != nil {
 		return dst, err
 	}
-	h := HA1(user, realm, pass)
+	h := sasl.HA1(user, realm, pass)
 	dst = append(dst, user...)
 	dst = append(dst, ':')
 	dst = append(dst, realm...)
