@@ -5,8 +5,8 @@ import (
 )
 
 // rxBatch holds packets from the tunnel on their way into the TUN device.
-// Buffers have room for a whole IPv4 packet plus tunOffset so that the TUN
-// device can coalesce segments (GRO) in place.
+// Each buffer holds a whole IPv4 packet after tunOffset so that the device
+// can coalesce segments (GRO) in place.
 type rxBatch struct {
 	mem  [][]byte // full-capacity buffers, allocated on first use
 	bufs [][]byte // views handed to the device
@@ -35,9 +35,7 @@ func (t *TEP) putRx(rb *rxBatch) {
 	t.rxs.Put(rb)
 }
 
-// ReceivePackets implements tunnel.Receiver: it takes a batch of inner IPv4
-// packets from the session's link and writes them to the TUN device in one
-// call. It does not retain pkts.
+// ReceivePackets implements tunnel.Receiver. It does not retain pkts.
 func (s *Session) ReceivePackets(pkts [][]byte) {
 	if s.closed.Load() {
 		s.tep.drop(DropNoSession, len(pkts))
@@ -54,9 +52,7 @@ func (s *Session) ReceivePackets(pkts [][]byte) {
 	s.tep.putRx(rb)
 }
 
-// receive checks one packet from the tunnel and copies it into rb: the inner
-// source must be the lease; oversize DF packets get ICMP
-// fragmentation-needed back through the tunnel; SYNs get their MSS clamped.
+// receive checks one packet from the tunnel and copies it into rb.
 func (s *Session) receive(rb *rxBatch, pkt []byte) {
 	t := s.tep
 	if err := packet.Check(pkt); err != nil {

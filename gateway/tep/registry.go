@@ -7,22 +7,13 @@ import (
 )
 
 // registryShards is the number of copy-on-write shards (a power of two).
-// Leases are handed out consecutively, so the low bits of the address
-// spread them evenly.
+// Leases are handed out consecutively, so the low bits spread them evenly.
 const registryShards = 4096
 
-// registry maps a leased IPv4 address to its session.
-//
-// Reads are one atomic load and one map lookup with no lock: each shard is an
-// immutable map replaced as a whole (copy-on-write) under mu. Sharding keeps
-// the copy small: with 65 536 sessions a change copies about 16 entries
-// (with the 256 shards of an earlier version, 256 entries: 5% of the CPU
-// of a TSP session setup with 15,000 sessions up).
-// BenchmarkRegistryLookup compares this with sync.Map (10 000 sessions):
-// 10–31 ns against 33–84 ns per lookup on the shared 2-vCPU test machine,
-// both without allocation. Writes
-// (session add/remove) are rare next to lookups (every packet), so
-// copy-on-write is the better trade.
+// registry maps a leased IPv4 address to its session. A lookup is one atomic
+// load and one map read: each shard is an immutable map replaced as a whole
+// under mu. Writes happen once per session, lookups once per packet; the
+// shards keep each copy small.
 type registry struct {
 	mu     sync.Mutex
 	n      int
