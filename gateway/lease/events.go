@@ -53,11 +53,9 @@ type subscriber struct {
 	dropped atomic.Uint64
 }
 
-// hub fans events out to subscribers. Drop policy: an event is offered to
-// each subscriber's buffered channel without blocking; if that buffer is
-// full the event is dropped for that subscriber only (newest dropped, the
-// queued ones keep their order) and counted. The allocator never waits for
-// a slow subscriber.
+// hub fans events out to subscribers without blocking: when a subscriber's
+// buffer is full, the new event is dropped for that subscriber only and
+// counted.
 type hub struct {
 	mu      sync.Mutex
 	subs    map[*subscriber]struct{}
@@ -106,8 +104,7 @@ func (h *hub) publish(evs []Event) {
 
 // Subscribe returns a channel of lease events with the given buffer size
 // (DefaultEventBuffer when <= 0) and a function that ends the subscription
-// and closes the channel. Events that do not fit in the buffer are dropped
-// and counted (DroppedEvents); the allocator never blocks on a subscriber.
+// and closes the channel. Events that do not fit are dropped (DroppedEvents).
 func (m *Manager) Subscribe(buffer int) (<-chan Event, func()) {
 	return m.events.subscribe(buffer)
 }

@@ -78,10 +78,8 @@ func (t *tx) expireSlot(s *slot) {
 // SweepInterval is how often Run calls Expire.
 const SweepInterval = time.Second
 
-// Run calls Expire every SweepInterval until ctx is done, then returns
-// nil. A failed sweep is retried at the next tick; its error is returned
-// only if ctx is still live and the store fails MaxSweepFailures times in
-// a row.
+// Run calls Expire every SweepInterval until ctx is done, then returns nil.
+// It returns an error only after MaxSweepFailures failed sweeps in a row.
 func (m *Manager) Run(ctx context.Context) error {
 	tick := time.NewTicker(SweepInterval)
 	defer tick.Stop()

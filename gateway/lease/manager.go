@@ -17,12 +17,9 @@ const maxSticky = 8
 // Manager hands out IPv4 leases from pools, backed by a Store. It is safe
 // for concurrent use.
 type Manager struct {
-	cfg   Config
-	store Store
-	// exclusive: the store has no other writer, so an offer that changes
-	// nothing but its own address (see Offer) and a session's release from
-	// active to held (see Release) stay in memory.
-	exclusive bool
+	cfg       Config
+	store     Store
+	exclusive bool // see the package documentation
 	events    hub
 	txPool    sync.Pool // of *tx
 
@@ -104,9 +101,8 @@ func (m *Manager) addReservations(rs []Reservation) error {
 	return nil
 }
 
-// load fills the cache from a snapshot. The clean sets are rebuilt in one
-// sorted pass per pool, so loading n records costs O(n log n) and never
-// splits spans one by one.
+// load fills the cache from a snapshot, rebuilding each pool's clean set in
+// one sorted pass (O(n log n)).
 func (m *Manager) load(snap Snapshot) {
 	taken := make(map[*pool][]span)
 	m.slots = make(map[uint32]*slot, len(snap.Leases)+len(snap.Index))
@@ -166,17 +162,13 @@ func (m *Manager) load(snap Snapshot) {
 	}
 }
 
-// AddPool adds a pool at run time (configuration reload: additions only).
-// Records already in the store for its addresses are adopted. Offered and
-// active ones belong to sessions of an earlier run (no session of this run
-// can have an address outside its pools, and the start's ReleaseAll does
-// not see them; like ReleaseAll, this assumes one gateway per store): they
-// are released as ReleaseAll would have released them
-// at the start, in the same critical section (nothing sees them live), so
-// their identities find them held. As in a session's release, an active
-// one's hold stays in memory with an exclusive store. An error wrapping
-// ErrNotHeld means that the pool was added but that release could not be
-// committed; any other error, that nothing changed.
+// AddPool adds a pool at run time (a configuration reload) and adopts the
+// store's records for its addresses. Offered and active ones belong to
+// sessions of an earlier run, which the start's ReleaseAll did not see: they
+// are released as it would have, before anything sees them live. Like
+// ReleaseAll this assumes one gateway per store. An error wrapping ErrNotHeld
+// means that the pool was added but that release was not committed; any
+// other error, that nothing changed.
 func (m *Manager) AddPool(pc PoolConfig) error {
 	m.mu.Lock()
 	p, err := m.addPoolLocked(pc)

@@ -8,13 +8,9 @@ import (
 	"sync"
 )
 
-// memStore is a Store kept in memory, for tests and for gateways that need
-// no persistence. It honours the whole Store contract except durability.
-//
-// Records live in fixed-size chunks indexed through a pointer-free map, so
-// a new lease costs no allocation of its own (one per chunk), growing never
-// copies records, and the garbage collector scans a few large arrays
-// instead of one object per lease.
+// memStore is a Store in memory, for tests and for gateways that need no
+// persistence; it is not durable. Records live in fixed-size chunks behind a
+// pointer-free map: no allocation per lease, and few objects for the GC.
 type memStore struct {
 	mu     sync.Mutex
 	chunks []*[memChunk]Record // a deleted record's slot is zeroed and listed in free
@@ -95,9 +91,7 @@ func (s *memStore) Commit(ctx context.Context, txn Txn) error {
 			delete(s.index, c.Identity)
 			continue
 		}
-		// The Manager never changes an index list in place once it is
-		// committed (IndexChange), so the list is kept, not copied.
-		s.index[c.Identity] = c.Addrs
+		s.index[c.Identity] = c.Addrs // kept, not copied: see IndexChange
 	}
 	return nil
 }

@@ -5,17 +5,11 @@ import (
 	"sort"
 )
 
-// pool is the in-memory cache of one pool's free space.
-//
-// Free addresses are kept in three places, in the order Offer uses them:
-//   - clean: free addresses nobody remembers, an ipset walked with a
-//     "next" cursor so a released address is reused as late as possible;
-//   - freeSticky: free addresses still in some identity's index, oldest
-//     first (taking one drops it from that identity's index);
-//   - held: addresses held for an identity, oldest first (taken only when
-//     nothing else is left).
-//
-// Reserved (static) addresses that are free are in none of them.
+// pool is the in-memory cache of one pool's free space, kept in three places
+// in the order Offer uses them: clean (free addresses nobody remembers,
+// walked by a cursor so that a released address is reused as late as
+// possible), freeSticky (free addresses in some identity's index, oldest
+// first) and held (oldest first). Free reserved addresses are in none.
 type pool struct {
 	name       string
 	spans      []span // every address of the pool, exclusions removed

@@ -52,18 +52,10 @@ func (l *slotList) remove(s *slot) {
 	l.n--
 }
 
-// expiryHeap orders offered, active and held slots by Expires.
-//
-// Why a heap and not a timer per lease: a gateway may hold hundreds of
-// thousands of leases, and a time.AfterFunc each would cost a runtime timer
-// and a goroutine wake-up per lease, fire outside the manager's lock (so
-// every callback must re-check the state it raced with) and could not be
-// driven by an injected clock in tests. The heap costs one pointer and one
-// int per lease, a renewal is an O(log n) Fix, and Expire pops exactly the
-// due leases in deadline order at whatever Now() says. A timer wheel would
-// make insertion O(1) but needs a fixed tick and buckets sized to the
-// longest lifetime (24h holds); at a one-second sweep the heap is simpler
-// and fast enough (see BenchmarkAlloc).
+// expiryHeap orders offered, active and held slots by Expires. A timer per
+// lease would cost a runtime timer each, fire outside the manager's lock and
+// ignore the injected clock; a timer wheel needs buckets for 24 h holds. The
+// heap costs one pointer and one int per lease, and a renewal is a Fix.
 type expiryHeap []*slot
 
 func (h expiryHeap) Len() int           { return len(h) }
@@ -210,8 +202,7 @@ func (m *Manager) setSlotLocked(p *pool, a netip.Addr, s *slot, nv Lease, ver ui
 		_, reserved = m.reserved[u32(a)]
 	}
 	if s != nil {
-		// A slot that stays in the expiry heap (offered, active or held before and after)
-		// keeps its place there and is fixed, not removed and pushed again.
+		// A slot that stays in the heap is fixed in place (attachLocked).
 		m.detachLocked(p, s, nv.State != StateFree)
 	} else if !reserved {
 		p.clean.remove(u32(a))

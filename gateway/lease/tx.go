@@ -12,28 +12,23 @@ import (
 // another operation: undo, wait for it, plan again.
 var errWait = errors.New("lease: key busy")
 
-// tx is one operation in flight. Its plan changes the cache at once
-// (optimistically), marks every touched key busy so no other operation
-// plans on it, and collects the store Txn; if the commit fails, the undo
-// records put the cache back. Only the busy marks cross the unlocked
-// commit, so concurrent operations on other keys commit together (the
-// store coalesces them).
+// tx is one operation in flight. Its plan changes the cache at once, marks
+// every touched key busy so that no other operation plans on it, and
+// collects the store Txn; if the commit fails, the undo records put the cache
+// back. Only the busy marks cross the unlocked commit.
 type tx struct {
 	m      *Manager
 	addrs  []undoAddr
 	idents []undoIdent
 	txn    Txn
 	events []Event
-	// leaseBuf backs the Change.Lease pointers of small transactions; tx
-	// values are recycled (Manager.txPool), which the Store contract
-	// allows: Commit must not keep the Txn after it returns.
+	// leaseBuf backs the Change.Lease pointers of small transactions (tx
+	// values are recycled: Commit does not keep the Txn).
 	leaseBuf [4]Lease
 	nLease   int
-	// wait says what the plan found busy when it returned errWait.
-	wait waitFor
-	// sessionRelease: the operation is a session's release (Manager.Release,
-	// or AddPool's of sessions of an earlier run), whose active -> held
-	// change an exclusive store need not write.
+	wait     waitFor // what the plan found busy when it returned errWait
+	// sessionRelease marks a session's release, whose active -> held change
+	// an exclusive store need not write.
 	sessionRelease bool
 }
 
@@ -53,10 +48,9 @@ const (
 	waitIdent
 )
 
-// waitQ is the queue of operations waiting for one busy key. Only the
-// operations waiting on a key are woken when it is released, so a commit
-// does not wake every waiting planner (a thundering herd when many
-// clients reconnect at once).
+// waitQ is the queue of operations waiting for one busy key: a commit wakes
+// only those, not every waiting planner (a thundering herd when many clients
+// reconnect at once).
 type waitQ struct {
 	cond sync.Cond
 	n    int
@@ -173,8 +167,7 @@ func (t *tx) set(p *pool, a netip.Addr, nv Lease) {
 	}
 	i, seen := t.change(a)
 	// ver, not old.State, says whether the store has a record: an offer kept
-	// in memory (see Offer) is cached as offered with the version of the
-	// record the store still has, 0 when none.
+	// in memory is cached as offered with the store's version.
 	if !seen && ver == 0 && !hasRecord(nv.State) {
 		m.setSlotLocked(p, a, sl, nv, 0)
 		return
@@ -285,16 +278,15 @@ func (m *Manager) waitLocked(w waitFor) {
 	}
 	q.n++
 	q.cond.Wait()
-	// The key may have been released and taken again by another
-	// operation since: q is no longer in the map, only its waiters hold it.
+	// The key may be busy again by now with another queue; q is only ours.
 	if q.n--; q.n == 0 {
 		m.waitQs = append(m.waitQs, q)
 	}
 }
 
-// queueOf returns the wait queue of busy key k, making one if it has none, or nil if k is
-// not busy (any more): the caller then plans again. Adding a key that is not busy to the map
-// would mark it busy for good.
+// queueOf returns the wait queue of busy key k, making one if needed, or nil
+// if k is not busy (the caller then plans again; adding k would mark it busy
+// for good).
 func queueOf[K comparable](m *Manager, busy map[K]*waitQ, k K) *waitQ {
 	q, ok := busy[k]
 	if !ok {
@@ -307,8 +299,7 @@ func queueOf[K comparable](m *Manager, busy map[K]*waitQ, k K) *waitQ {
 	return q
 }
 
-// newWaitQ returns an idle wait queue (recycled: queues are made only
-// when an operation must wait).
+// newWaitQ returns a recycled or new wait queue.
 func (m *Manager) newWaitQ() *waitQ {
 	if n := len(m.waitQs); n > 0 {
 		q := m.waitQs[n-1]
@@ -358,9 +349,7 @@ func (m *Manager) runLocked(ctx context.Context, plan func(t *tx) error) error {
 func (m *Manager) commit(ctx context.Context, t *tx) error {
 	var err error
 	if m.exclusive && t.inMemoryOnly() {
-		// Kept in memory: the store still has the records at their Prev
-		// versions (none, a held or an active lease of the same identity),
-		// which the next change of these addresses must expect.
+		// The store keeps the Prev versions; the next change must expect them.
 		for _, c := range t.txn.Leases {
 			m.slots[u32(c.Addr)].version = c.Prev
 		}
@@ -381,16 +370,11 @@ func (m *Manager) commit(ctx context.Context, t *tx) error {
 	return nil
 }
 
-// inMemoryOnly reports whether t may change the cache alone (exclusive
-// store, see Offer and Release): no identity index changed, and every
-// changed address either went to offered from free or from its new
-// identity's held lease (an offer), or, in a session's release
-// (t.sessionRelease), went from active to held for the same identity.
-// Nothing a crash would need is lost: an offer ends with its connection,
-// and a restart holds every active lease for its identity (ReleaseAll),
-// which is what the release did. (One change may stand for several steps:
-// a session released and its address offered again in one operation must
-// be committed.)
+// inMemoryOnly reports whether an exclusive store need not see t: no index
+// change, and every address went either to offered from free or from its
+// identity's held lease, or (in a session's release) from active to held for
+// the same identity. One change may stand for several steps (a release and a
+// new offer of the address), which must be committed.
 func (t *tx) inMemoryOnly() bool {
 	if len(t.txn.Leases) == 0 || len(t.txn.Index) > 0 || (len(t.events) > 0 && !t.sessionRelease) {
 		return false

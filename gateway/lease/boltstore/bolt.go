@@ -36,61 +36,36 @@ var (
 
 // BoltOptions tunes OpenBolt. The zero value is the production default.
 type BoltOptions struct {
-	// Timeout is how long to wait for the file lock (default 1s).
-	Timeout time.Duration
-	// MaxBatchSize bounds the commits applied in one bbolt transaction
-	// (DefaultMaxBatchSize when zero).
-	MaxBatchSize int
+	Timeout      time.Duration // wait for the file lock
+	MaxBatchSize int           // most commits in one bbolt transaction
 	// CommitDelay is how long the committer waits for more commits when it
-	// finds several queued (the store is busy) before it writes them
-	// (DefaultCommitDelay when zero, none when negative). A lone commit is
-	// written at once.
+	// finds several queued; negative means none.
 	CommitDelay time.Duration
-	// NoSync skips fsync: only for tests and benchmarks of the CPU cost;
-	// a crash may then lose acknowledged commits.
+	// NoSync skips fsync, for tests and benchmarks: a crash may then lose
+	// acknowledged commits.
 	NoSync bool
 }
 
-// DefaultLockTimeout is the lock wait used when BoltOptions.Timeout is 0.
-const DefaultLockTimeout = time.Second
+// Defaults for BoltOptions fields left zero.
+const (
+	DefaultLockTimeout  = time.Second
+	DefaultMaxBatchSize = 1024
+	// DefaultCommitDelay trades a few milliseconds of latency, when busy, for
+	// fewer transactions: each costs two fdatasyncs and the CPU to rewrite
+	// its pages, which a busy gateway needs for its sessions
+	// (docs/benchmarks.md).
+	DefaultCommitDelay = 6 * time.Millisecond
+)
 
-// DefaultMaxBatchSize is the most commits one bbolt transaction applies
-// when BoltOptions.MaxBatchSize is 0.
-const DefaultMaxBatchSize = 1024
-
-// DefaultCommitDelay is the CommitDelay used when BoltOptions.CommitDelay is
-// 0. A transaction costs two fdatasyncs and the CPU to rewrite its pages,
-// which a busy gateway needs for its sessions; the delay makes fewer, larger
-// transactions at the price of commit latency when busy (a lone commit is
-// written at once). Measured on the 2-vCPU test machine (plain TSP session
-// benchmarks, 256 clients):
-//   - 2026-11-25, three commits per session: no delay made about one
-//     transaction per 4 commits; 2-3 ms gave 25-35% more sessions/s, and
-//     10 ms was worse again (each session waited on it three times);
-//   - 2026-11-26, one commit per session (offers and releases kept in
-//     memory): over TCP none 3,490/s, 1 ms 4,530/s, 3 ms 5,270/s, 6 ms
-//     5,590/s (interleaved runs); in 12 more ABBA pairs 3 ms 4,750/s and
-//     6 ms 5,120/s (medians 5,130 and 5,780), UDP ahead in 4 of 4 pairs,
-//     TSP-SSL and BenchmarkAllocBolt unchanged; 10 and 15 ms no better.
-const DefaultCommitDelay = 6 * time.Millisecond
-
-// commitQueue is the capacity of the queue in front of the committer. A
-// Commit that finds it full blocks until the committer takes a batch:
-// callers are slowed down, nothing is dropped.
+// commitQueue is the capacity of the queue in front of the committer. A full
+// queue blocks Commit: callers are slowed down, nothing is dropped.
 const commitQueue = 4096
 
 // ErrClosed is returned by Commit after Close.
 var ErrClosed = errors.New("lease store is closed")
 
-// BoltStore is a lease.Store in one bbolt file.
-//
-// Commits are group-committed: one goroutine (the committer) takes every
-// commit queued while the previous bbolt transaction was being written and
-// fsync'd, and, if that is more than one, those arriving within
-// CommitDelay after; it applies them all in one transaction and answers
-// each caller. A lone commit is written at once (bbolt's DB.Batch made
-// every commit wait for its 10 ms timer); a busy store amortises one fsync
-// over many commits.
+// BoltStore is a lease.Store in one bbolt file. Its own committer replaces
+// bbolt's DB.Batch, which delays even a lone commit by its timer.
 type BoltStore struct {
 	db       *bolt.DB
 	path     string
@@ -119,8 +94,7 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultLockTimeout
 	}
-	// Like etcd: the freelist is not written on every commit (it is
-	// rebuilt by scanning at open, crash-safe) and kept as a hashmap.
+	// As etcd: the freelist is rebuilt at open, not written by every commit.
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout: opts.Timeout, NoSync: opts.NoSync,
 		NoFreelistSync: true, FreelistType: bolt.FreelistMapType,
@@ -193,10 +167,7 @@ func recoverCorrupt(path string, err *error) {
 // Path returns the file name.
 func (s *BoltStore) Path() string { return s.path }
 
-// Exclusive reports that the store has one writer: the file is locked by
-// this process for as long as it is open. The lease Manager then keeps
-// offers and sessions' releases in memory instead of committing them (see
-// lease.Manager.Offer and lease.Manager.Release).
+// Exclusive reports true: the file is locked by this process while open.
 func (s *BoltStore) Exclusive() bool { return true }
 
 // Close waits for the commits already queued, then closes the file and
@@ -247,11 +218,9 @@ func (s *BoltStore) Load(ctx context.Context) (snap lease.Snapshot, err error) {
 	return snap, nil
 }
 
-// Commit applies txn atomically (see lease.Store). Concurrent commits are
-// group-committed into one bbolt transaction and one fsync (see
-// BoltStore); a conflicting txn is not applied but does not fail the
-// others of its transaction. Once queued, a commit is waited for even if
-// ctx ends: it may already be on disk, and the caller must know.
+// Commit applies txn atomically (see lease.Store). Once queued, a commit is
+// waited for even if ctx ends: it may already be on disk, and the caller
+// must know.
 func (s *BoltStore) Commit(ctx context.Context, txn lease.Txn) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -283,9 +252,9 @@ func (s *BoltStore) put(r *commitReq) {
 	s.pool.Put(r)
 }
 
-// committer applies queued commits in batches until Close: every commit
-// queued while the previous transaction was written, and, when that is more
-// than one (the store is busy), those that arrive within s.delay after.
+// committer applies queued commits in batches until Close: those queued
+// while the previous transaction was written and, when that is more than
+// one, those arriving within s.delay after.
 func (s *BoltStore) committer() {
 	defer close(s.exited)
 	batch := make([]*commitReq, 0, s.maxBatch)
