@@ -27,8 +27,7 @@ const (
 )
 
 // Client talks to the admin API over the unix socket. It is safe for
-// concurrent use and implements [Backend], so the CLI and tests can use it
-// wherever a Backend is expected.
+// concurrent use and implements [Backend].
 type Client struct {
 	path string
 	hc   *http.Client

@@ -17,22 +17,19 @@ import (
 // probeTimeout bounds the connect used to tell a live socket from a stale one.
 const probeTimeout = time.Second
 
-// Listen binds the admin socket at path, safely:
+// Listen binds the admin socket at path:
 //
-//   - the parent directory is created with mode 0700 if missing (an existing
-//     directory is left as it is);
-//   - an exclusive flock on path+".lock" is held for the listener's life, so a
-//     second gateway fails fast with [ErrInUse] (the lock file is never
-//     removed: removing it would reopen the race it closes);
-//   - an existing socket at path is replaced only if nothing accepts
-//     connections on it (stale, e.g. after kill -9); a live one is
-//     [ErrInUse], and a path that is not a socket is refused untouched;
-//   - the socket is bound inside a private 0700 temporary directory, chmod'ed
-//     to 0600 and renamed into place, so it is never reachable with looser
-//     permissions and a stale socket is replaced atomically.
+//   - a missing parent directory is created with mode 0700;
+//   - an exclusive flock on path+".lock" is held for the listener's life, so
+//     a second gateway fails with [ErrInUse] (the lock file is never removed:
+//     that would reopen the race it closes);
+//   - an existing socket is replaced only if nothing accepts connections on
+//     it; a path that is not a socket is refused;
+//   - the socket is bound in a private 0700 directory, chmod'ed to 0600 and
+//     renamed into place, so it is never reachable with looser permissions.
 //
-// Closing the returned listener removes the socket (if it is still ours) and
-// releases the lock.
+// Closing the listener removes the socket (if still ours) and releases the
+// lock.
 func Listen(path string) (net.Listener, error) {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {

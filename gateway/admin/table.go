@@ -14,11 +14,9 @@ import (
 	"unicode"
 )
 
-// The table writers render API results for people. Column order is fixed
-// (scripts should use WriteJSON instead); rows are sorted (leases by address,
-// sessions by start time) without modifying the caller's slice; empty cells
-// show "-"; durations are relative to now and rounded down to the second;
-// absolute times are UTC RFC 3339.
+// The table writers render API results for people: fixed columns, sorted
+// rows (the caller's slice is not modified), "-" for empty cells, durations
+// relative to now, absolute times in UTC RFC 3339.
 
 // WriteJSON writes v as indented JSON followed by a newline.
 func WriteJSON(w io.Writer, v any) error {

@@ -6,8 +6,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Traffic directions: the value of the "direction" label of the data-plane
-// counters, seen from the gateway's tunnel side.
+// Values of the "direction" label of the data-plane counters, seen from the
+// tunnel side.
 const (
 	DirectionIn  = "in"  // from the client through the tunnel towards the IPv4 world
 	DirectionOut = "out" // from the IPv4 world through the tunnel to the client
@@ -51,8 +51,7 @@ type DataplaneSnapshot struct {
 	Drops map[string]uint64
 }
 
-// DataplaneStats is read at every scrape. The counters are kept by the data
-// plane (as atomics) and must never decrease while the process runs.
+// DataplaneStats is read at every scrape. Its counters must never decrease.
 type DataplaneStats interface {
 	Dataplane() DataplaneSnapshot
 }
@@ -64,8 +63,7 @@ type sources struct {
 	dataplane DataplaneStats
 }
 
-// stateCollector turns the consumer interfaces into const metrics at scrape
-// time.
+// stateCollector turns the sources into const metrics at scrape time.
 type stateCollector struct {
 	src atomic.Pointer[sources]
 
