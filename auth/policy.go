@@ -199,9 +199,7 @@ func (p *Policy) Reservations() map[string]netip.Addr {
 
 // AllowsTransport reports whether the resolved rule allows tunnel type t
 // (case-insensitive). A request for v4anyv6 is allowed when the rule allows
-// v4anyv6, v4dtlsv6 or v4tlsv6: the server then offers whichever of DTLS and
-// TLS the rule permits. A rule listing v4anyv6 allows both v4dtlsv6 and
-// v4tlsv6 (Resolve has already expanded it).
+// v4dtlsv6 or v4tlsv6: the server then offers whichever the rule permits.
 func (p *Policy) AllowsTransport(rule Rule, t string) bool {
 	t = strings.ToLower(t)
 	if t == TransportV4AnyV6 {
@@ -213,11 +211,10 @@ func (p *Policy) AllowsTransport(rule Rule, t string) bool {
 }
 
 // CheckPools lets the gateway check what only it knows: that every pool
-// named by the policy exists and every static address lies in its
-// identity's pool. check is called with the default rule's pool, each
-// group's pool, and each identity's resolved pool and static address; pool
-// "" stands for the gateway's default pool and static is zero when there is
-// none. Returned errors are wrapped with the field they concern and joined.
+// named by the policy exists and every static address lies in its pool.
+// check is called for the default rule, each group and each identity (pool
+// "" is the default pool, static is zero when none); the errors are wrapped
+// with their field and joined.
 func (p *Policy) CheckPools(check func(pool string, static netip.Addr) error) error {
 	var errs []error
 	if err := check(p.defaultRule.Pool, netip.Addr{}); err != nil {

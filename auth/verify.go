@@ -48,10 +48,8 @@ type Check func(now time.Time, p *Peer) error
 type VerifierConfig struct {
 	// Roots are the trusted CA certificates (the embedded CA's root). Required.
 	Roots []*x509.Certificate
-	// Intermediates are the intermediate CAs of the roots: used when the peer
-	// does not send its chain, and, when a peer presents a byte-identical
-	// copy, verified once instead of in every handshake (package certchain).
-	// Optional.
+	// Intermediates are the roots' intermediate CAs, for peers that do not
+	// send their chain and for certchain's short path. Optional.
 	Intermediates []*x509.Certificate
 	// Revocations is consulted for the leaf's serial. Required.
 	Revocations Revocations
@@ -64,10 +62,9 @@ type VerifierConfig struct {
 	Extra []Check
 }
 
-// Verifier verifies client certificates for crypto/tls and pion/dtls. Its
-// checks run in this order: CheckValidity, CheckUsage, CheckKnownChain,
-// CheckRevocation, CheckIdentity, CheckPolicy, then VerifierConfig.Extra. A
-// Verifier is immutable and safe for concurrent use.
+// Verifier verifies client certificates for crypto/tls and pion/dtls with
+// the checks listed in the package documentation, then
+// VerifierConfig.Extra. It is immutable and safe for concurrent use.
 type Verifier struct {
 	now    func() time.Time
 	roots  *x509.CertPool
@@ -110,9 +107,7 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 }
 
 // Verify parses the DER certificates the peer presented (leaf first) and
-// runs every check. It returns the verified peer or an error wrapping one of
-// ErrNoCertificate, ErrBadCertificate, ErrExpired, ErrNotYetValid,
-// ErrWrongUsage, ErrUnknownCA, ErrRevoked, ErrBadIdentity, ErrNotAllowed.
+// runs every check.
 func (v *Verifier) Verify(rawCerts [][]byte) (*Peer, error) {
 	if len(rawCerts) == 0 {
 		return nil, ErrNoCertificate
@@ -145,11 +140,9 @@ func (v *Verifier) VerifyCertificates(certs []*x509.Certificate) (*Peer, error) 
 }
 
 // VerifyPeerCertificate has the signature of tls.Config.VerifyPeerCertificate
-// and dtls.Config.VerifyPeerCertificate. It always verifies rawCerts itself,
-// so it works when the stack was told not to verify (tls.RequireAnyClientCert,
-// dtls.RequireAnyClientCert). Chains the stack already verified are not
-// trusted on their own — they may come from another pool or clock — so the
-// verification is redone against this Verifier's roots and clock.
+// and dtls.Config.VerifyPeerCertificate. It ignores the chains the stack
+// verified, which may come from another pool or clock, and verifies rawCerts
+// against this Verifier's roots and clock.
 func (v *Verifier) VerifyPeerCertificate(rawCerts [][]byte, _ [][]*x509.Certificate) error {
 	_, err := v.Verify(rawCerts)
 	return err
@@ -169,11 +162,9 @@ func (v *Verifier) VerifyState(cs tls.ConnectionState) (*Peer, error) {
 	return v.VerifyCertificates(cs.PeerCertificates)
 }
 
-// IdentityFromState returns the verified identity of a TLS connection's
-// peer. It re-runs every check (so it is safe even on a connection whose
-// tls.Config lacked this verifier) and returns ErrNoCertificate when the
-// peer sent none, as a TLS-wrapped legacy client may, which then has to use
-// SASL PLAIN.
+// IdentityFromState re-runs every check on a TLS connection's peer and
+// returns its identity, or ErrNoCertificate when it sent none (a legacy
+// client, which then has to use SASL PLAIN).
 func (v *Verifier) IdentityFromState(cs tls.ConnectionState) (Identity, error) {
 	p, err := v.VerifyState(cs)
 	if err != nil {
@@ -182,21 +173,17 @@ func (v *Verifier) IdentityFromState(cs tls.ConnectionState) (Identity, error) {
 	return p.Identity, nil
 }
 
-// TLSConfig returns a clone of base (nil means an empty config) set up for
-// TSP-SSL with a mandatory client certificate: ClientAuth
-// RequireAnyClientCert (crypto/tls does not verify; this Verifier does),
-// ClientCAs set to the roots so clients know which certificate to send, and
-// VerifyConnection running base's own VerifyConnection (if any) and then
-// this Verifier.
+// TLSConfig returns a clone of base (nil: empty) for TSP-SSL with a
+// mandatory client certificate, verified by this Verifier in
+// VerifyConnection after base's own. ClientCAs are the roots, so that
+// clients know which certificate to send.
 func (v *Verifier) TLSConfig(base *tls.Config) *tls.Config {
 	return v.tlsConfig(base, tls.RequireAnyClientCert, false)
 }
 
-// OptionalTLSConfig is TLSConfig for listeners where a certificate is asked
-// for but not required (TSP-SSL without ALPN, where a legacy client may then
-// use SASL PLAIN): a connection without a certificate is accepted and
-// IdentityFromState reports ErrNoCertificate; a certificate that is sent
-// must pass every check.
+// OptionalTLSConfig is TLSConfig with the certificate requested, not
+// required (TSP-SSL without ALPN, for legacy clients using SASL PLAIN); a
+// certificate that is sent must pass every check.
 func (v *Verifier) OptionalTLSConfig(base *tls.Config) *tls.Config {
 	return v.tlsConfig(base, tls.RequestClientCert, true)
 }
@@ -249,11 +236,8 @@ func CheckUsage() Check {
 	}
 }
 
-// CheckKnownChain verifies that the leaf chains to a trusted root at now,
-// with the clientAuth usage allowed along the chain, through a
-// certchain.Verifier: a leaf presented with only known intermediates costs one
-// signature verification, anything else gets the full verification, which
-// alone decides a refusal. It sets p.Chains.
+// CheckKnownChain verifies with v that the leaf chains to a trusted root at
+// now, with the clientAuth usage allowed along the chain. It sets p.Chains.
 func CheckKnownChain(v *certchain.Verifier) Check {
 	return func(now time.Time, p *Peer) error {
 		chains, err := v.Verify(p.Leaf, p.Intermediates, now, "")
