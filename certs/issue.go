@@ -52,12 +52,10 @@ func (ca *CA) Enroll(ctx context.Context, token string, csr *x509.CertificateReq
 }
 
 // Renew issues a new certificate with the same subject, SANs and lifetime as
-// peer, for peer's key or, if csr is not nil, for the CSR's key (rekey).
-// The caller guarantees that peer was presented and proven over mutual TLS.
-// Renew itself checks that peer chains to this CA's root as a client
-// certificate, was issued by this CA, is not expired (by Options.Now), is
-// not revoked, and that a CSR is validly self-signed (smallstep's renewal
-// checks no proof of possession).
+// peer, for peer's key or, if csr is not nil, the CSR's (rekey). The caller
+// guarantees that peer's key was proven over mutual TLS; Renew checks that
+// peer is a valid, unrevoked client certificate of this CA, and the CSR's
+// self-signature, which smallstep's renewal does not.
 func (ca *CA) Renew(ctx context.Context, peer *x509.Certificate, csr *x509.CertificateRequest) ([]*x509.Certificate, error) {
 	// A renewal racing a revocation either completes first (and its new
 	// certificate is revoked by RevokeIdentity) or sees the revocation.

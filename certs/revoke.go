@@ -127,10 +127,9 @@ func (ca *CA) RevokeIdentity(ctx context.Context, identity string) ([]string, er
 }
 
 // revokeLocked records the revocation in our index (the authority for
-// IsRevoked, events and the CRL), updates the in-memory set, publishes,
-// then records it in smallstep's DB (which refuses renewals on its own).
-// A failure in that last step is returned as stepErr: the certificate is
-// already refused by then. Callers hold revMu.
+// IsRevoked, events and the CRL), updates the in-memory set, publishes, then
+// records it in smallstep's DB. A failure of that last step is returned as
+// stepErr: the certificate is already refused by then. Callers hold revMu.
 func (ca *CA) revokeLocked(ctx context.Context, serial string, rec issuedRecord, reason string) (stepErr, err error) {
 	rr := revokedRecord{Identity: rec.Identity, Reason: reason, ReasonCode: reasonCode(reason),
 		RevokedAt: ca.opts.Now().UTC(), NotAfter: rec.NotAfter}
