@@ -25,8 +25,7 @@ const (
 
 // ClientConfig configures Dial.
 type ClientConfig struct {
-	// Certificates is the client certificate chain (mutual
-	// authentication is mandatory).
+	// Certificates is the client certificate chain (required).
 	Certificates []tls.Certificate
 	// RootCAs verifies the server; ServerName is checked against its
 	// certificate.
@@ -52,10 +51,9 @@ type ClientLink struct {
 var _ tunnel.Link = (*ClientLink)(nil)
 
 // Dial runs the DTLS handshake with server over conn, sends the session
-// token until the server acknowledges the bind, and starts delivering
-// inbound packets to r. Dial owns conn: it is closed when the link ends or
-// Dial fails. ctx bounds the handshake and the bind. Use a RebindConn as
-// conn to be able to roam to another local address later.
+// token until the server acknowledges the bind, and delivers inbound packets
+// to r. Dial owns conn, which may be a RebindConn. ctx bounds the handshake
+// and the bind.
 func Dial(ctx context.Context, conn net.PacketConn, server netip.AddrPort, cfg ClientConfig, r tunnel.Receiver) (*ClientLink, error) {
 	if len(cfg.Token) != tsp.TokenLen {
 		_ = conn.Close()

@@ -4,9 +4,8 @@ import "encoding/binary"
 
 // DTLS record layer constants (RFC 6347 §4.1, RFC 9146 §4).
 const (
-	// CIDLen is the length of the connection IDs the server issues. Every
-	// CID this server hands out has this length, which is what lets the
-	// demultiplexer find the CID in a record header without state.
+	// CIDLen is the length of every connection ID the server issues, which
+	// lets the demultiplexer find the CID in a record header without state.
 	CIDLen = 8
 
 	headerLen    = 13 // type(1) version(2) epoch(2) seq(6) length(2)
