@@ -26,9 +26,9 @@ type link struct {
 
 var _ tunnel.Link = (*link)(nil)
 
-// WritePackets sends pkts to the peer, one sendmmsg per BatchSize packets.
-// Packets the kernel refuses (e.g. EMSGSIZE) are skipped and counted; the
-// first such error is returned after the rest were sent.
+// WritePackets sends pkts to the peer. Packets the kernel refuses (e.g.
+// EMSGSIZE) are skipped and counted; the first such error is returned after
+// the rest were sent.
 func (l *link) WritePackets(pkts [][]byte) error {
 	if l.closed.Load() {
 		return net.ErrClosed

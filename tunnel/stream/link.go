@@ -20,9 +20,8 @@ const (
 	DefaultMTU          = 1400
 	DefaultQueueBytes   = 256 << 10
 	DefaultWriteTimeout = 10 * time.Second
-	// ReceiveSlack is what a received packet may exceed the MTU by before
-	// the stream is declared broken (a peer with a slightly different MTU
-	// idea must not be cut off).
+	// ReceiveSlack is what a received packet may exceed the MTU by, so that
+	// a peer with a slightly different MTU is not cut off.
 	ReceiveSlack = 64
 )
 
@@ -34,9 +33,8 @@ type Options struct {
 	// QueueBytes bounds the frames buffered but not yet written; packets
 	// that do not fit are dropped (newest first) and counted.
 	QueueBytes int
-	// WriteTimeout bounds one conn.Write; a peer that does not drain the
-	// stream for this long fails the link. Zero means DefaultWriteTimeout,
-	// negative means no timeout.
+	// WriteTimeout bounds one conn.Write, so that a peer that does not drain
+	// the stream fails the link; negative means none.
 	WriteTimeout time.Duration
 	// KeepaliveInterval sends a keepalive frame when nothing else was
 	// written for this long. Zero sends none.
@@ -48,9 +46,9 @@ type Options struct {
 	Now func() time.Time
 	// Logger receives debug-level lifecycle messages.
 	Logger zerolog.Logger
-	// Control receives the TSP messages of control frames (see WriteControl), on the reader
-	// goroutine; it must not block for long and must not retain msg. Nil refuses control
-	// frames (the link fails).
+	// Control receives the TSP messages of control frames on the reader
+	// goroutine; it must not block for long or retain msg. When nil, a
+	// control frame fails the link.
 	Control func(msg []byte)
 }
 
@@ -210,10 +208,10 @@ func (l *Link) Stats() Stats {
 	}
 }
 
-// WritePackets queues pkts for the writer and returns without waiting for
-// the network. Packets that are empty or longer than the MTU are dropped
-// and counted; so are packets that do not fit in the bounded queue. It is
-// safe for concurrent use and does not retain pkts.
+// WritePackets queues pkts for the writer without waiting for the network.
+// Packets that are empty, longer than the MTU or do not fit in the queue are
+// dropped and counted. It is safe for concurrent use and does not retain
+// pkts.
 func (l *Link) WritePackets(pkts [][]byte) error {
 	l.mu.Lock()
 	if l.closed {
@@ -226,8 +224,8 @@ func (l *Link) WritePackets(pkts [][]byte) error {
 		case len(p) == 0 || len(p) > l.opts.MTU:
 			l.stats.droppedOversize.Add(1)
 		case len(p) < MinPacketLen || p[0]>>4 != 4:
-			// Not IPv4 (e.g. the kernel's IPv6 router solicitations from a TUN device): the
-			// peer would have to treat the frame as lost framing, so it never goes out.
+			// Not IPv4 (a TUN device's router solicitations): the peer would
+			// take it for lost framing.
 			l.stats.droppedNotIPv4.Add(1)
 		case len(l.pending)+HeaderLen+len(p) > l.opts.QueueBytes:
 			l.stats.droppedFull.Add(1)
@@ -325,10 +323,8 @@ func (l *Link) putSpare(buf []byte) {
 // readLoop parses frames out of a buffer filled from conn and hands each
 // packet to the receiver. The buffer always has room for one whole frame.
 func (l *Link) readLoop() error {
-	// The buffer starts with room for two frames: an idle session (most of them, most of
-	// the time) costs that much, not readBufMax. A read that fills the buffer means more is
-	// waiting in the socket: the buffer then grows, once, to readBufMax, so a busy stream
-	// takes many frames per read.
+	// Room for two frames, so that an idle session costs little; a read that
+	// fills it means more is waiting, and the buffer grows once to readBufMax.
 	buf := make([]byte, 2*(HeaderLen+l.maxPacket))
 	start, end := 0, 0
 	for {

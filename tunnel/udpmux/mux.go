@@ -28,24 +28,20 @@ const (
 
 // Config configures a Mux.
 type Config struct {
-	// TSP receives datagrams whose first byte has the high nibble 0xF.
-	// Nil drops them (counted in Stats.DroppedNoHandler).
-	TSP Handler
-	// DTLS receives datagrams whose first byte is 20–25. Nil drops them.
+	// TSP and DTLS receive their datagrams; nil drops them
+	// (Stats.DroppedNoHandler).
+	TSP  Handler
 	DTLS Handler
 	// ReadBufferBytes and WriteBufferBytes size the kernel socket buffers;
 	// zero means DefaultBufferBytes, negative leaves the kernel default.
 	ReadBufferBytes  int
 	WriteBufferBytes int
-	// BatchSize is the number of datagrams read per system call. 1 reads
-	// with one recvfrom per datagram; zero means DefaultBatchSize.
+	// BatchSize is the number of datagrams read per system call.
 	BatchSize int
 	// MaxDatagram is the receive buffer per datagram; longer datagrams are
-	// truncated by the kernel and dropped (Stats.DroppedTruncated). Zero
-	// means DefaultMaxDatagram.
+	// dropped (Stats.DroppedTruncated).
 	MaxDatagram int
-	// Logger receives debug-level lifecycle messages. The zero value is
-	// disabled.
+	// Logger receives debug-level lifecycle messages.
 	Logger zerolog.Logger
 }
 
@@ -88,9 +84,8 @@ type socket struct {
 // socket can reach the destination's address family.
 var ErrNoSocket = errors.New("udpmux: no socket for address family")
 
-// New returns a Mux that owns conns (closed by Close or when Run returns).
-// It sets the sockets' buffer sizes; failing to do so is logged at debug
-// level only, since the kernel default still works.
+// New returns a Mux that owns conns and sets their buffer sizes (a failure
+// is logged at debug level only: the kernel default still works).
 func New(cfg Config, conns ...*net.UDPConn) (*Mux, error) {
 	if len(conns) == 0 {
 		return nil, ErrNoSocket
@@ -153,9 +148,8 @@ func (m *Mux) setBuffers(s *socket) {
 	}
 }
 
-// Run reads and dispatches datagrams until ctx is done or a socket fails
-// permanently. Call it once. It closes the sockets before returning and returns nil when
-// ctx ended it (or Close was called), the socket error otherwise.
+// Run reads and dispatches datagrams until ctx is done, Close is called
+// (both return nil) or a socket fails. Call it once. It closes the sockets.
 func (m *Mux) Run(ctx context.Context) error {
 	errc := make(chan error, len(m.socks))
 	var wg sync.WaitGroup
@@ -208,8 +202,7 @@ func (m *Mux) WriteTo(b []byte, to netip.AddrPort) error {
 }
 
 // socketFor picks the IPv4 socket for IPv4 destinations when there is one,
-// the IPv6 socket otherwise (which reaches IPv4 through v4-mapped addresses
-// when it is dual-stack).
+// the (dual-stack) IPv6 socket otherwise.
 func (m *Mux) socketFor(a netip.Addr) *socket {
 	if a.Unmap().Is4() && m.v4 != nil {
 		return m.v4
