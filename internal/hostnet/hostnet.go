@@ -121,10 +121,9 @@ func (h *Host) RemoveRoute(dev string, dst netip.Prefix) error {
 	return nil
 }
 
-// CheckIPv4Forwarding returns nil if the kernel forwards IPv4. Otherwise,
-// with enable it tries to switch forwarding on and says clearly when the
-// sysctl is read-only (as in many containers and network namespaces); the
-// setting is left on at Close because other software may depend on it.
+// CheckIPv4Forwarding returns nil if the kernel forwards IPv4; otherwise,
+// with enable, it tries to switch forwarding on. The setting is left on at
+// Close because other software may depend on it.
 func (h *Host) CheckIPv4Forwarding(enable bool) error {
 	path := filepath.Join(h.procRoot(), "net/ipv4/ip_forward")
 	v, err := os.ReadFile(path)
@@ -220,9 +219,8 @@ func ipNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), bits)}
 }
 
-// DisableIPv6 turns IPv6 off on a device (net.ipv6.conf.DEV.disable_ipv6=1) so the kernel
-// sends no router solicitations or MLD reports into an IPv4-only tunnel. It is best effort
-// from the caller's point of view: the error says why it could not be done.
+// DisableIPv6 turns IPv6 off on a device so that the kernel sends no router solicitations
+// or MLD reports into an IPv4-only tunnel.
 func (h *Host) DisableIPv6(dev string) error {
 	path := filepath.Join(h.procRoot(), "net/ipv6/conf", dev, "disable_ipv6")
 	if err := os.WriteFile(path, []byte("1\n"), 0o644); err != nil {

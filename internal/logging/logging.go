@@ -1,6 +1,6 @@
-// Package logging builds the one zerolog.Logger that cmd/ passes down: JSON by default, human
-// console output when the output is a terminal (or when asked), and a level that can change
-// at run time (SIGHUP). Field names are listed in docs/logging.md.
+// Package logging builds the one zerolog.Logger that cmd/ passes down: JSON, or console
+// output on a terminal, at a level that can change at run time (SIGHUP). docs/logging.md
+// lists the field names.
 package logging
 
 import (
