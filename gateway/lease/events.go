@@ -47,15 +47,13 @@ type Event struct {
 // DefaultEventBuffer is the subscriber buffer used when Subscribe gets 0.
 const DefaultEventBuffer = 256
 
-// subscriber is one bounded event queue.
 type subscriber struct {
 	ch      chan Event
 	dropped atomic.Uint64
 }
 
-// hub fans events out to subscribers without blocking: when a subscriber's
-// buffer is full, the new event is dropped for that subscriber only and
-// counted.
+// hub fans events out without blocking: a subscriber whose buffer is full
+// loses the event, which is counted.
 type hub struct {
 	mu      sync.Mutex
 	subs    map[*subscriber]struct{}

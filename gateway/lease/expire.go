@@ -32,7 +32,7 @@ func (m *Manager) Expire(ctx context.Context) (int, error) {
 	}
 }
 
-// sweep changes up to sweepBatch due leases; due leases being committed by
+// sweep changes up to sweepBatch due leases; those being committed by
 // another operation are left for the next sweep.
 func (t *tx) sweep(now time.Time) int {
 	m := t.m

@@ -163,11 +163,9 @@ func (m *Manager) load(snap Snapshot) {
 }
 
 // AddPool adds a pool at run time (a configuration reload) and adopts the
-// store's records for its addresses. Offered and active ones belong to
-// sessions of an earlier run, which the start's ReleaseAll did not see: they
-// are released as it would have, before anything sees them live. Like
-// ReleaseAll this assumes one gateway per store. An error wrapping ErrNotHeld
-// means that the pool was added but that release was not committed; any
+// store's records for its addresses, releasing those of sessions of an
+// earlier run as the start's ReleaseAll would have. An error wrapping
+// ErrNotHeld means that the pool was added but that release failed; any
 // other error, that nothing changed.
 func (m *Manager) AddPool(pc PoolConfig) error {
 	m.mu.Lock()
@@ -253,7 +251,6 @@ func (m *Manager) Stats() []PoolStats {
 	return out
 }
 
-// resolvePoolLocked maps a request's pool name to a pool.
 func (m *Manager) resolvePoolLocked(name, id string) (*pool, error) {
 	if name == "" {
 		if is := m.idents[id]; is != nil && len(is.static) > 0 {

@@ -8,9 +8,8 @@ import (
 	"sync"
 )
 
-// memStore is a Store in memory, for tests and for gateways that need no
-// persistence; it is not durable. Records live in fixed-size chunks behind a
-// pointer-free map: no allocation per lease, and few objects for the GC.
+// memStore is a Store in memory, without durability. Records live in
+// fixed-size chunks behind a pointer-free map, so the GC scans few objects.
 type memStore struct {
 	mu     sync.Mutex
 	chunks []*[memChunk]Record // a deleted record's slot is zeroed and listed in free
@@ -20,10 +19,8 @@ type memStore struct {
 	index  map[string][]netip.Addr
 }
 
-// memChunk is the number of records per chunk.
 const memChunk = 1024
 
-// rec returns the record in slot i.
 func (s *memStore) rec(i uint32) *Record { return &s.chunks[i/memChunk][i%memChunk] }
 
 // NewMemStore returns an empty in-memory Store.
@@ -96,7 +93,6 @@ func (s *memStore) Commit(ctx context.Context, txn Txn) error {
 	return nil
 }
 
-// slotLocked stores r in a free slot and returns the slot.
 func (s *memStore) slotLocked(r Record) uint32 {
 	var i uint32
 	if n := len(s.free); n > 0 {

@@ -16,9 +16,7 @@ const maxConflictRetries = 8
 // the identity's lease for the same session (idempotent), its static
 // reservation, its sticky address, a clean free address, a free address
 // remembered by another identity, an address held for another identity
-// (oldest first). An exclusive store is not sent an offer that changes
-// nothing else: it lives no longer than its TSP connection, which a crash
-// ends too.
+// (oldest first).
 func (m *Manager) Offer(ctx context.Context, r Request) (Lease, error) {
 	if err := ValidIdentity(r.Identity); err != nil {
 		return Lease{}, err
@@ -74,7 +72,6 @@ func (t *tx) offer(r Request, out *Lease) error {
 	return nil
 }
 
-// enforceLimit applies the session limit before a new offer.
 func (t *tx) enforceLimit(r Request, is *identState) error {
 	limit := r.MaxSessions
 	if limit <= 0 {
@@ -165,7 +162,6 @@ func (t *tx) usableBy(a netip.Addr, id string) bool {
 	return s.Identity == id && (s.State == StateFree || s.State == StateHeld)
 }
 
-// forget drops address a from id's sticky index.
 func (t *tx) forget(id string, a netip.Addr) error {
 	if err := t.lockIdent(id); err != nil {
 		return err

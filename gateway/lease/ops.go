@@ -6,11 +6,9 @@ import (
 	"net/netip"
 )
 
-// Accept turns the offered lease of addr into an active one bound to
-// session, with Expires = now + Lifetime, and makes addr the identity's
-// sticky address. A non-empty transport replaces the offer's (the data
-// transport the client chose). Accepting an already active lease of the
-// same session returns it unchanged.
+// Accept makes the offered lease of addr active for Lifetime and addr the
+// identity's sticky address. A non-empty transport replaces the offer's.
+// Accepting the session's active lease again returns it unchanged.
 func (m *Manager) Accept(ctx context.Context, addr netip.Addr, session, transport string) (Lease, error) {
 	if !addr.Is4() {
 		return Lease{}, fmt.Errorf("%w: %v is not an IPv4 address", ErrNotFound, addr)
@@ -76,10 +74,7 @@ func (m *Manager) Renew(ctx context.Context, addr netip.Addr, session string) (L
 
 // Release ends the session's lease of addr: an active lease is held for its
 // identity for HoldTime (EventReleased); an offered one goes back as if its
-// offer had timed out. With an exclusive store the active -> held change is
-// not committed (see the package documentation); after a crash the hold
-// counts from the next start. ReleaseIdentity, ReleaseAll and Expire always
-// commit.
+// offer had timed out.
 func (m *Manager) Release(ctx context.Context, addr netip.Addr, session string, why Reason) error {
 	if !addr.Is4() {
 		return fmt.Errorf("%w: %v is not an IPv4 address", ErrNotFound, addr)
@@ -219,7 +214,6 @@ func (t *tx) releaseSessions(is *identState, why Reason, out []Lease) ([]Lease, 
 	return out, nil
 }
 
-// sessionSlot returns the offered or active slot of addr owned by session.
 func (t *tx) sessionSlot(addr netip.Addr, session string) (*slot, error) {
 	if err := t.checkAddr(addr); err != nil {
 		return nil, err
@@ -284,10 +278,8 @@ func (m *Manager) ReleaseAll(ctx context.Context, why Reason) (int, error) {
 	}
 }
 
-// Flush commits the sessions' releases kept in memory for an exclusive
-// store, so that their holds keep their times, and returns how many it
-// wrote. A gateway calls it when it stops, after ReleaseAll: a release made
-// after Flush's Load is not written.
+// Flush commits the sessions' releases an exclusive store was not sent, and
+// returns how many. A gateway calls it when it stops, after ReleaseAll.
 func (m *Manager) Flush(ctx context.Context) (int, error) {
 	if !m.exclusive {
 		return 0, nil

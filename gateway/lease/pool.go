@@ -38,7 +38,6 @@ func (p *pool) stats() PoolStats {
 	return PoolStats{Name: p.name, Size: p.size, Free: p.size - used, Offered: p.offered, Active: p.active, Held: p.heldN}
 }
 
-// poolSpans returns the normalized addresses of a pool config.
 func poolSpans(pc PoolConfig) ([]span, error) {
 	if pc.Name == "" {
 		return nil, fmt.Errorf("%w: pool without a name", ErrInvalidConfig)
@@ -100,7 +99,7 @@ type poolSpan struct {
 	p *pool
 }
 
-// poolFor returns the pool that contains addr (exclusions count as outside).
+// poolFor returns the pool that contains addr; excluded addresses are in none.
 func (m *Manager) poolFor(v uint32) *pool {
 	i := sort.Search(len(m.spans), func(i int) bool { return m.spans[i].hi >= v })
 	if i < len(m.spans) && m.spans[i].lo <= v {
@@ -109,7 +108,6 @@ func (m *Manager) poolFor(v uint32) *pool {
 	return nil
 }
 
-// addPoolLocked validates pc against the existing pools and adds it.
 func (m *Manager) addPoolLocked(pc PoolConfig) (*pool, error) {
 	if _, dup := m.pools[pc.Name]; dup {
 		return nil, fmt.Errorf("%w: duplicate pool %q", ErrInvalidConfig, pc.Name)

@@ -56,7 +56,6 @@ type waitQ struct {
 	n    int
 }
 
-// newLease returns storage for one Change.Lease.
 func (t *tx) newLease(l Lease) *Lease {
 	if t.nLease < len(t.leaseBuf) {
 		p := &t.leaseBuf[t.nLease]
@@ -69,7 +68,6 @@ func (t *tx) newLease(l Lease) *Lease {
 	return p
 }
 
-// reset empties t for reuse, keeping its buffers.
 func (t *tx) reset(m *Manager) {
 	clear(t.addrs)
 	clear(t.idents)
@@ -97,7 +95,6 @@ type undoIdent struct {
 	old []netip.Addr
 }
 
-// checkAddr returns errWait if another tx holds address a.
 func (t *tx) checkAddr(a netip.Addr) error {
 	if t.addrBusy(a) {
 		t.wait = waitFor{kind: waitAddr, addr: u32(a)}
@@ -125,7 +122,6 @@ func (t *tx) lockIdent(id string) error {
 	return nil
 }
 
-// addrBusy reports whether another tx holds address a.
 func (t *tx) addrBusy(a netip.Addr) bool {
 	for _, u := range t.addrs {
 		if u.a == a {
@@ -190,7 +186,6 @@ func (t *tx) set(p *pool, a netip.Addr, nv Lease) {
 	m.setSlotLocked(p, a, sl, nv, newVer)
 }
 
-// change returns the index of a's change in the txn (a handful at most).
 func (t *tx) change(a netip.Addr) (int, bool) {
 	for i := range t.txn.Leases {
 		if t.txn.Leases[i].Addr == a {
@@ -219,7 +214,6 @@ func (t *tx) emit(kind EventKind, l Lease, why Reason) {
 	t.events = append(t.events, Event{Kind: kind, Lease: l, Reason: why})
 }
 
-// rollbackLocked undoes every cache change and frees the keys.
 func (t *tx) rollbackLocked() {
 	m := t.m
 	for i := len(t.addrs) - 1; i >= 0; i-- {
@@ -299,7 +293,6 @@ func queueOf[K comparable](m *Manager, busy map[K]*waitQ, k K) *waitQ {
 	return q
 }
 
-// newWaitQ returns a recycled or new wait queue.
 func (m *Manager) newWaitQ() *waitQ {
 	if n := len(m.waitQs); n > 0 {
 		q := m.waitQs[n-1]
@@ -400,7 +393,6 @@ func (t *tx) inMemoryOnly() bool {
 	return true
 }
 
-// undoOf returns what address a was before t changed it.
 func (t *tx) undoOf(a netip.Addr) (Lease, bool) {
 	for _, u := range t.addrs {
 		if u.a == a {
@@ -423,7 +415,6 @@ func (m *Manager) adoptConflictLocked(err error) {
 	m.adoptLocked(ce.Addr, ce.Current)
 }
 
-// adoptLocked sets address a to the store's record r (nil: absent).
 func (m *Manager) adoptLocked(a netip.Addr, r *Record) {
 	p := m.poolFor(u32(a))
 	if p == nil {

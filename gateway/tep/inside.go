@@ -11,7 +11,6 @@ import (
 	"github.com/dstmgw/dstm/internal/packet"
 )
 
-// outBuf is a queued packet towards the tunnel.
 type outBuf struct{ b []byte }
 
 func (t *TEP) getOut() *outBuf { return t.outs.Get().(*outBuf) }
@@ -21,7 +20,6 @@ func (t *TEP) putOut(ob *outBuf) {
 	t.outs.Put(ob)
 }
 
-// insideScratch is the inside reader's own memory.
 type insideScratch struct {
 	bufs  [][]byte
 	sizes []int
@@ -37,8 +35,7 @@ func (t *TEP) newInsideScratch() *insideScratch {
 	return sc
 }
 
-// routineReadInside reads batches from the TUN device and dispatches each
-// packet to its session's queue until the device is closed.
+// routineReadInside reads the TUN device until it is closed.
 func (t *TEP) routineReadInside() error {
 	sc := t.newInsideScratch()
 	failures := 0
@@ -129,7 +126,6 @@ func (s *Session) outQueue() chan *outBuf {
 	return s.queue
 }
 
-// enqueue is push on the session queue; without a link ob is dropped.
 func (s *Session) enqueue(ob *outBuf) {
 	q := s.outQueue()
 	if q == nil {
@@ -151,8 +147,8 @@ func (s *Session) push(q chan *outBuf, ob *outBuf) {
 	}
 }
 
-// icmpInside writes an ICMP error about pkt from src back into the TUN
-// device: host unreachable when mtu is 0, fragmentation needed otherwise.
+// icmpInside writes an ICMP error about pkt back into the TUN device: host
+// unreachable when mtu is 0, fragmentation needed otherwise.
 func (t *TEP) icmpInside(sc *insideScratch, pkt []byte, src netip.Addr, mtu uint16) {
 	var out []byte
 	var err error

@@ -16,7 +16,6 @@ func newRxBatch() *rxBatch {
 	return &rxBatch{mem: make([][]byte, writeBatch), bufs: make([][]byte, 0, writeBatch)}
 }
 
-// slot returns a buffer for the next packet of n bytes at tunOffset.
 func (rb *rxBatch) slot(n int) []byte {
 	i := len(rb.bufs)
 	if rb.mem[i] == nil {
@@ -52,7 +51,6 @@ func (s *Session) ReceivePackets(pkts [][]byte) {
 	s.tep.putRx(rb)
 }
 
-// receive checks one packet from the tunnel and copies it into rb.
 func (s *Session) receive(rb *rxBatch, pkt []byte) {
 	t := s.tep
 	if err := packet.Check(pkt); err != nil {
@@ -74,8 +72,7 @@ func (s *Session) receive(rb *rxBatch, pkt []byte) {
 	packet.ClampMSS(b, s.mss)
 }
 
-// icmpOutside queues ICMP fragmentation-needed about pkt towards the client,
-// from the gateway's inner address.
+// icmpOutside queues ICMP fragmentation-needed about pkt towards the client.
 func (s *Session) icmpOutside(pkt []byte) {
 	t := s.tep
 	ob := t.getOut()
@@ -89,7 +86,6 @@ func (s *Session) icmpOutside(pkt []byte) {
 	s.enqueue(ob)
 }
 
-// flushRx writes the packets in rb to the TUN device and empties rb.
 func (s *Session) flushRx(rb *rxBatch) {
 	if len(rb.bufs) == 0 {
 		return

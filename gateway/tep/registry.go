@@ -26,7 +26,6 @@ func key(a netip.Addr) (uint32, int) {
 	return k, int(k % registryShards)
 }
 
-// lookup returns the session of lease a, or nil.
 func (r *registry) lookup(a netip.Addr) *Session {
 	k, sh := key(a)
 	m := r.shards[sh].Load()
@@ -36,7 +35,6 @@ func (r *registry) lookup(a netip.Addr) *Session {
 	return (*m)[k]
 }
 
-// lookupKey is lookup for a destination read straight from a packet.
 func (r *registry) lookupKey(b [4]byte) *Session {
 	k := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
 	m := r.shards[k%registryShards].Load()
@@ -46,7 +44,6 @@ func (r *registry) lookupKey(b [4]byte) *Session {
 	return (*m)[k]
 }
 
-// addLocked inserts s unless its lease is taken; r.mu must be held.
 func (r *registry) addLocked(s *Session) bool {
 	k, sh := key(s.info.Lease)
 	old := r.shards[sh].Load()
@@ -65,8 +62,7 @@ func (r *registry) addLocked(s *Session) bool {
 	return true
 }
 
-// removeLocked removes s if it is still the session of its lease; r.mu must
-// be held.
+// removeLocked removes s if it is still the session of its lease.
 func (r *registry) removeLocked(s *Session) bool {
 	k, sh := key(s.info.Lease)
 	old := r.shards[sh].Load()
@@ -84,7 +80,6 @@ func (r *registry) removeLocked(s *Session) bool {
 	return true
 }
 
-// allLocked returns every session; r.mu must be held.
 func (r *registry) allLocked() []*Session {
 	out := make([]*Session, 0, r.n)
 	for i := range r.shards {

@@ -109,7 +109,7 @@ func (t *TEP) RemoveSession(lease netip.Addr, id string) {
 }
 
 // debug returns a debug event with the session's fields, or nil when debug
-// logging is off, so that a session needs no logger of its own.
+// logging is off.
 func (s *Session) debug() *zerolog.Event {
 	e := s.tep.log.Debug()
 	if e == nil {
@@ -119,7 +119,6 @@ func (s *Session) debug() *zerolog.Event {
 		Stringer("lease_v4", s.info.Lease).Str("transport", s.info.Transport)
 }
 
-// removeLocked unregisters s and folds its traffic into the retired totals.
 func (t *TEP) removeLocked(s *Session) bool {
 	if !t.reg.removeLocked(s) {
 		return false
@@ -194,8 +193,7 @@ func (s *Session) SetLink(l tunnel.Link) {
 	s.link.Store(&linkRef{l}) // after the queue: see outQueue
 }
 
-// startWriterLocked makes the queue and channels and starts the writer;
-// tep.reg.mu must be held and the session must not be removed.
+// startWriterLocked starts the writer; the session must not be removed.
 func (s *Session) startWriterLocked() {
 	s.queue = make(chan *outBuf, s.tep.cfg.QueueLen)
 	s.stop, s.done = make(chan struct{}), make(chan struct{})

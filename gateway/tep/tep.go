@@ -20,12 +20,9 @@ const (
 	// DefaultMTU is the inner IPv4 MTU unless configured: gogoc's v4v6
 	// template sets 1280, and the outer packet (1320 bytes plain, about 1370
 	// with DTLS) fits any IPv6 path of 1400 bytes (docs/dataplane.md).
-	DefaultMTU = 1280
-	// DefaultQueueLen is the per-session queue towards the tunnel.
-	DefaultQueueLen = 1024
-	// DefaultICMPRate is the ICMP errors per second the TEP may generate.
-	DefaultICMPRate = 100
-	// DefaultICMPBurst is the token bucket depth for ICMP errors.
+	DefaultMTU       = 1280
+	DefaultQueueLen  = 1024
+	DefaultICMPRate  = 100 // ICMP errors per second
 	DefaultICMPBurst = 20
 
 	minMTU = 576
@@ -51,14 +48,11 @@ type Config struct {
 	// keepalive target) and the source of ICMP errors sent into the tunnel.
 	InnerAddr netip.Addr
 	Pools     []netip.Prefix // lease prefixes routed to the TUN device
-	// MTU is the TUN device's MTU and the largest session MTU.
-	MTU      int
-	QueueLen int // per-session queue length
-	// ICMPRate is the ICMP errors per second (none when negative);
-	// ICMPBurst the bucket depth.
-	ICMPRate  float64
-	ICMPBurst int
-	Logger    zerolog.Logger // debug events; the zero value is off
+	MTU       int            // the TUN device's MTU and the largest session MTU
+	QueueLen  int            // per-session queue length
+	ICMPRate  float64        // ICMP errors per second; none when negative
+	ICMPBurst int            // token bucket depth for ICMP errors
+	Logger    zerolog.Logger // debug events
 	Now       func() time.Time
 }
 

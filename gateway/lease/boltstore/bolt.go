@@ -79,7 +79,6 @@ type BoltStore struct {
 	pool   sync.Pool     // of *commitReq
 }
 
-// commitReq is one queued Commit and, once done is signalled, its result.
 type commitReq struct {
 	txn      lease.Txn
 	conflict *lease.ConflictError
@@ -132,7 +131,6 @@ func openError(path string, timeout time.Duration, err error) error {
 	return fmt.Errorf("lease store %s: open: %w", path, err)
 }
 
-// init creates the buckets of a new file and checks the format of an old one.
 func (s *BoltStore) init() (err error) {
 	defer recoverCorrupt(s.path, &err)
 	return s.db.Update(func(tx *bolt.Tx) error {
@@ -253,8 +251,8 @@ func (s *BoltStore) put(r *commitReq) {
 }
 
 // committer applies queued commits in batches until Close: those queued
-// while the previous transaction was written and, when that is more than
-// one, those arriving within s.delay after.
+// while the previous transaction was written and, if more than one, those
+// arriving within s.delay.
 func (s *BoltStore) committer() {
 	defer close(s.exited)
 	batch := make([]*commitReq, 0, s.maxBatch)
@@ -278,8 +276,6 @@ func (s *BoltStore) committer() {
 	}
 }
 
-// gather appends queued commits to batch up to s.maxBatch: those already
-// queued when wait is nil, else those arriving until wait fires.
 func (s *BoltStore) gather(batch []*commitReq, wait <-chan time.Time) []*commitReq {
 	for len(batch) < s.maxBatch {
 		var r *commitReq
@@ -305,8 +301,8 @@ func (s *BoltStore) gather(batch []*commitReq, wait <-chan time.Time) []*commitR
 	return batch
 }
 
-// applyBatch writes every commit of batch in one transaction, recording
-// each one's conflict; an error fails them all (nothing is written).
+// applyBatch writes batch in one transaction, recording each commit's
+// conflict; an error fails them all.
 func (s *BoltStore) applyBatch(batch []*commitReq) (err error) {
 	defer func() {
 		// bbolt panics on some damaged pages.
@@ -325,8 +321,7 @@ func (s *BoltStore) applyBatch(batch []*commitReq) (err error) {
 	})
 }
 
-// apply checks every compare of txn, then writes it; on a failed compare
-// it writes nothing and returns the conflict.
+// apply writes txn unless a compare fails; it then returns the conflict.
 func apply(tx *bolt.Tx, txn lease.Txn) (*lease.ConflictError, error) {
 	leases := tx.Bucket(bucketLeases)
 	for _, c := range txn.Leases {
