@@ -47,7 +47,6 @@ func Listen(path string) (net.Listener, error) {
 	return ln.withLock(lock), nil
 }
 
-// lockFile takes a non-blocking exclusive flock on name.
 func lockFile(name string) (*os.File, error) {
 	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
@@ -86,8 +85,6 @@ func checkExisting(path string) error {
 	return fmt.Errorf("admin: probe existing socket: %w", err)
 }
 
-// bindPrivate binds in a fresh 0700 directory next to path, sets mode 0600
-// and renames the socket to path.
 func bindPrivate(dir, path string) (*socketListener, error) {
 	if err := checkExisting(path); err != nil {
 		return nil, err
@@ -125,7 +122,6 @@ func publish(tmp, path string) error {
 	return nil
 }
 
-// socketListener removes its socket and releases the lock on Close.
 type socketListener struct {
 	*net.UnixListener
 	path string
@@ -141,8 +137,8 @@ func (l *socketListener) withLock(lock *os.File) *socketListener {
 	return l
 }
 
-// Close stops accepting, removes the socket if it is still the one this
-// listener created, and releases the lock. It is idempotent.
+// Close removes the socket if it is still the one this listener created and
+// releases the lock. It is idempotent.
 func (l *socketListener) Close() error {
 	l.once.Do(func() {
 		l.err = l.UnixListener.Close()

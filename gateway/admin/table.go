@@ -29,13 +29,11 @@ func newTable(w io.Writer) *tabwriter.Writer {
 	return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 }
 
-// row writes cells separated by tabs.
 func row(tw io.Writer, cells ...string) {
 	fmt.Fprintln(tw, strings.Join(cells, "\t"))
 }
 
-// WriteLeasesTable writes one line per lease:
-// ADDRESS POOL STATE STATIC IDENTITY TRANSPORT ENDPOINT SESSION EXPIRES.
+// WriteLeasesTable writes one line per lease.
 func WriteLeasesTable(w io.Writer, leases []Lease, now time.Time) error {
 	sorted := slices.Clone(leases)
 	slices.SortStableFunc(sorted, func(a, b Lease) int { return compareAddr(a.Addr, b.Addr) })
@@ -48,9 +46,7 @@ func WriteLeasesTable(w io.Writer, leases []Lease, now time.Time) error {
 	return tw.Flush()
 }
 
-// WriteSessionsTable writes one line per session:
-// ID IDENTITY LEASE TRANSPORT MECHANISM ENDPOINT UPTIME PKTS-IN PKTS-OUT
-// BYTES-IN BYTES-OUT.
+// WriteSessionsTable writes one line per session.
 func WriteSessionsTable(w io.Writer, sessions []Session, now time.Time) error {
 	sorted := slices.Clone(sessions)
 	slices.SortStableFunc(sorted, func(a, b Session) int {
@@ -66,9 +62,7 @@ func WriteSessionsTable(w io.Writer, sessions []Session, now time.Time) error {
 	return tw.Flush()
 }
 
-// WriteStatus writes the gateway's status, then a table of its pools:
-// POOL RANGES SIZE OFFERED ACTIVE HELD STATIC FREE USED (percentage of
-// the addresses that are not free).
+// WriteStatus writes the gateway's status, then a table of its pools.
 func WriteStatus(w io.Writer, s Status, now time.Time) error {
 	tw := newTable(w)
 	row(tw, "version:", cell(s.Version))
@@ -115,8 +109,7 @@ func WriteRevokeResult(w io.Writer, r RevokeResult) error {
 	return tw.Flush()
 }
 
-// compareAddr orders IP addresses numerically and anything unparsable
-// after them, by text.
+// compareAddr orders IP addresses numerically, then anything else by text.
 func compareAddr(a, b string) int {
 	pa, errA := netip.ParseAddr(a)
 	pb, errB := netip.ParseAddr(b)
@@ -185,7 +178,6 @@ func relative(t, now time.Time) string {
 	}
 }
 
-// since renders the time elapsed from t to now.
 func since(t, now time.Time) string {
 	if t.IsZero() {
 		return "-"

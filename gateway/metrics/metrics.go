@@ -143,9 +143,8 @@ func (m *Metrics) newHandler() http.Handler {
 	return promhttp.InstrumentMetricHandler(m.reg, h)
 }
 
-// ObserveHandshake counts one handshake and, when it succeeded, records its
-// duration. transport is one of the Transport… constants, result one of the
-// Result… constants.
+// ObserveHandshake counts one handshake and records the duration of a
+// successful one.
 func (m *Metrics) ObserveHandshake(transport, result string, d time.Duration) {
 	if m == nil {
 		return
@@ -180,8 +179,7 @@ func (m *Metrics) ObserveAllocation(d time.Duration) {
 	m.allocDuration.Observe(d.Seconds())
 }
 
-// Enrollment counts one certificate enrollment with result ok, refused or
-// error.
+// Enrollment counts one certificate enrollment (ok, refused or error).
 func (m *Metrics) Enrollment(result string) {
 	if m == nil {
 		return
@@ -189,7 +187,7 @@ func (m *Metrics) Enrollment(result string) {
 	m.enrollments.WithLabelValues(result).Inc()
 }
 
-// Renewal counts one certificate renewal with result ok, refused or error.
+// Renewal counts one certificate renewal (ok, refused or error).
 func (m *Metrics) Renewal(result string) {
 	if m == nil {
 		return
@@ -197,7 +195,7 @@ func (m *Metrics) Renewal(result string) {
 	m.renewals.WithLabelValues(result).Inc()
 }
 
-// Revocation counts one revocation request with result ok, refused or error.
+// Revocation counts one revocation request (ok, refused or error).
 func (m *Metrics) Revocation(result string) {
 	if m == nil {
 		return
