@@ -25,19 +25,15 @@ const maxDigestLine = 1024
 // be read or written by users other than its owner and group.
 var ErrInsecureFile = errors.New("auth: digest file is accessible to other users")
 
-// DigestStore holds HA1 digests of one realm, read from an htdigest file
-// (`user:realm:md5hex(user:realm:password)`, one entry per line). It serves
-// SASL PLAIN (VerifyPlain) and DIGEST-MD5 (DigestHA1). It is immutable and
-// safe for concurrent use; reload by loading a new store.
+// DigestStore holds the HA1 digests of one realm from an htdigest file. It
+// is immutable; reload by loading a new store.
 type DigestStore struct {
 	realm string
 	users map[string][16]byte
 }
 
-// LoadDigestFile reads an htdigest file. The file must not be accessible to
-// "other" users (mode & 0o007 == 0), otherwise the error wraps
-// ErrInsecureFile. All entries must share one realm; blank lines and lines
-// starting with '#' are skipped. Errors name the file and line.
+// LoadDigestFile reads an htdigest file whose entries share one realm. A
+// file accessible to "other" users is refused with ErrInsecureFile.
 func LoadDigestFile(path string) (*DigestStore, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -94,7 +90,6 @@ type digestEntry struct {
 	ha1         [16]byte
 }
 
-// parseDigestLine parses one `user:realm:hex` line (without newline).
 func parseDigestLine(line string) (digestEntry, error) {
 	parts := strings.Split(line, ":")
 	if len(parts) != 3 {
@@ -150,9 +145,8 @@ func (s *DigestStore) Realm() string { return s.realm }
 // Len returns the number of users.
 func (s *DigestStore) Len() int { return len(s.users) }
 
-// VerifyPlain reports whether pass is user's password (SASL PLAIN). The
-// comparison is constant-time, and an unknown user costs the same digest
-// computation as a known one.
+// VerifyPlain reports whether pass is user's password, in constant time: an
+// unknown user costs the same as a known one.
 func (s *DigestStore) VerifyPlain(user, pass string) bool {
 	want, ok := s.users[user]
 	got := sasl.HA1(user, s.realm, pass)
@@ -186,10 +180,9 @@ func AppendDigestLine(dst []byte, user, realm, pass string) ([]byte, error) {
 	return append(dst, '\n'), nil
 }
 
-// SetDigestUser sets user's password in the htdigest file at path (what
-// `dstm-gateway passwd` does): it replaces the user's line or appends one,
-// keeps every other line, and replaces the file atomically with mode 0600.
-// A missing file is created. The file's existing realm must equal realm.
+// SetDigestUser sets user's password in the htdigest file at path, which it
+// creates if missing or replaces atomically, with mode 0600. The file's realm
+// must be realm.
 func SetDigestUser(path, user, realm, pass string) error {
 	old, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -209,8 +202,6 @@ func SetDigestUser(path, user, realm, pass string) error {
 	return writeFileAtomic(path, replaceUserLine(old, user, line))
 }
 
-// replaceUserLine returns content with user's line replaced by line, or
-// line appended.
 func replaceUserLine(content []byte, user string, line []byte) []byte {
 	var out []byte
 	replaced := false

@@ -105,7 +105,6 @@ func NewPolicy(cfg PolicyConfig) (*Policy, error) {
 	return p, nil
 }
 
-// merge returns, field by field, the first non-zero value among layers.
 func merge(layers []Rule) Rule {
 	var r Rule
 	for _, l := range layers {
@@ -131,7 +130,6 @@ func merge(layers []Rule) Rule {
 	return r
 }
 
-// finish turns a merged configuration rule into a resolved rule.
 func finish(r Rule) Rule {
 	out := Rule{Pool: r.Pool, StaticV4: r.StaticV4, MaxSessions: max(r.MaxSessions, 0)}
 	out.Transports = expandTransports(r.Transports)
@@ -210,11 +208,9 @@ func (p *Policy) AllowsTransport(rule Rule, t string) bool {
 	return slices.Contains(rule.Transports, t)
 }
 
-// CheckPools lets the gateway check what only it knows: that every pool
-// named by the policy exists and every static address lies in its pool.
-// check is called for the default rule, each group and each identity (pool
-// "" is the default pool, static is zero when none); the errors are wrapped
-// with their field and joined.
+// CheckPools calls check for the pool (and static address) of the default
+// rule, each group and each identity, so that the gateway can check that
+// they exist; pool "" is the default pool. The errors are joined.
 func (p *Policy) CheckPools(check func(pool string, static netip.Addr) error) error {
 	var errs []error
 	if err := check(p.defaultRule.Pool, netip.Addr{}); err != nil {

@@ -11,10 +11,9 @@ import (
 	"github.com/dstmgw/dstm/auth/certchain"
 )
 
-// Revocations reports whether a certificate serial number (decimal, as
-// produced by big.Int.String and stored by smallstep) has been revoked.
-// Implementations must be safe for concurrent use and fast: IsRevoked runs
-// inside every handshake.
+// Revocations reports whether a certificate serial number (decimal) has been
+// revoked. IsRevoked runs in every handshake: it must be fast and safe for
+// concurrent use.
 type Revocations interface {
 	IsRevoked(serial string) bool
 }
@@ -28,15 +27,11 @@ type Resolver interface {
 // Peer is the certificate being verified and what the checks learned about
 // it. Each Check reads what earlier checks filled in.
 type Peer struct {
-	// Leaf is the peer's certificate; Intermediates the others it presented.
 	Leaf          *x509.Certificate
-	Intermediates []*x509.Certificate
-	// Chains is set by CheckKnownChain: the verified chains to a trusted root.
-	Chains [][]*x509.Certificate
-	// Identity is set by CheckIdentity.
-	Identity Identity
-	// Rule is set by CheckPolicy: the peer identity's resolved rule.
-	Rule Rule
+	Intermediates []*x509.Certificate   // the other certificates presented
+	Chains        [][]*x509.Certificate // set by CheckKnownChain
+	Identity      Identity              // set by CheckIdentity
+	Rule          Rule                  // set by CheckPolicy
 }
 
 // Check is one step of certificate verification. now is the verifier's
@@ -46,20 +41,14 @@ type Check func(now time.Time, p *Peer) error
 
 // VerifierConfig configures a Verifier.
 type VerifierConfig struct {
-	// Roots are the trusted CA certificates (the embedded CA's root). Required.
-	Roots []*x509.Certificate
+	Roots []*x509.Certificate // required
 	// Intermediates are the roots' intermediate CAs, for peers that do not
-	// send their chain and for certchain's short path. Optional.
+	// send their chain and for certchain's short path.
 	Intermediates []*x509.Certificate
-	// Revocations is consulted for the leaf's serial. Required.
-	Revocations Revocations
-	// Policy decides whether an identity is allowed at all. Required; pass a
-	// *PolicyHolder to follow reloads.
-	Policy Resolver
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
-	// Extra checks run after the built-in ones, in order.
-	Extra []Check
+	Revocations   Revocations // required
+	Policy        Resolver    // required; a *PolicyHolder follows reloads
+	Now           func() time.Time
+	Extra         []Check // run after the built-in checks
 }
 
 // Verifier verifies client certificates for crypto/tls and pion/dtls with
@@ -156,8 +145,7 @@ func (v *Verifier) VerifyConnection(cs tls.ConnectionState) error {
 	return err
 }
 
-// VerifyState verifies the peer certificates of a TLS connection and returns
-// the verified peer, identity and rule included.
+// VerifyState verifies the peer certificates of a TLS connection.
 func (v *Verifier) VerifyState(cs tls.ConnectionState) (*Peer, error) {
 	return v.VerifyCertificates(cs.PeerCertificates)
 }
@@ -249,7 +237,6 @@ func CheckKnownChain(v *certchain.Verifier) Check {
 	}
 }
 
-// chainError maps an x509 verification error to this package's sentinels.
 func chainError(leaf *x509.Certificate, err error) error {
 	var (
 		unknown x509.UnknownAuthorityError
@@ -267,7 +254,6 @@ func chainError(leaf *x509.Certificate, err error) error {
 	return fmt.Errorf("%w: serial %s issued by %q: %v", sentinel, leaf.SerialNumber, leaf.Issuer.CommonName, err)
 }
 
-// CheckRevocation refuses a leaf whose serial number is revoked.
 func CheckRevocation(r Revocations) Check {
 	return func(_ time.Time, p *Peer) error {
 		serial := p.Leaf.SerialNumber.String()
