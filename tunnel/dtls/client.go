@@ -25,23 +25,15 @@ const (
 
 // ClientConfig configures Dial.
 type ClientConfig struct {
-	// Certificates is the client certificate chain (required).
-	Certificates []tls.Certificate
-	// RootCAs verifies the server; ServerName is checked against its
-	// certificate.
-	RootCAs    *x509.CertPool
-	ServerName string
-	// Token is the tsp.TokenLen-byte session token from the TSP offer.
-	Token []byte
-	// MTU is the DTLS path MTU for handshake flights; zero keeps pion's
-	// default (1200).
-	MTU int
-	// Logger receives pion's logging at debug/trace level.
-	Logger zerolog.Logger
+	Certificates []tls.Certificate // required
+	RootCAs      *x509.CertPool
+	ServerName   string
+	Token        []byte // the session token from the TSP offer
+	MTU          int    // path MTU for handshake flights; zero: pion's 1200
+	Logger       zerolog.Logger
 }
 
-// ClientLink is the client side of a bound DTLS link. It implements
-// tunnel.Link.
+// ClientLink is the client side of a bound DTLS link.
 type ClientLink struct {
 	*link
 	bound     chan struct{}

@@ -44,8 +44,7 @@ type link struct {
 	token []byte
 	idle  time.Duration // 0: no idle timeout
 	now   func() time.Time
-	// onToken runs when a record equal to the token arrives; onRecord
-	// runs for every record (before onToken).
+	// onToken runs for a record equal to the token, after onRecord.
 	onToken  func()
 	onRecord func()
 
@@ -115,7 +114,6 @@ func (l *link) Err() error {
 	return l.err
 }
 
-// Transport returns tunnel.DTLS.
 func (l *link) Transport() string { return tunnel.DTLS }
 
 // Endpoint is the peer's address as of the newest authenticated record.
@@ -128,7 +126,6 @@ func (l *link) Endpoint() netip.AddrPort {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
-// Stats returns a snapshot of the link's counters.
 func (l *link) Stats() LinkStats {
 	return LinkStats{
 		PacketsIn: l.packetsIn.Load(), BytesIn: l.bytesIn.Load(),
@@ -145,7 +142,6 @@ func (l *link) finish(err error) {
 	})
 }
 
-// run delivers records to recv until the link ends.
 func (l *link) run(recv tunnel.Receiver) {
 	l.finish(l.readLoop(recv))
 }

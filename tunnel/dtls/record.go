@@ -16,7 +16,6 @@ const (
 	handshakeHello   = 1  // client_hello
 )
 
-// datagramInfo is what the demultiplexer needs to know about a datagram.
 type datagramInfo struct {
 	cid         [CIDLen]byte
 	hasCID      bool // some record is a tls12_cid record
@@ -46,8 +45,6 @@ func inspectDatagram(b []byte) datagramInfo {
 	return info
 }
 
-// recordLen returns the length of the record at the start of b, header
-// included, and whether the whole record is there.
 func recordLen(b []byte) (int, bool) {
 	hl := headerLen
 	if b[0] == contentCID {

@@ -198,7 +198,6 @@ var cipherSuites = []piondtls.CipherSuiteID{
 	piondtls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
 }
 
-// adaptGetCertificate lets a crypto/tls certificate callback serve pion.
 func adaptGetCertificate(f func(*tls.ClientHelloInfo) (*tls.Certificate, error)) func(*piondtls.ClientHelloInfo) (*tls.Certificate, error) {
 	return func(hi *piondtls.ClientHelloInfo) (*tls.Certificate, error) {
 		suites := make([]uint16, len(hi.CipherSuites))
@@ -209,7 +208,6 @@ func adaptGetCertificate(f func(*tls.ClientHelloInfo) (*tls.Certificate, error))
 	}
 }
 
-// Stats returns a snapshot of the counters.
 func (s *Server) Stats() ServerStats {
 	s.mu.RLock()
 	n, hs := len(s.peers), s.handshakes
@@ -333,7 +331,6 @@ func (s *Server) removePeer(p *peer) {
 	}
 }
 
-// handshakeDone moves a peer out of the handshake count.
 func (s *Server) handshakeDone(p *peer) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -374,7 +371,6 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// routinePeer runs one peer from ClientHello to the end of its session.
 func (s *Server) routinePeer(p *peer, from netip.AddrPort) {
 	defer s.wg.Done()
 	defer p.Close()
@@ -454,8 +450,6 @@ func peerCertificate(conn *piondtls.Conn) (*x509.Certificate, error) {
 	return cert, nil
 }
 
-// readToken reads the first application record, which must be exactly
-// tsp.TokenLen bytes.
 func readToken(conn *piondtls.Conn, deadline time.Time) ([]byte, error) {
 	if err := conn.SetReadDeadline(deadline); err != nil {
 		return nil, fmt.Errorf("dtls: token: %w", err)

@@ -14,7 +14,6 @@ import (
 	"github.com/pion/transport/v5/deadline"
 )
 
-// dgram is one queued datagram; buffers come from Server.pool.
 type dgram struct {
 	buf  []byte
 	from netip.AddrPort
@@ -81,7 +80,6 @@ func (p *peer) deliver(b []byte, from netip.AddrPort) {
 	}
 }
 
-// ReadFrom implements net.PacketConn for pion.
 func (p *peer) ReadFrom(b []byte) (int, net.Addr, error) {
 	select {
 	case <-p.closed:
@@ -166,22 +164,18 @@ func (p *peer) Close() error {
 	return nil
 }
 
-// LocalAddr implements net.PacketConn with the unspecified address.
 func (p *peer) LocalAddr() net.Addr { return &net.UDPAddr{} }
 
-// SetDeadline implements net.PacketConn (writes never block).
 func (p *peer) SetDeadline(t time.Time) error { return p.SetReadDeadline(t) }
 
-// SetReadDeadline implements net.PacketConn.
 func (p *peer) SetReadDeadline(t time.Time) error {
 	p.rdl.Set(t)
 	return nil
 }
 
-// SetWriteDeadline implements net.PacketConn (writes never block).
+// The peer's writes never block, so its deadlines bound reads only.
 func (p *peer) SetWriteDeadline(time.Time) error { return nil }
 
-// setConn records the pion Conn running over this peer, for closeSession.
 func (p *peer) setConn(c *piondtls.Conn) { p.conn.Store(c) }
 
 // closeSession ends the peer: through its pion Conn when there is one (so
