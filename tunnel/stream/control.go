@@ -16,7 +16,6 @@ const (
 	MaxControlLen = 8 << 10
 )
 
-// isControl reports whether the frame at the start of b is a control frame.
 func isControl(b []byte) bool { return len(b) > HeaderLen && b[HeaderLen] == ControlMarker }
 
 // parseControl parses a control frame at the start of b (isControl(b) must hold). It returns
@@ -32,7 +31,6 @@ func parseControl(b []byte) ([]byte, int, error) {
 	return b[HeaderLen+1 : HeaderLen+n], HeaderLen + n, nil
 }
 
-// AppendControl appends msg as one control frame to dst.
 func AppendControl(dst, msg []byte) []byte {
 	dst = binary.BigEndian.AppendUint16(dst, uint16(len(msg)+1))
 	dst = append(dst, ControlMarker)

@@ -20,7 +20,6 @@ var (
 	ErrNotIPv4       = errors.New("stream: frame is not an IPv4 packet")
 )
 
-// errNeedMore says the buffer holds no complete frame yet.
 var errNeedMore = errors.New("stream: incomplete frame")
 
 // ParseFrame parses the first frame in b. It returns the packet (nil for a

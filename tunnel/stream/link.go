@@ -27,25 +27,17 @@ const (
 
 // Options configures a Link.
 type Options struct {
-	// MTU is the largest packet WritePackets sends; received packets may
-	// be up to MTU+ReceiveSlack bytes (at most MaxFrameLen).
-	MTU int
-	// QueueBytes bounds the frames buffered but not yet written; packets
-	// that do not fit are dropped (newest first) and counted.
-	QueueBytes int
+	// MTU is the largest packet sent; received packets may be up to
+	// MTU+ReceiveSlack bytes.
+	MTU        int
+	QueueBytes int // frames buffered but not yet written
 	// WriteTimeout bounds one conn.Write, so that a peer that does not drain
 	// the stream fails the link; negative means none.
-	WriteTimeout time.Duration
-	// KeepaliveInterval sends a keepalive frame when nothing else was
-	// written for this long. Zero sends none.
-	KeepaliveInterval time.Duration
-	// IdleTimeout fails the link when nothing (not even a keepalive)
-	// arrived for this long. Zero means no timeout.
-	IdleTimeout time.Duration
-	// Now is the clock used for deadlines; nil means time.Now.
-	Now func() time.Time
-	// Logger receives debug-level lifecycle messages.
-	Logger zerolog.Logger
+	WriteTimeout      time.Duration
+	KeepaliveInterval time.Duration // after this long without writing; zero: none
+	IdleTimeout       time.Duration // fails the link after this long without reading; zero: none
+	Now               func() time.Time
+	Logger            zerolog.Logger
 	// Control receives the TSP messages of control frames on the reader
 	// goroutine; it must not block for long or retain msg. When nil, a
 	// control frame fails the link.
@@ -87,7 +79,6 @@ type counters struct {
 	droppedNotIPv4                           atomic.Uint64
 }
 
-// errLocalClose marks a link ended by Close.
 var errLocalClose = errors.New("stream: closed locally")
 
 // Link carries IPv4 packets over a byte stream. It implements tunnel.Link.
@@ -149,10 +140,9 @@ func (l *Link) Run(ctx context.Context) error {
 	return err
 }
 
-// Transport returns tunnel.TLS.
 func (l *Link) Transport() string { return tunnel.TLS }
 
-// Endpoint returns the peer's address: the TCP connection's remote address.
+// Endpoint returns the TCP connection's remote address.
 func (l *Link) Endpoint() netip.AddrPort {
 	if ta, ok := l.conn.RemoteAddr().(*net.TCPAddr); ok {
 		ap := ta.AddrPort()
@@ -196,7 +186,6 @@ func (l *Link) fail(err error) {
 	})
 }
 
-// Stats returns a snapshot of the counters.
 func (l *Link) Stats() Stats {
 	c := &l.stats
 	return Stats{
@@ -250,8 +239,8 @@ func (l *Link) signal() {
 	}
 }
 
-// routineWrite flushes the pending frames with one Write per wake-up and
-// sends keepalives.
+// routineWrite writes what is pending, one Write per wake-up, and sends
+// keepalives.
 func (l *Link) routineWrite() {
 	var tick <-chan time.Time
 	if l.opts.KeepaliveInterval > 0 {
@@ -291,10 +280,8 @@ func (l *Link) queueKeepalive() {
 // readBufMax is the size a busy stream's read buffer grows to (see readLoop).
 const readBufMax = 32 << 10
 
-// receiveBatch is the most packets handed to the receiver in one call.
 const receiveBatch = 64
 
-// flush writes everything pending in one Write.
 func (l *Link) flush() error {
 	l.mu.Lock()
 	buf := l.pending

@@ -36,13 +36,9 @@ type Config struct {
 	// zero means DefaultBufferBytes, negative leaves the kernel default.
 	ReadBufferBytes  int
 	WriteBufferBytes int
-	// BatchSize is the number of datagrams read per system call.
-	BatchSize int
-	// MaxDatagram is the receive buffer per datagram; longer datagrams are
-	// dropped (Stats.DroppedTruncated).
-	MaxDatagram int
-	// Logger receives debug-level lifecycle messages.
-	Logger zerolog.Logger
+	BatchSize        int // datagrams read per system call
+	MaxDatagram      int // longer datagrams are dropped (Stats.DroppedTruncated)
+	Logger           zerolog.Logger
 }
 
 // Stats is a snapshot of a Mux's counters.
@@ -121,9 +117,7 @@ func withDefaults(cfg Config) Config {
 	return cfg
 }
 
-// pickWriter remembers the first socket of each family for WriteTo. An
-// IPv6 socket also serves IPv4 destinations (as v4-mapped addresses) when
-// there is no IPv4 socket.
+// pickWriter remembers the first socket of each family for WriteTo.
 func (m *Mux) pickWriter(s *socket) {
 	if s.is4 {
 		if m.v4 == nil {
@@ -210,7 +204,6 @@ func (m *Mux) socketFor(a netip.Addr) *socket {
 	return m.v6
 }
 
-// Stats returns a snapshot of the counters.
 func (m *Mux) Stats() Stats {
 	c := &m.stats
 	return Stats{
@@ -236,7 +229,6 @@ const (
 	DTLS                 // DTLS record content types 20–25
 )
 
-// String names the protocol.
 func (p Protocol) String() string {
 	switch p {
 	case TSP:
@@ -263,7 +255,6 @@ func Classify(b []byte) Protocol {
 	}
 }
 
-// dispatch hands one datagram to its handler.
 func (m *Mux) dispatch(b []byte, from netip.AddrPort) {
 	m.stats.received.Add(1)
 	if len(b) == 0 {
