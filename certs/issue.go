@@ -17,12 +17,10 @@ import (
 	"go.step.sm/crypto/jose"
 )
 
-// Enroll authorises token (single use) and signs csr for the token's
-// identity. It returns the leaf (CN = identity, one SAN, client
-// authentication EKU, lifetime Options.LeafLifetime) followed by the
-// intermediate. The CSR must be self-signed with an acceptable key and name
-// exactly the token's identity (CN and one e-mail or DNS SAN); these checks
-// run before the token is spent.
+// Enroll spends token (single use) and signs csr for the token's identity,
+// returning the leaf and the intermediate. The CSR must be self-signed with
+// an acceptable key and name exactly the token's identity; these checks run
+// before the token is spent.
 func (ca *CA) Enroll(ctx context.Context, token string, csr *x509.CertificateRequest) ([]*x509.Certificate, error) {
 	id, err := ca.verifyToken(token)
 	if err != nil {
@@ -119,7 +117,6 @@ func (ca *CA) checkPeer(peer *x509.Certificate) (string, error) {
 	return rec.Identity, nil
 }
 
-// record indexes a freshly issued leaf under identity.
 func (ca *CA) record(chain []*x509.Certificate, identity, renewalOf string) error {
 	if len(chain) == 0 {
 		return errors.New("embedded CA returned an empty chain")
@@ -128,7 +125,6 @@ func (ca *CA) record(chain []*x509.Certificate, identity, renewalOf string) erro
 	return ca.index.recordIssued(leaf.SerialNumber.String(), issuedRecord{Identity: identity, NotAfter: leaf.NotAfter, Renewal: renewalOf})
 }
 
-// checkCSR verifies the CSR's self-signature and key type.
 func checkCSR(csr *x509.CertificateRequest) error {
 	if csr == nil {
 		return fmt.Errorf("%w: missing", ErrBadCSR)
@@ -152,7 +148,6 @@ func checkCSR(csr *x509.CertificateRequest) error {
 	return nil
 }
 
-// csrMatches requires the CSR to name exactly the identity.
 func csrMatches(csr *x509.CertificateRequest, id string) error {
 	var emails, dns []string
 	if isEmailIdentity(id) {
@@ -199,7 +194,6 @@ func mapStepError(err error, fallback error) error {
 	return fmt.Errorf("embedded CA: %w", err)
 }
 
-// stepStatus finds the innermost smallstep status code in err's chain.
 func stepStatus(err error) int {
 	code := http.StatusInternalServerError
 	for e := err; e != nil; e = errors.Unwrap(e) {

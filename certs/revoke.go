@@ -60,9 +60,9 @@ func (ca *CA) loadRevoked() error {
 	return nil
 }
 
-// Revoke revokes one certificate by serial (decimal, 0x-hex or colon hex).
-// Renewals with it are refused, IsRevoked answers true at once, the CRL is
-// regenerated and subscribers receive a Revocation.
+// Revoke revokes one certificate by serial (decimal, 0x-hex or colon hex):
+// IsRevoked answers true at once, the CRL is regenerated and subscribers
+// receive a Revocation.
 func (ca *CA) Revoke(ctx context.Context, serial, reason string) error {
 	s, err := ParseSerial(serial)
 	if err != nil {
@@ -84,10 +84,9 @@ func (ca *CA) Revoke(ctx context.Context, serial, reason string) error {
 	return errors.Join(stepErr, ca.refreshCRL())
 }
 
-// RevokeIdentity revokes every unexpired, unrevoked certificate issued for
-// identity and returns their serials (possibly none, if all are already
-// revoked or expired). It fails with ErrUnknownIdentity if no certificate
-// was ever issued for identity.
+// RevokeIdentity revokes every unexpired, unrevoked certificate of identity
+// and returns their serials. It fails with ErrUnknownIdentity if none was
+// ever issued.
 func (ca *CA) RevokeIdentity(ctx context.Context, identity string) ([]string, error) {
 	id, err := NormalizeIdentity(identity)
 	if err != nil {

@@ -27,24 +27,21 @@ type RenewerOptions struct {
 	Dial       DialFunc // optional dialer
 	Timeout    time.Duration
 	// Now and After are the clock; nil means the wall clock.
-	Now   func() time.Time
-	After func(time.Duration) <-chan time.Time
-	// RetryMin and RetryMax bound the backoff after a failed renewal
-	// (defaults 5 s and 5 min).
-	RetryMin, RetryMax time.Duration
+	Now                func() time.Time
+	After              func(time.Duration) <-chan time.Time
+	RetryMin, RetryMax time.Duration // backoff after a failed renewal
 	Logger             zerolog.Logger
 }
 
 // Renewer renews the client certificate at two thirds of its lifetime over
 // mutual TLS with the certificate itself, keeping the key. It is safe for
-// concurrent use; GetClientCertificate always returns the newest credentials.
+// concurrent use.
 type Renewer struct {
 	opts RenewerOptions
 	mu   sync.Mutex
 	st   *State
 }
 
-// NewRenewer loads the credentials from opts.StateDir.
 func NewRenewer(opts RenewerOptions) (*Renewer, error) {
 	if opts.Gateway == "" {
 		return nil, errors.New("renewer: gateway is required")
