@@ -49,9 +49,8 @@ func FullTunnelRoutes() []netip.Prefix {
 	return []netip.Prefix{netip.MustParsePrefix("0.0.0.0/1"), netip.MustParsePrefix("128.0.0.0/1")}
 }
 
-// CreateTUN creates a TUN device named name with the given MTU and returns
-// it with its actual name. Close closes the device, which removes it with all
-// its addresses and routes.
+// CreateTUN creates a TUN device and returns it with its actual name. Close
+// closes the device, which removes its addresses and routes with it.
 func (h *Host) CreateTUN(name string, mtu int) (tun.Device, string, error) {
 	dev, err := tun.CreateTUN(name, mtu)
 	if err != nil {
@@ -69,8 +68,7 @@ func (h *Host) CreateTUN(name string, mtu int) (tun.Device, string, error) {
 	return dev, real, nil
 }
 
-// AddAddress assigns prefix (e.g. the inner gateway address as /32, or with
-// the pool's prefix length) to the device dev.
+// AddAddress assigns prefix to the device dev.
 func (h *Host) AddAddress(dev string, prefix netip.Prefix) error {
 	link, err := h.link(dev)
 	if err != nil {
@@ -145,8 +143,7 @@ func (h *Host) CheckIPv4Forwarding(enable bool) error {
 	return nil
 }
 
-// Close undoes every recorded change in reverse order and closes the netlink
-// handle. Calling it again does nothing and returns nil.
+// Close undoes every recorded change in reverse order. It is idempotent.
 func (h *Host) Close() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -31,11 +31,9 @@ var (
 	ErrNotEligible = errors.New("packet: no ICMP error may be sent for this packet")
 )
 
-// Check validates the parts of an IPv4 header the data plane relies on: the
-// version is 4, the header length is between 20 and 60 bytes and fits the
-// buffer, and the total length covers the header and does not exceed len(pkt).
-// Bytes after the total length (link padding) are allowed; use Trim to drop
-// them. Check does not verify the header checksum.
+// Check validates the parts of an IPv4 header the data plane relies on:
+// version, header length and total length, which may be shorter than pkt
+// (use Trim). It does not verify the header checksum.
 func Check(pkt []byte) error {
 	if len(pkt) < HeaderLen {
 		return ErrShort
