@@ -254,6 +254,7 @@ func chainError(leaf *x509.Certificate, err error) error {
 	return fmt.Errorf("%w: serial %s issued by %q: %v", sentinel, leaf.SerialNumber, leaf.Issuer.CommonName, err)
 }
 
+// CheckRevocation refuses a leaf whose serial number is revoked.
 func CheckRevocation(r Revocations) Check {
 	return func(_ time.Time, p *Peer) error {
 		serial := p.Leaf.SerialNumber.String()

@@ -52,6 +52,7 @@ type APIError struct {
 	Message string // the gateway's error text
 }
 
+// Error implements error.
 func (e *APIError) Error() string {
 	return fmt.Sprintf("gateway refused (%d %s): %s", e.Status, http.StatusText(e.Status), e.Message)
 }

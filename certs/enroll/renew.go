@@ -42,6 +42,7 @@ type Renewer struct {
 	st   *State
 }
 
+// NewRenewer loads the credentials from opts.StateDir.
 func NewRenewer(opts RenewerOptions) (*Renewer, error) {
 	if opts.Gateway == "" {
 		return nil, errors.New("renewer: gateway is required")

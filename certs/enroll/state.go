@@ -38,6 +38,7 @@ type State struct {
 	server *certchain.Verifier
 }
 
+// Fingerprint returns the pinned root's fingerprint.
 func (s *State) Fingerprint() string { return Fingerprint(s.Root) }
 
 // ClientTLSConfig returns a TLS client configuration presenting the

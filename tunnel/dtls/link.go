@@ -114,6 +114,7 @@ func (l *link) Err() error {
 	return l.err
 }
 
+// Transport returns tunnel.DTLS.
 func (l *link) Transport() string { return tunnel.DTLS }
 
 // Endpoint is the peer's address as of the newest authenticated record.
@@ -126,6 +127,7 @@ func (l *link) Endpoint() netip.AddrPort {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
+// Stats returns a snapshot of the link's counters.
 func (l *link) Stats() LinkStats {
 	return LinkStats{
 		PacketsIn: l.packetsIn.Load(), BytesIn: l.bytesIn.Load(),

@@ -57,6 +57,7 @@ func (c *RebindConn) rebound(gen uint64) bool {
 	return !c.closed && c.gen != gen
 }
 
+// ReadFrom reads from the current socket.
 func (c *RebindConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
 		inner, gen, closed := c.current()
@@ -71,6 +72,7 @@ func (c *RebindConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	}
 }
 
+// WriteTo writes from the current socket.
 func (c *RebindConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	inner, gen, closed := c.current()
 	if closed {
@@ -97,16 +99,18 @@ func (c *RebindConn) Close() error {
 	return inner.Close()
 }
 
+// LocalAddr returns the current socket's local address.
 func (c *RebindConn) LocalAddr() net.Addr {
 	inner, _, _ := c.current()
 	return inner.LocalAddr()
 }
 
+// SetDeadline sets both deadlines, which survive Rebind.
 func (c *RebindConn) SetDeadline(t time.Time) error {
 	return errors.Join(c.SetReadDeadline(t), c.SetWriteDeadline(t))
 }
 
-// SetReadDeadline and SetWriteDeadline survive Rebind.
+// SetReadDeadline sets the read deadline, which survives Rebind.
 func (c *RebindConn) SetReadDeadline(t time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -114,6 +118,7 @@ func (c *RebindConn) SetReadDeadline(t time.Time) error {
 	return c.inner.SetReadDeadline(t)
 }
 
+// SetWriteDeadline sets the write deadline, which survives Rebind.
 func (c *RebindConn) SetWriteDeadline(t time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()

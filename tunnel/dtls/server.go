@@ -208,6 +208,7 @@ func adaptGetCertificate(f func(*tls.ClientHelloInfo) (*tls.Certificate, error))
 	}
 }
 
+// Stats returns a snapshot of the counters.
 func (s *Server) Stats() ServerStats {
 	s.mu.RLock()
 	n, hs := len(s.peers), s.handshakes

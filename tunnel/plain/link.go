@@ -86,6 +86,7 @@ func (l *link) Done() <-chan struct{} { return l.done }
 // Endpoint returns the peer's outer IPv6 address (port 0).
 func (l *link) Endpoint() netip.AddrPort { return netip.AddrPortFrom(l.endpoint, 0) }
 
+// Transport returns tunnel.Plain.
 func (l *link) Transport() string { return tunnel.Plain }
 
 // ClientLink is the client side: a socket of its own with one peer.
@@ -108,6 +109,7 @@ func Dial(local, remote netip.Addr, r tunnel.Receiver) (*ClientLink, error) {
 	return &ClientLink{link: l}, nil
 }
 
+// Stats returns the counters of the client's socket.
 func (c *ClientLink) Stats() Stats { return c.srv.Stats() }
 
 // Close unregisters the peer and closes the socket, waiting for its reader.

@@ -77,6 +77,7 @@ func Listen(local netip.Addr) (*Server, error) {
 	return s, nil
 }
 
+// LocalAddr returns the address the socket is bound to.
 func (s *Server) LocalAddr() netip.Addr { return s.local }
 
 // Register attaches r to packets whose outer IPv6 source is endpoint and
@@ -126,6 +127,7 @@ func (s *Server) unregister(l *link) {
 	s.peers.Store(&next)
 }
 
+// Stats returns a snapshot of the counters.
 func (s *Server) Stats() Stats {
 	c := &s.stats
 	return Stats{

@@ -31,6 +31,7 @@ func parseControl(b []byte) ([]byte, int, error) {
 	return b[HeaderLen+1 : HeaderLen+n], HeaderLen + n, nil
 }
 
+// AppendControl appends msg as one control frame to dst.
 func AppendControl(dst, msg []byte) []byte {
 	dst = binary.BigEndian.AppendUint16(dst, uint16(len(msg)+1))
 	dst = append(dst, ControlMarker)

@@ -140,6 +140,7 @@ func (l *Link) Run(ctx context.Context) error {
 	return err
 }
 
+// Transport returns tunnel.TLS.
 func (l *Link) Transport() string { return tunnel.TLS }
 
 // Endpoint returns the TCP connection's remote address.
@@ -186,6 +187,7 @@ func (l *Link) fail(err error) {
 	})
 }
 
+// Stats returns a snapshot of the counters.
 func (l *Link) Stats() Stats {
 	c := &l.stats
 	return Stats{

@@ -204,6 +204,7 @@ func (m *Mux) socketFor(a netip.Addr) *socket {
 	return m.v6
 }
 
+// Stats returns a snapshot of the counters.
 func (m *Mux) Stats() Stats {
 	c := &m.stats
 	return Stats{
@@ -229,6 +230,7 @@ const (
 	DTLS                 // DTLS record content types 20–25
 )
 
+// String names the protocol.
 func (p Protocol) String() string {
 	switch p {
 	case TSP:
