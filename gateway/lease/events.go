@@ -101,12 +101,10 @@ func (h *hub) publish(evs []Event) {
 }
 
 // Subscribe returns a channel of lease events with the given buffer size
-// (DefaultEventBuffer when <= 0) and a function that ends the subscription
-// and closes the channel. Events that do not fit are dropped (DroppedEvents).
+// and a function that ends the subscription and closes the channel.
 func (m *Manager) Subscribe(buffer int) (<-chan Event, func()) {
 	return m.events.subscribe(buffer)
 }
 
-// DroppedEvents returns how many events were dropped, over all subscribers,
-// because a subscriber's buffer was full.
+// DroppedEvents returns how many events subscribers' full buffers lost.
 func (m *Manager) DroppedEvents() uint64 { return m.events.dropped.Load() }

@@ -10,10 +10,8 @@ import (
 // sweepBatch bounds the leases changed by one store transaction in Expire.
 const sweepBatch = 1024
 
-// Expire runs one sweep at Now(): offers not accepted in time go back,
-// active leases whose lifetime ran out become held (EventExpired), held
-// leases whose hold time ran out become free. It returns how many leases
-// changed state.
+// Expire moves every lease due at Now() to its next state and returns how
+// many it moved.
 func (m *Manager) Expire(ctx context.Context) (int, error) {
 	total := 0
 	for {

@@ -14,8 +14,7 @@ import (
 // maxSticky bounds the identity index entry of one identity.
 const maxSticky = 8
 
-// Manager hands out IPv4 leases from pools, backed by a Store. It is safe
-// for concurrent use.
+// Manager hands out IPv4 leases from pools. It is safe for concurrent use.
 type Manager struct {
 	cfg       Config
 	store     Store
@@ -39,8 +38,7 @@ type Manager struct {
 	orphans    map[netip.Addr]Record // records outside every pool (pool removed)
 }
 
-// New validates cfg (pools must not overlap, every reservation must lie in
-// a pool) and loads the leases from store.
+// New validates cfg and loads the leases from store.
 func New(cfg Config, store Store) (*Manager, error) {
 	if store == nil {
 		return nil, fmt.Errorf("%w: nil store", ErrInvalidConfig)
@@ -101,8 +99,7 @@ func (m *Manager) addReservations(rs []Reservation) error {
 	return nil
 }
 
-// load fills the cache from a snapshot, rebuilding each pool's clean set in
-// one sorted pass (O(n log n)).
+// load fills the cache from a snapshot.
 func (m *Manager) load(snap Snapshot) {
 	taken := make(map[*pool][]span)
 	m.slots = make(map[uint32]*slot, len(snap.Leases)+len(snap.Index))

@@ -99,8 +99,7 @@ func (t *tx) enforceLimit(r Request, is *identState) error {
 	return nil
 }
 
-// pick chooses the address for a new offer and prepares it (dropping it
-// from another identity's index when taken from one).
+// pick chooses and prepares the address for a new offer.
 func (t *tx) pick(p *pool, id string, is *identState) (netip.Addr, bool, error) {
 	m := t.m
 	// The identity's own addresses first; one being committed (its previous
@@ -149,8 +148,7 @@ func (t *tx) pick(p *pool, id string, is *identState) (netip.Addr, bool, error) 
 	return netip.Addr{}, false, fmt.Errorf("%w: %q", ErrPoolExhausted, p.name)
 }
 
-// usableBy reports whether address a can be offered to id now: free, or
-// held for id, and not in flight.
+// usableBy reports whether a is free or held for id, and not in flight.
 func (t *tx) usableBy(a netip.Addr, id string) bool {
 	if t.addrBusy(a) {
 		return false

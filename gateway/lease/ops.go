@@ -98,8 +98,8 @@ func (m *Manager) Release(ctx context.Context, addr netip.Addr, session string, 
 	return nil
 }
 
-// ReleaseIdentity releases every offered and active lease of identity (for
-// example on revocation) and returns them as they are afterwards.
+// ReleaseIdentity releases every offered and active lease of identity and
+// returns them as they are afterwards.
 func (m *Manager) ReleaseIdentity(ctx context.Context, identity string, why Reason) ([]Lease, error) {
 	if err := ValidIdentity(identity); err != nil {
 		return nil, err
@@ -327,8 +327,8 @@ func (m *Manager) Flush(ctx context.Context) (int, error) {
 	return total, nil
 }
 
-// releaseSome releases the first n offered or active leases of the heap.
-// The slots are collected first because releasing reorders the heap.
+// releaseSome releases the first n offered or active leases of the heap,
+// collected first because releasing reorders the heap.
 func (t *tx) releaseSome(n int, why Reason) {
 	batch := make([]*slot, 0, n)
 	for _, s := range t.m.expiry {

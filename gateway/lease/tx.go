@@ -33,7 +33,7 @@ type tx struct {
 }
 
 // waitFor names what an operation waits for after errWait: one address,
-// one identity, or (any) the next commit of any operation.
+// one identity, or any commit.
 type waitFor struct {
 	kind  waitKind
 	addr  uint32
@@ -230,8 +230,7 @@ func (t *tx) rollbackLocked() {
 	t.releaseLocked()
 }
 
-// releaseLocked frees the keys and wakes the planners waiting for them
-// (and those waiting for any commit).
+// releaseLocked frees the keys and wakes their waiters.
 func (t *tx) releaseLocked() {
 	m := t.m
 	for _, u := range t.addrs {
@@ -304,8 +303,8 @@ func (m *Manager) newWaitQ() *waitQ {
 	return q
 }
 
-// run plans an operation under the lock, commits it to the store without
-// the lock, and then publishes its events or undoes it.
+// run plans an operation under the lock, commits it without the lock, then
+// publishes its events or undoes it.
 func (m *Manager) run(ctx context.Context, plan func(t *tx) error) error {
 	m.mu.Lock()
 	return m.runLocked(ctx, plan)
@@ -402,8 +401,8 @@ func (t *tx) undoOf(a netip.Addr) (Lease, bool) {
 	return Lease{}, false
 }
 
-// adoptConflictLocked refreshes the cache from a ConflictError: the store
-// is the authority, so another writer's record replaces ours.
+// adoptConflictLocked puts the store's record of a ConflictError in the
+// cache: the store is the authority.
 func (m *Manager) adoptConflictLocked(err error) {
 	var ce *ConflictError
 	if !errors.As(err, &ce) {
