@@ -121,10 +121,9 @@ func (r *Renewer) reload() error {
 	return nil
 }
 
-// Run renews whenever the certificate reaches two thirds of its lifetime
-// until ctx ends. Failed renewals are retried with exponential backoff;
-// Run returns when the gateway refuses with 401/403 (revoked, expired,
-// unknown) or the certificate has expired, since retrying cannot help.
+// Run renews at two thirds of each certificate's lifetime until ctx ends,
+// retrying failures with backoff. It returns when the gateway refuses
+// (401/403) or the certificate has expired: retrying cannot help then.
 func (r *Renewer) Run(ctx context.Context) error {
 	backoff := r.opts.RetryMin
 	for {

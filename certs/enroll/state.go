@@ -24,8 +24,7 @@ const (
 	filesPerm = fsutil.KeyPerm
 )
 
-// State is an enrolled client's credentials as loaded from its state
-// directory.
+// State is an enrolled client's credentials.
 type State struct {
 	Certificate tls.Certificate   // key and chain, Leaf set
 	Leaf        *x509.Certificate // the client certificate
@@ -77,8 +76,7 @@ func (s *State) ClientTLSConfig(serverName string, nextProtos ...string) *tls.Co
 	return cfg
 }
 
-// Load reads the credentials stored by Enroll (and kept fresh by a Renewer)
-// from dir.
+// Load reads the credentials stored in dir by Enroll.
 func Load(dir string) (*State, error) {
 	keyPEM, err := os.ReadFile(filepath.Join(dir, KeyFile))
 	if err != nil {

@@ -103,9 +103,8 @@ type Link struct {
 
 var _ tunnel.Link = (*Link)(nil)
 
-// New returns a Link over conn delivering received packets to r. The Link
-// owns conn from now on. Call Run to start moving packets; WritePackets
-// before Run queues them.
+// New returns a Link over conn, which it owns, delivering packets to r.
+// WritePackets before Run queues them.
 func New(conn net.Conn, r tunnel.Receiver, opts Options) *Link {
 	opts = opts.withDefaults()
 	return &Link{
@@ -199,10 +198,9 @@ func (l *Link) Stats() Stats {
 	}
 }
 
-// WritePackets queues pkts for the writer without waiting for the network.
-// Packets that are empty, longer than the MTU or do not fit in the queue are
-// dropped and counted. It is safe for concurrent use and does not retain
-// pkts.
+// WritePackets queues pkts without waiting for the network; packets that are
+// empty, too long or do not fit are dropped and counted. It is safe for
+// concurrent use and does not retain pkts.
 func (l *Link) WritePackets(pkts [][]byte) error {
 	l.mu.Lock()
 	if l.closed {
