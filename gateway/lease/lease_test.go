@@ -670,11 +670,9 @@ func TestExclusiveStoreKeepsOffersInMemory(t *testing.T) {
 	}
 }
 
-// TestExclusiveStoreKeepsReleasesInMemory: with a store that is its Manager's only writer, a
-// session's release (active -> held) is not committed: the store keeps the active lease, which
-// a restart holds for the same identity (ReleaseAll) as the release did. Whatever changes the
-// address next is committed over that record; every other release is committed; Flush writes
-// the hold as it is.
+// TestExclusiveStoreKeepsReleasesInMemory: with an exclusive store a session's release is not
+// committed; whatever changes the address next is committed over the active record, a restart
+// holds it for the same identity, and Flush writes the hold.
 func TestExclusiveStoreKeepsReleasesInMemory(t *testing.T) {
 	ctx := context.Background()
 	tests := []struct {
