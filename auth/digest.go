@@ -3,7 +3,6 @@ package auth
 import (
 	"bufio"
 	"bytes"
-	"crypto/md5" //nolint:gosec // HA1 is defined by RFC 2831 and htdigest as MD5.
 	"crypto/subtle"
 	"encoding/hex"
 	"errors"
@@ -14,6 +13,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/dstmgw/dstm/tsp/sasl"
 )
 
 // maxDigestLine bounds one line of a digest file; a valid line is at most
@@ -24,25 +25,15 @@ const maxDigestLine = 1024
 // be read or written by users other than its owner and group.
 var ErrInsecureFile = errors.New("auth: digest file is accessible to other users")
 
-// DigestStore holds HA1 digests of one realm, read from an htdigest file
-// (`user:realm:md5hex(user:realm:password)`, one entry per line). It serves
-// SASL PLAIN (VerifyPlain) and DIGEST-MD5 (DigestHA1). It is immutable and
-// safe for concurrent use; reload by loading a new store.
+// DigestStore holds the HA1 digests of one realm from an htdigest file. It
+// is immutable; reload by loading a new store.
 type DigestStore struct {
 	realm string
 	users map[string][16]byte
 }
 
-// HA1 returns MD5(user ":" realm ":" pass), the digest stored in htdigest
-// files and used by DIGEST-MD5.
-func HA1(user, realm, pass string) [16]byte {
-	return md5.Sum([]byte(user + ":" + realm + ":" + pass)) //nolint:gosec // see import
-}
-
-// LoadDigestFile reads an htdigest file. The file must not be accessible to
-// "other" users (mode & 0o007 == 0), otherwise the error wraps
-// ErrInsecureFile. All entries must share one realm; blank lines and lines
-// starting with '#' are skipped. Errors name the file and line.
+// LoadDigestFile reads an htdigest file whose entries share one realm. A
+// file accessible to "other" users is refused with ErrInsecureFile.
 func LoadDigestFile(path string) (*DigestStore, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -99,7 +90,6 @@ type digestEntry struct {
 	ha1         [16]byte
 }
 
-// parseDigestLine parses one `user:realm:hex` line (without newline).
 func parseDigestLine(line string) (digestEntry, error) {
 	parts := strings.Split(line, ":")
 	if len(parts) != 3 {
@@ -155,12 +145,11 @@ func (s *DigestStore) Realm() string { return s.realm }
 // Len returns the number of users.
 func (s *DigestStore) Len() int { return len(s.users) }
 
-// VerifyPlain reports whether pass is user's password (SASL PLAIN). The
-// comparison is constant-time, and an unknown user costs the same digest
-// computation as a known one.
+// VerifyPlain reports whether pass is user's password, in constant time: an
+// unknown user costs the same as a known one.
 func (s *DigestStore) VerifyPlain(user, pass string) bool {
 	want, ok := s.users[user]
-	got := HA1(user, s.realm, pass)
+	got := sasl.HA1(user, s.realm, pass)
 	return subtle.ConstantTimeCompare(got[:], want[:]) == 1 && ok
 }
 
@@ -182,7 +171,7 @@ func AppendDigestLine(dst []byte, user, realm, pass string) ([]byte, error) {
 	if err := validRealm(realm); err != nil {
 		return dst, err
 	}
-	h := HA1(user, realm, pass)
+	h := sasl.HA1(user, realm, pass)
 	dst = append(dst, user...)
 	dst = append(dst, ':')
 	dst = append(dst, realm...)
@@ -191,10 +180,9 @@ func AppendDigestLine(dst []byte, user, realm, pass string) ([]byte, error) {
 	return append(dst, '\n'), nil
 }
 
-// SetDigestUser sets user's password in the htdigest file at path (what
-// `dstm-gateway passwd` does): it replaces the user's line or appends one,
-// keeps every other line, and replaces the file atomically with mode 0600.
-// A missing file is created. The file's existing realm must equal realm.
+// SetDigestUser sets user's password in the htdigest file at path, which it
+// creates if missing or replaces atomically, with mode 0600. The file's realm
+// must be realm.
 func SetDigestUser(path, user, realm, pass string) error {
 	old, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -214,8 +202,6 @@ func SetDigestUser(path, user, realm, pass string) error {
 	return writeFileAtomic(path, replaceUserLine(old, user, line))
 }
 
-// replaceUserLine returns content with user's line replaced by line, or
-// line appended.
 func replaceUserLine(content []byte, user string, line []byte) []byte {
 	var out []byte
 	replaced := false

@@ -7,11 +7,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/dstmgw/dstm/tsp/sasl"
 )
 
 func TestHA1KnownVector(t *testing.T) {
 	// RFC 2617 section 3.5: Mufasa / testrealm@host.com / "Circle Of Life".
-	h := HA1("Mufasa", "testrealm@host.com", "Circle Of Life")
+	h := sasl.HA1("Mufasa", "testrealm@host.com", "Circle Of Life")
 	if got := hex.EncodeToString(h[:]); got != "939e7578ed9e3c518a452acee763bce9" {
 		t.Fatalf("HA1 = %s", got)
 	}
@@ -64,7 +66,7 @@ func TestReadDigest(t *testing.T) {
 }
 
 func hexHA1(user, realm, pass string) string {
-	h := HA1(user, realm, pass)
+	h := sasl.HA1(user, realm, pass)
 	return hex.EncodeToString(h[:])
 }
 
@@ -97,7 +99,7 @@ func TestDigestStoreVerify(t *testing.T) {
 			t.Errorf("VerifyPlain(%q, %q) = %v, want %v", tc.user, tc.pass, got, tc.want)
 		}
 	}
-	if h, ok := s.DigestHA1("alice", "corp"); !ok || h != HA1("alice", "corp", "secret") {
+	if h, ok := s.DigestHA1("alice", "corp"); !ok || h != sasl.HA1("alice", "corp", "secret") {
 		t.Errorf("DigestHA1(alice, corp) = %x, %v", h, ok)
 	}
 	if _, ok := s.DigestHA1("alice", "other"); ok {

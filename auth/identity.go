@@ -15,14 +15,10 @@ type Mechanism string
 
 // The SASL mechanisms the gateway knows.
 const (
-	// MechExternal: identity from a verified TLS/DTLS client certificate.
-	MechExternal Mechanism = "EXTERNAL"
-	// MechPlain: user name and password (RFC 4616).
-	MechPlain Mechanism = "PLAIN"
-	// MechDigestMD5: user name and digest response (RFC 2831).
-	MechDigestMD5 Mechanism = "DIGEST-MD5"
-	// MechAnonymous: no credentials; the name is the client's IPv6 address.
-	MechAnonymous Mechanism = "ANONYMOUS"
+	MechExternal  Mechanism = "EXTERNAL"   // a verified client certificate
+	MechPlain     Mechanism = "PLAIN"      // RFC 4616
+	MechDigestMD5 Mechanism = "DIGEST-MD5" // RFC 2831
+	MechAnonymous Mechanism = "ANONYMOUS"  // the name is the client's IPv6 address
 )
 
 // MaxIdentityLen is the maximum length of an identity in bytes.
@@ -30,14 +26,10 @@ const MaxIdentityLen = 255
 
 // Identity is an authenticated peer.
 type Identity struct {
-	// Name is the identity used for policy, leases and logs (field `identity`).
-	Name string
-	// Mechanism is how Name was authenticated.
+	Name      string // for policy, leases and logs (field `identity`)
 	Mechanism Mechanism
-	// Serial is the certificate serial number in decimal (big.Int.String(),
-	// the form smallstep stores and revokes); empty unless Mechanism is EXTERNAL.
-	Serial string
-	// NotAfter is the certificate's expiry; zero unless Mechanism is EXTERNAL.
+	// Serial (decimal) and NotAfter are the certificate's, for EXTERNAL.
+	Serial   string
 	NotAfter time.Time
 }
 
@@ -62,12 +54,9 @@ func ValidIdentity(s string) error {
 	return nil
 }
 
-// IdentityFromCertificate derives the identity of a certificate issued from
-// an enrollment token: the subject CommonName, which must be valid
-// (ValidIdentity) and equal the certificate's single subject alternative
-// name — an email SAN when the name contains '@', a DNS SAN otherwise. Any
-// other SAN, or more than one, is refused with ErrBadIdentity. It does not
-// verify the certificate; use a Verifier for that.
+// IdentityFromCertificate returns the identity of an enrolled certificate:
+// its CommonName, which must be valid and equal its single SAN (e-mail when
+// the name contains '@', DNS otherwise). It does not verify the certificate.
 func IdentityFromCertificate(c *x509.Certificate) (Identity, error) {
 	if c == nil {
 		return Identity{}, ErrNoCertificate
@@ -101,9 +90,8 @@ func checkSingleSAN(c *x509.Certificate, cn string) error {
 	return nil
 }
 
-// SASLIdentity returns the identity of a user authenticated with PLAIN or
-// DIGEST-MD5 (the authentication identity, i.e. the user name). The caller
-// has already checked the credentials, e.g. with a DigestStore.
+// SASLIdentity returns the identity of a user whose PLAIN or DIGEST-MD5
+// credentials the caller has checked.
 func SASLIdentity(mech Mechanism, user string) (Identity, error) {
 	if mech != MechPlain && mech != MechDigestMD5 {
 		return Identity{}, fmt.Errorf("%w: mechanism %q does not carry a user name", ErrBadIdentity, mech)
@@ -114,10 +102,9 @@ func SASLIdentity(mech Mechanism, user string) (Identity, error) {
 	return Identity{Name: user, Mechanism: mech}, nil
 }
 
-// AnonymousIdentity returns the identity of an ANONYMOUS client: its IPv6
-// address in canonical text form, without zone and without port, so that a
-// client reconnecting from a new source port keeps its identity (and with it
-// its sticky lease). IPv4-mapped addresses are unmapped.
+// AnonymousIdentity returns the identity of an ANONYMOUS client: its address
+// without zone or port, so that a client reconnecting from a new port keeps
+// its identity and sticky lease.
 func AnonymousIdentity(client netip.Addr) (Identity, error) {
 	if !client.IsValid() {
 		return Identity{}, fmt.Errorf("%w: invalid anonymous client address", ErrBadIdentity)

@@ -105,7 +105,6 @@ func NewPolicy(cfg PolicyConfig) (*Policy, error) {
 	return p, nil
 }
 
-// merge returns, field by field, the first non-zero value among layers.
 func merge(layers []Rule) Rule {
 	var r Rule
 	for _, l := range layers {
@@ -131,7 +130,6 @@ func merge(layers []Rule) Rule {
 	return r
 }
 
-// finish turns a merged configuration rule into a resolved rule.
 func finish(r Rule) Rule {
 	out := Rule{Pool: r.Pool, StaticV4: r.StaticV4, MaxSessions: max(r.MaxSessions, 0)}
 	out.Transports = expandTransports(r.Transports)
@@ -199,9 +197,7 @@ func (p *Policy) Reservations() map[string]netip.Addr {
 
 // AllowsTransport reports whether the resolved rule allows tunnel type t
 // (case-insensitive). A request for v4anyv6 is allowed when the rule allows
-// v4anyv6, v4dtlsv6 or v4tlsv6: the server then offers whichever of DTLS and
-// TLS the rule permits. A rule listing v4anyv6 allows both v4dtlsv6 and
-// v4tlsv6 (Resolve has already expanded it).
+// v4dtlsv6 or v4tlsv6: the server then offers whichever the rule permits.
 func (p *Policy) AllowsTransport(rule Rule, t string) bool {
 	t = strings.ToLower(t)
 	if t == TransportV4AnyV6 {
@@ -212,12 +208,9 @@ func (p *Policy) AllowsTransport(rule Rule, t string) bool {
 	return slices.Contains(rule.Transports, t)
 }
 
-// CheckPools lets the gateway check what only it knows: that every pool
-// named by the policy exists and every static address lies in its
-// identity's pool. check is called with the default rule's pool, each
-// group's pool, and each identity's resolved pool and static address; pool
-// "" stands for the gateway's default pool and static is zero when there is
-// none. Returned errors are wrapped with the field they concern and joined.
+// CheckPools calls check for the pool (and static address) of the default
+// rule, each group and each identity, so that the gateway can check that
+// they exist; pool "" is the default pool. The errors are joined.
 func (p *Policy) CheckPools(check func(pool string, static netip.Addr) error) error {
 	var errs []error
 	if err := check(p.defaultRule.Pool, netip.Addr{}); err != nil {

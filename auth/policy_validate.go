@@ -50,7 +50,6 @@ func validateIdentityRule(name string, ir IdentityRule, groups map[string]Rule) 
 	return append(errs, validateRule(field, ir.Rule, true)...)
 }
 
-// validateReservations reports static addresses shared by two identities.
 func validateReservations(ids map[string]IdentityRule) []error {
 	var errs []error
 	owner := make(map[netip.Addr]string)
@@ -125,8 +124,6 @@ func validTransport(t string) error {
 		TransportV4V6, TransportV4DTLSV6, TransportV4TLSV6, TransportV4AnyV6)
 }
 
-// validRoute checks one pushed route; before holds the routes listed
-// earlier and n is the total number of routes.
 func validRoute(p netip.Prefix, before []netip.Prefix, n int) error {
 	switch {
 	case !p.IsValid():

@@ -30,7 +30,7 @@ func (r Rule) toYAML() ruleYAML {
 // out zero fields (for `check-config` output).
 func (r Rule) MarshalYAML() (any, error) { return r.toYAML(), nil }
 
-// MarshalYAML writes the identity rule flat, like it is read.
+// MarshalYAML writes the identity rule flat, as it is read.
 func (ir IdentityRule) MarshalYAML() (any, error) {
 	return identityRuleYAML{Groups: ir.Groups, Rule: ir.Rule.toYAML()}, nil
 }

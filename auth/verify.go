@@ -11,10 +11,9 @@ import (
 	"github.com/dstmgw/dstm/auth/certchain"
 )
 
-// Revocations reports whether a certificate serial number (decimal, as
-// produced by big.Int.String and stored by smallstep) has been revoked.
-// Implementations must be safe for concurrent use and fast: IsRevoked runs
-// inside every handshake.
+// Revocations reports whether a certificate serial number (decimal) has been
+// revoked. IsRevoked runs in every handshake: it must be fast and safe for
+// concurrent use.
 type Revocations interface {
 	IsRevoked(serial string) bool
 }
@@ -28,15 +27,11 @@ type Resolver interface {
 // Peer is the certificate being verified and what the checks learned about
 // it. Each Check reads what earlier checks filled in.
 type Peer struct {
-	// Leaf is the peer's certificate; Intermediates the others it presented.
 	Leaf          *x509.Certificate
-	Intermediates []*x509.Certificate
-	// Chains is set by CheckChain: the verified chains to a trusted root.
-	Chains [][]*x509.Certificate
-	// Identity is set by CheckIdentity.
-	Identity Identity
-	// Rule is set by CheckPolicy: the peer identity's resolved rule.
-	Rule Rule
+	Intermediates []*x509.Certificate   // the other certificates presented
+	Chains        [][]*x509.Certificate // set by CheckKnownChain
+	Identity      Identity              // set by CheckIdentity
+	Rule          Rule                  // set by CheckPolicy
 }
 
 // Check is one step of certificate verification. now is the verifier's
@@ -46,28 +41,19 @@ type Check func(now time.Time, p *Peer) error
 
 // VerifierConfig configures a Verifier.
 type VerifierConfig struct {
-	// Roots are the trusted CA certificates (the embedded CA's root). Required.
-	Roots []*x509.Certificate
-	// Intermediates are the intermediate CAs of the roots: used when the peer
-	// does not send its chain, and, when a peer presents a byte-identical
-	// copy, verified once instead of in every handshake (package certchain).
-	// Optional.
+	Roots []*x509.Certificate // required
+	// Intermediates are the roots' intermediate CAs, for peers that do not
+	// send their chain and for certchain's short path.
 	Intermediates []*x509.Certificate
-	// Revocations is consulted for the leaf's serial. Required.
-	Revocations Revocations
-	// Policy decides whether an identity is allowed at all. Required; pass a
-	// *PolicyHolder to follow reloads.
-	Policy Resolver
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
-	// Extra checks run after the built-in ones, in order.
-	Extra []Check
+	Revocations   Revocations // required
+	Policy        Resolver    // required; a *PolicyHolder follows reloads
+	Now           func() time.Time
+	Extra         []Check // run after the built-in checks
 }
 
-// Verifier verifies client certificates for crypto/tls and pion/dtls. Its
-// checks run in this order: CheckValidity, CheckUsage, CheckKnownChain,
-// CheckRevocation, CheckIdentity, CheckPolicy, then VerifierConfig.Extra. A
-// Verifier is immutable and safe for concurrent use.
+// Verifier verifies client certificates for crypto/tls and pion/dtls with
+// the checks listed in the package documentation, then
+// VerifierConfig.Extra. It is immutable and safe for concurrent use.
 type Verifier struct {
 	now    func() time.Time
 	roots  *x509.CertPool
@@ -110,9 +96,7 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 }
 
 // Verify parses the DER certificates the peer presented (leaf first) and
-// runs every check. It returns the verified peer or an error wrapping one of
-// ErrNoCertificate, ErrBadCertificate, ErrExpired, ErrNotYetValid,
-// ErrWrongUsage, ErrUnknownCA, ErrRevoked, ErrBadIdentity, ErrNotAllowed.
+// runs every check.
 func (v *Verifier) Verify(rawCerts [][]byte) (*Peer, error) {
 	if len(rawCerts) == 0 {
 		return nil, ErrNoCertificate
@@ -145,11 +129,9 @@ func (v *Verifier) VerifyCertificates(certs []*x509.Certificate) (*Peer, error) 
 }
 
 // VerifyPeerCertificate has the signature of tls.Config.VerifyPeerCertificate
-// and dtls.Config.VerifyPeerCertificate. It always verifies rawCerts itself,
-// so it works when the stack was told not to verify (tls.RequireAnyClientCert,
-// dtls.RequireAnyClientCert). Chains the stack already verified are not
-// trusted on their own — they may come from another pool or clock — so the
-// verification is redone against this Verifier's roots and clock.
+// and dtls.Config.VerifyPeerCertificate. It ignores the chains the stack
+// verified, which may come from another pool or clock, and verifies rawCerts
+// against this Verifier's roots and clock.
 func (v *Verifier) VerifyPeerCertificate(rawCerts [][]byte, _ [][]*x509.Certificate) error {
 	_, err := v.Verify(rawCerts)
 	return err
@@ -163,17 +145,14 @@ func (v *Verifier) VerifyConnection(cs tls.ConnectionState) error {
 	return err
 }
 
-// VerifyState verifies the peer certificates of a TLS connection and returns
-// the verified peer, identity and rule included.
+// VerifyState verifies the peer certificates of a TLS connection.
 func (v *Verifier) VerifyState(cs tls.ConnectionState) (*Peer, error) {
 	return v.VerifyCertificates(cs.PeerCertificates)
 }
 
-// IdentityFromState returns the verified identity of a TLS connection's
-// peer. It re-runs every check (so it is safe even on a connection whose
-// tls.Config lacked this verifier) and returns ErrNoCertificate when the
-// peer sent none, as a TLS-wrapped legacy client may, which then has to use
-// SASL PLAIN.
+// IdentityFromState re-runs every check on a TLS connection's peer and
+// returns its identity, or ErrNoCertificate when it sent none (a legacy
+// client, which then has to use SASL PLAIN).
 func (v *Verifier) IdentityFromState(cs tls.ConnectionState) (Identity, error) {
 	p, err := v.VerifyState(cs)
 	if err != nil {
@@ -182,21 +161,17 @@ func (v *Verifier) IdentityFromState(cs tls.ConnectionState) (Identity, error) {
 	return p.Identity, nil
 }
 
-// TLSConfig returns a clone of base (nil means an empty config) set up for
-// TSP-SSL with a mandatory client certificate: ClientAuth
-// RequireAnyClientCert (crypto/tls does not verify; this Verifier does),
-// ClientCAs set to the roots so clients know which certificate to send, and
-// VerifyConnection running base's own VerifyConnection (if any) and then
-// this Verifier.
+// TLSConfig returns a clone of base (nil: empty) for TSP-SSL with a
+// mandatory client certificate, verified by this Verifier in
+// VerifyConnection after base's own. ClientCAs are the roots, so that
+// clients know which certificate to send.
 func (v *Verifier) TLSConfig(base *tls.Config) *tls.Config {
 	return v.tlsConfig(base, tls.RequireAnyClientCert, false)
 }
 
-// OptionalTLSConfig is TLSConfig for listeners where a certificate is asked
-// for but not required (TSP-SSL without ALPN, where a legacy client may then
-// use SASL PLAIN): a connection without a certificate is accepted and
-// IdentityFromState reports ErrNoCertificate; a certificate that is sent
-// must pass every check.
+// OptionalTLSConfig is TLSConfig with the certificate requested, not
+// required (TSP-SSL without ALPN, for legacy clients using SASL PLAIN); a
+// certificate that is sent must pass every check.
 func (v *Verifier) OptionalTLSConfig(base *tls.Config) *tls.Config {
 	return v.tlsConfig(base, tls.RequestClientCert, true)
 }
@@ -249,36 +224,8 @@ func CheckUsage() Check {
 	}
 }
 
-// CheckChain verifies that the leaf chains, through the presented
-// certificates and intermediates, to one of roots at now, with the clientAuth
-// usage allowed along the chain. It sets p.Chains.
-func CheckChain(roots, intermediates *x509.CertPool) Check {
-	return func(now time.Time, p *Peer) error {
-		pool := intermediates
-		if len(p.Intermediates) > 0 {
-			pool = intermediates.Clone()
-			for _, c := range p.Intermediates {
-				pool.AddCert(c)
-			}
-		}
-		chains, err := p.Leaf.Verify(x509.VerifyOptions{
-			Roots:         roots,
-			Intermediates: pool,
-			CurrentTime:   now,
-			KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		})
-		if err != nil {
-			return chainError(p.Leaf, err)
-		}
-		p.Chains = chains
-		return nil
-	}
-}
-
-// CheckKnownChain is CheckChain with a certchain.Verifier (for the
-// clientAuth usage): a leaf presented with only known intermediates costs one
-// signature verification, anything else gets the full verification, which
-// alone decides a refusal. It sets p.Chains.
+// CheckKnownChain verifies with v that the leaf chains to a trusted root at
+// now, with the clientAuth usage allowed along the chain. It sets p.Chains.
 func CheckKnownChain(v *certchain.Verifier) Check {
 	return func(now time.Time, p *Peer) error {
 		chains, err := v.Verify(p.Leaf, p.Intermediates, now, "")
@@ -290,7 +237,6 @@ func CheckKnownChain(v *certchain.Verifier) Check {
 	}
 }
 
-// chainError maps an x509 verification error to this package's sentinels.
 func chainError(leaf *x509.Certificate, err error) error {
 	var (
 		unknown x509.UnknownAuthorityError

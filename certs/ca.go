@@ -192,8 +192,7 @@ func (ca *CA) newAuthority() (*authority.Authority, error) {
 	)
 }
 
-// Close shuts the embedded authority down and closes both databases.
-// Subscription channels are closed. The CA must not be used afterwards.
+// Close shuts the CA down, closing its databases and subscription channels.
 func (ca *CA) Close() error {
 	ca.closeOnce.Do(func() {
 		var errs []error

@@ -9,17 +9,15 @@ import (
 	"time"
 )
 
-// crlCache holds the last CRL we signed.
 type crlCache struct {
 	mu         sync.Mutex
 	der        []byte
 	thisUpdate time.Time
 }
 
-// CRL returns the current certificate revocation list, DER encoded and
-// signed by the intermediate. It lists every revoked certificate that has
-// not expired. It is regenerated on every revocation and, when asked for,
-// once half of its validity has passed.
+// CRL returns the current CRL, DER encoded and signed by the intermediate,
+// listing every unexpired revoked certificate. It is regenerated on every
+// revocation and, when asked for, after half its validity.
 func (ca *CA) CRL() ([]byte, error) {
 	ca.crl.mu.Lock()
 	fresh := ca.crl.der != nil && ca.opts.Now().Before(ca.crl.thisUpdate.Add(ca.opts.CRLValidity/2))

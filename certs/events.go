@@ -5,10 +5,9 @@ import (
 	"sync/atomic"
 )
 
-// broker fans revocation events out to subscribers. publish never blocks:
-// when a subscriber's buffer is full the event is dropped for that
-// subscriber and counted (DroppedEvents). Subscribers that must not miss a
-// revocation also consult IsRevoked, which is always current.
+// broker fans revocation events out to subscribers without blocking (see
+// Subscribe). Subscribers that must not miss a revocation also consult
+// IsRevoked, which is always current.
 type broker struct {
 	mu      sync.Mutex
 	subs    map[uint64]chan Revocation
@@ -66,11 +65,10 @@ func (b *broker) closeAll() {
 	}
 }
 
-// Subscribe returns a channel receiving every future revocation and a
-// function that ends the subscription (and closes the channel). buf is the
-// channel's capacity (at least 1). Delivery never blocks the revoker: a
-// full channel loses the event (counted by DroppedEvents), so size buf for
-// bursts such as RevokeIdentity. Close closes all channels.
+// Subscribe returns a channel of every future revocation, of capacity buf
+// (at least 1), and a function that ends the subscription and closes the
+// channel. A full channel loses the event (DroppedEvents), so size buf for
+// bursts such as RevokeIdentity.
 func (ca *CA) Subscribe(buf int) (<-chan Revocation, func()) { return ca.events.subscribe(buf) }
 
 // DroppedEvents counts revocation events lost to full subscriber channels.

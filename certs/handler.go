@@ -94,7 +94,6 @@ func (ca *CA) handleRoots(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, enroll.RootsResponse{Roots: []string{string(fsutil.EncodePEM("CERTIFICATE", ca.pki.root.Raw))}})
 }
 
-// errBadRequest marks malformed request bodies.
 var errBadRequest = errors.New("bad request")
 
 func decodeBody(r *http.Request, v any, emptyOK bool) error {

@@ -10,11 +10,9 @@ import (
 // maxIdentityLen bounds an identity (an e-mail address or a DNS name).
 const maxIdentityLen = 253
 
-// NormalizeIdentity validates an identity and returns its canonical form
-// (lowercase). An identity is either an e-mail address (local@domain, with
-// a conservative local-part alphabet) or a DNS name. It becomes the
-// certificate's subject CN and its only SAN (e-mail SAN if it contains '@',
-// DNS SAN otherwise).
+// NormalizeIdentity validates an identity, an e-mail address (with a
+// conservative local-part alphabet) or a DNS name, and returns it in lower
+// case.
 func NormalizeIdentity(identity string) (string, error) {
 	id := strings.ToLower(identity)
 	if id == "" || len(id) > maxIdentityLen {
@@ -56,8 +54,7 @@ func validateLocalPart(s string) error {
 	return nil
 }
 
-// validateDNSName accepts lowercase or uppercase LDH names with at least
-// one character per label, no trailing dot and no wildcard.
+// validateDNSName accepts LDH names without trailing dot or wildcard.
 func validateDNSName(s string) error {
 	if s == "" || len(s) > maxIdentityLen {
 		return fmt.Errorf("DNS name must be 1..%d characters", maxIdentityLen)

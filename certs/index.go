@@ -98,7 +98,6 @@ func (ix *index) issued(serial string) (issuedRecord, bool, error) {
 	return rec, found, nil
 }
 
-// serialsOf returns every serial ever issued for identity.
 func (ix *index) serialsOf(identity string) ([]string, error) {
 	var out []string
 	prefix := identityKey(identity, "")
@@ -132,7 +131,6 @@ func (ix *index) recordRevoked(serial string, rec revokedRecord) error {
 	})
 }
 
-// revoked returns every revocation record by serial.
 func (ix *index) revoked() (map[string]revokedRecord, error) {
 	out := map[string]revokedRecord{}
 	err := ix.db.View(func(tx *bolt.Tx) error {
@@ -151,7 +149,6 @@ func (ix *index) revoked() (map[string]revokedRecord, error) {
 	return out, nil
 }
 
-// nextCRLNumber increments and returns the persistent CRL number.
 func (ix *index) nextCRLNumber() (uint64, error) {
 	var n uint64
 	err := ix.db.Update(func(tx *bolt.Tx) error {

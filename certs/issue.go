@@ -17,12 +17,10 @@ import (
 	"go.step.sm/crypto/jose"
 )
 
-// Enroll authorises token (single use) and signs csr for the token's
-// identity. It returns the leaf (CN = identity, one SAN, client
-// authentication EKU, lifetime Options.LeafLifetime) followed by the
-// intermediate. The CSR must be self-signed with an acceptable key and name
-// exactly the token's identity (CN and one e-mail or DNS SAN); these checks
-// run before the token is spent.
+// Enroll spends token (single use) and signs csr for the token's identity,
+// returning the leaf and the intermediate. The CSR must be self-signed with
+// an acceptable key and name exactly the token's identity; these checks run
+// before the token is spent.
 func (ca *CA) Enroll(ctx context.Context, token string, csr *x509.CertificateRequest) ([]*x509.Certificate, error) {
 	id, err := ca.verifyToken(token)
 	if err != nil {
@@ -52,12 +50,10 @@ func (ca *CA) Enroll(ctx context.Context, token string, csr *x509.CertificateReq
 }
 
 // Renew issues a new certificate with the same subject, SANs and lifetime as
-// peer, for peer's key or, if csr is not nil, for the CSR's key (rekey).
-// The caller guarantees that peer was presented and proven over mutual TLS.
-// Renew itself checks that peer chains to this CA's root as a client
-// certificate, was issued by this CA, is not expired (by Options.Now), is
-// not revoked, and that a CSR is validly self-signed (smallstep's renewal
-// checks no proof of possession).
+// peer, for peer's key or, if csr is not nil, the CSR's (rekey). The caller
+// guarantees that peer's key was proven over mutual TLS; Renew checks that
+// peer is a valid, unrevoked client certificate of this CA, and the CSR's
+// self-signature, which smallstep's renewal does not.
 func (ca *CA) Renew(ctx context.Context, peer *x509.Certificate, csr *x509.CertificateRequest) ([]*x509.Certificate, error) {
 	// A renewal racing a revocation either completes first (and its new
 	// certificate is revoked by RevokeIdentity) or sees the revocation.
@@ -121,7 +117,6 @@ func (ca *CA) checkPeer(peer *x509.Certificate) (string, error) {
 	return rec.Identity, nil
 }
 
-// record indexes a freshly issued leaf under identity.
 func (ca *CA) record(chain []*x509.Certificate, identity, renewalOf string) error {
 	if len(chain) == 0 {
 		return errors.New("embedded CA returned an empty chain")
@@ -130,7 +125,6 @@ func (ca *CA) record(chain []*x509.Certificate, identity, renewalOf string) erro
 	return ca.index.recordIssued(leaf.SerialNumber.String(), issuedRecord{Identity: identity, NotAfter: leaf.NotAfter, Renewal: renewalOf})
 }
 
-// checkCSR verifies the CSR's self-signature and key type.
 func checkCSR(csr *x509.CertificateRequest) error {
 	if csr == nil {
 		return fmt.Errorf("%w: missing", ErrBadCSR)
@@ -154,7 +148,6 @@ func checkCSR(csr *x509.CertificateRequest) error {
 	return nil
 }
 
-// csrMatches requires the CSR to name exactly the identity.
 func csrMatches(csr *x509.CertificateRequest, id string) error {
 	var emails, dns []string
 	if isEmailIdentity(id) {
@@ -201,7 +194,6 @@ func mapStepError(err error, fallback error) error {
 	return fmt.Errorf("embedded CA: %w", err)
 }
 
-// stepStatus finds the innermost smallstep status code in err's chain.
 func stepStatus(err error) int {
 	code := http.StatusInternalServerError
 	for e := err; e != nil; e = errors.Unwrap(e) {

@@ -24,28 +24,20 @@ const (
 
 // Options configure Init and Open. Zero values take the defaults.
 type Options struct {
-	// Name prefixes the CA subjects ("<Name> Root CA"); default "DSTM".
-	Name string
-	// DNSNames and IPAddresses go into the gateway's server certificate.
-	// At least one name or address is required.
-	DNSNames    []string
-	IPAddresses []netip.Addr
-	// LeafLifetime is the lifetime of client certificates (default 24 h).
-	LeafLifetime time.Duration
-	// ServerLifetime is the lifetime of the server certificate (default
-	// 7 days); it is re-issued at two thirds of it.
-	ServerLifetime time.Duration
-	// MaxTokenTTL caps Token's ttl (default 7 days).
-	MaxTokenTTL time.Duration
-	// CRLValidity is the CRL's nextUpdate - thisUpdate (default 24 h).
-	CRLValidity time.Duration
-	// Now and After are the clock; nil means the wall clock. smallstep
-	// itself always uses the wall clock: it stamps leaf validity and
-	// re-checks token expiry with it.
-	Now   func() time.Time
-	After func(time.Duration) <-chan time.Time
-	// Logger receives info-level issuance and revocation records.
-	Logger zerolog.Logger
+	Name string // prefixes the CA subjects ("<Name> Root CA")
+	// DNSNames and IPAddresses go into the gateway's server certificate; at
+	// least one is required.
+	DNSNames       []string
+	IPAddresses    []netip.Addr
+	LeafLifetime   time.Duration // of client certificates
+	ServerLifetime time.Duration // re-issued at two thirds of it
+	MaxTokenTTL    time.Duration
+	CRLValidity    time.Duration // nextUpdate - thisUpdate
+	// Now and After are the clock; nil means the wall clock, which smallstep
+	// always uses for leaf validity and token expiry.
+	Now    func() time.Time
+	After  func(time.Duration) <-chan time.Time
+	Logger zerolog.Logger // issuance and revocation records, at info level
 }
 
 func (o Options) withDefaults() Options {

@@ -41,7 +41,6 @@ const (
 // as smallstep does, to tolerate clock skew.
 const backdate = time.Minute
 
-// pki is the key material of a CA.
 type pki struct {
 	root     *x509.Certificate
 	rootKey  crypto.Signer
@@ -58,7 +57,6 @@ func newKey() (*ecdsa.PrivateKey, error) {
 	return k, nil
 }
 
-// newPKI creates the root, the intermediate and the provisioner key.
 func newPKI(name string, now time.Time) (*pki, error) {
 	p := &pki{}
 	rootKey, err := newKey()
@@ -85,7 +83,6 @@ func newPKI(name string, now time.Time) (*pki, error) {
 	return p, nil
 }
 
-// signCA signs a CA certificate for key with parent (nil: self-signed).
 func signCA(cn, tmpl string, key crypto.Signer, parent *x509.Certificate, parentKey crypto.Signer, now, notAfter time.Time) (*x509.Certificate, error) {
 	cr, err := x509util.CreateCertificateRequest(cn, []string{}, key)
 	if err != nil {
@@ -228,7 +225,6 @@ func readCerts(path string) ([]*x509.Certificate, error) {
 	return out, nil
 }
 
-// loadPKI reads and cross-checks the CA material written by Init.
 func loadPKI(dir string) (*pki, error) {
 	p := &pki{}
 	var err error

@@ -60,9 +60,9 @@ func (ca *CA) loadRevoked() error {
 	return nil
 }
 
-// Revoke revokes one certificate by serial (decimal, 0x-hex or colon hex).
-// Renewals with it are refused, IsRevoked answers true at once, the CRL is
-// regenerated and subscribers receive a Revocation.
+// Revoke revokes one certificate by serial (decimal, 0x-hex or colon hex):
+// IsRevoked answers true at once, the CRL is regenerated and subscribers
+// receive a Revocation.
 func (ca *CA) Revoke(ctx context.Context, serial, reason string) error {
 	s, err := ParseSerial(serial)
 	if err != nil {
@@ -84,10 +84,9 @@ func (ca *CA) Revoke(ctx context.Context, serial, reason string) error {
 	return errors.Join(stepErr, ca.refreshCRL())
 }
 
-// RevokeIdentity revokes every unexpired, unrevoked certificate issued for
-// identity and returns their serials (possibly none, if all are already
-// revoked or expired). It fails with ErrUnknownIdentity if no certificate
-// was ever issued for identity.
+// RevokeIdentity revokes every unexpired, unrevoked certificate of identity
+// and returns their serials. It fails with ErrUnknownIdentity if none was
+// ever issued.
 func (ca *CA) RevokeIdentity(ctx context.Context, identity string) ([]string, error) {
 	id, err := NormalizeIdentity(identity)
 	if err != nil {
@@ -127,10 +126,9 @@ func (ca *CA) RevokeIdentity(ctx context.Context, identity string) ([]string, er
 }
 
 // revokeLocked records the revocation in our index (the authority for
-// IsRevoked, events and the CRL), updates the in-memory set, publishes,
-// then records it in smallstep's DB (which refuses renewals on its own).
-// A failure in that last step is returned as stepErr: the certificate is
-// already refused by then. Callers hold revMu.
+// IsRevoked, events and the CRL), updates the in-memory set, publishes, then
+// records it in smallstep's DB. A failure of that last step is returned as
+// stepErr: the certificate is already refused by then. Callers hold revMu.
 func (ca *CA) revokeLocked(ctx context.Context, serial string, rec issuedRecord, reason string) (stepErr, err error) {
 	rr := revokedRecord{Identity: rec.Identity, Reason: reason, ReasonCode: reasonCode(reason),
 		RevokedAt: ca.opts.Now().UTC(), NotAfter: rec.NotAfter}

@@ -48,9 +48,8 @@ func (ca *CA) serverUsable(leaf *x509.Certificate) bool {
 }
 
 // rotateServer issues a new server certificate and key, writes them
-// atomically and serves them from then on.
-// Unless force is set, a certificate that is not yet due is kept (several
-// handshakes may ask at once).
+// atomically and serves them. Unless force is set, a certificate that is not
+// yet due is kept (several handshakes may ask at once).
 func (ca *CA) rotateServer(force bool) error {
 	ca.srvMu.Lock()
 	defer ca.srvMu.Unlock()

@@ -1,31 +1,23 @@
-// Package certchain verifies certificate chains to fixed roots, with one
-// signature verification per handshake instead of one per chain link when the
-// peer's chain goes through an intermediate CA we already know.
+// Package certchain verifies certificate chains to fixed roots with one
+// signature verification per handshake, instead of one per link, when the
+// peer's chain goes through an intermediate CA it already knows.
 //
-// A DSTM gateway's certificates all come from its embedded CA: root →
-// intermediate → leaf. Verifying such a chain with x509.Certificate.Verify
-// checks two ECDSA signatures (leaf by intermediate, intermediate by root),
-// but the second one gives the same answer every time, because the
-// intermediate does not change. A Verifier checks each known intermediate
-// against the roots once, when it is made; a peer that presents only
-// byte-identical copies of known intermediates then gets
+// The gateway's certificates come from its embedded CA: root → intermediate
+// → leaf. The intermediate's signature by the root gives the same answer in
+// every handshake, so a Verifier checks each known intermediate against the
+// roots once, in New. A peer that presents only byte-identical copies of
+// known intermediates gets x509.Certificate.Verify of its leaf with those
+// intermediates as the only trust anchors (the leaf's signature, validity,
+// extensions, host name and extended key usage, and the intermediate's
+// validity and CA flags), plus a check of the root's validity at the same
+// instant.
 //
-//   - x509.Certificate.Verify of the leaf with the known intermediates as its
-//     only trust anchors: the leaf's signature, its validity period at the
-//     given instant, its critical extensions, the host name (if asked), the
-//     extended key usage nested through the intermediate, and the
-//     intermediate's own validity and CA flags (one signature verification);
-//   - the validity period of the intermediate's root at the same instant.
-//
-// Everything else the full verification would check about the intermediate
-// and its root — the signature, basic constraints, path length, the extended
-// key usage — is checked once in New, and only intermediates whose chain
-// cannot change the outcome (no name constraints, no policy constraints or
-// mappings, a root that allows one intermediate below it) are known. A leaf
-// with policy constraints, a chain with any other certificate, and any
-// failure of the short path get the full x509.Certificate.Verify against the
-// roots, which alone decides a refusal; so the short path only ever accepts
-// what the full verification accepts, and refusals read exactly as before.
+// Only intermediates whose chain cannot change the outcome are known: no
+// name or policy constraints, and a root that allows one intermediate below
+// it. Any other chain, a leaf with policy constraints, and any failure of the
+// short path get the full verification against the roots, which alone
+// decides a refusal: the short path accepts only what the full verification
+// accepts.
 package certchain
 
 import (
@@ -37,17 +29,13 @@ import (
 type Config struct {
 	// Roots are the trust anchors. Required.
 	Roots []*x509.Certificate
-	// Intermediates are added to the certificates the peer presents when the
-	// full verification builds chains (for peers that do not send their
-	// chain). Optional.
+	// Intermediates help the full verification, for peers that do not send
+	// their chain. Optional.
 	Intermediates []*x509.Certificate
-	// Known are intermediate CAs eligible for the short path. Those that do
-	// not chain directly to Roots for Usage, or whose chain carries name or
-	// policy constraints, are ignored.
+	// Known are the candidates for the short path; those not eligible are
+	// ignored.
 	Known []*x509.Certificate
-	// Usage is the extended key usage the leaf must be valid for
-	// (x509.ExtKeyUsageClientAuth on a server, x509.ExtKeyUsageServerAuth on
-	// a client).
+	// Usage is the extended key usage the leaf must be valid for.
 	Usage x509.ExtKeyUsage
 }
 
@@ -130,9 +118,8 @@ func (v *Verifier) eligible(inter *x509.Certificate) (anchor, bool) {
 	return anchor{}, false
 }
 
-// simpleCA reports whether c has no name constraints, policy constraints or
-// policy mappings: none of the chain checks that differ between the full and
-// the short path can then refuse a chain.
+// simpleCA reports whether c has no name or policy constraints and no policy
+// mappings, the chain checks in which the full and the short path differ.
 func simpleCA(c *x509.Certificate) bool {
 	return len(c.PermittedDNSDomains) == 0 && len(c.ExcludedDNSDomains) == 0 &&
 		len(c.PermittedIPRanges) == 0 && len(c.ExcludedIPRanges) == 0 &&

@@ -3,7 +3,7 @@
 // shaped exactly like the embedded CA's (CN = identity, one e-mail or DNS
 // SAN, client-auth EKU), server certificates, TLS configurations and a
 // revocation set. It uses only the standard library, so importing it does
-// not link smallstep; New costs about a millisecond.
+// not link smallstep.
 package certstest
 
 import (
@@ -81,9 +81,8 @@ func sign(t testing.TB, tpl, parent *x509.Certificate, pub *ecdsa.PublicKey, sig
 	return Mint(t, tpl, parent, signer, pub)
 }
 
-// Mint signs tpl for pub with signer as the key of parent (nil: tpl is self-signed) and
-// returns the parsed certificate. A tpl without a serial number gets a random one. For tests
-// that need certificates of every shape (expired CAs, name constraints, ...).
+// Mint signs tpl for pub with signer as the key of parent (nil: self-signed) and returns the
+// parsed certificate; a tpl without a serial number gets a random one.
 func Mint(t testing.TB, tpl, parent *x509.Certificate, signer *ecdsa.PrivateKey, pub *ecdsa.PublicKey) *x509.Certificate {
 	t.Helper()
 	if tpl.SerialNumber == nil {

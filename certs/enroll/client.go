@@ -27,24 +27,17 @@ type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 
 // Options configure Enroll.
 type Options struct {
-	// Gateway is the gateway's "host:port". host is also the name its
-	// certificate must carry unless ServerName is set.
-	Gateway string
-	// ServerName overrides the TLS server name checked on the gateway's
-	// certificate.
+	// Gateway is "host:port"; host is the name the gateway's certificate
+	// must carry unless ServerName is set.
+	Gateway    string
 	ServerName string
-	// Token is the one-time enrollment token printed by the gateway.
-	Token string
-	// Fingerprint pins the gateway's root (SHA-256 of its DER, hex, colons
-	// allowed). Empty means: take it from the token's "sha" claim. Trust on
-	// first use is never done.
+	Token      string
+	// Fingerprint pins the gateway's root (hex SHA-256 of its DER); empty
+	// takes it from the token's "sha" claim. Trust on first use is never done.
 	Fingerprint string
-	// StateDir receives key, chain and root.
-	StateDir string
-	// Dial replaces the default dialer.
-	Dial DialFunc
-	// Timeout bounds each HTTP exchange (default 30 s).
-	Timeout time.Duration
+	StateDir    string // receives key, chain and root
+	Dial        DialFunc
+	Timeout     time.Duration // per HTTP exchange
 }
 
 // Errors returned by Enroll and the Renewer.

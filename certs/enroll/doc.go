@@ -8,13 +8,7 @@
 // claim), then sends token and CSR over a TLS connection verified against
 // that root. Key, chain and root are stored 0600 in a 0700 state directory.
 //
-// A Renewer keeps the certificate fresh: at two thirds of its lifetime it
-// asks the gateway over mutual TLS, authenticated with the certificate being
-// renewed, for a new one with the same key, and replaces the chain file
-// atomically.
-//
-// State.ClientTLSConfig is the TLS configuration of a TSP-SSL connection: it
-// presents the client certificate and verifies the gateway's against the
-// pinned root with auth/certchain, which checks the intermediate of the
-// client's own chain once instead of in every handshake.
+// A Renewer renews the certificate at two thirds of its lifetime over mutual
+// TLS with the certificate itself, keeping the key. State.ClientTLSConfig is
+// the TLS configuration of a TSP-SSL connection.
 package enroll

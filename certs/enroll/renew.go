@@ -27,17 +27,15 @@ type RenewerOptions struct {
 	Dial       DialFunc // optional dialer
 	Timeout    time.Duration
 	// Now and After are the clock; nil means the wall clock.
-	Now   func() time.Time
-	After func(time.Duration) <-chan time.Time
-	// RetryMin and RetryMax bound the backoff after a failed renewal
-	// (defaults 5 s and 5 min).
-	RetryMin, RetryMax time.Duration
+	Now                func() time.Time
+	After              func(time.Duration) <-chan time.Time
+	RetryMin, RetryMax time.Duration // backoff after a failed renewal
 	Logger             zerolog.Logger
 }
 
 // Renewer renews the client certificate at two thirds of its lifetime over
 // mutual TLS with the certificate itself, keeping the key. It is safe for
-// concurrent use; GetClientCertificate always returns the newest credentials.
+// concurrent use.
 type Renewer struct {
 	opts RenewerOptions
 	mu   sync.Mutex
@@ -123,10 +121,9 @@ func (r *Renewer) reload() error {
 	return nil
 }
 
-// Run renews whenever the certificate reaches two thirds of its lifetime
-// until ctx ends. Failed renewals are retried with exponential backoff;
-// Run returns when the gateway refuses with 401/403 (revoked, expired,
-// unknown) or the certificate has expired, since retrying cannot help.
+// Run renews at two thirds of each certificate's lifetime until ctx ends,
+// retrying failures with backoff. It returns when the gateway refuses
+// (401/403) or the certificate has expired: retrying cannot help then.
 func (r *Renewer) Run(ctx context.Context) error {
 	backoff := r.opts.RetryMin
 	for {

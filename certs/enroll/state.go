@@ -24,8 +24,7 @@ const (
 	filesPerm = fsutil.KeyPerm
 )
 
-// State is an enrolled client's credentials as loaded from its state
-// directory.
+// State is an enrolled client's credentials.
 type State struct {
 	Certificate tls.Certificate   // key and chain, Leaf set
 	Leaf        *x509.Certificate // the client certificate
@@ -33,9 +32,8 @@ type State struct {
 	Roots       *x509.CertPool    // pool holding Root
 	Identity    string            // the leaf's subject common name
 
-	// server verifies the gateway's certificate: to Root, with the
-	// intermediate of our own chain (the CA's, which also issues the
-	// gateway's certificate) verified once. Nil in a State not made by Load.
+	// server verifies the gateway's certificate to Root, with our own
+	// chain's intermediate verified once. Nil in a State not made by Load.
 	server *certchain.Verifier
 }
 
@@ -46,15 +44,12 @@ func (s *State) Fingerprint() string { return Fingerprint(s.Root) }
 // certificate and trusting only the pinned root. serverName is the name the
 // gateway's certificate must carry (a DNS name or an IP literal).
 //
-// The gateway's chain is verified as crypto/tls would (chain to the pinned
-// root, validity, serverAuth usage, serverName), but by VerifyConnection with
-// a certchain.Verifier: when the gateway presents the intermediate CA of our
-// own chain, already verified against the root, only its leaf's signature is
-// checked. crypto/tls's own chain verification is therefore switched off
-// (InsecureSkipVerify), and ServerName, InsecureSkipVerify and
-// VerifyConnection must be changed together or not at all. An empty
-// serverName leaves the verification to crypto/tls, which then takes the
-// name from the dialled address.
+// The gateway's chain is verified as crypto/tls would, but in
+// VerifyConnection with a certchain.Verifier, so that the intermediate of our
+// own chain is verified once. crypto/tls's verification is therefore off
+// (InsecureSkipVerify): ServerName, InsecureSkipVerify and VerifyConnection
+// must be changed together. An empty serverName leaves the verification to
+// crypto/tls, which takes the name from the dialled address.
 func (s *State) ClientTLSConfig(serverName string, nextProtos ...string) *tls.Config {
 	cert := s.Certificate
 	cfg := &tls.Config{
@@ -81,8 +76,7 @@ func (s *State) ClientTLSConfig(serverName string, nextProtos ...string) *tls.Co
 	return cfg
 }
 
-// Load reads the credentials stored by Enroll (and kept fresh by a Renewer)
-// from dir.
+// Load reads the credentials stored in dir by Enroll.
 func Load(dir string) (*State, error) {
 	keyPEM, err := os.ReadFile(filepath.Join(dir, KeyFile))
 	if err != nil {

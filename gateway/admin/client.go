@@ -14,8 +14,7 @@ import (
 	"time"
 )
 
-// DefaultSocket is the admin socket path used when the configuration names
-// none.
+// DefaultSocket is the admin socket path when the configuration names none.
 const DefaultSocket = "/run/dstm/admin.sock"
 
 // clientTimeout bounds one request when the caller's context has no
@@ -27,8 +26,7 @@ const (
 )
 
 // Client talks to the admin API over the unix socket. It is safe for
-// concurrent use and implements [Backend], so the CLI and tests can use it
-// wherever a Backend is expected.
+// concurrent use and implements [Backend].
 type Client struct {
 	path string
 	hc   *http.Client
@@ -52,7 +50,6 @@ func NewClient(path string) *Client {
 	return c
 }
 
-// dial connects to the socket and turns a failure into a [*DialError].
 func (c *Client) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", c.path)
@@ -116,8 +113,6 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	return v, err
 }
 
-// do sends one request; in (if not nil) is the JSON body, out (if not nil)
-// receives the JSON answer.
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
 	req, err := newRequest(ctx, method, path, in)
 	if err != nil {
@@ -173,7 +168,6 @@ func unwrapURL(err error) error {
 	return err
 }
 
-// readError turns a non-2xx response into an [*Error].
 func readError(resp *http.Response) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 	var eb errorBody

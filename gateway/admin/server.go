@@ -48,9 +48,8 @@ func (s *Server) Serve(ctx context.Context, path string) error {
 	return s.ServeListener(ctx, ln)
 }
 
-// ServeListener serves on ln (taking ownership of it) until ctx is done,
-// then shuts down gracefully, waiting a few seconds at most for requests in
-// flight.
+// ServeListener serves on ln, which it owns, until ctx is done, then shuts
+// down, waiting a few seconds at most for requests in flight.
 func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler:           http.TimeoutHandler(s.Handler(), requestTimeout, `{"code":"unavailable","error":"request timed out"}`),
@@ -170,7 +169,6 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	s.reply(w, r, http.StatusOK, v, err)
 }
 
-// reply writes v with code, or the error.
 func (s *Server) reply(w http.ResponseWriter, r *http.Request, code int, v any, err error) {
 	if err != nil {
 		s.fail(w, r, err)
@@ -184,7 +182,6 @@ func (s *Server) reply(w http.ResponseWriter, r *http.Request, code int, v any, 
 	writeJSON(w, code, v)
 }
 
-// fail maps err to its class and writes the error body.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	code, status := classify(err)
 	ev := s.log.Debug()
@@ -215,7 +212,6 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// decode reads one JSON object of at most maxRequestBody bytes.
 func decode(w http.ResponseWriter, r *http.Request, v any) error {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRequestBody))
 	dec.DisallowUnknownFields()
@@ -225,7 +221,6 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 	return nil
 }
 
-// validName accepts a non-empty printable string without spaces.
 func validName(what, s string) error {
 	switch {
 	case s == "":

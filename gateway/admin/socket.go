@@ -17,22 +17,19 @@ import (
 // probeTimeout bounds the connect used to tell a live socket from a stale one.
 const probeTimeout = time.Second
 
-// Listen binds the admin socket at path, safely:
+// Listen binds the admin socket at path:
 //
-//   - the parent directory is created with mode 0700 if missing (an existing
-//     directory is left as it is);
-//   - an exclusive flock on path+".lock" is held for the listener's life, so a
-//     second gateway fails fast with [ErrInUse] (the lock file is never
-//     removed: removing it would reopen the race it closes);
-//   - an existing socket at path is replaced only if nothing accepts
-//     connections on it (stale, e.g. after kill -9); a live one is
-//     [ErrInUse], and a path that is not a socket is refused untouched;
-//   - the socket is bound inside a private 0700 temporary directory, chmod'ed
-//     to 0600 and renamed into place, so it is never reachable with looser
-//     permissions and a stale socket is replaced atomically.
+//   - a missing parent directory is created with mode 0700;
+//   - an exclusive flock on path+".lock" is held for the listener's life, so
+//     a second gateway fails with [ErrInUse] (the lock file is never removed:
+//     that would reopen the race it closes);
+//   - an existing socket is replaced only if nothing accepts connections on
+//     it; a path that is not a socket is refused;
+//   - the socket is bound in a private 0700 directory, chmod'ed to 0600 and
+//     renamed into place, so it is never reachable with looser permissions.
 //
-// Closing the returned listener removes the socket (if it is still ours) and
-// releases the lock.
+// Closing the listener removes the socket (if still ours) and releases the
+// lock.
 func Listen(path string) (net.Listener, error) {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -50,7 +47,6 @@ func Listen(path string) (net.Listener, error) {
 	return ln.withLock(lock), nil
 }
 
-// lockFile takes a non-blocking exclusive flock on name.
 func lockFile(name string) (*os.File, error) {
 	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
@@ -89,8 +85,6 @@ func checkExisting(path string) error {
 	return fmt.Errorf("admin: probe existing socket: %w", err)
 }
 
-// bindPrivate binds in a fresh 0700 directory next to path, sets mode 0600
-// and renames the socket to path.
 func bindPrivate(dir, path string) (*socketListener, error) {
 	if err := checkExisting(path); err != nil {
 		return nil, err
@@ -128,7 +122,6 @@ func publish(tmp, path string) error {
 	return nil
 }
 
-// socketListener removes its socket and releases the lock on Close.
 type socketListener struct {
 	*net.UnixListener
 	path string
@@ -144,8 +137,8 @@ func (l *socketListener) withLock(lock *os.File) *socketListener {
 	return l
 }
 
-// Close stops accepting, removes the socket if it is still the one this
-// listener created, and releases the lock. It is idempotent.
+// Close removes the socket if it is still the one this listener created and
+// releases the lock. It is idempotent.
 func (l *socketListener) Close() error {
 	l.once.Do(func() {
 		l.err = l.UnixListener.Close()

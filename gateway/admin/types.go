@@ -5,13 +5,10 @@ import (
 	"time"
 )
 
-// Backend is what the admin API needs from the gateway. Every method is
-// called from an HTTP handler goroutine, possibly concurrently, with the
-// request's context.
-//
-// Errors wrapping [ErrNotFound], [ErrInvalid] or [ErrUnavailable] reach the
-// client as that class (HTTP 404, 400, 503); any other error is an internal
-// error (500). The error text is shown to the operator as is.
+// Backend is what the admin API needs from the gateway; its methods are
+// called concurrently. Errors wrapping [ErrNotFound], [ErrInvalid] or
+// [ErrUnavailable] reach the client as that class (HTTP 404, 400, 503), any
+// other as an internal error (500); the text is shown to the operator as is.
 type Backend interface {
 	// Leases lists every lease that is not free.
 	Leases(ctx context.Context) ([]Lease, error)

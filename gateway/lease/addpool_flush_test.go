@@ -64,14 +64,10 @@ func earlierRunGhost(t *testing.T, exclusive bool, end string) (*Manager, *twinS
 	return m2, st, extra, l.Addr
 }
 
-// TestAddPoolHoldsEarlierSessions: a pool removed at a restart (its records are kept as
-// orphans) and added back by a reload (AddPool adopts them). A session of the earlier run,
-// ended before the restart (its release kept in memory with an exclusive store) or still live
-// at a crash, must come back held for its identity, and not as an active lease of a session
-// that no longer exists: that ghost counted against the identity's session limit (Refuse: the
-// owner could not connect until its lifetime ended), showed in Stats as active, and later
-// published EventExpired/EventReplaced for a session long gone. The gateway's graceful stop
-// (ReleaseAll) does not write releases kept in memory either.
+// TestAddPoolHoldsEarlierSessions: a pool removed at a restart (its records kept as orphans)
+// and added back by a reload. A session of the earlier run, ended before the restart or live
+// at a crash, must come back held for its identity, not as an active lease of a session that
+// no longer exists (which would count against the session limit).
 func TestAddPoolHoldsEarlierSessions(t *testing.T) {
 	ctx := context.Background()
 	for _, exclusive := range []bool{false, true} {
@@ -101,10 +97,8 @@ func TestAddPoolHoldsEarlierSessions(t *testing.T) {
 }
 
 // TestAddPoolHoldFailure: when the commit that holds the sessions of an earlier run fails (a
-// shared store: an exclusive one keeps an active session's hold in memory and commits
-// nothing), AddPool says so with ErrNotHeld and the pool is added all the same: it is in use,
-// and the gateway goes on with its routes. The session stays as the store has it, and the
-// pool is not added twice.
+// shared store), AddPool returns ErrNotHeld and the pool is added all the same, once; the
+// session stays as the store has it.
 func TestAddPoolHoldFailure(t *testing.T) {
 	for _, exclusive := range []bool{false, true} {
 		t.Run(storeKind(exclusive), func(t *testing.T) {
@@ -141,10 +135,9 @@ func TestAddPoolHoldFailure(t *testing.T) {
 	}
 }
 
-// TestAddPoolNoWindow: AddPool adopts the ghost (an active session of an earlier run) and
-// releases it in one critical section: an Offer of the same identity running at the same time
-// never counts the ghost against its session limit (Refuse). With an unlock between the two
-// (the first version of the fix) about 5 runs in 2,000 were refused.
+// TestAddPoolNoWindow: AddPool adopts an active session of an earlier run and releases it in
+// one critical section, so a concurrent Offer of the same identity never counts it against
+// its session limit (Refuse).
 func TestAddPoolNoWindow(t *testing.T) {
 	ctx := context.Background()
 	const iterations = 2000

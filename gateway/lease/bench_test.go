@@ -20,11 +20,8 @@ func slash8Config() Config {
 const allocRound = 100_000
 
 // BenchmarkAllocMem measures offer+accept of new identities with the
-// in-memory store, in rounds that each fill a fresh manager with
-// allocRound active leases (so that the figure does not depend on how many
-// iterations the benchmark framework picks: the cost of an allocation grows
-// with the number of leases already held, see BenchmarkAllocMemMillion).
-// Figure lease_alloc_mem, unit "allocs/s".
+// in-memory store, in rounds that each fill a fresh manager, so that the
+// figure does not depend on b.N. Figure lease_alloc_mem, unit "allocs/s".
 func BenchmarkAllocMem(b *testing.B) {
 	benchAlloc(b, allocRound)
 }

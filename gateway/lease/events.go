@@ -50,17 +50,13 @@ type Event struct {
 // DefaultEventBuffer is the subscriber buffer used when Subscribe gets 0.
 const DefaultEventBuffer = 256
 
-// subscriber is one bounded event queue.
 type subscriber struct {
 	ch      chan Event
 	dropped atomic.Uint64
 }
 
-// hub fans events out to subscribers. Drop policy: an event is offered to
-// each subscriber's buffered channel without blocking; if that buffer is
-// full the event is dropped for that subscriber only (newest dropped, the
-// queued ones keep their order) and counted. The allocator never waits for
-// a slow subscriber.
+// hub fans events out without blocking: a subscriber whose buffer is full
+// loses the event, which is counted.
 type hub struct {
 	mu      sync.Mutex
 	subs    map[*subscriber]struct{}
@@ -108,13 +104,10 @@ func (h *hub) publish(evs []Event) {
 }
 
 // Subscribe returns a channel of lease events with the given buffer size
-// (DefaultEventBuffer when <= 0) and a function that ends the subscription
-// and closes the channel. Events that do not fit in the buffer are dropped
-// and counted (DroppedEvents); the allocator never blocks on a subscriber.
+// and a function that ends the subscription and closes the channel.
 func (m *Manager) Subscribe(buffer int) (<-chan Event, func()) {
 	return m.events.subscribe(buffer)
 }
 
-// DroppedEvents returns how many events were dropped, over all subscribers,
-// because a subscriber's buffer was full.
+// DroppedEvents returns how many events subscribers' full buffers lost.
 func (m *Manager) DroppedEvents() uint64 { return m.events.dropped.Load() }

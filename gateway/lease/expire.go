@@ -10,11 +10,10 @@ import (
 // sweepBatch bounds the leases changed by one store transaction in Expire.
 const sweepBatch = 1024
 
-// Expire runs one sweep at Now(): offers not accepted in time go back
-// (EventOfferExpired), active leases whose lifetime ran out become held
-// (EventExpired), held leases whose hold time ran out become free. The events
-// name the session that lost the address. It returns how many leases
-// changed state.
+// Expire moves every lease due at Now() to its next state and returns how
+// many it moved. Offers not accepted in time (EventOfferExpired) and active
+// leases whose lifetime ran out (EventExpired) name the session that lost
+// the address.
 func (m *Manager) Expire(ctx context.Context) (int, error) {
 	total := 0
 	for {
@@ -33,7 +32,7 @@ func (m *Manager) Expire(ctx context.Context) (int, error) {
 	}
 }
 
-// sweep changes up to sweepBatch due leases; due leases being committed by
+// sweep changes up to sweepBatch due leases; those being committed by
 // another operation are left for the next sweep.
 func (t *tx) sweep(now time.Time) int {
 	m := t.m
@@ -82,10 +81,8 @@ func (t *tx) expireSlot(s *slot) {
 // SweepInterval is how often Run calls Expire.
 const SweepInterval = time.Second
 
-// Run calls Expire every SweepInterval until ctx is done, then returns
-// nil. A failed sweep is retried at the next tick; its error is returned
-// only if ctx is still live and the store fails MaxSweepFailures times in
-// a row.
+// Run calls Expire every SweepInterval until ctx is done, then returns nil.
+// It returns an error only after MaxSweepFailures failed sweeps in a row.
 func (m *Manager) Run(ctx context.Context) error {
 	tick := time.NewTicker(SweepInterval)
 	defer tick.Stop()

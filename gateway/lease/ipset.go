@@ -10,10 +10,8 @@ type span struct{ lo, hi uint32 }
 
 func (s span) size() uint64 { return uint64(s.hi) - uint64(s.lo) + 1 }
 
-// ipset is a set of IPv4 addresses kept as sorted, disjoint, non-adjacent
-// spans. Its memory grows with the number of holes, not with the number of
-// addresses: a /8 with nothing taken is one span. It is not safe for
-// concurrent use.
+// ipset is a set of IPv4 addresses as sorted, disjoint, non-adjacent spans:
+// a /8 with nothing taken is one span.
 type ipset struct {
 	spans []span
 	n     uint64
@@ -66,21 +64,17 @@ func subtract(a, b []span) []span {
 	return out
 }
 
-// len returns the number of addresses in the set.
 func (s *ipset) len() uint64 { return s.n }
 
-// find returns the index of the first span whose hi >= v.
 func (s *ipset) find(v uint32) int {
 	return sort.Search(len(s.spans), func(i int) bool { return s.spans[i].hi >= v })
 }
 
-// contains reports whether v is in the set.
 func (s *ipset) contains(v uint32) bool {
 	i := s.find(v)
 	return i < len(s.spans) && s.spans[i].lo <= v
 }
 
-// remove deletes v; it reports whether v was present.
 func (s *ipset) remove(v uint32) bool {
 	i := s.find(v)
 	if i == len(s.spans) || s.spans[i].lo > v {
@@ -104,7 +98,6 @@ func (s *ipset) remove(v uint32) bool {
 	return true
 }
 
-// add inserts v; it reports whether v was absent.
 func (s *ipset) add(v uint32) bool {
 	i := s.find(v)
 	if i < len(s.spans) && s.spans[i].lo <= v {

@@ -56,11 +56,9 @@ type PoolConfig struct {
 	Name     string
 	Prefixes []netip.Prefix
 	Ranges   []Range
-	// Exclude lists addresses never handed out (the gateway's own inner
-	// address, routers, ...).
+	// Exclude lists addresses never handed out (the inner address, routers).
 	Exclude []netip.Prefix
-	// ExcludeNetworkBroadcast excludes the first and last address of every
-	// prefix shorter than /31.
+	// ExcludeNetworkBroadcast excludes each prefix's first and last address.
 	ExcludeNetworkBroadcast bool
 }
 
@@ -70,14 +68,12 @@ type Reservation struct {
 	Addr     netip.Addr
 }
 
-// LimitPolicy says what Offer does when an identity would exceed its
-// session limit.
+// LimitPolicy says what Offer does when an identity is at its session limit.
 type LimitPolicy uint8
 
 // Limit policies.
 const (
-	// ReplaceOldest releases the identity's oldest lease (EventReplaced)
-	// and goes on with the new offer.
+	// ReplaceOldest releases the identity's oldest lease (EventReplaced).
 	ReplaceOldest LimitPolicy = iota
 	// Refuse makes Offer fail with ErrSessionLimit.
 	Refuse
@@ -103,16 +99,12 @@ const (
 
 // Config configures a Manager.
 type Config struct {
-	Pools        []PoolConfig
-	Reservations []Reservation
-	// OfferTimeout, Lifetime and HoldTime default to 30s, 1h and 24h.
+	Pools                            []PoolConfig
+	Reservations                     []Reservation
 	OfferTimeout, Lifetime, HoldTime time.Duration
-	// MaxSessions is the per-identity limit of offered+active leases
-	// (default 1).
-	MaxSessions int
-	OnLimit     LimitPolicy
-	// Now is the clock (default time.Now).
-	Now func() time.Time
+	MaxSessions                      int // per identity, offered and active (default 1)
+	OnLimit                          LimitPolicy
+	Now                              func() time.Time
 }
 
 func (c Config) withDefaults() Config {
@@ -169,16 +161,13 @@ var (
 	ErrNotFound        = errors.New("lease: no such lease")
 	ErrSessionMismatch = errors.New("lease: lease belongs to another session")
 	ErrSessionLimit    = errors.New("lease: session limit reached")
-	// ErrBadState is returned for an operation that the lease's current
-	// state does not allow (Renew of an offered lease, ...).
+	// ErrBadState refuses an operation the lease's state does not allow.
 	ErrBadState = errors.New("lease: operation not allowed in this state")
 	// ErrConflict is returned by a Store when a compare-and-swap failed.
 	ErrConflict = errors.New("lease: store conflict")
 	// ErrInvalidConfig is wrapped by New and AddPool for a bad Config.
 	ErrInvalidConfig = errors.New("lease: invalid configuration")
-	// ErrNotHeld is wrapped by an AddPool that added its pool but could not
-	// commit the hold of the sessions of an earlier run found in it: they
-	// stay as the store has them until their lifetimes end.
+	// ErrNotHeld: see AddPool.
 	ErrNotHeld = errors.New("lease: sessions of an earlier run not held")
 )
 

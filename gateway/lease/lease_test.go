@@ -242,8 +242,7 @@ func TestHeldTakenOnlyWhenExhausted(t *testing.T) {
 	if l.Addr != ls[2].Addr {
 		t.Fatalf("newcomer got %v, want oldest held %v", l.Addr, ls[2].Addr)
 	}
-	// u2's index no longer names it; u2 now gets the last held one? No:
-	// that one is u4's; u2 takes it only because nothing else is left.
+	// u2 lost its address; it takes u4's held one, as nothing else is left.
 	l2 := grant(t, m, "u2", "s2")
 	if l2.Addr != ls[4].Addr {
 		t.Fatalf("u2 got %v", l2.Addr)
@@ -674,11 +673,9 @@ func TestExclusiveStoreKeepsOffersInMemory(t *testing.T) {
 	}
 }
 
-// TestExclusiveStoreKeepsReleasesInMemory: with a store that is its Manager's only writer, a
-// session's release (active -> held) is not committed: the store keeps the active lease, which
-// a restart holds for the same identity (ReleaseAll) as the release did. Whatever changes the
-// address next is committed over that record; every other release is committed; Flush writes
-// the hold as it is.
+// TestExclusiveStoreKeepsReleasesInMemory: with an exclusive store a session's release is not
+// committed; whatever changes the address next is committed over the active record, a restart
+// holds it for the same identity, and Flush writes the hold.
 func TestExclusiveStoreKeepsReleasesInMemory(t *testing.T) {
 	ctx := context.Background()
 	tests := []struct {

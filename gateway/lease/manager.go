@@ -14,15 +14,11 @@ import (
 // maxSticky bounds the identity index entry of one identity.
 const maxSticky = 8
 
-// Manager hands out IPv4 leases from pools, backed by a Store. It is safe
-// for concurrent use.
+// Manager hands out IPv4 leases from pools. It is safe for concurrent use.
 type Manager struct {
-	cfg   Config
-	store Store
-	// exclusive: the store has no other writer, so an offer that changes
-	// nothing but its own address (see Offer) and a session's release from
-	// active to held (see Release) stay in memory.
-	exclusive bool
+	cfg       Config
+	store     Store
+	exclusive bool // see the package documentation
 	events    hub
 	txPool    sync.Pool // of *tx
 
@@ -42,8 +38,7 @@ type Manager struct {
 	orphans    map[netip.Addr]Record // records outside every pool (pool removed)
 }
 
-// New validates cfg (pools must not overlap, every reservation must lie in
-// a pool) and loads the leases from store.
+// New validates cfg and loads the leases from store.
 func New(cfg Config, store Store) (*Manager, error) {
 	if store == nil {
 		return nil, fmt.Errorf("%w: nil store", ErrInvalidConfig)
@@ -104,9 +99,7 @@ func (m *Manager) addReservations(rs []Reservation) error {
 	return nil
 }
 
-// load fills the cache from a snapshot. The clean sets are rebuilt in one
-// sorted pass per pool, so loading n records costs O(n log n) and never
-// splits spans one by one.
+// load fills the cache from a snapshot.
 func (m *Manager) load(snap Snapshot) {
 	taken := make(map[*pool][]span)
 	m.slots = make(map[uint32]*slot, len(snap.Leases)+len(snap.Index))
@@ -166,17 +159,11 @@ func (m *Manager) load(snap Snapshot) {
 	}
 }
 
-// AddPool adds a pool at run time (configuration reload: additions only).
-// Records already in the store for its addresses are adopted. Offered and
-// active ones belong to sessions of an earlier run (no session of this run
-// can have an address outside its pools, and the start's ReleaseAll does
-// not see them; like ReleaseAll, this assumes one gateway per store): they
-// are released as ReleaseAll would have released them
-// at the start, in the same critical section (nothing sees them live), so
-// their identities find them held. As in a session's release, an active
-// one's hold stays in memory with an exclusive store. An error wrapping
-// ErrNotHeld means that the pool was added but that release could not be
-// committed; any other error, that nothing changed.
+// AddPool adds a pool at run time (a configuration reload) and adopts the
+// store's records for its addresses, releasing those of sessions of an
+// earlier run as the start's ReleaseAll would have. An error wrapping
+// ErrNotHeld means that the pool was added but that release failed; any
+// other error, that nothing changed.
 func (m *Manager) AddPool(pc PoolConfig) error {
 	m.mu.Lock()
 	p, err := m.addPoolLocked(pc)
@@ -261,7 +248,6 @@ func (m *Manager) Stats() []PoolStats {
 	return out
 }
 
-// resolvePoolLocked maps a request's pool name to a pool.
 func (m *Manager) resolvePoolLocked(name, id string) (*pool, error) {
 	if name == "" {
 		if is := m.idents[id]; is != nil && len(is.static) > 0 {

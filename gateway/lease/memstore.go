@@ -8,13 +8,8 @@ import (
 	"sync"
 )
 
-// memStore is a Store kept in memory, for tests and for gateways that need
-// no persistence. It honours the whole Store contract except durability.
-//
-// Records live in fixed-size chunks indexed through a pointer-free map, so
-// a new lease costs no allocation of its own (one per chunk), growing never
-// copies records, and the garbage collector scans a few large arrays
-// instead of one object per lease.
+// memStore is a Store in memory, without durability. Records live in
+// fixed-size chunks behind a pointer-free map, so the GC scans few objects.
 type memStore struct {
 	mu     sync.Mutex
 	chunks []*[memChunk]Record // a deleted record's slot is zeroed and listed in free
@@ -24,10 +19,8 @@ type memStore struct {
 	index  map[string][]netip.Addr
 }
 
-// memChunk is the number of records per chunk.
 const memChunk = 1024
 
-// rec returns the record in slot i.
 func (s *memStore) rec(i uint32) *Record { return &s.chunks[i/memChunk][i%memChunk] }
 
 // NewMemStore returns an empty in-memory Store.
@@ -95,14 +88,11 @@ func (s *memStore) Commit(ctx context.Context, txn Txn) error {
 			delete(s.index, c.Identity)
 			continue
 		}
-		// The Manager never changes an index list in place once it is
-		// committed (IndexChange), so the list is kept, not copied.
-		s.index[c.Identity] = c.Addrs
+		s.index[c.Identity] = c.Addrs // kept, not copied: see IndexChange
 	}
 	return nil
 }
 
-// slotLocked stores r in a free slot and returns the slot.
 func (s *memStore) slotLocked(r Record) uint32 {
 	var i uint32
 	if n := len(s.free); n > 0 {

@@ -223,9 +223,9 @@ func (md *model) list() []Lease {
 	return out
 }
 
-// TestDifferential runs 16 seeds of each: seed 13 is the first whose replace-oldest run
-// releases an offered session and offers its address again in one operation, which an
-// exclusive store must commit (the store has the old offer).
+// TestDifferential runs 16 seeds of each; seed 13's replace-oldest run releases an offered
+// session and offers its address again in one operation, which an exclusive store must
+// commit.
 func TestDifferential(t *testing.T) {
 	for _, exclusive := range []bool{false, true} {
 		for _, policy := range []LimitPolicy{ReplaceOldest, Refuse} {

@@ -12,21 +12,11 @@ import (
 const maxConflictRetries = 8
 
 // Offer finds an address for r and records it as offered until
-// Config.OfferTimeout passes or Accept is called. In order of preference
-// the address is: the identity's lease for the same session (idempotent),
-// its static reservation, its previous (sticky) address, a clean free
-// address, a free address remembered by another identity (oldest first),
-// an address held for another identity (oldest first).
-//
-// With an exclusive store (one gateway's embedded file) an offer that
-// changes nothing else (no other lease, no identity index) is kept in
-// memory and not committed: it lives no longer than the TSP connection
-// that asked for it, which a crash ends too, so writing it would only
-// cost every session one more durable commit. Accept then commits the
-// active lease over the record the store had before the offer. After a
-// crash such an address is as it was before the offer. With a shared
-// store every offer is committed: the record is what reserves the
-// address against the other gateways.
+// Config.OfferTimeout passes or Accept is called. In order of preference:
+// the identity's lease for the same session (idempotent), its static
+// reservation, its sticky address, a clean free address, a free address
+// remembered by another identity, an address held for another identity
+// (oldest first).
 func (m *Manager) Offer(ctx context.Context, r Request) (Lease, error) {
 	if err := ValidIdentity(r.Identity); err != nil {
 		return Lease{}, err
@@ -82,7 +72,6 @@ func (t *tx) offer(r Request, out *Lease) error {
 	return nil
 }
 
-// enforceLimit applies the session limit before a new offer.
 func (t *tx) enforceLimit(r Request, is *identState) error {
 	limit := r.MaxSessions
 	if limit <= 0 {
@@ -110,13 +99,11 @@ func (t *tx) enforceLimit(r Request, is *identState) error {
 	return nil
 }
 
-// pick chooses the address for a new offer and prepares it (dropping it
-// from another identity's index when taken from one).
+// pick chooses and prepares the address for a new offer.
 func (t *tx) pick(p *pool, id string, is *identState) (netip.Addr, bool, error) {
 	m := t.m
-	// The identity's own addresses first. One that another transaction is committing (its
-	// previous session being released right now, as when a client reconnects at once) is
-	// waited for rather than passed over.
+	// The identity's own addresses first; one being committed (its previous
+	// session's release, on a quick reconnect) is waited for.
 	for _, a := range is.static {
 		if m.poolFor(u32(a)) != p {
 			continue
@@ -161,8 +148,7 @@ func (t *tx) pick(p *pool, id string, is *identState) (netip.Addr, bool, error) 
 	return netip.Addr{}, false, fmt.Errorf("%w: %q", ErrPoolExhausted, p.name)
 }
 
-// usableBy reports whether address a can be offered to id now: free, or
-// held for id, and not in flight.
+// usableBy reports whether a is free or held for id, and not in flight.
 func (t *tx) usableBy(a netip.Addr, id string) bool {
 	if t.addrBusy(a) {
 		return false
@@ -174,7 +160,6 @@ func (t *tx) usableBy(a netip.Addr, id string) bool {
 	return s.Identity == id && (s.State == StateFree || s.State == StateHeld)
 }
 
-// forget drops address a from id's sticky index.
 func (t *tx) forget(id string, a netip.Addr) error {
 	if err := t.lockIdent(id); err != nil {
 		return err
@@ -223,9 +208,9 @@ func (t *tx) remember(id string, a netip.Addr) error {
 	return nil
 }
 
-// pickClean returns the next clean address from the pool's cursor. An
-// address that just became clean inside another operation's uncommitted
-// change is skipped: its store record may still exist until that commit.
+// pickClean returns the next clean address from the pool's cursor. One that
+// became clean in another operation's uncommitted change is skipped: its
+// record may still be in the store.
 func (t *tx) pickClean(p *pool) (netip.Addr, bool, error) {
 	c := p.cursor
 	for range len(t.m.busyAddr) + 1 {

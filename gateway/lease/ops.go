@@ -6,11 +6,9 @@ import (
 	"net/netip"
 )
 
-// Accept turns the offered lease of addr into an active one bound to
-// session, with Expires = now + Lifetime, and makes addr the identity's
-// sticky address. A non-empty transport replaces the offer's (the data
-// transport the client chose). Accepting an already active lease of the
-// same session returns it unchanged.
+// Accept makes the offered lease of addr active for Lifetime and addr the
+// identity's sticky address. A non-empty transport replaces the offer's.
+// Accepting the session's active lease again returns it unchanged.
 func (m *Manager) Accept(ctx context.Context, addr netip.Addr, session, transport string) (Lease, error) {
 	if !addr.Is4() {
 		return Lease{}, fmt.Errorf("%w: %v is not an IPv4 address", ErrNotFound, addr)
@@ -74,19 +72,9 @@ func (m *Manager) Renew(ctx context.Context, addr netip.Addr, session string) (L
 	return out, nil
 }
 
-// Release ends the session's lease of addr: an active lease is held for
-// its identity for HoldTime (EventReleased); an offered one goes back as
-// if its offer had timed out.
-//
-// With an exclusive store the active -> held change is kept in memory and
-// not committed: the store keeps the active record until the address
-// changes again (offered to its identity, expired, taken) or Flush writes
-// it when the gateway stops. A crash loses nothing by it, because the
-// gateway holds every active lease of the previous run for its identity
-// when it starts (ReleaseAll), which is what the release did; the hold
-// then counts from that start. Every session's end thus costs no durable
-// commit. ReleaseIdentity, ReleaseAll and Expire commit, as every release
-// does with a shared store.
+// Release ends the session's lease of addr: an active lease is held for its
+// identity for HoldTime (EventReleased); an offered one goes back as if its
+// offer had timed out.
 func (m *Manager) Release(ctx context.Context, addr netip.Addr, session string, why Reason) error {
 	if !addr.Is4() {
 		return fmt.Errorf("%w: %v is not an IPv4 address", ErrNotFound, addr)
@@ -110,8 +98,8 @@ func (m *Manager) Release(ctx context.Context, addr netip.Addr, session string, 
 	return nil
 }
 
-// ReleaseIdentity releases every offered and active lease of identity (for
-// example on revocation) and returns them as they are afterwards.
+// ReleaseIdentity releases every offered and active lease of identity and
+// returns them as they are afterwards.
 func (m *Manager) ReleaseIdentity(ctx context.Context, identity string, why Reason) ([]Lease, error) {
 	if err := ValidIdentity(identity); err != nil {
 		return nil, err
@@ -133,10 +121,10 @@ func (m *Manager) ReleaseIdentity(ctx context.Context, identity string, why Reas
 	return out, nil
 }
 
-// FreeIdentity ends every lease of identity for good (revocation with on_revoke: release):
-// offered and active leases are released, held ones become free, and the identity's sticky
-// index is dropped so that its addresses go back to the pool at once. Static reservations
-// stay reserved. It returns the leases it changed as they are afterwards.
+// FreeIdentity ends every lease of identity for good (revocation with
+// on_revoke: release): offered and active leases are released, held ones and
+// the sticky index are dropped. Static reservations stay. It returns the
+// leases it changed as they are afterwards.
 func (m *Manager) FreeIdentity(ctx context.Context, identity string, why Reason) ([]Lease, error) {
 	if err := ValidIdentity(identity); err != nil {
 		return nil, err
@@ -179,9 +167,9 @@ func (m *Manager) FreeIdentity(ctx context.Context, identity string, why Reason)
 	return out, nil
 }
 
-// Free returns one held address to the pool at once and drops it from its identity's sticky
-// index (revocation of one certificate with on_revoke: release). Static reservations and
-// addresses in use are left alone; a free address is not an error.
+// Free returns one held address to the pool and drops it from its identity's
+// sticky index (revocation of one certificate with on_revoke: release).
+// Static reservations, addresses in use and free addresses are left alone.
 func (m *Manager) Free(ctx context.Context, addr netip.Addr) error {
 	if !addr.Is4() {
 		return fmt.Errorf("%w: %v is not an IPv4 address", ErrNotFound, addr)
@@ -206,8 +194,8 @@ func (m *Manager) Free(ctx context.Context, addr netip.Addr) error {
 	return nil
 }
 
-// releaseSessions releases every offered and active lease of an identity, appending them as
-// they are afterwards to out. It touches nothing unless all their addresses are available.
+// releaseSessions releases every offered and active lease of an identity and
+// appends them to out; it touches nothing unless all are available.
 func (t *tx) releaseSessions(is *identState, why Reason, out []Lease) ([]Lease, error) {
 	for _, s := range is.sessions {
 		if err := t.checkAddr(s.Addr); err != nil {
@@ -226,7 +214,6 @@ func (t *tx) releaseSessions(is *identState, why Reason, out []Lease) ([]Lease, 
 	return out, nil
 }
 
-// sessionSlot returns the offered or active slot of addr owned by session.
 func (t *tx) sessionSlot(addr netip.Addr, session string) (*slot, error) {
 	if err := t.checkAddr(addr); err != nil {
 		return nil, err
@@ -258,10 +245,8 @@ func (t *tx) release(s *slot) Lease {
 	return nv
 }
 
-// ReleaseAll releases every offered and active lease, as Release does,
-// committing up to 1024 leases per store transaction. A gateway calls it at
-// start to hold for their identities the leases of a previous run whose
-// sessions died with it (crash, kill -9). It returns how many it released.
+// ReleaseAll releases every offered and active lease and returns how many.
+// A gateway calls it at start for the sessions of a previous run.
 func (m *Manager) ReleaseAll(ctx context.Context, why Reason) (int, error) {
 	total := 0
 	for {
@@ -293,14 +278,8 @@ func (m *Manager) ReleaseAll(ctx context.Context, why Reason) (int, error) {
 	}
 }
 
-// Flush commits the sessions' releases that an exclusive store kept in
-// memory (see Release): afterwards the store has their held leases with
-// their hold times, instead of the active leases that the next start would
-// hold again from its own time. A gateway calls it when it stops, after
-// ReleaseAll, when no session can start or end any more: a release kept in
-// memory after the Load is not written. It reads the whole store (Load) and
-// commits up to 1024 leases per transaction; it returns how many it wrote
-// (always 0 with a shared store, which keeps nothing in memory).
+// Flush commits the sessions' releases an exclusive store was not sent, and
+// returns how many. A gateway calls it when it stops, after ReleaseAll.
 func (m *Manager) Flush(ctx context.Context) (int, error) {
 	if !m.exclusive {
 		return 0, nil
@@ -330,9 +309,8 @@ func (m *Manager) Flush(ctx context.Context) (int, error) {
 			for _, r := range batch {
 				a := r.Lease.Addr
 				s := m.slots[u32(a)]
-				// The store's active record under a held slot of the same version: a
-				// release kept in memory. (Anything else changed since the Load, or is
-				// live.)
+				// A release kept in memory: a held slot over the store's
+				// active record of the same version.
 				if s == nil || s.version != r.Version || s.State != StateHeld || s.Identity != r.Lease.Identity {
 					continue
 				}
@@ -349,8 +327,8 @@ func (m *Manager) Flush(ctx context.Context) (int, error) {
 	return total, nil
 }
 
-// releaseSome releases the first n offered or active leases of the heap.
-// The slots are collected first because releasing reorders the heap.
+// releaseSome releases the first n offered or active leases of the heap,
+// collected first because releasing reorders the heap.
 func (t *tx) releaseSome(n int, why Reason) {
 	batch := make([]*slot, 0, n)
 	for _, s := range t.m.expiry {

@@ -5,17 +5,11 @@ import (
 	"sort"
 )
 
-// pool is the in-memory cache of one pool's free space.
-//
-// Free addresses are kept in three places, in the order Offer uses them:
-//   - clean: free addresses nobody remembers, an ipset walked with a
-//     "next" cursor so a released address is reused as late as possible;
-//   - freeSticky: free addresses still in some identity's index, oldest
-//     first (taking one drops it from that identity's index);
-//   - held: addresses held for an identity, oldest first (taken only when
-//     nothing else is left).
-//
-// Reserved (static) addresses that are free are in none of them.
+// pool is the in-memory cache of one pool's free space, kept in three places
+// in the order Offer uses them: clean (free addresses nobody remembers,
+// walked by a cursor so that a released address is reused as late as
+// possible), freeSticky (free addresses in some identity's index, oldest
+// first) and held (oldest first). Free reserved addresses are in none.
 type pool struct {
 	name       string
 	spans      []span // every address of the pool, exclusions removed
@@ -44,7 +38,6 @@ func (p *pool) stats() PoolStats {
 	return PoolStats{Name: p.name, Size: p.size, Free: p.size - used, Offered: p.offered, Active: p.active, Held: p.heldN}
 }
 
-// poolSpans returns the normalized addresses of a pool config.
 func poolSpans(pc PoolConfig) ([]span, error) {
 	if pc.Name == "" {
 		return nil, fmt.Errorf("%w: pool without a name", ErrInvalidConfig)
@@ -106,7 +99,7 @@ type poolSpan struct {
 	p *pool
 }
 
-// poolFor returns the pool that contains addr (exclusions count as outside).
+// poolFor returns the pool that contains addr; excluded addresses are in none.
 func (m *Manager) poolFor(v uint32) *pool {
 	i := sort.Search(len(m.spans), func(i int) bool { return m.spans[i].hi >= v })
 	if i < len(m.spans) && m.spans[i].lo <= v {
@@ -115,7 +108,6 @@ func (m *Manager) poolFor(v uint32) *pool {
 	return nil
 }
 
-// addPoolLocked validates pc against the existing pools and adds it.
 func (m *Manager) addPoolLocked(pc PoolConfig) (*pool, error) {
 	if _, dup := m.pools[pc.Name]; dup {
 		return nil, fmt.Errorf("%w: duplicate pool %q", ErrInvalidConfig, pc.Name)

@@ -17,10 +17,8 @@ type slot struct {
 	list    *slotList
 }
 
-// hasRecord reports whether the store holds a record for this state.
 func hasRecord(s State) bool { return s != StateFree }
 
-// slotList is an intrusive FIFO of slots (oldest at the front).
 type slotList struct {
 	head, tail *slot
 	n          int
@@ -52,18 +50,10 @@ func (l *slotList) remove(s *slot) {
 	l.n--
 }
 
-// expiryHeap orders offered, active and held slots by Expires.
-//
-// Why a heap and not a timer per lease: a gateway may hold hundreds of
-// thousands of leases, and a time.AfterFunc each would cost a runtime timer
-// and a goroutine wake-up per lease, fire outside the manager's lock (so
-// every callback must re-check the state it raced with) and could not be
-// driven by an injected clock in tests. The heap costs one pointer and one
-// int per lease, a renewal is an O(log n) Fix, and Expire pops exactly the
-// due leases in deadline order at whatever Now() says. A timer wheel would
-// make insertion O(1) but needs a fixed tick and buckets sized to the
-// longest lifetime (24h holds); at a one-second sweep the heap is simpler
-// and fast enough (see BenchmarkAlloc).
+// expiryHeap orders offered, active and held slots by Expires. A timer per
+// lease would cost a runtime timer each, fire outside the manager's lock and
+// ignore the injected clock; a timer wheel needs buckets for 24 h holds. The
+// heap costs one pointer and one int per lease, and a renewal is a Fix.
 type expiryHeap []*slot
 
 func (h expiryHeap) Len() int           { return len(h) }
@@ -90,7 +80,6 @@ func (h *expiryHeap) Pop() any {
 	return s
 }
 
-// identState is what the manager knows about one identity.
 type identState struct {
 	sticky   []netip.Addr // addresses used, most recent first (the persisted index)
 	sessions []*slot      // offered and active leases
@@ -144,7 +133,6 @@ func (m *Manager) detachLocked(p *pool, s *slot, keepHeap bool) {
 	}
 }
 
-// attachLocked adds s to the structures of its state.
 func (m *Manager) attachLocked(p *pool, s *slot) {
 	switch s.State {
 	case StateFree:
@@ -186,8 +174,8 @@ func (m *Manager) gcIdentLocked(id string, is *identState) {
 	}
 }
 
-// valueLocked returns the current lease of address a in pool p (State free
-// and Identity "" for a clean or reserved free address) and its version.
+// valueLocked returns the lease and version of address a; a clean or
+// reserved free address has State free and no Identity.
 func (m *Manager) valueLocked(p *pool, a netip.Addr) (Lease, uint64) {
 	if s := m.slots[u32(a)]; s != nil {
 		return s.Lease, s.version
@@ -195,23 +183,20 @@ func (m *Manager) valueLocked(p *pool, a netip.Addr) (Lease, uint64) {
 	return Lease{Addr: a, Pool: p.name}, 0
 }
 
-// setLocked moves address a of pool p to the state nv with version ver,
-// keeping every index consistent. A free lease with no identity means the
-// address has no slot (clean, or reserved and free).
+// setLocked moves address a to nv with version ver, keeping every index
+// consistent. A free lease without identity has no slot.
 func (m *Manager) setLocked(p *pool, a netip.Addr, nv Lease, ver uint64) {
 	m.setSlotLocked(p, a, m.slots[u32(a)], nv, ver)
 }
 
-// setSlotLocked is setLocked for a caller that has looked up the slot of a
-// already (s: m.slots[u32(a)], nil when there is none).
+// setSlotLocked is setLocked with s = m.slots[u32(a)] already looked up.
 func (m *Manager) setSlotLocked(p *pool, a netip.Addr, s *slot, nv Lease, ver uint64) {
 	reserved := false
 	if len(m.reserved) > 0 {
 		_, reserved = m.reserved[u32(a)]
 	}
 	if s != nil {
-		// A slot that stays in the expiry heap (offered, active or held before and after)
-		// keeps its place there and is fixed, not removed and pushed again.
+		// A slot that stays in the heap is fixed in place (attachLocked).
 		m.detachLocked(p, s, nv.State != StateFree)
 	} else if !reserved {
 		p.clean.remove(u32(a))

@@ -7,42 +7,31 @@ import (
 )
 
 // Store is the authority on leases; the Manager's memory is a cache of it.
+// Every implementation guarantees:
 //
-// Contract (what every implementation guarantees, and what an etcd store
-// will guarantee across several gateways):
-//
-//   - One key per address holds the record of a non-free lease (offered,
-//     active or held). A free address has no record.
-//   - Every address key has a version: 0 when absent, incremented by one by
-//     every put, back to 0 (absent) on delete. This is etcd's key Version.
-//   - Commit applies a Txn atomically: either every change is applied or
-//     none. Each lease change carries the version the caller last saw
-//     (Prev); if any key's current version differs, nothing is applied and
-//     Commit returns a *ConflictError (errors.Is(err, ErrConflict)) that
-//     carries the current record of that key. Claiming a free address is
-//     therefore one compare-and-swap on "key does not exist".
-//   - The identity index maps an identity to the addresses it used, most
-//     recent first. It is a hint for stickiness, written without compare
-//     (last writer wins); the address keys alone decide who owns what.
-//   - A Commit that returned nil is durable: it survives a crash of the
-//     process (kill -9) once Commit has returned.
-//   - Commit may be called from many goroutines at once; implementations
-//     are expected to coalesce concurrent commits (boltstore: group commit).
-//   - Commit must not keep txn, its Leases slice or its Lease pointers
-//     after it returns (the Manager reuses them); IndexChange.Addrs lists
-//     may be kept (see IndexChange).
+//   - One key per address holds the record of a non-free lease; a free
+//     address has no record.
+//   - Every key has a version (etcd's key Version): 0 when absent, plus one
+//     on every put, 0 again on delete.
+//   - Commit applies a Txn atomically. Each lease change carries the version
+//     the caller expects (Prev); if any key differs, nothing is applied and
+//     Commit returns a *ConflictError with that key's current record.
+//     Claiming a free address is a compare-and-swap on "absent".
+//   - The identity index is a stickiness hint written without compare; the
+//     address keys alone decide who owns what.
+//   - A Commit that returned nil survives a crash (kill -9).
+//   - Commit is safe for concurrent use, and should coalesce concurrent
+//     commits.
+//   - Commit does not keep txn, its Leases slice or its Lease pointers after
+//     it returns (the Manager reuses them); it may keep IndexChange.Addrs.
 type Store interface {
 	// Load returns every lease record and the identity index.
 	Load(ctx context.Context) (Snapshot, error)
-	// Commit applies txn atomically, see the contract above.
 	Commit(ctx context.Context, txn Txn) error
 }
 
-// exclusiveStore is implemented by a Store that can tell the Manager it is
-// the store's only writer (boltstore: an embedded file it holds locked).
-// The Manager then keeps offers and sessions' releases in memory only (see
-// Manager.Offer and Manager.Release); a store shared by several gateways
-// must not claim it.
+// exclusiveStore is implemented by a Store that may be its Manager's only
+// writer (see the package documentation). A shared store must not claim it.
 type exclusiveStore interface {
 	Exclusive() bool
 }
@@ -69,9 +58,8 @@ type Change struct {
 }
 
 // IndexChange replaces the identity index entry of one identity; an empty
-// Addrs deletes it. The Manager never modifies an Addrs slice after
-// passing it to Commit (index lists are replaced, not edited), so a store
-// may keep it instead of copying it.
+// Addrs deletes it. The Manager never modifies Addrs after Commit, so a store
+// may keep it.
 type IndexChange struct {
 	Identity string
 	Addrs    []netip.Addr

@@ -12,33 +12,28 @@ import (
 // another operation: undo, wait for it, plan again.
 var errWait = errors.New("lease: key busy")
 
-// tx is one operation in flight. Its plan changes the cache at once
-// (optimistically), marks every touched key busy so no other operation
-// plans on it, and collects the store Txn; if the commit fails, the undo
-// records put the cache back. Only the busy marks cross the unlocked
-// commit, so concurrent operations on other keys commit together (the
-// store coalesces them).
+// tx is one operation in flight. Its plan changes the cache at once, marks
+// every touched key busy so that no other operation plans on it, and
+// collects the store Txn; if the commit fails, the undo records put the cache
+// back. Only the busy marks cross the unlocked commit.
 type tx struct {
 	m      *Manager
 	addrs  []undoAddr
 	idents []undoIdent
 	txn    Txn
 	events []Event
-	// leaseBuf backs the Change.Lease pointers of small transactions; tx
-	// values are recycled (Manager.txPool), which the Store contract
-	// allows: Commit must not keep the Txn after it returns.
+	// leaseBuf backs the Change.Lease pointers of small transactions (tx
+	// values are recycled: Commit does not keep the Txn).
 	leaseBuf [4]Lease
 	nLease   int
-	// wait says what the plan found busy when it returned errWait.
-	wait waitFor
-	// sessionRelease: the operation is a session's release (Manager.Release,
-	// or AddPool's of sessions of an earlier run), whose active -> held
-	// change an exclusive store need not write.
+	wait     waitFor // what the plan found busy when it returned errWait
+	// sessionRelease marks a session's release, whose active -> held change
+	// an exclusive store need not write.
 	sessionRelease bool
 }
 
 // waitFor names what an operation waits for after errWait: one address,
-// one identity, or (any) the next commit of any operation.
+// one identity, or any commit.
 type waitFor struct {
 	kind  waitKind
 	addr  uint32
@@ -53,16 +48,14 @@ const (
 	waitIdent
 )
 
-// waitQ is the queue of operations waiting for one busy key. Only the
-// operations waiting on a key are woken when it is released, so a commit
-// does not wake every waiting planner (a thundering herd when many
-// clients reconnect at once).
+// waitQ is the queue of operations waiting for one busy key: a commit wakes
+// only those, not every waiting planner (a thundering herd when many clients
+// reconnect at once).
 type waitQ struct {
 	cond sync.Cond
 	n    int
 }
 
-// newLease returns storage for one Change.Lease.
 func (t *tx) newLease(l Lease) *Lease {
 	if t.nLease < len(t.leaseBuf) {
 		p := &t.leaseBuf[t.nLease]
@@ -75,7 +68,6 @@ func (t *tx) newLease(l Lease) *Lease {
 	return p
 }
 
-// reset empties t for reuse, keeping its buffers.
 func (t *tx) reset(m *Manager) {
 	clear(t.addrs)
 	clear(t.idents)
@@ -103,7 +95,6 @@ type undoIdent struct {
 	old []netip.Addr
 }
 
-// checkAddr returns errWait if another tx holds address a.
 func (t *tx) checkAddr(a netip.Addr) error {
 	if t.addrBusy(a) {
 		t.wait = waitFor{kind: waitAddr, addr: u32(a)}
@@ -131,7 +122,6 @@ func (t *tx) lockIdent(id string) error {
 	return nil
 }
 
-// addrBusy reports whether another tx holds address a.
 func (t *tx) addrBusy(a netip.Addr) bool {
 	for _, u := range t.addrs {
 		if u.a == a {
@@ -173,8 +163,7 @@ func (t *tx) set(p *pool, a netip.Addr, nv Lease) {
 	}
 	i, seen := t.change(a)
 	// ver, not old.State, says whether the store has a record: an offer kept
-	// in memory (see Offer) is cached as offered with the version of the
-	// record the store still has, 0 when none.
+	// in memory is cached as offered with the store's version.
 	if !seen && ver == 0 && !hasRecord(nv.State) {
 		m.setSlotLocked(p, a, sl, nv, 0)
 		return
@@ -197,7 +186,6 @@ func (t *tx) set(p *pool, a netip.Addr, nv Lease) {
 	m.setSlotLocked(p, a, sl, nv, newVer)
 }
 
-// change returns the index of a's change in the txn (a handful at most).
 func (t *tx) change(a netip.Addr) (int, bool) {
 	for i := range t.txn.Leases {
 		if t.txn.Leases[i].Addr == a {
@@ -226,7 +214,6 @@ func (t *tx) emit(kind EventKind, l Lease, why Reason) {
 	t.events = append(t.events, Event{Kind: kind, Lease: l, Reason: why})
 }
 
-// rollbackLocked undoes every cache change and frees the keys.
 func (t *tx) rollbackLocked() {
 	m := t.m
 	for i := len(t.addrs) - 1; i >= 0; i-- {
@@ -243,8 +230,7 @@ func (t *tx) rollbackLocked() {
 	t.releaseLocked()
 }
 
-// releaseLocked frees the keys and wakes the planners waiting for them
-// (and those waiting for any commit).
+// releaseLocked frees the keys and wakes their waiters.
 func (t *tx) releaseLocked() {
 	m := t.m
 	for _, u := range t.addrs {
@@ -285,16 +271,15 @@ func (m *Manager) waitLocked(w waitFor) {
 	}
 	q.n++
 	q.cond.Wait()
-	// The key may have been released and taken again by another
-	// operation since: q is no longer in the map, only its waiters hold it.
+	// The key may be busy again by now with another queue; q is only ours.
 	if q.n--; q.n == 0 {
 		m.waitQs = append(m.waitQs, q)
 	}
 }
 
-// queueOf returns the wait queue of busy key k, making one if it has none, or nil if k is
-// not busy (any more): the caller then plans again. Adding a key that is not busy to the map
-// would mark it busy for good.
+// queueOf returns the wait queue of busy key k, making one if needed, or nil
+// if k is not busy (the caller then plans again; adding k would mark it busy
+// for good).
 func queueOf[K comparable](m *Manager, busy map[K]*waitQ, k K) *waitQ {
 	q, ok := busy[k]
 	if !ok {
@@ -307,8 +292,6 @@ func queueOf[K comparable](m *Manager, busy map[K]*waitQ, k K) *waitQ {
 	return q
 }
 
-// newWaitQ returns an idle wait queue (recycled: queues are made only
-// when an operation must wait).
 func (m *Manager) newWaitQ() *waitQ {
 	if n := len(m.waitQs); n > 0 {
 		q := m.waitQs[n-1]
@@ -320,8 +303,8 @@ func (m *Manager) newWaitQ() *waitQ {
 	return q
 }
 
-// run plans an operation under the lock, commits it to the store without
-// the lock, and then publishes its events or undoes it.
+// run plans an operation under the lock, commits it without the lock, then
+// publishes its events or undoes it.
 func (m *Manager) run(ctx context.Context, plan func(t *tx) error) error {
 	m.mu.Lock()
 	return m.runLocked(ctx, plan)
@@ -358,9 +341,7 @@ func (m *Manager) runLocked(ctx context.Context, plan func(t *tx) error) error {
 func (m *Manager) commit(ctx context.Context, t *tx) error {
 	var err error
 	if m.exclusive && t.inMemoryOnly() {
-		// Kept in memory: the store still has the records at their Prev
-		// versions (none, a held or an active lease of the same identity),
-		// which the next change of these addresses must expect.
+		// The store keeps the Prev versions; the next change must expect them.
 		for _, c := range t.txn.Leases {
 			m.slots[u32(c.Addr)].version = c.Prev
 		}
@@ -381,16 +362,11 @@ func (m *Manager) commit(ctx context.Context, t *tx) error {
 	return nil
 }
 
-// inMemoryOnly reports whether t may change the cache alone (exclusive
-// store, see Offer and Release): no identity index changed, and every
-// changed address either went to offered from free or from its new
-// identity's held lease (an offer), or, in a session's release
-// (t.sessionRelease), went from active to held for the same identity.
-// Nothing a crash would need is lost: an offer ends with its connection,
-// and a restart holds every active lease for its identity (ReleaseAll),
-// which is what the release did. (One change may stand for several steps:
-// a session released and its address offered again in one operation must
-// be committed.)
+// inMemoryOnly reports whether an exclusive store need not see t: no index
+// change, and every address went either to offered from free or from its
+// identity's held lease, or (in a session's release) from active to held for
+// the same identity. One change may stand for several steps (a release and a
+// new offer of the address), which must be committed.
 func (t *tx) inMemoryOnly() bool {
 	if len(t.txn.Leases) == 0 || len(t.txn.Index) > 0 || (len(t.events) > 0 && !t.sessionRelease) {
 		return false
@@ -416,7 +392,6 @@ func (t *tx) inMemoryOnly() bool {
 	return true
 }
 
-// undoOf returns what address a was before t changed it.
 func (t *tx) undoOf(a netip.Addr) (Lease, bool) {
 	for _, u := range t.addrs {
 		if u.a == a {
@@ -426,8 +401,8 @@ func (t *tx) undoOf(a netip.Addr) (Lease, bool) {
 	return Lease{}, false
 }
 
-// adoptConflictLocked refreshes the cache from a ConflictError: the store
-// is the authority, so another writer's record replaces ours.
+// adoptConflictLocked puts the store's record of a ConflictError in the
+// cache: the store is the authority.
 func (m *Manager) adoptConflictLocked(err error) {
 	var ce *ConflictError
 	if !errors.As(err, &ce) {
@@ -439,7 +414,6 @@ func (m *Manager) adoptConflictLocked(err error) {
 	m.adoptLocked(ce.Addr, ce.Current)
 }
 
-// adoptLocked sets address a to the store's record r (nil: absent).
 func (m *Manager) adoptLocked(a netip.Addr, r *Record) {
 	p := m.poolFor(u32(a))
 	if p == nil {

@@ -13,8 +13,7 @@ import (
 // Namespace prefixes every gateway metric name.
 const Namespace = "dstm"
 
-// Handshake transports: the value of the "transport" label of the handshake
-// metrics.
+// Values of the "transport" label of the handshake metrics.
 const (
 	TransportTSPTCP = "tsp-tcp" // plain TSP over TCP
 	TransportTSPUDP = "tsp-udp" // plain TSP over "reliable UDP"
@@ -22,7 +21,7 @@ const (
 	TransportDTLS   = "dtls"    // DTLS data-channel handshake
 )
 
-// Handshake results: the value of the "result" label of the handshake counter.
+// Values of the "result" label of the handshake counter.
 const (
 	ResultOK      = "ok"      // handshake completed, session established
 	ResultRefused = "refused" // peer authenticated or rejected by policy: a deliberate refusal
@@ -34,9 +33,8 @@ const (
 // code outside 100–999.
 const StatusOther = "other"
 
-// Metrics owns the gateway's private registry and its event metrics.
-// The zero value is not usable; build one with [New]. A nil *Metrics is a
-// valid no-op sink for every Observe/count method.
+// Metrics owns the gateway's private registry and its event metrics. Build
+// one with [New]; a nil *Metrics is a no-op sink.
 type Metrics struct {
 	reg *prometheus.Registry
 
@@ -52,9 +50,8 @@ type Metrics struct {
 	handler http.Handler
 }
 
-// New builds the registry with the Go and process collectors, every event
-// metric of the gateway and the scrape-time state collector (without
-// sources until [Metrics.SetSources] is called).
+// New builds the registry with every metric; the state metrics are absent
+// until [Metrics.SetSources].
 func New() *Metrics {
 	m := &Metrics{
 		reg:               prometheus.NewRegistry(),
@@ -94,9 +91,8 @@ func newHandshakeHistogram() *prometheus.HistogramVec {
 	}, []string{"transport"})
 }
 
-// newAllocationHistogram covers 1 µs (cache hit in the pool bitmap) to
-// 100 ms (a store commit under load) in 1–2.5–5 steps per decade: 16
-// buckets with readable bounds.
+// newAllocationHistogram covers 1 µs (an offer kept in memory) to 100 ms (a
+// store commit under load) in 1–2.5–5 steps per decade.
 func newAllocationHistogram() prometheus.Histogram {
 	return prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: Namespace,
@@ -113,9 +109,8 @@ func newAllocationHistogram() prometheus.Histogram {
 	})
 }
 
-// initSeries creates every known label combination at 0 so that each series
-// exists from the first scrape: rate() and absent() then need no special
-// cases.
+// initSeries creates every known label combination at 0, so that rate() and
+// absent() need no special cases.
 func (m *Metrics) initSeries() {
 	for _, t := range []string{TransportTSPTCP, TransportTSPUDP, TransportTSPTLS, TransportDTLS} {
 		for _, r := range []string{ResultOK, ResultRefused, ResultError, ResultTimeout} {
@@ -130,15 +125,12 @@ func (m *Metrics) initSeries() {
 	}
 }
 
-// Registry returns the private registry, for tests and for callers that
-// want to register a collector of their own.
+// Registry returns the private registry.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
-// Handler returns the HTTP handler that exposes the private registry in the
-// Prometheus exposition formats. Scrape errors of individual collectors are
-// counted in promhttp_metric_handler_errors_total and do not fail the whole
-// scrape. Every call returns the same handler, so the in-flight limit is
-// shared.
+// Handler returns the HTTP handler of the private registry. A collector's
+// error does not fail the whole scrape. Every call returns the same handler,
+// so the in-flight limit is shared.
 func (m *Metrics) Handler() http.Handler { return m.handler }
 
 func (m *Metrics) newHandler() http.Handler {
@@ -151,9 +143,8 @@ func (m *Metrics) newHandler() http.Handler {
 	return promhttp.InstrumentMetricHandler(m.reg, h)
 }
 
-// ObserveHandshake counts one handshake and, when it succeeded, records its
-// duration. transport is one of the Transport… constants, result one of the
-// Result… constants.
+// ObserveHandshake counts one handshake and records the duration of a
+// successful one.
 func (m *Metrics) ObserveHandshake(transport, result string, d time.Duration) {
 	if m == nil {
 		return
@@ -188,8 +179,7 @@ func (m *Metrics) ObserveAllocation(d time.Duration) {
 	m.allocDuration.Observe(d.Seconds())
 }
 
-// Enrollment counts one certificate enrollment with result ok, refused or
-// error.
+// Enrollment counts one certificate enrollment (ok, refused or error).
 func (m *Metrics) Enrollment(result string) {
 	if m == nil {
 		return
@@ -197,7 +187,7 @@ func (m *Metrics) Enrollment(result string) {
 	m.enrollments.WithLabelValues(result).Inc()
 }
 
-// Renewal counts one certificate renewal with result ok, refused or error.
+// Renewal counts one certificate renewal (ok, refused or error).
 func (m *Metrics) Renewal(result string) {
 	if m == nil {
 		return
@@ -205,7 +195,7 @@ func (m *Metrics) Renewal(result string) {
 	m.renewals.WithLabelValues(result).Inc()
 }
 
-// Revocation counts one revocation request with result ok, refused or error.
+// Revocation counts one revocation request (ok, refused or error).
 func (m *Metrics) Revocation(result string) {
 	if m == nil {
 		return
@@ -213,10 +203,8 @@ func (m *Metrics) Revocation(result string) {
 	m.revocations.WithLabelValues(result).Inc()
 }
 
-// SetSources installs the state sources read at scrape time. Any of them may
-// be nil: its metrics are then simply absent from the scrape. It may be called
-// again (for example after a reload) and is safe for concurrent use with
-// scrapes.
+// SetSources installs the state sources read at scrape time; a nil source's
+// metrics are absent. It is safe to call again during scrapes.
 func (m *Metrics) SetSources(leases LeaseStats, sessions SessionStats, dp DataplaneStats) {
 	if m == nil {
 		return

@@ -32,10 +32,8 @@ func (m *Metrics) ListenAndServe(ctx context.Context, addr string) error {
 	return m.Serve(ctx, ln)
 }
 
-// Serve answers scrapes on ln at [Path] (anything else is 404) until ctx is
-// done, then shuts down gracefully, waiting at most a few seconds for
-// in-flight scrapes. It takes ownership of ln and returns nil after a
-// shutdown caused by ctx.
+// Serve answers scrapes on ln, which it owns, at [Path] until ctx is done,
+// then shuts down, waiting a few seconds at most for in-flight scrapes.
 func (m *Metrics) Serve(ctx context.Context, ln net.Listener) error {
 	mux := http.NewServeMux()
 	mux.Handle(Path, m.Handler())

@@ -6,15 +6,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Traffic directions: the value of the "direction" label of the data-plane
-// counters, seen from the gateway's tunnel side.
+// Values of the "direction" label of the data-plane counters, seen from the
+// tunnel side.
 const (
 	DirectionIn  = "in"  // from the client through the tunnel towards the IPv4 world
 	DirectionOut = "out" // from the IPv4 world through the tunnel to the client
 )
 
-// LeaseCount is the number of leases of one pool in one state
-// (offered, active, held, free, static…).
+// LeaseCount is the number of leases of one pool in one state.
 type LeaseCount struct {
 	Pool  string
 	State string
@@ -27,14 +26,13 @@ type LeaseStats interface {
 	LeaseCounts() []LeaseCount
 }
 
-// SessionStats is read at every scrape for the dstm_sessions gauge: the
-// number of live sessions by data transport (v4v6, v4dtlsv6, v4tlsv6…).
+// SessionStats is read at every scrape for the dstm_sessions gauge.
 type SessionStats interface {
 	SessionCounts() map[string]int
 }
 
 // Traffic is the running total of tunnelled packets and bytes for one
-// direction ([DirectionIn] or [DirectionOut]) and one transport.
+// direction and one transport.
 type Traffic struct {
 	Direction string
 	Transport string
@@ -42,17 +40,14 @@ type Traffic struct {
 	Bytes     uint64
 }
 
-// DataplaneSnapshot is a copy of the data plane's monotonic counters.
-// Entries of Traffic with the same direction and transport are summed.
+// DataplaneSnapshot is a copy of the data plane's counters; Traffic entries
+// with the same direction and transport are summed.
 type DataplaneSnapshot struct {
 	Traffic []Traffic
-	// Drops counts dropped packets by reason (for example "no_session",
-	// "spoofed_source", "queue_full", "too_big").
-	Drops map[string]uint64
+	Drops   map[string]uint64 // by reason, e.g. "queue_full"
 }
 
-// DataplaneStats is read at every scrape. The counters are kept by the data
-// plane (as atomics) and must never decrease while the process runs.
+// DataplaneStats is read at every scrape. Its counters must never decrease.
 type DataplaneStats interface {
 	Dataplane() DataplaneSnapshot
 }
@@ -64,8 +59,7 @@ type sources struct {
 	dataplane DataplaneStats
 }
 
-// stateCollector turns the consumer interfaces into const metrics at scrape
-// time.
+// stateCollector turns the sources into const metrics at scrape time.
 type stateCollector struct {
 	src atomic.Pointer[sources]
 
@@ -91,14 +85,12 @@ func newStateCollector() *stateCollector {
 
 func (c *stateCollector) set(s *sources) { c.src.Store(s) }
 
-// Describe implements [prometheus.Collector].
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.sessions, c.leases, c.packets, c.bytes, c.drops} {
 		ch <- d
 	}
 }
 
-// Collect implements [prometheus.Collector].
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.src.Load()
 	if s == nil {

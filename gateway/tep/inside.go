@@ -11,7 +11,6 @@ import (
 	"github.com/dstmgw/dstm/internal/packet"
 )
 
-// outBuf is a queued packet towards the tunnel.
 type outBuf struct{ b []byte }
 
 func (t *TEP) getOut() *outBuf { return t.outs.Get().(*outBuf) }
@@ -21,7 +20,6 @@ func (t *TEP) putOut(ob *outBuf) {
 	t.outs.Put(ob)
 }
 
-// insideScratch is the inside reader's own memory.
 type insideScratch struct {
 	bufs  [][]byte
 	sizes []int
@@ -37,8 +35,7 @@ func (t *TEP) newInsideScratch() *insideScratch {
 	return sc
 }
 
-// routineReadInside reads batches from the TUN device and dispatches each
-// packet to its session's queue until the device is closed.
+// routineReadInside reads the TUN device until it is closed.
 func (t *TEP) routineReadInside() error {
 	sc := t.newInsideScratch()
 	failures := 0
@@ -62,7 +59,6 @@ func (t *TEP) routineReadInside() error {
 	}
 }
 
-// handleInside routes one packet read from the TUN device.
 func (t *TEP) handleInside(pkt []byte, sc *insideScratch) {
 	if err := packet.Check(pkt); err != nil {
 		t.dropInvalid(pkt, err)
@@ -82,9 +78,9 @@ func (t *TEP) handleInside(pkt []byte, sc *insideScratch) {
 	s.sendOutside(pkt, sc)
 }
 
-// dropInvalid counts a packet that failed packet.Check: IPv6 packets (router
-// solicitations and MLD reports of the hosts' TUN devices) as not_ipv4, the
-// rest as malformed.
+// dropInvalid counts a packet that failed packet.Check: IPv6 (the TUN
+// devices' router solicitations and MLD reports) as not_ipv4, the rest as
+// malformed.
 func (t *TEP) dropInvalid(pkt []byte, err error) {
 	if errors.Is(err, packet.ErrVersion) && pkt[0]>>4 == 6 {
 		t.drop(DropNotIPv4, 1)
@@ -93,10 +89,9 @@ func (t *TEP) dropInvalid(pkt []byte, err error) {
 	t.drop(DropMalformed, 1)
 }
 
-// sendOutside queues pkt for the tunnel. Oversize packets with DF are
-// answered with ICMP fragmentation-needed; oversize packets without DF are
-// sent and left to the outer layer to fragment. Without a link the packet is
-// dropped as link_error, before it is copied.
+// sendOutside queues pkt for the tunnel. Oversize DF packets get ICMP
+// fragmentation-needed; oversize packets without DF are left to the outer
+// layer to fragment.
 func (s *Session) sendOutside(pkt []byte, sc *insideScratch) {
 	t := s.tep
 	if len(pkt) > s.mtu && packet.DF(pkt) {
@@ -120,16 +115,10 @@ func (s *Session) sendOutside(pkt []byte, sc *insideScratch) {
 	s.push(q, ob)
 }
 
-// outQueue returns the session's queue, or nil when no link is attached
-// (none yet, or detached with SetLink(nil)): such packets are dropped as
-// link_error at once instead of being queued for a writer that would drop
-// them anyway (or that does not exist yet).
-//
-// It loads the link before the queue. SetLink makes the queue before it
-// stores the first non-nil link, and every non-nil link is stored under
-// tep.reg.mu after that, so a non-nil link here means that the write of
-// s.queue happened before this read (no lock, no data race), and the queue
-// is non-nil.
+// outQueue returns the session's queue, or nil when no link is attached.
+// It loads the link first: SetLink makes the queue before it stores the
+// first non-nil link, so a non-nil link guarantees a non-nil queue that may
+// be read without the lock.
 func (s *Session) outQueue() chan *outBuf {
 	if s.link.Load() == nil {
 		return nil
@@ -137,8 +126,6 @@ func (s *Session) outQueue() chan *outBuf {
 	return s.queue
 }
 
-// enqueue puts ob on the session queue, or drops it as link_error when no
-// link is attached.
 func (s *Session) enqueue(ob *outBuf) {
 	q := s.outQueue()
 	if q == nil {
@@ -149,7 +136,7 @@ func (s *Session) enqueue(ob *outBuf) {
 	s.push(q, ob)
 }
 
-// push puts ob on q. Policy when full: drop the newest packet (ob) and count
+// push puts ob on q. When q is full the newest packet (ob) is dropped as
 // queue_full; queued packets keep their order.
 func (s *Session) push(q chan *outBuf, ob *outBuf) {
 	select {
@@ -160,8 +147,8 @@ func (s *Session) push(q chan *outBuf, ob *outBuf) {
 	}
 }
 
-// icmpInside writes an ICMP error about pkt from src back into the TUN
-// device: host unreachable when mtu is 0, fragmentation needed otherwise.
+// icmpInside writes an ICMP error about pkt back into the TUN device: host
+// unreachable when mtu is 0, fragmentation needed otherwise.
 func (t *TEP) icmpInside(sc *insideScratch, pkt []byte, src netip.Addr, mtu uint16) {
 	var out []byte
 	var err error
@@ -174,8 +161,7 @@ func (t *TEP) icmpInside(sc *insideScratch, pkt []byte, src netip.Addr, mtu uint
 		return
 	}
 	sc.icmp[0] = out
-	// Counted before the write: the host may see the ICMP error (and read
-	// the counters) before Write returns.
+	// Counted first: the host may read the counters before Write returns.
 	t.sent.Add(1)
 	if _, err := t.dev.Write(sc.icmp, tunOffset); err != nil {
 		t.sent.Add(^uint64(0))
@@ -184,16 +170,14 @@ func (t *TEP) icmpInside(sc *insideScratch, pkt []byte, src netip.Addr, mtu uint
 	sc.icmp[0] = sc.icmp[0][:cap(sc.icmp[0])]
 }
 
-// routineWriteOutside drains the session queue into the link in batches of
-// up to writeBatch packets until the session is removed. The first SetLink
-// with a link starts it (startWriterLocked); a detach (SetLink(nil)) does not
-// stop it, and what it dequeues while detached is dropped as link_error.
+// routineWriteOutside drains the session queue into the link in batches
+// until the session is removed. A detach does not stop it; what it dequeues
+// without a link is dropped as link_error.
 func (s *Session) routineWriteOutside() {
 	defer close(s.done)
 	s.debug().Msg("routineWriteOutside started")
 	defer func() { s.debug().Msg("routineWriteOutside stopped") }()
-	// The batch slices are made with the first packet: an idle session never
-	// sends any.
+	// Allocated with the first packet: an idle session may never send one.
 	var bufs []*outBuf
 	var pkts [][]byte
 	for {

@@ -5,8 +5,8 @@ import (
 )
 
 // rxBatch holds packets from the tunnel on their way into the TUN device.
-// Buffers have room for a whole IPv4 packet plus tunOffset so that the TUN
-// device can coalesce segments (GRO) in place.
+// Each buffer holds a whole IPv4 packet after tunOffset so that the device
+// can coalesce segments (GRO) in place.
 type rxBatch struct {
 	mem  [][]byte // full-capacity buffers, allocated on first use
 	bufs [][]byte // views handed to the device
@@ -16,7 +16,6 @@ func newRxBatch() *rxBatch {
 	return &rxBatch{mem: make([][]byte, writeBatch), bufs: make([][]byte, 0, writeBatch)}
 }
 
-// slot returns a buffer for the next packet of n bytes at tunOffset.
 func (rb *rxBatch) slot(n int) []byte {
 	i := len(rb.bufs)
 	if rb.mem[i] == nil {
@@ -35,9 +34,7 @@ func (t *TEP) putRx(rb *rxBatch) {
 	t.rxs.Put(rb)
 }
 
-// ReceivePackets implements tunnel.Receiver: it takes a batch of inner IPv4
-// packets from the session's link and writes them to the TUN device in one
-// call. It does not retain pkts.
+// ReceivePackets implements tunnel.Receiver. It does not retain pkts.
 func (s *Session) ReceivePackets(pkts [][]byte) {
 	if s.closed.Load() {
 		s.tep.drop(DropNoSession, len(pkts))
@@ -55,9 +52,6 @@ func (s *Session) ReceivePackets(pkts [][]byte) {
 	s.tep.putRx(rb)
 }
 
-// receive checks one packet from the tunnel and copies it into rb: the inner
-// source must be the lease; oversize DF packets get ICMP
-// fragmentation-needed back through the tunnel; SYNs get their MSS clamped.
 func (s *Session) receive(rb *rxBatch, pkt []byte) {
 	t := s.tep
 	if err := packet.Check(pkt); err != nil {
@@ -79,8 +73,7 @@ func (s *Session) receive(rb *rxBatch, pkt []byte) {
 	packet.ClampMSS(b, s.mss)
 }
 
-// icmpOutside queues ICMP fragmentation-needed about pkt towards the client,
-// from the gateway's inner address.
+// icmpOutside queues ICMP fragmentation-needed about pkt towards the client.
 func (s *Session) icmpOutside(pkt []byte) {
 	t := s.tep
 	ob := t.getOut()
@@ -94,7 +87,6 @@ func (s *Session) icmpOutside(pkt []byte) {
 	s.enqueue(ob)
 }
 
-// flushRx writes the packets in rb to the TUN device and empties rb.
 func (s *Session) flushRx(rb *rxBatch) {
 	if len(rb.bufs) == 0 {
 		return

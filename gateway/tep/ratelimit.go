@@ -20,7 +20,6 @@ func newTokenBucket(rate float64, burst int, now func() time.Time) *tokenBucket 
 	return &tokenBucket{now: now, rate: rate, burst: float64(burst), tokens: float64(burst), last: now()}
 }
 
-// allow takes one token if there is one.
 func (b *tokenBucket) allow() bool {
 	if b == nil {
 		return false

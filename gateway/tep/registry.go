@@ -7,22 +7,13 @@ import (
 )
 
 // registryShards is the number of copy-on-write shards (a power of two).
-// Leases are handed out consecutively, so the low bits of the address
-// spread them evenly.
+// Leases are handed out consecutively, so the low bits spread them evenly.
 const registryShards = 4096
 
-// registry maps a leased IPv4 address to its session.
-//
-// Reads are one atomic load and one map lookup with no lock: each shard is an
-// immutable map replaced as a whole (copy-on-write) under mu. Sharding keeps
-// the copy small: with 65 536 sessions a change copies about 16 entries
-// (with the 256 shards of an earlier version, 256 entries: 5% of the CPU
-// of a TSP session setup with 15,000 sessions up).
-// BenchmarkRegistryLookup compares this with sync.Map (10 000 sessions):
-// 10–31 ns against 33–84 ns per lookup on the shared 2-vCPU test machine,
-// both without allocation. Writes
-// (session add/remove) are rare next to lookups (every packet), so
-// copy-on-write is the better trade.
+// registry maps a leased IPv4 address to its session. A lookup is one atomic
+// load and one map read: each shard is an immutable map replaced as a whole
+// under mu. Writes happen once per session, lookups once per packet; the
+// shards keep each copy small.
 type registry struct {
 	mu     sync.Mutex
 	n      int
@@ -35,7 +26,6 @@ func key(a netip.Addr) (uint32, int) {
 	return k, int(k % registryShards)
 }
 
-// lookup returns the session of lease a, or nil.
 func (r *registry) lookup(a netip.Addr) *Session {
 	k, sh := key(a)
 	m := r.shards[sh].Load()
@@ -45,7 +35,6 @@ func (r *registry) lookup(a netip.Addr) *Session {
 	return (*m)[k]
 }
 
-// lookupKey is lookup for a destination read straight from a packet.
 func (r *registry) lookupKey(b [4]byte) *Session {
 	k := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
 	m := r.shards[k%registryShards].Load()
@@ -55,7 +44,6 @@ func (r *registry) lookupKey(b [4]byte) *Session {
 	return (*m)[k]
 }
 
-// addLocked inserts s unless its lease is taken; r.mu must be held.
 func (r *registry) addLocked(s *Session) bool {
 	k, sh := key(s.info.Lease)
 	old := r.shards[sh].Load()
@@ -74,8 +62,7 @@ func (r *registry) addLocked(s *Session) bool {
 	return true
 }
 
-// removeLocked removes s if it is still the session of its lease; r.mu must
-// be held.
+// removeLocked removes s if it is still the session of its lease.
 func (r *registry) removeLocked(s *Session) bool {
 	k, sh := key(s.info.Lease)
 	old := r.shards[sh].Load()
@@ -93,7 +80,6 @@ func (r *registry) removeLocked(s *Session) bool {
 	return true
 }
 
-// allLocked returns every session; r.mu must be held.
 func (r *registry) allLocked() []*Session {
 	out := make([]*Session, 0, r.n)
 	for i := range r.shards {

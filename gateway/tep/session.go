@@ -33,13 +33,9 @@ type SessionSnapshot struct {
 	Since        time.Time
 }
 
-// Session is one client's data path. It is the tunnel.Receiver of the links
-// that carry it.
-//
-// A session costs nothing on the data path until its first link: the queue
-// towards the tunnel, the stop/done channels and the writer goroutine are
-// created by the first SetLink with a non-nil link (startWriterLocked), so a
-// TSP session whose data channel never comes up has none of them.
+// Session is one client's data path and the tunnel.Receiver of its links.
+// Its queue, channels and writer goroutine are created by the first SetLink
+// with a link, so a session whose data channel never comes up has none.
 type Session struct {
 	tep   *TEP
 	info  SessionInfo
@@ -47,12 +43,11 @@ type Session struct {
 	mtu   int
 	mss   uint16
 	since time.Time
-	// link is the attached link, nil when none. A non-nil link is only
-	// stored under tep.reg.mu after queue was made, so whoever loads a
-	// non-nil link may read queue without the lock (see outQueue).
+	// link is nil when none is attached. A non-nil link is stored under
+	// tep.reg.mu after queue was made (see outQueue).
 	link atomic.Pointer[linkRef]
-	// queue, stop and done are nil until the first link; then written once
-	// under tep.reg.mu and never again (startWriterLocked).
+	// queue, stop and done are nil until the first link, then written once
+	// under tep.reg.mu.
 	queue  chan *outBuf
 	stop   chan struct{}
 	done   chan struct{}
@@ -70,10 +65,9 @@ type linkRef struct{ l tunnel.Link }
 
 var _ tunnel.Receiver = (*Session)(nil)
 
-// AddSession registers a session for info.Lease. Its queue and writer
-// goroutine are created by the first SetLink with a link; until then packets
-// to the lease are dropped as link_error. It fails with ErrLeaseInUse if the
-// lease already has a session.
+// AddSession registers a session for info.Lease; until its first SetLink,
+// packets to the lease are dropped as link_error. It fails with
+// ErrLeaseInUse if the lease already has a session.
 func (t *TEP) AddSession(info SessionInfo) (*Session, error) {
 	if !info.Lease.Is4() || !t.inPool(info.Lease) {
 		return nil, fmt.Errorf("%w: %v", ErrNotInPool, info.Lease)
@@ -103,8 +97,7 @@ func (t *TEP) AddSession(info SessionInfo) (*Session, error) {
 }
 
 // RemoveSession removes the session of lease if its ID is id, stops its
-// writer (if a link ever started one) and drops what is queued. It does not
-// close the session's link.
+// writer and drops what is queued. It does not close the link.
 func (t *TEP) RemoveSession(lease netip.Addr, id string) {
 	t.reg.mu.Lock()
 	s := t.reg.lookup(lease)
@@ -117,10 +110,8 @@ func (t *TEP) RemoveSession(lease netip.Addr, id string) {
 	s.debug().Msg("session removed")
 }
 
-// debug returns the TEP logger's debug event with the session's fields, or
-// nil (on which zerolog calls do nothing) when debug logging is off: a
-// session keeps no logger of its own and logs allocate nothing unless
-// enabled. The transport is the one the session was added with.
+// debug returns a debug event with the session's fields, or nil when debug
+// logging is off.
 func (s *Session) debug() *zerolog.Event {
 	e := s.tep.log.Debug()
 	if e == nil {
@@ -130,7 +121,6 @@ func (s *Session) debug() *zerolog.Event {
 		Stringer("lease_v4", s.info.Lease).Str("transport", s.info.Transport)
 }
 
-// removeLocked unregisters s and folds its traffic into the retired totals.
 func (t *TEP) removeLocked(s *Session) bool {
 	if !t.reg.removeLocked(s) {
 		return false
@@ -182,13 +172,10 @@ func (s *Session) LastReceive() time.Time { return time.Unix(0, s.lastIn.Load())
 func (s *Session) MTU() int { return s.mtu }
 
 // SetLink attaches l as the session's outside, replacing the previous link
-// (transport fallback, roaming). The first non-nil link creates the
-// session's queue and starts its writer. nil detaches: the writer and queue
-// stay, packets still queued are dropped by the writer as link_error, and
-// new packets are dropped as link_error without being queued until a link is
-// attached again. The previous link is not closed. The link's transport and
-// endpoint become the session's. On a removed session SetLink attaches
-// nothing and starts no writer.
+// (transport fallback, roaming) without closing it; the link's transport and
+// endpoint become the session's. The first link starts the writer. nil
+// detaches: packets are then dropped as link_error. On a removed session
+// SetLink does nothing.
 func (s *Session) SetLink(l tunnel.Link) {
 	if l == nil {
 		s.link.Store(nil)
@@ -198,9 +185,7 @@ func (s *Session) SetLink(l tunnel.Link) {
 	t.reg.mu.Lock()
 	defer t.reg.mu.Unlock()
 	if s.closed.Load() {
-		// Removed (RemoveSession, Close): its traffic is already folded
-		// into the retired totals and stopWriter has run or is running.
-		return
+		return // traffic already retired; stopWriter has run or is running
 	}
 	if s.queue == nil {
 		s.startWriterLocked()
@@ -211,12 +196,10 @@ func (s *Session) SetLink(l tunnel.Link) {
 		s.tr = tr
 	}
 	s.endpoint = l.Endpoint()
-	// After the queue: a reader that loads this link may use s.queue.
-	s.link.Store(&linkRef{l})
+	s.link.Store(&linkRef{l}) // after the queue: see outQueue
 }
 
-// startWriterLocked makes the queue and channels and starts the writer;
-// tep.reg.mu must be held and the session must not be removed.
+// startWriterLocked starts the writer; the session must not be removed.
 func (s *Session) startWriterLocked() {
 	s.queue = make(chan *outBuf, s.tep.cfg.QueueLen)
 	s.stop, s.done = make(chan struct{}), make(chan struct{})
@@ -230,11 +213,9 @@ func (s *Session) trafficSinceSwitchLocked() Traffic {
 	return Traffic{In: cur.In.sub(s.base.In), Out: cur.Out.sub(s.base.Out)}
 }
 
-// stopWriter stops the writer goroutine, waits for it and recycles what is
-// still queued; it does nothing for a session that never had a link. Call it
-// once, after removeLocked returned true: s.closed, set under tep.reg.mu,
-// keeps SetLink from starting a writer afterwards, so reading s.stop here
-// without the lock is safe.
+// stopWriter stops the writer, waits for it and recycles what is queued.
+// Call it once, after removeLocked returned true: s.closed then keeps SetLink
+// from starting a writer, so s.stop may be read without the lock.
 func (s *Session) stopWriter() {
 	if s.stop == nil {
 		return

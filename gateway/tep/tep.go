@@ -17,27 +17,20 @@ import (
 
 // Defaults for Config fields left zero.
 const (
-	// DefaultMTU is the inner IPv4 MTU of every transport unless configured:
-	// 1280 is what gogoc's v4v6 template sets on the client's tunnel
-	// interface, and the outer packet (1320 bytes plain, about 1370 with
-	// DTLS) fits every IPv6 path of 1400 bytes or more without outer
-	// fragmentation. See docs/dataplane.md.
-	DefaultMTU = 1280
-	// DefaultQueueLen is the per-session queue towards the tunnel.
-	DefaultQueueLen = 1024
-	// DefaultICMPRate is the ICMP errors per second the TEP may generate.
-	DefaultICMPRate = 100
-	// DefaultICMPBurst is the token bucket depth for ICMP errors.
+	// DefaultMTU is the inner IPv4 MTU unless configured: gogoc's v4v6
+	// template sets 1280, and the outer packet (1320 bytes plain, about 1370
+	// with DTLS) fits any IPv6 path of 1400 bytes (docs/dataplane.md).
+	DefaultMTU       = 1280
+	DefaultQueueLen  = 1024
+	DefaultICMPRate  = 100 // ICMP errors per second
 	DefaultICMPBurst = 20
 
 	minMTU = 576
 	// tunOffset is the headroom in front of every packet handed to the TUN
 	// device (at least the 10-byte virtio-net header).
-	tunOffset = 16
-	// writeBatch is the most packets one WritePackets or TUN Write carries.
-	writeBatch = 64
-	// maxReadErrors consecutive TUN read errors make Run fail.
-	maxReadErrors = 16
+	tunOffset     = 16
+	writeBatch    = 64 // most packets per WritePackets or TUN Write
+	maxReadErrors = 16 // consecutive TUN read errors that make Run fail
 )
 
 // Errors returned by the TEP.
@@ -47,30 +40,20 @@ var (
 	ErrNotInPool  = errors.New("tep: lease is not in a pool")
 )
 
-// Config configures a TEP. Validate the rest of the configuration before
-// creating the TUN device; New only checks its own fields.
+// Config configures a TEP. New checks only its own fields.
 type Config struct {
-	// Device is the TUN device of the inside. The TEP owns it from New on
-	// and closes it on Close.
+	// Device is the inside TUN device; the TEP owns it from New on.
 	Device tun.Device
 	// InnerAddr is the gateway's IPv4 address on the TUN device (the
-	// keepalive target); ICMP errors sent into the tunnel come from it.
+	// keepalive target) and the source of ICMP errors sent into the tunnel.
 	InnerAddr netip.Addr
-	// Pools are the lease prefixes routed to the TUN device.
-	Pools []netip.Prefix
-	// MTU is the TUN device's MTU and the largest session MTU
-	// (DefaultMTU when zero).
-	MTU int
-	// QueueLen bounds each session's queue (DefaultQueueLen when zero).
-	QueueLen int
-	// ICMPRate is the ICMP errors per second (DefaultICMPRate when zero,
-	// none when negative); ICMPBurst the bucket depth (DefaultICMPBurst).
-	ICMPRate  float64
-	ICMPBurst int
-	// Logger receives debug events (routines, sessions); zero value: off.
-	Logger zerolog.Logger
-	// Now is the clock (time.Now when nil).
-	Now func() time.Time
+	Pools     []netip.Prefix // lease prefixes routed to the TUN device
+	MTU       int            // the TUN device's MTU and the largest session MTU
+	QueueLen  int            // per-session queue length
+	ICMPRate  float64        // ICMP errors per second; none when negative
+	ICMPBurst int            // token bucket depth for ICMP errors
+	Logger    zerolog.Logger // debug events
+	Now       func() time.Time
 }
 
 func (c *Config) setDefaults() {
@@ -160,10 +143,10 @@ func (t *TEP) Run(ctx context.Context) error {
 	return err
 }
 
-// Close stops every session's writer and closes the TUN device. It is
-// idempotent. Links are not closed: they belong to their transports. Close
-// waits for each writer's current WritePackets call to return, so a link
-// must not block forever (a closed link returns at once).
+// Close stops every session's writer and closes the TUN device; it is
+// idempotent. Links belong to their transports and are not closed, but Close
+// waits for each writer's current WritePackets, so a link must not block
+// forever.
 func (t *TEP) Close() error {
 	t.once.Do(func() {
 		t.reg.mu.Lock()
@@ -213,8 +196,8 @@ func (t *TEP) inPool(a netip.Addr) bool {
 	return false
 }
 
-// Stats returns a snapshot of the counters. Per-transport traffic is the sum
-// over live sessions plus that of removed sessions.
+// Stats returns a snapshot of the counters, removed sessions' traffic
+// included.
 func (t *TEP) Stats() Stats {
 	t.reg.mu.Lock()
 	totals := t.retired

@@ -49,9 +49,8 @@ func FullTunnelRoutes() []netip.Prefix {
 	return []netip.Prefix{netip.MustParsePrefix("0.0.0.0/1"), netip.MustParsePrefix("128.0.0.0/1")}
 }
 
-// CreateTUN creates a TUN device named name with the given MTU and returns
-// it with its actual name. Close closes the device, which removes it with all
-// its addresses and routes.
+// CreateTUN creates a TUN device and returns it with its actual name. Close
+// closes the device, which removes its addresses and routes with it.
 func (h *Host) CreateTUN(name string, mtu int) (tun.Device, string, error) {
 	dev, err := tun.CreateTUN(name, mtu)
 	if err != nil {
@@ -69,8 +68,7 @@ func (h *Host) CreateTUN(name string, mtu int) (tun.Device, string, error) {
 	return dev, real, nil
 }
 
-// AddAddress assigns prefix (e.g. the inner gateway address as /32, or with
-// the pool's prefix length) to the device dev.
+// AddAddress assigns prefix to the device dev.
 func (h *Host) AddAddress(dev string, prefix netip.Prefix) error {
 	link, err := h.link(dev)
 	if err != nil {
@@ -121,10 +119,9 @@ func (h *Host) RemoveRoute(dev string, dst netip.Prefix) error {
 	return nil
 }
 
-// CheckIPv4Forwarding returns nil if the kernel forwards IPv4. Otherwise,
-// with enable it tries to switch forwarding on and says clearly when the
-// sysctl is read-only (as in many containers and network namespaces); the
-// setting is left on at Close because other software may depend on it.
+// CheckIPv4Forwarding returns nil if the kernel forwards IPv4; otherwise,
+// with enable, it tries to switch forwarding on. The setting is left on at
+// Close because other software may depend on it.
 func (h *Host) CheckIPv4Forwarding(enable bool) error {
 	path := filepath.Join(h.procRoot(), "net/ipv4/ip_forward")
 	v, err := os.ReadFile(path)
@@ -146,8 +143,7 @@ func (h *Host) CheckIPv4Forwarding(enable bool) error {
 	return nil
 }
 
-// Close undoes every recorded change in reverse order and closes the netlink
-// handle. Calling it again does nothing and returns nil.
+// Close undoes every recorded change in reverse order. It is idempotent.
 func (h *Host) Close() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -220,9 +216,8 @@ func ipNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), bits)}
 }
 
-// DisableIPv6 turns IPv6 off on a device (net.ipv6.conf.DEV.disable_ipv6=1) so the kernel
-// sends no router solicitations or MLD reports into an IPv4-only tunnel. It is best effort
-// from the caller's point of view: the error says why it could not be done.
+// DisableIPv6 turns IPv6 off on a device so that the kernel sends no router solicitations
+// or MLD reports into an IPv4-only tunnel.
 func (h *Host) DisableIPv6(dev string) error {
 	path := filepath.Join(h.procRoot(), "net/ipv6/conf", dev, "disable_ipv6")
 	if err := os.WriteFile(path, []byte("1\n"), 0o644); err != nil {

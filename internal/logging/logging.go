@@ -1,6 +1,6 @@
-// Package logging builds the one zerolog.Logger that cmd/ passes down: JSON by default, human
-// console output when the output is a terminal (or when asked), and a level that can change
-// at run time (SIGHUP). Field names are listed in docs/logging.md.
+// Package logging builds the one zerolog.Logger that cmd/ passes down: JSON, or console
+// output on a terminal, at a level that can change at run time (SIGHUP). docs/logging.md
+// lists the field names.
 package logging
 
 import (
@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-	"golang.org/x/sys/unix"
+	"golang.org/x/term"
 )
 
 // Level is the run-time adjustable minimum level of a logger made by New.
@@ -69,6 +69,5 @@ func isTerminal(w io.Writer) bool {
 	if !ok {
 		return false
 	}
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
+	return term.IsTerminal(int(f.Fd()))
 }

@@ -114,9 +114,8 @@ func (n *NS) Netlink() *netlink.Handle { return n.nl }
 
 // Do runs f on a fresh OS thread switched into the namespace and returns its
 // error. Sockets, TUN devices and netlink handles f creates stay in the
-// namespace after Do returns and may be used from any goroutine; goroutines
-// f starts do not run in the namespace. If switching back fails, the thread
-// is discarded rather than reused.
+// namespace and may be used from any goroutine; goroutines f starts do not
+// run in the namespace.
 func (n *NS) Do(f func() error) error {
 	errc := make(chan error, 1)
 	go func() {

@@ -31,8 +31,7 @@ func Fold(acc uint64) uint16 {
 }
 
 // Checksum returns the Internet checksum (RFC 1071) of b with acc as the
-// initial accumulator. Checksumming data that contains a correct checksum
-// field yields 0.
+// initial accumulator; over a correct checksum field it yields 0.
 func Checksum(b []byte, acc uint64) uint16 { return Fold(Sum(b, acc)) }
 
 // UpdateChecksum returns checksum sum updated for one 16-bit word of the

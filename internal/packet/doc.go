@@ -4,8 +4,7 @@
 // and builders for the ICMP errors the TEP sends (destination host
 // unreachable, fragmentation needed).
 //
-// Every function works on a caller-supplied []byte and allocates nothing, so
-// it can run once per packet on the hot path. Functions that read a packet
-// expect it to have passed Check first unless their documentation says they
-// validate it themselves; none of them panics on short or malformed input.
+// Every function works on a caller-supplied []byte and allocates nothing.
+// Accessors expect a packet that passed Check; Check, ClampMSS, SYNMSS and
+// the ICMP builders validate their input themselves and never panic.
 package packet

@@ -19,7 +19,7 @@ func FuzzCheck(f *testing.F) {
 		if hl < HeaderLen || hl > MaxHeaderLen || hl > tl || tl > len(pkt) || len(Trim(pkt)) != tl {
 			t.Fatalf("accepted inconsistent lengths: hl %d tl %d len %d", hl, tl, len(pkt))
 		}
-		_, _, _, _ = Src(pkt), Dst(pkt), DF(pkt), IsFragment(pkt)
+		_, _, _, _ = Src(pkt), Dst(pkt), DF(pkt), FragOffset(pkt)
 	})
 }
 

@@ -25,19 +25,15 @@ const (
 // buffer with this much spare capacity never reallocates.
 const MaxICMPErrorLen = maxICMPErrorDatagram
 
-// AppendHostUnreachable appends to b an IPv4 packet carrying ICMP destination
-// unreachable, code 1 (host unreachable), from src to the source of orig,
-// quoting as much of orig as fits in 576 bytes. It returns ErrNotEligible
-// when RFC 1812 forbids an ICMP error for orig (see Eligible), or the error of
-// Check for a malformed orig.
+// AppendHostUnreachable appends to b an ICMP host unreachable from src about
+// orig, quoting as much of orig as fits in 576 bytes. It returns
+// ErrNotEligible when RFC 1812 forbids an ICMP error about orig.
 func AppendHostUnreachable(b, orig []byte, src netip.Addr) ([]byte, error) {
 	return appendUnreachable(b, orig, src, CodeHostUnreachable, 0)
 }
 
-// AppendFragNeeded appends to b an IPv4 packet carrying ICMP destination
-// unreachable, code 4 (fragmentation needed and DF set), with the next-hop
-// MTU mtu (RFC 1191), from src to the source of orig. Errors as for
-// AppendHostUnreachable.
+// AppendFragNeeded is AppendHostUnreachable for fragmentation needed with
+// the next-hop MTU mtu (RFC 1191).
 func AppendFragNeeded(b, orig []byte, src netip.Addr, mtu uint16) ([]byte, error) {
 	return appendUnreachable(b, orig, src, CodeFragNeeded, mtu)
 }
@@ -105,7 +101,6 @@ func writeIPv4Header(p []byte, total int, proto uint8, src, dst netip.Addr) {
 	SetHeaderChecksum(p)
 }
 
-// grow extends b by n bytes, reallocating only when its capacity is short.
 func grow(b []byte, n int) []byte {
 	if cap(b)-len(b) >= n {
 		return b[:len(b)+n]

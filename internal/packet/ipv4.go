@@ -16,7 +16,6 @@ const (
 	ProtoUDP  = 17 // IP protocol number of UDP
 
 	flagDF      = 0x4000
-	flagMF      = 0x2000
 	offsetMask  = 0x1fff
 	defaultTTL  = 64
 	versionIHL4 = 0x45
@@ -32,11 +31,9 @@ var (
 	ErrNotEligible = errors.New("packet: no ICMP error may be sent for this packet")
 )
 
-// Check validates the parts of an IPv4 header the data plane relies on: the
-// version is 4, the header length is between 20 and 60 bytes and fits the
-// buffer, and the total length covers the header and does not exceed len(pkt).
-// Bytes after the total length (link padding) are allowed; use Trim to drop
-// them. Check does not verify the header checksum.
+// Check validates the parts of an IPv4 header the data plane relies on:
+// version, header length and total length, which may be shorter than pkt
+// (use Trim). It does not verify the header checksum.
 func Check(pkt []byte) error {
 	if len(pkt) < HeaderLen {
 		return ErrShort
@@ -81,12 +78,6 @@ func FragOffset(pkt []byte) int {
 	return int(binary.BigEndian.Uint16(pkt[6:8])&offsetMask) * 8
 }
 
-// IsFragment reports whether pkt is a fragment (More Fragments set or a
-// non-zero fragment offset).
-func IsFragment(pkt []byte) bool {
-	return binary.BigEndian.Uint16(pkt[6:8])&(flagMF|offsetMask) != 0
-}
-
 // HeaderChecksumValid reports whether the IPv4 header checksum is correct.
 func HeaderChecksumValid(pkt []byte) bool {
 	return Checksum(pkt[:HeaderLength(pkt)], 0) == 0
@@ -97,18 +88,4 @@ func SetHeaderChecksum(pkt []byte) {
 	hl := HeaderLength(pkt)
 	pkt[10], pkt[11] = 0, 0
 	binary.BigEndian.PutUint16(pkt[10:12], Checksum(pkt[:hl], 0))
-}
-
-// DecrementTTL lowers the TTL by one and updates the header checksum
-// incrementally. It reports false, leaving the packet unchanged, when the TTL
-// is already 0 or 1.
-func DecrementTTL(pkt []byte) bool {
-	if pkt[8] <= 1 {
-		return false
-	}
-	old := binary.BigEndian.Uint16(pkt[8:10])
-	pkt[8]--
-	sum := binary.BigEndian.Uint16(pkt[10:12])
-	binary.BigEndian.PutUint16(pkt[10:12], UpdateChecksum(sum, old, binary.BigEndian.Uint16(pkt[8:10])))
-	return true
 }

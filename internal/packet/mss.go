@@ -24,11 +24,9 @@ func MSSForMTU(mtu int) uint16 {
 	return uint16(mss)
 }
 
-// ClampMSS lowers the MSS option of a TCP SYN (or SYN-ACK) segment in the
-// IPv4 packet pkt to max if it is larger, and fixes the TCP checksum
-// incrementally. It reports whether the packet changed. Packets that are not
-// well-formed IPv4, not TCP, non-first fragments, not SYN, or whose option
-// list is malformed are left untouched. The MSS is never raised.
+// ClampMSS lowers the MSS option of a TCP SYN in the IPv4 packet pkt to max,
+// fixing the TCP checksum incrementally, and reports whether pkt changed.
+// Any other packet, or a malformed one, is left untouched.
 func ClampMSS(pkt []byte, max uint16) bool {
 	tcp, at := synMSSOffset(pkt)
 	if at < 0 {
@@ -51,9 +49,7 @@ func ClampMSS(pkt []byte, max uint16) bool {
 	return true
 }
 
-// SYNMSS returns the MSS option of the TCP SYN (or SYN-ACK) in the IPv4
-// packet pkt, and false when pkt is not such a segment or has no valid MSS
-// option.
+// SYNMSS returns the MSS option of the TCP SYN in pkt, if there is one.
 func SYNMSS(pkt []byte) (uint16, bool) {
 	tcp, at := synMSSOffset(pkt)
 	if at < 0 {

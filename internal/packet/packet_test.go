@@ -101,8 +101,8 @@ func TestCheck(t *testing.T) {
 
 func TestAccessors(t *testing.T) {
 	p := buildIPv4(addrA, addrB, ProtoUDP, true, make([]byte, 12))
-	if Src(p) != addrA || Dst(p) != addrB || Proto(p) != ProtoUDP || !DF(p) || IsFragment(p) {
-		t.Fatalf("accessors: src %v dst %v proto %d df %v frag %v", Src(p), Dst(p), Proto(p), DF(p), IsFragment(p))
+	if Src(p) != addrA || Dst(p) != addrB || Proto(p) != ProtoUDP || !DF(p) || FragOffset(p) != 0 {
+		t.Fatalf("accessors: src %v dst %v proto %d df %v off %d", Src(p), Dst(p), Proto(p), DF(p), FragOffset(p))
 	}
 	if HeaderLength(p) != 20 || TotalLen(p) != 32 || len(Trim(append(p, 1, 2))) != 32 {
 		t.Fatalf("lengths: hl %d tl %d", HeaderLength(p), TotalLen(p))
@@ -111,8 +111,8 @@ func TestAccessors(t *testing.T) {
 		t.Fatal("header checksum invalid")
 	}
 	binary.BigEndian.PutUint16(p[6:8], 0x0003)
-	if !IsFragment(p) || FragOffset(p) != 24 || DF(p) {
-		t.Fatalf("fragment accessors: frag %v off %d df %v", IsFragment(p), FragOffset(p), DF(p))
+	if FragOffset(p) != 24 || DF(p) {
+		t.Fatalf("fragment accessors: off %d df %v", FragOffset(p), DF(p))
 	}
 }
 
@@ -128,18 +128,6 @@ func TestUpdateChecksum(t *testing.T) {
 		if !HeaderChecksumValid(p) {
 			t.Errorf("%#x -> %#x: incremental checksum invalid", tt.old, tt.new)
 		}
-	}
-}
-
-func TestDecrementTTL(t *testing.T) {
-	p := buildIPv4(addrA, addrB, ProtoUDP, false, nil)
-	if !DecrementTTL(p) || p[8] != defaultTTL-1 || !HeaderChecksumValid(p) {
-		t.Fatalf("ttl %d valid %v", p[8], HeaderChecksumValid(p))
-	}
-	p[8] = 1
-	SetHeaderChecksum(p)
-	if DecrementTTL(p) || p[8] != 1 {
-		t.Fatal("TTL 1 must not be decremented")
 	}
 }
 

@@ -25,24 +25,15 @@ const (
 
 // ClientConfig configures Dial.
 type ClientConfig struct {
-	// Certificates is the client certificate chain (mutual
-	// authentication is mandatory).
-	Certificates []tls.Certificate
-	// RootCAs verifies the server; ServerName is checked against its
-	// certificate.
-	RootCAs    *x509.CertPool
-	ServerName string
-	// Token is the tsp.TokenLen-byte session token from the TSP offer.
-	Token []byte
-	// MTU is the DTLS path MTU for handshake flights; zero keeps pion's
-	// default (1200).
-	MTU int
-	// Logger receives pion's logging at debug/trace level.
-	Logger zerolog.Logger
+	Certificates []tls.Certificate // required
+	RootCAs      *x509.CertPool
+	ServerName   string
+	Token        []byte // the session token from the TSP offer
+	MTU          int    // path MTU for handshake flights; zero: pion's 1200
+	Logger       zerolog.Logger
 }
 
-// ClientLink is the client side of a bound DTLS link. It implements
-// tunnel.Link.
+// ClientLink is the client side of a bound DTLS link.
 type ClientLink struct {
 	*link
 	bound     chan struct{}
@@ -52,10 +43,9 @@ type ClientLink struct {
 var _ tunnel.Link = (*ClientLink)(nil)
 
 // Dial runs the DTLS handshake with server over conn, sends the session
-// token until the server acknowledges the bind, and starts delivering
-// inbound packets to r. Dial owns conn: it is closed when the link ends or
-// Dial fails. ctx bounds the handshake and the bind. Use a RebindConn as
-// conn to be able to roam to another local address later.
+// token until the server acknowledges the bind, and delivers inbound packets
+// to r. Dial owns conn, which may be a RebindConn. ctx bounds the handshake
+// and the bind.
 func Dial(ctx context.Context, conn net.PacketConn, server netip.AddrPort, cfg ClientConfig, r tunnel.Receiver) (*ClientLink, error) {
 	if len(cfg.Token) != tsp.TokenLen {
 		_ = conn.Close()

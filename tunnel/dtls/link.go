@@ -44,8 +44,7 @@ type link struct {
 	token []byte
 	idle  time.Duration // 0: no idle timeout
 	now   func() time.Time
-	// onToken runs when a record equal to the token arrives; onRecord
-	// runs for every record (before onToken).
+	// onToken runs for a record equal to the token, after onRecord.
 	onToken  func()
 	onRecord func()
 
@@ -145,7 +144,6 @@ func (l *link) finish(err error) {
 	})
 }
 
-// run delivers records to recv until the link ends.
 func (l *link) run(recv tunnel.Receiver) {
 	l.finish(l.readLoop(recv))
 }

@@ -7,12 +7,10 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// pionLogger routes pion's internal logging into zerolog. pion reports
-// per-connection trouble (bad records, failed handshakes) that this package
-// returns or counts anyway, so everything but trace goes to debug level.
+// pionLogger routes pion's logging into zerolog at debug level (trace
+// stays trace): what pion reports, this package returns or counts anyway.
 type pionLogger struct{ log zerolog.Logger }
 
-// pionLoggerFactory implements logging.LoggerFactory.
 type pionLoggerFactory struct{ log zerolog.Logger }
 
 func (f pionLoggerFactory) NewLogger(scope string) logging.LeveledLogger {

@@ -7,10 +7,9 @@ import (
 	"time"
 )
 
-// RebindConn is a net.PacketConn whose underlying socket can be replaced
-// while a DTLS session runs over it. With RFC 9146 connection IDs the
-// server follows the client to its new address and port without a new
-// handshake; this is how a client roams between networks.
+// RebindConn is a net.PacketConn whose socket can be replaced while a DTLS
+// session runs over it: with RFC 9146 connection IDs the server follows the
+// client to its new address without a new handshake.
 type RebindConn struct {
 	mu            sync.Mutex
 	inner         net.PacketConn
@@ -22,7 +21,7 @@ type RebindConn struct {
 
 var _ net.PacketConn = (*RebindConn)(nil)
 
-// NewRebindConn wraps inner, which it owns from now on.
+// NewRebindConn wraps inner, which it owns.
 func NewRebindConn(inner net.PacketConn) *RebindConn {
 	return &RebindConn{inner: inner}
 }
@@ -52,14 +51,13 @@ func (c *RebindConn) current() (net.PacketConn, uint64, bool) {
 	return c.inner, c.gen, c.closed
 }
 
-// rebound reports whether Rebind ran since generation gen.
 func (c *RebindConn) rebound(gen uint64) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return !c.closed && c.gen != gen
 }
 
-// ReadFrom implements net.PacketConn, reading from the current socket.
+// ReadFrom reads from the current socket.
 func (c *RebindConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
 		inner, gen, closed := c.current()
@@ -74,7 +72,7 @@ func (c *RebindConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	}
 }
 
-// WriteTo implements net.PacketConn, writing from the current socket.
+// WriteTo writes from the current socket.
 func (c *RebindConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	inner, gen, closed := c.current()
 	if closed {
@@ -107,12 +105,12 @@ func (c *RebindConn) LocalAddr() net.Addr {
 	return inner.LocalAddr()
 }
 
-// SetDeadline implements net.PacketConn.
+// SetDeadline sets both deadlines, which survive Rebind.
 func (c *RebindConn) SetDeadline(t time.Time) error {
 	return errors.Join(c.SetReadDeadline(t), c.SetWriteDeadline(t))
 }
 
-// SetReadDeadline implements net.PacketConn; it survives Rebind.
+// SetReadDeadline sets the read deadline, which survives Rebind.
 func (c *RebindConn) SetReadDeadline(t time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -120,7 +118,7 @@ func (c *RebindConn) SetReadDeadline(t time.Time) error {
 	return c.inner.SetReadDeadline(t)
 }
 
-// SetWriteDeadline implements net.PacketConn; it survives Rebind.
+// SetWriteDeadline sets the write deadline, which survives Rebind.
 func (c *RebindConn) SetWriteDeadline(t time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()

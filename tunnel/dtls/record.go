@@ -4,9 +4,8 @@ import "encoding/binary"
 
 // DTLS record layer constants (RFC 6347 §4.1, RFC 9146 §4).
 const (
-	// CIDLen is the length of the connection IDs the server issues. Every
-	// CID this server hands out has this length, which is what lets the
-	// demultiplexer find the CID in a record header without state.
+	// CIDLen is the length of every connection ID the server issues, which
+	// lets the demultiplexer find the CID in a record header without state.
 	CIDLen = 8
 
 	headerLen    = 13 // type(1) version(2) epoch(2) seq(6) length(2)
@@ -17,7 +16,6 @@ const (
 	handshakeHello   = 1  // client_hello
 )
 
-// datagramInfo is what the demultiplexer needs to know about a datagram.
 type datagramInfo struct {
 	cid         [CIDLen]byte
 	hasCID      bool // some record is a tls12_cid record
@@ -47,8 +45,6 @@ func inspectDatagram(b []byte) datagramInfo {
 	return info
 }
 
-// recordLen returns the length of the record at the start of b, header
-// included, and whether the whole record is there.
 func recordLen(b []byte) (int, bool) {
 	hl := headerLen
 	if b[0] == contentCID {

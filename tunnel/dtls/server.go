@@ -38,45 +38,31 @@ type BindFunc func(ctx context.Context, token []byte, peerCert *x509.Certificate
 
 // ServerConfig configures a Server.
 type ServerConfig struct {
-	// GetCertificate returns the server certificate (the same function
-	// as crypto/tls's, so one certificate rotator serves TLS and DTLS).
-	// Certificates is used when GetCertificate is nil.
+	// GetCertificate returns the server certificate, with crypto/tls's
+	// signature so that one rotator serves TLS and DTLS; Certificates is
+	// used when it is nil.
 	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 	Certificates   []tls.Certificate
-	// ClientCAs verifies client certificate chains. When nil, any client
-	// certificate is requested and VerifyPeerCertificate must verify the
-	// chain itself.
-	ClientCAs *x509.CertPool
-	// VerifyPeerCertificate runs after chain verification (same shape as
-	// crypto/tls); an error fails the handshake.
+	// ClientCAs verifies client certificate chains. When nil,
+	// VerifyPeerCertificate must verify the chain itself.
+	ClientCAs             *x509.CertPool
 	VerifyPeerCertificate func(rawCerts [][]byte, verifiedChains [][]*x509.Certificate) error
-	// Bind binds a link to its TSP session; required.
-	Bind BindFunc
-	// Write sends one datagram on the shared UDP port (udpmux.Mux.WriteTo);
-	// required.
-	Write func(b []byte, to netip.AddrPort) error
+	Bind                  BindFunc                                // required
+	Write                 func(b []byte, to netip.AddrPort) error // sends on the shared port; required
 	// HandshakeTimeout bounds the handshake and, separately, the wait for
 	// the token and the Bind call.
 	HandshakeTimeout time.Duration
-	// MaxHandshakes bounds concurrent handshakes; a ClientHello from a new
-	// address beyond it is dropped and counted.
-	MaxHandshakes int
-	// MaxSessions bounds peers (handshaking or established).
-	MaxSessions int
+	MaxHandshakes    int // concurrent handshakes
+	MaxSessions      int // peers, handshaking or established
 	// IdleTimeout closes an established link that received nothing for
 	// between one and two times this long.
 	IdleTimeout time.Duration
-	// QueueLen bounds each peer's queue of undelivered datagrams; when it
-	// is full the newest datagram is dropped and counted.
-	QueueLen int
-	// MTU is the DTLS path MTU pion fragments handshake flights to; zero
-	// keeps pion's default (1200).
-	MTU int
-	// Now is the clock for deadlines; nil means time.Now.
-	Now func() time.Time
-	// Logger receives debug-level session events; pion's own logging is
-	// routed into it at debug/trace level.
-	Logger zerolog.Logger
+	QueueLen    int // per-peer datagram queue
+	// MTU is the path MTU pion fragments handshake flights to; zero keeps
+	// pion's default (1200).
+	MTU    int
+	Now    func() time.Time
+	Logger zerolog.Logger // session events and pion's logging, at debug level
 }
 
 func (c ServerConfig) withDefaults() ServerConfig {
@@ -212,7 +198,6 @@ var cipherSuites = []piondtls.CipherSuiteID{
 	piondtls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
 }
 
-// adaptGetCertificate lets a crypto/tls certificate callback serve pion.
 func adaptGetCertificate(f func(*tls.ClientHelloInfo) (*tls.Certificate, error)) func(*piondtls.ClientHelloInfo) (*tls.Certificate, error) {
 	return func(hi *piondtls.ClientHelloInfo) (*tls.Certificate, error) {
 		suites := make([]uint16, len(hi.CipherSuites))
@@ -239,9 +224,7 @@ func (s *Server) Stats() ServerStats {
 	}
 }
 
-// HandleDatagram implements udpmux.Handler: it routes a DTLS datagram to
-// its peer by connection ID, else by source address, and starts a new peer
-// for a ClientHello from an unknown address. It never blocks.
+// HandleDatagram implements udpmux.Handler. It never blocks.
 func (s *Server) HandleDatagram(b []byte, from netip.AddrPort) {
 	info := inspectDatagram(b)
 	s.mu.RLock()
@@ -349,7 +332,6 @@ func (s *Server) removePeer(p *peer) {
 	}
 }
 
-// handshakeDone moves a peer out of the handshake count.
 func (s *Server) handshakeDone(p *peer) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -390,7 +372,6 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// routinePeer runs one peer from ClientHello to the end of its session.
 func (s *Server) routinePeer(p *peer, from netip.AddrPort) {
 	defer s.wg.Done()
 	defer p.Close()
@@ -454,9 +435,7 @@ func (s *Server) bind(conn *piondtls.Conn, p *peer, from netip.AddrPort) (*Serve
 		link.finish(err) // the gateway may have seen the link: end it properly
 		return nil, nil, err
 	}
-	// A lost acknowledgement is repaired by the client's token
-	// retransmission, which the link answers.
-	_ = link.ack()
+	_ = link.ack() // if lost, the client retransmits the token and the link answers
 	return link, recv, nil
 }
 
@@ -472,8 +451,6 @@ func peerCertificate(conn *piondtls.Conn) (*x509.Certificate, error) {
 	return cert, nil
 }
 
-// readToken reads the first application record, which must be exactly
-// tsp.TokenLen bytes.
 func readToken(conn *piondtls.Conn, deadline time.Time) ([]byte, error) {
 	if err := conn.SetReadDeadline(deadline); err != nil {
 		return nil, fmt.Errorf("dtls: token: %w", err)

@@ -14,7 +14,6 @@ import (
 	"github.com/pion/transport/v5/deadline"
 )
 
-// dgram is one queued datagram; buffers come from Server.pool.
 type dgram struct {
 	buf  []byte
 	from netip.AddrPort
@@ -24,9 +23,8 @@ type dgram struct {
 // datagrams get a buffer of their own.
 const poolBufSize = 2048
 
-// peer is the virtual net.PacketConn under one pion server Conn. The
-// Server's demultiplexer pushes datagrams into its bounded queue; pion
-// reads them with ReadFrom and writes through WriteTo, which goes out via
+// peer is the virtual net.PacketConn under one pion server Conn: the Server
+// pushes datagrams into its bounded queue, and WriteTo goes out through
 // ServerConfig.Write.
 type peer struct {
 	srv    *Server
@@ -36,9 +34,8 @@ type peer struct {
 	rdl    *deadline.Deadline
 	conn   atomic.Pointer[piondtls.Conn]
 
-	// Reader-side cache of the last source address as a *net.UDPAddr, so
-	// that a steady stream does not allocate one per datagram. Only pion's
-	// single reader touches it.
+	// The last source address as a *net.UDPAddr, so that a steady stream
+	// does not allocate one per datagram; only pion's reader touches it.
 	rdAP  netip.AddrPort
 	rdUDP *net.UDPAddr
 
@@ -64,8 +61,7 @@ func newPeer(s *Server, from netip.AddrPort) *peer {
 	}
 }
 
-// deliver copies b into the queue. When the queue is full the datagram is
-// dropped (newest dropped) and counted.
+// deliver copies b into the queue; when it is full b is dropped and counted.
 func (p *peer) deliver(b []byte, from netip.AddrPort) {
 	select {
 	case <-p.closed:
@@ -84,7 +80,6 @@ func (p *peer) deliver(b []byte, from netip.AddrPort) {
 	}
 }
 
-// ReadFrom implements net.PacketConn for pion.
 func (p *peer) ReadFrom(b []byte) (int, net.Addr, error) {
 	select {
 	case <-p.closed:
@@ -116,11 +111,9 @@ func (p *peer) udpAddr(ap netip.AddrPort) *net.UDPAddr {
 }
 
 // WriteTo implements net.PacketConn for pion. pion writes to the address of
-// the newest authenticated record (RFC 9146 §6), so a change of destination
-// is the signal that the peer roamed: the address index follows it.
-//
-// Writes still go out after Close: pion's close_notify may race with the
-// peer's teardown, and the shared socket is not the peer's to close.
+// the newest authenticated record (RFC 9146 §6), so a new destination means
+// that the peer roamed. Writes still go out after Close, so that pion's
+// close_notify is not lost to the peer's teardown.
 func (p *peer) WriteTo(b []byte, addr net.Addr) (int, error) {
 	ua, ok := addr.(*net.UDPAddr)
 	if !ok {
@@ -171,24 +164,18 @@ func (p *peer) Close() error {
 	return nil
 }
 
-// LocalAddr implements net.PacketConn; the shared socket is the mux's, so
-// this is the unspecified address.
 func (p *peer) LocalAddr() net.Addr { return &net.UDPAddr{} }
 
-// SetDeadline implements net.PacketConn (writes never block).
 func (p *peer) SetDeadline(t time.Time) error { return p.SetReadDeadline(t) }
 
-// SetReadDeadline implements net.PacketConn.
 func (p *peer) SetReadDeadline(t time.Time) error {
 	p.rdl.Set(t)
 	return nil
 }
 
-// SetWriteDeadline implements net.PacketConn; writes never block, so there
-// is nothing to bound.
+// The peer's writes never block, so its deadlines bound reads only.
 func (p *peer) SetWriteDeadline(time.Time) error { return nil }
 
-// setConn records the pion Conn running over this peer, for closeSession.
 func (p *peer) setConn(c *piondtls.Conn) { p.conn.Store(c) }
 
 // closeSession ends the peer: through its pion Conn when there is one (so

@@ -41,7 +41,6 @@ func newReader(rc syscall.RawConn, batch, size int) *reader {
 	return r
 }
 
-// read blocks until at least one packet arrives and returns how many did.
 func (r *reader) read() (int, error) {
 	for i := range r.hdrs {
 		r.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
@@ -160,7 +159,6 @@ func setBuffers(rc syscall.RawConn, size int) error {
 	return serr
 }
 
-// socketBuffer returns the socket's receive buffer size as the kernel reports it.
 func socketBuffer(rc syscall.RawConn, opt int) (int, error) {
 	var v int
 	var gerr error

@@ -13,7 +13,6 @@ import (
 	"github.com/dstmgw/dstm/tunnel"
 )
 
-// link is one peer of a Server.
 type link struct {
 	srv      *Server
 	endpoint netip.Addr
@@ -26,9 +25,9 @@ type link struct {
 
 var _ tunnel.Link = (*link)(nil)
 
-// WritePackets sends pkts to the peer, one sendmmsg per BatchSize packets.
-// Packets the kernel refuses (e.g. EMSGSIZE) are skipped and counted; the
-// first such error is returned after the rest were sent.
+// WritePackets sends pkts to the peer. Packets the kernel refuses (e.g.
+// EMSGSIZE) are skipped and counted; the first such error is returned after
+// the rest were sent.
 func (l *link) WritePackets(pkts [][]byte) error {
 	if l.closed.Load() {
 		return net.ErrClosed
@@ -84,7 +83,7 @@ func (l *link) Close() error {
 // Done is closed when the link is closed: a raw IP peer never ends a link itself.
 func (l *link) Done() <-chan struct{} { return l.done }
 
-// Endpoint returns the peer's outer IPv6 address (port 0: raw IP).
+// Endpoint returns the peer's outer IPv6 address (port 0).
 func (l *link) Endpoint() netip.AddrPort { return netip.AddrPortFrom(l.endpoint, 0) }
 
 // Transport returns tunnel.Plain.

@@ -16,13 +16,9 @@ import (
 
 // Sizing of the socket and its batches.
 const (
-	// SocketBuffer is the receive and send buffer the socket asks for.
-	SocketBuffer = 8 << 20
-	// BatchSize is the number of packets per recvmmsg/sendmmsg call.
-	BatchSize = 64
-	// MaxPacket is the largest inner packet received; larger ones are
-	// truncated by the kernel and dropped.
-	MaxPacket = 1<<16 - 1
+	SocketBuffer = 8 << 20   // receive and send buffer
+	BatchSize    = 64        // packets per recvmmsg/sendmmsg call
+	MaxPacket    = 1<<16 - 1 // larger inner packets are dropped
 )
 
 // ErrEndpointInUse is returned by Register for an endpoint that already has a link.
@@ -151,8 +147,8 @@ func (s *Server) Close() error {
 	return s.err
 }
 
-// routineReadOutside reads batches until the socket is closed and delivers
-// them, grouping consecutive packets from one source.
+// routineReadOutside reads batches until the socket is closed, grouping
+// consecutive packets from one source.
 func (s *Server) routineReadOutside(rd *reader) {
 	defer close(s.done)
 	pkts := make([][]byte, 0, BatchSize)
@@ -191,7 +187,6 @@ func (s *Server) deliver(rd *reader, n int, pkts [][]byte) {
 	s.flush(cur, pkts)
 }
 
-// flush hands pkts to l and returns pkts emptied.
 func (s *Server) flush(l *link, pkts [][]byte) [][]byte {
 	if l == nil || len(pkts) == 0 {
 		return pkts[:0]

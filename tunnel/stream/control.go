@@ -6,17 +6,16 @@ import (
 	"net"
 )
 
-// Control frames carry TSP messages on the same stream as the packets, so that a client in
-// v4tlsv6 mode can renew its lease on its one connection. A control frame is a frame whose
-// first payload byte is ControlMarker (an IPv4 packet starts with 0x4_); the rest of the
-// payload is one TSP message.
+// Control frames carry TSP messages on the packets' stream, so that a v4tlsv6 client can
+// renew its lease on its one connection (docs/decisions/0002). A control frame's first
+// payload byte is ControlMarker (an IPv4 packet starts with 0x4_); the rest is one TSP
+// message.
 const (
 	ControlMarker = 0x00
 	// MaxControlLen bounds a control message (a TSP message over TCP is at most 8 KiB).
 	MaxControlLen = 8 << 10
 )
 
-// isControl reports whether the frame at the start of b is a control frame.
 func isControl(b []byte) bool { return len(b) > HeaderLen && b[HeaderLen] == ControlMarker }
 
 // parseControl parses a control frame at the start of b (isControl(b) must hold). It returns

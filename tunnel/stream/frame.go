@@ -20,13 +20,11 @@ var (
 	ErrNotIPv4       = errors.New("stream: frame is not an IPv4 packet")
 )
 
-// errNeedMore says the buffer holds no complete frame yet.
 var errNeedMore = errors.New("stream: incomplete frame")
 
-// ParseFrame parses the first frame in b. It returns the packet (nil for a
-// keepalive frame, aliasing b otherwise) and the number of bytes the frame
-// took. With an incomplete frame it returns consumed 0 and a nil error and
-// packet; maxPacket bounds the packet length.
+// ParseFrame parses the first frame in b and returns its packet (nil for a
+// keepalive, else aliasing b) and length, or consumed 0 when the frame is
+// incomplete.
 func ParseFrame(b []byte, maxPacket int) (pkt []byte, consumed int, err error) {
 	pkt, consumed, err = parseFrame(b, maxPacket)
 	if errors.Is(err, errNeedMore) {

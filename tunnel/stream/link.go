@@ -20,37 +20,27 @@ const (
 	DefaultMTU          = 1400
 	DefaultQueueBytes   = 256 << 10
 	DefaultWriteTimeout = 10 * time.Second
-	// ReceiveSlack is what a received packet may exceed the MTU by before
-	// the stream is declared broken (a peer with a slightly different MTU
-	// idea must not be cut off).
+	// ReceiveSlack is what a received packet may exceed the MTU by, so that
+	// a peer with a slightly different MTU is not cut off.
 	ReceiveSlack = 64
 )
 
 // Options configures a Link.
 type Options struct {
-	// MTU is the largest packet WritePackets sends; received packets may
-	// be up to MTU+ReceiveSlack bytes (at most MaxFrameLen).
-	MTU int
-	// QueueBytes bounds the frames buffered but not yet written; packets
-	// that do not fit are dropped (newest first) and counted.
-	QueueBytes int
-	// WriteTimeout bounds one conn.Write; a peer that does not drain the
-	// stream for this long fails the link. Zero means DefaultWriteTimeout,
-	// negative means no timeout.
-	WriteTimeout time.Duration
-	// KeepaliveInterval sends a keepalive frame when nothing else was
-	// written for this long. Zero sends none.
-	KeepaliveInterval time.Duration
-	// IdleTimeout fails the link when nothing (not even a keepalive)
-	// arrived for this long. Zero means no timeout.
-	IdleTimeout time.Duration
-	// Now is the clock used for deadlines; nil means time.Now.
-	Now func() time.Time
-	// Logger receives debug-level lifecycle messages.
-	Logger zerolog.Logger
-	// Control receives the TSP messages of control frames (see WriteControl), on the reader
-	// goroutine; it must not block for long and must not retain msg. Nil refuses control
-	// frames (the link fails).
+	// MTU is the largest packet sent; received packets may be up to
+	// MTU+ReceiveSlack bytes.
+	MTU        int
+	QueueBytes int // frames buffered but not yet written
+	// WriteTimeout bounds one conn.Write, so that a peer that does not drain
+	// the stream fails the link; negative means none.
+	WriteTimeout      time.Duration
+	KeepaliveInterval time.Duration // after this long without writing; zero: none
+	IdleTimeout       time.Duration // fails the link after this long without reading; zero: none
+	Now               func() time.Time
+	Logger            zerolog.Logger
+	// Control receives the TSP messages of control frames on the reader
+	// goroutine; it must not block for long or retain msg. When nil, a
+	// control frame fails the link.
 	Control func(msg []byte)
 }
 
@@ -89,7 +79,6 @@ type counters struct {
 	droppedNotIPv4                           atomic.Uint64
 }
 
-// errLocalClose marks a link ended by Close.
 var errLocalClose = errors.New("stream: closed locally")
 
 // Link carries IPv4 packets over a byte stream. It implements tunnel.Link.
@@ -114,9 +103,8 @@ type Link struct {
 
 var _ tunnel.Link = (*Link)(nil)
 
-// New returns a Link over conn delivering received packets to r. The Link
-// owns conn from now on. Call Run to start moving packets; WritePackets
-// before Run queues them.
+// New returns a Link over conn, which it owns, delivering packets to r.
+// WritePackets before Run queues them.
 func New(conn net.Conn, r tunnel.Receiver, opts Options) *Link {
 	opts = opts.withDefaults()
 	return &Link{
@@ -154,7 +142,7 @@ func (l *Link) Run(ctx context.Context) error {
 // Transport returns tunnel.TLS.
 func (l *Link) Transport() string { return tunnel.TLS }
 
-// Endpoint returns the peer's address: the TCP connection's remote address.
+// Endpoint returns the TCP connection's remote address.
 func (l *Link) Endpoint() netip.AddrPort {
 	if ta, ok := l.conn.RemoteAddr().(*net.TCPAddr); ok {
 		ap := ta.AddrPort()
@@ -210,10 +198,9 @@ func (l *Link) Stats() Stats {
 	}
 }
 
-// WritePackets queues pkts for the writer and returns without waiting for
-// the network. Packets that are empty or longer than the MTU are dropped
-// and counted; so are packets that do not fit in the bounded queue. It is
-// safe for concurrent use and does not retain pkts.
+// WritePackets queues pkts without waiting for the network; packets that are
+// empty, too long or do not fit are dropped and counted. It is safe for
+// concurrent use and does not retain pkts.
 func (l *Link) WritePackets(pkts [][]byte) error {
 	l.mu.Lock()
 	if l.closed {
@@ -226,8 +213,8 @@ func (l *Link) WritePackets(pkts [][]byte) error {
 		case len(p) == 0 || len(p) > l.opts.MTU:
 			l.stats.droppedOversize.Add(1)
 		case len(p) < MinPacketLen || p[0]>>4 != 4:
-			// Not IPv4 (e.g. the kernel's IPv6 router solicitations from a TUN device): the
-			// peer would have to treat the frame as lost framing, so it never goes out.
+			// Not IPv4 (a TUN device's router solicitations): the peer would
+			// take it for lost framing.
 			l.stats.droppedNotIPv4.Add(1)
 		case len(l.pending)+HeaderLen+len(p) > l.opts.QueueBytes:
 			l.stats.droppedFull.Add(1)
@@ -252,8 +239,8 @@ func (l *Link) signal() {
 	}
 }
 
-// routineWrite flushes the pending frames with one Write per wake-up and
-// sends keepalives.
+// routineWrite writes what is pending, one Write per wake-up, and sends
+// keepalives.
 func (l *Link) routineWrite() {
 	var tick <-chan time.Time
 	if l.opts.KeepaliveInterval > 0 {
@@ -293,10 +280,8 @@ func (l *Link) queueKeepalive() {
 // readBufMax is the size a busy stream's read buffer grows to (see readLoop).
 const readBufMax = 32 << 10
 
-// receiveBatch is the most packets handed to the receiver in one call.
 const receiveBatch = 64
 
-// flush writes everything pending in one Write.
 func (l *Link) flush() error {
 	l.mu.Lock()
 	buf := l.pending
@@ -325,10 +310,8 @@ func (l *Link) putSpare(buf []byte) {
 // readLoop parses frames out of a buffer filled from conn and hands each
 // packet to the receiver. The buffer always has room for one whole frame.
 func (l *Link) readLoop() error {
-	// The buffer starts with room for two frames: an idle session (most of them, most of
-	// the time) costs that much, not readBufMax. A read that fills the buffer means more is
-	// waiting in the socket: the buffer then grows, once, to readBufMax, so a busy stream
-	// takes many frames per read.
+	// Room for two frames, so that an idle session costs little; a read that
+	// fills it means more is waiting, and the buffer grows once to readBufMax.
 	buf := make([]byte, 2*(HeaderLen+l.maxPacket))
 	start, end := 0, 0
 	for {

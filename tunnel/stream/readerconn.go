@@ -5,11 +5,9 @@ import (
 	"net"
 )
 
-// ReaderConn returns conn with its reads served by r. Use it when the TSP
-// control plane read conn through a buffered reader: the bytes after the
-// tunnel accept, possibly the first frames, are in that reader's buffer,
-// so the Link must read through it. Deadlines set on the result apply to
-// conn, which r reads from.
+// ReaderConn returns conn with its reads served by r, for a conn the TSP
+// control plane read through a buffered reader that may hold the first
+// frames. Deadlines apply to conn.
 func ReaderConn(conn net.Conn, r io.Reader) net.Conn {
 	return readerConn{Conn: conn, r: r}
 }

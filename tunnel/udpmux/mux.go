@@ -28,25 +28,17 @@ const (
 
 // Config configures a Mux.
 type Config struct {
-	// TSP receives datagrams whose first byte has the high nibble 0xF.
-	// Nil drops them (counted in Stats.DroppedNoHandler).
-	TSP Handler
-	// DTLS receives datagrams whose first byte is 20–25. Nil drops them.
+	// TSP and DTLS receive their datagrams; nil drops them
+	// (Stats.DroppedNoHandler).
+	TSP  Handler
 	DTLS Handler
 	// ReadBufferBytes and WriteBufferBytes size the kernel socket buffers;
 	// zero means DefaultBufferBytes, negative leaves the kernel default.
 	ReadBufferBytes  int
 	WriteBufferBytes int
-	// BatchSize is the number of datagrams read per system call. 1 reads
-	// with one recvfrom per datagram; zero means DefaultBatchSize.
-	BatchSize int
-	// MaxDatagram is the receive buffer per datagram; longer datagrams are
-	// truncated by the kernel and dropped (Stats.DroppedTruncated). Zero
-	// means DefaultMaxDatagram.
-	MaxDatagram int
-	// Logger receives debug-level lifecycle messages. The zero value is
-	// disabled.
-	Logger zerolog.Logger
+	BatchSize        int // datagrams read per system call
+	MaxDatagram      int // longer datagrams are dropped (Stats.DroppedTruncated)
+	Logger           zerolog.Logger
 }
 
 // Stats is a snapshot of a Mux's counters.
@@ -88,9 +80,8 @@ type socket struct {
 // socket can reach the destination's address family.
 var ErrNoSocket = errors.New("udpmux: no socket for address family")
 
-// New returns a Mux that owns conns (closed by Close or when Run returns).
-// It sets the sockets' buffer sizes; failing to do so is logged at debug
-// level only, since the kernel default still works.
+// New returns a Mux that owns conns and sets their buffer sizes (a failure
+// is logged at debug level only: the kernel default still works).
 func New(cfg Config, conns ...*net.UDPConn) (*Mux, error) {
 	if len(conns) == 0 {
 		return nil, ErrNoSocket
@@ -126,9 +117,7 @@ func withDefaults(cfg Config) Config {
 	return cfg
 }
 
-// pickWriter remembers the first socket of each family for WriteTo. An
-// IPv6 socket also serves IPv4 destinations (as v4-mapped addresses) when
-// there is no IPv4 socket.
+// pickWriter remembers the first socket of each family for WriteTo.
 func (m *Mux) pickWriter(s *socket) {
 	if s.is4 {
 		if m.v4 == nil {
@@ -153,9 +142,8 @@ func (m *Mux) setBuffers(s *socket) {
 	}
 }
 
-// Run reads and dispatches datagrams until ctx is done or a socket fails
-// permanently. Call it once. It closes the sockets before returning and returns nil when
-// ctx ended it (or Close was called), the socket error otherwise.
+// Run reads and dispatches datagrams until ctx is done, Close is called
+// (both return nil) or a socket fails. Call it once. It closes the sockets.
 func (m *Mux) Run(ctx context.Context) error {
 	errc := make(chan error, len(m.socks))
 	var wg sync.WaitGroup
@@ -208,8 +196,7 @@ func (m *Mux) WriteTo(b []byte, to netip.AddrPort) error {
 }
 
 // socketFor picks the IPv4 socket for IPv4 destinations when there is one,
-// the IPv6 socket otherwise (which reaches IPv4 through v4-mapped addresses
-// when it is dual-stack).
+// the (dual-stack) IPv6 socket otherwise.
 func (m *Mux) socketFor(a netip.Addr) *socket {
 	if a.Unmap().Is4() && m.v4 != nil {
 		return m.v4
@@ -270,7 +257,6 @@ func Classify(b []byte) Protocol {
 	}
 }
 
-// dispatch hands one datagram to its handler.
 func (m *Mux) dispatch(b []byte, from netip.AddrPort) {
 	m.stats.received.Add(1)
 	if len(b) == 0 {

@@ -8,7 +8,6 @@ import (
 	"golang.org/x/net/ipv6"
 )
 
-// batchReader is what ipv4.PacketConn and ipv6.PacketConn share.
 type batchReader interface {
 	ReadBatch(ms []ipv6.Message, flags int) (int, error)
 }
@@ -25,8 +24,7 @@ func (m *Mux) routineRead(s *socket) error {
 	return m.readBatch(s)
 }
 
-// readSingle reads one datagram per system call; ReadFromUDPAddrPort does
-// not allocate.
+// readSingle reads one datagram per system call, without allocating.
 func (m *Mux) readSingle(s *socket) error {
 	buf := make([]byte, m.cfg.MaxDatagram+1)
 	for {
@@ -47,7 +45,6 @@ func (m *Mux) readSingle(s *socket) error {
 	}
 }
 
-// readBatch reads up to BatchSize datagrams per recvmmsg.
 func (m *Mux) readBatch(s *socket) error {
 	var br batchReader
 	if s.is4 {

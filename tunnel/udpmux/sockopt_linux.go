@@ -8,9 +8,9 @@ import (
 )
 
 // setSocketBuffer sets the receive (rcv true) or send buffer to n bytes,
-// first with the privileged *BUFFORCE option (which ignores
-// net.core.rmem_max/wmem_max, read-only inside network namespaces), then
-// with the plain option. It returns the size the kernel reports.
+// first with the privileged *BUFFORCE option, which ignores
+// net.core.rmem_max/wmem_max (read-only inside network namespaces), then
+// with the plain one. It returns the size the kernel reports.
 func setSocketBuffer(c *net.UDPConn, n int, rcv bool) (int, error) {
 	force, plain := unix.SO_SNDBUFFORCE, unix.SO_SNDBUF
 	if rcv {

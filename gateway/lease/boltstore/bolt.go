@@ -36,61 +36,36 @@ var (
 
 // BoltOptions tunes OpenBolt. The zero value is the production default.
 type BoltOptions struct {
-	// Timeout is how long to wait for the file lock (default 1s).
-	Timeout time.Duration
-	// MaxBatchSize bounds the commits applied in one bbolt transaction
-	// (DefaultMaxBatchSize when zero).
-	MaxBatchSize int
+	Timeout      time.Duration // wait for the file lock
+	MaxBatchSize int           // most commits in one bbolt transaction
 	// CommitDelay is how long the committer waits for more commits when it
-	// finds several queued (the store is busy) before it writes them
-	// (DefaultCommitDelay when zero, none when negative). A lone commit is
-	// written at once.
+	// finds several queued; negative means none.
 	CommitDelay time.Duration
-	// NoSync skips fsync: only for tests and benchmarks of the CPU cost;
-	// a crash may then lose acknowledged commits.
+	// NoSync skips fsync, for tests and benchmarks: a crash may then lose
+	// acknowledged commits.
 	NoSync bool
 }
 
-// DefaultLockTimeout is the lock wait used when BoltOptions.Timeout is 0.
-const DefaultLockTimeout = time.Second
+// Defaults for BoltOptions fields left zero.
+const (
+	DefaultLockTimeout  = time.Second
+	DefaultMaxBatchSize = 1024
+	// DefaultCommitDelay trades a few milliseconds of latency, when busy, for
+	// fewer transactions: each costs two fdatasyncs and the CPU to rewrite
+	// its pages, which a busy gateway needs for its sessions
+	// (docs/benchmarks.md).
+	DefaultCommitDelay = 6 * time.Millisecond
+)
 
-// DefaultMaxBatchSize is the most commits one bbolt transaction applies
-// when BoltOptions.MaxBatchSize is 0.
-const DefaultMaxBatchSize = 1024
-
-// DefaultCommitDelay is the CommitDelay used when BoltOptions.CommitDelay is
-// 0. A transaction costs two fdatasyncs and the CPU to rewrite its pages,
-// which a busy gateway needs for its sessions; the delay makes fewer, larger
-// transactions at the price of commit latency when busy (a lone commit is
-// written at once). Measured on the 2-vCPU test machine (plain TSP session
-// benchmarks, 256 clients):
-//   - 2026-11-25, three commits per session: no delay made about one
-//     transaction per 4 commits; 2-3 ms gave 25-35% more sessions/s, and
-//     10 ms was worse again (each session waited on it three times);
-//   - 2026-11-26, one commit per session (offers and releases kept in
-//     memory): over TCP none 3,490/s, 1 ms 4,530/s, 3 ms 5,270/s, 6 ms
-//     5,590/s (interleaved runs); in 12 more ABBA pairs 3 ms 4,750/s and
-//     6 ms 5,120/s (medians 5,130 and 5,780), UDP ahead in 4 of 4 pairs,
-//     TSP-SSL and BenchmarkAllocBolt unchanged; 10 and 15 ms no better.
-const DefaultCommitDelay = 6 * time.Millisecond
-
-// commitQueue is the capacity of the queue in front of the committer. A
-// Commit that finds it full blocks until the committer takes a batch:
-// callers are slowed down, nothing is dropped.
+// commitQueue is the capacity of the queue in front of the committer. A full
+// queue blocks Commit: callers are slowed down, nothing is dropped.
 const commitQueue = 4096
 
 // ErrClosed is returned by Commit after Close.
 var ErrClosed = errors.New("lease store is closed")
 
-// BoltStore is a lease.Store in one bbolt file.
-//
-// Commits are group-committed: one goroutine (the committer) takes every
-// commit queued while the previous bbolt transaction was being written and
-// fsync'd, and, if that is more than one, those arriving within
-// CommitDelay after; it applies them all in one transaction and answers
-// each caller. A lone commit is written at once (bbolt's DB.Batch made
-// every commit wait for its 10 ms timer); a busy store amortises one fsync
-// over many commits.
+// BoltStore is a lease.Store in one bbolt file. Its own committer replaces
+// bbolt's DB.Batch, which delays even a lone commit by its timer.
 type BoltStore struct {
 	db       *bolt.DB
 	path     string
@@ -104,7 +79,6 @@ type BoltStore struct {
 	pool   sync.Pool     // of *commitReq
 }
 
-// commitReq is one queued Commit and, once done is signalled, its result.
 type commitReq struct {
 	txn      lease.Txn
 	conflict *lease.ConflictError
@@ -119,8 +93,7 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultLockTimeout
 	}
-	// Like etcd: the freelist is not written on every commit (it is
-	// rebuilt by scanning at open, crash-safe) and kept as a hashmap.
+	// As etcd: the freelist is rebuilt at open, not written by every commit.
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout: opts.Timeout, NoSync: opts.NoSync,
 		NoFreelistSync: true, FreelistType: bolt.FreelistMapType,
@@ -158,7 +131,6 @@ func openError(path string, timeout time.Duration, err error) error {
 	return fmt.Errorf("lease store %s: open: %w", path, err)
 }
 
-// init creates the buckets of a new file and checks the format of an old one.
 func (s *BoltStore) init() (err error) {
 	defer recoverCorrupt(s.path, &err)
 	return s.db.Update(func(tx *bolt.Tx) error {
@@ -193,10 +165,7 @@ func recoverCorrupt(path string, err *error) {
 // Path returns the file name.
 func (s *BoltStore) Path() string { return s.path }
 
-// Exclusive reports that the store has one writer: the file is locked by
-// this process for as long as it is open. The lease Manager then keeps
-// offers and sessions' releases in memory instead of committing them (see
-// lease.Manager.Offer and lease.Manager.Release).
+// Exclusive reports true: the file is locked by this process while open.
 func (s *BoltStore) Exclusive() bool { return true }
 
 // Close waits for the commits already queued, then closes the file and
@@ -247,11 +216,9 @@ func (s *BoltStore) Load(ctx context.Context) (snap lease.Snapshot, err error) {
 	return snap, nil
 }
 
-// Commit applies txn atomically (see lease.Store). Concurrent commits are
-// group-committed into one bbolt transaction and one fsync (see
-// BoltStore); a conflicting txn is not applied but does not fail the
-// others of its transaction. Once queued, a commit is waited for even if
-// ctx ends: it may already be on disk, and the caller must know.
+// Commit applies txn atomically (see lease.Store). Once queued, a commit is
+// waited for even if ctx ends: it may already be on disk, and the caller
+// must know.
 func (s *BoltStore) Commit(ctx context.Context, txn lease.Txn) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -283,9 +250,9 @@ func (s *BoltStore) put(r *commitReq) {
 	s.pool.Put(r)
 }
 
-// committer applies queued commits in batches until Close: every commit
-// queued while the previous transaction was written, and, when that is more
-// than one (the store is busy), those that arrive within s.delay after.
+// committer applies queued commits in batches until Close: those queued
+// while the previous transaction was written and, if more than one, those
+// arriving within s.delay.
 func (s *BoltStore) committer() {
 	defer close(s.exited)
 	batch := make([]*commitReq, 0, s.maxBatch)
@@ -309,8 +276,6 @@ func (s *BoltStore) committer() {
 	}
 }
 
-// gather appends queued commits to batch up to s.maxBatch: those already
-// queued when wait is nil, else those arriving until wait fires.
 func (s *BoltStore) gather(batch []*commitReq, wait <-chan time.Time) []*commitReq {
 	for len(batch) < s.maxBatch {
 		var r *commitReq
@@ -336,8 +301,8 @@ func (s *BoltStore) gather(batch []*commitReq, wait <-chan time.Time) []*commitR
 	return batch
 }
 
-// applyBatch writes every commit of batch in one transaction, recording
-// each one's conflict; an error fails them all (nothing is written).
+// applyBatch writes batch in one transaction, recording each commit's
+// conflict; an error fails them all.
 func (s *BoltStore) applyBatch(batch []*commitReq) (err error) {
 	defer func() {
 		// bbolt panics on some damaged pages.
@@ -356,8 +321,7 @@ func (s *BoltStore) applyBatch(batch []*commitReq) (err error) {
 	})
 }
 
-// apply checks every compare of txn, then writes it; on a failed compare
-// it writes nothing and returns the conflict.
+// apply writes txn unless a compare fails; it then returns the conflict.
 func apply(tx *bolt.Tx, txn lease.Txn) (*lease.ConflictError, error) {
 	leases := tx.Bucket(bucketLeases)
 	for _, c := range txn.Leases {

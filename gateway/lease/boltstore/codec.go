@@ -68,7 +68,6 @@ func nsTime(n int64) time.Time {
 	return time.Unix(0, n).UTC()
 }
 
-// decoder reads the fields of an encoded record.
 type decoder struct {
 	b   []byte
 	err error
@@ -122,7 +121,6 @@ func (d *decoder) str() string {
 	return string(d.bytes(int(n)))
 }
 
-// decodeRecord parses a record written by encodeRecord.
 func decodeRecord(b []byte) (lease.Record, error) {
 	d := &decoder{b: b}
 	if f := d.bytes(1); d.err == nil && f[0] != recordFormat {
