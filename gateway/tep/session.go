@@ -51,7 +51,7 @@ type Session struct {
 	queue  chan *outBuf
 	stop   chan struct{}
 	done   chan struct{}
-	closed atomic.Bool // set under tep.reg.mu when the session is removed
+	closed atomic.Bool  // set under tep.reg.mu when the session is removed
 	lastIn atomic.Int64 // unix nanoseconds of the last batch from the tunnel (or of AddSession)
 	in     counter
 	out    counter
