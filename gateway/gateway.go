@@ -171,7 +171,9 @@ func (g *Gateway) holdOrphans() error {
 	return nil
 }
 
-// LeaseConfig maps the configuration and policy onto the lease manager's config.
+// LeaseConfig maps the configuration and policy onto the lease manager's config. A
+// configuration that config.Validate passed gives one the lease manager accepts
+// (TestConfigRefusesWhatLeasesRefuse): its own checks are a second line.
 func LeaseConfig(cfg config.Config, pol *auth.Policy, now func() time.Time) lease.Config {
 	lc := lease.Config{
 		OfferTimeout: cfg.Leases.OfferTimeout.D(),
