@@ -53,6 +53,7 @@ lint:
 
 ## bench: Go benchmarks, then one "BENCH <name> <value> <unit>" line per headline figure
 bench:
+	@mkdir -p $(BIN)
 	@set -o pipefail; $(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -benchmem $(PKGS) | tee $(BIN)/bench.txt
 	@scripts/bench-summary.sh $(BIN)/bench.txt
 

@@ -129,7 +129,7 @@ func Open(dir string, opts Options) (*CA, error) {
 func checkMeta(dir string) error {
 	b, err := os.ReadFile(filepath.Join(dir, metaFile))
 	if errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("%w: %s", ErrNotInitialized, dir)
+		return fmt.Errorf("%w in %s", ErrNotInitialized, dir)
 	}
 	if err != nil {
 		return fmt.Errorf("open CA: %w", err)
@@ -146,7 +146,9 @@ func checkMeta(dir string) error {
 
 func (ca *CA) start() error {
 	var err error
-	if ca.index, err = openIndex(filepath.Join(ca.dir, indexDBFile)); err != nil {
+	// The index is opened first and stays open as long as the CA: a second process gives up
+	// on it after opts.LockTimeout, before smallstep waits its own 5 s on ca.db.
+	if ca.index, err = openIndex(filepath.Join(ca.dir, indexDBFile), ca.opts.LockTimeout); err != nil {
 		return err
 	}
 	if err := ca.loadRevoked(); err != nil {

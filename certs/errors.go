@@ -9,7 +9,8 @@ import (
 // the sentinel explains the case.
 var (
 	ErrExists           = errors.New("a certificate authority already exists in this directory")
-	ErrNotInitialized   = errors.New("no certificate authority in this directory (run init first)")
+	ErrNotInitialized   = errors.New("no certificate authority")
+	ErrLocked           = errors.New("certificate authority in use by another process (lock held)")
 	ErrBadIdentity      = errors.New("invalid identity")
 	ErrBadTTL           = errors.New("invalid token lifetime")
 	ErrBadToken         = errors.New("invalid enrollment token")

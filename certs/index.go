@@ -8,6 +8,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // The index is our own bbolt file next to smallstep's DB (which smallstep
@@ -38,8 +39,11 @@ type revokedRecord struct {
 
 type index struct{ db *bolt.DB }
 
-func openIndex(path string) (*index, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+func openIndex(path string, lockTimeout time.Duration) (*index, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
+	if errors.Is(err, berrors.ErrTimeout) {
+		return nil, fmt.Errorf("%w: %s", ErrLocked, path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open index %s: %w", path, err)
 	}

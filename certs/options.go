@@ -16,6 +16,8 @@ const (
 	DefaultTokenTTL       = time.Hour
 	DefaultMaxTokenTTL    = 7 * 24 * time.Hour
 	DefaultCRLValidity    = 24 * time.Hour
+	// DefaultLockTimeout is how long Open waits for a CA that another process holds.
+	DefaultLockTimeout = 200 * time.Millisecond
 	// CALifetime is the validity of the root and the intermediate.
 	CALifetime = 10 * 365 * 24 * time.Hour
 	// minLeafLifetime is the shortest client certificate lifetime accepted.
@@ -33,6 +35,9 @@ type Options struct {
 	ServerLifetime time.Duration // re-issued at two thirds of it
 	MaxTokenTTL    time.Duration
 	CRLValidity    time.Duration // nextUpdate - thisUpdate
+	// LockTimeout is how long Open waits for the CA's files while another
+	// process holds them before it fails with ErrLocked (default 200 ms).
+	LockTimeout time.Duration
 	// Now and After are the clock; nil means the wall clock, which smallstep
 	// always uses for leaf validity and token expiry.
 	Now    func() time.Time
@@ -55,6 +60,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.CRLValidity == 0 {
 		o.CRLValidity = DefaultCRLValidity
+	}
+	if o.LockTimeout <= 0 {
+		o.LockTimeout = DefaultLockTimeout
 	}
 	if o.Now == nil {
 		o.Now = time.Now

@@ -39,6 +39,28 @@ const (
 	LeaseFile = "leases.db"
 )
 
+// lockTimeout is how long New waits for the state's files (the CA's, the lease store) while
+// another process holds them: a gateway that runs holds them all the time, so waiting longer
+// would only delay the error.
+const lockTimeout = 200 * time.Millisecond
+
+// ErrStateLocked is matched (errors.Is) by New's error when another process, most likely a
+// running dstm-gateway, holds the state directory's files.
+var ErrStateLocked = errors.New("lock held")
+
+// stateError turns an error opening the state into what the operator should know: the state
+// directory in use by another gateway, or no CA yet. Anything else keeps the operating
+// system's own error (permission denied, not a directory, …).
+func stateError(stateDir, what string, err error) error {
+	switch {
+	case errors.Is(err, certs.ErrLocked), errors.Is(err, boltstore.ErrLocked):
+		return fmt.Errorf("another dstm-gateway is running with state directory %s (%w)", stateDir, ErrStateLocked)
+	case errors.Is(err, certs.ErrNotInitialized):
+		return fmt.Errorf("%w (run dstm-gateway init first)", err)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
 // Gateway is one running dstm-gateway. Create it with New, start it with Run.
 type Gateway struct {
 	cfg     config.Config // written by New and Reload only
@@ -119,9 +141,11 @@ func New(cfg config.Config, log zerolog.Logger, opts Options) (*Gateway, error) 
 }
 
 func (g *Gateway) openCA() error {
-	ca, err := certs.Open(filepath.Join(g.cfg.StateDir, CADir), CAOptions(g.cfg, g.log, g.now))
+	opts := CAOptions(g.cfg, g.log, g.now)
+	opts.LockTimeout = lockTimeout
+	ca, err := certs.Open(filepath.Join(g.cfg.StateDir, CADir), opts)
 	if err != nil {
-		return fmt.Errorf("certificate authority: %w (run dstm-gateway init first)", err)
+		return stateError(g.cfg.StateDir, "certificate authority", err)
 	}
 	g.ca = ca
 	g.verifier, err = auth.NewVerifier(auth.VerifierConfig{
@@ -148,9 +172,9 @@ func CAOptions(cfg config.Config, log zerolog.Logger, now func() time.Time) cert
 }
 
 func (g *Gateway) openLeases(pol *auth.Policy) error {
-	st, err := boltstore.OpenBolt(filepath.Join(g.cfg.StateDir, LeaseFile), boltstore.BoltOptions{})
+	st, err := boltstore.OpenBolt(filepath.Join(g.cfg.StateDir, LeaseFile), boltstore.BoltOptions{Timeout: lockTimeout})
 	if err != nil {
-		return fmt.Errorf("lease store: %w", err)
+		return stateError(g.cfg.StateDir, "leases", err) // err names the lease store
 	}
 	m, err := lease.New(LeaseConfig(g.cfg, pol, g.now), st)
 	if err != nil {
@@ -174,7 +198,9 @@ func (g *Gateway) holdOrphans() error {
 	return nil
 }
 
-// LeaseConfig maps the configuration and policy onto the lease manager's config.
+// LeaseConfig maps the configuration and policy onto the lease manager's config. A
+// configuration that config.Validate passed gives one the lease manager accepts
+// (TestConfigRefusesWhatLeasesRefuse): its own checks are a second line.
 func LeaseConfig(cfg config.Config, pol *auth.Policy, now func() time.Time) lease.Config {
 	lc := lease.Config{
 		OfferTimeout: cfg.Leases.OfferTimeout.D(),

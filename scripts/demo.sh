@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # make demo: the whole DSTM story in three network namespaces that this script creates and
-# always removes. Needs root, iproute2, curl and python3 (for a tiny IPv4-only web server).
+# always removes, with every process it started in them, also when it fails or is interrupted.
+# Needs root, iproute2, curl and python3 (for a tiny IPv4-only web server). Exit status 0 only
+# when the page came through the tunnel and nothing was left behind.
 #
 #   laptop (IPv6 only)  ==  gateway (IPv6 + IPv4)  ==  server (IPv4 only)
 #   2001:db8:5572::2        ::1 | 198.51.100.1          198.51.100.2
@@ -8,10 +10,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-$PWD/bin}
 W=$(mktemp -d /tmp/dstm-demo.XXXXXX)
-NS_L=dstm-demo-laptop NS_G=dstm-demo-gw NS_S=dstm-demo-srv
+# Names of this run only (two demos at once do not meet); all start with dstm-demo-.
+NS_L=dstm-demo-$$-laptop NS_G=dstm-demo-$$-gw NS_S=dstm-demo-$$-srv
 GW6=2001:db8:5572::1 LAP6=2001:db8:5572::2 SRV4=198.51.100.2
 IDENTITY=alice@corp.example
-PIDS=()
+PIDS=() # the daemons' own PIDs, in start order
 RESULT="FAILED: the page did not come through the tunnel"
 
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
@@ -23,22 +26,50 @@ wait_for() { # wait_for SECONDS DESCRIPTION CMD...
   for ((i = 0; i < t * 10; i++)); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
   echo "   timed out after ${t}s waiting for $what"; return 1
 }
+# start NAME NS LOG CMD...: run CMD in NS in the background. The shell in the namespace writes
+# its own PID and execs CMD, so $W/NAME.pid holds the daemon's PID (not that of a subshell or
+# of ip), which is appended to PIDS.
+start() {
+  local name=$1 ns=$2 log=$3; shift 3
+  ip netns exec "$ns" sh -c 'echo $$ >"$0"; exec "$@"' "$W/$name.pid" "$@" >"$log" 2>&1 </dev/null &
+  wait_for 5 "$name to start" test -s "$W/$name.pid" || return 1
+  PIDS+=("$(cat "$W/$name.pid")")
+}
+alive() { [ -e "/proc/$1" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
+stop() { # stop PID: SIGTERM (the gateway and the client then remove their routes and devices), SIGKILL after 10 s
+  local p=$1
+  alive "$p" || return 0
+  kill -TERM "$p" 2>/dev/null || return 0
+  for ((i = 0; i < 100; i++)); do alive "$p" || return 0; sleep 0.1; done
+  echo "   $p did not stop on SIGTERM; killing it"; kill -KILL "$p" 2>/dev/null || true
+}
 cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  for ns in $NS_L $NS_G $NS_S; do ip netns del "$ns" 2>/dev/null || true; done
+  local status=$? left=() ns p
+  trap - EXIT INT TERM
+  set +e
+  for ((k = ${#PIDS[@]} - 1; k >= 0; k--)); do stop "${PIDS[k]}"; done
+  for ns in $NS_L $NS_G $NS_S; do # anything still in our namespaces was started by this demo
+    for p in $(ip netns pids "$ns" 2>/dev/null); do stop "$p"; done
+  done
+  wait 2>/dev/null
+  for ns in $NS_L $NS_G $NS_S; do ip netns del "$ns" 2>/dev/null; done
+  for p in "${PIDS[@]}"; do alive "$p" && left+=("process $p"); done
+  for ns in $NS_L $NS_G $NS_S; do [ -e "/run/netns/$ns" ] && left+=("namespace $ns"); done
+  if [ ${#left[@]} -gt 0 ]; then RESULT="FAILED: left behind: ${left[*]}"; fi
   if [ "${KEEP:-}" = 1 ]; then echo "logs kept in $W"; else rm -rf "$W"; fi
   echo
   echo "$RESULT"
+  case $RESULT in OK*) [ "$status" = 0 ] || exit "$status"; exit 0 ;; *) exit 1 ;; esac
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 [ "$(id -u)" = 0 ] || { echo "make demo needs root (network namespaces, TUN devices)"; exit 1; }
 for tool in ip curl python3; do command -v $tool >/dev/null || { echo "missing: $tool"; exit 1; }; done
 [ -x "$BIN/dstm-gateway" ] && [ -x "$BIN/dstm-client" ] || { echo "build first: make build"; exit 1; }
 
 say "Creating three namespaces: an IPv6-only laptop, the gateway, an IPv4-only server"
-for ns in $NS_L $NS_G $NS_S; do ip netns del "$ns" 2>/dev/null || true; ip netns add "$ns"; in_ns "$ns" ip link set lo up; done
+for ns in $NS_L $NS_G $NS_S; do ip netns add "$ns"; in_ns "$ns" ip link set lo up; done
 ip link add dstmd-l0 netns $NS_L type veth peer name dstmd-g0 netns $NS_G
 ip link add dstmd-g1 netns $NS_G type veth peer name dstmd-s0 netns $NS_S
 in_ns $NS_L ip -6 addr add $LAP6/64 dev dstmd-l0 nodad
@@ -52,7 +83,7 @@ echo "   laptop has no IPv4 at all:"; in_ns $NS_L ip -brief addr show dstmd-l0
 
 say "Starting a web server on the IPv4-only server ($SRV4)"
 mkdir -p "$W/www"; echo "Hello from the IPv4-only server, reached over IPv6 through DSTM" > "$W/www/index.html"
-in_ns $NS_S python3 -m http.server 80 --bind $SRV4 --directory "$W/www" >"$W/www.log" 2>&1 & PIDS+=($!)
+start www $NS_S "$W/www.log" python3 -m http.server 80 --bind $SRV4 --directory "$W/www"
 wait_for 10 "the web server" in_ns $NS_S curl -s -o /dev/null http://$SRV4/
 
 say "dstm-gateway init: state directory, embedded CA, gateway.yaml"
@@ -62,7 +93,7 @@ gw init --state-dir "$W/gw/state" --listen "[$GW6]:3653" --ipv6 $GW6 --server-ip
 FP=$(tail -n 1 "$W/init.txt")
 
 say "dstm-gateway run (log: $W/gw.log)"
-in_ns $NS_G "$BIN/dstm-gateway" -c "$W/gw/gateway.yaml" run >"$W/gw.log" 2>&1 & PIDS+=($!)
+start gateway $NS_G "$W/gw.log" "$BIN/dstm-gateway" -c "$W/gw/gateway.yaml" run
 wait_for 15 "the gateway's admin socket" gw status || { tail -20 "$W/gw.log"; exit 1; }
 gw status
 
@@ -74,8 +105,8 @@ say "On the laptop: dstm-client enroll (key made locally, root pinned by fingerp
 cli enroll --gateway "[$GW6]:3653" --token "$TOKEN" --fingerprint "$FP"
 
 say "On the laptop: dstm-client up (TSP-SSL, lease, TUN device, DTLS data channel)"
-cli up --gateway "[$GW6]:3653" >"$W/client.log" 2>&1 & PIDS+=($!)
-CLIENT_PID=$!
+start client $NS_L "$W/client.log" "$BIN/dstm-client" --state-dir "$W/laptop" up --gateway "[$GW6]:3653"
+CLIENT_PID=${PIDS[-1]}
 wait_for 20 "the tunnel" cli status || { tail -20 "$W/client.log"; tail -20 "$W/gw.log"; exit 1; }
 cli status
 
@@ -97,4 +128,4 @@ wait_for 5 "the session to close" bash -c "! ip netns exec $NS_G $BIN/dstm-gatew
 gw sessions
 echo "   the laptop is now cut off:"
 if in_ns $NS_L curl -s --max-time 3 http://$SRV4/ >/dev/null; then echo "   (still reachable?!)"; RESULT="FAILED: revoked client still reaches the server"; else echo "   fetch refused, as it should be"; fi
-kill "$CLIENT_PID" 2>/dev/null || true
+stop "$CLIENT_PID"

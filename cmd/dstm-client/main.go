@@ -7,11 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -35,7 +37,7 @@ const statusFile = "status.json"
 func main() {
 	root := newRoot()
 	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "dstm-client:", err)
+		printError(os.Stderr, err)
 		var ue usageError
 		var de downError
 		switch {
@@ -46,6 +48,12 @@ func main() {
 		}
 		os.Exit(exitFailure)
 	}
+}
+
+// printError writes "dstm-client: ERROR" and exactly one newline, whatever the error's text
+// ends with (cobra's "Did you mean this?" ends with its own newline).
+func printError(w io.Writer, err error) {
+	fmt.Fprintf(w, "dstm-client: %s\n", strings.TrimRight(err.Error(), " \t\r\n"))
 }
 
 type usageError struct{ error }

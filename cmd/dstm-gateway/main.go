@@ -5,7 +5,9 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -18,9 +20,15 @@ const exitConfig = admin.ExitUsage
 func main() {
 	root := newRoot()
 	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "dstm-gateway:", err)
+		printError(os.Stderr, err)
 		os.Exit(exitCode(err))
 	}
+}
+
+// printError writes "dstm-gateway: ERROR" and exactly one newline, whatever the error's text
+// ends with (cobra's "Did you mean this?" ends with its own newline).
+func printError(w io.Writer, err error) {
+	fmt.Fprintf(w, "dstm-gateway: %s\n", strings.TrimRight(err.Error(), " \t\r\n"))
 }
 
 // usageError marks an error in flags or configuration.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/signal"
@@ -38,28 +39,46 @@ func newRunCmd(g *globals) *cobra.Command {
 		Short: "Run the gateway (foreground; SIGHUP reloads policy, passwords, pools and log level)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(g.config, false)
+			s, err := openGateway(g, os.Stderr)
 			if err != nil {
 				return err
 			}
-			log, level, err := logging.New(os.Stderr, cfg.Log.Level, cfg.Log.Format)
-			if err != nil {
-				return usageError{err}
-			}
-			for _, w := range cfg.Warnings() {
-				log.Warn().Str("setting", w.Setting).Msg(w.Text)
-			}
-			gw, err := gateway.New(cfg, log, gateway.Options{Version: version.Version})
-			if err != nil {
-				return err
-			}
-			defer gw.Close()
+			defer s.gw.Close()
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			go reloadOnHUP(ctx, g.config, gw, level, log)
-			return gw.Run(ctx)
+			go reloadOnHUP(ctx, g.config, s.gw, s.level, s.log)
+			return s.gw.Run(ctx)
 		},
 	}
+}
+
+// opened is a gateway that has its configuration and state, before it touches the host.
+type opened struct {
+	gw    *gateway.Gateway
+	level *logging.Level
+	log   zerolog.Logger
+}
+
+// openGateway is what `run` does before it touches the host: load and validate the
+// configuration (what check-config does), log its warnings to logOut, open the state (CA,
+// lease store). Every refusal of a configuration comes from here.
+func openGateway(g *globals, logOut io.Writer) (opened, error) {
+	cfg, err := loadConfig(g.config, false)
+	if err != nil {
+		return opened{}, err
+	}
+	log, level, err := logging.New(logOut, cfg.Log.Level, cfg.Log.Format)
+	if err != nil {
+		return opened{}, usageError{err}
+	}
+	for _, w := range cfg.Warnings() {
+		log.Warn().Str("setting", w.Setting).Msg(w.Text)
+	}
+	gw, err := gateway.New(cfg, log, gateway.Options{Version: version.Version})
+	if err != nil {
+		return opened{}, err
+	}
+	return opened{gw: gw, level: level, log: log}, nil
 }
 
 // reloadOnHUP re-reads the configuration on SIGHUP and applies what can change at run time.
@@ -138,7 +157,7 @@ a commented gateway.yaml built from the flags. It prints the root fingerprint th
 	f.StringVar(&o.pool, "pool", "", "IPv4 pool prefix (default 100.64.0.0/16)")
 	f.StringVar(&o.innerV4, "inner-v4", "", "the gateway's inner IPv4 address (default 100.64.0.1)")
 	f.StringVar(&o.socket, "admin-socket", "", "admin socket path (default /run/dstm/admin.sock)")
-	f.BoolVar(&o.plain, "plain", false, "enable the plain v4v6 transport and plain TSP for trusted networks")
+	f.BoolVar(&o.plain, "plain", false, "enable the plain v4v6 transport and plain TSP for trusted networks (needs --ipv6)")
 	return cmd
 }
 

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"path/filepath"
 	"strings"
 	"time"
@@ -75,6 +74,10 @@ func (c *Config) validateTEP() error {
 	switch {
 	case t.IPv6.IsValid() && (!t.IPv6.Is6() || t.IPv6.Is4In6()):
 		return bad("tep.ipv6", "%s is not an IPv6 address", t.IPv6)
+	case t.IPv6.IsUnspecified() || t.IPv6.IsMulticast():
+		return bad("tep.ipv6", "%s is not a unicast address", t.IPv6)
+	case t.PlainTransport && !t.IPv6.IsValid():
+		return bad("tep.ipv6", "required with tep.plain_transport (the v4v6 transport's raw socket binds it)")
 	case !t.InnerV4.IsValid() || !t.InnerV4.Is4():
 		return bad("tep.inner_v4", "an IPv4 address is required, got %q", t.InnerV4)
 	case t.Device == "" || len(t.Device) > 15 || strings.ContainsAny(t.Device, "/ \t"):
@@ -83,6 +86,9 @@ func (c *Config) validateTEP() error {
 		return bad("tep.mtu", "%d is outside 576..9000", t.MTU)
 	case t.Keepalive.D() < 0 || t.Keepalive.D() > time.Hour:
 		return bad("tep.keepalive", "%s is outside 0..1h", t.Keepalive.D())
+	}
+	if why, ok := special(span{u32(t.InnerV4), u32(t.InnerV4)}); ok {
+		return bad("tep.inner_v4", "%s %s", t.InnerV4, why)
 	}
 	for i, a := range t.DNSv6 {
 		if !a.Is6() || a.Is4In6() {
@@ -95,50 +101,6 @@ func (c *Config) validateTEP() error {
 		}
 	}
 	return nil
-}
-
-func (c *Config) validatePools() []error {
-	var errs []error
-	if len(c.Pools) == 0 {
-		return []error{bad("pools", "at least one pool is needed")}
-	}
-	seen := map[string]bool{}
-	var all []netip.Prefix
-	for i, p := range c.Pools {
-		f := fmt.Sprintf("pools[%d]", i)
-		if p.Name == "" {
-			errs = append(errs, bad(f+".name", "a name is required"))
-		} else if seen[p.Name] {
-			errs = append(errs, bad(f+".name", "pool %q is defined twice", p.Name))
-		}
-		seen[p.Name] = true
-		if len(p.Prefixes) == 0 && len(p.Ranges) == 0 {
-			errs = append(errs, bad(f, "pool %q has no prefixes and no ranges", p.Name))
-		}
-		for j, pr := range p.Prefixes {
-			if !pr.IsValid() || !pr.Addr().Is4() || pr.Masked() != pr {
-				errs = append(errs, bad(fmt.Sprintf("%s.prefixes[%d]", f, j), "%s is not an IPv4 network prefix (host bits must be zero)", pr))
-				continue
-			}
-			for _, q := range all {
-				if q.Overlaps(pr) {
-					errs = append(errs, bad(fmt.Sprintf("%s.prefixes[%d]", f, j), "%s overlaps %s", pr, q))
-				}
-			}
-			all = append(all, pr)
-		}
-		for j, r := range p.Ranges {
-			if !r.First.Is4() || !r.Last.Is4() || r.Last.Less(r.First) {
-				errs = append(errs, bad(fmt.Sprintf("%s.ranges[%d]", f, j), "first %s and last %s must be IPv4 with first <= last", r.First, r.Last))
-			}
-		}
-		for j, e := range p.Exclude {
-			if !e.IsValid() || !e.Addr().Is4() {
-				errs = append(errs, bad(fmt.Sprintf("%s.exclude[%d]", f, j), "%s is not an IPv4 prefix", e))
-			}
-		}
-	}
-	return errs
 }
 
 func (c *Config) validateLeases() []error {
@@ -240,7 +202,7 @@ func (c *Config) validateMetrics() error {
 }
 
 // validatePolicyPools checks that policy rules name pools that exist and static addresses
-// that lie inside one.
+// that the pools can lease (inside one, not excluded, not tep.inner_v4).
 func (c *Config) validatePolicyPools() []error {
 	var errs []error
 	pools := map[string]bool{}
@@ -251,8 +213,10 @@ func (c *Config) validatePolicyPools() []error {
 		if r.Pool != "" && !pools[r.Pool] {
 			errs = append(errs, bad(field+".pool", "pool %q is not defined in pools", r.Pool))
 		}
-		if r.StaticV4.IsValid() && c.PoolOf(r.StaticV4) == "" {
-			errs = append(errs, bad(field+".static_v4", "%s is in no pool", r.StaticV4))
+		if r.StaticV4.IsValid() {
+			if why, ok := c.checkStatic(r.StaticV4); !ok {
+				errs = append(errs, bad(field+".static_v4", "%s", why))
+			}
 		}
 	}
 	check("policy.default", c.Policy.Default)
@@ -263,21 +227,4 @@ func (c *Config) validatePolicyPools() []error {
 		check(fmt.Sprintf("policy.identities[%q]", name), r.Rule)
 	}
 	return errs
-}
-
-// PoolOf returns the name of the pool that contains a, or "".
-func (c *Config) PoolOf(a netip.Addr) string {
-	for _, p := range c.Pools {
-		for _, pr := range p.Prefixes {
-			if pr.Contains(a) {
-				return p.Name
-			}
-		}
-		for _, r := range p.Ranges {
-			if !a.Less(r.First) && !r.Last.Less(a) {
-				return p.Name
-			}
-		}
-	}
-	return ""
 }

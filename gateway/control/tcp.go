@@ -279,7 +279,8 @@ func (t *tcpFront) refuseBusy(c net.Conn, reason string) {
 }
 
 // refusePlain answers a plain TSP client when listen.plain_tsp is off: "500 Invalid request"
-// (the status gogoc stops on, where 530 would have it retry forever), then close.
+// (the cause is the request, not the load that 530 would claim; gogoc retries on either, with
+// backoff after 500, and exits only in boot mode, -b), then close.
 func (t *tcpFront) refusePlain(c net.Conn) {
 	t.srv.cfg.Metrics.ObserveHandshake("tsp-tcp", "refused", 0)
 	t.srv.cfg.Metrics.TSPStatus(tsp.StatusInvalidRequest)
