@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"runtime"
 	"sync"
@@ -284,5 +285,31 @@ func TestPrefixStrings(t *testing.T) {
 	}
 	if got := prefixStrings(nil); len(got) != 0 {
 		t.Fatalf("prefixStrings(nil) = %v", got)
+	}
+}
+
+// TestControlReaderEndsWithSession: the reader of a control connection returns once its
+// session has stopped, even when messages keep coming that nobody reads.
+func TestControlReaderEndsWithSession(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	ctl := &control{conn: b, sp: tsp.NewSplitter(0), buf: make([]byte, 4096), msgs: make(chan []byte, 4)}
+	stop := make(chan struct{})
+	failed := make(chan ctlErr) // nobody reads either
+	done := make(chan struct{})
+	go func() { defer close(done); ctl.readLoop(stop, failed) }()
+	go func() {
+		for range 10 { // more than msgs holds: the reader blocks on the sixth
+			if _, err := a.Write([]byte("200 Success\r\n")); err != nil {
+				return
+			}
+		}
+	}()
+	close(stop) // the session ended
+	b.Close()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the control reader outlived its session")
 	}
 }

@@ -57,6 +57,33 @@ func (c *control) send(replies []tsp.Reply) error {
 	return nil
 }
 
+// ctlErr is the error that ended the reading of a control connection.
+type ctlErr struct {
+	ctl *control
+	err error
+}
+
+// readLoop hands the server's messages to c.msgs until the connection fails, then reports
+// the failure on failed; it returns at once when stop is closed, so that it never outlives
+// the session that reads its messages.
+func (c *control) readLoop(stop <-chan struct{}, failed chan<- ctlErr) {
+	for {
+		msg, err := c.next()
+		if err != nil {
+			select {
+			case failed <- ctlErr{c, err}:
+			case <-stop:
+			}
+			return
+		}
+		select {
+		case c.msgs <- msg:
+		case <-stop:
+			return
+		}
+	}
+}
+
 // next reads the next server message from the connection.
 func (c *control) next() ([]byte, error) {
 	for {
@@ -316,23 +343,12 @@ func (c *Client) onControl(ctl *control, msg []byte) {
 // maintain renews the lease before its lifetime ends and watches the data link and the
 // control connection until one of them fails.
 func (c *Client) maintain(ctx context.Context, ctl *control, offer *tsp.Tunnel, link tunnel.Link, kind string, ts *tunSide, roamed <-chan struct{}) error {
-	type ctlErr struct {
-		ctl *control
-		err error
-	}
 	ctlFailed := make(chan ctlErr, 4)
-	readControl := func(ctl *control) {
-		for {
-			msg, err := ctl.next()
-			if err != nil {
-				ctlFailed <- ctlErr{ctl, err}
-				return
-			}
-			ctl.msgs <- msg
-		}
-	}
+	stop := make(chan struct{}) // ends the readers of replaced and current connections
+	defer close(stop)
+	readControl := func(ctl *control) { go ctl.readLoop(stop, ctlFailed) }
 	if kind != tunnel.TLS {
-		go readControl(ctl)
+		readControl(ctl)
 	}
 	linkDone := link.Done()
 	lease := offer.Client.IPv4
@@ -363,7 +379,7 @@ func (c *Client) maintain(ctx context.Context, ctl *control, offer *tsp.Tunnel, 
 		}
 		ctl.conn.Close()
 		ctl = nctl
-		go readControl(ctl)
+		readControl(ctl)
 		life = time.Duration(o.Lifetime) * time.Second
 		renew.Reset(life * 2 / 3)
 		c.log.Info().Str("reason", why).Msg("control connection resumed; same session and lease")
