@@ -34,6 +34,9 @@ const (
 	logTail     = 40 // log lines printed per process when a test fails
 )
 
+// loadSources is the prefix of the load clients' addresses (see gwOptions.load).
+var loadSources = netip.MustParsePrefix("fd00:d57b::/64")
+
 // requireE2E skips the test when the suite cannot run here (see skipReason).
 func requireE2E(t *testing.T) {
 	t.Helper()
@@ -46,6 +49,17 @@ func requireE2E(t *testing.T) {
 type gwOptions struct {
 	noUDP bool // listen.udp: false — a gateway without UDP (no DTLS)
 	plain bool // tep.plain_transport and a policy allowing v4v6
+	// load: the settings of the load and reliability scenarios: a /16 pool, ANONYMOUS plain
+	// TSP over TCP and UDP, no per-source or per-identity session bound, logs at info.
+	load bool
+}
+
+// pool is the lease pool of the scenario.
+func (o gwOptions) pool() string {
+	if o.load {
+		return "100.64.0.0/16"
+	}
+	return poolPrefix
 }
 
 // env is one scenario's world: the three namespaces, the servers, a gateway with a fresh
@@ -68,7 +82,7 @@ type env struct {
 func newEnv(t *testing.T, opts gwOptions) *env {
 	t.Helper()
 	requireE2E(t)
-	tp := netns.NewTopology(t, netip.MustParsePrefix(poolPrefix))
+	tp := netns.NewTopology(t, netip.MustParsePrefix(opts.pool()))
 	// A short path: the admin socket's path must fit in sun_path (108 bytes).
 	dir, err := os.MkdirTemp("", "dstm-e2e")
 	if err != nil {
@@ -79,6 +93,14 @@ func newEnv(t *testing.T, opts gwOptions) *env {
 		t: t, tp: tp, dir: dir, cfgPath: filepath.Join(dir, "gateway.yaml"), opts: opts,
 		cdir:   filepath.Join(dir, "client"),
 		gwAddr: netip.AddrPortFrom(tp.GatewayV6, tspPort).String(),
+	}
+	if opts.load {
+		// Every load session has its own client address, from a prefix routed through the
+		// client's main address: one neighbour entry on the gateway, not one per address
+		// (the kernel's neighbour table stops at 1024).
+		if err := tp.Gateway.AddRoute(loadSources, tp.ClientV6); err != nil {
+			t.Fatal(err)
+		}
 	}
 	e.srv = startServers(t, tp.Server, tp.ServerV4)
 	if err := os.WriteFile(e.cfgPath, []byte(e.config()), 0o600); err != nil {
@@ -95,15 +117,23 @@ func newEnv(t *testing.T, opts gwOptions) *env {
 func (e *env) config() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "state_dir: %s\n", filepath.Join(e.dir, "state"))
-	fmt.Fprintf(&b, "listen:\n  addresses: [%q]\n  udp: %t\n", e.gwAddr, !e.opts.noUDP)
+	fmt.Fprintf(&b, "listen:\n  addresses: [%q]\n  udp: %t\n  plain_tsp: %t\n", e.gwAddr, !e.opts.noUDP, e.opts.load)
 	fmt.Fprintf(&b, "tep:\n  ipv6: %s\n  inner_v4: %s\n  device: %s\n  plain_transport: %t\n",
-		e.tp.GatewayV6, innerV4, gatewayTUN, e.opts.plain)
-	fmt.Fprintf(&b, "pools:\n  - name: default\n    prefixes: [%s]\n", poolPrefix)
+		e.tp.GatewayV6, innerV4, gatewayTUN, e.opts.plain || e.opts.load)
+	fmt.Fprintf(&b, "pools:\n  - name: default\n    prefixes: [%s]\n", e.opts.pool())
 	fmt.Fprintf(&b, "ca:\n  server_names: [gw.e2e.test]\n  server_ips: [%s]\n", e.tp.GatewayV6)
-	if e.opts.plain {
+	switch {
+	case e.opts.load:
+		b.WriteString("policy:\n  default:\n    transports: [v4v6, v4anyv6]\n    max_sessions: 100000\n")
+		b.WriteString("leases:\n  max_sessions: 1024\n")
+		b.WriteString("tsp:\n  anonymous: true\n  max_sessions_per_source: 100000\n  max_handshakes: 4096\n")
+		b.WriteString("log:\n  level: info\n  format: json\n")
+	case e.opts.plain:
 		b.WriteString("policy:\n  default:\n    transports: [v4v6, v4anyv6]\n")
+		fallthrough
+	default:
+		b.WriteString("log:\n  level: debug\n  format: json\n")
 	}
-	b.WriteString("log:\n  level: debug\n  format: json\n")
 	fmt.Fprintf(&b, "metrics:\n  listen: %q\n", metricsAddr)
 	fmt.Fprintf(&b, "admin:\n  socket: %s\n", filepath.Join(e.dir, "admin.sock"))
 	return b.String()

@@ -1,0 +1,196 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dstmgw/dstm/certs/enroll"
+)
+
+// The reliability campaign (docs/reliability.md). Every scenario runs against the real binaries
+// in namespaces. `make test` runs them small (a smoke: each path once, seconds); `make chaos`
+// sets DSTM_CHAOS=full for the sizes the figures are taken at, and DSTM_CHAOS_REPORT to a file
+// where each scenario appends its rows of the report.
+
+// chaosFull reports whether the full campaign runs (else the smoke).
+func chaosFull() bool { return os.Getenv("DSTM_CHAOS") == "full" }
+
+// size returns full in the full campaign, smoke otherwise.
+func size(smoke, full int) int {
+	if chaosFull() {
+		return full
+	}
+	return smoke
+}
+
+// report appends lines to the campaign's report (DSTM_CHAOS_REPORT) and logs them.
+func report(t *testing.T, lines ...string) {
+	t.Helper()
+	for _, l := range lines {
+		t.Log(l)
+	}
+	path := os.Getenv("DSTM_CHAOS_REPORT")
+	if path == "" {
+		return
+	}
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Errorf("report: %v", err)
+		return
+	}
+	defer f.Close()
+	fmt.Fprintln(f, strings.Join(lines, "\n"))
+}
+
+// newLoadEnv starts a gateway with the load settings and a load client enrolled for TSP-SSL.
+func newLoadEnv(t *testing.T) (*env, *loadClient) {
+	t.Helper()
+	e := newEnv(t, gwOptions{load: true})
+	e.enroll()
+	st, err := enroll.Load(e.cdir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newLoadClient(e)
+	l.st = st
+	t.Cleanup(l.closeAll)
+	return e, l
+}
+
+// openMany opens n sessions of kind with workers in parallel.
+func (l *loadClient) openMany(t *testing.T, kind sessionKind, n, workers int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	jobs := make(chan struct{}, n)
+	for range n {
+		jobs <- struct{}{}
+	}
+	close(jobs)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range jobs {
+				if err := l.open(ctx, kind); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		l.e.logSummary(t)
+		t.Fatalf("opening %d %s sessions: %v", n, kind, err)
+	}
+}
+
+// liveSessions is the gateway's dstm_sessions, all transports.
+func (e *env) liveSessions() (int, error) {
+	text, err := e.scrape()
+	if err != nil {
+		return 0, err
+	}
+	n, _ := metric(text, "dstm_sessions")
+	return int(n), nil
+}
+
+func (e *env) waitSessions(t *testing.T, want int, timeout time.Duration) {
+	t.Helper()
+	eventually(t, timeout, fmt.Sprintf("%d live sessions", want), func() error {
+		n, err := e.liveSessions()
+		if err == nil && n != want {
+			err = fmt.Errorf("%d live sessions", n)
+		}
+		return err
+	})
+}
+
+// TestIdleMemoryPerSession measures what an idle session costs the gateway, per transport:
+// resident memory and goroutines per session, from the difference between a gateway with a
+// few sessions and one with n more. The goal is 20 KB a session (100k sessions in 2 GiB).
+func TestIdleMemoryPerSession(t *testing.T) {
+	requireE2E(t)
+	const warm = 20
+	n := size(50, 3000)
+	if v := os.Getenv("DSTM_CHAOS_N"); v != "" {
+		fmt.Sscan(v, &n)
+	}
+	for _, kind := range []sessionKind{kindPlainTCP, kindPlainUDP, kindTLS, kindDTLS} {
+		t.Run(string(kind), func(t *testing.T) {
+			e, l := newLoadEnv(t)
+			if err := l.addSources(warm + n); err != nil {
+				t.Fatal(err)
+			}
+			l.openMany(t, kind, warm, 4)
+			e.waitSessions(t, warm, 30*time.Second)
+			before := e.settledStats(t)
+			l.openMany(t, kind, n, 16)
+			e.waitSessions(t, warm+n, time.Minute)
+			after := e.settledStats(t)
+			perRSS := float64(after.rss-before.rss) / float64(n)
+			perG := float64(after.goroutines-before.goroutines) / float64(n)
+			report(t, fmt.Sprintf("| idle %s | %d sessions | %.1f KB RSS per session | %.2f goroutines per session | %s → %s |",
+				kind, n, perRSS/1024, perG, before, after))
+		})
+	}
+}
+
+// settledStats reads the gateway's stats once its goroutine count has stopped moving (the
+// sessions just opened have finished their handshakes and the workers have parked or ended).
+func (e *env) settledStats(t *testing.T) procStats {
+	t.Helper()
+	var last procStats
+	stable := 0
+	eventually(t, 30*time.Second, "the gateway to settle", func() error {
+		s, err := e.gatewayStats()
+		if err != nil {
+			return err
+		}
+		if s.goroutines == last.goroutines {
+			stable++
+		} else {
+			stable = 0
+		}
+		last = s
+		if stable < 5 {
+			return fmt.Errorf("goroutines still moving (%d)", s.goroutines)
+		}
+		return nil
+	})
+	runtime.GC() // ours, not the gateway's: keeps the test process's own noise down
+	return last
+}
+
+// logSummary logs how often each warning or error of the gateway's log occurred, with its
+// reason: what went wrong under load, in a few lines.
+func (e *env) logSummary(t *testing.T) {
+	t.Helper()
+	b, err := os.ReadFile(e.gw.logPath)
+	if err != nil {
+		t.Logf("gateway log: %v", err)
+		return
+	}
+	counts := map[string]int{}
+	for _, line := range strings.Split(string(b), "\n") {
+		var rec struct{ Level, Message, Reason, Error string }
+		if json.Unmarshal([]byte(line), &rec) != nil || (rec.Level != "warn" && rec.Level != "error") {
+			continue
+		}
+		counts[fmt.Sprintf("%s %q reason=%q error=%q", rec.Level, rec.Message, rec.Reason, rec.Error)]++
+	}
+	for k, n := range counts {
+		t.Logf("gateway log: %d× %s", n, k)
+	}
+}

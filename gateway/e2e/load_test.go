@@ -1,0 +1,408 @@
+package e2e
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dstmgw/dstm/certs/enroll"
+	"github.com/dstmgw/dstm/tsp"
+	"github.com/dstmgw/dstm/tsp/sasl"
+	"github.com/dstmgw/dstm/tunnel"
+	"github.com/dstmgw/dstm/tunnel/dtls"
+	"github.com/dstmgw/dstm/tunnel/stream"
+)
+
+// Load generators: many sessions from the test process, dialled inside the client namespace.
+// Each kind leaves its sessions idle, as real clients between packets, until closed.
+
+// sessionKind is one way of holding a session open.
+type sessionKind string
+
+const (
+	kindPlainTCP sessionKind = "plain v4v6, TSP over TCP" // gogoc: ANONYMOUS, v4v6, idle TCP control
+	kindPlainUDP sessionKind = "plain v4v6, TSP over UDP" // gogoc: ANONYMOUS, v4v6, no control after accept
+	kindDTLS     sessionKind = "DTLS (TSP-SSL control)"   // dstm-client default: TSP-SSL + DTLS link
+	kindTLS      sessionKind = "TLS stream"               // dstm-client fallback: v4tlsv6 on the TSP-SSL connection
+)
+
+// loadClient opens sessions of every kind against one gateway.
+type loadClient struct {
+	e      *env
+	st     *enroll.State // for TSP-SSL kinds (e.enroll first)
+	mu     sync.Mutex
+	next   int          // next source address index
+	closer []func()     // closes every open session
+	srcs   []netip.Addr // spare source addresses added to the client link
+}
+
+func newLoadClient(e *env) *loadClient {
+	return &loadClient{e: e}
+}
+
+// addSources adds n addresses of loadSources to the client's link: a v4v6 tunnel is keyed by
+// its client endpoint, so each plain session needs its own, and every session gets one so that
+// per-address bounds stay out of the way.
+func (l *loadClient) addSources(n int) error {
+	base := loadSources.Addr().As16()
+	for i := len(l.srcs); i < n; i++ {
+		a := base
+		a[12], a[13], a[14], a[15] = 0x10, byte(i>>16), byte(i>>8), byte(i)
+		addr := netip.AddrFrom16(a)
+		if err := l.e.tp.Client.AddAddr(l.e.tp.ClientLink, netip.PrefixFrom(addr, 128)); err != nil {
+			return err
+		}
+		l.srcs = append(l.srcs, addr)
+	}
+	return nil
+}
+
+func (l *loadClient) source() (netip.Addr, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.next >= len(l.srcs) {
+		return netip.Addr{}, errors.New("no spare source address left (addSources)")
+	}
+	l.next++
+	return l.srcs[l.next-1], nil
+}
+
+func (l *loadClient) keep(close func()) {
+	l.mu.Lock()
+	l.closer = append(l.closer, close)
+	l.mu.Unlock()
+}
+
+// closeAll closes every session opened so far.
+func (l *loadClient) closeAll() {
+	l.mu.Lock()
+	cs := l.closer
+	l.closer = nil
+	l.mu.Unlock()
+	for _, c := range cs {
+		c()
+	}
+}
+
+// open opens one session of kind and keeps it open until closeAll.
+func (l *loadClient) open(ctx context.Context, kind sessionKind) error {
+	switch kind {
+	case kindPlainTCP:
+		return l.plainTCP(ctx)
+	case kindPlainUDP:
+		return l.plainUDP(ctx)
+	case kindDTLS, kindTLS:
+		return l.tspSSL(ctx, kind)
+	}
+	return fmt.Errorf("unknown session kind %q", kind)
+}
+
+// dialFrom dials the gateway's TSP port from src inside the client namespace.
+func (l *loadClient) dialFrom(ctx context.Context, network string, src netip.Addr) (net.Conn, error) {
+	var c net.Conn
+	err := l.e.tp.Client.Do(func() error {
+		d := net.Dialer{}
+		switch network {
+		case "tcp":
+			d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))
+		case "udp":
+			d.LocalAddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0))
+		}
+		var err error
+		c, err = d.DialContext(ctx, network, l.e.gwAddr)
+		return err
+	})
+	return c, err
+}
+
+func anonymousV4V6(tr tsp.Transport, src netip.Addr) (*tsp.Client, error) {
+	return tsp.NewClient(tsp.ClientConfig{
+		Transport: tr, Mechanism: sasl.Anonymous,
+		Request: &tsp.Tunnel{Type: tsp.TypeV4V6, Client: &tsp.ClientInfo{IPv6: src}},
+	})
+}
+
+// plainTCP runs gogoc's v4v6 exchange over TCP from a fresh source and leaves the control
+// connection idle.
+func (l *loadClient) plainTCP(ctx context.Context) error {
+	src, err := l.source()
+	if err != nil {
+		return err
+	}
+	c, err := l.dialFrom(ctx, "tcp", src)
+	if err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(dl)
+	}
+	m, err := anonymousV4V6(tsp.TransportTCP, src)
+	if err == nil {
+		err = runStream(c, m)
+	}
+	if err != nil {
+		c.Close()
+		return fmt.Errorf("plain TSP over TCP from %s: %w", src, err)
+	}
+	_ = c.SetDeadline(time.Time{})
+	l.keep(func() { c.Close() })
+	return nil
+}
+
+// plainUDP runs gogoc's v4v6 exchange over UDP ("reliable UDP") from a fresh source. gogoc
+// does not speak again after its accept; the session lives with its lease.
+func (l *loadClient) plainUDP(ctx context.Context) error {
+	src, err := l.source()
+	if err != nil {
+		return err
+	}
+	c, err := l.dialFrom(ctx, "udp", src)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	m, err := anonymousV4V6(tsp.TransportUDP, src)
+	if err != nil {
+		return err
+	}
+	replies, err := m.Start()
+	seq := uint32(0xf0)
+	buf := make([]byte, 2048)
+	for err == nil && m.State() != tsp.ClientEstablished {
+		if len(replies) == 0 || len(replies[0].Payload) == 0 {
+			break // the accept needs no answer
+		}
+		seq++
+		d := tsp.AppendDatagram(nil, tsp.Header{Seq: seq, Timestamp: uint32(time.Now().Unix())}, replies[0].Payload)
+		var msg []byte
+		msg, err = udpRoundTrip(ctx, c, d, buf)
+		if err == nil {
+			replies, err = m.Step(msg)
+		}
+	}
+	if err == nil && len(replies) > 0 && len(replies[0].Payload) > 0 {
+		seq++
+		_, err = c.Write(tsp.AppendDatagram(nil, tsp.Header{Seq: seq, Timestamp: uint32(time.Now().Unix())}, replies[0].Payload))
+	}
+	if err != nil {
+		return fmt.Errorf("plain TSP over UDP from %s: %w", src, err)
+	}
+	return nil
+}
+
+// udpRoundTrip sends d and returns the payload of the answer, retransmitting every second.
+func udpRoundTrip(ctx context.Context, c net.Conn, d, buf []byte) ([]byte, error) {
+	for try := 0; try < 5; try++ {
+		if _, err := c.Write(d); err != nil {
+			return nil, err
+		}
+		_ = c.SetReadDeadline(time.Now().Add(time.Second))
+		n, err := c.Read(buf)
+		if err == nil {
+			_, payload, perr := tsp.ParseDatagram(buf[:n])
+			return payload, perr
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+	}
+	return nil, errors.New("no answer after 5 tries")
+}
+
+// runStream runs a TSP client machine on a stream connection until it is established (or
+// offered, with DeferAccept).
+func runStream(c net.Conn, m *tsp.Client) error {
+	_, err := runStreamSplitter(c, m)
+	return err
+}
+
+func runStreamSplitter(c net.Conn, m *tsp.Client) (*tsp.Splitter, error) {
+	sp := tsp.NewSplitter(0)
+	replies, err := m.Start()
+	buf := make([]byte, 4096)
+	for err == nil {
+		for _, r := range replies {
+			if len(r.Payload) > 0 {
+				if _, err := c.Write(r.Payload); err != nil {
+					return sp, err
+				}
+			}
+		}
+		if s := m.State(); s == tsp.ClientEstablished || s == tsp.ClientOffered {
+			return sp, nil
+		}
+		var msg []byte
+		for {
+			var ok bool
+			msg, ok, err = sp.Next()
+			if err != nil || ok {
+				break
+			}
+			n, rerr := c.Read(buf)
+			_, _ = sp.Write(buf[:n])
+			if rerr != nil && n == 0 {
+				return sp, rerr
+			}
+		}
+		if err == nil {
+			replies, err = m.Step(msg)
+		}
+	}
+	return sp, err
+}
+
+// tspSSL opens TSP-SSL with the enrolled certificate and brings up a DTLS link or the TLS
+// stream, then leaves it idle.
+func (l *loadClient) tspSSL(ctx context.Context, kind sessionKind) error {
+	if l.st == nil {
+		return errors.New("no enrolled state (loadClient.st)")
+	}
+	src, err := l.source()
+	if err != nil {
+		return err
+	}
+	raw, err := l.dialFrom(ctx, "tcp", src)
+	if err != nil {
+		return err
+	}
+	cfg := l.st.ClientTLSConfig("gw.e2e.test", "tsp/2")
+	tc := tls.Client(raw, cfg)
+	if dl, ok := ctx.Deadline(); ok {
+		_ = tc.SetDeadline(dl)
+	}
+	local := raw.LocalAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
+	m, err := tsp.NewClient(tsp.ClientConfig{
+		Transport: tsp.TransportTLS, Mechanism: sasl.External, DeferAccept: true,
+		Request: &tsp.Tunnel{Type: tsp.TypeV4AnyV6, Client: &tsp.ClientInfo{IPv6: local}},
+	})
+	if err != nil {
+		tc.Close()
+		return err
+	}
+	sp, err := runStreamSplitter(tc, m)
+	if err != nil {
+		tc.Close()
+		return fmt.Errorf("TSP-SSL: %w", err)
+	}
+	offer := m.Offer()
+	var link tunnel.Link
+	accept := tsp.TypeV4TLSV6
+	if kind == kindDTLS {
+		if link, err = l.dialDTLS(ctx, offer, src); err != nil {
+			tc.Close()
+			return err
+		}
+		accept = tsp.TypeV4DTLSV6
+	}
+	replies, err := m.Accept(accept)
+	for _, r := range replies {
+		if err == nil && len(r.Payload) > 0 {
+			_, err = tc.Write(r.Payload)
+		}
+	}
+	if err != nil {
+		tc.Close()
+		if link != nil {
+			link.Close()
+		}
+		return err
+	}
+	_ = tc.SetDeadline(time.Time{})
+	if kind == kindTLS {
+		sl := stream.New(stream.ReaderConn(tc, readerOf(sp.Rest(), tc)), discard{}, stream.Options{MTU: int(offer.MTU)})
+		go func() { _ = sl.Run(context.Background()) }()
+		link = sl
+	}
+	l.keep(func() {
+		link.Close()
+		tc.Close()
+	})
+	return nil
+}
+
+func (l *loadClient) dialDTLS(ctx context.Context, offer *tsp.Tunnel, src netip.Addr) (tunnel.Link, error) {
+	var pc net.PacketConn
+	err := l.e.tp.Client.Do(func() error {
+		var err error
+		pc, err = net.ListenUDP("udp", &net.UDPAddr{IP: src.AsSlice()})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return dtls.Dial(ctx, pc, netip.AddrPortFrom(offer.Server.IPv6, offer.Data.Port), dtls.ClientConfig{
+		Certificates: []tls.Certificate{l.st.Certificate}, RootCAs: l.st.Roots, ServerName: "gw.e2e.test",
+		Token: offer.Data.Token[:],
+	}, discard{})
+}
+
+// discard is a receiver that drops what it gets.
+type discard struct{}
+
+func (discard) ReceivePackets([][]byte) {}
+
+type bytesThenConn struct {
+	rest []byte
+	c    net.Conn
+}
+
+func (r *bytesThenConn) Read(b []byte) (int, error) {
+	if len(r.rest) > 0 {
+		n := copy(b, r.rest)
+		r.rest = r.rest[n:]
+		return n, nil
+	}
+	return r.c.Read(b)
+}
+
+func readerOf(rest []byte, c net.Conn) *bytesThenConn {
+	return &bytesThenConn{rest: append([]byte(nil), rest...), c: c}
+}
+
+// procStats is what the gateway process holds: resident memory, open descriptors and (from
+// its metrics) goroutines.
+type procStats struct {
+	rss        int64 // bytes
+	fds        int
+	goroutines int
+}
+
+func (p procStats) String() string {
+	return fmt.Sprintf("RSS %.1f MB, %d fds, %d goroutines", float64(p.rss)/1e6, p.fds, p.goroutines)
+}
+
+// gatewayStats reads the running gateway's procStats.
+func (e *env) gatewayStats() (procStats, error) {
+	pid := e.gw.cmd.Process.Pid
+	var s procStats
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return s, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			s.rss = kb << 10
+		}
+	}
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return s, err
+	}
+	s.fds = len(ents)
+	text, err := e.scrape()
+	if err != nil {
+		return s, err
+	}
+	g, _ := metric(text, "go_goroutines")
+	s.goroutines = int(g)
+	return s, nil
+}
