@@ -99,8 +99,7 @@ func (s *Session) sendOutside(pkt []byte, sc *insideScratch) {
 		t.icmpInside(sc, pkt, packet.Dst(pkt), uint16(s.mtu))
 		return
 	}
-	q := s.outQueue()
-	if q == nil {
+	if s.link.Load() == nil {
 		t.drop(DropLinkError, 1)
 		return
 	}
@@ -112,39 +111,17 @@ func (s *Session) sendOutside(pkt []byte, sc *insideScratch) {
 		return
 	}
 	ob.b = append(ob.b, pkt...)
-	s.push(q, ob)
+	s.push(ob)
 }
 
-// outQueue returns the session's queue, or nil when no link is attached.
-// It loads the link first: SetLink makes the queue before it stores the
-// first non-nil link, so a non-nil link guarantees a non-nil queue that may
-// be read without the lock.
-func (s *Session) outQueue() chan *outBuf {
-	if s.link.Load() == nil {
-		return nil
-	}
-	return s.queue
-}
-
+// enqueue queues ob for the tunnel, or drops it as link_error when no link is attached.
 func (s *Session) enqueue(ob *outBuf) {
-	q := s.outQueue()
-	if q == nil {
+	if s.link.Load() == nil {
 		s.tep.putOut(ob)
 		s.tep.drop(DropLinkError, 1)
 		return
 	}
-	s.push(q, ob)
-}
-
-// push puts ob on q. When q is full the newest packet (ob) is dropped as
-// queue_full; queued packets keep their order.
-func (s *Session) push(q chan *outBuf, ob *outBuf) {
-	select {
-	case q <- ob:
-	default:
-		s.tep.putOut(ob)
-		s.tep.drop(DropQueueFull, 1)
-	}
+	s.push(ob)
 }
 
 // icmpInside writes an ICMP error about pkt back into the TUN device: host
@@ -168,48 +145,6 @@ func (t *TEP) icmpInside(sc *insideScratch, pkt []byte, src netip.Addr, mtu uint
 		t.drop(DropTUNError, 1)
 	}
 	sc.icmp[0] = sc.icmp[0][:cap(sc.icmp[0])]
-}
-
-// routineWriteOutside drains the session queue into the link in batches
-// until the session is removed. A detach does not stop it; what it dequeues
-// without a link is dropped as link_error.
-func (s *Session) routineWriteOutside() {
-	defer close(s.done)
-	s.debug().Msg("routineWriteOutside started")
-	defer func() { s.debug().Msg("routineWriteOutside stopped") }()
-	// Allocated with the first packet: an idle session may never send one.
-	var bufs []*outBuf
-	var pkts [][]byte
-	for {
-		select {
-		case ob := <-s.queue:
-			if bufs == nil {
-				bufs, pkts = make([]*outBuf, 0, writeBatch), make([][]byte, 0, writeBatch)
-			}
-			bufs = append(bufs, ob)
-		case <-s.stop:
-			return
-		}
-		bufs = s.drainQueue(bufs)
-		s.writeBatch(bufs, pkts)
-		for i, ob := range bufs {
-			s.tep.putOut(ob)
-			bufs[i] = nil
-		}
-		bufs = bufs[:0]
-	}
-}
-
-func (s *Session) drainQueue(bufs []*outBuf) []*outBuf {
-	for len(bufs) < cap(bufs) {
-		select {
-		case ob := <-s.queue:
-			bufs = append(bufs, ob)
-		default:
-			return bufs
-		}
-	}
-	return bufs
 }
 
 func (s *Session) writeBatch(bufs []*outBuf, pkts [][]byte) {

@@ -3,6 +3,7 @@ package tep
 import (
 	"fmt"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -34,8 +35,8 @@ type SessionSnapshot struct {
 }
 
 // Session is one client's data path and the tunnel.Receiver of its links.
-// Its queue, channels and writer goroutine are created by the first SetLink
-// with a link, so a session whose data channel never comes up has none.
+// Its queue towards the tunnel and its writer goroutine exist only while it
+// has packets to send (see outQueue): an idle session has neither.
 type Session struct {
 	tep   *TEP
 	info  SessionInfo
@@ -43,15 +44,11 @@ type Session struct {
 	mtu   int
 	mss   uint16
 	since time.Time
-	// link is nil when none is attached. A non-nil link is stored under
-	// tep.reg.mu after queue was made (see outQueue).
-	link atomic.Pointer[linkRef]
-	// queue, stop and done are nil until the first link, then written once
-	// under tep.reg.mu.
-	queue  chan *outBuf
-	stop   chan struct{}
-	done   chan struct{}
-	closed atomic.Bool  // set under tep.reg.mu when the session is removed
+	link    atomic.Pointer[linkRef] // nil when none is attached
+	oqMu    sync.Mutex
+	oq      outQueue
+	writers sync.WaitGroup // the writer goroutine, while one runs
+	closed  atomic.Bool    // set under tep.reg.mu when the session is removed
 	lastIn atomic.Int64 // unix nanoseconds of the last batch from the tunnel (or of AddSession)
 	in     counter
 	out    counter
@@ -106,7 +103,7 @@ func (t *TEP) RemoveSession(lease netip.Addr, id string) {
 		return
 	}
 	t.reg.mu.Unlock()
-	s.stopWriter()
+	s.stopQueue()
 	s.debug().Msg("session removed")
 }
 
@@ -173,9 +170,8 @@ func (s *Session) MTU() int { return s.mtu }
 
 // SetLink attaches l as the session's outside, replacing the previous link
 // (transport fallback, roaming) without closing it; the link's transport and
-// endpoint become the session's. The first link starts the writer. nil
-// detaches: packets are then dropped as link_error. On a removed session
-// SetLink does nothing.
+// endpoint become the session's. nil detaches: packets are then dropped as
+// link_error. On a removed session SetLink does nothing.
 func (s *Session) SetLink(l tunnel.Link) {
 	if l == nil {
 		s.link.Store(nil)
@@ -185,10 +181,7 @@ func (s *Session) SetLink(l tunnel.Link) {
 	t.reg.mu.Lock()
 	defer t.reg.mu.Unlock()
 	if s.closed.Load() {
-		return // traffic already retired; stopWriter has run or is running
-	}
-	if s.queue == nil {
-		s.startWriterLocked()
+		return // traffic already retired
 	}
 	if tr := transportIndex(l.Transport()); tr != s.tr {
 		t.retired[s.tr] = t.retired[s.tr].plus(s.trafficSinceSwitchLocked())
@@ -196,14 +189,7 @@ func (s *Session) SetLink(l tunnel.Link) {
 		s.tr = tr
 	}
 	s.endpoint = l.Endpoint()
-	s.link.Store(&linkRef{l}) // after the queue: see outQueue
-}
-
-// startWriterLocked starts the writer; the session must not be removed.
-func (s *Session) startWriterLocked() {
-	s.queue = make(chan *outBuf, s.tep.cfg.QueueLen)
-	s.stop, s.done = make(chan struct{}), make(chan struct{})
-	go s.routineWriteOutside()
+	s.link.Store(&linkRef{l})
 }
 
 func (s *Session) trafficLocked() Traffic { return Traffic{In: s.in.load(), Out: s.out.load()} }
@@ -213,21 +199,3 @@ func (s *Session) trafficSinceSwitchLocked() Traffic {
 	return Traffic{In: cur.In.sub(s.base.In), Out: cur.Out.sub(s.base.Out)}
 }
 
-// stopWriter stops the writer, waits for it and recycles what is queued.
-// Call it once, after removeLocked returned true: s.closed then keeps SetLink
-// from starting a writer, so s.stop may be read without the lock.
-func (s *Session) stopWriter() {
-	if s.stop == nil {
-		return
-	}
-	close(s.stop)
-	<-s.done
-	for {
-		select {
-		case ob := <-s.queue:
-			s.tep.putOut(ob)
-		default:
-			return
-		}
-	}
-}

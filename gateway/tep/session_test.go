@@ -18,26 +18,21 @@ import (
 
 var lease2 = netip.MustParseAddr("10.99.0.3")
 
-// noWriter fails unless s has no queue, channels or link: what a session
-// costs before its first link.
+// noWriter fails unless s has no writer goroutine and no queue memory: what
+// an idle session costs.
 func noWriter(t *testing.T, s *Session) {
 	t.Helper()
-	if s.queue != nil || s.stop != nil || s.done != nil {
-		t.Fatalf("session without a link has a writer: queue %v stop %v done %v", s.queue != nil, s.stop != nil, s.done != nil)
+	s.oqMu.Lock()
+	defer s.oqMu.Unlock()
+	if s.oq.writer || s.oq.bufs != nil {
+		t.Fatalf("idle session has a writer (%v) or queue memory (%d)", s.oq.writer, cap(s.oq.bufs))
 	}
 }
 
 // writerStopped fails unless s's writer (if any) has returned.
 func writerStopped(t *testing.T, s *Session) {
 	t.Helper()
-	if s.done == nil {
-		return
-	}
-	select {
-	case <-s.done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("writer of a removed session still running")
-	}
+	within(t, "the writer to stop", s.writers.Wait)
 }
 
 // within runs f and fails if it does not return in time.
@@ -147,36 +142,35 @@ func TestSessionWithoutLink(t *testing.T) {
 	}
 }
 
-// TestSetLinkStartsWriter checks that the first link starts the writer,
-// that a detach keeps it (new packets dropped as link_error) and that a
-// later link reuses it.
-func TestSetLinkStartsWriter(t *testing.T) {
+// TestWriterOnDemand checks that a session has a writer goroutine only while
+// it has packets to send: none after SetLink, one with the first packet, none
+// again writerLinger after the last (with its queue memory given back); a
+// detach drops new packets as link_error, and a later link gets them.
+func TestWriterOnDemand(t *testing.T) {
 	h := newHarness(t, Config{MTU: 1500})
 	s, err := h.tep.AddSession(SessionInfo{ID: "s2", Lease: lease2, Transport: tunnel.DTLS})
 	if err != nil {
 		t.Fatal(err)
 	}
-	noWriter(t, s)
 	in := func() []byte { return ipv4(server, lease2, packet.ProtoUDP, 200, true, 0) }
 
 	dtls := newFakeLink(tunnel.DTLS)
 	s.SetLink(dtls)
-	if s.queue == nil || s.stop == nil || s.done == nil {
-		t.Fatal("SetLink did not start the writer")
-	}
-	if cap(s.queue) != DefaultQueueLen {
-		t.Fatalf("queue length %d", cap(s.queue))
-	}
-	queue, done := s.queue, s.done
+	noWriter(t, s)
 	p := in()
 	h.dev.In <- p
 	if got := recv(t, dtls.out, "packet in the DTLS link"); !bytes.Equal(got, p) {
 		t.Fatal("packet changed on its way into the tunnel")
 	}
+	if !s.writerRunning() {
+		t.Fatal("no writer lingers right after a packet")
+	}
 	s.ReceivePackets([][]byte{ipv4(lease2, server, packet.ProtoUDP, 1400, true, 0)})
 	if icmp := recv(t, dtls.out, "frag-needed in the DTLS link"); packet.Proto(icmp) != packet.ProtoICMP {
 		t.Fatal("not ICMP")
 	}
+	waitFor(t, "the writer to leave an idle session", func() bool { return !s.writerRunning() })
+	noWriter(t, s)
 
 	s.SetLink(nil)
 	h.dev.In <- in()
@@ -184,15 +178,10 @@ func TestSetLinkStartsWriter(t *testing.T) {
 	s.ReceivePackets([][]byte{ipv4(lease2, server, packet.ProtoUDP, 1400, true, 0)})
 	waitDrop(t, h.tep, DropLinkError, 2)
 	expectNone(t, dtls.out, "packet in a detached link")
-	if s.queue != queue || s.done != done {
-		t.Fatal("detach replaced the writer")
-	}
+	noWriter(t, s)
 
 	tls := newFakeLink(tunnel.TLS)
 	s.SetLink(tls)
-	if s.queue != queue || s.done != done {
-		t.Fatal("second link started another writer")
-	}
 	h.dev.In <- in()
 	recv(t, tls.out, "packet in the TLS link")
 	waitFor(t, "TLS out counter", func() bool { return h.tep.Stats().Transports[tunnel.TLS].Out.Packets == 1 })
@@ -201,6 +190,40 @@ func TestSetLinkStartsWriter(t *testing.T) {
 	}
 	within(t, "RemoveSession", func() { h.tep.RemoveSession(lease2, "s2") })
 	writerStopped(t, s)
+	noWriter(t, s)
+}
+
+// TestQueueBoundAndOrder: with the link blocked, the queue takes QueueLen
+// packets and drops the newest beyond as queue_full; once the link moves,
+// the queued packets arrive in order.
+func TestQueueBoundAndOrder(t *testing.T) {
+	const qlen = 8
+	h := newHarness(t, Config{QueueLen: qlen})
+	link := newFakeLink(tunnel.Plain)
+	link.block, link.entered = make(chan struct{}), make(chan struct{}, 1)
+	h.sess.SetLink(link)
+	send := func(id byte) {
+		p := ipv4(server, lease, packet.ProtoUDP, 100, true, 0)
+		p[len(p)-1] = id
+		h.dev.In <- p
+	}
+	send(0) // taken by the writer, which then blocks in the link
+	select {
+	case <-link.entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the writer did not reach the link")
+	}
+	for id := byte(1); id <= qlen+3; id++ {
+		send(id)
+	}
+	waitDrop(t, h.tep, DropQueueFull, 3)
+	close(link.block)
+	for want := byte(0); want <= qlen; want++ {
+		if got := recv(t, link.out, "a queued packet"); got[len(got)-1] != want {
+			t.Fatalf("packet %d arrived as number %d", got[len(got)-1], want)
+		}
+	}
+	expectNone(t, link.out, "a packet beyond the queue's bound")
 }
 
 // TestRemoveSessionWriterStates removes sessions in each writer state and
@@ -227,7 +250,6 @@ func TestRemoveSessionWriterStates(t *testing.T) {
 				t.Fatal(err)
 			}
 			tt.setup(s)
-			hadWriter := s.queue != nil
 			s.ReceivePackets([][]byte{ipv4(lease2, server, packet.ProtoUDP, 100, true, 0)})
 			recv(t, h.dev.Out, "packet on TUN")
 			link := s.link.Load()
@@ -239,10 +261,8 @@ func TestRemoveSessionWriterStates(t *testing.T) {
 			before := h.tep.Stats().Transports
 			tls := newFakeLink(tunnel.TLS)
 			s.SetLink(tls)
-			if !hadWriter {
-				noWriter(t, s)
-			}
 			writerStopped(t, s)
+			noWriter(t, s)
 			if s.link.Load() != link {
 				t.Fatal("SetLink attached a link to a removed session")
 			}
@@ -345,11 +365,6 @@ func TestSetLinkRace(t *testing.T) {
 					writerStopped(t, s)
 				}
 			} else {
-				for _, s := range ss {
-					if s.queue == nil {
-						t.Fatal("session with a link has no writer")
-					}
-				}
 				// Every packet is accounted for once the writers are idle.
 				want := uint64(sessions*rounds) + tp.sent.Load()
 				accounted := func() uint64 {
@@ -380,7 +395,7 @@ func TestSessionDebugLog(t *testing.T) {
 		level zerolog.Level
 		lines []string
 	}{
-		{zerolog.DebugLevel, []string{"session added", "routineWriteOutside started", "routineWriteOutside stopped", "session removed"}},
+		{zerolog.DebugLevel, []string{"session added", "session removed"}}, // writers come and go with traffic, unlogged
 		{zerolog.InfoLevel, nil},
 	}
 	for _, tt := range tests {

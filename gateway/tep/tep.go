@@ -157,7 +157,7 @@ func (t *TEP) Close() error {
 		}
 		t.reg.mu.Unlock()
 		for _, s := range sessions {
-			s.stopWriter()
+			s.stopQueue()
 		}
 		t.devErr = t.dev.Close()
 	})
