@@ -12,6 +12,7 @@ import (
 	"github.com/dstmgw/dstm/gateway/admin"
 	"github.com/dstmgw/dstm/gateway/control"
 	"github.com/dstmgw/dstm/gateway/lease"
+	"github.com/dstmgw/dstm/gateway/metrics"
 	"github.com/dstmgw/dstm/internal/hostnet"
 	"github.com/dstmgw/dstm/tunnel/dtls"
 	"github.com/dstmgw/dstm/tunnel/plain"
@@ -88,7 +89,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 		return admin.NewServer(adminBackend{g}, g.log.With().Str("component", "admin").Logger()).ServeListener(ctx, adminLn)
 	})
 	if g.cfg.Metrics.Listen != "" {
-		spawn("metrics", func(ctx context.Context) error { return g.metrics.ListenAndServe(ctx, g.cfg.Metrics.Listen) })
+		spawn("metrics", func(ctx context.Context) error {
+			return g.metrics.ListenAndServe(ctx, g.cfg.Metrics.Listen, metrics.ServeOptions{Profiling: g.cfg.Metrics.Pprof})
+		})
 	}
 	if g.mux != nil {
 		spawn("udp", g.mux.Run)

@@ -107,6 +107,8 @@ type Log struct {
 // Metrics configures the Prometheus listener; an empty Listen turns it off.
 type Metrics struct {
 	Listen string `yaml:"listen"`
+	// Pprof serves Go's runtime profiles under /debug/pprof/ on the metrics listener.
+	Pprof bool `yaml:"pprof"`
 }
 
 // Admin configures the admin API's unix socket.

@@ -210,7 +210,7 @@ func TestServe(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- m.Serve(ctx, ln) }()
+	go func() { done <- m.Serve(ctx, ln, ServeOptions{}) }()
 
 	base := "http://" + ln.Addr().String()
 	if body := get(t, base+Path, http.StatusOK); !strings.Contains(body, "dstm_tsp_responses_total") &&
@@ -231,7 +231,7 @@ func TestServe(t *testing.T) {
 }
 
 func TestListenAndServeBadAddress(t *testing.T) {
-	err := New().ListenAndServe(context.Background(), "256.0.0.1:bad")
+	err := New().ListenAndServe(context.Background(), "256.0.0.1:bad", ServeOptions{})
 	if err == nil || !strings.Contains(err.Error(), "metrics: listen") {
 		t.Fatalf("err = %v, want a listen error", err)
 	}
@@ -243,7 +243,7 @@ func TestServeListenerClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	ln.Close()
-	err = New().Serve(context.Background(), ln)
+	err = New().Serve(context.Background(), ln, ServeOptions{})
 	if err == nil || errors.Is(err, http.ErrServerClosed) {
 		t.Fatalf("Serve on a closed listener = %v, want an error", err)
 	}
@@ -278,5 +278,27 @@ func BenchmarkObserveHandshake(b *testing.B) {
 	m := New()
 	for b.Loop() {
 		m.ObserveHandshake(TransportDTLS, ResultOK, 12*time.Millisecond)
+	}
+}
+
+// TestServeProfiling: the runtime profiles are served only when asked for.
+func TestServeProfiling(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- New().Serve(ctx, ln, ServeOptions{Profiling: on}) }()
+		want := http.StatusNotFound
+		if on {
+			want = http.StatusOK
+		}
+		get(t, "http://"+ln.Addr().String()+"/debug/pprof/goroutine?debug=1", want)
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
 	}
 }
