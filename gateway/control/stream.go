@@ -17,9 +17,39 @@ import (
 	"github.com/dstmgw/dstm/tunnel/stream"
 )
 
+// Read buffers of the TSP sessions on TCP: a full one while the handshake runs, a small one
+// for the life of the tunnel (a renewal now and then), so that an idle session holds little.
+const (
+	readBufSize = 4096
+	idleBufSize = 512
+)
+
+func (s *Server) getReadBuf() []byte {
+	if bp, _ := s.readBufs.Get().(*[]byte); bp != nil {
+		return *bp
+	}
+	return make([]byte, readBufSize)
+}
+
+func (s *Server) putReadBuf(b []byte) {
+	b = b[:cap(b)]
+	s.readBufs.Put(&b)
+}
+
 // serveStream runs one TSP session over TCP or TLS until the connection or the session ends.
-// handshakeDone releases the connection's handshake slot once the session is established.
-func (s *Server) serveStream(ctx context.Context, c net.Conn, tr tsp.Transport, ext auth.Identity, handshakeDone func()) {
+// buf, when not nil, holds the n bytes read from c so far and is the session's to keep (it
+// goes back to the pool); handshakeDone releases the connection's handshake slot once the
+// session is established.
+func (s *Server) serveStream(ctx context.Context, c net.Conn, buf []byte, n int, tr tsp.Transport, ext auth.Identity, handshakeDone func()) {
+	if buf == nil {
+		buf = s.getReadBuf()
+	}
+	pooled := true
+	defer func() {
+		if pooled {
+			s.putReadBuf(buf)
+		}
+	}()
 	ss := s.newSession(tr.String(), addrPortOf(c.RemoteAddr()), ext.Serial, func() { c.Close() })
 	defer c.Close()
 	if !s.sessions.add(ss, s.gw.TSP.MaxSessionsPerSource) {
@@ -36,17 +66,14 @@ func (s *Server) serveStream(ctx context.Context, c net.Conn, tr tsp.Transport, 
 	defer func() { s.controlEnded(b) }()
 	start := s.now()
 	sp := tsp.NewSplitter(0)
-	bp, _ := s.readBufs.Get().(*[]byte)
-	if bp == nil {
-		b := make([]byte, 4096)
-		bp = &b
-	}
-	defer s.readBufs.Put(bp) // only this loop reads into it
-	buf := *bp
 	established := false
+	var rerr error
 	for {
-		n, rerr := c.Read(buf)
+		if n == 0 && rerr == nil {
+			n, rerr = c.Read(buf)
+		}
 		_, _ = sp.Write(buf[:n])
+		n = 0
 		for {
 			msg, ok, err := sp.Next()
 			if err != nil {
@@ -76,6 +103,8 @@ func (s *Server) serveStream(ctx context.Context, c net.Conn, tr tsp.Transport, 
 			if _, data, ok := m.Established(); ok && !established {
 				established = true
 				handshakeDone()
+				s.putReadBuf(buf)
+				buf, pooled = make([]byte, idleBufSize), false
 				// The connection now idles for the life of the tunnel: no read deadline.
 				// The write deadline stays and is renewed by sendReplies.
 				_ = c.SetReadDeadline(time.Time{})

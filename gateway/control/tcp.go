@@ -1,7 +1,7 @@
 package control
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -32,14 +32,13 @@ const tcpWorkerIdle = 10 * time.Second
 // handshakes in progress (in all and per source) and demultiplexes each connection by its
 // first byte.
 type tcpFront struct {
-	srv         *Server
-	handshakes  *limit.Semaphore
-	perSource   *limit.PerSource // handshakes in progress per source address and /64
-	maxConns    int64            // open TCP connections of every kind (Config.MaxConns)
-	conns       atomic.Int64
-	peekReaders sync.Pool      // of *bufio.Reader (4 KiB), reused across plain connections
-	wg          sync.WaitGroup // connection workers
-	refusals    *sampledLog    // refusals at admission: rate-limited, counted
+	srv        *Server
+	handshakes *limit.Semaphore
+	perSource  *limit.PerSource // handshakes in progress per source address and /64
+	maxConns   int64            // open TCP connections of every kind (Config.MaxConns)
+	conns      atomic.Int64
+	wg         sync.WaitGroup // connection workers
+	refusals   *sampledLog    // refusals at admission: rate-limited, counted
 }
 
 func newTCPFront(s *Server) *tcpFront {
@@ -159,26 +158,28 @@ func (t *tcpFront) handleTCP(ctx context.Context, c net.Conn) {
 	defer slot()
 	start := t.srv.now()
 	_ = c.SetDeadline(start.Add(t.srv.gw.TSP.HandshakeTimeout.D()))
-	br := t.peekReader(c)
-	first, err := br.Peek(1)
-	if err != nil {
-		t.putPeekReader(br)
+	// The first read (TCP_DEFER_ACCEPT hands the connection over with its first bytes in)
+	// decides: TLS or plain TSP. Its buffer becomes a plain session's read buffer.
+	buf := t.srv.getReadBuf()
+	n, err := c.Read(buf)
+	if n == 0 {
+		t.srv.putReadBuf(buf)
 		logNoFirstByte(t.srv.log, c, err)
 		c.Close()
 		return
 	}
-	pc := stream.ReaderConn(c, br) // the peeked byte stays in br
-	if first[0] != tlsRecordHandshake {
-		// Only serveStream reads a plain connection, and only until it returns: br can
-		// be reused then. (A TLS connection may outlive handleTCP: enrollment.)
-		defer t.putPeekReader(br)
+	if buf[0] != tlsRecordHandshake {
 		if !t.srv.gw.Listen.PlainTSP {
+			t.srv.putReadBuf(buf)
 			t.refusePlain(c)
 			return
 		}
-		t.srv.serveStream(ctx, pc, tsp.TransportTCP, auth.Identity{}, slot)
+		t.srv.serveStream(ctx, c, buf, n, tsp.TransportTCP, auth.Identity{}, slot)
 		return
 	}
+	// TLS reads its own records: it gets the bytes read so far, then the connection.
+	pc := stream.ReaderConn(c, io.MultiReader(bytes.NewReader(bytes.Clone(buf[:n])), c))
+	t.srv.putReadBuf(buf)
 	tc := tls.Server(pc, t.srv.cfg.TLS)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		t.srv.cfg.Metrics.ObserveHandshake("tsp-tls", "refused", t.srv.now().Sub(start))
@@ -205,7 +206,7 @@ func (t *tcpFront) handleTCP(ctx context.Context, c net.Conn) {
 			return
 		}
 	}
-	t.srv.serveStream(ctx, tc, tsp.TransportTLS, id, slot)
+	t.srv.serveStream(ctx, tc, nil, 0, tsp.TransportTLS, id, slot)
 }
 
 // admit takes a handshake slot for c: one of the port's, and one of its source's (address
@@ -230,21 +231,6 @@ func (t *tcpFront) admit(c net.Conn) (release func(), reason string) {
 	}, ""
 }
 
-// peekReader returns a pooled 4 KiB reader on c; putPeekReader gives it back.
-func (t *tcpFront) peekReader(c net.Conn) *bufio.Reader {
-	br, _ := t.peekReaders.Get().(*bufio.Reader)
-	if br == nil {
-		return bufio.NewReaderSize(c, 4096)
-	}
-	br.Reset(c)
-	return br
-}
-
-func (t *tcpFront) putPeekReader(br *bufio.Reader) {
-	br.Reset(nil)
-	t.peekReaders.Put(br)
-}
-
 // refuseBusy answers a connection that found no handshake slot (tsp.max_handshakes, or its
 // source's share of them).
 // Its first byte decides how: a plain TSP client gets "530 Server too busy" (gogoc waits
@@ -255,10 +241,9 @@ func (t *tcpFront) putPeekReader(br *bufio.Reader) {
 func (t *tcpFront) refuseBusy(c net.Conn, reason string) {
 	defer c.Close()
 	_ = c.SetDeadline(t.srv.now().Add(min(busyPeekTimeout, t.srv.gw.TSP.HandshakeTimeout.D())))
-	br := t.peekReader(c)
-	defer t.putPeekReader(br)
-	first, err := br.Peek(1)
-	if err != nil {
+	var first [512]byte // what the client sent so far: reading it avoids a reset on close
+	n, err := c.Read(first[:])
+	if n == 0 {
 		logNoFirstByte(t.srv.log, c, err)
 		return
 	}

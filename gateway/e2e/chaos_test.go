@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -139,6 +140,7 @@ func TestIdleMemoryPerSession(t *testing.T) {
 			l.openMany(t, kind, n, 16)
 			e.waitSessions(t, warm+n, time.Minute)
 			after := e.settledStats(t)
+			e.saveProfiles(t, strings.Fields(string(kind))[0]+"-"+strings.Fields(string(kind))[1])
 			perRSS := float64(after.rss-before.rss) / float64(n)
 			perG := float64(after.goroutines-before.goroutines) / float64(n)
 			report(t, fmt.Sprintf("| idle %s | %d sessions | %.1f KB RSS per session | %.2f goroutines per session | %s → %s |",
@@ -192,5 +194,27 @@ func (e *env) logSummary(t *testing.T) {
 	}
 	for k, n := range counts {
 		t.Logf("gateway log: %d× %s", n, k)
+	}
+}
+
+// saveProfiles writes the gateway's heap and goroutine profiles to DSTM_CHAOS_PROFILES/name-*
+// when that directory is set.
+func (e *env) saveProfiles(t *testing.T, name string) {
+	t.Helper()
+	dir := os.Getenv("DSTM_CHAOS_PROFILES")
+	if dir == "" {
+		return
+	}
+	for _, p := range []string{"heap", "goroutine"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		b, err := get(ctx, httpIn(e.tp.Gateway, 30*time.Second), "http://"+metricsAddr+"/debug/pprof/"+p)
+		cancel()
+		if err != nil {
+			t.Errorf("profile %s: %v", p, err)
+			continue
+		}
+		if err := os.WriteFile(filepath.Join(dir, name+"-"+p+".pb.gz"), b, 0o644); err != nil {
+			t.Error(err)
+		}
 	}
 }

@@ -134,7 +134,7 @@ func (e *env) config() string {
 	default:
 		b.WriteString("log:\n  level: debug\n  format: json\n")
 	}
-	fmt.Fprintf(&b, "metrics:\n  listen: %q\n", metricsAddr)
+	fmt.Fprintf(&b, "metrics:\n  listen: %q\n  pprof: %t\n", metricsAddr, e.opts.load)
 	fmt.Fprintf(&b, "admin:\n  socket: %s\n", filepath.Join(e.dir, "admin.sock"))
 	return b.String()
 }

@@ -73,8 +73,8 @@ func (r *reader) packet(i int) ([]byte, netip.Addr, bool) {
 	return r.bufs[i][:h.Len], src, h.Hdr.Flags&unix.MSG_TRUNC != 0
 }
 
-// writer is the send half for one peer: sendmmsg of caller buffers. Its
-// methods must not be called concurrently.
+// writer is a send half: sendmmsg of caller buffers to peer. Writers are
+// pooled by the Server and taken for one write at a time.
 type writer struct {
 	rc   syscall.RawConn
 	peer unix.RawSockaddrInet6
@@ -86,10 +86,10 @@ type writer struct {
 	fn   func(fd uintptr) bool
 }
 
-func newWriter(rc syscall.RawConn, peer netip.Addr, batch int) *writer {
+func newWriter(rc syscall.RawConn, batch int) *writer {
 	w := &writer{
 		rc:   rc,
-		peer: unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: peer.As16()},
+		peer: unix.RawSockaddrInet6{Family: unix.AF_INET6},
 		hdrs: make([]unix.Mmsghdr, batch),
 		iovs: make([]unix.Iovec, batch),
 	}
@@ -103,9 +103,10 @@ func newWriter(rc syscall.RawConn, peer netip.Addr, batch int) *writer {
 	return w
 }
 
-// write sends up to len(w.hdrs) packets and returns how many the kernel
-// accepted; on an error the packet at that index was not sent.
-func (w *writer) write(pkts [][]byte) (int, error) {
+// write sends up to len(w.hdrs) packets to peer and returns how many the
+// kernel accepted; on an error the packet at that index was not sent.
+func (w *writer) write(peer [16]byte, pkts [][]byte) (int, error) {
+	w.peer.Addr = peer
 	w.n = min(len(pkts), len(w.hdrs))
 	for i := 0; i < w.n; i++ {
 		if len(pkts[i]) == 0 {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"sync"
 	"sync/atomic"
 
 	"github.com/dstmgw/dstm/tunnel"
@@ -17,8 +16,7 @@ type link struct {
 	srv      *Server
 	endpoint netip.Addr
 	recv     tunnel.Receiver
-	mu       sync.Mutex // guards w
-	w        *writer
+	peer     [16]byte // endpoint, as the writers send to it
 	closed   atomic.Bool
 	done     chan struct{} // closed by Close
 }
@@ -32,15 +30,15 @@ func (l *link) WritePackets(pkts [][]byte) error {
 	if l.closed.Load() {
 		return net.ErrClosed
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	w := l.srv.getWriter()
+	defer l.srv.putWriter(w)
 	var first error
 	for len(pkts) > 0 {
 		if len(pkts[0]) == 0 {
 			pkts = pkts[1:]
 			continue
 		}
-		sent, err := l.w.write(pkts)
+		sent, err := w.write(l.peer, pkts)
 		l.account(pkts[:sent])
 		pkts = pkts[sent:]
 		if err == nil {

@@ -44,8 +44,9 @@ type Server struct {
 	conn  *net.IPConn
 	rc    syscall.RawConn
 	local netip.Addr
-	peers atomic.Pointer[map[netip.Addr]*link]
-	mu    sync.Mutex // serialises changes to peers
+	peers   peerTable
+	mu      sync.Mutex // serialises changes to peers
+	writers sync.Pool  // of *writer
 	stats counters
 	done  chan struct{}
 	once  sync.Once
@@ -71,7 +72,7 @@ func Listen(local netip.Addr) (*Server, error) {
 		return nil, fmt.Errorf("plain: socket setup: %w", err)
 	}
 	s := &Server{conn: conn, rc: rc, local: local, done: make(chan struct{})}
-	s.peers.Store(&map[netip.Addr]*link{})
+	s.peers.init()
 	rd := newReader(rc, BatchSize, MaxPacket)
 	go s.routineReadOutside(rd)
 	return s, nil
@@ -97,35 +98,32 @@ func (s *Server) register(endpoint netip.Addr, r tunnel.Receiver) (*link, error)
 		return nil, net.ErrClosed
 	default:
 	}
-	old := *s.peers.Load()
-	if _, ok := old[endpoint]; ok {
+	if s.peers.get(endpoint) != nil {
 		return nil, fmt.Errorf("%w: %s", ErrEndpointInUse, endpoint)
 	}
-	l := &link{srv: s, endpoint: endpoint, recv: r, w: newWriter(s.rc, endpoint, BatchSize), done: make(chan struct{})}
-	next := make(map[netip.Addr]*link, len(old)+1)
-	for k, v := range old {
-		next[k] = v
-	}
-	next[endpoint] = l
-	s.peers.Store(&next)
+	l := &link{srv: s, endpoint: endpoint, peer: endpoint.As16(), recv: r, done: make(chan struct{})}
+	s.peers.setLocked(endpoint, l)
 	return l, nil
 }
 
 func (s *Server) unregister(l *link) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old := *s.peers.Load()
-	if old[l.endpoint] != l {
-		return
+	if s.peers.get(l.endpoint) == l {
+		s.peers.setLocked(l.endpoint, nil)
 	}
-	next := make(map[netip.Addr]*link, len(old))
-	for k, v := range old {
-		if k != l.endpoint {
-			next[k] = v
-		}
-	}
-	s.peers.Store(&next)
 }
+
+// getWriter returns a writer from the pool: links take one for each write, so that an idle
+// link holds none.
+func (s *Server) getWriter() *writer {
+	if w, _ := s.writers.Get().(*writer); w != nil {
+		return w
+	}
+	return newWriter(s.rc, BatchSize)
+}
+
+func (s *Server) putWriter(w *writer) { s.writers.Put(w) }
 
 // Stats returns a snapshot of the counters.
 func (s *Server) Stats() Stats {
@@ -165,7 +163,6 @@ func (s *Server) routineReadOutside(rd *reader) {
 }
 
 func (s *Server) deliver(rd *reader, n int, pkts [][]byte) {
-	peers := *s.peers.Load()
 	var cur *link
 	for i := 0; i < n; i++ {
 		pkt, src, trunc := rd.packet(i)
@@ -173,7 +170,7 @@ func (s *Server) deliver(rd *reader, n int, pkts [][]byte) {
 			s.stats.truncated.Add(1)
 			continue
 		}
-		l := peers[src]
+		l := s.peers.get(src)
 		if l == nil {
 			s.stats.unknown.Add(1)
 			continue
