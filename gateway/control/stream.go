@@ -39,93 +39,136 @@ func (s *Server) putReadBuf(b []byte) {
 // serveStream runs one TSP session over TCP or TLS until the connection or the session ends.
 // buf, when not nil, holds the n bytes read from c so far and is the session's to keep (it
 // goes back to the pool); handshakeDone releases the connection's handshake slot once the
-// session is established.
+// session is established. The handshake runs on the caller's goroutine; an established
+// tunnel, whose connection idles for hours, goes on in a goroutine of its own, so that the
+// caller's stack, grown by TLS and TSP, is not held for the life of the tunnel.
 func (s *Server) serveStream(ctx context.Context, c net.Conn, buf []byte, n int, tr tsp.Transport, ext auth.Identity, handshakeDone func()) {
 	if buf == nil {
 		buf = s.getReadBuf()
 	}
-	pooled := true
-	defer func() {
-		if pooled {
-			s.putReadBuf(buf)
-		}
-	}()
+	st := &streamSession{srv: s, c: c, buf: buf, n: n, pooled: true, tr: tr, start: s.now()}
 	ss := s.newSession(tr.String(), addrPortOf(c.RemoteAddr()), ext.Serial, func() { c.Close() })
-	defer c.Close()
 	if !s.sessions.add(ss, s.gw.TSP.MaxSessionsPerSource) {
 		s.refuseSource(ss, func(b []byte) { _, _ = c.Write(b) })
+		st.release()
 		return
 	}
-	m, b, err := s.newMachine(ss, tr, ext)
-	if err != nil {
+	var err error
+	if st.m, st.b, err = s.newMachine(ss, tr, ext); err != nil {
 		ss.log.Error().Err(err).Msg("cannot start TSP session")
 		s.end(ss, lease.ReasonClosed)
+		st.release()
 		return
 	}
-	// b.ss changes when this connection resumes an earlier session (see backend.resume).
-	defer func() { s.controlEnded(b) }()
-	start := s.now()
-	sp := tsp.NewSplitter(0)
-	established := false
+	st.sp = tsp.NewSplitter(0)
+	if !st.run(ctx, handshakeDone) {
+		st.finish()
+		return
+	}
+	s.tcp.wg.Add(1)
+	go func() {
+		defer s.tcp.wg.Done()
+		defer st.finish()
+		if st.data == tsp.TypeV4TLSV6 {
+			s.runStreamData(ctx, st.b.ss, replayConn(c, st.sp.Rest()), st.m)
+			return
+		}
+		st.run(ctx, nil)
+	}()
+}
+
+// streamSession is one TSP session on a TCP or TLS connection.
+type streamSession struct {
+	srv         *Server
+	c           net.Conn
+	buf         []byte // read buffer: pooled during the handshake, small afterwards
+	n           int    // bytes in buf not yet given to sp
+	pooled      bool
+	tr          tsp.Transport
+	m           *tsp.Server
+	b           *backend // b.ss changes when this connection resumes an earlier session
+	sp          *tsp.Splitter
+	start       time.Time
+	established bool
+	data        tsp.TunnelType
+}
+
+// run steps the machine with the connection's messages until the session ends (false), or,
+// with handshakeDone set, until the tunnel is established (true), which releases the
+// handshake slot and the pooled read buffer. A session that ended is logged and counted
+// once.
+func (st *streamSession) run(ctx context.Context, handshakeDone func()) bool {
+	s, c, m := st.srv, st.c, st.m
 	var rerr error
 	for {
-		if n == 0 && rerr == nil {
-			n, rerr = c.Read(buf)
-		}
-		_, _ = sp.Write(buf[:n])
-		n = 0
+		_, _ = st.sp.Write(st.buf[:st.n])
+		st.n = 0
 		for {
-			msg, ok, err := sp.Next()
+			msg, ok, err := st.sp.Next()
 			if err != nil {
 				// The stream cannot be resynchronised: answer as the machine answers a
 				// malformed message in this phase, then close.
 				replies, serr := m.Fail(tsp.StatusInvalidRequest, err)
-				_ = s.sendReplies(c, replies, established)
-				s.sessionFailed(b.ss, tr, start, serr, established, authenticated(m))
-				return
+				_ = s.sendReplies(c, replies, st.established)
+				s.sessionFailed(st.b.ss, st.tr, st.start, serr, st.established, authenticated(m))
+				return false
 			}
 			if !ok {
 				break
 			}
 			replies, serr := m.Step(ctx, msg)
-			werr := s.sendReplies(c, replies, established)
+			werr := s.sendReplies(c, replies, st.established)
 			if serr != nil {
-				s.sessionFailed(b.ss, tr, start, serr, established, authenticated(m)) // the refusal, written or not
-				return
+				s.sessionFailed(st.b.ss, st.tr, st.start, serr, st.established, authenticated(m)) // the refusal, written or not
+				return false
 			}
 			if werr != nil {
-				s.streamEnded(b.ss, tr, start, werr, "write", established, authenticated(m))
-				return
+				s.streamEnded(st.b.ss, st.tr, st.start, werr, "write", st.established, authenticated(m))
+				return false
 			}
 			if m.State() == tsp.StateClosed {
-				return
+				return false
 			}
-			if _, data, ok := m.Established(); ok && !established {
-				established = true
+			if _, data, ok := m.Established(); ok && !st.established {
+				st.established, st.data = true, data
 				handshakeDone()
-				s.putReadBuf(buf)
-				buf, pooled = make([]byte, idleBufSize), false
+				s.putReadBuf(st.buf)
+				st.buf, st.pooled = make([]byte, idleBufSize), false
 				// The connection now idles for the life of the tunnel: no read deadline.
 				// The write deadline stays and is renewed by sendReplies.
 				_ = c.SetReadDeadline(time.Time{})
-				s.cfg.Metrics.ObserveHandshake("tsp-"+tr.String(), "ok", s.now().Sub(start))
+				s.cfg.Metrics.ObserveHandshake("tsp-"+st.tr.String(), "ok", s.now().Sub(st.start))
 				s.cfg.Metrics.TSPStatus(tsp.StatusSuccess)
-				if data == tsp.TypeV4TLSV6 {
-					s.runStreamData(ctx, b.ss, replayConn(c, sp.Rest()), m)
-					return
-				}
+				return true
 			}
 		}
 		if rerr != nil {
 			switch {
-			case established:
+			case st.established:
 			case errors.Is(rerr, io.EOF):
-				s.handshakeAbandoned(b.ss, tr, start, m.State(), authenticated(m))
+				s.handshakeAbandoned(st.b.ss, st.tr, st.start, m.State(), authenticated(m))
 			default:
-				s.streamEnded(b.ss, tr, start, rerr, "read", established, authenticated(m))
+				s.streamEnded(st.b.ss, st.tr, st.start, rerr, "read", st.established, authenticated(m))
 			}
-			return
+			return false
 		}
+		st.n, rerr = c.Read(st.buf)
+	}
+}
+
+// finish ends the session with its connection (unless it carries on, see controlEnded).
+func (st *streamSession) finish() {
+	st.c.Close()
+	st.srv.controlEnded(st.b)
+	st.release()
+}
+
+// release closes the connection and gives the pooled read buffer back.
+func (st *streamSession) release() {
+	st.c.Close()
+	if st.pooled {
+		st.srv.putReadBuf(st.buf)
+		st.pooled = false
 	}
 }
 

@@ -50,7 +50,7 @@ func (l *Link) WriteControl(msg []byte) error {
 		return net.ErrClosed
 	}
 	l.pending = AppendControl(l.pending, msg)
+	l.kickLocked()
 	l.mu.Unlock()
-	l.signal()
 	return nil
 }

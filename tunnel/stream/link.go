@@ -90,11 +90,15 @@ type Link struct {
 	stats     counters
 	batch     [][]byte // the read loop's packets for the receiver (views into its buffer)
 
-	mu      sync.Mutex // guards pending, spare, closed
+	mu      sync.Mutex // guards pending, spare, closed, writing
 	pending []byte     // frames waiting for the writer
 	spare   []byte     // the writer's previous buffer, reused
 	closed  bool
+	writing bool          // a writer goroutine runs (see kick)
 	wake    chan struct{} // cap 1: pending became non-empty
+	writers sync.WaitGroup
+	wrote   atomic.Bool // something was written since the last keepalive tick
+	ka      *time.Timer // keepalive ticks, when KeepaliveInterval > 0
 
 	failOnce sync.Once
 	err      error         // first failure; set once before done closes
@@ -126,14 +130,15 @@ func (l *Link) Run(ctx context.Context) error {
 	defer stop()
 	log := l.opts.Logger.With().Str("transport", tunnel.TLS).Logger()
 	log.Debug().Msg("stream link started")
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		l.routineWrite()
-	}()
+	if l.opts.KeepaliveInterval > 0 {
+		l.mu.Lock()
+		if !l.closed {
+			l.ka = time.AfterFunc(l.opts.KeepaliveInterval, l.keepaliveTick)
+		}
+		l.mu.Unlock()
+	}
 	l.fail(l.readLoop())
-	wg.Wait()
+	l.writers.Wait()
 	err := l.Err()
 	log.Debug().Err(err).Msg("stream link stopped")
 	return err
@@ -180,6 +185,9 @@ func (l *Link) fail(err error) {
 		l.mu.Lock()
 		l.closed = true
 		l.err = err
+		if l.ka != nil {
+			l.ka.Stop()
+		}
 		l.mu.Unlock()
 		close(l.done)
 		_ = l.conn.Close()
@@ -225,60 +233,88 @@ func (l *Link) WritePackets(pkts [][]byte) error {
 			queued = true
 		}
 	}
-	l.mu.Unlock()
 	if queued {
-		l.signal()
+		l.kickLocked()
 	}
+	l.mu.Unlock()
 	return nil
 }
 
-func (l *Link) signal() {
+// writerLinger is how long the writer waits for more after it wrote everything pending before
+// it exits: a busy link keeps one writer goroutine, an idle one has none.
+const writerLinger = 2 * time.Second
+
+// kickLocked has what is pending written: it wakes the writer, or starts one if none runs.
+// l.mu is held.
+func (l *Link) kickLocked() {
+	if l.closed {
+		return
+	}
+	if !l.writing {
+		l.writing = true
+		l.writers.Add(1)
+		go l.routineWrite()
+		return
+	}
 	select {
 	case l.wake <- struct{}{}:
 	default:
 	}
 }
 
-// routineWrite writes what is pending, one Write per wake-up, and sends
-// keepalives.
+// routineWrite writes what is pending, one Write per wake-up, and exits writerLinger after
+// the last write, giving its buffers back.
 func (l *Link) routineWrite() {
-	var tick <-chan time.Time
-	if l.opts.KeepaliveInterval > 0 {
-		t := time.NewTicker(l.opts.KeepaliveInterval)
-		defer t.Stop()
-		tick = t.C
-	}
-	wrote := false
+	defer l.writers.Done()
+	linger := time.NewTimer(writerLinger)
+	defer linger.Stop()
 	for {
-		select {
-		case <-l.done:
-			return
-		case <-tick:
-			if !wrote {
-				l.queueKeepalive()
-			}
-			wrote = false
-			continue
-		case <-l.wake:
-		}
 		if err := l.flush(); err != nil {
 			l.fail(fmt.Errorf("stream: write: %w", err))
 			return
 		}
-		wrote = true
+		linger.Reset(writerLinger)
+		select {
+		case <-l.done:
+			return
+		case <-l.wake:
+		case <-linger.C:
+			l.mu.Lock()
+			if len(l.pending) == 0 {
+				l.writing, l.spare = false, nil
+				l.mu.Unlock()
+				return
+			}
+			l.mu.Unlock()
+		}
 	}
 }
 
-func (l *Link) queueKeepalive() {
+// keepaliveTick queues a keepalive frame if nothing was written since the last tick, and
+// arms the next tick.
+func (l *Link) keepaliveTick() {
+	if !l.wrote.Swap(false) {
+		l.mu.Lock()
+		if !l.closed {
+			l.pending = AppendFrame(l.pending, nil)
+			l.stats.keepalivesOut.Add(1)
+			l.kickLocked()
+		}
+		l.mu.Unlock()
+	}
 	l.mu.Lock()
-	l.pending = AppendFrame(l.pending, nil)
+	if !l.closed {
+		l.ka.Reset(l.opts.KeepaliveInterval)
+	}
 	l.mu.Unlock()
-	l.stats.keepalivesOut.Add(1)
-	l.signal()
 }
 
-// readBufMax is the size a busy stream's read buffer grows to (see readLoop).
-const readBufMax = 32 << 10
+// readBufMax is the size a busy stream's read buffer grows to; it shrinks back after
+// shrinkAfter small reads in a row (see readLoop).
+const (
+	readBufMax  = 32 << 10
+	shrinkAfter = 64
+)
 
 const receiveBatch = 64
 
@@ -297,6 +333,7 @@ func (l *Link) flush() error {
 		}
 	}
 	_, err := l.conn.Write(buf)
+	l.wrote.Store(true)
 	l.putSpare(buf)
 	return err
 }
@@ -311,14 +348,19 @@ func (l *Link) putSpare(buf []byte) {
 // packet to the receiver. The buffer always has room for one whole frame.
 func (l *Link) readLoop() error {
 	// Room for two frames, so that an idle session costs little; a read that
-	// fills it means more is waiting, and the buffer grows once to readBufMax.
-	buf := make([]byte, 2*(HeaderLen+l.maxPacket))
-	start, end := 0, 0
+	// fills it means more is waiting, and the buffer grows to readBufMax. It
+	// shrinks back after shrinkAfter reads in a row that would have fit.
+	small := 2 * (HeaderLen + l.maxPacket)
+	buf := make([]byte, small)
+	start, end, smallReads := 0, 0, 0
 	for {
-		if end == len(buf) && len(buf) < readBufMax {
+		switch {
+		case end == len(buf) && len(buf) < readBufMax:
 			nb := make([]byte, readBufMax)
 			copy(nb, buf[start:end])
-			buf, start, end = nb, 0, end-start
+			buf, start, end, smallReads = nb, 0, end-start, 0
+		case len(buf) > small && start == end && smallReads >= shrinkAfter:
+			buf, start, end, smallReads = make([]byte, small), 0, 0, 0
 		}
 		n, err := l.deliver(buf[start:end])
 		if err != nil {
@@ -336,6 +378,11 @@ func (l *Link) readLoop() error {
 		}
 		n, err = l.conn.Read(buf[end:])
 		end += n
+		if n < small/2 {
+			smallReads++
+		} else {
+			smallReads = 0
+		}
 		if err != nil {
 			if errors.Is(err, io.EOF) && start == end {
 				return io.EOF

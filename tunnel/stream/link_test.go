@@ -426,3 +426,35 @@ func TestBatchesAroundControlFrames(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 }
+
+// TestWriterOnlyWhileBusy: the writer goroutine runs while there is something to write and
+// leaves an idle link (writerLinger later); a later write starts one again.
+func TestWriterOnlyWhileBusy(t *testing.T) {
+	a, b := net.Pipe()
+	recvB := newChanReceiver()
+	la := New(a, newChanReceiver(), Options{MTU: 1400})
+	lb := New(b, recvB, Options{MTU: 1400})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go la.Run(ctx)
+	go lb.Run(ctx)
+	writing := func() bool {
+		la.mu.Lock()
+		defer la.mu.Unlock()
+		return la.writing
+	}
+	for round := range 2 {
+		if err := la.WritePackets([][]byte{ipv4Packet(60, byte(round))}); err != nil {
+			t.Fatal(err)
+		}
+		recvB.next(t)
+		deadline := time.After(writerLinger + testTimeout)
+		for writing() {
+			select {
+			case <-deadline:
+				t.Fatalf("round %d: the writer stays on an idle link", round)
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+}
