@@ -92,7 +92,7 @@ func BenchmarkDTLSLink(b *testing.B) {
 // forged cookie (checked, then answered), and not parsing.
 func BenchmarkHandleDatagramHello(b *testing.B) {
 	hello, _ := capturedHellos(b)
-	forged := withCookie(b, hello, bytes.Repeat([]byte{1}, cookieLen))
+	forged := withCookie(b, hello, append([]byte{0}, bytes.Repeat([]byte{1}, cookieMACLen)...)) // generation 0: MAC checked
 	ca := newTestCA(b, "bench root")
 	var sent atomic.Int64
 	srv, err := NewServer(ServerConfig{

@@ -7,16 +7,20 @@ import (
 	"github.com/dstmgw/dstm/internal/limit"
 )
 
-// Answers to ClientHellos from addresses with no peer, per source (an IPv4 address or an
-// IPv6 /64): a legitimate client needs one HelloVerifyRequest per handshake, a few more if
-// they are lost.
+// Answers to ClientHellos from addresses with no peer, per second and source: an IPv6 /64 (a
+// host can use any address of its /64) or an IPv4 address. A legitimate client needs one
+// HelloVerifyRequest per handshake, a few more if they are lost, but a source may be a whole
+// LAN or a NAT whose clients all reconnect at once, after a gateway restart say.
+//
+// There is no tighter bucket per IPv6 address: limit.TokenBucket takes a token or refuses, so
+// a bucket checked before the /64's would let one host drain every address bucket from the
+// addresses of its /64, and one checked after it would protect nothing.
 const (
-	helloSourceRate  = 10 // per second
-	helloSourceBurst = 20
-	// helloSources is the number of per-source buckets. Sources share them by a keyed hash,
+	helloSourceRate, helloSourceBurst = 100, 200
+	// helloBuckets is the number of per-source buckets. Sources share them by a keyed hash,
 	// so their memory is fixed whatever the number of sources; a source that collides with a
 	// flooding one is limited with it.
-	helloSources = 1024
+	helloBuckets = 1024
 )
 
 const (
@@ -72,7 +76,7 @@ func (s *Server) replyAllowed(a netip.Addr) bool {
 // nothing is allocated per source.
 type replyLimits struct {
 	seed    maphash.Seed
-	sources [helloSources]*limit.TokenBucket
+	sources [helloBuckets]*limit.TokenBucket
 	all     *limit.TokenBucket
 }
 
@@ -87,20 +91,15 @@ func newReplyLimits(cfg ServerConfig) *replyLimits {
 	return l
 }
 
-// slot returns the bucket of a's source: its IPv4 address or its IPv6 /64.
+// slot returns the bucket of a's source: its /64, or the IPv4 address.
 func (l *replyLimits) slot(a netip.Addr) int {
 	a = a.Unmap()
-	var key [9]byte
 	if a.Is4() {
 		v4 := a.As4()
-		key[0] = 4
-		copy(key[1:], v4[:])
-	} else {
-		v6 := a.As16()
-		key[0] = 6
-		copy(key[1:], v6[:8])
+		return int(maphash.Bytes(l.seed, v4[:]) % helloBuckets)
 	}
-	return int(maphash.Bytes(l.seed, key[:]) % helloSources)
+	v6 := a.As16()
+	return int(maphash.Bytes(l.seed, v6[:8]) % helloBuckets)
 }
 
 // appendAlert appends a fatal plaintext alert record in epoch 0 with record sequence number

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"net"
 	"net/netip"
 	"runtime"
@@ -17,8 +18,9 @@ import (
 // a peer costs four or more (its own and pion's).
 const goroutineSlack = 3
 
-// A flood of cookie-less ClientHellos from one host, from ever new ports, creates no peer and
-// no goroutine, and a real client's handshake through the same server succeeds while it lasts.
+// A flood of cookie-less ClientHellos from one host, from addresses of its /64 and ever new
+// ports, creates no peer and no goroutine, and a real client's handshake through the same
+// server succeeds while it lasts.
 func TestHelloFlood(t *testing.T) {
 	f := newFixture(t, nil)
 	hello, _ := capturedHellos(t)
@@ -27,10 +29,10 @@ func TestHelloFlood(t *testing.T) {
 	attacker := f.sources(1, clientAddr)[0]
 	token, _ := f.gw.addSession("alice@corp")
 
-	base := runtime.NumGoroutine()
+	base, start := runtime.NumGoroutine(), time.Now()
 	const first = 2000
 	for i := range first {
-		f.server.HandleDatagram(hello, netip.AddrPortFrom(attacker, uint16(1024+i)))
+		f.server.HandleDatagram(hello, netip.AddrPortFrom(inSubnet(attacker, i%64), uint16(1024+i)))
 	}
 	st := f.server.Stats()
 	if g := runtime.NumGoroutine(); g > base+goroutineSlack {
@@ -39,8 +41,9 @@ func TestHelloFlood(t *testing.T) {
 	if st.Sessions != 0 || st.Handshakes != 0 {
 		t.Fatalf("the flood made peers: %+v", st)
 	}
-	if st.HelloVerifies+st.DroppedHelloRate != first || st.HelloVerifies > helloSourceBurst+helloSourceRate {
-		t.Fatalf("%d HelloVerifyRequests, %d unanswered, for %d ClientHellos from one source",
+	answers := uint64(helloSourceBurst + helloSourceRate*time.Since(start).Seconds() + 1)
+	if st.HelloVerifies+st.DroppedHelloRate != first || st.HelloVerifies > answers {
+		t.Fatalf("%d HelloVerifyRequests, %d unanswered, for %d ClientHellos from one /64",
 			st.HelloVerifies, st.DroppedHelloRate, first)
 	}
 
@@ -54,7 +57,7 @@ func TestHelloFlood(t *testing.T) {
 				return
 			default:
 			}
-			f.server.HandleDatagram(hello, netip.AddrPortFrom(attacker, uint16(3072+n%60000)))
+			f.server.HandleDatagram(hello, netip.AddrPortFrom(inSubnet(attacker, n%64), uint16(3072+n%60000)))
 			n++
 		}
 	}()
@@ -262,13 +265,15 @@ func TestHandshakeSourceLimit(t *testing.T) {
 	}
 }
 
-// Answers to ClientHellos are rate-limited per source (address or /64: 10/s, burst 20) and
-// in all (HelloVerifyRate); the refusals are counted.
+// Answers to ClientHellos are rate-limited per source, an IPv6 /64 or an IPv4 address (100/s,
+// bursts of 200), and in all (HelloVerifyRate); the refusals are counted.
 func TestHelloReplyLimits(t *testing.T) {
 	hello, _ := capturedHellos(t)
+	v4 := netip.MustParseAddr("192.0.2.7")
 	type step struct {
-		src      int // index into the sources; -1: another address in source 0's /64
-		n        int // ClientHellos sent
+		src      int  // index into the sources; -1: the IPv4 source
+		spread   bool // each ClientHello from another address of the source's /64
+		n        int  // ClientHellos sent
 		answered uint64
 		advance  time.Duration // before the step
 	}
@@ -277,12 +282,19 @@ func TestHelloReplyLimits(t *testing.T) {
 		rate  float64
 		steps []step
 	}{
-		{"per source", 1000, []step{
-			{src: 0, n: 25, answered: helloSourceBurst},
-			{src: -1, n: 1, answered: 0},
+		{"one address", 10000, []step{
+			{src: 0, n: 250, answered: helloSourceBurst},
 			{src: 1, n: 1, answered: 1},
-			{src: 0, n: 3, answered: 1, advance: 100 * time.Millisecond},
-			{src: 0, n: 30, answered: helloSourceBurst, advance: time.Hour},
+			{src: 0, n: 20, answered: 10, advance: 100 * time.Millisecond},
+			{src: 0, n: 300, answered: helloSourceBurst, advance: time.Hour},
+		}},
+		{"one /64, many addresses", 10000, []step{
+			{src: 0, spread: true, n: 250, answered: helloSourceBurst},
+			{src: 1, n: 1, answered: 1},
+		}},
+		{"one IPv4 address", 10000, []step{
+			{src: -1, n: 250, answered: helloSourceBurst},
+			{src: 0, n: 1, answered: 1},
 		}},
 		{"all sources", 10, []step{
 			{src: 0, n: 5, answered: 5},
@@ -298,16 +310,18 @@ func TestHelloReplyLimits(t *testing.T) {
 				c.Now = clock.Now
 				c.HelloVerifyRate = tt.rate
 			})
-			src := f.sources(3)
-			sibling := src[0].Next()
+			src := f.sources(3, v4)
 			for i, s := range tt.steps {
 				clock.Add(s.advance)
-				a := sibling
-				if s.src >= 0 {
-					a = src[s.src]
-				}
 				before := f.server.Stats()
 				for j := range s.n {
+					a := v4
+					if s.src >= 0 {
+						a = src[s.src]
+					}
+					if s.spread {
+						a = inSubnet(a, j)
+					}
 					f.server.HandleDatagram(hello, netip.AddrPortFrom(a, uint16(1000*i+j+1)))
 				}
 				st := f.server.Stats()
@@ -321,6 +335,13 @@ func TestHelloReplyLimits(t *testing.T) {
 			}
 		})
 	}
+}
+
+// inSubnet returns the address of a's /64 with interface identifier i+1.
+func inSubnet(a netip.Addr, i int) netip.Addr {
+	b := a.As16()
+	binary.BigEndian.PutUint64(b[8:], uint64(i)+1)
+	return netip.AddrFrom16(b)
 }
 
 // A DTLS client that answers the HelloVerifyRequest the standard way (pion without

@@ -396,8 +396,8 @@ func withCookie(t testing.TB, hello, cookie []byte) []byte {
 	return b
 }
 
-// sources returns n addresses of 2001:db8::/32, each in its own /64 and its own reply bucket,
-// none sharing a bucket with avoid.
+// sources returns n addresses of 2001:db8::/32, each in its own /64 and its own reply
+// bucket, none sharing a bucket with avoid.
 func (f *fixture) sources(n int, avoid ...netip.Addr) []netip.Addr {
 	used := map[int]bool{}
 	for _, a := range avoid {

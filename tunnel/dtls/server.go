@@ -63,7 +63,8 @@ type ServerConfig struct {
 	MaxHandshakesPerNet  int
 	// HelloVerifyRate bounds the HelloVerifyRequests (and alerts) sent in answer to
 	// ClientHellos from addresses with no peer, per second from all sources together; each
-	// source (address, IPv6 /64) also gets at most 10 a second. Zero: DefaultHelloVerifyRate.
+	// source (IPv6 /64, IPv4 address) also gets at most 100 a second. Zero:
+	// DefaultHelloVerifyRate.
 	HelloVerifyRate float64
 	// IdleTimeout closes an established link that received nothing for
 	// between one and two times this long.
