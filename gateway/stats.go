@@ -41,6 +41,12 @@ func (g *Gateway) Dataplane() metrics.DataplaneSnapshot {
 		snap.Drops["dtls_queue_full"] += d.DroppedQueueFull
 		snap.Drops["dtls_unknown"] += d.DroppedUnknown
 		snap.Drops["dtls_handshake_limit"] += d.DroppedHandshakes
+		snap.Drops["dtls_hello_verify"] += d.HelloVerifies
+		snap.Drops["dtls_hello_rate_limit"] += d.DroppedHelloRate
+		snap.Drops["dtls_bad_hello"] += d.DroppedBadHello
+		snap.Drops["dtls_bad_cookie"] += d.DroppedBadCookie
+		snap.Drops["dtls_old_client"] += d.DroppedOldClient
+		snap.Drops["dtls_source_limit"] += d.DroppedSourceLimit
 	}
 	if g.plain != nil {
 		p := g.plain.Stats()

@@ -1,9 +1,15 @@
 package dtls
 
 import (
+	"bytes"
+	"crypto/tls"
+	"net/netip"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/dstmgw/dstm/internal/limit"
 )
 
 // countReceiver counts packets and remembers when the last one arrived.
@@ -78,4 +84,57 @@ func BenchmarkDTLSLink(b *testing.B) {
 	b.ReportMetric(float64(got)/el.Seconds(), "pkts/s")
 	b.ReportMetric(float64(recv.bytes.Load())/el.Seconds()/1e6, "MB/s")
 	b.ReportMetric(100*float64(int64(b.N)-got)/float64(b.N), "loss%")
+}
+
+// BenchmarkHandleDatagramHello measures the stateless front on one ClientHello from an
+// address with no peer (pion's first ClientHello, as captured): answered with a
+// HelloVerifyRequest (reply limits lifted), refused by the per-source reply limit, carrying a
+// forged cookie (checked, then answered), and not parsing.
+func BenchmarkHandleDatagramHello(b *testing.B) {
+	hello, _ := capturedHellos(b)
+	forged := withCookie(b, hello, append([]byte{0}, bytes.Repeat([]byte{1}, cookieMACLen)...)) // generation 0: MAC checked
+	ca := newTestCA(b, "bench root")
+	var sent atomic.Int64
+	srv, err := NewServer(ServerConfig{
+		Certificates: []tls.Certificate{ca.issue(b, "gw.test", true)},
+		ClientCAs:    ca.pool,
+		Bind:         (&gateway{}).bind,
+		Write:        func([]byte, netip.AddrPort) error { sent.Add(1); return nil },
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Close()
+	limited := srv.replies
+	unlimited := &replyLimits{seed: limited.seed, all: limit.NewTokenBucket(1e15, 1e15, nil)}
+	for i := range unlimited.sources {
+		unlimited.sources[i] = limit.NewTokenBucket(1e15, 1e15, nil)
+	}
+	from := netip.MustParseAddrPort("[2001:db8::1]:4000")
+	for _, bc := range []struct {
+		name    string
+		b       []byte
+		replies *replyLimits
+	}{
+		{"answered", hello, unlimited},
+		{"rate-limited", hello, limited},
+		{"forged cookie", forged, unlimited},
+		{"malformed", record(22, 0, nil, []byte{1, 0, 0, 0}), unlimited},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			srv.replies = bc.replies
+			base := runtime.NumGoroutine()
+			sent.Store(0)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				srv.HandleDatagram(bc.b, netip.AddrPortFrom(from.Addr(), uint16(i)))
+			}
+			b.StopTimer()
+			if st := srv.Stats(); st.Sessions != 0 || runtime.NumGoroutine() > base {
+				b.Fatalf("peers made: %+v", st)
+			}
+			b.ReportMetric(float64(sent.Load())/float64(b.N), "replies/op")
+		})
+	}
 }

@@ -51,7 +51,7 @@ func Dial(ctx context.Context, conn net.PacketConn, server netip.AddrPort, cfg C
 		_ = conn.Close()
 		return nil, fmt.Errorf("dtls: token is %d bytes, want %d", len(cfg.Token), tsp.TokenLen)
 	}
-	dc, err := piondtls.ClientWithOptions(conn, net.UDPAddrFromAddrPort(server), clientOptions(cfg)...)
+	dc, err := piondtls.ClientWithOptions(newHelloConn(conn), net.UDPAddrFromAddrPort(server), clientOptions(cfg)...)
 	if err != nil {
 		_ = conn.Close()
 		return nil, fmt.Errorf("dtls: client conn: %w", err)

@@ -4,16 +4,26 @@
 // The Server demultiplexes datagrams to per-peer virtual net.PacketConns,
 // each under one pion server Conn: a tls12_cid record (content type 25) goes
 // to the peer that issued its connection ID, any other datagram to the peer
-// of its source address, and a ClientHello from an unknown address starts a
-// new peer within MaxHandshakes and MaxSessions; anything else is dropped.
+// of its source address; anything else but a ClientHello is dropped.
+//
+// A ClientHello from an address with no peer meets a stateless front first
+// (RFC 6347 §4.2.1): without a valid cookie it is answered with a
+// HelloVerifyRequest, at a bounded rate per source and in all, and nothing
+// is kept. Only a ClientHello that returns the cookie, at message_seq 0,
+// starts a peer, within MaxHandshakes, MaxSessions and its source's share of
+// handshakes; its pion gets it without the cookie and does no exchange of
+// its own. The client's part is helloConn, under the client's pion: it puts
+// the cookie into the first ClientHello, so both pions see a server that
+// skipped the HelloVerifyRequest, over the same transcript.
+//
 // Peers roam (RFC 9146): pion accepts an authenticated CID record from a new
 // address, and the server moves the peer when pion first writes there.
 // Nothing unauthenticated moves a peer.
 //
-// The handshake requires a client certificate, the cookie exchange and the
-// extended master secret. The client's first application record is the
-// session token from the TSP offer; the server calls ServerConfig.Bind with
-// it and acknowledges a successful bind by echoing it. The client resends the
+// The handshake requires a client certificate and the extended master
+// secret. The client's first application record is the session token from
+// the TSP offer; the server calls ServerConfig.Bind with it and
+// acknowledges a successful bind by echoing it. The client resends the
 // token until it sees any record from the server. Every later record carries
 // one IPv4 packet; a record equal to the token is a retransmission, answered
 // and not forwarded.

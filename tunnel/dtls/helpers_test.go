@@ -167,7 +167,8 @@ func (g *gateway) addSession(identity string) ([]byte, *chanReceiver) {
 	return token, r
 }
 
-// fixture is a DTLS server behind a real udpmux on loopback.
+// fixture is a DTLS server behind a real udpmux on loopback. What the server sends to
+// testNets goes to sink instead: tests inject datagrams from there with HandleDatagram.
 type fixture struct {
 	ca, otherCA *testCA
 	server      *Server
@@ -175,6 +176,14 @@ type fixture struct {
 	addr        netip.AddrPort
 	gw          *gateway
 	tsp         *tspHandler
+	sink        chan sent
+}
+
+// testNets are documentation prefixes, the homes of the sources tests make up.
+var testNets = []netip.Prefix{netip.MustParsePrefix("2001:db8::/32"), netip.MustParsePrefix("192.0.2.0/24")}
+
+func inTestNet(a netip.Addr) bool {
+	return testNets[0].Contains(a) || testNets[1].Contains(a.Unmap())
 }
 
 func listenUDP(t testing.TB) *net.UDPConn {
@@ -197,6 +206,7 @@ func newFixture(t testing.TB, tweak func(*ServerConfig)) *fixture {
 		otherCA: newTestCA(t, "other root"),
 		gw:      &gateway{sessions: map[string]*session{}, links: make(chan *ServerLink, 16)},
 		tsp:     &tspHandler{ch: make(chan []byte, 16)},
+		sink:    make(chan sent, 4096),
 	}
 	serverCert := f.ca.issue(t, "gw.test", true)
 	conn := listenUDP(t)
@@ -211,8 +221,17 @@ func newFixture(t testing.TB, tweak func(*ServerConfig)) *fixture {
 			}
 			return nil
 		},
-		Bind:             f.gw.bind,
-		Write:            func(b []byte, to netip.AddrPort) error { return mux.WriteTo(b, to) },
+		Bind: f.gw.bind,
+		Write: func(b []byte, to netip.AddrPort) error {
+			if inTestNet(to.Addr()) {
+				select {
+				case f.sink <- sent{bytes.Clone(b), to}:
+				default:
+				}
+				return nil
+			}
+			return mux.WriteTo(b, to)
+		},
 		HandshakeTimeout: 5 * time.Second,
 	}
 	if tweak != nil {
@@ -311,4 +330,86 @@ func waitDone(t testing.TB, done <-chan struct{}, what string) {
 	case <-time.After(testTimeout):
 		t.Fatalf("timed out waiting for %s", what)
 	}
+}
+
+// testClock is a clock that moves only when told to.
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newTestClock() *testClock { return &testClock{t: time.Now()} }
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *testClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// sent returns the next datagram the server sent to to, skipping others.
+func (f *fixture) sent(t testing.TB, to netip.AddrPort) []byte {
+	t.Helper()
+	deadline := time.After(testTimeout)
+	for {
+		select {
+		case s := <-f.sink:
+			if s.to == to {
+				return s.b
+			}
+		case <-deadline:
+			t.Fatalf("nothing sent to %v", to)
+			return nil
+		}
+	}
+}
+
+// cookieFor sends hello from from and returns the cookie of the HelloVerifyRequest that
+// answers it.
+func (f *fixture) cookieFor(t testing.TB, hello []byte, from netip.AddrPort) []byte {
+	t.Helper()
+	f.server.HandleDatagram(hello, from)
+	b := f.sent(t, from)
+	cookie, ok := parseHelloVerify(b)
+	if !ok {
+		t.Fatalf("answer to a ClientHello is not a HelloVerifyRequest: %x", b)
+	}
+	return bytes.Clone(cookie)
+}
+
+// withCookie returns hello with cookie in it.
+func withCookie(t testing.TB, hello, cookie []byte) []byte {
+	t.Helper()
+	h, ok := parseClientHello(hello)
+	if !ok {
+		t.Fatalf("not a ClientHello: %x", hello)
+	}
+	b, ok := appendWithCookie(nil, hello, h, cookie)
+	if !ok {
+		t.Fatal("cookie does not fit")
+	}
+	return b
+}
+
+// sources returns n addresses of 2001:db8::/32, each in its own /64 and its own reply
+// bucket, none sharing a bucket with avoid.
+func (f *fixture) sources(n int, avoid ...netip.Addr) []netip.Addr {
+	used := map[int]bool{}
+	for _, a := range avoid {
+		used[f.server.replies.slot(a)] = true
+	}
+	var out []netip.Addr
+	for i := 1; len(out) < n; i++ {
+		a := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0, byte(i >> 8), byte(i), 15: 1})
+		if slot := f.server.replies.slot(a); !used[slot] {
+			used[slot] = true
+			out = append(out, a)
+		}
+	}
+	return out
 }

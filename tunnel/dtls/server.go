@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dstmgw/dstm/internal/limit"
 	"github.com/dstmgw/dstm/tsp"
 	"github.com/dstmgw/dstm/tunnel"
 	"github.com/dstmgw/dstm/tunnel/udpmux"
@@ -27,6 +28,7 @@ const (
 	DefaultMaxSessions      = 65536
 	DefaultIdleTimeout      = 2 * time.Minute
 	DefaultQueueLen         = 1024
+	DefaultHelloVerifyRate  = 5000
 )
 
 // BindFunc attaches an authenticated DTLS link to the TSP session that
@@ -54,6 +56,16 @@ type ServerConfig struct {
 	HandshakeTimeout time.Duration
 	MaxHandshakes    int // concurrent handshakes
 	MaxSessions      int // peers, handshaking or established
+	// MaxHandshakesPerAddr and MaxHandshakesPerNet bound the handshakes in progress from one
+	// source address and from one IPv6 /64; zero: MaxHandshakes/16 (at least 2) and
+	// MaxHandshakes/4 (at least 4).
+	MaxHandshakesPerAddr int
+	MaxHandshakesPerNet  int
+	// HelloVerifyRate bounds the HelloVerifyRequests (and alerts) sent in answer to
+	// ClientHellos from addresses with no peer, per second from all sources together; each
+	// source (IPv6 /64, IPv4 address) also gets at most 100 a second. Zero:
+	// DefaultHelloVerifyRate.
+	HelloVerifyRate float64
 	// IdleTimeout closes an established link that received nothing for
 	// between one and two times this long.
 	IdleTimeout time.Duration
@@ -74,6 +86,15 @@ func (c ServerConfig) withDefaults() ServerConfig {
 	}
 	if c.MaxSessions <= 0 {
 		c.MaxSessions = DefaultMaxSessions
+	}
+	if c.MaxHandshakesPerAddr <= 0 {
+		c.MaxHandshakesPerAddr = max(2, c.MaxHandshakes/16)
+	}
+	if c.MaxHandshakesPerNet <= 0 {
+		c.MaxHandshakesPerNet = max(4, c.MaxHandshakes/4)
+	}
+	if c.HelloVerifyRate <= 0 {
+		c.HelloVerifyRate = DefaultHelloVerifyRate
 	}
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = DefaultIdleTimeout
@@ -101,7 +122,10 @@ func (c ServerConfig) validate() error {
 	return nil
 }
 
-// ServerStats is a snapshot of a Server's counters.
+// ServerStats is a snapshot of a Server's counters. A ClientHello from an address with no
+// peer either starts a peer or is counted in one of HelloVerifies, DroppedHelloRate,
+// DroppedBadHello, DroppedOldClient, DroppedSourceLimit, DroppedHandshakes and DroppedClosed;
+// DroppedBadCookie also counts those that carried a cookie not valid here.
 type ServerStats struct {
 	Sessions          int    // peers now (handshaking or established)
 	Handshakes        int    // handshakes in progress
@@ -110,26 +134,40 @@ type ServerStats struct {
 	BindsRefused      uint64 // no token, bad token, or Bind error
 	Roams             uint64 // peer address changes followed
 	DroppedUnknown    uint64 // not a ClientHello and no matching peer
-	DroppedHandshakes uint64 // ClientHello over MaxHandshakes/MaxSessions
+	DroppedHandshakes uint64 // verified ClientHello over MaxHandshakes/MaxSessions
 	DroppedQueueFull  uint64 // peer queue full (newest dropped)
 	DroppedClosed     uint64 // arrived for a peer being closed
 	DroppedMalformed  uint64 // decrypted records that are not IPv4
+
+	HelloVerifies      uint64 // ClientHellos without a valid cookie, answered with a HelloVerifyRequest
+	DroppedHelloRate   uint64 // ClientHellos left unanswered by the HelloVerifyRate limits
+	DroppedBadHello    uint64 // ClientHellos that do not parse, or are fragmented
+	DroppedBadCookie   uint64 // cookies forged, made for another address or port or ClientHello, or expired
+	DroppedOldClient   uint64 // valid cookies at message_seq ≠ 0: a client without the gateway's cookie handling
+	DroppedSourceLimit uint64 // verified ClientHellos over their address's or /64's share of handshakes
 }
 
 type serverCounters struct {
 	handshakesOK, handshakesFailed, bindsRefused, roams atomic.Uint64
 	droppedUnknown, droppedHandshakes, droppedQueueFull atomic.Uint64
 	droppedClosed, droppedMalformed                     atomic.Uint64
+
+	helloVerifies, droppedHelloRate, droppedBadHello     atomic.Uint64
+	droppedBadCookie, droppedOldClient, droppedSourceLim atomic.Uint64
 }
 
 // Server is the v4dtlsv6 transport's server side on the shared UDP port. It
 // implements udpmux.Handler.
 type Server struct {
-	cfg   ServerConfig
-	opts  []piondtls.ServerOption
-	stats serverCounters
-	pool  sync.Pool // *dgram
-	wg    sync.WaitGroup
+	cfg       ServerConfig
+	opts      []piondtls.ServerOption
+	stats     serverCounters
+	pool      sync.Pool // *dgram
+	wg        sync.WaitGroup
+	cookies   *cookies
+	scratch   sync.Pool // *helloScratch
+	replies   *replyLimits
+	perSource *limit.PerSource // handshakes in progress per source address and /64
 
 	mu         sync.RWMutex
 	byAddr     map[netip.AddrPort]*peer
@@ -154,8 +192,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		byAddr: make(map[netip.AddrPort]*peer),
 		byCID:  make(map[[CIDLen]byte]*peer),
 		peers:  make(map[*peer]struct{}),
+
+		cookies:   newCookies(cfg.Now, cookieRotation),
+		replies:   newReplyLimits(cfg),
+		perSource: limit.NewPerSource(cfg.MaxHandshakesPerAddr, cfg.MaxHandshakesPerNet),
 	}
 	s.pool.New = func() any { return &dgram{buf: make([]byte, 0, poolBufSize)} }
+	s.scratch.New = func() any { return new(helloScratch) }
 	return s, nil
 }
 
@@ -169,7 +212,11 @@ func serverOptions(cfg ServerConfig) []piondtls.ServerOption {
 		piondtls.WithExtendedMasterSecret(piondtls.RequireExtendedMasterSecret),
 		piondtls.WithCipherSuites(cipherSuites...),
 		piondtls.WithLoggerFactory(pionLoggerFactory{log: cfg.Logger}),
-		piondtls.WithInsecureSkipVerifyHello(false), // cookie exchange
+		// The Server has verified the cookie before a peer exists (handleHello), so pion
+		// does no exchange of its own: it sees the ClientHello as the client's pion wrote it,
+		// at message_seq 0, which the client's pion takes as a server that skipped the
+		// HelloVerifyRequest (see helloConn).
+		piondtls.WithInsecureSkipVerifyHello(true),
 	}
 	if cfg.ClientCAs != nil {
 		opts = append(opts, piondtls.WithClientCAs(cfg.ClientCAs))
@@ -221,6 +268,10 @@ func (s *Server) Stats() ServerStats {
 		DroppedUnknown: c.droppedUnknown.Load(), DroppedHandshakes: c.droppedHandshakes.Load(),
 		DroppedQueueFull: c.droppedQueueFull.Load(), DroppedClosed: c.droppedClosed.Load(),
 		DroppedMalformed: c.droppedMalformed.Load(),
+
+		HelloVerifies: c.helloVerifies.Load(), DroppedHelloRate: c.droppedHelloRate.Load(),
+		DroppedBadHello: c.droppedBadHello.Load(), DroppedBadCookie: c.droppedBadCookie.Load(),
+		DroppedOldClient: c.droppedOldClient.Load(), DroppedSourceLimit: c.droppedSourceLim.Load(),
 	}
 }
 
@@ -230,16 +281,16 @@ func (s *Server) HandleDatagram(b []byte, from netip.AddrPort) {
 	s.mu.RLock()
 	p := s.lookupLocked(info, from)
 	s.mu.RUnlock()
-	if p == nil {
-		if !info.clientHello {
-			s.stats.droppedUnknown.Add(1)
-			return
-		}
-		if p = s.admit(from); p == nil {
-			return
-		}
+	switch {
+	case p != nil && info.clientHello:
+		p.deliverHello(b, from)
+	case p != nil:
+		p.deliver(b, from)
+	case info.clientHello:
+		s.handleHello(b, from)
+	default:
+		s.stats.droppedUnknown.Add(1)
 	}
-	p.deliver(b, from)
 }
 
 // lookupLocked finds the peer for a datagram. A ClientHello from the
@@ -258,8 +309,8 @@ func (s *Server) lookupLocked(info datagramInfo, from netip.AddrPort) *peer {
 	return p
 }
 
-// admit creates a peer for a ClientHello from a new address, within the
-// handshake and session bounds.
+// admit creates a peer for a verified ClientHello from a new address, within the
+// handshake and session bounds and the source's share of handshakes.
 func (s *Server) admit(from netip.AddrPort) *peer {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -272,6 +323,10 @@ func (s *Server) admit(from netip.AddrPort) *peer {
 	}
 	if s.handshakes >= s.cfg.MaxHandshakes || len(s.peers) >= s.cfg.MaxSessions {
 		s.stats.droppedHandshakes.Add(1)
+		return nil
+	}
+	if !s.perSource.Acquire(from.Addr()) {
+		s.stats.droppedSourceLim.Add(1)
 		return nil
 	}
 	p := newPeer(s, from)
@@ -329,6 +384,7 @@ func (s *Server) removePeer(p *peer) {
 	}
 	if !p.established {
 		s.handshakes--
+		s.perSource.Release(p.source)
 	}
 }
 
@@ -338,6 +394,7 @@ func (s *Server) handshakeDone(p *peer) {
 	if _, live := s.peers[p]; live && !p.established {
 		p.established = true
 		s.handshakes--
+		s.perSource.Release(p.source)
 	}
 }
 

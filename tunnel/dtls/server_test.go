@@ -240,23 +240,44 @@ func TestHandshakeBound(t *testing.T) {
 		c.MaxHandshakes = 1
 		c.HandshakeTimeout = 300 * time.Millisecond
 	})
-	// A bare ClientHello record: enough to start a peer, never completes.
-	hello := []byte{22, 0xfe, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1}
+	// pion's first ClientHello with the server's cookie: enough to start a peer, which never
+	// completes.
+	hello, _ := capturedHellos(t)
 	a, b := listenUDP(t), listenUDP(t)
 	defer a.Close()
 	defer b.Close()
-	if _, err := a.WriteToUDPAddrPort(hello, f.addr); err != nil {
-		t.Fatal(err)
-	}
+	sendVerifiedHello(t, a, f.addr, hello)
 	waitFor(t, "first handshake", func() bool { return f.server.Stats().Handshakes == 1 })
-	if _, err := b.WriteToUDPAddrPort(hello, f.addr); err != nil {
-		t.Fatal(err)
-	}
+	sendVerifiedHello(t, b, f.addr, hello)
 	waitFor(t, "second dropped", func() bool { return f.server.Stats().DroppedHandshakes == 1 })
 	waitFor(t, "handshake timeout", func() bool {
 		st := f.server.Stats()
 		return st.Handshakes == 0 && st.Sessions == 0 && st.HandshakesFailed == 1
 	})
+}
+
+// sendVerifiedHello sends hello from c, and then hello with the cookie of the
+// HelloVerifyRequest that answers it.
+func sendVerifiedHello(t *testing.T, c *net.UDPConn, server netip.AddrPort, hello []byte) {
+	t.Helper()
+	if _, err := c.WriteToUDPAddrPort(hello, server); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetReadDeadline(time.Now().Add(testTimeout)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 2048)
+	n, err := c.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cookie, ok := parseHelloVerify(buf[:n])
+	if !ok {
+		t.Fatalf("not a HelloVerifyRequest: %x", buf[:n])
+	}
+	if _, err := c.WriteToUDPAddrPort(withCookie(t, hello, cookie), server); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestServerCloseEndsLinks(t *testing.T) {

@@ -44,6 +44,7 @@ type peer struct {
 
 	// Guarded by srv.mu.
 	remote      netip.AddrPort // this peer's key in srv.byAddr
+	source      netip.Addr     // counted in srv.perSource until established
 	cids        [][CIDLen]byte // keys in srv.byCID
 	established bool           // handshake done
 }
@@ -57,20 +58,54 @@ func newPeer(s *Server, from netip.AddrPort) *peer {
 		closed:    make(chan struct{}),
 		rdl:       deadline.New(),
 		remote:    from,
+		source:    from.Addr(),
 		lastWrite: from,
 	}
 }
 
 // deliver copies b into the queue; when it is full b is dropped and counted.
 func (p *peer) deliver(b []byte, from netip.AddrPort) {
-	select {
-	case <-p.closed:
-		p.srv.stats.droppedClosed.Add(1)
+	if p.dropIfClosed() {
 		return
-	default:
 	}
 	d := p.srv.getDgram(len(b))
 	d.buf = append(d.buf[:0], b...)
+	p.enqueue(d, from)
+}
+
+// deliverHello delivers a datagram that starts with a ClientHello, without its cookie: pion
+// does no cookie exchange of its own and must see the ClientHello the client's pion wrote,
+// retransmissions included.
+func (p *peer) deliverHello(b []byte, from netip.AddrPort) {
+	h, ok := parseClientHello(b)
+	if !ok || len(h.cookie) == 0 {
+		p.deliver(b, from)
+		return
+	}
+	p.deliverWithoutCookie(b, from, h)
+}
+
+func (p *peer) deliverWithoutCookie(b []byte, from netip.AddrPort, h clientHello) {
+	if p.dropIfClosed() {
+		return
+	}
+	d := p.srv.getDgram(len(b))
+	d.buf, _ = appendWithCookie(d.buf[:0], b, h, nil) // a shorter record always fits
+	p.enqueue(d, from)
+}
+
+// dropIfClosed reports whether the peer is closed, counting the datagram dropped if so.
+func (p *peer) dropIfClosed() bool {
+	select {
+	case <-p.closed:
+		p.srv.stats.droppedClosed.Add(1)
+		return true
+	default:
+		return false
+	}
+}
+
+func (p *peer) enqueue(d *dgram, from netip.AddrPort) {
 	d.from = from
 	select {
 	case p.queue <- d:
