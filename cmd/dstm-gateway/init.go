@@ -249,6 +249,7 @@ log:
 
 metrics:
   listen: "{{.Metrics.Listen}}"   # e.g. "127.0.0.1:9653"; empty = off
+  pprof: false                    # true: Go runtime profiles under /debug/pprof/ on that listener
 
 admin:
   socket: {{.Admin.Socket}}
