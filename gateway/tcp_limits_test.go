@@ -414,3 +414,33 @@ func TestEnrollmentConnectionsBounded(t *testing.T) {
 	}
 	gw.enrollIdentity(t, "alice@corp")
 }
+
+// TestConnectionRatePerSource: beyond its burst (200) a source's new connections are closed
+// at once, without a word, at more than 50 a second, while another source is served.
+func TestConnectionRatePerSource(t *testing.T) {
+	gw := startGateway(t, nil)
+	src := netip.MustParseAddr("127.0.0.1")
+	refused := 0
+	const n = 300
+	for range n {
+		c := gw.dialTCPFrom(t, src)
+		_, _ = c.Write([]byte("VERSION=2.0.2\r\n")) // may fail: the gateway may have closed
+		switch got := rawExchange(t, c, nil, lineDone); {
+		case len(got) == 0:
+			refused++
+		case !bytes.HasPrefix(got, []byte("CAPABILITY ")):
+			t.Fatalf("got %q", got)
+		}
+		c.Close()
+	}
+	if n := gw.drops("tcp_connection_rate"); n != uint64(refused) {
+		t.Fatalf("tcp_connection_rate counted %d, %d refused", n, refused)
+	}
+	if refused == 0 || refused > n-200 {
+		t.Fatalf("%d of %d connections from one source refused, want 1..%d", refused, n, n-200)
+	}
+	c := gw.dialTCPFrom(t, netip.MustParseAddr("127.0.0.9"))
+	if r := rawExchange(t, c, []byte("VERSION=2.0.2\r\n"), lineDone); !bytes.HasPrefix(r, []byte("CAPABILITY ")) {
+		t.Fatalf("another source got %q", r)
+	}
+}

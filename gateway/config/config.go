@@ -87,6 +87,7 @@ type TSP struct {
 	HandshakeTimeout     Duration `yaml:"handshake_timeout"`
 	MaxHandshakes        int      `yaml:"max_handshakes"`
 	MaxSessionsPerSource int      `yaml:"max_sessions_per_source"`
+	ConnectionRate       int      `yaml:"connection_rate"`
 	UDPIdleTimeout       Duration `yaml:"udp_idle_timeout"`
 }
 
@@ -156,6 +157,7 @@ func Default() Config {
 			HandshakeTimeout:     Duration(10 * time.Second),
 			MaxHandshakes:        256,
 			MaxSessionsPerSource: 16,
+			ConnectionRate:       50,
 			UDPIdleTimeout:       Duration(2 * time.Minute),
 		},
 		CA: CA{

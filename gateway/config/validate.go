@@ -151,6 +151,9 @@ func (c *Config) validateTSP() []error {
 	if t.MaxSessionsPerSource < 1 || t.MaxSessionsPerSource > 100000 {
 		errs = append(errs, bad("tsp.max_sessions_per_source", "%d is outside 1..100000", t.MaxSessionsPerSource))
 	}
+	if t.ConnectionRate < 0 || t.ConnectionRate > 1000000 {
+		errs = append(errs, bad("tsp.connection_rate", "%d is outside 0..1000000", t.ConnectionRate))
+	}
 	if t.UDPIdleTimeout.D() < 5*time.Second || t.UDPIdleTimeout.D() > 24*time.Hour {
 		errs = append(errs, bad("tsp.udp_idle_timeout", "%s is outside 5s..24h", t.UDPIdleTimeout.D()))
 	}

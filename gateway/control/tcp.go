@@ -34,8 +34,9 @@ const tcpWorkerIdle = 10 * time.Second
 type tcpFront struct {
 	srv        *Server
 	handshakes *limit.Semaphore
-	perSource  *limit.PerSource // handshakes in progress per source address and /64
-	maxConns   int64            // open TCP connections of every kind (Config.MaxConns)
+	perSource  *limit.PerSource  // handshakes in progress per source address and /64
+	rate       *limit.SourceRate // new connections per source /64 (or IPv4 address) and second
+	maxConns   int64             // open TCP connections of every kind (Config.MaxConns)
 	conns      atomic.Int64
 	wg         sync.WaitGroup // connection workers
 	refusals   *sampledLog    // refusals at admission: rate-limited, counted
@@ -47,10 +48,24 @@ func newTCPFront(s *Server) *tcpFront {
 		srv:        s,
 		handshakes: limit.NewSemaphore(n),
 		perSource:  limit.NewPerSource(max(2, n/16), max(4, n/4)),
+		rate:       connRate(s.gw.TSP.ConnectionRate, s.now),
 		maxConns:   int64(s.cfg.MaxConns),
 		refusals:   newSampledLog(s.log, s.now),
 	}
 }
+
+// connRate limits new connections per second and source (an IPv6 /64 or an IPv4 address) to
+// tsp.connection_rate, in bursts of four times that: enough for a LAN whose clients all
+// reconnect at once, after a gateway restart say, while one source cannot make the gateway
+// spend its CPU on TLS handshakes. Nil (no limit) when the rate is 0.
+func connRate(perSecond int, now func() time.Time) *limit.SourceRate {
+	if perSecond == 0 {
+		return nil
+	}
+	return limit.NewSourceRate(float64(perSecond), 4*perSecond, connRateBuckets, now)
+}
+
+const connRateBuckets = 4096 // shared by the sources (limit.SourceRate)
 
 // ServeTCP accepts connections on ln until ctx ends; each is demultiplexed by its first byte.
 func (s *Server) ServeTCP(ctx context.Context, ln net.Listener) error { return s.tcp.serve(ctx, ln) }
@@ -89,6 +104,15 @@ func (t *tcpFront) serve(ctx context.Context, ln net.Listener) error {
 			continue
 		}
 		backoff = 0
+		if src := addrPortOf(c.RemoteAddr()).Addr(); t.rate != nil && !t.rate.Allow(src) {
+			// Refused here, before any goroutine or read: the cheapest a flood can be.
+			t.srv.countDrop("tcp_connection_rate")
+			t.refusals.warn("rate", func(e *zerolog.Event) {
+				e.Str("remote", src.String()).Str("reason", "too many new connections from this source").Msg("connection refused")
+			})
+			c.Close()
+			continue
+		}
 		if t.maxConns > 0 && t.conns.Load() >= t.maxConns {
 			t.srv.countDrop("tcp_connection_limit")
 			t.refusals.warn("conns", func(e *zerolog.Event) {

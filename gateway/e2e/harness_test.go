@@ -34,8 +34,12 @@ const (
 	logTail     = 40 // log lines printed per process when a test fails
 )
 
-// loadSources is the prefix of the load clients' addresses (see gwOptions.load).
-var loadSources = netip.MustParsePrefix("fd00:d57b::/64")
+// loadSources is the prefix of the load clients' addresses (see gwOptions.load), and
+// legitSources that of the clients whose experience a flood from loadSources is measured by.
+var (
+	loadSources  = netip.MustParsePrefix("fd00:d57b::/64")
+	legitSources = netip.MustParsePrefix("fd00:d57c::/64")
+)
 
 // requireE2E skips the test when the suite cannot run here (see skipReason).
 func requireE2E(t *testing.T) {
@@ -98,8 +102,10 @@ func newEnv(t *testing.T, opts gwOptions) *env {
 		// Every load session has its own client address, from a prefix routed through the
 		// client's main address: one neighbour entry on the gateway, not one per address
 		// (the kernel's neighbour table stops at 1024).
-		if err := tp.Gateway.AddRoute(loadSources, tp.ClientV6); err != nil {
-			t.Fatal(err)
+		for _, p := range []netip.Prefix{loadSources, legitSources} {
+			if err := tp.Gateway.AddRoute(p, tp.ClientV6); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	e.srv = startServers(t, tp.Server, tp.ServerV4)

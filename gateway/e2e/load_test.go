@@ -51,8 +51,11 @@ func newLoadClient(e *env) *loadClient {
 // addSources adds n addresses of loadSources to the client's link: a v4v6 tunnel is keyed by
 // its client endpoint, so each plain session needs its own, and every session gets one so that
 // per-address bounds stay out of the way.
-func (l *loadClient) addSources(n int) error {
-	base := loadSources.Addr().As16()
+func (l *loadClient) addSources(n int) error { return l.addSourcesIn(loadSources, n) }
+
+// addSourcesIn is addSources with addresses of prefix.
+func (l *loadClient) addSourcesIn(prefix netip.Prefix, n int) error {
+	base := prefix.Addr().As16()
 	for i := len(l.srcs); i < n; i++ {
 		a := base
 		a[12], a[13], a[14], a[15] = 0x10, byte(i>>16), byte(i>>8), byte(i)

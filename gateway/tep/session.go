@@ -38,20 +38,20 @@ type SessionSnapshot struct {
 // Its queue towards the tunnel and its writer goroutine exist only while it
 // has packets to send (see outQueue): an idle session has neither.
 type Session struct {
-	tep   *TEP
-	info  SessionInfo
-	lease [4]byte
-	mtu   int
-	mss   uint16
-	since time.Time
+	tep     *TEP
+	info    SessionInfo
+	lease   [4]byte
+	mtu     int
+	mss     uint16
+	since   time.Time
 	link    atomic.Pointer[linkRef] // nil when none is attached
 	oqMu    sync.Mutex
 	oq      outQueue
 	writers sync.WaitGroup // the writer goroutine, while one runs
 	closed  atomic.Bool    // set under tep.reg.mu when the session is removed
-	lastIn atomic.Int64 // unix nanoseconds of the last batch from the tunnel (or of AddSession)
-	in     counter
-	out    counter
+	lastIn  atomic.Int64   // unix nanoseconds of the last batch from the tunnel (or of AddSession)
+	in      counter
+	out     counter
 	// guarded by tep.reg.mu
 	tr       int
 	base     Traffic
@@ -198,4 +198,3 @@ func (s *Session) trafficSinceSwitchLocked() Traffic {
 	cur := s.trafficLocked()
 	return Traffic{In: cur.In.sub(s.base.In), Out: cur.Out.sub(s.base.Out)}
 }
-

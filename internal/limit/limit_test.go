@@ -78,3 +78,25 @@ func TestTokenBucket(t *testing.T) {
 		t.Fatal("a nil bucket allowed")
 	}
 }
+
+func TestSourceRate(t *testing.T) {
+	now := time.Unix(0, 0)
+	r := NewSourceRate(1, 2, 1024, func() time.Time { return now })
+	a1 := netip.MustParseAddr("2001:db8:1:2::1")
+	a2 := netip.MustParseAddr("2001:db8:1:2::ffff") // same /64: same bucket
+	other := netip.MustParseAddr("2001:db8:9::1")
+	if !r.Allow(a1) || !r.Allow(a2) || r.Allow(a1) {
+		t.Fatal("the /64 shares one bucket of burst 2")
+	}
+	if r.slot(other) != r.slot(a1) && !r.Allow(other) {
+		t.Fatal("another /64 is limited by the first")
+	}
+	v4 := netip.MustParseAddr("192.0.2.1")
+	if !r.Allow(v4) || r.slot(v4) != r.slot(netip.MustParseAddr("::ffff:192.0.2.1")) {
+		t.Fatal("an IPv4 source and its mapped form are not one source")
+	}
+	now = now.Add(time.Second)
+	if !r.Allow(a1) || r.Allow(a1) {
+		t.Fatal("refill of one token a second not enforced")
+	}
+}

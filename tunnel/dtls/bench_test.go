@@ -106,10 +106,7 @@ func BenchmarkHandleDatagramHello(b *testing.B) {
 	}
 	defer srv.Close()
 	limited := srv.replies
-	unlimited := &replyLimits{seed: limited.seed, all: limit.NewTokenBucket(1e15, 1e15, nil)}
-	for i := range unlimited.sources {
-		unlimited.sources[i] = limit.NewTokenBucket(1e15, 1e15, nil)
-	}
+	unlimited := &replyLimits{sources: limit.NewSourceRate(1e15, 1e15, helloBuckets, nil), all: limit.NewTokenBucket(1e15, 1e15, nil)}
 	from := netip.MustParseAddrPort("[2001:db8::1]:4000")
 	for _, bc := range []struct {
 		name    string

@@ -1,26 +1,18 @@
 package dtls
 
 import (
-	"hash/maphash"
 	"net/netip"
 
 	"github.com/dstmgw/dstm/internal/limit"
 )
 
-// Answers to ClientHellos from addresses with no peer, per second and source: an IPv6 /64 (a
-// host can use any address of its /64) or an IPv4 address. A legitimate client needs one
-// HelloVerifyRequest per handshake, a few more if they are lost, but a source may be a whole
-// LAN or a NAT whose clients all reconnect at once, after a gateway restart say.
-//
-// There is no tighter bucket per IPv6 address: limit.TokenBucket takes a token or refuses, so
-// a bucket checked before the /64's would let one host drain every address bucket from the
-// addresses of its /64, and one checked after it would protect nothing.
+// Answers to ClientHellos from addresses with no peer, per second and source (limit.SourceRate:
+// an IPv6 /64 or an IPv4 address). A legitimate client needs one HelloVerifyRequest per
+// handshake, a few more if they are lost, but a source may be a whole LAN or a NAT whose
+// clients all reconnect at once, after a gateway restart say.
 const (
 	helloSourceRate, helloSourceBurst = 100, 200
-	// helloBuckets is the number of per-source buckets. Sources share them by a keyed hash,
-	// so their memory is fixed whatever the number of sources; a source that collides with a
-	// flooding one is limited with it.
-	helloBuckets = 1024
+	helloBuckets                      = 1024 // shared by the sources (limit.SourceRate)
 )
 
 const (
@@ -69,37 +61,21 @@ func (s *Server) handleHello(b []byte, from netip.AddrPort) {
 // replyAllowed takes a token from the source's bucket and then from the bucket of all
 // sources.
 func (s *Server) replyAllowed(a netip.Addr) bool {
-	return s.replies.sources[s.replies.slot(a)].Allow() && s.replies.all.Allow()
+	return s.replies.sources.Allow(a) && s.replies.all.Allow()
 }
 
 // replyLimits bounds the datagrams the stateless front sends. Its buckets are made once:
 // nothing is allocated per source.
 type replyLimits struct {
-	seed    maphash.Seed
-	sources [helloBuckets]*limit.TokenBucket
+	sources *limit.SourceRate
 	all     *limit.TokenBucket
 }
 
 func newReplyLimits(cfg ServerConfig) *replyLimits {
-	l := &replyLimits{
-		seed: maphash.MakeSeed(),
-		all:  limit.NewTokenBucket(cfg.HelloVerifyRate, max(1, int(cfg.HelloVerifyRate)), cfg.Now),
+	return &replyLimits{
+		sources: limit.NewSourceRate(helloSourceRate, helloSourceBurst, helloBuckets, cfg.Now),
+		all:     limit.NewTokenBucket(cfg.HelloVerifyRate, max(1, int(cfg.HelloVerifyRate)), cfg.Now),
 	}
-	for i := range l.sources {
-		l.sources[i] = limit.NewTokenBucket(helloSourceRate, helloSourceBurst, cfg.Now)
-	}
-	return l
-}
-
-// slot returns the bucket of a's source: its /64, or the IPv4 address.
-func (l *replyLimits) slot(a netip.Addr) int {
-	a = a.Unmap()
-	if a.Is4() {
-		v4 := a.As4()
-		return int(maphash.Bytes(l.seed, v4[:]) % helloBuckets)
-	}
-	v6 := a.As16()
-	return int(maphash.Bytes(l.seed, v6[:8]) % helloBuckets)
 }
 
 // appendAlert appends a fatal plaintext alert record in epoch 0 with record sequence number

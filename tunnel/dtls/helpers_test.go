@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -399,15 +400,12 @@ func withCookie(t testing.TB, hello, cookie []byte) []byte {
 // sources returns n addresses of 2001:db8::/32, each in its own /64 and its own reply
 // bucket, none sharing a bucket with avoid.
 func (f *fixture) sources(n int, avoid ...netip.Addr) []netip.Addr {
-	used := map[int]bool{}
-	for _, a := range avoid {
-		used[f.server.replies.slot(a)] = true
-	}
+	taken := append([]netip.Addr(nil), avoid...)
 	var out []netip.Addr
 	for i := 1; len(out) < n; i++ {
 		a := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0, byte(i >> 8), byte(i), 15: 1})
-		if slot := f.server.replies.slot(a); !used[slot] {
-			used[slot] = true
+		if !slices.ContainsFunc(taken, func(b netip.Addr) bool { return f.server.replies.sources.Shared(a, b) }) {
+			taken = append(taken, a)
 			out = append(out, a)
 		}
 	}
