@@ -56,7 +56,7 @@ func (s *Server) create(ctx context.Context, req *Tunnel) ([]Reply, error) {
 	}
 	offer, err := s.cfg.Backend.Create(ctx, s.id, req)
 	if err != nil {
-		return failFramed(wireStatus(err), fmt.Errorf("backend create: %w", err))
+		return backendFailed("create", err)
 	}
 	if offer == nil {
 		return failFramed(StatusServerError, errors.New("backend create returned no offer"))
@@ -105,7 +105,7 @@ func (s *Server) accept(ctx context.Context, t *Tunnel) ([]Reply, error) {
 		return failFramed(StatusInvalidRequest, err)
 	}
 	if err := s.cfg.Backend.Accept(ctx, s.id, s.offer, data); err != nil {
-		return failFramed(wireStatus(err), fmt.Errorf("backend accept: %w", err))
+		return backendFailed("accept", err)
 	}
 	s.accepted, s.data = s.offer, data
 	s.state = StateEstablished
@@ -135,7 +135,7 @@ func (s *Server) chooseData(want TunnelType) (TunnelType, error) {
 
 func (s *Server) reject(ctx context.Context) ([]Reply, error) {
 	if err := s.cfg.Backend.Delete(ctx, s.id); err != nil {
-		return failFramed(wireStatus(err), fmt.Errorf("backend delete on reject: %w", err))
+		return backendFailed("delete on reject", err)
 	}
 	s.offer, s.accepted, s.data = nil, nil, ""
 	s.state = StateAuthenticated
@@ -144,7 +144,7 @@ func (s *Server) reject(ctx context.Context) ([]Reply, error) {
 
 func (s *Server) delete(ctx context.Context) ([]Reply, error) {
 	if err := s.cfg.Backend.Delete(ctx, s.id); err != nil {
-		return failFramed(wireStatus(err), fmt.Errorf("backend delete: %w", err))
+		return backendFailed("delete", err)
 	}
 	s.offer, s.accepted, s.data = nil, nil, ""
 	s.state = StateClosed
@@ -227,4 +227,15 @@ func (s *Server) checkExtendedOffer(o *Tunnel) error {
 		}
 	}
 	return nil
+}
+
+// backendFailed answers a failed backend operation with the status the backend chose (310
+// when it chose none). A *StatusError's cause is wrapped once, under the operation's name.
+func backendFailed(op string, err error) ([]Reply, error) {
+	code := wireStatus(err)
+	var se *StatusError
+	if errors.As(err, &se) && se.Err != nil {
+		err = se.Err
+	}
+	return failFramed(code, fmt.Errorf("backend %s: %w", op, err))
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -53,7 +55,14 @@ func report(t *testing.T, lines ...string) {
 // newLoadEnv starts a gateway with the load settings and a load client enrolled for TSP-SSL.
 func newLoadEnv(t *testing.T) (*env, *loadClient) {
 	t.Helper()
-	e := newEnv(t, gwOptions{load: true})
+	return newLoadEnvWith(t, gwOptions{})
+}
+
+// newLoadEnvWith is newLoadEnv with more options.
+func newLoadEnvWith(t *testing.T, opts gwOptions) (*env, *loadClient) {
+	t.Helper()
+	opts.load = true
+	e := newEnv(t, opts)
 	e.enroll()
 	st, err := enroll.Load(e.cdir)
 	if err != nil {
@@ -211,10 +220,11 @@ func (e *env) logSummary(t *testing.T) {
 		if json.Unmarshal([]byte(line), &rec) != nil || (rec.Level != "warn" && rec.Level != "error") {
 			continue
 		}
-		counts[fmt.Sprintf("%s %q reason=%q error=%q", rec.Level, rec.Message, rec.Reason, rec.Error)]++
+		counts[fmt.Sprintf("%s %q reason=%q error=%.100q", rec.Level, rec.Message, rec.Reason, rec.Error)]++
 	}
-	for k, n := range counts {
-		t.Logf("gateway log: %d× %s", n, k)
+	keys := slices.SortedFunc(maps.Keys(counts), func(a, b string) int { return counts[b] - counts[a] })
+	for _, k := range keys[:min(len(keys), 10)] {
+		t.Logf("gateway log: %d× %s", counts[k], k)
 	}
 }
 

@@ -269,7 +269,7 @@ func TestFloods(t *testing.T) {
 	requireE2E(t)
 	setups := size(3, 15)
 	floodFor := time.Duration(size(2, 20)) * time.Second
-	e, l := newLoadEnv(t)
+	e, l := newLoadEnvWith(t, gwOptions{connRate: 50}) // the default: floods come from one /64
 	if err := l.addSources(257); err != nil {
 		t.Fatal(err)
 	}

@@ -56,6 +56,10 @@ type gwOptions struct {
 	// load: the settings of the load and reliability scenarios: a /16 pool, ANONYMOUS plain
 	// TSP over TCP and UDP, no per-source or per-identity session bound, logs at info.
 	load bool
+	// prepare, when set, runs before `dstm-gateway init` (a scenario's own state directory).
+	prepare func(*env)
+	// connRate is tsp.connection_rate with load (0: none; the load clients all share a /64).
+	connRate int
 }
 
 // pool is the lease pool of the scenario.
@@ -112,6 +116,9 @@ func newEnv(t *testing.T, opts gwOptions) *env {
 	if err := os.WriteFile(e.cfgPath, []byte(e.config()), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	if opts.prepare != nil {
+		opts.prepare(e)
+	}
 	if out, err := e.gwCmd("init"); err != nil {
 		t.Fatalf("dstm-gateway init: %v\n%s", err, out)
 	}
@@ -132,7 +139,7 @@ func (e *env) config() string {
 	case e.opts.load:
 		b.WriteString("policy:\n  default:\n    transports: [v4v6, v4anyv6]\n    max_sessions: 100000\n")
 		b.WriteString("leases:\n  max_sessions: 1024\n")
-		b.WriteString("tsp:\n  anonymous: true\n  max_sessions_per_source: 100000\n  max_handshakes: 4096\n")
+		fmt.Fprintf(&b, "tsp:\n  anonymous: true\n  max_sessions_per_source: 100000\n  max_handshakes: 4096\n  connection_rate: %d\n", e.opts.connRate)
 		b.WriteString("log:\n  level: info\n  format: json\n")
 	case e.opts.plain:
 		b.WriteString("policy:\n  default:\n    transports: [v4v6, v4anyv6]\n")

@@ -95,15 +95,24 @@ func (l *loadClient) closeAll() {
 	}
 }
 
-// open opens one session of kind and keeps it open until closeAll.
+// open opens one session of kind from a fresh source and keeps it open until closeAll.
 func (l *loadClient) open(ctx context.Context, kind sessionKind) error {
+	src, err := l.source()
+	if err != nil {
+		return err
+	}
+	return l.openFrom(ctx, kind, src)
+}
+
+// openFrom opens one session of kind from src and keeps it open until closeAll.
+func (l *loadClient) openFrom(ctx context.Context, kind sessionKind, src netip.Addr) error {
 	switch kind {
 	case kindPlainTCP:
-		return l.plainTCP(ctx)
+		return l.plainTCP(ctx, src)
 	case kindPlainUDP:
-		return l.plainUDP(ctx)
+		return l.plainUDP(ctx, src)
 	case kindDTLS, kindTLS:
-		return l.tspSSL(ctx, kind)
+		return l.tspSSL(ctx, kind, src)
 	}
 	return fmt.Errorf("unknown session kind %q", kind)
 }
@@ -135,11 +144,7 @@ func anonymousV4V6(tr tsp.Transport, src netip.Addr) (*tsp.Client, error) {
 
 // plainTCP runs gogoc's v4v6 exchange over TCP from a fresh source and leaves the control
 // connection idle.
-func (l *loadClient) plainTCP(ctx context.Context) error {
-	src, err := l.source()
-	if err != nil {
-		return err
-	}
+func (l *loadClient) plainTCP(ctx context.Context, src netip.Addr) error {
 	c, err := l.dialFrom(ctx, "tcp", src)
 	if err != nil {
 		return err
@@ -162,11 +167,7 @@ func (l *loadClient) plainTCP(ctx context.Context) error {
 
 // plainUDP runs gogoc's v4v6 exchange over UDP ("reliable UDP") from a fresh source. gogoc
 // does not speak again after its accept; the session lives with its lease.
-func (l *loadClient) plainUDP(ctx context.Context) error {
-	src, err := l.source()
-	if err != nil {
-		return err
-	}
+func (l *loadClient) plainUDP(ctx context.Context, src netip.Addr) error {
 	c, err := l.dialFrom(ctx, "udp", src)
 	if err != nil {
 		return err
@@ -264,13 +265,9 @@ func runStreamSplitter(c net.Conn, m *tsp.Client) (*tsp.Splitter, error) {
 
 // tspSSL opens TSP-SSL with the enrolled certificate and brings up a DTLS link or the TLS
 // stream, then leaves it idle.
-func (l *loadClient) tspSSL(ctx context.Context, kind sessionKind) error {
+func (l *loadClient) tspSSL(ctx context.Context, kind sessionKind, src netip.Addr) error {
 	if l.st == nil {
 		return errors.New("no enrolled state (loadClient.st)")
-	}
-	src, err := l.source()
-	if err != nil {
-		return err
 	}
 	raw, err := l.dialFrom(ctx, "tcp", src)
 	if err != nil {
