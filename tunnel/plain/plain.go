@@ -41,16 +41,16 @@ type counters struct {
 // Server is a raw IPv6 socket for next header 4 bound to one local address,
 // demultiplexing received packets by outer source to registered receivers.
 type Server struct {
-	conn  *net.IPConn
-	rc    syscall.RawConn
-	local netip.Addr
+	conn    *net.IPConn
+	rc      syscall.RawConn
+	local   netip.Addr
 	peers   peerTable
 	mu      sync.Mutex // serialises changes to peers
 	writers sync.Pool  // of *writer
-	stats counters
-	done  chan struct{}
-	once  sync.Once
-	err   error
+	stats   counters
+	done    chan struct{}
+	once    sync.Once
+	err     error
 }
 
 // Listen opens the raw socket on local (an IPv6 address of this host) and
