@@ -5,9 +5,14 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+	"golang.zx2c4.com/wireguard/tun/tuntest"
+
+	"github.com/dstmgw/dstm/certs"
 	"github.com/dstmgw/dstm/gateway"
 	"github.com/dstmgw/dstm/gateway/lease"
 	"github.com/dstmgw/dstm/gateway/lease/boltstore"
@@ -115,4 +120,36 @@ func (gw *testGW) leaseFile(t *testing.T) map[netip.Addr]lease.Lease {
 		got[r.Lease.Addr] = r.Lease
 	}
 	return got
+}
+
+// TestFailedStartLeavesNothingOpen: a start that fails late (the admin socket is held by
+// another gateway) returns its error and closes the sockets and devices it had opened.
+func TestFailedStartLeavesNothingOpen(t *testing.T) {
+	first := startGateway(t, nil)
+	cfg := first.cfg
+	cfg.StateDir = t.TempDir()
+	ca, err := certs.Init(filepath.Join(cfg.StateDir, gateway.CADir), gateway.CAOptions(cfg, zerolog.Nop(), time.Now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca.Close()
+	baseline := openFDs(t)
+	g, err := gateway.New(cfg, zerolog.Nop(), gateway.Options{Version: "test", Device: tuntest.NewChannelTUN().TUN()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runErr := make(chan error, 1)
+	go func() { runErr <- g.Run(context.Background()) }()
+	select {
+	case err := <-runErr:
+		if err == nil || !strings.Contains(err.Error(), "admin socket") {
+			t.Fatalf("Run = %v, want the admin socket's error", err)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("Run did not fail with the admin socket held")
+	}
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+	checkFDs(t, baseline)
 }
