@@ -10,24 +10,20 @@ report=${CHAOS_REPORT:-bin/chaos-report.md}
 mkdir -p "$(dirname "$report")"
 : >"$report"
 load() { cut -d' ' -f1-3 /proc/loadavg; }
-{
-  echo "Commit $(git describe --tags --always --dirty), $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), load $(load) at the start."
-  echo
-  echo "| scenario | figures |"
-  echo "|---|---|"
-} >>"$report"
+echo "Commit $(git describe --tags --always --dirty), $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), load $(load) at the start." >>"$report"
 rows=$(mktemp)
 status=0
 DSTM_CHAOS=full DSTM_CHAOS_REPORT=$rows CGO_ENABLED=1 $GO test -count=1 -timeout 90m -v \
   -run '^(TestIdleMemoryPerSession|TestFloods|TestKillUnderLoad|TestSessionChurn|TestFullDisk)$' ./gateway/e2e/ \
   >bin/chaos-e2e.log 2>&1 || status=1
 grep -E '^--- (PASS|FAIL)' bin/chaos-e2e.log | sed 's/^/    /'
-# Each scenario's rows start with "| <scenario> |"; the table keeps them as they came.
-sed 's/^| \(.*\)$/| \1/' "$rows" >>"$report"
+cat "$rows" >>"$report"
 rm -f "$rows"
 {
   echo
-  echo "Fuzzing, ${CHAOS_FUZZTIME:-10m} of one CPU per target (corpus entries kept in Go's fuzz cache), load $(load) before:"
+  echo "### Fuzzing"
+  echo
+  echo "${CHAOS_FUZZTIME:-10m} of one CPU per target (corpus entries kept in Go's fuzz cache), load $(load) before:"
   echo
   echo '```'
 } >>"$report"

@@ -52,6 +52,16 @@ func report(t *testing.T, lines ...string) {
 	fmt.Fprintln(f, strings.Join(lines, "\n"))
 }
 
+// reportTable starts a table of the report: a title and the header row.
+func reportTable(t *testing.T, title string, columns ...string) {
+	t.Helper()
+	seps := make([]string, len(columns))
+	for i := range seps {
+		seps[i] = "---"
+	}
+	report(t, "", "### "+title, "", "| "+strings.Join(columns, " | ")+" |", "|"+strings.Join(seps, "|")+"|")
+}
+
 // newLoadEnv starts a gateway with the load settings and a load client enrolled for TSP-SSL.
 func newLoadEnv(t *testing.T) (*env, *loadClient) {
 	t.Helper()
@@ -140,6 +150,8 @@ func TestIdleMemoryPerSession(t *testing.T) {
 	if v := os.Getenv("DSTM_CHAOS_N"); v != "" {
 		fmt.Sscan(v, &n)
 	}
+	reportTable(t, "Idle memory per session", "transport", "sessions", "RSS per session, just opened",
+		"RSS per session, idle", "goroutines per session", "gateway before → idle")
 	for _, kind := range []sessionKind{kindPlainTCP, kindPlainUDP, kindTLS, kindDTLS} {
 		t.Run(string(kind), func(t *testing.T) {
 			e, l := newLoadEnv(t)

@@ -128,6 +128,7 @@ func TestKillUnderLoad(t *testing.T) {
 	if len(first) != 2*per {
 		t.Fatalf("%d plain leases, want %d", len(first), 2*per)
 	}
+	reportTable(t, "Kill -9 under load", "round", "sessions", "time until all are back", "plain clients on the same IPv4", "double allocations")
 	for round := range rounds {
 		e.gw.kill()
 		l.closeAll()
@@ -152,7 +153,7 @@ func TestKillUnderLoad(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		report(t, fmt.Sprintf("| kill -9 #%d | %d sessions (%d of each kind) | %v to all back | %d of %d plain clients on the same IPv4 | %d double allocations |",
+		report(t, fmt.Sprintf("| %d | %d (%d of each kind) | %v | %d of %d | %d |",
 			round+1, len(kinds), per, back.Round(time.Millisecond), same, len(first), len(bad)))
 		if same != len(first) {
 			t.Errorf("round %d: %d of %d plain clients got their address back", round, same, len(first))
@@ -191,7 +192,8 @@ func TestSessionChurn(t *testing.T) {
 		last = s
 	}
 	perK := func(a, b int64) float64 { return float64(b-a) / float64((batches-1)*batch) * 1000 }
-	report(t, fmt.Sprintf("| churn | %d sessions in batches of %d | RSS %+.1f KB, %+.2f fds, %+.2f goroutines per 1,000 sessions after the first batch | %s → %s |",
+	reportTable(t, "Churn", "sessions", "RSS per 1,000 after the first batch", "fds per 1,000", "goroutines per 1,000", "gateway after the first batch → after the last")
+	report(t, fmt.Sprintf("| %d in batches of %d | %+.1f KB | %+.2f | %+.2f | %s → %s |",
 		batches*batch, batch, perK(first.rss, last.rss)/1024, perK(int64(first.fds), int64(last.fds)),
 		perK(int64(first.goroutines), int64(last.goroutines)), first, last))
 	if last.fds > first.fds+5 || last.goroutines > first.goroutines+backDownSlack {
@@ -272,8 +274,8 @@ func TestFullDisk(t *testing.T) {
 		}
 		return nil
 	})
-	report(t, fmt.Sprintf("| full disk | %d of %d new sessions refused while full; %d sessions live (4 before) | %d of 10 new sessions once there was room |",
-		refused, tries, live, recovered))
+	reportTable(t, "Full disk", "new sessions refused (310) while full", "sessions live while full (4 before)", "new sessions once there was room")
+	report(t, fmt.Sprintf("| %d of %d | %d | %d of 10 |", refused, tries, live, recovered))
 	if refused == 0 {
 		t.Error("no new session was refused with the disk full (did the state directory fill?)")
 	}
