@@ -46,7 +46,8 @@ type Server struct {
 	local   netip.Addr
 	peers   peerTable
 	mu      sync.Mutex // serialises changes to peers
-	writers sync.Pool  // of *writer
+	wmu     sync.Mutex
+	writers []*writer // free writers: as many as writes ever ran at once
 	stats   counters
 	done    chan struct{}
 	once    sync.Once
@@ -114,16 +115,24 @@ func (s *Server) unregister(l *link) {
 	}
 }
 
-// getWriter returns a writer from the pool: links take one for each write, so that an idle
-// link holds none.
+// getWriter returns a free writer: links take one for each write, so that an idle link holds
+// none.
 func (s *Server) getWriter() *writer {
-	if w, _ := s.writers.Get().(*writer); w != nil {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if n := len(s.writers); n > 0 {
+		w := s.writers[n-1]
+		s.writers = s.writers[:n-1]
 		return w
 	}
 	return newWriter(s.rc, BatchSize)
 }
 
-func (s *Server) putWriter(w *writer) { s.writers.Put(w) }
+func (s *Server) putWriter(w *writer) {
+	s.wmu.Lock()
+	s.writers = append(s.writers, w)
+	s.wmu.Unlock()
+}
 
 // Stats returns a snapshot of the counters.
 func (s *Server) Stats() Stats {
