@@ -26,7 +26,6 @@ const (
 	StatusPrefixForAnonymous    = 522
 	StatusServerTooBusy         = 530
 	StatusRedirect              = 1200
-	statusRedirectThreshold     = 1000
 	maxStatusCode               = 9999
 	statusLineReasonLimit       = 200
 )
@@ -86,10 +85,6 @@ func Reason(code int) (string, bool) {
 	}
 	return "", false
 }
-
-// IsRedirect reports whether code is a redirect status (> 1000), as gogoc
-// interprets it.
-func IsRedirect(code int) bool { return code > statusRedirectThreshold }
 
 // StatusError carries a TSP status code and the internal cause. Only Code
 // (with its fixed phrase) is sent to the peer; Err is for logs.

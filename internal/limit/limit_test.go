@@ -2,6 +2,7 @@ package limit
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 )
@@ -62,16 +63,23 @@ func TestPerSource(t *testing.T) {
 func TestTokenBucket(t *testing.T) {
 	now := time.Unix(0, 0)
 	b := NewTokenBucket(10, 2, func() time.Time { return now })
-	if !b.Allow() || !b.Allow() || b.Allow() {
-		t.Fatal("burst of 2 not enforced")
+	takes := func(n int) []bool {
+		out := make([]bool, n)
+		for i := range out {
+			out[i] = b.Allow()
+		}
+		return out
+	}
+	if got := takes(3); !slices.Equal(got, []bool{true, true, false}) {
+		t.Fatalf("burst of 2: %v", got)
 	}
 	now = now.Add(100 * time.Millisecond) // one token at 10/s
-	if !b.Allow() || b.Allow() {
-		t.Fatal("refill of one token not enforced")
+	if got := takes(2); !slices.Equal(got, []bool{true, false}) {
+		t.Fatalf("refill of one token: %v", got)
 	}
 	now = now.Add(time.Hour)
-	if !b.Allow() || !b.Allow() || b.Allow() {
-		t.Fatal("the bucket filled beyond its burst")
+	if got := takes(3); !slices.Equal(got, []bool{true, true, false}) {
+		t.Fatalf("the bucket filled beyond its burst: %v", got)
 	}
 	var nilBucket *TokenBucket
 	if nilBucket.Allow() {
