@@ -134,7 +134,7 @@ func (t *TEP) icmpInside(sc *insideScratch, pkt []byte, src netip.Addr, mtu uint
 	} else {
 		out, err = packet.AppendFragNeeded(sc.icmp[0][:tunOffset], pkt, src, mtu)
 	}
-	if err != nil || !t.icmp.allow() {
+	if err != nil || !t.icmp.Allow() {
 		return
 	}
 	sc.icmp[0] = out

@@ -78,7 +78,7 @@ func (s *Session) icmpOutside(pkt []byte) {
 	t := s.tep
 	ob := t.getOut()
 	out, err := packet.AppendFragNeeded(ob.b[:0], pkt, t.cfg.InnerAddr, uint16(s.mtu))
-	if err != nil || !t.icmp.allow() {
+	if err != nil || !t.icmp.Allow() {
 		t.putOut(ob)
 		return
 	}

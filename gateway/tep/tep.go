@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.zx2c4.com/wireguard/tun"
 
+	"github.com/dstmgw/dstm/internal/limit"
 	"github.com/dstmgw/dstm/internal/packet"
 )
 
@@ -102,7 +103,7 @@ type TEP struct {
 	dev   tun.Device
 	reg   registry
 	pools atomic.Pointer[[]netip.Prefix] // replaced whole by AddPools
-	icmp  *tokenBucket
+	icmp  *limit.TokenBucket
 	drops [numDropReasons]atomic.Uint64
 	sent  atomic.Uint64 // ICMP errors generated
 	outs  sync.Pool     // *outBuf, cfg.MTU bytes
@@ -124,7 +125,7 @@ func New(cfg Config) (*TEP, error) {
 	pools := append([]netip.Prefix(nil), cfg.Pools...)
 	t.pools.Store(&pools)
 	if cfg.ICMPRate > 0 {
-		t.icmp = newTokenBucket(cfg.ICMPRate, cfg.ICMPBurst, cfg.Now)
+		t.icmp = limit.NewTokenBucket(cfg.ICMPRate, cfg.ICMPBurst, cfg.Now)
 	}
 	t.outs.New = func() any { return &outBuf{b: make([]byte, 0, max(cfg.MTU, packet.MaxICMPErrorLen))} }
 	t.rxs.New = func() any { return newRxBatch() }
