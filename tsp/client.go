@@ -54,25 +54,19 @@ const DefaultVersion = "2.0.2"
 
 // ClientConfig configures a Client machine.
 type ClientConfig struct {
-	// Transport selects framing rules (required).
-	Transport Transport
-	// Version to announce; DefaultVersion when empty. After a 302 the
-	// caller reconnects with an older one (2.0.1, then 2.0.0).
-	Version string
-	// Mechanism to authenticate with (required).
-	Mechanism sasl.Mechanism
-	// Username and Password for PLAIN and DIGEST-MD5.
-	Username, Password string
-	// DigestURI for DIGEST-MD5: "tsp/" + the server as configured.
-	DigestURI string
-	// Request is the create request (its Action is forced to create).
-	Request *Tunnel
-	// AcceptType optionally names the data transport in the accept of an
-	// extended offer (our extension); empty sends gogoc's plain accept.
+	Transport Transport // required
+	// Version to announce (DefaultVersion when empty); after a 302 the
+	// caller reconnects with 2.0.1, then 2.0.0.
+	Version            string
+	Mechanism          sasl.Mechanism // required
+	Username, Password string         // PLAIN and DIGEST-MD5
+	DigestURI          string         // DIGEST-MD5: "tsp/" + the server as configured
+	Request            *Tunnel        // the create request; its Action is forced to create
+	// AcceptType names the data transport in the accept of an extended offer
+	// (our extension); empty sends gogoc's plain accept.
 	AcceptType TunnelType
-	// DeferAccept stops after each offer (state ClientOffered) instead of
-	// accepting at once, so the caller can bring the data channel up first
-	// and then call Accept with the transport that works.
+	// DeferAccept stops after each offer (ClientOffered) so that the caller
+	// can bring the data channel up first and Accept the transport that works.
 	DeferAccept bool
 	// Now supplies the DIGEST-MD5 cnonce (Unix seconds, like gogoc); nil
 	// means time.Now.
@@ -136,8 +130,7 @@ func (c *Client) State() ClientState { return c.state }
 // Capability returns the server's advertised capability.
 func (c *Client) Capability() Capability { return c.caps }
 
-// Offer returns the last offer received (the one in force once
-// established).
+// Offer returns the last offer received (the one in force once established).
 func (c *Client) Offer() *Tunnel { return c.offer }
 
 // Start returns the first message (VERSION).
@@ -216,8 +209,7 @@ func expectEmpty(in []byte) error {
 	return nil
 }
 
-// expectSuccess parses a status line and turns anything but 200 into a
-// *StatusError.
+// expectSuccess turns any status but 200 into a *StatusError.
 func expectSuccess(in []byte) error {
 	st, rest, err := ParseStatus(in)
 	if err != nil {

@@ -11,15 +11,9 @@ import (
 
 // Size limits.
 const (
-	// MaxDatagramPayload is the largest UDP payload either side accepts
-	// (gogoc reads replies into 4096 bytes).
-	MaxDatagramPayload = 4096
-	// MaxStreamMessage is the largest single message accepted on a TCP or
-	// TLS stream (header line plus Content-length body).
-	MaxStreamMessage = 8192
-	// MaxLine bounds any text line (VERSION, CAPABILITY, AUTHENTICATE,
-	// status, base64 SASL lines).
-	MaxLine = 2048
+	MaxDatagramPayload = 4096 // UDP payload; gogoc reads replies into 4096 bytes
+	MaxStreamMessage   = 8192 // one stream message, Content-length body included
+	MaxLine            = 2048 // any text line
 )
 
 const crlf = "\r\n"
@@ -79,7 +73,6 @@ func printable(s string) bool {
 	return true
 }
 
-// hasPrefixFold reports whether b starts with prefix, ignoring ASCII case.
 func hasPrefixFold(b []byte, prefix string) bool {
 	return len(b) >= len(prefix) && strings.EqualFold(string(b[:len(prefix)]), prefix)
 }
@@ -148,10 +141,8 @@ func (c Capability) Marshal() []byte {
 	return []byte(b.String())
 }
 
-// ParseCapability parses a CAPABILITY line. Unknown TUNNEL values and
-// unknown AUTH mechanisms are skipped (a client only needs to find its
-// own); other TOKEN=VALUE pairs are ignored; a token without '=' is an
-// error.
+// ParseCapability parses a CAPABILITY line. Unknown TUNNEL and AUTH values
+// and other TOKEN=VALUE pairs are skipped; a token without '=' is an error.
 func ParseCapability(b []byte) (Capability, error) {
 	line, err := onlyLine(b)
 	if err != nil {

@@ -47,8 +47,7 @@ func (t *Tunnel) AppendMarshal(dst []byte) ([]byte, error) {
 	return w.b, nil
 }
 
-// marshalSizeHint estimates the output size generously, so that Marshal
-// allocates once for the usual elements.
+// marshalSizeHint is generous, so that Marshal allocates once.
 func (t *Tunnel) marshalSizeHint() int {
 	n := 128 // <tunnel …> with all attributes, </tunnel>
 	if t.Server != nil {
@@ -190,7 +189,6 @@ func (w *xmlWriter) addrIP(a netip.Addr) {
 	w.raw("</address>")
 }
 
-// addrLine writes indent, <address …>, CRLF.
 func (w *xmlWriter) addrLine(indent, typ, val string) {
 	w.raw(indent)
 	w.addr(typ, val)
