@@ -51,8 +51,8 @@ const (
 	dtlsMTU  = 1380
 )
 
-// DTLSRecordMTU is the largest DTLS record the data channel sends: the inner MTU plus room
-// for the record header, connection ID and AEAD overhead.
+// DTLSRecordMTU is the largest DTLS record the data channel sends: the inner MTU, the record
+// header, connection ID and AEAD overhead.
 const DTLSRecordMTU = dtlsMTU + 100
 
 func (o *offers) dataMTU(t tsp.TunnelType) int {
@@ -87,8 +87,7 @@ func (s *Server) newMachine(ss *session, tr tsp.Transport, ext auth.Identity) (*
 	return m, b, err
 }
 
-// noCredentials is the credential store when no password file is configured: PLAIN and
-// DIGEST-MD5 then fail with 300 like any wrong password.
+// noCredentials fails PLAIN and DIGEST-MD5 with 300, like any wrong password.
 type noCredentials struct{}
 
 func (noCredentials) VerifyPlain(string, string) bool { return false }
@@ -113,11 +112,9 @@ func (o *offers) tunnelTypes(tr tsp.Transport) []tsp.TunnelType {
 	return out
 }
 
-// mechanisms allowed on a control transport (DESIGN §4): EXTERNAL over TLS with a certificate;
-// PLAIN over TLS, or everywhere when the config says "always"; DIGEST-MD5 and ANONYMOUS only
-// when enabled. passwords says whether a password mechanism is allowed: when nothing is, PLAIN
-// is still advertised (TSP needs one mechanism) but must fail for every password, so the
-// session gets no password store.
+// mechanisms allowed on a control transport (DESIGN §4). passwords says whether a password
+// mechanism is: when none is, PLAIN is still advertised (TSP needs one mechanism) and the
+// session gets no password store, so that it fails.
 func (o *offers) mechanisms(tr tsp.Transport, ext auth.Identity) (mechs []sasl.Mechanism, passwords bool) {
 	var out []sasl.Mechanism
 	if tr == tsp.TransportTLS && ext.Name != "" {

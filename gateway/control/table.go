@@ -60,8 +60,7 @@ func (t *table) remove(ss *session) {
 	}
 }
 
-// setPlain records ss as the v4v6 session of its client endpoint ep, unless ss has left the
-// table.
+// setPlain records ss as the v4v6 session of ep, unless ss has left the table.
 func (t *table) setPlain(ss *session, ep netip.Addr) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -77,9 +76,8 @@ func (t *table) plainAt(ep netip.Addr) *session {
 	return t.plain[ep]
 }
 
-// adopt moves the control channel of the fresh session cur onto the earlier session old
-// (resumption by data token): cur leaves the table, old is now counted under cur's source.
-// It returns old's new control generation.
+// adopt moves the control channel of cur onto old (resumption by data token): cur leaves the
+// table, old is counted under cur's source. It returns old's new generation.
 func (t *table) adopt(old, cur *session) uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
