@@ -98,10 +98,9 @@ func (c *ClientConfig) validate() error {
 	return nil
 }
 
-// Client is the client side of one TSP session (our dstm-client over
-// TSP-SSL, and tests). It speaks byte for byte like gogoc, including the
-// NUL after AUTHENTICATE. Feed it complete server messages (Splitter on a
-// stream, datagram payloads on UDP). Not safe for concurrent use.
+// Client is the client side of one TSP session, byte for byte like gogoc
+// (the NUL after AUTHENTICATE included), fed with complete server messages.
+// Not safe for concurrent use.
 type Client struct {
 	cfg     ClientConfig
 	state   ClientState
@@ -152,10 +151,9 @@ func (c *Client) Renew() ([]Reply, error) {
 
 func one(b []byte) []Reply { return []Reply{{Payload: b}} }
 
-// Step consumes one server message and returns the messages to send. On
-// UDP a Reply with an empty payload is a header-only datagram. An error
-// closes the machine; a refusal by the server is a *StatusError carrying
-// the server's code (e.g. 302: reconnect with an older Version).
+// Step consumes one server message and returns the messages to send. An
+// error closes the machine; a refusal is a *StatusError with the server's
+// code (302: reconnect with an older Version).
 func (c *Client) Step(in []byte) ([]Reply, error) {
 	if c.state == ClientClosed || c.state == ClientStart {
 		return nil, fmt.Errorf("tsp: client step in state %s", c.state)

@@ -10,9 +10,8 @@ import (
 // the last one answered; it gets no reply.
 var ErrStale = errors.New("tsp: stale datagram")
 
-// DatagramSession drives a Server over UDP for one client address and port:
-// it parses and echoes the 8-byte header and answers retransmissions. A
-// datagram repeating the last answered sequence (gogoc resends with a fresh
+// DatagramSession drives a Server over UDP for one client address and port.
+// A datagram repeating the last answered sequence (gogoc resends with a fresh
 // timestamp) gets the cached reply again without stepping the machine, even
 // after it has closed, so the gateway keeps closed sessions for a short
 // linger. Not safe for concurrent use.

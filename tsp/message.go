@@ -30,9 +30,8 @@ func trimNULs(b []byte) []byte {
 	return b
 }
 
-// firstLine returns the first line without its terminator (CRLF or LF) and
-// the bytes after it. A message without any terminator is one whole line
-// (datagrams). Lines longer than MaxLine or containing NUL/CR are rejected.
+// firstLine returns the first line without its CRLF or LF, and the rest. A
+// datagram without a terminator is one line.
 func firstLine(b []byte) (line, rest []byte, err error) {
 	i := bytes.IndexByte(b, '\n')
 	if i < 0 {

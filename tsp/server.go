@@ -135,9 +135,8 @@ func (c *ServerConfig) validateMechanism(m sasl.Mechanism) error {
 	return nil
 }
 
-// Server is the server side of one TSP session: a pure state machine fed
-// with complete client messages (a stream message from Splitter, or a UDP
-// payload without its header). It is not safe for concurrent use.
+// Server is the server side of one TSP session, a state machine fed with
+// complete client messages. Not safe for concurrent use.
 type Server struct {
 	cfg       ServerConfig
 	state     ServerState

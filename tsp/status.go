@@ -42,9 +42,8 @@ func statusCodes() []int {
 	}
 }
 
-// Reason is the one table of fixed reason phrases sent on the wire; it
-// returns false for codes not in the table (never sent by the server).
-// Internal error text never reaches a client: only these phrases do.
+// Reason returns the fixed phrase of code, or false for codes never sent.
+// Only these phrases reach a client, never internal error text.
 func Reason(code int) (string, bool) {
 	switch code {
 	case StatusSuccess:
@@ -87,8 +86,7 @@ func Reason(code int) (string, bool) {
 	return "", false
 }
 
-// IsRedirect reports whether code is a redirect status (> 1000), as gogoc
-// interprets it.
+// IsRedirect reports whether code is a redirect (> 1000), as gogoc reads it.
 func IsRedirect(code int) bool { return code > statusRedirectThreshold }
 
 // StatusError carries a TSP status code and the internal cause. Only Code

@@ -72,9 +72,7 @@ const (
 	TokenLen      = 32 // bytes of the data-channel session token
 )
 
-// Tunnel is the <tunnel> element in all its uses: a client request
-// (create), the server offer (info), and accept/delete/reject.
-// Zero values mean "absent".
+// Tunnel is the <tunnel> element of every action; zero values are absent.
 type Tunnel struct {
 	Action   Action
 	Type     TunnelType
@@ -118,8 +116,7 @@ type Router struct {
 	DNSNames  []string   // request only: <dns_server><address type="dn">
 }
 
-// DataChannel is our <data token port transports/> extension binding the
-// data channel to this TSP session.
+// DataChannel is our <data> extension binding the data channel to the session.
 type DataChannel struct {
 	Token      [TokenLen]byte
 	Port       uint16

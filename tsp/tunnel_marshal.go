@@ -117,8 +117,7 @@ func (t *Tunnel) checkMarshal() error {
 	return nil
 }
 
-// checkFamilies verifies that every address sits in a field of its family
-// and that routes are masked IPv4 prefixes.
+// checkFamilies checks address families and that routes are masked IPv4.
 func (t *Tunnel) checkFamilies() error {
 	bad := func(what string) error { return fmt.Errorf("%w: %s has the wrong address family", ErrMalformed, what) }
 	if e := t.Server; e != nil && (e.IPv4.IsValid() && !isV4(e.IPv4) || e.IPv6.IsValid() && !isV6(e.IPv6)) {

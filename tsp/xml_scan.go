@@ -7,17 +7,11 @@ import (
 	"unicode/utf8"
 )
 
-// The XML subset. xmlScanner reads what TSP peers send and nothing more: an
-// optional XML declaration (version 1.0, UTF-8), one root element, tags with
-// quoted attributes, character data with the five predefined entities and
-// numeric references (CR and CRLF read as LF, as in encoding/xml). XML that
-// is not well-formed is malformed. Refused as errXMLUnsupported: what
-// encoding/xml accepts and no TSP peer sends (comments, CDATA, declarations,
-// processing instructions, namespace prefixes, non-ASCII names, text outside
-// the root element, more attributes or depth than the bounds below) and the
-// malformed XML it tolerates (duplicate attributes, attributes without white
-// space between them, references to surrogates). docs/protocol.md has the
-// full list.
+// The XML subset: xmlScanner reads what TSP peers send and nothing more, as
+// docs/protocol.md lists it. XML that is not well-formed is malformed; what
+// encoding/xml accepts and no peer sends (comments, CDATA, namespaces, …),
+// and the malformed XML it tolerates (duplicate attributes, references to
+// surrogates, …), are refused as errXMLUnsupported.
 
 // errXMLUnsupported marks the refusals of input that encoding/xml
 // accepts. Errors carrying it also wrap ErrMalformed.
