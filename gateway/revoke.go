@@ -64,7 +64,6 @@ func (g *Gateway) Revoke(ctx context.Context, target string) (admin.RevokeResult
 	return res, nil
 }
 
-// countUnion counts the distinct session ids of a and b.
 func countUnion(a, b []string) int {
 	n := len(a)
 	for _, s := range b {

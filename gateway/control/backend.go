@@ -107,7 +107,6 @@ func (b *backend) lease(ctx context.Context, id tsp.Identity, rule auth.Rule, ty
 	return l, nil
 }
 
-// leaseStatus maps lease errors to TSP status codes.
 func leaseStatus(err error) error {
 	switch {
 	case errors.Is(err, lease.ErrPoolExhausted), errors.Is(err, lease.ErrSessionLimit):

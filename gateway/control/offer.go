@@ -65,7 +65,6 @@ func (o *offers) dataMTU(t tsp.TunnelType) int {
 	return o.gw.TEP.MTU
 }
 
-// newMachine builds the TSP server machine for a session on transport tr.
 func (s *Server) newMachine(ss *session, tr tsp.Transport, ext auth.Identity) (*tsp.Server, *backend, error) {
 	b := &backend{srv: s, ss: ss}
 	mechs, passwordsAllowed := s.offers.mechanisms(tr, ext)
@@ -94,7 +93,6 @@ func (noCredentials) VerifyPlain(string, string) bool { return false }
 
 func (noCredentials) DigestHA1(string, string) ([16]byte, bool) { return [16]byte{}, false }
 
-// tunnelTypes advertised on a control transport.
 func (o *offers) tunnelTypes(tr tsp.Transport) []tsp.TunnelType {
 	var out []tsp.TunnelType
 	if o.plain {
@@ -146,7 +144,6 @@ func (o *offers) mechanisms(tr tsp.Transport, ext auth.Identity) (mechs []sasl.M
 	return out, passwords
 }
 
-// typeAllowed applies policy and configuration to a requested tunnel type.
 func (o *offers) typeAllowed(rule auth.Rule, t tsp.TunnelType) bool {
 	if t == tsp.TypeV4V6 && !o.plain {
 		return false
@@ -160,7 +157,6 @@ func (o *offers) typeAllowed(rule auth.Rule, t tsp.TunnelType) bool {
 	}
 }
 
-// offer builds the tunnel offer for a lease.
 func (o *offers) offer(typ tsp.TunnelType, rule auth.Rule, l lease.Lease, ep netip.Addr, tok [tsp.TokenLen]byte, overTLS bool) *tsp.Tunnel {
 	life := uint32(time.Until(l.Expires).Round(time.Second) / time.Second)
 	if l.State != lease.StateActive || life == 0 {

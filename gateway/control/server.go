@@ -97,7 +97,6 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// countDrop counts a control-plane drop by reason.
 func (s *Server) countDrop(reason string) {
 	v, _ := s.drops.LoadOrStore(reason, new(atomic.Uint64))
 	v.(*atomic.Uint64).Add(1)

@@ -63,7 +63,6 @@ func newSessionID() string {
 	return "s-" + hex.EncodeToString(b[:])
 }
 
-// newSession creates a session with its logger.
 func (s *Server) newSession(control string, remote netip.AddrPort, serial string, closeCtl func()) *session {
 	id := newSessionID()
 	return &session{
@@ -86,7 +85,6 @@ func (ss *session) offered(id tsp.Identity, rule auth.Rule, l lease.Lease, endpo
 	return ss.token, fresh
 }
 
-// accepted records the lease once active.
 func (ss *session) accepted(l lease.Lease) {
 	ss.mu.Lock()
 	ss.lease = l

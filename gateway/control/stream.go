@@ -159,7 +159,6 @@ func (st *streamSession) finish() {
 	st.release()
 }
 
-// release closes the connection and gives the pooled read buffer back.
 func (st *streamSession) release() {
 	st.c.Close()
 	if st.pooled {

@@ -69,7 +69,6 @@ func (t *table) setPlain(ss *session, ep netip.Addr) {
 	}
 }
 
-// plainAt returns the v4v6 session of the client endpoint ep, or nil.
 func (t *table) plainAt(ep netip.Addr) *session {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -123,7 +122,6 @@ func (t *table) all() []*session {
 	return out
 }
 
-// matching returns the sessions of one identity, or of one certificate serial.
 func (t *table) matching(identity, serial string) []*session {
 	var out []*session
 	for _, ss := range t.all() {

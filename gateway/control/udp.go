@@ -54,7 +54,6 @@ const (
 	refusedSource
 )
 
-// drop is the refusal's drop counter reason.
 func (r udpRefusal) drop() string {
 	switch r {
 	case refusedHandshakes:
@@ -82,7 +81,6 @@ type udpDatagram struct {
 	from netip.AddrPort
 }
 
-// payload is what follows the header.
 func (d udpDatagram) payload() []byte { return d.b[tsp.HeaderLen:] }
 
 // udpServer serves TSP over UDP ("reliable UDP", tsp-wire-notes §2.3): sessions keyed by the
@@ -150,7 +148,6 @@ func (s *Server) ServeUDP(ctx context.Context) { s.udp.run(ctx) }
 // UDP is the TSP handler of the UDP port's demultiplexer.
 func (s *Server) UDP() interface{ HandleDatagram([]byte, netip.AddrPort) } { return s.udp }
 
-// run starts the workers and the sweeper; it returns when ctx ends.
 func (u *udpServer) run(ctx context.Context) {
 	var wg sync.WaitGroup
 	for range udpWorkers {
