@@ -12,28 +12,8 @@ import (
 	"github.com/dstmgw/dstm/tsp/sasl"
 )
 
-// Server state diagram (one machine per TCP/TLS connection or UDP peer).
-// Replies in parentheses; "-" = nothing on a stream, an empty (header-only)
-// datagram on UDP. Every error reply (300, 301, 302, 303, 310, 500, 502)
-// moves to Closed.
-//
-//	[Version] --VERSION 2.0.0..2.0.2 (CAPABILITY)--> [Authenticate]
-//	[Version] --other version (302)--> [Closed]
-//
-//	[Authenticate] --ANONYMOUS | EXTERNAL (200)--------------------> [Authenticated]
-//	[Authenticate] --PLAIN (-)--> [PlainCredentials] --ok (200)-----> [Authenticated]
-//	[Authenticate] --DIGEST-MD5 (challenge)--> [DigestResponse]
-//	[DigestResponse] --ok, stream (rspauth, separate 200)-----------> [Authenticated]
-//	[DigestResponse] --ok, UDP (rspauth)--> [DigestConfirm]
-//	[DigestConfirm] --empty datagram (200)--------------------------> [Authenticated]
-//
-//	[Authenticated] --create (200 + offer)--> [Offered]
-//	[Offered] --accept (-)--> [Established]
-//	[Offered] --reject (-)--> [Authenticated]
-//	[Offered] --delete (framed 200)--> [Closed]
-//	[Established] --create = renewal (200 + offer)--> [Offered]
-//	[Established] --info (200 + offer in force)--> [Established]
-//	[Established] --delete (framed 200)--> [Closed]
+// The server's states and transitions are diagrammed in docs/protocol.md,
+// "State machine (server)". Every error reply moves to StateClosed.
 
 // ServerState is the state of a Server machine.
 type ServerState uint8

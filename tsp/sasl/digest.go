@@ -24,8 +24,7 @@ type Challenge struct {
 	Realm, Nonce, Qop, Algorithm, Charset string
 }
 
-// NewChallenge returns the challenge gogoc expects for realm and nonce:
-// qop="auth", algorithm=md5-sess, charset=utf-8.
+// NewChallenge returns the challenge gogoc expects for realm and nonce.
 func NewChallenge(realm, nonce string) Challenge {
 	return Challenge{Realm: realm, Nonce: nonce, Qop: DigestQop, Algorithm: DigestAlgorithm, Charset: DigestCharset}
 }
@@ -132,8 +131,7 @@ func RspAuthValue(inner [16]byte, nonce, cnonce, qop, digestURI string, truncate
 	return digestValue(inner, nonce, cnonce, qop, ":"+digestURI, truncateAtNUL)
 }
 
-// ClientResponse builds the response gogoc sends to challenge c for user
-// with HA1 inner, digest-uri uri and client nonce cnonce.
+// ClientResponse builds the response gogoc sends to challenge c.
 func ClientResponse(c Challenge, user string, inner [16]byte, uri, cnonce string, truncateAtNUL bool) Response {
 	return Response{
 		Charset: c.Charset, Username: user, Realm: c.Realm, Nonce: c.Nonce, NC: DigestNC,

@@ -7,8 +7,7 @@ import (
 	"strings"
 )
 
-// Mechanism names a SASL mechanism as it appears on the wire in upper case
-// (AUTH=PLAIN, AUTHENTICATE PLAIN).
+// Mechanism names a SASL mechanism as on the wire, in upper case.
 type Mechanism string
 
 // The mechanisms this package implements.
