@@ -26,8 +26,8 @@ const udpQueueLen = 1024
 // many of them let commits batch; an idle one is a parked goroutine.
 const udpWorkers = 256
 
-// udpLinger keeps a closed exchange after its close, to answer late retransmissions (or,
-// after tsp.handshake_timeout, to drop them rather than have them open a new exchange).
+// udpLinger is how long a closed exchange stays, to answer late retransmissions (or, after
+// tsp.handshake_timeout, to drop them rather than have them open a new exchange).
 const udpLinger = 30 * time.Second
 
 // The sweep runs every quarter of the shorter UDP timeout, within these bounds: an exchange
