@@ -9,15 +9,13 @@ import (
 	"github.com/dstmgw/dstm/tunnel"
 )
 
-// Keepalive: like gogoc in v4v6 mode, the client sends an ICMP echo request from its lease to
-// the gateway's inner address through the tunnel every keepalive interval of the offer. It
-// keeps NAT and DTLS idle timers alive and proves the path: when nothing at all came back
-// through the tunnel for missedKeepalives intervals, the session is declared dead.
+// Like gogoc in v4v6 mode, the client pings the gateway's inner address through the tunnel
+// every keepalive interval of the offer: that keeps NAT and DTLS idle timers alive, and a
+// session from which nothing came back for missedKeepalives intervals is dead.
 const missedKeepalives = 3
 
 var errKeepalive = errors.New("no traffic from the gateway for 3 keepalive intervals")
 
-// echoRequest builds the keepalive: an ICMP echo request from the lease to the gateway.
 func echoRequest(src, dst [4]byte, id, seq uint16) []byte {
 	return packet.AppendEchoRequest(nil, netip.AddrFrom4(src), netip.AddrFrom4(dst), id, seq)
 }

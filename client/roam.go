@@ -12,10 +12,9 @@ import (
 // roamInterval is how often the client checks which local IPv6 address reaches the gateway.
 const roamInterval = 2 * time.Second
 
-// roam follows changes of the local address that routes to the gateway: when it changes, the
-// DTLS socket is rebound to the new address (the DTLS session and its connection ID stay; the
-// gateway learns the new address from the next authenticated record, e.g. the next keepalive)
-// and maintain is told to resume the control session on a connection from the new address.
+// roam follows the local address that routes to the gateway: when it changes, the DTLS socket
+// is rebound to it (the session and its connection ID stay; the gateway learns the address
+// from the next record) and maintain resumes the control session from the new address.
 func (c *Client) roam(ctx context.Context, link *dtls.ClientLink, rc *dtls.RebindConn, server netip.AddrPort, roamed chan<- struct{}) {
 	t := time.NewTicker(roamInterval)
 	defer t.Stop()

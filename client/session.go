@@ -64,8 +64,7 @@ type ctlErr struct {
 }
 
 // readLoop hands the server's messages to c.msgs until the connection fails, then reports
-// the failure on failed; it returns at once when stop is closed, so that it never outlives
-// the session that reads its messages.
+// it on failed; it returns once stop is closed, never outliving the session.
 func (c *control) readLoop(stop <-chan struct{}, failed chan<- ctlErr) {
 	for {
 		msg, err := c.next()
@@ -84,7 +83,6 @@ func (c *control) readLoop(stop <-chan struct{}, failed chan<- ctlErr) {
 	}
 }
 
-// next reads the next server message from the connection.
 func (c *control) next() ([]byte, error) {
 	for {
 		msg, ok, err := c.sp.Next()

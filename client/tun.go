@@ -23,9 +23,8 @@ type tunSide struct {
 	lease [4]byte
 	link  atomic.Pointer[linkRef]
 
-	// Packets from the tunnel go through a bounded queue to one writer goroutine that writes
-	// them to the TUN device in batches (the device then coalesces TCP segments). When the
-	// queue is full the newest packet is dropped and counted.
+	// Packets from the tunnel queue for one writer that writes them in batches, so that the
+	// device can coalesce TCP segments; when the queue is full the newest is dropped.
 	queue chan *[]byte
 	bufs  sync.Pool
 	stop  chan struct{}
@@ -45,7 +44,6 @@ const (
 )
 
 // newTunSide wraps dev for a lease and starts its writer; the keepalive clock starts now.
-// close stops the writer.
 func newTunSide(dev tun.Device, mtu int, lease [4]byte) *tunSide {
 	t := &tunSide{
 		dev: dev, mtu: mtu, lease: lease,

@@ -16,11 +16,9 @@ import (
 	"github.com/dstmgw/dstm/tsp/sasl"
 )
 
-// benchParallelism multiplies GOMAXPROCS into the number of concurrent benchmark clients (256
-// on the 2-vCPU machine: a modest number of remote workers for one gateway). A session waits on
-// batched lease-store commits (fsync, and the store's commit delay when busy), so throughput
-// grows with concurrency until the cores are busy: with 128 clients UDP made ~4,600 sessions/s,
-// with 256 ~5,500/s; TCP, bound by CPU, stayed near 4,200-4,700/s with either (2026-11-25).
+// benchParallelism multiplies GOMAXPROCS into the number of concurrent benchmark clients. A
+// session waits on batched lease-store commits, so throughput grows with concurrency until
+// the cores are busy (docs/benchmarks.md, "Design notes from measurements").
 const benchParallelism = 128
 
 // benchClients is the number of concurrent clients, each with its own identity (the lease

@@ -15,11 +15,9 @@ import (
 	"github.com/dstmgw/dstm/tsp"
 )
 
-// The split benchmarks run the gateway in this process and the benchmark clients in a child
-// process (this test binary again, running TestBenchLoadClient), so the gateway's own CPU per
-// session is measured rather than read off a profile: the figure to size a gateway with
-// (sessions/s per core = 1e6 / gw-cpu-µs/session). The end-to-end rate is still bounded by
-// the clients and the gateway sharing the machine's cores.
+// The split benchmarks run the gateway in this process and the clients in a child process
+// (this test binary running TestBenchLoadClient), so that the gateway's own CPU per session is
+// measured: sessions/s per core = 1e6 / gw-cpu-µs/session.
 
 // Environment of the load-generating child.
 const (

@@ -49,10 +49,8 @@ func (g *Gateway) serveEnrollment(ctx context.Context) error {
 	return nil
 }
 
-// chanListener is a net.Listener fed with connections that were accepted (and TLS-handshaken)
-// by the port demultiplexer, so an http.Server can serve the enrollment API on the TSP port.
-// It admits a connection only within enrollMaxConns and its source's share; an admitted
-// connection counts until it is closed.
+// chanListener feeds an http.Server the TLS connections the TSP port's demultiplexer
+// accepted, within enrollMaxConns and each source's share; an admitted one counts until closed.
 type chanListener struct {
 	addr      net.Addr
 	conns     chan net.Conn

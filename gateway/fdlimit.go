@@ -8,10 +8,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The gateway's TCP connections (sessions, handshakes, enrollment) are bounded well below its
-// file descriptor limit, so that running out of descriptors never stops it: it keeps
-// fdReserve for its own files and sockets and gives the connections three quarters of the
-// rest. As root it first raises the limit to fdTarget (or the kernel's nr_open, if lower).
+// TCP connections get three quarters of the file descriptor limit after fdReserve, so that
+// running out of descriptors never stops the gateway. As root it first raises the limit to
+// fdTarget (or the kernel's nr_open, if lower).
 const (
 	fdReserve = 128
 	fdTarget  = 1 << 20

@@ -39,18 +39,16 @@ const (
 	LeaseFile = "leases.db"
 )
 
-// lockTimeout is how long New waits for the state's files (the CA's, the lease store) while
-// another process holds them: a gateway that runs holds them all the time, so waiting longer
-// would only delay the error.
+// lockTimeout is how long New waits for state files another process holds: a running
+// gateway holds them all the time, so waiting longer would only delay the error.
 const lockTimeout = 200 * time.Millisecond
 
 // ErrStateLocked is matched (errors.Is) by New's error when another process, most likely a
 // running dstm-gateway, holds the state directory's files.
 var ErrStateLocked = errors.New("lock held")
 
-// stateError turns an error opening the state into what the operator should know: the state
-// directory in use by another gateway, or no CA yet. Anything else keeps the operating
-// system's own error (permission denied, not a directory, …).
+// stateError names the state directory in use by another gateway, or no CA yet; anything
+// else keeps the operating system's error.
 func stateError(stateDir, what string, err error) error {
 	switch {
 	case errors.Is(err, certs.ErrLocked), errors.Is(err, boltstore.ErrLocked):
@@ -99,9 +97,8 @@ type Gateway struct {
 type Options struct {
 	Version string
 	Now     func() time.Time
-	// Device, when set, is used as the inside TUN device instead of creating one: the gateway
-	// then touches no host configuration at all (no address, routes or forwarding check).
-	// Tests use it with an in-memory TUN.
+	// Device, when set, is the inside TUN device (tests use an in-memory one); the gateway
+	// then touches no host configuration at all.
 	Device tun.Device
 	// MaxConns, when set, bounds the TCP connections instead of the file descriptor limit.
 	MaxConns int
@@ -198,9 +195,8 @@ func (g *Gateway) holdOrphans() error {
 	return nil
 }
 
-// LeaseConfig maps the configuration and policy onto the lease manager's config. A
-// configuration that config.Validate passed gives one the lease manager accepts
-// (TestConfigRefusesWhatLeasesRefuse): its own checks are a second line.
+// LeaseConfig maps the configuration and policy onto the lease manager's config, which
+// accepts whatever config.Validate passed.
 func LeaseConfig(cfg config.Config, pol *auth.Policy, now func() time.Time) lease.Config {
 	lc := lease.Config{
 		OfferTimeout: cfg.Leases.OfferTimeout.D(),

@@ -10,25 +10,21 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TCP keepalive of TSP connections (Go's defaults): the first probe after 15 s of silence,
-// then every 15 s; nine unanswered probes close the connection. It ends the control
-// connections of clients that vanished without closing (a laptop put to sleep), which
-// gogoc keeps open, idle, for the life of its tunnel.
+// TCP keepalive of TSP connections (Go's defaults) ends the control connections of clients
+// that vanished without closing (a laptop put to sleep), which gogoc keeps open, idle, for
+// the life of its tunnel.
 const (
 	tcpKeepIdle  = 15 // seconds
 	tcpKeepIntvl = 15 // seconds
 	tcpKeepCnt   = 9
 )
 
-// tcpListenConfig sets the TSP port's socket options on the listening socket, where Linux
-// copies them into every accepted connection:
-//   - TCP_DEFER_ACCEPT: every protocol on the port (TSP, TLS) has the client speak first,
-//     so the kernel hands a connection over only once its first bytes are in. That saves
-//     each connection a read that would find nothing and a wake-up, and connections that
-//     never send anything never reach the gateway's handshake slots. The kernel drops them
-//     after about the handshake timeout.
-//   - TCP keepalive (SO_KEEPALIVE, TCP_KEEPIDLE/INTVL/CNT), instead of four setsockopt
-//     calls on each accepted connection (Go's net package does that unless KeepAlive < 0).
+// tcpListenConfig sets the socket options on the listening socket, which Linux copies into
+// every accepted connection (Go would set keepalive on each unless KeepAlive < 0). Every
+// protocol on the port has the client speak first, so with TCP_DEFER_ACCEPT the kernel hands
+// a connection over only once its first bytes are in: no empty read, and connections that
+// never send never reach the handshake slots (the kernel drops them after about the
+// handshake timeout).
 func (g *Gateway) tcpListenConfig() *net.ListenConfig {
 	secs := max(1, int(g.cfg.TSP.HandshakeTimeout.D()/time.Second))
 	opts := []struct {

@@ -12,11 +12,9 @@ import (
 	"github.com/dstmgw/dstm/gateway/lease"
 )
 
-// TestConfigRefusesWhatLeasesRefuse holds config.Validate (what check-config and run check)
-// and the lease manager's own checks together: a configuration that validates must give a
-// lease manager (pools, exclusions, the inner address, static reservations), so that a start
-// never fails on a pool that check-config passed. Random small configurations crowd a few
-// addresses into overlapping prefixes, ranges, exclusions, inner and static addresses.
+// TestConfigRefusesWhatLeasesRefuse: a configuration that config.Validate passes must give a
+// lease manager, so that a start never fails on what check-config passed. Random small
+// configurations crowd a few addresses into overlapping pools, exclusions and reservations.
 func TestConfigRefusesWhatLeasesRefuse(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5572, 3653))
 	addr := func() netip.Addr { return netip.AddrFrom4([4]byte{10, 0, 0, byte(rng.IntN(24))}) }

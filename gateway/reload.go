@@ -11,12 +11,10 @@ import (
 	"github.com/dstmgw/dstm/gateway/lease"
 )
 
-// Reload applies a new, already validated configuration to the running gateway: the policy,
-// the password file and pools added at the end of the list take effect at once (the log level
-// is the caller's). It returns the names of the changed sections that need a restart. On error
-// nothing was changed, except that the pools added before it stay added: they are in use, and
-// the running configuration lists them, so that the next reload does not add them again (a
-// route that failed to be added for one is then added by the next start).
+// Reload applies a validated configuration: the policy, the password file and pools added at
+// the end of the list take effect at once (the log level is the caller's). It returns the
+// changed sections that need a restart. On error nothing changed, except that pools added
+// before it stay, and stay listed so that the next reload does not add them again.
 func (g *Gateway) Reload(next config.Config) ([]string, error) {
 	pol, err := auth.NewPolicy(next.Policy)
 	if err != nil {

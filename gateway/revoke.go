@@ -29,10 +29,9 @@ func (g *Gateway) followRevocations(ctx context.Context) error {
 	}
 }
 
-// Revoke revokes one certificate (target is a serial this CA issued) or every certificate of
-// an identity, then closes the affected sessions at once. The CA's revocation event closes
-// them too (followRevocations), often first: the sessions counted as closed are those live
-// before the revocation, and any that CloseRevoked found after it.
+// Revoke revokes one certificate (a serial this CA issued) or every certificate of an
+// identity and closes the affected sessions. followRevocations often closes them first, so
+// the count is of those live before the revocation and any CloseRevoked found after it.
 func (g *Gateway) Revoke(ctx context.Context, target string) (admin.RevokeResult, error) {
 	var res admin.RevokeResult
 	serial, perr := certs.ParseSerial(target)
@@ -65,7 +64,6 @@ func (g *Gateway) Revoke(ctx context.Context, target string) (admin.RevokeResult
 	return res, nil
 }
 
-// countUnion counts the distinct session ids of a and b.
 func countUnion(a, b []string) int {
 	n := len(a)
 	for _, s := range b {

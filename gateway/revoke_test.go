@@ -10,11 +10,9 @@ import (
 	"github.com/dstmgw/dstm/gateway/config"
 )
 
-// TestRevokeIdentityCounts: an identity-wide revocation closes the identity's two
-// sessions (two certificates, so two revocation events that each close one session, and the
-// admin call's own closeRevoked by identity): the answer counts each once, and does not
-// count the session of another identity, which stays. A serial this CA never issued is
-// refused and closes nothing.
+// TestRevokeIdentityCounts: an identity-wide revocation closes the identity's two sessions
+// (two certificates: two revocation events, and the admin call's own close) and counts each
+// once; another identity's session stays. A serial this CA never issued closes nothing.
 func TestRevokeIdentityCounts(t *testing.T) {
 	gw := startGateway(t, func(c *config.Config) { c.Leases.MaxSessions = 3 })
 	ctx := testCtx(t)

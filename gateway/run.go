@@ -120,8 +120,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 const stopTimeout = 30 * time.Second
 
 // stop holds every lease for its identity in a few batched commits, writes the session ends
-// kept in memory, then ends the sessions (which finds nothing left to release, however many
-// there are) and closes the UDP port.
+// kept in memory, then ends the sessions (nothing left to release) and closes the UDP port.
 func (g *Gateway) stop() {
 	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
 	defer cancel()

@@ -259,9 +259,8 @@ func TestEstablishedWriteDeadline(t *testing.T) {
 	}
 
 	// Ask without reading: the gateway's replies fill the socket buffers, then its write
-	// times out. (The client keeps its default receive buffer: with SO_RCVBUF shrunk to
-	// 4 KiB the loopback connection sometimes stalled in the kernel, the client blocked in
-	// write and the gateway in read, before the gateway's write ever blocked.)
+	// times out. The client keeps its default receive buffer: a 4 KiB one sometimes stalled
+	// loopback with the client blocked in write before the gateway's write ever blocked.
 	batch := bytes.Repeat(info, 64)
 	_ = c.SetWriteDeadline(time.Now().Add(waitTimeout))
 	for {

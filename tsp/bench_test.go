@@ -42,8 +42,7 @@ func mustMarshalB(b *testing.B, t *Tunnel) []byte {
 
 // BenchmarkServerSession runs complete in-memory TCP sessions (VERSION →
 // CAPABILITY → AUTHENTICATE ANONYMOUS → create → offer → accept) through a
-// Splitter and a Server with a trivial backend. Headline figure:
-// "sessions/s".
+// Splitter and a Server with a trivial backend.
 func BenchmarkServerSession(b *testing.B) {
 	writes := gogocStream(b)
 	cfg := ServerConfig{

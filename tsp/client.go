@@ -54,25 +54,19 @@ const DefaultVersion = "2.0.2"
 
 // ClientConfig configures a Client machine.
 type ClientConfig struct {
-	// Transport selects framing rules (required).
-	Transport Transport
-	// Version to announce; DefaultVersion when empty. After a 302 the
-	// caller reconnects with an older one (2.0.1, then 2.0.0).
-	Version string
-	// Mechanism to authenticate with (required).
-	Mechanism sasl.Mechanism
-	// Username and Password for PLAIN and DIGEST-MD5.
-	Username, Password string
-	// DigestURI for DIGEST-MD5: "tsp/" + the server as configured.
-	DigestURI string
-	// Request is the create request (its Action is forced to create).
-	Request *Tunnel
-	// AcceptType optionally names the data transport in the accept of an
-	// extended offer (our extension); empty sends gogoc's plain accept.
+	Transport Transport // required
+	// Version to announce (DefaultVersion when empty); after a 302 the
+	// caller reconnects with 2.0.1, then 2.0.0.
+	Version            string
+	Mechanism          sasl.Mechanism // required
+	Username, Password string         // PLAIN and DIGEST-MD5
+	DigestURI          string         // DIGEST-MD5: "tsp/" + the server as configured
+	Request            *Tunnel        // the create request; its Action is forced to create
+	// AcceptType names the data transport in the accept of an extended offer
+	// (our extension); empty sends gogoc's plain accept.
 	AcceptType TunnelType
-	// DeferAccept stops after each offer (state ClientOffered) instead of
-	// accepting at once, so the caller can bring the data channel up first
-	// and then call Accept with the transport that works.
+	// DeferAccept stops after each offer (ClientOffered) so that the caller
+	// can bring the data channel up first and Accept the transport that works.
 	DeferAccept bool
 	// Now supplies the DIGEST-MD5 cnonce (Unix seconds, like gogoc); nil
 	// means time.Now.
@@ -104,10 +98,9 @@ func (c *ClientConfig) validate() error {
 	return nil
 }
 
-// Client is the client side of one TSP session (our dstm-client over
-// TSP-SSL, and tests). It speaks byte for byte like gogoc, including the
-// NUL after AUTHENTICATE. Feed it complete server messages (Splitter on a
-// stream, datagram payloads on UDP). Not safe for concurrent use.
+// Client is the client side of one TSP session, byte for byte like gogoc
+// (the NUL after AUTHENTICATE included), fed with complete server messages.
+// Not safe for concurrent use.
 type Client struct {
 	cfg     ClientConfig
 	state   ClientState
@@ -136,8 +129,7 @@ func (c *Client) State() ClientState { return c.state }
 // Capability returns the server's advertised capability.
 func (c *Client) Capability() Capability { return c.caps }
 
-// Offer returns the last offer received (the one in force once
-// established).
+// Offer returns the last offer received (the one in force once established).
 func (c *Client) Offer() *Tunnel { return c.offer }
 
 // Start returns the first message (VERSION).
@@ -159,10 +151,9 @@ func (c *Client) Renew() ([]Reply, error) {
 
 func one(b []byte) []Reply { return []Reply{{Payload: b}} }
 
-// Step consumes one server message and returns the messages to send. On
-// UDP a Reply with an empty payload is a header-only datagram. An error
-// closes the machine; a refusal by the server is a *StatusError carrying
-// the server's code (e.g. 302: reconnect with an older Version).
+// Step consumes one server message and returns the messages to send. An
+// error closes the machine; a refusal is a *StatusError with the server's
+// code (302: reconnect with an older Version).
 func (c *Client) Step(in []byte) ([]Reply, error) {
 	if c.state == ClientClosed || c.state == ClientStart {
 		return nil, fmt.Errorf("tsp: client step in state %s", c.state)
@@ -216,8 +207,7 @@ func expectEmpty(in []byte) error {
 	return nil
 }
 
-// expectSuccess parses a status line and turns anything but 200 into a
-// *StatusError.
+// expectSuccess turns any status but 200 into a *StatusError.
 func expectSuccess(in []byte) error {
 	st, rest, err := ParseStatus(in)
 	if err != nil {

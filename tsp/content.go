@@ -21,9 +21,8 @@ func MarshalContent(body []byte) []byte {
 	return append(b, body...)
 }
 
-// ParseContent parses a Content-length framed message and returns its
-// body. Leading NULs are ignored, the key is case-insensitive, the header
-// line may end in CRLF or LF, and exactly N bytes must follow it.
+// ParseContent returns the body of a Content-length framed message; exactly
+// N bytes must follow the header line (key in any case, CRLF or LF).
 func ParseContent(b []byte) ([]byte, error) {
 	n, hdrLen, err := parseContentHeader(trimNULs(b))
 	if err != nil {
@@ -36,13 +35,12 @@ func ParseContent(b []byte) ([]byte, error) {
 	return body, nil
 }
 
-// isContentHeader reports whether the line (leading NULs removed) starts a
+// isContentHeader reports whether b (leading NULs removed) starts a
 // Content-length framed message.
 func isContentHeader(b []byte) bool { return hasPrefixFold(b, contentLengthKey) }
 
-// parseContentHeader parses "Content-length: N" up to and including the
-// line terminator; b must start at the key. It returns N and the header
-// length in bytes.
+// parseContentHeader parses "Content-length: N" and the line end at the
+// start of b, returning N and the header's length.
 func parseContentHeader(b []byte) (n, hdrLen int, err error) {
 	if !isContentHeader(b) {
 		return 0, 0, fmt.Errorf("%w: missing Content-length", ErrMalformed)

@@ -6,21 +6,15 @@ import (
 	"fmt"
 )
 
-// ErrStale is returned by DatagramSession.Handle for a datagram whose
-// sequence number is older than the last one answered; the datagram is
-// dropped without a reply.
+// ErrStale is returned by DatagramSession.Handle for a datagram older than
+// the last one answered; it gets no reply.
 var ErrStale = errors.New("tsp: stale datagram")
 
-// DatagramSession drives a Server over UDP for one client (address, port):
-// it parses the 8-byte header, echoes it, and answers retransmissions.
-//
-// Retransmission caching is done here, not by the gateway: a datagram that
-// repeats the last answered sequence number (gogoc resends with the same
-// sequence and a fresh timestamp) gets the cached reply payload again
-// behind its own header, without stepping the machine, even after the
-// machine has closed. So the gateway should keep a closed session for a
-// short linger time to answer late retransmissions. Not safe for
-// concurrent use.
+// DatagramSession drives a Server over UDP for one client address and port.
+// A datagram repeating the last answered sequence (gogoc resends with a fresh
+// timestamp) gets the cached reply again without stepping the machine, even
+// after it has closed, so the gateway keeps closed sessions for a short
+// linger. Not safe for concurrent use.
 type DatagramSession struct {
 	srv      *Server
 	lastSeq  uint32
@@ -39,12 +33,10 @@ func NewDatagramSession(srv *Server) (*DatagramSession, error) {
 // Server returns the wrapped machine (for State, Identity, Established).
 func (d *DatagramSession) Server() *Server { return d.srv }
 
-// Handle processes one datagram and returns the datagram to send back
-// (nil when nothing must be sent). A malformed header yields
-// (nil, error wrapping ErrMalformed): drop it. A stale sequence yields
-// (nil, ErrStale). Otherwise the reply is returned together with the
-// machine's error, if any, which means the session is closed after this
-// reply (see Server.Step).
+// Handle processes one datagram and returns the datagram to send back (nil
+// for none). A malformed header yields an error wrapping ErrMalformed, a
+// stale sequence ErrStale; otherwise the reply comes with the machine's
+// error, if any, which closes the session after this reply.
 func (d *DatagramSession) Handle(ctx context.Context, dgram []byte) ([]byte, error) {
 	h, payload, err := ParseDatagram(dgram)
 	if err != nil {
@@ -66,7 +58,7 @@ func (d *DatagramSession) Handle(ctx context.Context, dgram []byte) ([]byte, err
 	return AppendDatagram(nil, h, d.last), err
 }
 
-// Answered reports whether a reply was sent; LastSeq is the sequence it answered.
+// Answered reports whether a reply was sent.
 func (d *DatagramSession) Answered() bool { return d.answered }
 
 // LastSeq returns the sequence number of the last answered datagram.

@@ -8,21 +8,12 @@ import (
 // HeaderLen is the size of the UDP ("reliable UDP") header.
 const HeaderLen = 8
 
-// Header is the 8-byte header of every TSP UDP datagram:
-//
-//	 0                   1                   2                   3
-//	+-------+-------------------------------------------------------+
-//	|  0xF  |              sequence (28 bits)                        |
-//	+-------+-------------------------------------------------------+
-//	|                 timestamp (32 bits, network order)             |
-//	+----------------------------------------------------------------+
-//
+// Header is the 8-byte header of every TSP UDP datagram: the signature
+// nibble 0xF, a 28-bit sequence and a 32-bit timestamp, in network order.
 // The server echoes the client's header unchanged in its reply.
 type Header struct {
-	// Seq is the 28-bit sequence number (gogoc starts at 0xF0).
-	Seq uint32
-	// Timestamp is the client's millisecond clock, echoed for its RTT.
-	Timestamp uint32
+	Seq       uint32 // 28 bits; gogoc starts at 0xF0
+	Timestamp uint32 // the client's millisecond clock, echoed for its RTT
 }
 
 const (
@@ -40,9 +31,8 @@ func (h Header) Append(b []byte) []byte {
 // nibble 0xF), the test the gateway's UDP demultiplexer uses.
 func IsDatagram(b []byte) bool { return len(b) > 0 && b[0]&0xF0 == 0xF0 }
 
-// ParseDatagram splits a TSP datagram into header and payload. The payload
-// aliases b. It fails for short datagrams, a wrong signature and payloads
-// over MaxDatagramPayload.
+// ParseDatagram splits a TSP datagram into header and payload, which
+// aliases b.
 func ParseDatagram(b []byte) (Header, []byte, error) {
 	if len(b) < HeaderLen {
 		return Header{}, nil, fmt.Errorf("%w: datagram of %d bytes is shorter than the header", ErrMalformed, len(b))

@@ -11,15 +11,9 @@ import (
 
 // Size limits.
 const (
-	// MaxDatagramPayload is the largest UDP payload either side accepts
-	// (gogoc reads replies into 4096 bytes).
-	MaxDatagramPayload = 4096
-	// MaxStreamMessage is the largest single message accepted on a TCP or
-	// TLS stream (header line plus Content-length body).
-	MaxStreamMessage = 8192
-	// MaxLine bounds any text line (VERSION, CAPABILITY, AUTHENTICATE,
-	// status, base64 SASL lines).
-	MaxLine = 2048
+	MaxDatagramPayload = 4096 // UDP payload; gogoc reads replies into 4096 bytes
+	MaxStreamMessage   = 8192 // one stream message, Content-length body included
+	MaxLine            = 2048 // any text line
 )
 
 const crlf = "\r\n"
@@ -36,9 +30,8 @@ func trimNULs(b []byte) []byte {
 	return b
 }
 
-// firstLine returns the first line without its terminator (CRLF or LF) and
-// the bytes after it. A message without any terminator is one whole line
-// (datagrams). Lines longer than MaxLine or containing NUL/CR are rejected.
+// firstLine returns the first line without its CRLF or LF, and the rest. A
+// datagram without a terminator is one line.
 func firstLine(b []byte) (line, rest []byte, err error) {
 	i := bytes.IndexByte(b, '\n')
 	if i < 0 {
@@ -79,7 +72,6 @@ func printable(s string) bool {
 	return true
 }
 
-// hasPrefixFold reports whether b starts with prefix, ignoring ASCII case.
 func hasPrefixFold(b []byte, prefix string) bool {
 	return len(b) >= len(prefix) && strings.EqualFold(string(b[:len(prefix)]), prefix)
 }
@@ -148,10 +140,8 @@ func (c Capability) Marshal() []byte {
 	return []byte(b.String())
 }
 
-// ParseCapability parses a CAPABILITY line. Unknown TUNNEL values and
-// unknown AUTH mechanisms are skipped (a client only needs to find its
-// own); other TOKEN=VALUE pairs are ignored; a token without '=' is an
-// error.
+// ParseCapability parses a CAPABILITY line. Unknown TUNNEL and AUTH values
+// and other TOKEN=VALUE pairs are skipped; a token without '=' is an error.
 func ParseCapability(b []byte) (Capability, error) {
 	line, err := onlyLine(b)
 	if err != nil {

@@ -8,10 +8,9 @@ import (
 	"testing"
 )
 
-// TestOfferReplyFraming compares offerReply's single-buffer framing with the plain
-// composition (status line + XML, then MarshalContent) for offers of many sizes, across the
-// 3- to 4-digit Content-length and up to past the 4096-byte datagram limit, which is refused
-// with a framed 310 (the limit applies on every transport).
+// TestOfferReplyFraming compares offerReply's single-buffer framing with
+// status line + XML through MarshalContent, for offers from 3-digit lengths
+// to past the 4096-byte limit, which gets a framed 310 on every transport.
 func TestOfferReplyFraming(t *testing.T) {
 	srv := newStepper(t, TransportTCP, &fakeBackend{mode: "ok"}).srv
 	var brokers []BrokerAddress

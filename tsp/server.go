@@ -12,28 +12,8 @@ import (
 	"github.com/dstmgw/dstm/tsp/sasl"
 )
 
-// Server state diagram (one machine per TCP/TLS connection or UDP peer).
-// Replies in parentheses; "-" = nothing on a stream, an empty (header-only)
-// datagram on UDP. Every error reply (300, 301, 302, 303, 310, 500, 502)
-// moves to Closed.
-//
-//	[Version] --VERSION 2.0.0..2.0.2 (CAPABILITY)--> [Authenticate]
-//	[Version] --other version (302)--> [Closed]
-//
-//	[Authenticate] --ANONYMOUS | EXTERNAL (200)--------------------> [Authenticated]
-//	[Authenticate] --PLAIN (-)--> [PlainCredentials] --ok (200)-----> [Authenticated]
-//	[Authenticate] --DIGEST-MD5 (challenge)--> [DigestResponse]
-//	[DigestResponse] --ok, stream (rspauth, separate 200)-----------> [Authenticated]
-//	[DigestResponse] --ok, UDP (rspauth)--> [DigestConfirm]
-//	[DigestConfirm] --empty datagram (200)--------------------------> [Authenticated]
-//
-//	[Authenticated] --create (200 + offer)--> [Offered]
-//	[Offered] --accept (-)--> [Established]
-//	[Offered] --reject (-)--> [Authenticated]
-//	[Offered] --delete (framed 200)--> [Closed]
-//	[Established] --create = renewal (200 + offer)--> [Offered]
-//	[Established] --info (200 + offer in force)--> [Established]
-//	[Established] --delete (framed 200)--> [Closed]
+// The server's states and transitions are diagrammed in docs/protocol.md,
+// "State machine (server)". Every error reply moves to StateClosed.
 
 // ServerState is the state of a Server machine.
 type ServerState uint8
@@ -57,7 +37,6 @@ const serverStateNames = "version authenticate plain-credentials digest-response
 // String returns the state name.
 func (s ServerState) String() string { return stateName(serverStateNames, int(s)) }
 
-// stateName returns the i-th space-separated name, or "invalid".
 func stateName(names string, i int) string {
 	for f := range strings.FieldsSeq(names) {
 		if i == 0 {
@@ -70,28 +49,22 @@ func stateName(names string, i int) string {
 
 // ServerConfig configures a Server machine.
 type ServerConfig struct {
-	// Transport selects framing rules (required).
-	Transport Transport
-	// Tunnels are advertised in CAPABILITY and are the only types served.
+	Transport Transport // required
+	// Tunnels are advertised in CAPABILITY and the only types served;
 	// V4TLSV6 requires TransportTLS.
 	Tunnels []TunnelType
-	// Mechanisms allowed on this transport, advertised in this order.
-	// EXTERNAL requires TransportTLS.
-	Mechanisms []sasl.Mechanism
-	// Credentials verifies PLAIN and DIGEST-MD5 (required for those).
-	Credentials sasl.Credentials
-	// Realm is the DIGEST-MD5 realm (required for DIGEST-MD5).
-	Realm string
-	// AnonymousName is the identity name of an ANONYMOUS session; the
-	// gateway uses the client's IPv6 endpoint (required for ANONYMOUS).
+	// Mechanisms are advertised in this order; EXTERNAL requires TransportTLS.
+	Mechanisms  []sasl.Mechanism
+	Credentials sasl.Credentials // verifies PLAIN and DIGEST-MD5
+	Realm       string           // DIGEST-MD5
+	// AnonymousName names ANONYMOUS sessions (the gateway uses the client's
+	// IPv6 endpoint).
 	AnonymousName string
-	// ExternalName is the identity from the verified TLS client
-	// certificate; empty means EXTERNAL fails with 300.
+	// ExternalName is the verified TLS client certificate's identity; empty
+	// fails EXTERNAL with 300.
 	ExternalName string
-	// Backend serves create/accept/delete (required).
-	Backend Backend
-	// NewNonce returns a DIGEST-MD5 nonce; nil uses 16 bytes from
-	// crypto/rand, hex encoded.
+	Backend      Backend // required
+	// NewNonce returns a DIGEST-MD5 nonce; nil means 16 random bytes in hex.
 	NewNonce func() (string, error)
 }
 
@@ -142,9 +115,8 @@ func (c *ServerConfig) validateMechanism(m sasl.Mechanism) error {
 	return nil
 }
 
-// Server is the server side of one TSP session: a pure state machine fed
-// with complete client messages (a stream message from Splitter, or a UDP
-// payload without its header). It is not safe for concurrent use.
+// Server is the server side of one TSP session, a state machine fed with
+// complete client messages. Not safe for concurrent use.
 type Server struct {
 	cfg       ServerConfig
 	state     ServerState
@@ -174,8 +146,7 @@ func (s *Server) Version() string { return s.version }
 func (s *Server) Identity() (Identity, bool) { return s.id, s.id.Mechanism != "" }
 
 // Established returns the accepted offer and the chosen data transport
-// while the session is established. After accept of a v4tlsv6 data
-// transport on TLS, the gateway switches the connection into data mode.
+// while the session is established.
 func (s *Server) Established() (offer *Tunnel, data TunnelType, ok bool) {
 	if s.state != StateEstablished {
 		return nil, "", false
@@ -184,13 +155,10 @@ func (s *Server) Established() (offer *Tunnel, data TunnelType, ok bool) {
 }
 
 // Step consumes one client message and returns the replies to send, in
-// order. The replies must be sent even when err is non-nil: then the
-// machine is closed (the replies carry the status code) and err holds the
-// internal cause for the log, usually a *StatusError. On UDP Step returns
-// exactly one reply per call (possibly an empty payload = header-only
-// datagram). After the session closes without error (client delete) State
-// is StateClosed; the caller closes the connection after writing. Once
-// closed, Step returns ErrClosed and no replies.
+// order. They must be sent even when err is non-nil: the machine is then
+// closed and err is the cause for the log, usually a *StatusError. On UDP
+// there is exactly one reply (an empty payload is a header-only datagram).
+// Once closed, Step returns ErrClosed and no replies.
 func (s *Server) Step(ctx context.Context, in []byte) ([]Reply, error) {
 	if s.state == StateClosed {
 		return nil, ErrClosed
@@ -205,11 +173,10 @@ func (s *Server) Step(ctx context.Context, in []byte) ([]Reply, error) {
 	return out, err
 }
 
-// Fail closes the session with status code for a cause found outside the machine (a
-// message the transport could not frame, such as one over the size limit) and returns the
-// replies to send, framed as the machine frames a status in its current state: a bare line
-// before authentication, Content-length framed from then on. The error is the
-// *StatusError for the log. A closed machine returns ErrClosed and no replies.
+// Fail closes the session with code for a cause found outside the machine
+// (a message the transport could not frame) and returns the status reply,
+// framed as in the current state: a bare line before authentication,
+// Content-length framed after it. A closed machine returns ErrClosed.
 func (s *Server) Fail(code int, cause error) ([]Reply, error) {
 	if s.state == StateClosed {
 		return nil, ErrClosed
@@ -310,10 +277,9 @@ func (s *Server) authenticated(id Identity) ([]Reply, error) {
 }
 
 // onPlain handles the SASL PLAIN message. On TCP the NUL gogoc sends after
-// "AUTHENTICATE PLAIN\r\n" arrives in front of the PLAIN message, which
-// itself starts with NUL (empty authzid). A valid PLAIN message has exactly
-// two NULs and no field contains NUL, so any surplus NULs can only be stray
-// leading ones: they are removed, the two structural ones kept.
+// "AUTHENTICATE PLAIN\r\n" precedes the message, which itself starts with
+// NUL (empty authzid); a valid message has exactly two NULs, so surplus
+// leading ones are stray and removed.
 func (s *Server) onPlain(in []byte) ([]Reply, error) {
 	msg, err := plainMessage(in)
 	if err != nil {

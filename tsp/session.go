@@ -34,36 +34,32 @@ func (t Transport) String() string {
 
 func (t Transport) valid() bool { return t >= TransportTCP && t <= TransportUDP }
 
-// DigestStatusPause is the recommended pause between writing the
-// DIGEST-MD5 rspauth line and the separate "200 Success" on a stream: gogoc
-// reads each with one recv() and hangs if both arrive in one segment
-// (observed working with 300 ms).
+// DigestStatusPause separates the DIGEST-MD5 rspauth line from the "200
+// Success" after it on a stream: gogoc reads each with one recv() and hangs
+// if both arrive in one segment.
 const DigestStatusPause = 300 * time.Millisecond
 
 // Reply is one message to send to the peer.
 type Reply struct {
-	// Payload is the message bytes. On UDP it follows the echoed header and
-	// may be empty (a header-only datagram); on a stream it is never empty.
+	// Payload follows the echoed header on UDP, where it may be empty (a
+	// header-only datagram); on a stream it is never empty.
 	Payload []byte
 	// Separate asks the writer to flush the previous reply and pause
-	// (DigestStatusPause) before writing this one in its own write, so the
-	// two never share a TCP segment.
+	// DigestStatusPause first, so that the two never share a TCP segment.
 	Separate bool
 }
 
 // Identity is who authenticated a session.
 type Identity struct {
-	// Name is the SASL user name, the certificate identity (EXTERNAL) or,
-	// for ANONYMOUS, the name the gateway supplied (the client's IPv6
-	// endpoint).
+	// Name is the SASL user name, the certificate identity (EXTERNAL) or
+	// the gateway's ServerConfig.AnonymousName.
 	Name      string
 	Mechanism sasl.Mechanism
 }
 
-// Backend is what the server machine needs from the gateway. The gateway
-// gives every machine a Backend bound to that one session. Errors that are
-// *StatusError send their code (with its fixed phrase); any other error
-// sends 310 without its text.
+// Backend is the gateway's side of one session's machine. A *StatusError
+// sends its code with the fixed phrase; any other error sends 310 without
+// its text.
 type Backend interface {
 	// Create answers a create request (also a renewal on an established
 	// session) with an offer. The machine takes ownership of the offer.
@@ -78,8 +74,7 @@ type Backend interface {
 // ErrClosed is returned by Step once the machine is closed.
 var ErrClosed = errors.New("tsp: session closed")
 
-// versionSupported reports whether the server accepts client version v
-// (2.0.0 to 2.0.2; gogoc falls back through them on 302).
+// versionSupported accepts 2.0.0 to 2.0.2 (gogoc falls back through them on 302).
 func versionSupported(v string) bool {
 	return v == "2.0.0" || v == "2.0.1" || v == "2.0.2"
 }

@@ -10,19 +10,12 @@ import (
 // limit; the stream cannot be resynchronised and must be closed.
 var ErrTooLarge = errors.New("tsp: message too large")
 
-// Splitter cuts a TCP or TLS byte stream into TSP messages: a text line up
-// to and including '\n', or a "Content-length: N" header line plus exactly
-// N body bytes. It is used in both directions (client messages on the
-// server, server replies on the client).
-//
-// Leading NUL bytes are kept in front of the message they precede, because
-// only the session knows what they mean: in general they are the stray C
-// string terminator gogoc sends after AUTHENTICATE and are ignored, but a
-// SASL PLAIN message legitimately starts with NUL (empty authzid). See
-// Server for how the two are told apart.
-//
-// The zero value is not usable; create one with NewSplitter. A Splitter is
-// not safe for concurrent use.
+// Splitter cuts a TCP or TLS byte stream, in either direction, into TSP
+// messages: a text line through '\n', or a "Content-length: N" line plus N
+// body bytes. Leading NULs stay in front of the message they precede: they
+// are usually the C string terminator gogoc sends after AUTHENTICATE, but a
+// SASL PLAIN message starts with NUL, and only Server can tell the two apart.
+// Create one with NewSplitter; not safe for concurrent use.
 type Splitter struct {
 	buf []byte
 	max int
@@ -54,10 +47,8 @@ func (s *Splitter) Rest() []byte {
 // Buffered returns the number of bytes not yet returned as messages.
 func (s *Splitter) Buffered() int { return len(s.buf) }
 
-// Next returns the next complete message, or ok=false when more bytes are
-// needed. The returned slice is a copy owned by the caller. An error means
-// the stream is unusable (message too large or a bad Content-length
-// header).
+// Next returns a copy of the next complete message, or ok=false when more
+// bytes are needed. An error means the stream is unusable.
 func (s *Splitter) Next() (msg []byte, ok bool, err error) {
 	n, err := s.frameLen()
 	if err != nil || n == 0 {

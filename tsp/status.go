@@ -41,9 +41,8 @@ func statusCodes() []int {
 	}
 }
 
-// Reason is the one table of fixed reason phrases sent on the wire; it
-// returns false for codes not in the table (never sent by the server).
-// Internal error text never reaches a client: only these phrases do.
+// Reason returns the fixed phrase of code, or false for codes never sent.
+// Only these phrases reach a client, never internal error text.
 func Reason(code int) (string, bool) {
 	switch code {
 	case StatusSuccess:
@@ -105,9 +104,8 @@ func (e *StatusError) Error() string {
 // Unwrap returns the cause.
 func (e *StatusError) Unwrap() error { return e.Err }
 
-// wireStatus maps any error to the status code sent to the client: a
-// *StatusError with a known non-success code keeps it, everything else
-// becomes 310.
+// wireStatus is the code sent for err: a *StatusError's known non-success
+// code, else 310.
 func wireStatus(err error) int {
 	var se *StatusError
 	if errors.As(err, &se) {
@@ -145,10 +143,9 @@ func (s Status) Append(dst []byte) []byte {
 	return append(b, crlf...)
 }
 
-// ParseStatus parses one status line. Leading NULs are ignored, the line
-// may end in CRLF or LF (or nothing, for a datagram); the code is 3 or 4
-// digits followed by a space and a printable reason, or by the line end.
-// rest is whatever follows the line terminator.
+// ParseStatus parses one status line (CRLF, LF or, in a datagram, no
+// terminator): a 3 or 4 digit code, then a space and a printable reason or
+// the line end. rest is what follows the line.
 func ParseStatus(b []byte) (s Status, rest []byte, err error) {
 	line, rest, err := firstLine(trimNULs(b))
 	if err != nil {

@@ -14,18 +14,13 @@ type TunnelType string
 // Tunnel types. The v4 family is served; the v6 family (IPv6 tunnel
 // broker modes) is recognised only to answer 303.
 const (
-	// TypeV4V6 is IPv4 in IPv6 (IP protocol 4), classic DSTM (gogoc).
-	TypeV4V6 TunnelType = "v4v6"
-	// TypeV4DTLSV6 is IPv4 in DTLS over UDP over IPv6 (our extension).
-	TypeV4DTLSV6 TunnelType = "v4dtlsv6"
-	// TypeV4TLSV6 is IPv4 in the TSP-SSL TLS stream (our extension).
-	TypeV4TLSV6 TunnelType = "v4tlsv6"
-	// TypeV4AnyV6 lets the server offer DTLS with TLS fallback (our extension).
-	TypeV4AnyV6 TunnelType = "v4anyv6"
-	// TypeV6V4, TypeV6UDPV4 and TypeV6AnyV4 are IPv6 broker modes, never served.
-	TypeV6V4    TunnelType = "v6v4"
-	TypeV6UDPV4 TunnelType = "v6udpv4"
-	TypeV6AnyV4 TunnelType = "v6anyv4"
+	TypeV4V6     TunnelType = "v4v6"     // IPv4 in IPv6 (IP protocol 4), classic DSTM (gogoc)
+	TypeV4DTLSV6 TunnelType = "v4dtlsv6" // IPv4 in DTLS over UDP over IPv6 (ours)
+	TypeV4TLSV6  TunnelType = "v4tlsv6"  // IPv4 in the TSP-SSL TLS stream (ours)
+	TypeV4AnyV6  TunnelType = "v4anyv6"  // DTLS with TLS fallback, as the server offers (ours)
+	TypeV6V4     TunnelType = "v6v4"
+	TypeV6UDPV4  TunnelType = "v6udpv4"
+	TypeV6AnyV4  TunnelType = "v6anyv4"
 )
 
 // ParseTunnelType maps a type name in any case to a known TunnelType.
@@ -38,8 +33,7 @@ func ParseTunnelType(s string) (TunnelType, error) {
 	return "", fmt.Errorf("%w: unknown tunnel type %q", ErrMalformed, s)
 }
 
-// Servable reports whether the type is one of the IPv4-in-IPv6 types this
-// project serves.
+// Servable reports whether t is an IPv4-in-IPv6 type this project serves.
 func (t TunnelType) Servable() bool {
 	return t == TypeV4V6 || t.Extended()
 }
@@ -73,17 +67,12 @@ func parseAction(s string) (Action, error) {
 
 // Limits on repeated elements.
 const (
-	// MaxRoutes bounds <routes> entries.
-	MaxRoutes = 64
-	// MaxDNSServers bounds <dns_server> addresses.
-	MaxDNSServers = 4
-	// TokenLen is the size of the data-channel session token.
-	TokenLen = 32
+	MaxRoutes     = 64 // <routes> entries
+	MaxDNSServers = 4  // <dns_server> addresses
+	TokenLen      = 32 // bytes of the data-channel session token
 )
 
-// Tunnel is the <tunnel> element in all its uses: a client request
-// (create), the server offer (info), and accept/delete/reject.
-// Zero values mean "absent".
+// Tunnel is the <tunnel> element of every action; zero values are absent.
 type Tunnel struct {
 	Action   Action
 	Type     TunnelType
@@ -104,18 +93,13 @@ type Endpoint struct {
 
 // ClientInfo is the <client> element.
 type ClientInfo struct {
-	IPv4 netip.Addr // the leased address (offer)
-	IPv6 netip.Addr // the client's outer IPv6 endpoint
-	DN   string     // optional DNS name
-	// Keepalive: the client's wish in a request, the rule in an offer.
-	Keepalive *Keepalive
-	// DNSServers: ipv6 addresses always allowed; ipv4 only in offers of
-	// extended types.
-	DNSServers []netip.Addr
+	IPv4       netip.Addr   // the leased address (offer)
+	IPv6       netip.Addr   // the client's outer IPv6 endpoint
+	DN         string       // optional DNS name
+	Keepalive  *Keepalive   // the client's wish in a request, the rule in an offer
+	DNSServers []netip.Addr // IPv4 ones only in offers of extended types
 	Router     *Router
-	// Routes are pushed split-tunnel routes (extended types only);
-	// nil means full tunnel.
-	Routes []netip.Prefix
+	Routes     []netip.Prefix // split-tunnel routes (extended types); nil: full tunnel
 }
 
 // Keepalive is <keepalive interval="N"><address …/></keepalive>.
@@ -132,8 +116,7 @@ type Router struct {
 	DNSNames  []string   // request only: <dns_server><address type="dn">
 }
 
-// DataChannel is our <data token port transports/> extension binding the
-// data channel to this TSP session.
+// DataChannel is our <data> extension binding the data channel to the session.
 type DataChannel struct {
 	Token      [TokenLen]byte
 	Port       uint16
@@ -183,8 +166,7 @@ func checkBroker(b BrokerAddress) error {
 	return nil
 }
 
-// The values of attributes and element text, as ParseTunnel converts
-// them.
+// Conversions of attribute values and element text for ParseTunnel.
 
 // internAction and internType return the package's constants, so that a
 // parsed Tunnel does not keep the input string alive.
@@ -206,8 +188,7 @@ func internType(t TunnelType) TunnelType {
 	return t
 }
 
-// parseUint parses a decimal attribute (surrounding white space allowed,
-// at most 10 digits).
+// parseUint parses a decimal of at most 10 digits (white space around it allowed).
 func parseUint(s string, bits int) (uint64, error) {
 	s = strings.TrimSpace(s)
 	ok := s != "" && len(s) <= 10
@@ -224,9 +205,8 @@ func parseUint(s string, bits int) (uint64, error) {
 	return v, nil
 }
 
-// parseAddr parses an <address type="ipv4|ipv6"> value and checks that the
-// family matches the type (gogoc's validation: no v4-mapped forms, no
-// zones).
+// parseAddr parses an <address type="ipv4|ipv6"> value of that family
+// (gogoc's validation: no v4-mapped forms, no zones).
 func parseAddr(typ, value string) (netip.Addr, error) {
 	v := strings.TrimSpace(value)
 	ip, err := netip.ParseAddr(v)
@@ -321,7 +301,6 @@ func convertData(token, port, transports string) (*DataChannel, error) {
 	return d, nil
 }
 
-// unhex decodes one hex digit.
 func unhex(c byte) (byte, bool) {
 	switch {
 	case '0' <= c && c <= '9':

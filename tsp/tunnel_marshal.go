@@ -47,8 +47,7 @@ func (t *Tunnel) AppendMarshal(dst []byte) ([]byte, error) {
 	return w.b, nil
 }
 
-// marshalSizeHint estimates the output size generously, so that Marshal
-// allocates once for the usual elements.
+// marshalSizeHint is generous, so that Marshal allocates once.
 func (t *Tunnel) marshalSizeHint() int {
 	n := 128 // <tunnel …> with all attributes, </tunnel>
 	if t.Server != nil {
@@ -118,8 +117,7 @@ func (t *Tunnel) checkMarshal() error {
 	return nil
 }
 
-// checkFamilies verifies that every address sits in a field of its family
-// and that routes are masked IPv4 prefixes.
+// checkFamilies checks address families and that routes are masked IPv4.
 func (t *Tunnel) checkFamilies() error {
 	bad := func(what string) error { return fmt.Errorf("%w: %s has the wrong address family", ErrMalformed, what) }
 	if e := t.Server; e != nil && (e.IPv4.IsValid() && !isV4(e.IPv4) || e.IPv6.IsValid() && !isV6(e.IPv6)) {
@@ -190,7 +188,6 @@ func (w *xmlWriter) addrIP(a netip.Addr) {
 	w.raw("</address>")
 }
 
-// addrLine writes indent, <address …>, CRLF.
 func (w *xmlWriter) addrLine(indent, typ, val string) {
 	w.raw(indent)
 	w.addr(typ, val)

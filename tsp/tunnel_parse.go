@@ -6,24 +6,18 @@ import (
 	"strings"
 )
 
-// The <tunnel> tree. ParseTunnel reads the XML subset of xmlScanner with
-// the tree semantics of encoding/xml decoding into the structs of
-// tunnel_xml_oracle_test.go (FuzzParseTunnelDifferential checks the two
-// against each other): element order and unknown elements and attributes
-// are tolerated, text directly inside an element is concatenated around
-// child elements, and a repeated element that maps to a single value
-// (<server>, <client>, <keepalive>, <router>, its <prefix>, <data>, ...)
-// is merged into the first: lists grow and attributes present on the
-// later element overwrite. One difference: an empty <dns_server> or
-// <broker> list reads as absent (nil), not as an empty slice, because
-// Marshal writes nothing for both and every accepted element must survive
-// Marshal → ParseTunnel (<routes> keeps the distinction: empty means a
-// split tunnel without routes, and Marshal writes it).
+// The <tunnel> tree is read from the XML subset with the tree semantics of
+// encoding/xml decoding into the structs of tunnel_xml_oracle_test.go
+// (FuzzParseTunnelDifferential compares the two): unknown elements and
+// attributes are skipped, text is concatenated around child elements, and a
+// repeated single-valued element is merged into the first (lists grow, later
+// attributes win). An empty <dns_server> or <broker> reads as nil, since
+// Marshal writes nothing for both; an empty <routes> is a split tunnel
+// without routes.
 
-// ParseTunnel decodes one <tunnel> element (leading/trailing white space
-// allowed, nothing else after it, at most maxContentLength bytes). Element
-// order and unknown elements are tolerated; attribute values, addresses
-// and numbers are checked strictly. Every error wraps ErrMalformed.
+// ParseTunnel decodes one <tunnel> element of at most maxContentLength
+// bytes, white space around it allowed. Values, addresses and numbers are
+// checked strictly; every error wraps ErrMalformed.
 func ParseTunnel(b []byte) (*Tunnel, error) {
 	if len(b) > maxContentLength {
 		return nil, fmt.Errorf("%w: tunnel element too large", ErrMalformed)
@@ -74,7 +68,6 @@ func (p *tunnelParser) addresses(parent string, each func(typ, value string) err
 	})
 }
 
-// tunnel reads the root element.
 func (p *tunnelParser) tunnel() error {
 	t, err := p.rootAttrs()
 	if err != nil {
@@ -96,7 +89,6 @@ func (p *tunnelParser) tunnel() error {
 	})
 }
 
-// rootAttrs converts the attributes of <tunnel>.
 func (p *tunnelParser) rootAttrs() (*Tunnel, error) {
 	action, _ := p.attr("action")
 	a, err := parseAction(action)
@@ -208,8 +200,7 @@ func (p *tunnelParser) keepalive() error {
 	})
 }
 
-// dnsServers reads <client><dns_server>. Unlike <routes>, an empty one is
-// the same as none (nil), as Marshal writes it.
+// dnsServers reads <client><dns_server>; an empty one is nil.
 func (p *tunnelParser) dnsServers(c *ClientInfo) error {
 	return p.addresses("dns_server", func(typ, v string) error {
 		if len(c.DNSServers) == MaxDNSServers {
@@ -301,8 +292,7 @@ func (p *tunnelParser) data() error {
 	return p.children("data", p.skip)
 }
 
-// broker reads <broker>; an empty one is the same as none (nil), as
-// Marshal writes it.
+// broker reads <broker>; an empty one is nil.
 func (p *tunnelParser) broker() error {
 	return p.addresses("broker", func(typ, v string) error {
 		if len(p.t.Brokers) == MaxRoutes {

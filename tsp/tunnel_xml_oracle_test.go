@@ -1,13 +1,9 @@
 package tsp
 
-// This file holds an encoding/xml implementation of ParseTunnel, the one
-// the package had before its own parser (docs/decisions/0006), verbatim
-// apart from the oracle/ox prefixes. It is the reference of the
-// differential tests (checkAgainstOracle, checkMarshalAgainstOracle,
-// FuzzParseTunnelDifferential, FuzzParseTunnelDifferentialGen) and of
-// BenchmarkParseTunnelEncodingXML. Do not "fix" it: its value is that it
-// is encoding/xml's behaviour. (Marshal's byte layout is pinned by
-// testdata/marshal.golden instead of a second writer.)
+// This file holds an encoding/xml implementation of ParseTunnel (see
+// docs/decisions/0006), the reference of the differential tests and of
+// BenchmarkParseTunnelEncodingXML. Do not "fix" it: its value is that it is
+// encoding/xml's behaviour.
 
 import (
 	"bytes"

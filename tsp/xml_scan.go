@@ -7,34 +7,11 @@ import (
 	"unicode/utf8"
 )
 
-// The XML subset. xmlScanner reads what TSP peers send, and nothing
-// more:
-//
-//   - optional white space, an optional XML declaration
-//     (<?xml version="1.0" [encoding="UTF-8"] [standalone="yes|no"]?>)
-//     and white space, then one root element, then optional white space
-//     and nothing else;
-//   - elements with or without content, self-closing tags, attributes in
-//     single or double quotes separated by white space, character data
-//     with the five predefined entities and numeric character references;
-//     CR and CRLF in text become LF, as in encoding/xml.
-//
-// Rejected as malformed: XML that is not well-formed (bad names,
-// unbalanced or mismatched tags, unquoted attributes, '<' or a bare '&' in
-// text, "]]>" in character data, characters outside the XML Char
-// production, invalid UTF-8), more than one root element and data after
-// it. Rejected as unsupported (errXMLUnsupported, which also wraps
-// ErrMalformed): well-formed constructs that encoding/xml accepts and no
-// TSP peer sends (comments, CDATA sections, DOCTYPE and other <!
-// declarations, processing instructions other than the leading XML
-// declaration, an XML declaration without version="1.0" or with another
-// encoding, namespace prefixes i.e. any ':' in a name, non-ASCII names,
-// text other than XML white space before or after the root element such
-// as a BOM or NBSP, more than maxXMLAttrs attributes on an element,
-// nesting deeper than maxXMLDepth), and malformed XML that encoding/xml
-// tolerates (duplicate attributes, attributes not separated by white
-// space, character references to surrogates, which it turns into U+FFFD).
-// docs/protocol.md lists the same.
+// The XML subset: xmlScanner reads what TSP peers send and nothing more, as
+// docs/protocol.md lists it. XML that is not well-formed is malformed; what
+// encoding/xml accepts and no peer sends (comments, CDATA, namespaces, …),
+// and the malformed XML it tolerates (duplicate attributes, references to
+// surrogates, …), are refused as errXMLUnsupported.
 
 // errXMLUnsupported marks the refusals of input that encoding/xml
 // accepts. Errors carrying it also wrap ErrMalformed.
@@ -363,8 +340,7 @@ func (p *xmlScanner) charData() error {
 	return err
 }
 
-// attr returns the decoded value of the named attribute of the last start
-// tag.
+// attr returns the decoded value of an attribute of the last start tag.
 func (p *xmlScanner) attr(name string) (string, bool) {
 	for _, a := range p.attrs[:p.nattr] {
 		if a.name == name {
@@ -382,10 +358,9 @@ func (p *xmlScanner) endTag(open string) error {
 	return nil
 }
 
-// children reads the content of the element open (its start tag just
-// read) through its end tag, calling child for every child element, which
-// must read that element entirely. Character data is validated and
-// ignored.
+// children reads the content of the element open through its end tag,
+// calling child, which must read the whole element, for every child
+// element. Character data is validated and ignored.
 func (p *xmlScanner) children(open string, child func() error) error {
 	if p.empty {
 		return nil

@@ -5,14 +5,9 @@ import (
 	"unicode/utf8"
 )
 
-// Character data and attribute values of the XML subset: validation,
-// the five predefined entities and numeric character references, and
-// decoding.
-
-// chars validates text from p.pos up to the byte stop ('<' for character
-// data, which may also end at EOF; a quote for attribute values, where
-// '<' is an error) and leaves p.pos on stop. It reports whether the text
-// needs decoding by xmlText.
+// chars validates text from p.pos up to stop ('<' or EOF for character data,
+// a quote for attribute values) and leaves p.pos on stop. It reports whether
+// the text needs decoding by xmlText.
 func (p *xmlScanner) chars(stop byte) (esc bool, err error) {
 	s := p.s
 	i := p.pos

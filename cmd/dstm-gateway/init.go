@@ -65,7 +65,6 @@ func runInit(cmd *cobra.Command, g *globals, o initOptions) error {
 	return nil
 }
 
-// apply writes the flags over cfg.
 func (o initOptions) apply(cfg *config.Config) error {
 	var err error
 	set := func(s string, f func(string) error) {

@@ -59,9 +59,9 @@ type opened struct {
 	log   zerolog.Logger
 }
 
-// openGateway is what `run` does before it touches the host: load and validate the
-// configuration (what check-config does), log its warnings to logOut, open the state (CA,
-// lease store). Every refusal of a configuration comes from here.
+// openGateway loads and validates the configuration (as check-config does) and opens the
+// state: what `run` does before it touches the host. Every refusal of a configuration comes
+// from here; warnings go to logOut.
 func openGateway(g *globals, logOut io.Writer) (opened, error) {
 	cfg, err := loadConfig(g.config, false)
 	if err != nil {
@@ -172,7 +172,6 @@ func newVersionCmd() *cobra.Command {
 	}
 }
 
-// mkdirPrivate creates dir (and parents) with mode 0700.
 func mkdirPrivate(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err

@@ -16,13 +16,10 @@ import (
 	"github.com/dstmgw/dstm/gateway/admin"
 )
 
-// The table writers render API results for people. Column order is fixed
-// (scripts should use WriteJSON instead); rows are sorted (leases by address,
-// sessions by start time) without modifying the caller's slice; empty cells
-// show "-"; durations are relative to now and rounded down to the second;
-// absolute times are UTC RFC 3339.
+// The table writers render API results for people (scripts use JSON): rows sorted
+// without modifying the caller's slice, "-" for empty cells, durations relative to
+// now and rounded down to the second, times in UTC RFC 3339.
 
-// writeJSON writes v as indented JSON followed by a newline.
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -33,13 +30,10 @@ func newTable(w io.Writer) *tabwriter.Writer {
 	return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 }
 
-// row writes cells separated by tabs.
 func row(tw io.Writer, cells ...string) {
 	fmt.Fprintln(tw, strings.Join(cells, "\t"))
 }
 
-// writeLeasesTable writes one line per lease:
-// ADDRESS POOL STATE STATIC IDENTITY TRANSPORT ENDPOINT SESSION EXPIRES.
 func writeLeasesTable(w io.Writer, leases []admin.Lease, now time.Time) error {
 	sorted := slices.Clone(leases)
 	slices.SortStableFunc(sorted, func(a, b admin.Lease) int { return compareAddr(a.Addr, b.Addr) })
@@ -52,9 +46,6 @@ func writeLeasesTable(w io.Writer, leases []admin.Lease, now time.Time) error {
 	return tw.Flush()
 }
 
-// writeSessionsTable writes one line per session:
-// ID IDENTITY LEASE TRANSPORT MECHANISM ENDPOINT UPTIME PKTS-IN PKTS-OUT
-// BYTES-IN BYTES-OUT.
 func writeSessionsTable(w io.Writer, sessions []admin.Session, now time.Time) error {
 	sorted := slices.Clone(sessions)
 	slices.SortStableFunc(sorted, func(a, b admin.Session) int {
@@ -70,9 +61,8 @@ func writeSessionsTable(w io.Writer, sessions []admin.Session, now time.Time) er
 	return tw.Flush()
 }
 
-// writeStatus writes the gateway's status, then a table of its pools:
-// POOL RANGES SIZE OFFERED ACTIVE HELD STATIC FREE USED (percentage of
-// the addresses that are not free).
+// writeStatus writes the gateway's status, then a table of its pools (USED is
+// the percentage of addresses that are not free).
 func writeStatus(w io.Writer, s admin.Status, now time.Time) error {
 	tw := newTable(w)
 	row(tw, "version:", cell(s.Version))
@@ -99,8 +89,6 @@ func writePools(w io.Writer, pools []admin.PoolStatus) error {
 	return tw.Flush()
 }
 
-// writeTokenResult writes a token with its identity, expiry and the root
-// fingerprint the client must pin.
 func writeTokenResult(w io.Writer, t admin.TokenResult, now time.Time) error {
 	tw := newTable(w)
 	row(tw, "token:", cell(t.Token))
@@ -110,8 +98,6 @@ func writeTokenResult(w io.Writer, t admin.TokenResult, now time.Time) error {
 	return tw.Flush()
 }
 
-// writeRevokeResult writes the revoked serials and the number of sessions
-// closed.
 func writeRevokeResult(w io.Writer, r admin.RevokeResult) error {
 	tw := newTable(w)
 	row(tw, "revoked serials:", list(r.Serials))

@@ -61,10 +61,9 @@ func (b *backend) Create(ctx context.Context, id tsp.Identity, req *tsp.Tunnel) 
 	return srv.offers.offer(req.Type, rule, l, endpoint, tok, control == "tls"), nil
 }
 
-// resume lets this control connection take over the earlier session that issued token (a
-// client whose old connection died with its network, while its DTLS data channel roamed):
-// same session, lease and data channel. An unknown token is not an error (the session ended;
-// the create goes on as a new one); a token of another identity is refused.
+// resume moves this control connection onto the earlier session that issued token (the
+// client's old connection died with its network while its DTLS data channel roamed). An
+// unknown token is no error: the create goes on as a new session.
 func (b *backend) resume(id tsp.Identity, token [tsp.TokenLen]byte) error {
 	srv, cur := b.srv, b.ss
 	old := srv.sessions.byTokenGet(token)
@@ -108,7 +107,6 @@ func (b *backend) lease(ctx context.Context, id tsp.Identity, rule auth.Rule, ty
 	return l, nil
 }
 
-// leaseStatus maps lease errors to TSP status codes.
 func leaseStatus(err error) error {
 	switch {
 	case errors.Is(err, lease.ErrPoolExhausted), errors.Is(err, lease.ErrSessionLimit):

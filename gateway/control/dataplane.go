@@ -28,9 +28,8 @@ const (
 // teardownTimeout bounds the lease release of a session that ends.
 const teardownTimeout = 10 * time.Second
 
-// attachData connects the accepted session to the data plane for its chosen transport: a
-// plain link for v4v6. A DTLS link bound before the accept is attached already, and the TLS
-// stream starts when the control loop hands its connection over (runStreamData).
+// attachData attaches a plain link for v4v6. A DTLS link is attached when it binds, the TLS
+// stream when the control loop hands its connection over (runStreamData).
 func (s *Server) attachData(ss *session, data tsp.TunnelType) error {
 	if data != tsp.TypeV4V6 {
 		return nil
@@ -51,12 +50,11 @@ func (s *Server) attachData(ss *session, data tsp.TunnelType) error {
 	return nil
 }
 
-// claimEndpoint makes room for a v4v6 create from the client IPv6 endpoint ep, which carries
-// one v4v6 tunnel at most (the outer source is all that tells tunnels apart). An older session
-// on ep ends if it is of the same identity (the client started again) or stale: nothing came
-// through it for staleAfter keepalive intervals (a legacy client that stopped without delete).
-// A live tunnel of another identity keeps ep, and the create is refused with 301: the client
-// reads the answer to its create, not the one to its accept.
+// claimEndpoint makes room for a v4v6 create from ep, which carries one v4v6 tunnel at most
+// (only the outer source tells them apart). An older session on ep ends if it has the same
+// identity (the client started again) or is stale (a legacy client that stopped without
+// delete). A live tunnel of another identity keeps ep and the create gets 301: the client
+// reads the answer to its create, not to its accept.
 func (s *Server) claimEndpoint(ss *session, id tsp.Identity, ep netip.Addr) error {
 	other := s.sessions.plainAt(ep)
 	if other == nil || other == ss {
@@ -81,9 +79,8 @@ func (s *Server) claimEndpoint(ss *session, id tsp.Identity, ep netip.Addr) erro
 // ICMP echo through it every interval).
 const staleAfter = 3
 
-// dataEntry returns the TEP entry of ss (see session.dataEntry). An entry for the same lease
-// held by a session that lost the lease (replaced by ss, its end still on its way as a lease
-// event) is taken over: that session ends first.
+// dataEntry returns the TEP entry of ss, ending first a session that holds the lease's entry
+// but lost the lease to ss (its end still on its way as a lease event).
 func (s *Server) dataEntry(ss *session, transport string, mtu int) (*tep.Session, error) {
 	ts, err := ss.dataEntry(s.cfg.TEP, transport, mtu)
 	var busy *leaseBusyError
@@ -192,9 +189,8 @@ func (s *Server) bindDTLS(token []byte, cert *x509.Certificate, link tunnel.Link
 	return ts, nil
 }
 
-// unlinkWhenDone detaches a DTLS link from its session when the link ends (idle, peer gone),
-// so the data plane stops writing to it; the session itself lives on until its control
-// channel or lease ends, and the client may bind a new link.
+// unlinkWhenDone detaches a DTLS link from its session when the link ends; the session lives
+// on until its control channel or lease ends, and the client may bind a new link.
 func (s *Server) unlinkWhenDone(ss *session, l tunnel.Link) {
 	<-l.Done()
 	mine, orphan := ss.unlink(l)

@@ -9,21 +9,18 @@ import (
 	"github.com/dstmgw/dstm/gateway/lease"
 )
 
-// leaseEventBuffer is the lease-event subscription's buffer; events that do not fit are
-// dropped by the lease manager and counted, and the next reconcile catches up.
+// leaseEventBuffer is the lease-event subscription's buffer; the lease manager drops and
+// counts events that do not fit, and the next reconcile catches up.
 const leaseEventBuffer = 1024
 
-// reconcileEvery is how often the session table is checked against the leases and the TEP
-// (see reconcile); a dropped lease event makes it run at the next check of dropCheckEvery.
+// reconcile runs every reconcileEvery, and at the next dropCheckEvery after a dropped event.
 const (
 	reconcileEvery = 5 * time.Second
 	dropCheckEvery = 250 * time.Millisecond
 )
 
-// FollowLeases ends the sessions that lose their lease (expired, offer not accepted in time,
-// replaced by a newer session of the same identity, or released by someone else), logs the
-// audit trail of lease events, and reconciles sessions with leases and the TEP, until ctx
-// ends. Events tell it at once; reconciliation makes it hold when an event was dropped.
+// FollowLeases ends the sessions that lose their lease, logs the lease events and
+// reconciles sessions with leases and the TEP (for dropped events), until ctx ends.
 func (s *Server) FollowLeases(ctx context.Context) error {
 	dropped := s.cfg.Leases.DroppedEvents()
 	ch, cancel := s.cfg.Leases.Subscribe(s.eventBuffer)
@@ -31,8 +28,7 @@ func (s *Server) FollowLeases(ctx context.Context) error {
 	return s.followLeases(ctx, ch, dropped)
 }
 
-// followLeases follows the subscription ch; dropped is the lease manager's count of dropped
-// events before it was made.
+// followLeases follows ch; dropped is the lease manager's drop count before ch was made.
 func (s *Server) followLeases(ctx context.Context, ch <-chan lease.Event, dropped uint64) error {
 	tick := time.NewTicker(dropCheckEvery)
 	defer tick.Stop()
@@ -59,10 +55,9 @@ func (s *Server) followLeases(ctx context.Context, ch <-chan lease.Event, droppe
 	}
 }
 
-// reconcile enforces the invariant between the control plane, the leases and the data plane:
-// a session keeps a lease only while the lease manager has that lease offered or active for
-// it, and a TEP entry exists only for a live session. It ends the sessions whose lease went
-// elsewhere and removes TEP entries that no session owns, and returns how many of each.
+// reconcile enforces the invariant: a session keeps a lease only while the lease manager has
+// it offered or active for that session, and a TEP entry exists only for a live session. It
+// returns how many sessions it ended and orphan entries it removed.
 func (s *Server) reconcile() (ended, orphans int) {
 	for _, ss := range s.sessions.all() {
 		_, l, closed := ss.state()
@@ -118,10 +113,9 @@ func (s *Server) onLeaseEvent(ev lease.Event) {
 	}
 }
 
-// CloseRevoked ends the sessions authenticated with serial, or, for an identity-wide
-// revocation (serial ""), every session of identity, and returns the ids of those it closed.
-// With leases.on_revoke "release" their addresses go back to the pool; with "hold" they stay
-// held for the identity like after any other session end.
+// CloseRevoked ends the sessions authenticated with serial, or with serial "" every session
+// of identity, and returns their ids. With leases.on_revoke "release" their addresses go back
+// to the pool; with "hold" they stay held as after any session end.
 func (s *Server) CloseRevoked(ctx context.Context, identity, serial string) []string {
 	matches := s.sessions.matching("", serial)
 	if serial == "" {

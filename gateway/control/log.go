@@ -9,17 +9,15 @@ import (
 	"github.com/dstmgw/dstm/internal/limit"
 )
 
-// Lines about refusals and failures that anyone can cause (floods, scans, spoofed datagrams)
-// are written at most sampleBurst times per sampleEvery and kind; every case is counted in the
-// metrics anyway.
+// Lines about what anyone can cause (floods, scans, spoofed datagrams) are written at most
+// sampleBurst times per sampleEvery and kind; the metrics count every case.
 const (
 	sampleBurst = 10
 	sampleEvery = time.Minute
 )
 
-// sampledLog rate-limits log lines by kind. The lines it drops are counted, and the next line
-// of the kind says how many (field "suppressed"), so that a flood shows in the log as a few
-// lines with large counts.
+// sampledLog rate-limits log lines by kind; the next line of a kind says how many were
+// dropped ("suppressed"), so that a flood shows as a few lines with large counts.
 type sampledLog struct {
 	log zerolog.Logger
 	now func() time.Time

@@ -51,8 +51,8 @@ const (
 	dtlsMTU  = 1380
 )
 
-// DTLSRecordMTU is the largest DTLS record the data channel sends: the inner MTU plus room
-// for the record header, connection ID and AEAD overhead.
+// DTLSRecordMTU is the largest DTLS record the data channel sends: the inner MTU, the record
+// header, connection ID and AEAD overhead.
 const DTLSRecordMTU = dtlsMTU + 100
 
 func (o *offers) dataMTU(t tsp.TunnelType) int {
@@ -65,7 +65,6 @@ func (o *offers) dataMTU(t tsp.TunnelType) int {
 	return o.gw.TEP.MTU
 }
 
-// newMachine builds the TSP server machine for a session on transport tr.
 func (s *Server) newMachine(ss *session, tr tsp.Transport, ext auth.Identity) (*tsp.Server, *backend, error) {
 	b := &backend{srv: s, ss: ss}
 	mechs, passwordsAllowed := s.offers.mechanisms(tr, ext)
@@ -87,15 +86,13 @@ func (s *Server) newMachine(ss *session, tr tsp.Transport, ext auth.Identity) (*
 	return m, b, err
 }
 
-// noCredentials is the credential store when no password file is configured: PLAIN and
-// DIGEST-MD5 then fail with 300 like any wrong password.
+// noCredentials fails PLAIN and DIGEST-MD5 with 300, like any wrong password.
 type noCredentials struct{}
 
 func (noCredentials) VerifyPlain(string, string) bool { return false }
 
 func (noCredentials) DigestHA1(string, string) ([16]byte, bool) { return [16]byte{}, false }
 
-// tunnelTypes advertised on a control transport.
 func (o *offers) tunnelTypes(tr tsp.Transport) []tsp.TunnelType {
 	var out []tsp.TunnelType
 	if o.plain {
@@ -113,11 +110,9 @@ func (o *offers) tunnelTypes(tr tsp.Transport) []tsp.TunnelType {
 	return out
 }
 
-// mechanisms allowed on a control transport (DESIGN §4): EXTERNAL over TLS with a certificate;
-// PLAIN over TLS, or everywhere when the config says "always"; DIGEST-MD5 and ANONYMOUS only
-// when enabled. passwords says whether a password mechanism is allowed: when nothing is, PLAIN
-// is still advertised (TSP needs one mechanism) but must fail for every password, so the
-// session gets no password store.
+// mechanisms allowed on a control transport (DESIGN §4). passwords says whether a password
+// mechanism is: when none is, PLAIN is still advertised (TSP needs one mechanism) and the
+// session gets no password store, so that it fails.
 func (o *offers) mechanisms(tr tsp.Transport, ext auth.Identity) (mechs []sasl.Mechanism, passwords bool) {
 	var out []sasl.Mechanism
 	if tr == tsp.TransportTLS && ext.Name != "" {
@@ -149,7 +144,6 @@ func (o *offers) mechanisms(tr tsp.Transport, ext auth.Identity) (mechs []sasl.M
 	return out, passwords
 }
 
-// typeAllowed applies policy and configuration to a requested tunnel type.
 func (o *offers) typeAllowed(rule auth.Rule, t tsp.TunnelType) bool {
 	if t == tsp.TypeV4V6 && !o.plain {
 		return false
@@ -163,7 +157,6 @@ func (o *offers) typeAllowed(rule auth.Rule, t tsp.TunnelType) bool {
 	}
 }
 
-// offer builds the tunnel offer for a lease.
 func (o *offers) offer(typ tsp.TunnelType, rule auth.Rule, l lease.Lease, ep netip.Addr, tok [tsp.TokenLen]byte, overTLS bool) *tsp.Tunnel {
 	life := uint32(time.Until(l.Expires).Round(time.Second) / time.Second)
 	if l.State != lease.StateActive || life == 0 {

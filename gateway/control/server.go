@@ -19,32 +19,26 @@ import (
 	"github.com/dstmgw/dstm/tunnel"
 )
 
-// Config is what a Server is built with. Gateway is read only; the rest are the parts the
-// control plane drives.
+// Config is what a Server is built with; Gateway is read only.
 type Config struct {
 	Gateway config.Config
 	Leases  *lease.Manager
 	TEP     *tep.TEP
 	// Plain is the v4v6 transport (nil: not offered); DTLS says whether the DTLS data
 	// channel is served (its server binds links with BindDTLS) and DataPort its UDP port.
-	Plain    PlainTransport
-	DTLS     bool
-	DataPort uint16
-	Policy   *auth.PolicyHolder
-	// Passwords returns the PLAIN/DIGEST-MD5 credential store (nil: none).
-	Passwords func() *auth.DigestStore
-	// WriteUDP sends a TSP datagram from the UDP port.
-	WriteUDP func(b []byte, to netip.AddrPort) error
-	// TLS is the TSP port's TLS configuration (see NewTLSConfig).
-	TLS *tls.Config
-	// MaxConns bounds the TCP connections open at once, of every kind (0: no bound); the
-	// gateway sets it well below its file descriptor limit.
+	Plain     PlainTransport
+	DTLS      bool
+	DataPort  uint16
+	Policy    *auth.PolicyHolder
+	Passwords func() *auth.DigestStore                // PLAIN/DIGEST-MD5 credentials (nil: none)
+	WriteUDP  func(b []byte, to netip.AddrPort) error // sends from the UDP port
+	TLS       *tls.Config                             // see NewTLSConfig
+	// MaxConns bounds the open TCP connections of every kind (0: no bound).
 	MaxConns int
-	// Enroll takes the TLS connections that negotiated ALPN http/1.1; it owns them.
-	Enroll  func(net.Conn)
-	Metrics *metrics.Metrics
-	Logger  zerolog.Logger
-	Now     func() time.Time
+	Enroll   func(net.Conn) // takes (and owns) the TLS connections of ALPN http/1.1
+	Metrics  *metrics.Metrics
+	Logger   zerolog.Logger
+	Now      func() time.Time
 }
 
 // PlainTransport is the v4v6 transport as the control plane uses it: one link per client
@@ -103,14 +97,12 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// countDrop counts a control-plane drop by reason.
 func (s *Server) countDrop(reason string) {
 	v, _ := s.drops.LoadOrStore(reason, new(atomic.Uint64))
 	v.(*atomic.Uint64).Add(1)
 }
 
-// Drops adds the control plane's drop counters to m, by reason, with the lease events the
-// lease manager dropped (reconciliation makes up for them).
+// Drops adds the control plane's drop counters to m, by reason, lease events dropped included.
 func (s *Server) Drops(m map[string]uint64) {
 	m["lease_events_dropped"] += s.cfg.Leases.DroppedEvents()
 	s.drops.Range(func(k, v any) bool {

@@ -63,7 +63,6 @@ func newSessionID() string {
 	return "s-" + hex.EncodeToString(b[:])
 }
 
-// newSession creates a session with its logger.
 func (s *Server) newSession(control string, remote netip.AddrPort, serial string, closeCtl func()) *session {
 	id := newSessionID()
 	return &session{
@@ -86,7 +85,6 @@ func (ss *session) offered(id tsp.Identity, rule auth.Rule, l lease.Lease, endpo
 	return ss.token, fresh
 }
 
-// accepted records the lease once active.
 func (ss *session) accepted(l lease.Lease) {
 	ss.mu.Lock()
 	ss.lease = l
@@ -138,8 +136,7 @@ func (ss *session) dataEntry(t *tep.TEP, transport string, mtu int) (*tep.Sessio
 }
 
 // attach makes l the session's data link on its TEP entry ts and returns the link it
-// replaces (the caller closes it). It fails with errEnded when ts is no longer the session's
-// entry (the session ended meanwhile): the caller closes l.
+// replaces. With errEnded (ts is no longer the session's entry) the caller closes l.
 func (ss *session) attach(ts *tep.Session, l tunnel.Link) (old tunnel.Link, err error) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
@@ -179,10 +176,9 @@ func (ss *session) detachData() (addr netip.Addr, data *tep.Session, link tunnel
 	return addr, data, link
 }
 
-// controlLost is called when the control connection of generation gen ended. It reports
-// whether the session carries on detached (its lease is active and its DTLS data channel
-// alive) or is stale (a newer connection holds it); otherwise the session must end. A lease
-// that is only offered never carries on: without the accept it is not the client's.
+// controlLost reports, for the ended control connection of generation gen, whether the
+// session carries on detached (active lease, live DTLS link) or a newer connection holds it;
+// otherwise it must end. An offered lease is not the client's until the accept.
 func (ss *session) controlLost(gen uint64) (carriesOn, stale bool) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
@@ -196,9 +192,8 @@ func (ss *session) controlLost(gen uint64) (carriesOn, stale bool) {
 	return false, false
 }
 
-// adopt moves the control channel of the fresh session cur onto ss (resumption by data
-// token) and returns the generation of the new connection and the source ss was counted
-// under. Called with the table's lock held.
+// adopt moves cur's control channel onto ss and returns the new generation and the source
+// ss was counted under. The table's lock is held.
 func (ss *session) adopt(cur *session) (gen uint64, prevSrc netip.Addr) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
@@ -224,8 +219,7 @@ func (ss *session) markClosed() (closeCtl func(), ok bool) {
 	return ss.closeCtl, true
 }
 
-// lastReceive returns when the session's data channel last received packets (its start, if
-// it has no data channel).
+// lastReceive returns when the data channel last received (the start, without one).
 func (ss *session) lastReceive() time.Time {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()

@@ -36,11 +36,9 @@ func (s *Server) putReadBuf(b []byte) {
 	s.readBufs.Put(&b)
 }
 
-// serveStream runs one TSP session over TCP or TLS until the connection or the session ends.
-// buf, when not nil, holds the n bytes read from c so far and is the session's to keep (it
-// goes back to the pool); handshakeDone releases the connection's handshake slot once the
-// session is established. The handshake runs on the caller's goroutine; an established
-// tunnel, whose connection idles for hours, goes on in a goroutine of its own, so that the
+// serveStream runs one TSP session over TCP or TLS. buf, if not nil, holds the n bytes read
+// from c so far and goes back to the pool; handshakeDone releases the handshake slot. An
+// established tunnel, which idles for hours, goes on in a new goroutine, so that the
 // caller's stack, grown by TLS and TSP, is not held for the life of the tunnel.
 func (s *Server) serveStream(ctx context.Context, c net.Conn, buf []byte, n int, tr tsp.Transport, ext auth.Identity, handshakeDone func()) {
 	if buf == nil {
@@ -93,10 +91,8 @@ type streamSession struct {
 	data        tsp.TunnelType
 }
 
-// run steps the machine with the connection's messages until the session ends (false), or,
-// with handshakeDone set, until the tunnel is established (true), which releases the
-// handshake slot and the pooled read buffer. A session that ended is logged and counted
-// once.
+// run steps the machine until the session ends (false), or, with handshakeDone set, until
+// the tunnel is established (true), when it releases the handshake slot and pooled buffer.
 func (st *streamSession) run(ctx context.Context, handshakeDone func()) bool {
 	s, c, m := st.srv, st.c, st.m
 	var rerr error
@@ -163,7 +159,6 @@ func (st *streamSession) finish() {
 	st.release()
 }
 
-// release closes the connection and gives the pooled read buffer back.
 func (st *streamSession) release() {
 	st.c.Close()
 	if st.pooled {
@@ -172,11 +167,9 @@ func (st *streamSession) release() {
 	}
 }
 
-// sendReplies writes replies on the session's connection. Until the tunnel is established the
-// handshake deadline set by handleTCP bounds every write. After it, each batch of replies gets
-// a write deadline of tsp.handshake_timeout, so that a client that sends requests without
-// reading the answers ends its session instead of blocking it until its lease runs out. The
-// deadline is set only when there is something to write (gogoc writes nothing after accept).
+// sendReplies writes replies. Once established, each batch gets a write deadline of
+// tsp.handshake_timeout (before, handleTCP's deadline holds), so that a client that does not
+// read its answers ends its session instead of blocking it until its lease runs out.
 func (s *Server) sendReplies(c net.Conn, replies []tsp.Reply, established bool) error {
 	if established && len(replies) > 0 {
 		if err := c.SetWriteDeadline(s.now().Add(s.gw.TSP.HandshakeTimeout.D())); err != nil {
@@ -186,8 +179,7 @@ func (s *Server) sendReplies(c net.Conn, replies []tsp.Reply, established bool) 
 	return writeReplies(c, replies)
 }
 
-// writeReplies writes each reply in its own write; a reply flagged Separate is written after a
-// pause so that it never shares a TCP segment with the previous one (gogoc's DIGEST-MD5).
+// writeReplies writes each reply in its own write, pausing before one flagged Separate.
 func writeReplies(c net.Conn, replies []tsp.Reply) error {
 	for i, r := range replies {
 		if r.Separate && i > 0 {
@@ -203,10 +195,9 @@ func writeReplies(c net.Conn, replies []tsp.Reply) error {
 	return nil
 }
 
-// controlEnded is called when a TCP/TLS control connection ends. The session ends with it,
-// unless another connection resumed it, or its DTLS data channel is alive: then the session
-// carries on detached (data flows, leases stay) until the data channel ends or the client
-// resumes it on a new connection.
+// controlEnded ends the session of a TCP/TLS control connection that ended, unless another
+// connection resumed it or its DTLS data channel is alive: then it carries on detached until
+// the data channel ends or the client resumes it.
 func (s *Server) controlEnded(b *backend) {
 	carriesOn, stale := b.ss.controlLost(b.gen)
 	switch {
@@ -218,10 +209,9 @@ func (s *Server) controlEnded(b *backend) {
 	}
 }
 
-// streamEnded logs, once, a session whose connection failed in direction dir ("read" or
-// "write") without a TSP status: a handshake or write deadline expired, or the connection
-// broke. Nothing is sent to the client (docs/protocol.md, "Timeouts and refusals on the TCP
-// port").
+// streamEnded logs a session whose connection failed in direction dir ("read" or "write"):
+// a deadline expired or the connection broke. The client gets no status (docs/protocol.md,
+// "Timeouts and refusals on the TCP port").
 func (s *Server) streamEnded(ss *session, tr tsp.Transport, start time.Time, err error, dir string, established, authenticated bool) {
 	result, reason := "error", dir+" failed"
 	switch {
@@ -238,10 +228,9 @@ func (s *Server) streamEnded(ss *session, tr tsp.Transport, start time.Time, err
 	})
 }
 
-// handshakeAbandoned logs, once, a client that closed its connection before its tunnel was
-// established and without a status from the gateway: gogoc does that when the CAPABILITY
-// lacks its tunnel mode or mechanism, and after an offer it does not like. The machine's
-// state tells the operator where it stopped.
+// handshakeAbandoned logs a client that closed its connection during the handshake, with
+// the state it stopped in: gogoc does that when the CAPABILITY lacks its tunnel mode or
+// mechanism, and after an offer it does not like.
 func (s *Server) handshakeAbandoned(ss *session, tr tsp.Transport, start time.Time, st tsp.ServerState, authenticated bool) {
 	s.cfg.Metrics.ObserveHandshake("tsp-"+tr.String(), "error", s.now().Sub(start))
 	s.sessionLog(ss, authenticated, zerolog.InfoLevel, func(e *zerolog.Event) {
@@ -276,7 +265,6 @@ func (s *Server) sessionLog(ss *session, authenticated bool, level zerolog.Level
 	})
 }
 
-// authenticated reports whether the session of m has authenticated.
 func authenticated(m *tsp.Server) bool {
 	_, ok := m.Identity()
 	return ok

@@ -60,8 +60,7 @@ func (t *table) remove(ss *session) {
 	}
 }
 
-// setPlain records ss as the v4v6 session of its client endpoint ep, unless ss has left the
-// table.
+// setPlain records ss as the v4v6 session of ep, unless ss has left the table.
 func (t *table) setPlain(ss *session, ep netip.Addr) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -70,16 +69,14 @@ func (t *table) setPlain(ss *session, ep netip.Addr) {
 	}
 }
 
-// plainAt returns the v4v6 session of the client endpoint ep, or nil.
 func (t *table) plainAt(ep netip.Addr) *session {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.plain[ep]
 }
 
-// adopt moves the control channel of the fresh session cur onto the earlier session old
-// (resumption by data token): cur leaves the table, old is now counted under cur's source.
-// It returns old's new control generation.
+// adopt moves the control channel of cur onto old (resumption by data token): cur leaves the
+// table, old is counted under cur's source. It returns old's new generation.
 func (t *table) adopt(old, cur *session) uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -125,7 +122,6 @@ func (t *table) all() []*session {
 	return out
 }
 
-// matching returns the sessions of one identity, or of one certificate serial.
 func (t *table) matching(identity, serial string) []*session {
 	var out []*session
 	for _, ss := range t.all() {

@@ -24,13 +24,11 @@ import (
 // tlsRecordHandshake is the first byte of a TLS ClientHello.
 const tlsRecordHandshake = 0x16
 
-// tcpWorkerIdle is how long a connection goroutine waits for another connection before it
-// exits (see tcpWorker).
+// tcpWorkerIdle is how long a tcpWorker waits for another connection before it exits.
 const tcpWorkerIdle = 10 * time.Second
 
-// tcpFront is the TSP port's TCP side: it accepts connections, bounds them, bounds the
-// handshakes in progress (in all and per source) and demultiplexes each connection by its
-// first byte.
+// tcpFront is the TSP port's TCP side: it accepts and bounds connections and handshakes
+// and demultiplexes each connection by its first byte.
 type tcpFront struct {
 	srv        *Server
 	handshakes *limit.Semaphore
@@ -54,10 +52,9 @@ func newTCPFront(s *Server) *tcpFront {
 	}
 }
 
-// connRate limits new connections per second and source (an IPv6 /64 or an IPv4 address) to
-// tsp.connection_rate, in bursts of four times that: enough for a LAN whose clients all
-// reconnect at once, after a gateway restart say, while one source cannot make the gateway
-// spend its CPU on TLS handshakes. Nil (no limit) when the rate is 0.
+// connRate limits new connections per source (/64 or IPv4 address) to tsp.connection_rate,
+// in bursts of four times that: enough for a LAN reconnecting at once after a restart, while
+// one source cannot make the gateway spend its CPU on TLS handshakes. Nil for rate 0.
 func connRate(perSecond int, now func() time.Time) *limit.SourceRate {
 	if perSecond == 0 {
 		return nil
@@ -77,7 +74,6 @@ const (
 	acceptBackoffMax = time.Second
 )
 
-// serve accepts connections until ctx ends; each is demultiplexed by its first byte.
 func (t *tcpFront) serve(ctx context.Context, ln net.Listener) error {
 	go func() {
 		<-ctx.Done()
@@ -146,9 +142,8 @@ func (c *countedConn) Close() error {
 	return err
 }
 
-// tcpWorker handles c, then the connections handed to it while it waits on idle, until it
-// has waited tcpWorkerIdle or ctx ends: a reused goroutine's stack has already grown through
-// the TLS and TSP code, a new one's grows again on every connection.
+// tcpWorker handles c, then those handed to it on idle, until tcpWorkerIdle passes or ctx
+// ends: a reused goroutine's stack has already grown through the TLS and TSP code.
 func (t *tcpFront) tcpWorker(ctx context.Context, c net.Conn, idle <-chan net.Conn) {
 	defer t.wg.Done()
 	timer := time.NewTimer(tcpWorkerIdle)
@@ -166,10 +161,8 @@ func (t *tcpFront) tcpWorker(ctx context.Context, c net.Conn, idle <-chan net.Co
 	}
 }
 
-// busyPeekTimeout bounds the wait for the first byte of a connection that found every
-// handshake slot taken (see refuseBusy). TCP_DEFER_ACCEPT hands connections over with their
-// first bytes in, so the wait is almost always zero; the bound keeps silent connections from
-// parking workers while the gateway is overloaded.
+// busyPeekTimeout bounds refuseBusy's wait for the first byte, which TCP_DEFER_ACCEPT has
+// almost always delivered, so that silent connections do not park workers under overload.
 const busyPeekTimeout = time.Second
 
 // handleTCP runs one TCP connection: TLS (TSP-SSL or enrollment) or plain TSP.
@@ -233,9 +226,8 @@ func (t *tcpFront) handleTCP(ctx context.Context, c net.Conn) {
 	t.srv.serveStream(ctx, tc, nil, 0, tsp.TransportTLS, id, slot)
 }
 
-// admit takes a handshake slot for c: one of the port's, and one of its source's (address
-// and /64), so that no source can hold more than its share of the port's slots. It returns
-// the slot's release function (safe to call again), or nil and why.
+// admit takes one of the port's handshake slots and one of its source's share, and returns
+// their release function (safe to call again), or nil and why.
 func (t *tcpFront) admit(c net.Conn) (release func(), reason string) {
 	src := addrPortOf(c.RemoteAddr()).Addr()
 	if !t.perSource.Acquire(src) {
@@ -255,13 +247,9 @@ func (t *tcpFront) admit(c net.Conn) (release func(), reason string) {
 	}, ""
 }
 
-// refuseBusy answers a connection that found no handshake slot (tsp.max_handshakes, or its
-// source's share of them).
-// Its first byte decides how: a plain TSP client gets "530 Server too busy" (gogoc waits
-// retry_delay and tries again), a TLS client is closed without a word (a status line would be
-// garbage to it, and no TLS alert can be sent before a handshake). Peeking also reads what the
-// client sent so far, so the close is normally a FIN, not a reset that some client stacks let
-// overtake the status. The log line is rate-limited.
+// refuseBusy answers a connection that found no handshake slot. A plain TSP client gets "530
+// Server too busy" (gogoc waits retry_delay and tries again); a TLS client is closed without
+// a word, as no TLS alert can be sent before a handshake.
 func (t *tcpFront) refuseBusy(c net.Conn, reason string) {
 	defer c.Close()
 	_ = c.SetDeadline(t.srv.now().Add(min(busyPeekTimeout, t.srv.gw.TSP.HandshakeTimeout.D())))
@@ -287,9 +275,8 @@ func (t *tcpFront) refuseBusy(c net.Conn, reason string) {
 	_, _ = c.Write(tsp.NewStatus(tsp.StatusServerTooBusy).Marshal())
 }
 
-// refusePlain answers a plain TSP client when listen.plain_tsp is off: "500 Invalid request"
-// (the cause is the request, not the load that 530 would claim; gogoc retries on either, with
-// backoff after 500, and exits only in boot mode, -b), then close.
+// refusePlain answers "500 Invalid request" when listen.plain_tsp is off: the cause is the
+// request, not the load that 530 would claim (gogoc retries on either).
 func (t *tcpFront) refusePlain(c net.Conn) {
 	t.srv.cfg.Metrics.ObserveHandshake("tsp-tcp", "refused", 0)
 	t.srv.cfg.Metrics.TSPStatus(tsp.StatusInvalidRequest)
@@ -301,9 +288,8 @@ func (t *tcpFront) refusePlain(c net.Conn) {
 	c.Close()
 }
 
-// logNoFirstByte logs, at debug level only, a connection that ended or stayed silent before
-// its first byte. Those are port scanners and half-open probes; TCP_DEFER_ACCEPT keeps most of
-// them from the gateway, and the rest are not worth an info line each.
+// logNoFirstByte logs at debug level a connection that ended or stayed silent before its
+// first byte: port scanners and half-open probes are not worth an info line each.
 func logNoFirstByte(log zerolog.Logger, c net.Conn, err error) {
 	e := log.Debug()
 	if !e.Enabled() {

@@ -13,10 +13,8 @@ const (
 	alpnHTTP = "http/1.1"
 )
 
-// tls12Suites are the TLS 1.2 cipher suites offered: ECDHE with AEAD only (no CBC: LUCKY13 and
-// its kin). TLS 1.3, which our clients speak, has only AEAD suites anyway. The gateway's
-// certificates are ECDSA; the RSA suites serve a wrapped legacy client's RSA-only stack
-// nothing, but cost nothing either.
+// tls12Suites are the TLS 1.2 suites offered: ECDHE with AEAD only (no CBC: LUCKY13 and its
+// kin). The certificates are ECDSA; the RSA suites serve nothing but cost nothing either.
 func tls12Suites() []uint16 {
 	return []uint16{
 		tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
@@ -31,10 +29,8 @@ func tls12Suites() []uint16 {
 // NewTLSConfig is the TLS side of the TSP port: TSP-SSL (ALPN tsp/2, client certificate
 // required; no ALPN, certificate optional) and the enrollment API (ALPN http/1.1).
 //
-// Session tickets are off: no client of ours resumes (dstm-client and the enrollment client
-// keep no session cache, and a resumed TSP-SSL connection would still need its certificate
-// checked), so a ticket would only cost an encryption of the client's chain and one more
-// record per handshake for clients that ask for one (docs/security.md).
+// Session tickets are off: no client of ours resumes, so a ticket would only cost an
+// encryption of the client's chain and one more record per handshake (docs/security.md).
 func NewTLSConfig(getCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error), clientCAs *x509.CertPool, verifier *auth.Verifier) *tls.Config {
 	return &tls.Config{
 		MinVersion:             tls.VersionTLS12,

@@ -17,19 +17,17 @@ import (
 	"github.com/dstmgw/dstm/tsp"
 )
 
-// udpQueueLen bounds the TSP datagrams waiting for a worker. When it is full the newest
-// datagram is dropped and counted: the client retransmits (RTO 2 s) and gets its answer then.
+// udpQueueLen bounds the datagrams waiting for a worker; when it is full the newest is
+// dropped and counted, and the client retransmits (RTO 2 s).
 const udpQueueLen = 1024
 
-// udpWorkers step TSP machines off the UDP reader goroutine, so a lease commit never stalls
-// the DTLS datagrams that share the socket. A worker waits on the lease store's batched
-// commit (an fsync and up to boltstore.DefaultCommitDelay, milliseconds), so there are many
-// of them to let commits batch (docs/benchmarks.md). An idle worker is a parked goroutine.
+// udpWorkers step TSP machines off the UDP reader goroutine, so that a lease commit never
+// stalls the DTLS datagrams on the socket. Each waits on the lease store's batched commit, so
+// many of them let commits batch; an idle one is a parked goroutine.
 const udpWorkers = 256
 
-// udpLinger keeps a closed UDP session around to answer late retransmissions of its last
-// reply, and an exchange ended by tsp.handshake_timeout to drop its retransmissions (rather
-// than have them open a new exchange), counted from the close.
+// udpLinger is how long a closed exchange stays, to answer late retransmissions (or, after
+// tsp.handshake_timeout, to drop them rather than have them open a new exchange).
 const udpLinger = 30 * time.Second
 
 // The sweep runs every quarter of the shorter UDP timeout, within these bounds: an exchange
@@ -39,18 +37,15 @@ const (
 	udpSweepMin = 10 * time.Millisecond
 )
 
-// Refusals (530) are answered at most udpRefusalRate times a second (bursts of
-// udpRefusalBurst): a VERSION's source address may be spoofed, and the gateway must not be a
-// reflector for floods. The rest get no answer (the client retransmits) and are counted
-// (tsp_udp_refusal_unanswered). Their log lines are rate-limited (sampledLog), every refusal
-// is counted (drops and dstm_tsp_responses_total).
+// Refusals (530) are answered at most udpRefusalRate times a second: a VERSION's source may
+// be spoofed, and the gateway must not reflect floods. The rest get no answer (the client
+// retransmits) and are counted.
 const (
 	udpRefusalRate  = 100
 	udpRefusalBurst = 100
 )
 
-// udpRefusal is why a datagram that would open a TSP exchange was answered 530 (none: it
-// was not refused, or gets no answer).
+// udpRefusal is why a VERSION that would open an exchange was answered 530.
 type udpRefusal uint8
 
 const (
@@ -59,7 +54,6 @@ const (
 	refusedSource
 )
 
-// drop is the refusal's drop counter reason.
 func (r udpRefusal) drop() string {
 	switch r {
 	case refusedHandshakes:
@@ -87,18 +81,15 @@ type udpDatagram struct {
 	from netip.AddrPort
 }
 
-// payload is what follows the header.
 func (d udpDatagram) payload() []byte { return d.b[tsp.HeaderLen:] }
 
 // udpServer serves TSP over UDP ("reliable UDP", tsp-wire-notes §2.3): sessions keyed by the
-// client's (address, port), one reply per datagram, idempotent answers to retransmissions.
+// client's address and port, one reply per datagram, retransmissions answered alike.
 //
-// Only a VERSION datagram opens an exchange, and an exchange holds a handshake slot from its
-// VERSION until it is established or tsp.handshake_timeout has passed since the VERSION: so
-// the control state of exchanges that never establish is bounded by max_handshakes, whatever
-// the sources claim to be. The slots are UDP's own (tsp.max_handshakes of them, as DTLS has
-// its own): a VERSION needs no answer to hold one, so spoofed datagrams could otherwise take
-// every slot of the TCP port and lock TSP-SSL and enrollment out.
+// Only a VERSION opens an exchange, which holds a handshake slot until it is established or
+// tsp.handshake_timeout has passed, so exchanges that never establish are bounded whatever
+// the sources claim to be. The slots are UDP's own: a VERSION needs no answer to hold one, so
+// spoofed datagrams could otherwise lock TSP-SSL and enrollment out of the TCP port's slots.
 type udpServer struct {
 	srv     *Server
 	write   func(b []byte, to netip.AddrPort) error
@@ -109,9 +100,8 @@ type udpServer struct {
 
 	mu       sync.Mutex
 	sessions map[netip.AddrPort]*udpSession
-	// retired are refused exchanges replaced by a new VERSION from the same address and port:
-	// they keep their slot until the sweep frees it, as if they were still in sessions, so
-	// that restarting a refused exchange does not free a slot faster than waiting would.
+	// retired are refused exchanges replaced by a new VERSION from the same address and port;
+	// they keep their slot until the sweep, so that restarting does not free it sooner.
 	retired []*udpSession
 }
 
@@ -138,8 +128,7 @@ func newUDPServer(srv *Server) *udpServer {
 	}
 }
 
-// HandleDatagram implements udpmux.Handler: it copies the datagram to the worker queue. A
-// datagram without a TSP header (shorter than it, or too long) is dropped here.
+// HandleDatagram implements udpmux.Handler: it queues a copy of a well-formed datagram.
 func (u *udpServer) HandleDatagram(b []byte, from netip.AddrPort) {
 	h, _, err := tsp.ParseDatagram(b)
 	if err != nil {
@@ -153,14 +142,12 @@ func (u *udpServer) HandleDatagram(b []byte, from netip.AddrPort) {
 	}
 }
 
-// ServeUDP steps the TSP exchanges of the datagrams given to the handler UDP returns, with
-// udpWorkers goroutines, and sweeps them; it returns when ctx ends.
+// ServeUDP steps the exchanges of the datagrams given to UDP's handler until ctx ends.
 func (s *Server) ServeUDP(ctx context.Context) { s.udp.run(ctx) }
 
 // UDP is the TSP handler of the UDP port's demultiplexer.
 func (s *Server) UDP() interface{ HandleDatagram([]byte, netip.AddrPort) } { return s.udp }
 
-// run starts the workers and the sweeper; it returns when ctx ends.
 func (u *udpServer) run(ctx context.Context) {
 	var wg sync.WaitGroup
 	for range udpWorkers {
@@ -190,8 +177,6 @@ func (u *udpServer) run(ctx context.Context) {
 	}
 }
 
-// sweepEvery is the sweep period: a quarter of the shorter of handshake_timeout and
-// udp_idle_timeout, between udpSweepMin and udpSweepMax.
 func (u *udpServer) sweepEvery() time.Duration {
 	d := min(udpSweepMax, u.srv.gw.TSP.HandshakeTimeout.D()/4, u.srv.gw.TSP.UDPIdleTimeout.D()/4)
 	return max(d, udpSweepMin)
@@ -276,9 +261,8 @@ func (u *udpServer) step(ctx context.Context, us *udpSession, d udpDatagram) {
 	}
 }
 
-// close marks the machine closed; us.mu is held. An exchange that was never established keeps
-// its handshake slot until the sweep removes it (handshake_timeout after its VERSION), so
-// that exchanges refused at once cannot pile up faster than the slots allow.
+// close marks the machine closed; us.mu is held. An exchange never established keeps its
+// slot until the sweep, so that refused exchanges cannot pile up faster than slots allow.
 func (u *udpServer) close(us *udpSession) {
 	us.closed, us.closedAt = true, u.srv.now()
 }
@@ -291,16 +275,14 @@ func (us *udpSession) freeSlot() {
 	}
 }
 
-// restarted reports whether a datagram opens a new TSP exchange from an address and port that
-// still has one: a VERSION at a sequence other than the last answered one (a client that
-// reconnects from the same port, or a NAT reusing it). Retransmissions have the same sequence.
-// us.mu is held.
+// restarted reports whether a datagram is a VERSION at a sequence other than the last
+// answered one, a new exchange from the same address and port (a client reconnecting, a NAT
+// reusing the port); retransmissions keep the sequence. us.mu is held.
 func restarted(us *udpSession, h tsp.Header, payload []byte) bool {
 	return us.ds.Answered() && h.Seq != us.ds.LastSeq() && isVersion(payload)
 }
 
-// isVersion reports whether a datagram payload is a VERSION message, the only one that
-// starts a TSP exchange (the machine answers anything else in its first state with 500).
+// isVersion reports whether a payload is a VERSION, the only message that opens an exchange.
 func isVersion(payload []byte) bool {
 	_, err := tsp.ParseVersion(payload)
 	return err == nil
@@ -366,8 +348,8 @@ func (u *udpServer) open(from netip.AddrPort) (*udpSession, udpRefusal) {
 	return nil, notRefused // no answer: the client retransmits
 }
 
-// refuse answers 530 behind the client's header (21 bytes of payload, against at least 13 in
-// the VERSION it answers) within udpRefusalRate, counts the refusal and logs it, rate-limited.
+// refuse answers 530 (21 bytes of payload for the VERSION's 13 or more) within
+// udpRefusalRate, and counts and logs the refusal.
 func (u *udpServer) refuse(from netip.AddrPort, h tsp.Header, r udpRefusal) {
 	if r == notRefused {
 		return
@@ -388,10 +370,9 @@ func (u *udpServer) refuse(from netip.AddrPort, h tsp.Header, r udpRefusal) {
 	_ = u.write(tsp.AppendDatagram(nil, h, tsp.NewStatus(tsp.StatusServerTooBusy).Marshal()), from)
 }
 
-// sweep ends exchanges that were not established handshake_timeout after their VERSION
-// (releasing their slot and any offered lease) and forgets idle control state. A session whose
-// tunnel is established keeps its lease and data plane when its exchange is forgotten (gogoc
-// never speaks again after accept); they end with the lease.
+// sweep ends exchanges not established handshake_timeout after their VERSION and forgets
+// idle control state. An established session keeps its lease and data plane (gogoc never
+// speaks again after accept); they end with the lease.
 func (u *udpServer) sweep() {
 	now := u.srv.now()
 	handshake := u.srv.gw.TSP.HandshakeTimeout.D()
@@ -437,9 +418,8 @@ func (u *udpServer) sweep() {
 	}
 }
 
-// timedOut ends an exchange that was not established within handshake_timeout. Exchanges that
-// never authenticated are logged rate-limited (anyone can open them, from any source address);
-// the others once each.
+// timedOut ends an exchange not established within handshake_timeout. Unauthenticated ones
+// are logged rate-limited: anyone can open them, from any source address.
 func (u *udpServer) timedOut(us *udpSession, handshake time.Duration) {
 	us.mu.Lock()
 	id, authenticated := us.ds.Server().Identity()

@@ -7,12 +7,10 @@ import (
 )
 
 // SourceRate limits events per second and source: an IPv6 /64 (a host can use any address of
-// its /64) or an IPv4 address. Sources share a fixed number of token buckets by a keyed hash,
-// so its memory does not grow with the number of sources; a source that collides with a
-// flooding one is limited with it.
-//
-// There is no tighter bucket per IPv6 address: a bucket checked before the /64's would let one
-// host drain every address bucket of its /64, and one checked after it would protect nothing.
+// it) or an IPv4 address. Sources share a fixed number of buckets by a keyed hash, so memory
+// does not grow with them; a source colliding with a flooding one is limited with it. There is
+// no tighter bucket per IPv6 address: checked before the /64's, it would let one host drain
+// every address bucket of its /64; checked after, it would protect nothing.
 type SourceRate struct {
 	seed    maphash.Seed
 	buckets []*TokenBucket
@@ -41,6 +39,5 @@ func (r *SourceRate) slot(a netip.Addr) int {
 	return int(maphash.Bytes(r.seed, v6[:8]) % uint64(len(r.buckets)))
 }
 
-// Shared reports whether a and b are limited by the same bucket (the same source, or a
-// collision of the hash).
+// Shared reports whether a and b share a bucket (one source, or a hash collision).
 func (r *SourceRate) Shared(a, b netip.Addr) bool { return r.slot(a) == r.slot(b) }

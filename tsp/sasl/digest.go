@@ -11,19 +11,12 @@ import (
 
 // DIGEST-MD5 constants as gogoc uses them.
 const (
-	// DigestQop is the only quality of protection offered and accepted.
-	DigestQop = "auth"
-	// DigestAlgorithm is the only algorithm offered.
-	DigestAlgorithm = "md5-sess"
-	// DigestCharset is sent in every challenge (gogoc echoes it).
-	DigestCharset = "utf-8"
-	// DigestNC is the only nonce count gogoc ever sends.
-	DigestNC = "00000001"
-	// DigestURIPrefix starts every TSP digest-uri ("tsp/" + server as the
-	// client configured it).
-	DigestURIPrefix = "tsp/"
-	// maxDirectives bounds the number of key=value pairs in a message.
-	maxDirectives = 16
+	DigestQop       = "auth"     // the only quality of protection
+	DigestAlgorithm = "md5-sess" // the only algorithm
+	DigestCharset   = "utf-8"    // sent in every challenge; gogoc echoes it
+	DigestNC        = "00000001" // the only nonce count gogoc sends
+	DigestURIPrefix = "tsp/"     // followed by the server as the client names it
+	maxDirectives   = 16         // key=value pairs in one message
 )
 
 // Challenge is the server's DIGEST-MD5 challenge.
@@ -31,14 +24,12 @@ type Challenge struct {
 	Realm, Nonce, Qop, Algorithm, Charset string
 }
 
-// NewChallenge returns the challenge gogoc expects for realm and nonce:
-// qop="auth", algorithm=md5-sess, charset=utf-8.
+// NewChallenge returns the challenge gogoc expects for realm and nonce.
 func NewChallenge(realm, nonce string) Challenge {
 	return Challenge{Realm: realm, Nonce: nonce, Qop: DigestQop, Algorithm: DigestAlgorithm, Charset: DigestCharset}
 }
 
-// Marshal encodes the challenge (before base64) in the byte layout gogoc
-// was observed with:
+// Marshal encodes the challenge (before base64) in gogoc's layout:
 // realm="R",nonce="N",qop="auth",algorithm=md5-sess,charset=utf-8
 func (c Challenge) Marshal() []byte {
 	s := "realm=" + quote(c.Realm) + ",nonce=" + quote(c.Nonce) + ",qop=" + quote(c.Qop) +
@@ -130,8 +121,7 @@ func digestValue(inner [16]byte, nonce, cnonce, qop, a2 string, truncateAtNUL bo
 	return md5hex([]byte(ha1 + ":" + nonce + ":" + DigestNC + ":" + cnonce + ":" + qop + ":" + ha2))
 }
 
-// ResponseValue is the client's response= value for the given inputs
-// (qop is the challenge's value).
+// ResponseValue is the client's response= value (qop is the challenge's).
 func ResponseValue(inner [16]byte, nonce, cnonce, qop, digestURI string, truncateAtNUL bool) string {
 	return digestValue(inner, nonce, cnonce, qop, "AUTHENTICATE:"+digestURI, truncateAtNUL)
 }
@@ -141,8 +131,7 @@ func RspAuthValue(inner [16]byte, nonce, cnonce, qop, digestURI string, truncate
 	return digestValue(inner, nonce, cnonce, qop, ":"+digestURI, truncateAtNUL)
 }
 
-// ClientResponse builds the response gogoc sends to challenge c for user
-// with HA1 inner, digest-uri uri and client nonce cnonce.
+// ClientResponse builds the response gogoc sends to challenge c.
 func ClientResponse(c Challenge, user string, inner [16]byte, uri, cnonce string, truncateAtNUL bool) Response {
 	return Response{
 		Charset: c.Charset, Username: user, Realm: c.Realm, Nonce: c.Nonce, NC: DigestNC,
@@ -151,9 +140,8 @@ func ClientResponse(c Challenge, user string, inner [16]byte, uri, cnonce string
 	}
 }
 
-// CheckResponse validates the syntax-level agreement of r with challenge c
-// (realm, nonce, nc, qop, digest-uri form, response form). It does not look
-// at credentials.
+// CheckResponse checks that r agrees with challenge c in everything but the
+// credentials.
 func CheckResponse(c Challenge, r Response) error {
 	switch {
 	case r.Realm != c.Realm:
@@ -233,9 +221,8 @@ func quote(s string) string {
 	return b.String()
 }
 
-// parseDirectives parses RFC 2831 "key=value" or key="quoted value" pairs
-// separated by commas (optional linear white space around them). Keys are
-// case-insensitive and must be unique.
+// parseDirectives parses RFC 2831 comma-separated key=value or
+// key="quoted value" pairs; keys are case-insensitive and unique.
 func parseDirectives(s string) (map[string]string, error) {
 	d := make(map[string]string)
 	for i := 0; ; {
@@ -271,8 +258,7 @@ func skipLWS(s string, i int) int {
 	return i
 }
 
-// parseDirective parses one key=value starting at i and returns the index
-// just past the value.
+// parseDirective parses one key=value at s[i:] and returns the index past it.
 func parseDirective(s string, i int) (key, val string, next int, err error) {
 	eq := strings.IndexByte(s[i:], '=')
 	if eq <= 0 {

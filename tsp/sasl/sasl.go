@@ -7,8 +7,7 @@ import (
 	"strings"
 )
 
-// Mechanism names a SASL mechanism as it appears on the wire in upper case
-// (AUTH=PLAIN, AUTHENTICATE PLAIN).
+// Mechanism names a SASL mechanism as on the wire, in upper case.
 type Mechanism string
 
 // The mechanisms this package implements.
@@ -19,8 +18,7 @@ const (
 	External  Mechanism = "EXTERNAL"
 )
 
-// ParseMechanism maps a mechanism name in any letter case to a known
-// Mechanism.
+// ParseMechanism maps a mechanism name in any case to a known Mechanism.
 func ParseMechanism(s string) (Mechanism, error) {
 	m := Mechanism(strings.ToUpper(s))
 	switch m {
@@ -43,14 +41,11 @@ type Credentials interface {
 // MaxFieldLen bounds each PLAIN field and each DIGEST-MD5 directive value.
 const MaxFieldLen = 255
 
-// ErrMalformed is returned (wrapped) for any SASL message that does not
-// follow the mechanism's syntax.
+// ErrMalformed is wrapped by every error for a message of bad syntax.
 var ErrMalformed = errors.New("sasl: malformed message")
 
 // ParsePlain splits a SASL PLAIN message (RFC 4616: authzid NUL authcid NUL
-// passwd, no line terminator) into its three fields. Exactly two NULs are
-// required, authcid and passwd must be non-empty and no field may exceed
-// MaxFieldLen bytes.
+// passwd, no line terminator); authcid and passwd must not be empty.
 func ParsePlain(msg []byte) (authzid, user, pass string, err error) {
 	if bytes.Count(msg, []byte{0}) != 2 {
 		return "", "", "", fmt.Errorf("%w: PLAIN needs exactly two NULs", ErrMalformed)
