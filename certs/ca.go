@@ -18,7 +18,7 @@ import (
 	"github.com/smallstep/certificates/db"
 	"go.step.sm/crypto/jose"
 
-	"github.com/dstmgw/dstm/certs/internal/fsutil"
+	"github.com/dstmgw/dstm/internal/fsutil"
 )
 
 // Fixed names baked into tokens: changing them would invalidate tokens

@@ -10,7 +10,7 @@ import (
 	"strings"
 
 	"github.com/dstmgw/dstm/certs/enroll"
-	"github.com/dstmgw/dstm/certs/internal/fsutil"
+	"github.com/dstmgw/dstm/internal/fsutil"
 )
 
 // Handler returns the enrollment API:

@@ -19,7 +19,7 @@ import (
 	"go.step.sm/crypto/x509util"
 
 	"github.com/dstmgw/dstm/certs/enroll"
-	"github.com/dstmgw/dstm/certs/internal/fsutil"
+	"github.com/dstmgw/dstm/internal/fsutil"
 )
 
 // File names inside the CA state directory.

@@ -118,6 +118,7 @@ type Client struct {
 	cfg     Config
 	log     zerolog.Logger
 	renewer *enroll.Renewer
+	tickets ticketCache // TLS session tickets of the current certificate
 }
 
 // New checks the configuration and loads the enrolled credentials.

@@ -156,6 +156,7 @@ func (c *Client) dial(ctx context.Context, resume *tsp.DataChannel) (*control, *
 	}
 	st := c.renewer.State()
 	tcfg := st.ClientTLSConfig(c.cfg.ServerName, "tsp/2")
+	tcfg.ClientSessionCache = c.tickets.forCertificate(st.Leaf.SerialNumber.String())
 	tcfg.Certificates = nil
 	tcfg.GetClientCertificate = c.renewer.GetClientCertificate
 	tc := tls.Client(raw, tcfg)

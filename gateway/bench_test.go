@@ -148,7 +148,13 @@ func BenchmarkTSPSessionUDP(b *testing.B) {
 // (client certificate, ALPN tsp/2, no resumption), SASL EXTERNAL, create v4anyv6 with a
 // lease offer, accept v4tlsv6, close; concurrent clients, each with its own enrolled
 // identity. Figure: sessions/s (target ≥ 2,000/s).
-func BenchmarkTSPSSLSession(b *testing.B) {
+func BenchmarkTSPSSLSession(b *testing.B) { benchTLS(b, false) }
+
+// BenchmarkTSPSSLSessionResumed is BenchmarkTSPSSLSession with every client resuming its TLS
+// session from a ticket of its previous session, as dstm-client does when it reconnects.
+func BenchmarkTSPSSLSessionResumed(b *testing.B) { benchTLS(b, true) }
+
+func benchTLS(b *testing.B, resume bool) {
 	gw := startGateway(b, benchConfig(b))
 	n := benchClients()
 	cfgs := make([]*tls.Config, n)
@@ -156,8 +162,11 @@ func BenchmarkTSPSSLSession(b *testing.B) {
 		st := gw.enrollIdentity(b, fmt.Sprintf("bench%d@example.com", i))
 		cfgs[i] = st.ClientTLSConfig("localhost", "tsp/2")
 		cfgs[i].MinVersion = tls.VersionTLS13
+		if resume {
+			cfgs[i].ClientSessionCache = tls.NewLRUClientSessionCache(4)
+		}
 	}
-	var next atomic.Uint32
+	var next, resumed atomic.Uint32
 	b.SetParallelism(benchParallelism)
 	b.ResetTimer()
 	cpu := startCPU()
@@ -165,37 +174,44 @@ func BenchmarkTSPSSLSession(b *testing.B) {
 		cfg := cfgs[int(next.Add(1)-1)%n]
 		d := tls.Dialer{Config: cfg, NetDialer: &net.Dialer{Timeout: waitTimeout}}
 		for pb.Next() {
-			if err := tlsSession(b, d, gw.tcp); err != nil {
+			r, err := tlsSession(b, d, gw.tcp)
+			if err != nil {
 				b.Errorf("session: %v", err)
 				return
+			}
+			if r {
+				resumed.Add(1)
 			}
 		}
 	})
 	reportSessions(b)
 	cpu.report(b, "sessions/cpu-s")
+	b.ReportMetric(float64(resumed.Load())/float64(b.N), "resumed/op")
 }
 
-func tlsSession(b *testing.B, d tls.Dialer, addr string) error {
+// tlsSession runs one TSP-SSL session and reports whether its TLS session was resumed.
+func tlsSession(b *testing.B, d tls.Dialer, addr string) (bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer c.Close()
+	resumed := c.(*tls.Conn).ConnectionState().DidResume
 	_ = c.SetDeadline(time.Now().Add(waitTimeout))
 	m := externalClient(b, tsp.TypeV4AnyV6)
 	if _, err := streamSession(c, m); err != nil {
-		return err
+		return resumed, err
 	}
 	if !m.Offer().Client.IPv4.IsValid() {
-		return fmt.Errorf("offer without a lease")
+		return resumed, fmt.Errorf("offer without a lease")
 	}
 	replies, err := m.Accept(tsp.TypeV4TLSV6)
 	if err != nil {
-		return err
+		return resumed, err
 	}
-	return writeReplies(c, replies)
+	return resumed, writeReplies(c, replies)
 }
 
 // BenchmarkRevokeToClose measures the time from an operator's revocation (admin API, by

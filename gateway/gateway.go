@@ -154,6 +154,10 @@ func (g *Gateway) openCA() error {
 		return err
 	}
 	g.tlsConfig = control.NewTLSConfig(ca.GetCertificate, ca.RootPool(), g.verifier)
+	if err := g.setTicketKeys(); err != nil {
+		ca.Close()
+		return err
+	}
 	return nil
 }
 

@@ -85,6 +85,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	spawn("lease-events", g.ctl.FollowLeases)
 	spawn("revocations", g.followRevocations)
 	spawn("enrollment", g.serveEnrollment)
+	spawn("ticket-keys", g.rotateTicketKeys)
 	spawn("admin", func(ctx context.Context) error {
 		return admin.NewServer(adminBackend{g}, g.log.With().Str("component", "admin").Logger()).ServeListener(ctx, adminLn)
 	})

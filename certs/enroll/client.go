@@ -19,7 +19,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dstmgw/dstm/certs/internal/fsutil"
+	"github.com/dstmgw/dstm/internal/fsutil"
 )
 
 // DialFunc dials the gateway; tests pass an in-memory or loopback dialer.

@@ -12,7 +12,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/dstmgw/dstm/certs/internal/fsutil"
+	"github.com/dstmgw/dstm/internal/fsutil"
 )
 
 // ErrCertificateExpired means the certificate expired before it could be

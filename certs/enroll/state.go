@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/dstmgw/dstm/auth/certchain"
-	"github.com/dstmgw/dstm/certs/internal/fsutil"
+	"github.com/dstmgw/dstm/internal/fsutil"
 )
 
 // Files in a client state directory. All are written 0600; the directory is

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/dstmgw/dstm/certs/certstest"
-	"github.com/dstmgw/dstm/certs/internal/fsutil"
+	"github.com/dstmgw/dstm/internal/fsutil"
 )
 
 // testState is the State a client enrolled with ca would load.

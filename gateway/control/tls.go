@@ -27,19 +27,18 @@ func tls12Suites() []uint16 {
 }
 
 // NewTLSConfig is the TLS side of the TSP port: TSP-SSL (ALPN tsp/2, client certificate
-// required; no ALPN, certificate optional) and the enrollment API (ALPN http/1.1).
-//
-// Session tickets are off: no client of ours resumes, so a ticket would only cost an
-// encryption of the client's chain and one more record per handshake (docs/security.md).
+// required; no ALPN, certificate optional) and the enrollment API (ALPN http/1.1). Session
+// tickets are on, with keys the caller sets (SetSessionTicketKeys): a resumed connection skips
+// the signatures and the chain verification of a full handshake, and VerifyConnection still
+// checks the certificate's validity, revocation and policy (docs/security.md).
 func NewTLSConfig(getCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error), clientCAs *x509.CertPool, verifier *auth.Verifier) *tls.Config {
 	return &tls.Config{
-		MinVersion:             tls.VersionTLS12,
-		CipherSuites:           tls12Suites(),
-		GetCertificate:         getCertificate,
-		NextProtos:             []string{alpnTSP, alpnHTTP},
-		ClientAuth:             tls.RequestClientCert,
-		ClientCAs:              clientCAs,
-		SessionTicketsDisabled: true,
+		MinVersion:     tls.VersionTLS12,
+		CipherSuites:   tls12Suites(),
+		GetCertificate: getCertificate,
+		NextProtos:     []string{alpnTSP, alpnHTTP},
+		ClientAuth:     tls.RequestClientCert,
+		ClientCAs:      clientCAs,
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			switch {
 			case cs.NegotiatedProtocol == alpnHTTP:
