@@ -29,6 +29,7 @@ type Resolver interface {
 type Peer struct {
 	Leaf          *x509.Certificate
 	Intermediates []*x509.Certificate   // the other certificates presented
+	Resumed       bool                  // a resumed TLS session: the chain verified when its ticket was issued
 	Chains        [][]*x509.Certificate // set by CheckKnownChain
 	Identity      Identity              // set by CheckIdentity
 	Rule          Rule                  // set by CheckPolicy
@@ -115,10 +116,14 @@ func (v *Verifier) Verify(rawCerts [][]byte) (*Peer, error) {
 // VerifyCertificates is Verify for already parsed certificates, leaf first
 // (e.g. tls.ConnectionState.PeerCertificates).
 func (v *Verifier) VerifyCertificates(certs []*x509.Certificate) (*Peer, error) {
+	return v.verify(certs, false)
+}
+
+func (v *Verifier) verify(certs []*x509.Certificate, resumed bool) (*Peer, error) {
 	if len(certs) == 0 || certs[0] == nil {
 		return nil, ErrNoCertificate
 	}
-	p := &Peer{Leaf: certs[0], Intermediates: certs[1:]}
+	p := &Peer{Leaf: certs[0], Intermediates: certs[1:], Resumed: resumed}
 	now := v.now()
 	for _, check := range v.checks {
 		if err := check(now, p); err != nil {
@@ -145,9 +150,11 @@ func (v *Verifier) VerifyConnection(cs tls.ConnectionState) error {
 	return err
 }
 
-// VerifyState verifies the peer certificates of a TLS connection.
+// VerifyState verifies the peer certificates of a TLS connection. Those of a resumed session
+// come from a ticket the server issued after verifying them: their signatures are not verified
+// again (CheckKnownChain), every other check runs.
 func (v *Verifier) VerifyState(cs tls.ConnectionState) (*Peer, error) {
-	return v.VerifyCertificates(cs.PeerCertificates)
+	return v.verify(cs.PeerCertificates, cs.DidResume)
 }
 
 // IdentityFromState re-runs every check on a TLS connection's peer and
@@ -225,10 +232,17 @@ func CheckUsage() Check {
 }
 
 // CheckKnownChain verifies with v that the leaf chains to a trusted root at
-// now, with the clientAuth usage allowed along the chain. It sets p.Chains.
+// now, with the clientAuth usage allowed along the chain (for a resumed
+// session: certchain's Recheck). It sets p.Chains.
 func CheckKnownChain(v *certchain.Verifier) Check {
 	return func(now time.Time, p *Peer) error {
-		chains, err := v.Verify(p.Leaf, p.Intermediates, now, "")
+		var chains [][]*x509.Certificate
+		var err error
+		if p.Resumed {
+			chains, err = v.Recheck(p.Leaf, p.Intermediates, now)
+		} else {
+			chains, err = v.Verify(p.Leaf, p.Intermediates, now, "")
+		}
 		if err != nil {
 			return chainError(p.Leaf, err)
 		}

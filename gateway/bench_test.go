@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dstmgw/dstm/certs/enroll"
 	"github.com/dstmgw/dstm/gateway/config"
 	"github.com/dstmgw/dstm/tsp"
 	"github.com/dstmgw/dstm/tsp/sasl"
@@ -190,7 +191,7 @@ func benchTLS(b *testing.B, resume bool) {
 }
 
 // tlsSession runs one TSP-SSL session and reports whether its TLS session was resumed.
-func tlsSession(b *testing.B, d tls.Dialer, addr string) (bool, error) {
+func tlsSession(b testing.TB, d tls.Dialer, addr string) (bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	c, err := d.DialContext(ctx, "tcp", addr)
@@ -236,4 +237,97 @@ func BenchmarkRevokeToClose(b *testing.B) {
 		total += d
 	}
 	b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "ms")
+}
+
+const (
+	stormClients = 2000 // clients of BenchmarkReconnectStorm
+	// stormEnrollers enroll them in parallel, below the enrollment API's bound per source
+	// address (4): every client is on 127.0.0.1.
+	stormEnrollers = 3
+)
+
+// BenchmarkReconnectStorm restarts a gateway under stormClients enrolled clients, each with a
+// lease, and measures how long all of them take to be back: a TSP-SSL session with their lease
+// accepted again, all reconnecting at once. The clients run in this process, on the gateway's
+// cores. Figure: storm-s (seconds from the new gateway's start to the last client back).
+func BenchmarkReconnectStorm(b *testing.B) {
+	b.Run("full", func(b *testing.B) { benchStorm(b, false) })
+	b.Run("resumed", func(b *testing.B) { benchStorm(b, true) })
+}
+
+func benchStorm(b *testing.B, resume bool) {
+	mutate := func(c *config.Config) {
+		benchConfig(b)(c)
+		c.TSP.MaxHandshakes = 16 * stormClients
+	}
+	gw := startGateway(b, mutate)
+	dialers := make([]tls.Dialer, stormClients)
+	enrolled := make(chan error, stormClients)
+	var next atomic.Int32
+	for range stormEnrollers {
+		go func() {
+			for i := int(next.Add(1) - 1); i < stormClients; i = int(next.Add(1) - 1) {
+				st, err := stormEnroll(gw, fmt.Sprintf("storm%d@example.com", i), b.TempDir())
+				if err != nil {
+					enrolled <- err
+					continue
+				}
+				cfg := st.ClientTLSConfig("localhost", "tsp/2")
+				cfg.MinVersion = tls.VersionTLS13
+				if resume {
+					cfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+				}
+				dialers[i] = tls.Dialer{Config: cfg, NetDialer: &net.Dialer{Timeout: waitTimeout}}
+				_, err = tlsSession(b, dialers[i], gw.tcp) // the lease, and a ticket
+				enrolled <- err
+			}
+		}()
+	}
+	for range stormClients {
+		if err := <-enrolled; err != nil {
+			b.Fatal(err)
+		}
+	}
+	var total time.Duration
+	var resumed atomic.Int32
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		gw.stop()
+		b.StartTimer()
+		start := time.Now()
+		gw = startGateway(b, func(c *config.Config) {
+			mutate(c)
+			c.StateDir = gw.cfg.StateDir
+		})
+		errs := make(chan error, stormClients)
+		for i := range dialers {
+			go func() {
+				r, err := tlsSession(b, dialers[i], gw.tcp)
+				if r {
+					resumed.Add(1)
+				}
+				errs <- err
+			}()
+		}
+		for range stormClients {
+			if err := <-errs; err != nil {
+				b.Fatal(err)
+			}
+		}
+		total += time.Since(start)
+	}
+	b.ReportMetric(total.Seconds()/float64(b.N), "storm-s")
+	b.ReportMetric(float64(resumed.Load())/float64(b.N*stormClients), "resumed/op")
+}
+
+// stormEnroll is enrollIdentity for a goroutine other than the benchmark's.
+func stormEnroll(gw *testGW, identity, dir string) (*enroll.State, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	tok, err := gw.admin.Token(ctx, identity, time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	return enroll.Enroll(ctx, enroll.Options{Gateway: gw.tcp, ServerName: "localhost", Token: tok.Token, StateDir: dir})
 }

@@ -427,13 +427,19 @@ func (gw *testGW) dialTCPFrom(tb testing.TB, src netip.Addr) net.Conn {
 // enrollment API (TLS with ALPN http/1.1 on the TSP port), with a token from the admin API.
 func (gw *testGW) enrollIdentity(tb testing.TB, identity string) *enroll.State {
 	tb.Helper()
+	return gw.enrollIdentityIn(tb, identity, filepath.Join(tb.TempDir(), "client"))
+}
+
+// enrollIdentityIn is enrollIdentity with the client's state in dir.
+func (gw *testGW) enrollIdentityIn(tb testing.TB, identity, dir string) *enroll.State {
+	tb.Helper()
 	ctx := testCtx(tb)
 	tok, err := gw.admin.Token(ctx, identity, time.Hour)
 	if err != nil {
 		tb.Fatalf("token: %v", err)
 	}
 	st, err := enroll.Enroll(ctx, enroll.Options{
-		Gateway: gw.tcp, ServerName: "localhost", Token: tok.Token, StateDir: filepath.Join(tb.TempDir(), "client"),
+		Gateway: gw.tcp, ServerName: "localhost", Token: tok.Token, StateDir: dir,
 	})
 	if err != nil {
 		tb.Fatalf("enroll %s: %v", identity, err)

@@ -138,3 +138,22 @@ func TestTLSResumptionAfterRestart(t *testing.T) {
 		t.Fatalf("after a restart: resumed %v, identity %q", resumed, id)
 	}
 }
+
+// TLS 1.2 does not resume: its abbreviated handshake has no (EC)DHE.
+func TestTLS12DoesNotResume(t *testing.T) {
+	gw := startGateway(t, nil)
+	st := gw.enrollIdentity(t, "ivan@example.com")
+	cfg := st.ClientTLSConfig("localhost", "tsp/2")
+	cfg.MaxVersion = tls.VersionTLS12
+	cfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	for i := range 2 {
+		c, err := tls.Dial("tcp", gw.tcp, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.ConnectionState().Version != tls.VersionTLS12 || c.ConnectionState().DidResume {
+			t.Errorf("connection %d: version %x, resumed %v; want TLS 1.2, a full handshake", i, c.ConnectionState().Version, c.ConnectionState().DidResume)
+		}
+		c.Close()
+	}
+}

@@ -21,7 +21,9 @@
 package certchain
 
 import (
+	"bytes"
 	"crypto/x509"
+	"slices"
 	"time"
 )
 
@@ -197,4 +199,46 @@ func (v *Verifier) full(leaf *x509.Certificate, presented []*x509.Certificate, n
 		DNSName:       dnsName,
 		KeyUsages:     v.usages,
 	})
+}
+
+// Recheck is Verify for a chain this Verifier accepted before, which the caller knows has not
+// changed (a resumed TLS session: the ticket that carries the chain is authenticated with a
+// key only the server has, and was issued after a full verification). Signatures do not
+// change, so they are not verified again; what depends on the time is: the validity of the
+// leaf, of its known intermediate and of that intermediate's root, and the leaf's usage. A
+// chain not through a known intermediate gets Verify.
+func (v *Verifier) Recheck(leaf *x509.Certificate, presented []*x509.Certificate, now time.Time) ([][]*x509.Certificate, error) {
+	if len(presented) == 0 || !noPolicyConstraints(leaf) || !v.usable(leaf) || !validAt(leaf, now) {
+		return v.Verify(leaf, presented, now, "")
+	}
+	for _, c := range presented {
+		if _, ok := v.known[string(c.Raw)]; !ok {
+			return v.Verify(leaf, presented, now, "")
+		}
+	}
+	for _, c := range presented {
+		a := v.known[string(c.Raw)]
+		if bytes.Equal(leaf.RawIssuer, a.inter.RawSubject) && bytes.Equal(leaf.AuthorityKeyId, a.inter.SubjectKeyId) &&
+			validAt(a.inter, now) && validAt(a.root, now) {
+			return [][]*x509.Certificate{{leaf, a.inter, a.root}}, nil
+		}
+	}
+	return v.Verify(leaf, presented, now, "")
+}
+
+func validAt(c *x509.Certificate, now time.Time) bool {
+	return !now.Before(c.NotBefore) && !now.After(c.NotAfter)
+}
+
+// usable reports whether leaf's extended key usage allows one of v.usages.
+func (v *Verifier) usable(leaf *x509.Certificate) bool {
+	if len(leaf.ExtKeyUsage) == 0 && len(leaf.UnknownExtKeyUsage) == 0 {
+		return true
+	}
+	for _, u := range leaf.ExtKeyUsage {
+		if u == x509.ExtKeyUsageAny || slices.Contains(v.usages, u) || slices.Contains(v.usages, x509.ExtKeyUsageAny) {
+			return true
+		}
+	}
+	return false
 }

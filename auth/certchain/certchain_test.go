@@ -302,3 +302,57 @@ func BenchmarkVerify(b *testing.B) {
 		})
 	}
 }
+
+// Recheck skips the signatures of a known chain and nothing that depends on the time.
+func TestRecheck(t *testing.T) {
+	h := newHierarchy(t)
+	good := h.inter.issue(t, leafSpec{})
+	expiringInter := newCA(t, h.root, caSpec{name: "Expiring Intermediate", notBefore: testNow.AddDate(0, -6, 0), notAfter: testNow.Add(time.Hour)})
+	expiringRoot := newCA(t, nil, caSpec{name: "Expiring Root", notAfter: testNow.Add(time.Hour)})
+	interOfExpiringRoot := newCA(t, expiringRoot, caSpec{name: "Intermediate of the expiring root"})
+	tests := []struct {
+		name      string
+		root      *ca // default: h.root
+		known     *ca // default: h.inter
+		leaf      *x509.Certificate
+		presented []*x509.Certificate
+		at        time.Duration // after testNow
+		ok        bool
+	}{
+		{name: "our chain", leaf: good, presented: []*x509.Certificate{h.inter.cert}, ok: true},
+		// Only a chain accepted before reaches Recheck; this one shows the signature is not
+		// verified again.
+		{name: "leaf signature not verified again", leaf: badSignature(t, good), presented: []*x509.Certificate{h.inter.cert}, ok: true},
+		{name: "expired leaf", leaf: h.inter.issue(t, leafSpec{notBefore: testNow.Add(-48 * time.Hour), notAfter: testNow.Add(-time.Second)}), presented: []*x509.Certificate{h.inter.cert}},
+		{name: "intermediate expired since", known: expiringInter, leaf: expiringInter.issue(t, leafSpec{notAfter: testNow.Add(48 * time.Hour)}), presented: []*x509.Certificate{expiringInter.cert}, at: 2 * time.Hour},
+		{name: "root expired since", root: expiringRoot, known: interOfExpiringRoot, leaf: interOfExpiringRoot.issue(t, leafSpec{notAfter: testNow.Add(48 * time.Hour)}), presented: []*x509.Certificate{interOfExpiringRoot.cert}, at: 2 * time.Hour},
+		{name: "before the root expires", root: expiringRoot, known: interOfExpiringRoot, leaf: interOfExpiringRoot.issue(t, leafSpec{notAfter: testNow.Add(48 * time.Hour)}), presented: []*x509.Certificate{interOfExpiringRoot.cert}, ok: true},
+		{name: "wrong EKU", leaf: h.inter.issue(t, leafSpec{eku: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}), presented: []*x509.Certificate{h.inter.cert}},
+		{name: "leaf of another intermediate", leaf: h.twin.issue(t, leafSpec{}), presented: []*x509.Certificate{h.inter.cert}},
+		{name: "unknown intermediate: full verification", leaf: h.twin.issue(t, leafSpec{}), presented: []*x509.Certificate{h.twin.cert}},
+		{name: "unknown bad signature: full verification", leaf: badSignature(t, h.twin.issue(t, leafSpec{})), presented: []*x509.Certificate{h.inter.cert, h.twin.cert}},
+		{name: "nothing presented: full verification", leaf: good, ok: false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			root, known := tc.root, tc.known
+			if root == nil {
+				root = h.root
+			}
+			if known == nil {
+				known = h.inter
+			}
+			v := New(Config{Roots: []*x509.Certificate{root.cert}, Known: []*x509.Certificate{known.cert}, Usage: x509.ExtKeyUsageClientAuth})
+			if v.Known() != 1 {
+				t.Fatal("the intermediate is not known")
+			}
+			chains, err := v.Recheck(tc.leaf, tc.presented, testNow.Add(tc.at))
+			if (err == nil) != tc.ok {
+				t.Fatalf("Recheck: %v, want ok %v", err, tc.ok)
+			}
+			if tc.ok && (len(chains) != 1 || len(chains[0]) != 3 || !chains[0][2].Equal(root.cert)) {
+				t.Errorf("chains %v, want leaf, intermediate, root", chains)
+			}
+		})
+	}
+}

@@ -29,10 +29,11 @@ func tls12Suites() []uint16 {
 // NewTLSConfig is the TLS side of the TSP port: TSP-SSL (ALPN tsp/2, client certificate
 // required; no ALPN, certificate optional) and the enrollment API (ALPN http/1.1). Session
 // tickets are on, with keys the caller sets (SetSessionTicketKeys): a resumed connection skips
-// the signatures and the chain verification of a full handshake, and VerifyConnection still
-// checks the certificate's validity, revocation and policy (docs/security.md).
+// the signatures of a full handshake, and VerifyConnection still checks the certificate's
+// validity, revocation and policy. Only TLS 1.3 resumes: its resumption keeps the (EC)DHE
+// exchange, TLS 1.2's would make the ticket key a key to recorded traffic (docs/security.md).
 func NewTLSConfig(getCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error), clientCAs *x509.CertPool, verifier *auth.Verifier) *tls.Config {
-	return &tls.Config{
+	cfg := &tls.Config{
 		MinVersion:     tls.VersionTLS12,
 		CipherSuites:   tls12Suites(),
 		GetCertificate: getCertificate,
@@ -52,4 +53,11 @@ func NewTLSConfig(getCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, e
 			return err
 		},
 	}
+	cfg.UnwrapSession = func(ticket []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
+		if cs.Version < tls.VersionTLS13 {
+			return nil, nil // a full handshake
+		}
+		return cfg.DecryptTicket(ticket, cs)
+	}
+	return cfg
 }
