@@ -47,6 +47,10 @@ func (g *Gateway) Dataplane() metrics.DataplaneSnapshot {
 		snap.Drops["dtls_bad_cookie"] += d.DroppedBadCookie
 		snap.Drops["dtls_old_client"] += d.DroppedOldClient
 		snap.Drops["dtls_source_limit"] += d.DroppedSourceLimit
+		snap.Drops["data_unknown_session"] += d.DataDroppedUnknown
+		snap.Drops["data_forged"] += d.DataDroppedForged
+		snap.Drops["data_replayed"] += d.DataDroppedReplayed
+		snap.Drops["data_short"] += d.DataDroppedShort
 	}
 	if g.plain != nil {
 		p := g.plain.Stats()

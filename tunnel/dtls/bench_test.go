@@ -51,19 +51,30 @@ func (r *countReceiver) waitQuiet(want int64, quiet time.Duration) {
 }
 
 // BenchmarkDTLSLink measures one direction (client → server) of a bound
-// DTLS link through a real udpmux on loopback, 1400-byte packets, one
-// record each. It reports received packets/s, MB/s and loss.
+// DTLS link through a real udpmux on loopback, 1400-byte packets: in data
+// records (data) and in pion's DTLS records (dtls). It reports received
+// packets/s, MB/s and loss.
 func BenchmarkDTLSLink(b *testing.B) {
+	b.Run("data", func(b *testing.B) { benchDTLSLink(b, true) })
+	b.Run("dtls", func(b *testing.B) { benchDTLSLink(b, false) })
+}
+
+func benchDTLSLink(b *testing.B, data bool) {
 	f := newFixture(b, func(c *ServerConfig) { c.QueueLen = 1024 })
 	token, _ := f.gw.addSession("bench@corp")
 	recv := &countReceiver{}
 	f.gw.recvOverride = recv
-	cl, err := f.dial(b, listenUDP(b), f.clientConfig(b, "bench@corp", token), newChanReceiver())
+	cfg := f.clientConfig(b, "bench@corp", token)
+	cfg.NoDataRecords = !data
+	cl, err := f.dial(b, listenUDP(b), cfg, newChanReceiver())
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer cl.Close()
 	f.nextLink(b)
+	if data {
+		waitFor(b, "data records", func() bool { return cl.Stats().DataRecords })
+	}
 	pkt := [][]byte{ipv4Packet(1400, 1)}
 	b.SetBytes(1400)
 	b.ReportAllocs()
@@ -116,7 +127,7 @@ func BenchmarkHandleDatagramHello(b *testing.B) {
 		{"answered", hello, unlimited},
 		{"rate-limited", hello, limited},
 		{"forged cookie", forged, unlimited},
-		{"malformed", record(22, 0, nil, []byte{1, 0, 0, 0}), unlimited},
+		{"malformed", dtlsRecord(22, 0, nil, []byte{1, 0, 0, 0}), unlimited},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			srv.replies = bc.replies

@@ -9,10 +9,12 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dstmgw/dstm/tsp"
 	"github.com/dstmgw/dstm/tunnel"
+	"github.com/dstmgw/dstm/tunnel/record"
 	piondtls "github.com/pion/dtls/v3"
 	"github.com/rs/zerolog"
 )
@@ -30,7 +32,9 @@ type ClientConfig struct {
 	ServerName   string
 	Token        []byte // the session token from the TSP offer
 	MTU          int    // path MTU for handshake flights; zero: pion's 1200
-	Logger       zerolog.Logger
+	// NoDataRecords declines the server's data-record offer: packets stay in DTLS records.
+	NoDataRecords bool
+	Logger        zerolog.Logger
 }
 
 // ClientLink is the client side of a bound DTLS link.
@@ -51,7 +55,9 @@ func Dial(ctx context.Context, conn net.PacketConn, server netip.AddrPort, cfg C
 		_ = conn.Close()
 		return nil, fmt.Errorf("dtls: token is %d bytes, want %d", len(cfg.Token), tsp.TokenLen)
 	}
-	dc, err := piondtls.ClientWithOptions(newHelloConn(conn), net.UDPAddrFromAddrPort(server), clientOptions(cfg)...)
+	under := &dataConn{PacketConn: conn}
+	serverAddr := net.UDPAddrFromAddrPort(server)
+	dc, err := piondtls.ClientWithOptions(newHelloConn(under), serverAddr, clientOptions(cfg)...)
 	if err != nil {
 		_ = conn.Close()
 		return nil, fmt.Errorf("dtls: client conn: %w", err)
@@ -62,7 +68,25 @@ func Dial(ctx context.Context, conn net.PacketConn, server netip.AddrPort, cfg C
 		return nil, fmt.Errorf("dtls: handshake with %v: %w", server, err)
 	}
 	cl := newClientLink(dc, cfg.Token)
-	go cl.run(r)
+	cl.recv = r
+	if !cfg.NoDataRecords {
+		cl.data.remote.Store(&server)
+		cl.data.write = func(b []byte, _ netip.AddrPort) error {
+			_, err := conn.WriteTo(b, serverAddr)
+			return err
+		}
+		if w, ok := conn.(interface {
+			WriteToUDPAddrPort([]byte, netip.AddrPort) (int, error)
+		}); ok { // *net.UDPConn, RebindConn: no net.Addr per packet
+			cl.data.write = func(b []byte, _ netip.AddrPort) error {
+				_, err := w.WriteToUDPAddrPort(b, server)
+				return err
+			}
+		}
+		cl.onNegotiation = cl.acceptData
+		under.link.Store(cl.link)
+	}
+	go cl.run()
 	if err := cl.awaitBind(ctx); err != nil {
 		cl.finish(err)
 		return nil, err
@@ -128,5 +152,47 @@ func (cl *ClientLink) awaitBind(ctx context.Context) error {
 			timer.Reset(rto)
 			rto = min(2*rto, tokenRTOMax)
 		}
+	}
+}
+
+// acceptData takes the server's data-record offer: packets go out as data records from now
+// on, and the accept tells the server to do the same. A repeated offer is answered again.
+func (cl *ClientLink) acceptData(n negotiation) {
+	if n.kind != negOffer {
+		return
+	}
+	if dp := cl.data.path.Load(); dp == nil {
+		dp, err := newDataPath(cl.conn, n.suite, n.session, false)
+		if err != nil {
+			return // the link goes on with DTLS records
+		}
+		cl.data.path.Store(dp)
+	} else if dp.session != n.session {
+		return
+	}
+	n.kind = negAccept
+	_, _ = cl.conn.Write(n.marshal())
+	cl.data.send.Store(true)
+}
+
+// dataConn is the client's socket under pion: data records go to the link, everything else
+// to pion.
+type dataConn struct {
+	net.PacketConn
+	link atomic.Pointer[link]
+}
+
+func (c *dataConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		n, addr, err := c.PacketConn.ReadFrom(b)
+		if err != nil || n == 0 || b[0] != record.Type {
+			return n, addr, err
+		}
+		l := c.link.Load()
+		ua, ok := addr.(*net.UDPAddr)
+		if l == nil || !ok {
+			continue
+		}
+		l.receiveData(b[:n], ua.AddrPort())
 	}
 }

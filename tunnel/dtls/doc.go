@@ -28,6 +28,14 @@
 // one IPv4 packet; a record equal to the token is a retransmission, answered
 // and not forwarded.
 //
+// After the bind the server offers data records (tunnel/record, data.go):
+// packets sealed with keys exported from this DTLS session, in datagrams
+// that bypass pion on both sides (first byte 0x08 on the same port). A
+// client that accepts sends them from then on, and so does the server once
+// it has the accept or a data record that opens; either side without them
+// stays on DTLS records. ServerConfig.NoDataRecords and
+// ClientConfig.NoDataRecords turn them off.
+//
 // Dial is the client side; a RebindConn lets the client move to a new local
 // socket without a new handshake.
 //

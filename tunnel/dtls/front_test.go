@@ -426,7 +426,7 @@ func TestHelloConn(t *testing.T) {
 	h, _ := parseClientHello(first)
 	cookie := bytes.Repeat([]byte{3}, cookieLen)
 	hvr := appendHelloVerify(nil, h, cookie)
-	marker := record(23, 1, nil, []byte{1, 2, 3})
+	marker := dtlsRecord(23, 1, nil, []byte{1, 2, 3})
 	read := func() []byte {
 		t.Helper()
 		buf := make([]byte, 2048)
@@ -494,7 +494,7 @@ func TestHelloConn(t *testing.T) {
 		t.Fatalf("%d more HelloVerifyRequests answered, want %d", n, maxHelloVerifies-1)
 	}
 	// After the ServerHello everything passes through.
-	serverHello := record(22, 0, nil, []byte{handshakeServerHello, 0, 0, 0})
+	serverHello := dtlsRecord(22, 0, nil, []byte{handshakeServerHello, 0, 0, 0})
 	sc.in <- sent{b: serverHello}
 	if got := read(); !bytes.Equal(got, serverHello) {
 		t.Fatalf("ServerHello not delivered: %x", got)

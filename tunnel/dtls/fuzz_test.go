@@ -11,9 +11,9 @@ import (
 // a complete epoch-0 handshake record at the start.
 func FuzzInspectDatagram(f *testing.F) {
 	cid := []byte{1, 2, 3, 4, 5, 6, 7, 8}
-	f.Add(record(22, 0, nil, []byte{1, 0, 0, 0}))
-	f.Add(record(25, 1, cid, []byte{0xAA}))
-	f.Add(append(record(20, 0, nil, []byte{1}), record(25, 1, cid, nil)...))
+	f.Add(dtlsRecord(22, 0, nil, []byte{1, 0, 0, 0}))
+	f.Add(dtlsRecord(25, 1, cid, []byte{0xAA}))
+	f.Add(append(dtlsRecord(20, 0, nil, []byte{1}), dtlsRecord(25, 1, cid, nil)...))
 	f.Add([]byte{25, 0xfe, 0xfd, 0, 1})
 	f.Add([]byte{22})
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -63,8 +63,8 @@ func FuzzParseClientHello(f *testing.F) {
 	f.Add(first)  // pion's first ClientHello
 	f.Add(second) // pion's second, with a 20-byte cookie, message_seq 1
 	f.Add(shim)   // what helloConn sends: the first with a gateway cookie, message_seq 0
-	f.Add(append(bytes.Clone(first), record(20, 0, nil, []byte{1})...))
-	f.Add(record(22, 0, nil, []byte{1, 0, 0, 0}))
+	f.Add(append(bytes.Clone(first), dtlsRecord(20, 0, nil, []byte{1})...))
+	f.Add(dtlsRecord(22, 0, nil, []byte{1, 0, 0, 0}))
 	cookie := bytes.Repeat([]byte{0x5A}, cookieLen)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, ok := parseClientHello(b)

@@ -179,7 +179,7 @@ func TestParseClientHello(t *testing.T) {
 	}{
 		{"pion first", first, true, 0, nil},
 		{"pion second", second, true, 1, testCookie},
-		{"followed by another record", append(bytes.Clone(first), record(20, 0, nil, []byte{1})...), true, 0, nil},
+		{"followed by another record", append(bytes.Clone(first), dtlsRecord(20, 0, nil, []byte{1})...), true, 0, nil},
 		{"DTLS 1.0 record", edit(first, 1, 0xfe, 0xff), true, 0, nil},
 		{"TLS record version", edit(first, 1, 3, 3), false, 0, nil},
 		{"epoch 1", edit(first, 3, 0, 1), false, 0, nil},
@@ -230,7 +230,7 @@ func randomBytes(m *handshake.MessageClientHello) []byte {
 
 func TestAppendWithCookie(t *testing.T) {
 	first, second := capturedHellos(t)
-	tail := record(20, 0, nil, []byte{1})
+	tail := dtlsRecord(20, 0, nil, []byte{1})
 	for _, b := range [][]byte{first, second, append(bytes.Clone(first), tail...)} {
 		h, _ := parseClientHello(b)
 		cookie := bytes.Repeat([]byte{7}, cookieLen)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/dstmgw/dstm/tsp"
 	"github.com/dstmgw/dstm/tunnel"
+	"github.com/dstmgw/dstm/tunnel/record"
 	piondtls "github.com/pion/dtls/v3"
 )
 
@@ -35,18 +36,30 @@ type LinkStats struct {
 	PacketsIn, BytesIn   uint64
 	PacketsOut, BytesOut uint64
 	DroppedMalformed     uint64 // records that are not IPv4 packets
+	// Data records: whether they carry the packets, and those dropped by reason.
+	DataRecords                                  bool
+	DroppedForged, DroppedReplayed, DroppedShort uint64
 }
 
 // link is what ServerLink and ClientLink share: one pion Conn carrying one
-// IPv4 packet per application record, after the token exchange.
+// IPv4 packet per application record after the token exchange, or per data
+// record (data.go) once both sides agreed on them.
 type link struct {
 	conn  *piondtls.Conn
 	token []byte
 	idle  time.Duration // 0: no idle timeout
 	now   func() time.Time
+	recv  tunnel.Receiver // set before run and before data records are negotiated
 	// onToken runs for a record equal to the token, after onRecord.
 	onToken  func()
 	onRecord func()
+	// onNegotiation runs for a data-record offer or accept; nil: such records are malformed.
+	onNegotiation func(negotiation)
+	// onDTLSPacket runs for each IPv4 packet that came in a DTLS record.
+	onDTLSPacket func()
+
+	data     dataState
+	activity atomic.Uint64 // records and data records received: the idle timer's evidence
 
 	packetsIn, bytesIn, packetsOut, bytesOut, malformed atomic.Uint64
 	malformedTotal                                      *atomic.Uint64 // server-wide counter, may be nil
@@ -66,13 +79,19 @@ func newLink(conn *piondtls.Conn, token []byte, idle time.Duration, now func() t
 	}
 }
 
-// WritePackets sends each packet as one DTLS record. Empty packets are
-// skipped. It is safe for concurrent use and does not retain pkts.
+// WritePackets sends each packet as one data record once they are agreed,
+// as one DTLS record before. Empty packets are skipped. It is safe for
+// concurrent use and does not retain pkts.
 func (l *link) WritePackets(pkts [][]byte) error {
 	select {
 	case <-l.done:
 		return net.ErrClosed
 	default:
+	}
+	if l.data.send.Load() {
+		if dp := l.data.path.Load(); dp != nil {
+			return l.writeData(dp, pkts)
+		}
 	}
 	for _, p := range pkts {
 		if len(p) == 0 {
@@ -117,8 +136,12 @@ func (l *link) Err() error {
 // Transport returns tunnel.DTLS.
 func (l *link) Transport() string { return tunnel.DTLS }
 
-// Endpoint is the peer's address as of the newest authenticated record.
+// Endpoint is the peer's address as of the newest authenticated record (data
+// records once agreed).
 func (l *link) Endpoint() netip.AddrPort {
+	if r := l.data.remote.Load(); r != nil && l.data.send.Load() {
+		return *r
+	}
 	ua, ok := l.conn.RemoteAddr().(*net.UDPAddr)
 	if !ok {
 		return netip.AddrPort{}
@@ -133,6 +156,9 @@ func (l *link) Stats() LinkStats {
 		PacketsIn: l.packetsIn.Load(), BytesIn: l.bytesIn.Load(),
 		PacketsOut: l.packetsOut.Load(), BytesOut: l.bytesOut.Load(),
 		DroppedMalformed: l.malformed.Load(),
+		DataRecords:      l.data.send.Load(),
+		DroppedForged:    l.data.drops.forged.Load(), DroppedReplayed: l.data.drops.replayed.Load(),
+		DroppedShort: l.data.drops.short.Load(),
 	}
 }
 
@@ -144,40 +170,41 @@ func (l *link) finish(err error) {
 	})
 }
 
-func (l *link) run(recv tunnel.Receiver) {
-	l.finish(l.readLoop(recv))
+func (l *link) run() {
+	l.finish(l.readLoop())
 }
 
-func (l *link) readLoop(recv tunnel.Receiver) error {
+func (l *link) readLoop() error {
 	buf := make([]byte, maxRecord)
-	var rx uint64
+	seen := l.activity.Load()
 	if err := l.armIdle(); err != nil {
 		return err
 	}
 	for {
 		n, err := l.conn.Read(buf)
 		if err != nil {
-			if !l.survivable(err, &rx) {
-				return l.readError(err, rx)
+			if !l.survivable(err, &seen) {
+				return l.readError(err, seen)
 			}
 			continue
 		}
-		rx++
-		l.handleRecord(buf[:n], recv)
+		l.activity.Add(1)
+		l.handleRecord(buf[:n])
 	}
 }
 
 // survivable decides whether the reader goes on after err: an idle
-// deadline with traffic since the last one re-arms, a record too large for
-// the buffer is dropped.
-func (l *link) survivable(err error, rx *uint64) bool {
+// deadline with traffic since the last one (seen: the activity then)
+// re-arms, a record too large for the buffer is dropped.
+func (l *link) survivable(err error, seen *uint64) bool {
 	var te *piondtls.TemporaryError
 	switch {
 	case l.idle > 0 && errors.Is(err, context.DeadlineExceeded):
-		if *rx == 0 {
+		now := l.activity.Load()
+		if now == *seen {
 			return false
 		}
-		*rx = 0
+		*seen = now
 		return l.armIdle() == nil
 	case errors.As(err, &te):
 		l.countMalformed()
@@ -186,8 +213,8 @@ func (l *link) survivable(err error, rx *uint64) bool {
 	return false
 }
 
-func (l *link) readError(err error, rx uint64) error {
-	if l.idle > 0 && rx == 0 && errors.Is(err, context.DeadlineExceeded) {
+func (l *link) readError(err error, seen uint64) error {
+	if l.idle > 0 && l.activity.Load() == seen && errors.Is(err, context.DeadlineExceeded) {
 		return ErrIdle
 	}
 	if errors.Is(err, io.EOF) {
@@ -203,20 +230,29 @@ func (l *link) armIdle() error {
 	return l.conn.SetReadDeadline(l.now().Add(l.idle))
 }
 
-func (l *link) handleRecord(pkt []byte, recv tunnel.Receiver) {
+func (l *link) handleRecord(pkt []byte) {
 	l.onRecord()
 	if len(pkt) == tsp.TokenLen && bytes.Equal(pkt, l.token) {
 		l.onToken()
 		return
 	}
+	if l.onNegotiation != nil {
+		if n, ok := parseNegotiation(pkt); ok {
+			l.onNegotiation(n)
+			return
+		}
+	}
 	if len(pkt) < minIPv4 || pkt[0]>>4 != 4 {
 		l.countMalformed()
 		return
 	}
+	if l.onDTLSPacket != nil {
+		l.onDTLSPacket()
+	}
 	l.packetsIn.Add(1)
 	l.bytesIn.Add(uint64(len(pkt)))
 	l.one[0] = pkt
-	recv.ReceivePackets(l.one[:])
+	l.recv.ReceivePackets(l.one[:])
 	l.one[0] = nil
 }
 
@@ -247,6 +283,46 @@ func newServerLink(conn *piondtls.Conn, token []byte, s *Server) *ServerLink {
 func (sl *ServerLink) ack() error {
 	if _, err := sl.conn.Write(sl.token); err != nil {
 		return fmt.Errorf("dtls: token ack: %w", err)
+	}
+	return nil
+}
+
+// offerData sets up the link's data records under session id sid and offers them.
+func (sl *ServerLink) offerData(s *Server, p *peer, sid uint32) error {
+	dp, err := newDataPath(sl.conn, s.suite, sid, true)
+	if err != nil {
+		return err
+	}
+	d := &sl.data
+	from := sl.Endpoint()
+	d.remote.Store(&from)
+	d.write = s.cfg.Write
+	d.total = &s.stats.dataDrops
+	d.onRoam = func(to netip.AddrPort) {
+		p.dataRemote.Store(&to)
+		s.moveAddr(p, to)
+	}
+	d.path.Store(dp)
+	sl.onNegotiation = func(n negotiation) {
+		if n.kind == negAccept && n.session == sid && n.suite == s.suite {
+			d.send.Store(true)
+		}
+	}
+	// DTLS records from the client while data records are not on: the offer may be lost.
+	sl.onDTLSPacket = func() {
+		now := s.cfg.Now().UnixNano()
+		if !d.send.Load() && d.offers.Load() < maxOffers && now-d.lastOffr.Load() >= int64(offerEvery) {
+			_ = sl.sendOffer(s.suite, sid)
+		}
+	}
+	return sl.sendOffer(s.suite, sid)
+}
+
+func (sl *ServerLink) sendOffer(suite record.Suite, sid uint32) error {
+	sl.data.offers.Add(1)
+	sl.data.lastOffr.Store(sl.now().UnixNano())
+	if _, err := sl.conn.Write(negotiation{kind: negOffer, suite: suite, session: sid}.marshal()); err != nil {
+		return fmt.Errorf("dtls: data record offer: %w", err)
 	}
 	return nil
 }

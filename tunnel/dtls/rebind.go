@@ -3,6 +3,7 @@ package dtls
 import (
 	"errors"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -84,6 +85,28 @@ func (c *RebindConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 		return inner.WriteTo(b, addr)
 	}
 	return n, err
+}
+
+// WriteToUDPAddrPort writes from the current socket without building a net.Addr (the data
+// records' path); a socket that is not a *net.UDPConn gets WriteTo.
+func (c *RebindConn) WriteToUDPAddrPort(b []byte, to netip.AddrPort) (int, error) {
+	inner, gen, closed := c.current()
+	if closed {
+		return 0, net.ErrClosed
+	}
+	n, err := writeAddrPort(inner, b, to)
+	if err != nil && c.rebound(gen) {
+		inner, _, _ = c.current()
+		return writeAddrPort(inner, b, to)
+	}
+	return n, err
+}
+
+func writeAddrPort(c net.PacketConn, b []byte, to netip.AddrPort) (int, error) {
+	if u, ok := c.(*net.UDPConn); ok {
+		return u.WriteToUDPAddrPort(b, to)
+	}
+	return c.WriteTo(b, net.UDPAddrFromAddrPort(to))
 }
 
 // Close closes the current socket; later calls fail with net.ErrClosed.

@@ -8,8 +8,8 @@ import (
 	"time"
 )
 
-// record builds a DTLS record; cid non-nil makes it a tls12_cid record.
-func record(typ byte, epoch uint16, cid, body []byte) []byte {
+// dtlsRecord builds a DTLS record; cid non-nil makes it a tls12_cid record.
+func dtlsRecord(typ byte, epoch uint16, cid, body []byte) []byte {
 	b := []byte{typ, 0xfe, 0xfd}
 	b = binary.BigEndian.AppendUint16(b, epoch)
 	b = append(b, 0, 0, 0, 0, 0, 1)
@@ -20,7 +20,7 @@ func record(typ byte, epoch uint16, cid, body []byte) []byte {
 
 func TestInspectDatagram(t *testing.T) {
 	cid := []byte{1, 2, 3, 4, 5, 6, 7, 8}
-	hello := record(22, 0, nil, []byte{1, 0, 0, 0})
+	hello := dtlsRecord(22, 0, nil, []byte{1, 0, 0, 0})
 	tests := []struct {
 		name    string
 		b       []byte
@@ -28,16 +28,16 @@ func TestInspectDatagram(t *testing.T) {
 		isHello bool
 	}{
 		{"client hello", hello, false, true},
-		{"client hello epoch 1", record(22, 1, nil, []byte{1}), false, false},
-		{"server hello", record(22, 0, nil, []byte{2}), false, false},
-		{"empty handshake", record(22, 0, nil, nil), false, false},
-		{"cid record", record(25, 1, cid, []byte{0xAA, 0xBB}), true, false},
-		{"hello then cid", append(bytes.Clone(hello), record(25, 1, cid, []byte{9})...), true, true},
-		{"ccs then cid", append(record(20, 0, nil, []byte{1}), record(25, 1, cid, nil)...), true, false},
-		{"truncated cid header", record(25, 1, cid, nil)[:15], false, false},
-		{"cid length past end", record(25, 1, cid, make([]byte, 10))[:25], false, false},
+		{"client hello epoch 1", dtlsRecord(22, 1, nil, []byte{1}), false, false},
+		{"server hello", dtlsRecord(22, 0, nil, []byte{2}), false, false},
+		{"empty handshake", dtlsRecord(22, 0, nil, nil), false, false},
+		{"cid record", dtlsRecord(25, 1, cid, []byte{0xAA, 0xBB}), true, false},
+		{"hello then cid", append(bytes.Clone(hello), dtlsRecord(25, 1, cid, []byte{9})...), true, true},
+		{"ccs then cid", append(dtlsRecord(20, 0, nil, []byte{1}), dtlsRecord(25, 1, cid, nil)...), true, false},
+		{"truncated cid header", dtlsRecord(25, 1, cid, nil)[:15], false, false},
+		{"cid length past end", dtlsRecord(25, 1, cid, make([]byte, 10))[:25], false, false},
 		{"truncated hello", hello[:len(hello)-1], false, false},
-		{"app data", record(23, 1, nil, []byte{1, 2, 3}), false, false},
+		{"app data", dtlsRecord(23, 1, nil, []byte{1, 2, 3}), false, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -2,8 +2,10 @@ package dtls
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -16,6 +18,7 @@ import (
 	"github.com/dstmgw/dstm/internal/limit"
 	"github.com/dstmgw/dstm/tsp"
 	"github.com/dstmgw/dstm/tunnel"
+	"github.com/dstmgw/dstm/tunnel/record"
 	"github.com/dstmgw/dstm/tunnel/udpmux"
 	piondtls "github.com/pion/dtls/v3"
 	"github.com/rs/zerolog"
@@ -72,9 +75,12 @@ type ServerConfig struct {
 	QueueLen    int // per-peer datagram queue
 	// MTU is the path MTU pion fragments handshake flights to; zero keeps
 	// pion's default (1200).
-	MTU    int
-	Now    func() time.Time
-	Logger zerolog.Logger // session events and pion's logging, at debug level
+	MTU int
+	// NoDataRecords keeps every link's packets in DTLS records: no data-record offer
+	// (tunnel/record) is made.
+	NoDataRecords bool
+	Now           func() time.Time
+	Logger        zerolog.Logger // session events and pion's logging, at debug level
 }
 
 func (c ServerConfig) withDefaults() ServerConfig {
@@ -138,6 +144,11 @@ type ServerStats struct {
 	DroppedQueueFull  uint64 // peer queue full (newest dropped)
 	DroppedClosed     uint64 // arrived for a peer being closed
 	DroppedMalformed  uint64 // decrypted records that are not IPv4
+	DataLinks         int    // established links whose packets go in data records
+
+	// Data records dropped: for no session here, forged (or for a session that has none),
+	// replayed or behind the window, shorter than a header and a tag.
+	DataDroppedUnknown, DataDroppedForged, DataDroppedReplayed, DataDroppedShort uint64
 
 	HelloVerifies      uint64 // ClientHellos without a valid cookie, answered with a HelloVerifyRequest
 	DroppedHelloRate   uint64 // ClientHellos left unanswered by the HelloVerifyRate limits
@@ -151,6 +162,8 @@ type serverCounters struct {
 	handshakesOK, handshakesFailed, bindsRefused, roams atomic.Uint64
 	droppedUnknown, droppedHandshakes, droppedQueueFull atomic.Uint64
 	droppedClosed, droppedMalformed                     atomic.Uint64
+	dataDroppedUnknown                                  atomic.Uint64
+	dataDrops                                           dataDrops
 
 	helloVerifies, droppedHelloRate, droppedBadHello     atomic.Uint64
 	droppedBadCookie, droppedOldClient, droppedSourceLim atomic.Uint64
@@ -168,10 +181,12 @@ type Server struct {
 	scratch   sync.Pool // *helloScratch
 	replies   *replyLimits
 	perSource *limit.PerSource // handshakes in progress per source address and /64
+	suite     record.Suite     // of the data records offered
 
 	mu         sync.RWMutex
 	byAddr     map[netip.AddrPort]*peer
 	byCID      map[[CIDLen]byte]*peer
+	byData     map[uint32]*ServerLink // by data-record session id
 	peers      map[*peer]struct{}
 	handshakes int
 	closed     bool
@@ -191,6 +206,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		opts:   serverOptions(cfg),
 		byAddr: make(map[netip.AddrPort]*peer),
 		byCID:  make(map[[CIDLen]byte]*peer),
+		byData: make(map[uint32]*ServerLink),
+		suite:  preferredSuite(),
 		peers:  make(map[*peer]struct{}),
 
 		cookies:   newCookies(cfg.Now, cookieRotation),
@@ -259,6 +276,12 @@ func adaptGetCertificate(f func(*tls.ClientHelloInfo) (*tls.Certificate, error))
 func (s *Server) Stats() ServerStats {
 	s.mu.RLock()
 	n, hs := len(s.peers), s.handshakes
+	dataLinks := 0
+	for _, l := range s.byData {
+		if l.data.send.Load() {
+			dataLinks++
+		}
+	}
 	s.mu.RUnlock()
 	c := &s.stats
 	return ServerStats{
@@ -267,7 +290,9 @@ func (s *Server) Stats() ServerStats {
 		BindsRefused: c.bindsRefused.Load(), Roams: c.roams.Load(),
 		DroppedUnknown: c.droppedUnknown.Load(), DroppedHandshakes: c.droppedHandshakes.Load(),
 		DroppedQueueFull: c.droppedQueueFull.Load(), DroppedClosed: c.droppedClosed.Load(),
-		DroppedMalformed: c.droppedMalformed.Load(),
+		DroppedMalformed: c.droppedMalformed.Load(), DataLinks: dataLinks,
+		DataDroppedUnknown: c.dataDroppedUnknown.Load(), DataDroppedForged: c.dataDrops.forged.Load(),
+		DataDroppedReplayed: c.dataDrops.replayed.Load(), DataDroppedShort: c.dataDrops.short.Load(),
 
 		HelloVerifies: c.helloVerifies.Load(), DroppedHelloRate: c.droppedHelloRate.Load(),
 		DroppedBadHello: c.droppedBadHello.Load(), DroppedBadCookie: c.droppedBadCookie.Load(),
@@ -275,8 +300,13 @@ func (s *Server) Stats() ServerStats {
 	}
 }
 
-// HandleDatagram implements udpmux.Handler. It never blocks.
+// HandleDatagram implements udpmux.Handler. It never blocks. Data records
+// are opened in place, on the caller's goroutine.
 func (s *Server) HandleDatagram(b []byte, from netip.AddrPort) {
+	if len(b) > 0 && b[0] == record.Type {
+		s.handleData(b, from)
+		return
+	}
 	info := inspectDatagram(b)
 	s.mu.RLock()
 	p := s.lookupLocked(info, from)
@@ -290,6 +320,48 @@ func (s *Server) HandleDatagram(b []byte, from netip.AddrPort) {
 		s.handleHello(b, from)
 	default:
 		s.stats.droppedUnknown.Add(1)
+	}
+}
+
+func (s *Server) handleData(b []byte, from netip.AddrPort) {
+	sid, ok := record.Session(b)
+	if !ok {
+		s.stats.dataDrops.short.Add(1)
+		return
+	}
+	s.mu.RLock()
+	l := s.byData[sid]
+	s.mu.RUnlock()
+	if l == nil {
+		s.stats.dataDroppedUnknown.Add(1)
+		return
+	}
+	l.receiveData(b, from)
+}
+
+// registerData gives l a data-record session id no other link has.
+func (s *Server) registerData(l *ServerLink) (uint32, error) {
+	var b [4]byte
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for range 16 {
+		if _, err := rand.Read(b[:]); err != nil {
+			return 0, err
+		}
+		sid := binary.BigEndian.Uint32(b[:])
+		if _, taken := s.byData[sid]; !taken {
+			s.byData[sid] = l
+			return sid, nil
+		}
+	}
+	return 0, errors.New("dtls: no free data-record session id")
+}
+
+func (s *Server) unregisterData(sid uint32, l *ServerLink) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.byData[sid] == l {
+		delete(s.byData, sid)
 	}
 }
 
@@ -354,7 +426,7 @@ func (s *Server) registerCID(p *peer, cid [CIDLen]byte) bool {
 func (s *Server) moveAddr(p *peer, to netip.AddrPort) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, live := s.peers[p]; !live {
+	if _, live := s.peers[p]; !live || p.remote == to {
 		return
 	}
 	if s.byAddr[p.remote] == p {
@@ -440,15 +512,23 @@ func (s *Server) routinePeer(p *peer, from netip.AddrPort) {
 		return
 	}
 	s.stats.handshakesOK.Add(1)
-	link, recv, err := s.bind(conn, p, from)
+	link, err := s.bind(conn, p, from)
 	if err != nil {
 		s.stats.bindsRefused.Add(1)
 		log.Debug().Err(err).Msg("dtls link refused")
 		_ = conn.Close()
 		return
 	}
+	if !s.cfg.NoDataRecords {
+		if err := s.offerData(link, p); err != nil {
+			log.Debug().Err(err).Msg("dtls link without data records")
+		}
+	}
 	log.Debug().Msg("dtls link bound")
-	link.run(recv)
+	link.run()
+	if dp := link.data.path.Load(); dp != nil {
+		s.unregisterData(dp.session, link)
+	}
 	log.Debug().Err(link.Err()).Stringer("remote", link.Endpoint()).Msg("dtls link closed")
 }
 
@@ -471,14 +551,14 @@ func (s *Server) handshake(p *peer, from netip.AddrPort) (*piondtls.Conn, error)
 
 // bind reads the token, the first application record, and asks the
 // gateway to bind the link to the token's TSP session.
-func (s *Server) bind(conn *piondtls.Conn, p *peer, from netip.AddrPort) (*ServerLink, tunnel.Receiver, error) {
+func (s *Server) bind(conn *piondtls.Conn, p *peer, from netip.AddrPort) (*ServerLink, error) {
 	cert, err := peerCertificate(conn)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	token, err := readToken(conn, s.cfg.Now().Add(s.cfg.HandshakeTimeout))
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	link := newServerLink(conn, token, s)
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.HandshakeTimeout)
@@ -490,10 +570,24 @@ func (s *Server) bind(conn *piondtls.Conn, p *peer, from netip.AddrPort) (*Serve
 	if err != nil {
 		err = fmt.Errorf("dtls: bind: %w", err)
 		link.finish(err) // the gateway may have seen the link: end it properly
-		return nil, nil, err
+		return nil, err
 	}
+	link.recv = recv
 	_ = link.ack() // if lost, the client retransmits the token and the link answers
-	return link, recv, nil
+	return link, nil
+}
+
+// offerData gives link a data-record session id and offers data records to the client.
+func (s *Server) offerData(link *ServerLink, p *peer) error {
+	sid, err := s.registerData(link)
+	if err != nil {
+		return err
+	}
+	if err := link.offerData(s, p, sid); err != nil {
+		s.unregisterData(sid, link)
+		return err
+	}
+	return nil
 }
 
 func peerCertificate(conn *piondtls.Conn) (*x509.Certificate, error) {

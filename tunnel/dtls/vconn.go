@@ -41,6 +41,9 @@ type peer struct {
 
 	wmu       sync.Mutex
 	lastWrite netip.AddrPort // destination of the last write
+	// dataRemote is the address of the newest data record once data records carry the
+	// link's packets; pion's writes go there too.
+	dataRemote atomic.Pointer[netip.AddrPort]
 
 	// Guarded by srv.mu.
 	remote      netip.AddrPort // this peer's key in srv.byAddr
@@ -156,6 +159,9 @@ func (p *peer) WriteTo(b []byte, addr net.Addr) (int, error) {
 	}
 	to := ua.AddrPort()
 	to = netip.AddrPortFrom(to.Addr().Unmap(), to.Port())
+	if d := p.dataRemote.Load(); d != nil {
+		to = *d
+	}
 	p.wmu.Lock()
 	if to != p.lastWrite {
 		p.lastWrite = to

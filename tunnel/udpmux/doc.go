@@ -6,8 +6,10 @@
 //	0xF0–0xFF  TSP (the high nibble of the TSP UDP header is 0xF)
 //	20–25      DTLS (change_cipher_spec, alert, handshake, application_data,
 //	           heartbeat, tls12_cid)
+//	0x08       dstm data records (tunnel/record), to the DTLS handler too
 //	other      dropped and counted (Stats.DroppedJunk)
 //
-// Handlers must copy what they keep of a datagram. Replies go out through
+// Handlers must copy what they keep of a datagram, and may change it in place (the DTLS
+// handler decrypts data records there). Replies go out through
 // Mux.WriteTo, which picks the socket by address family.
 package udpmux

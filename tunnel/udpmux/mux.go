@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/dstmgw/dstm/tunnel/record"
 	"github.com/rs/zerolog"
 )
 
@@ -227,7 +228,7 @@ type Protocol uint8
 const (
 	Junk Protocol = iota // neither TSP nor DTLS
 	TSP                  // high nibble 0xF
-	DTLS                 // DTLS record content types 20–25
+	DTLS                 // DTLS record content types 20–25, and dstm data records (record.Type)
 )
 
 // String names the protocol.
@@ -250,7 +251,7 @@ func Classify(b []byte) Protocol {
 	switch c := b[0]; {
 	case c>>4 == 0xF:
 		return TSP
-	case c >= 20 && c <= 25:
+	case c >= 20 && c <= 25, c == record.Type:
 		return DTLS
 	default:
 		return Junk

@@ -123,6 +123,9 @@ func TestClassify(t *testing.T) {
 		{"ipv4 0x45", []byte{0x45}, Junk},
 		{"0xEF", []byte{0xEF}, Junk},
 		{"zero", []byte{0}, Junk},
+		{"data record 8", []byte{8}, DTLS},
+		{"7", []byte{7}, Junk},
+		{"9", []byte{9}, Junk},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

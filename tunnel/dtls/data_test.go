@@ -1,0 +1,207 @@
+package dtls
+
+import (
+	"bytes"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dstmgw/dstm/tunnel/record"
+)
+
+// tapConn records the data records a client sends.
+type tapConn struct {
+	net.PacketConn
+	mu   sync.Mutex
+	data [][]byte
+}
+
+func (c *tapConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	if len(b) > 0 && b[0] == record.Type {
+		c.mu.Lock()
+		c.data = append(c.data, bytes.Clone(b))
+		c.mu.Unlock()
+	}
+	return c.PacketConn.WriteTo(b, addr)
+}
+
+func (c *tapConn) last(t *testing.T) []byte {
+	t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.data) == 0 {
+		t.Fatal("the client sent no data record")
+	}
+	return c.data[len(c.data)-1]
+}
+
+// exchange sends a packet each way and checks that it arrives.
+func exchange(t *testing.T, cl *ClientLink, sl *ServerLink, cliRecv, srvRecv *chanReceiver, tag byte) {
+	t.Helper()
+	if err := cl.WritePackets([][]byte{ipv4Packet(100, tag)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := srvRecv.next(t); got[1] != tag {
+		t.Fatalf("server got tag %d, want %d", got[1], tag)
+	}
+	if err := sl.WritePackets([][]byte{ipv4Packet(100, tag)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := cliRecv.next(t); got[1] != tag {
+		t.Fatalf("client got tag %d, want %d", got[1], tag)
+	}
+}
+
+// Data records are agreed when both sides have them; a side without them (an older client or
+// gateway, or one configured so) keeps the link on DTLS records, and either way packets flow.
+func TestDataRecordNegotiation(t *testing.T) {
+	tests := []struct {
+		name              string
+		serverOff, cliOff bool
+		want              bool
+	}{
+		{"both", false, false, true},
+		{"client without", false, true, false},
+		{"server without", true, false, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, func(c *ServerConfig) { c.NoDataRecords = tc.serverOff })
+			token, srvRecv := f.gw.addSession("alice@corp")
+			cliRecv := newChanReceiver()
+			cfg := f.clientConfig(t, "alice@corp", token)
+			cfg.NoDataRecords = tc.cliOff
+			tap := &tapConn{PacketConn: listenUDP(t)}
+			cl, err := f.dial(t, tap, cfg, cliRecv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Close()
+			sl := f.nextLink(t)
+			for i := range 20 {
+				exchange(t, cl, sl, cliRecv, srvRecv, byte(i))
+			}
+			if tc.want {
+				waitFor(t, "data records both ways", func() bool {
+					return cl.Stats().DataRecords && sl.Stats().DataRecords && f.server.Stats().DataLinks == 1
+				})
+				tap.last(t)
+				return
+			}
+			if cl.Stats().DataRecords || sl.Stats().DataRecords || f.server.Stats().DataLinks != 0 {
+				t.Fatalf("data records on: client %+v server %+v", cl.Stats(), sl.Stats())
+			}
+			tap.mu.Lock()
+			n := len(tap.data)
+			tap.mu.Unlock()
+			if n != 0 {
+				t.Fatalf("the client sent %d data records", n)
+			}
+			if tc.cliOff && cl.Stats().DroppedMalformed == 0 {
+				t.Fatal("the client without data records did not see the offer")
+			}
+		})
+	}
+}
+
+// Forged, replayed, truncated and unknown data records are dropped and counted by reason; none
+// of them moves the session or stops it.
+func TestBadDataRecords(t *testing.T) {
+	f := newFixture(t, nil)
+	token, srvRecv := f.gw.addSession("alice@corp")
+	cliRecv := newChanReceiver()
+	tap := &tapConn{PacketConn: listenUDP(t)}
+	cl, err := f.dial(t, tap, f.clientConfig(t, "alice@corp", token), cliRecv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	sl := f.nextLink(t)
+	exchange(t, cl, sl, cliRecv, srvRecv, 1)
+	waitFor(t, "data records", func() bool { return sl.Stats().DataRecords })
+	exchange(t, cl, sl, cliRecv, srvRecv, 2)
+	good := tap.last(t)
+	endpoint := sl.Endpoint()
+
+	attacker := netip.MustParseAddrPort("[2001:db8::66]:4444")
+	unknown := bytes.Clone(good)
+	unknown[1] ^= 0xff
+	forged := bytes.Clone(good)
+	forged[len(forged)-1] ^= 1
+	ahead := bytes.Clone(good)
+	ahead[5] = 0x7f // a counter far ahead: another epoch, and it does not authenticate anyway
+	for _, b := range [][]byte{
+		good,                     // replayed, from the attacker
+		good,                     // and again
+		unknown,                  // no such session
+		forged,                   // bad tag
+		ahead,                    // epoch out of range
+		good[:record.Overhead-1], // truncated
+		{record.Type},            // a type byte alone
+	} {
+		f.server.HandleDatagram(bytes.Clone(b), attacker)
+	}
+	f.server.HandleDatagram(bytes.Clone(good), endpoint) // replayed from the client's address
+	st := f.server.Stats()
+	if st.DataDroppedReplayed != 4 || st.DataDroppedUnknown != 1 || st.DataDroppedForged != 1 || st.DataDroppedShort != 2 {
+		t.Fatalf("drops %+v", st)
+	}
+	ls := sl.Stats()
+	if ls.DroppedReplayed != 4 || ls.DroppedForged != 1 {
+		t.Fatalf("link drops %+v", ls)
+	}
+	select {
+	case p := <-srvRecv.ch:
+		t.Fatalf("a bad record was delivered: % x", p[:8])
+	default:
+	}
+	if got := sl.Endpoint(); got != endpoint {
+		t.Fatalf("the session moved to %v", got)
+	}
+	exchange(t, cl, sl, cliRecv, srvRecv, 3)
+	allocs := testing.AllocsPerRun(100, func() { f.server.HandleDatagram(unknown, attacker) })
+	if allocs != 0 {
+		t.Fatalf("a record for an unknown session costs %v allocations", allocs)
+	}
+}
+
+// A link that only carries data records is not idle.
+func TestDataRecordsKeepLinkAlive(t *testing.T) {
+	const idle = 300 * time.Millisecond
+	f := newFixture(t, func(c *ServerConfig) { c.IdleTimeout = idle })
+	token, srvRecv := f.gw.addSession("alice@corp")
+	cliRecv := newChanReceiver()
+	cl, err := f.dial(t, listenUDP(t), f.clientConfig(t, "alice@corp", token), cliRecv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	sl := f.nextLink(t)
+	exchange(t, cl, sl, cliRecv, srvRecv, 1)
+	waitFor(t, "data records", func() bool { return cl.Stats().DataRecords })
+	tick := time.NewTicker(idle / 15)
+	defer tick.Stop()
+	end := time.After(4 * idle)
+	for i := 0; ; i++ {
+		select {
+		case <-end:
+			select {
+			case <-sl.Done():
+				t.Fatalf("the link ended: %v", sl.Err())
+			default:
+			}
+			// Without traffic, it ends.
+			waitDone(t, sl.Done(), "the idle link's end")
+			return
+		case <-sl.Done():
+			t.Fatalf("the link ended with data records flowing: %v", sl.Err())
+		case <-tick.C:
+			if err := cl.WritePackets([][]byte{ipv4Packet(60, byte(i))}); err != nil {
+				t.Fatal(err)
+			}
+			srvRecv.next(t)
+		}
+	}
+}
