@@ -168,6 +168,7 @@ func (g *Gateway) setupControl(udps []*net.UDPConn) error {
 		VerifyPeerCertificate: g.verifier.VerifyPeerCertificate,
 		Bind:                  ctl.BindDTLS,
 		Write:                 write,
+		WriteBatch:            func(bufs [][]byte, to netip.AddrPort) error { return mux.WriteBatch(bufs, to) },
 		HandshakeTimeout:      g.cfg.TSP.HandshakeTimeout.D(),
 		MaxHandshakes:         g.cfg.TSP.MaxHandshakes,
 		MTU:                   control.DTLSRecordMTU,

@@ -26,6 +26,8 @@
 #                   init --plain, which this plug-in adds for that variant only)
 #   DSTM_BIN        directory with dstm-gateway and dstm-client
 #                   (default: ../../bin relative to this file, i.e. make build)
+#   DSTM_VARIANT_BIN  set by a wrapper for its rounds only, like DSTM_VARIANT:
+#                   another build's directory, to compare two builds in one run
 #   DSTM_LOG_LEVEL  log level of both ends (default info)
 #   DSTM_METRICS    if set (e.g. 127.0.0.1:9653), the gateway serves Prometheus
 #                   metrics there inside pb-gw, and tunnel_down saves a scrape
@@ -40,9 +42,11 @@
 DSTM_TRANSPORT=${DSTM_VARIANT:-$DSTM_TRANSPORT_DEFAULT}
 unset DSTM_VARIANT
 DSTM_PLUGIN_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-DSTM_BIN=${DSTM_BIN:-$(cd "$DSTM_PLUGIN_DIR/../../bin" 2>/dev/null && pwd)}
-DSTM_GW_BIN=${DSTM_GW_BIN:-$DSTM_BIN/dstm-gateway}
-DSTM_CLI_BIN=${DSTM_CLI_BIN:-$DSTM_BIN/dstm-client}
+: "${DSTM_BIN_DEFAULT:=${DSTM_BIN:-$(cd "$DSTM_PLUGIN_DIR/../../bin" 2>/dev/null && pwd)}}"
+DSTM_BIN=${DSTM_VARIANT_BIN:-$DSTM_BIN_DEFAULT}
+unset DSTM_VARIANT_BIN
+DSTM_GW_BIN=$DSTM_BIN/dstm-gateway
+DSTM_CLI_BIN=$DSTM_BIN/dstm-client
 DSTM_LOG_LEVEL=${DSTM_LOG_LEVEL:-info}
 DSTM_METRICS=${DSTM_METRICS:-}
 DSTM_PORT=3653
@@ -68,7 +72,7 @@ tunnel_info() {
     tr=$(_dstm_status_field transport)
     mtu=$(nsx "$NS_CLI" cat "/sys/class/net/$DSTM_CLI_DEV/mtu" 2>/dev/null)
     case $DSTM_TRANSPORT in
-        dtls)  echo "DSTM gateway $("$DSTM_GW_BIN" version 2>/dev/null | awk '{print $2}'); TSP-SSL control (TCP/IPv6 port $DSTM_PORT); data: DTLS 1.2 (pion/dtls v3) over UDP/IPv6 port $DSTM_PORT, --transport dtls (no TLS fallback); status transport=${tr:-?}; inner MTU ${mtu:-?}; certs from the embedded CA (ECDSA P-256)" ;;
+        dtls)  echo "DSTM gateway $("$DSTM_GW_BIN" version 2>/dev/null | awk '{print $2}'); TSP-SSL control (TCP/IPv6 port $DSTM_PORT); data: DTLS 1.2 handshake (pion/dtls v3), packets in data records (tunnel/record) once agreed, over UDP/IPv6 port $DSTM_PORT, --transport dtls (no TLS fallback); status transport=${tr:-?}; inner MTU ${mtu:-?}; certs from the embedded CA (ECDSA P-256)" ;;
         tls)   echo "DSTM gateway $("$DSTM_GW_BIN" version 2>/dev/null | awk '{print $2}'); TSP-SSL control; data: IPv4 packets framed in the TLS stream (TCP/IPv6 port $DSTM_PORT), --transport tls; status transport=${tr:-?}; inner MTU ${mtu:-?}" ;;
         plain) echo "DSTM gateway $("$DSTM_GW_BIN" version 2>/dev/null | awk '{print $2}'); TSP-SSL control; data: plain IPv4-in-IPv6 (IP protocol 4, v4v6), unencrypted, --transport plain; status transport=${tr:-?}; inner MTU ${mtu:-?}" ;;
     esac

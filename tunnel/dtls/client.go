@@ -15,6 +15,7 @@ import (
 	"github.com/dstmgw/dstm/tsp"
 	"github.com/dstmgw/dstm/tunnel"
 	"github.com/dstmgw/dstm/tunnel/record"
+	"github.com/dstmgw/dstm/tunnel/udpmux"
 	piondtls "github.com/pion/dtls/v3"
 	"github.com/rs/zerolog"
 )
@@ -71,17 +72,21 @@ func Dial(ctx context.Context, conn net.PacketConn, server netip.AddrPort, cfg C
 	cl.recv = r
 	if !cfg.NoDataRecords {
 		cl.data.remote.Store(&server)
-		cl.data.write = func(b []byte, _ netip.AddrPort) error {
-			_, err := conn.WriteTo(b, serverAddr)
-			return err
-		}
-		if w, ok := conn.(interface {
-			WriteToUDPAddrPort([]byte, netip.AddrPort) (int, error)
-		}); ok { // *net.UDPConn, RebindConn: no net.Addr per packet
-			cl.data.write = func(b []byte, _ netip.AddrPort) error {
-				_, err := w.WriteToUDPAddrPort(b, server)
-				return err
+		cl.data.batches = new(sync.Pool)
+		cl.data.writeBatch = func(bufs [][]byte, _ netip.AddrPort) error {
+			for _, b := range bufs {
+				if _, err := conn.WriteTo(b, serverAddr); err != nil {
+					return err
+				}
 			}
+			return nil
+		}
+		switch c := conn.(type) {
+		case *RebindConn:
+			cl.data.writeBatch = func(bufs [][]byte, _ netip.AddrPort) error { return c.WriteBatch(bufs, server) }
+		case *net.UDPConn:
+			w := udpmux.NewBatchWriter(c)
+			cl.data.writeBatch = func(bufs [][]byte, _ netip.AddrPort) error { return w.WriteBatch(bufs, server) }
 		}
 		cl.onNegotiation = cl.acceptData
 		under.link.Store(cl.link)
@@ -193,6 +198,6 @@ func (c *dataConn) ReadFrom(b []byte) (int, net.Addr, error) {
 		if l == nil || !ok {
 			continue
 		}
-		l.receiveData(b[:n], ua.AddrPort())
+		l.receiveData(b[:n], ua.AddrPort(), false)
 	}
 }

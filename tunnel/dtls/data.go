@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dstmgw/dstm/tunnel/record"
+	"github.com/dstmgw/dstm/tunnel/udpmux"
 	piondtls "github.com/pion/dtls/v3"
 	"golang.org/x/sys/cpu"
 )
@@ -30,8 +31,6 @@ const (
 	// sending DTLS records (the offer was lost, or the client has no data records).
 	offerEvery = time.Second
 	maxOffers  = 5
-
-	maxDataRecord = maxRecord + record.Overhead
 )
 
 type negotiation struct {
@@ -108,13 +107,17 @@ type dataState struct {
 	send   atomic.Bool              // packets go out as data records
 	remote atomic.Pointer[netip.AddrPort]
 	newest atomic.Uint64 // highest counter received + 1
-	// write sends one datagram to the peer outside pion (the server's port or the client's
+	// writeBatch sends datagrams to the peer outside pion (the server's port or the client's
 	// socket).
-	write func(b []byte, to netip.AddrPort) error
-	bufs  sync.Pool // *[]byte of maxDataRecord
+	writeBatch func(bufs [][]byte, to netip.AddrPort) error
+	batches    *sync.Pool // *sealBatch, the server's or the client link's own
 
 	rxMu sync.Mutex // serializes deliveries of received data records (two sockets may read)
 	one  [1][]byte
+	// pending holds opened packets (in the reader's buffers) until the batch ends; markDirty
+	// lists the link with the server when pending becomes non-empty.
+	pending   [][]byte
+	markDirty func(*link)
 
 	offers   atomic.Int32
 	lastOffr atomic.Int64 // unix nanoseconds of the last offer sent
@@ -141,42 +144,70 @@ func forged(d *dataDrops) *atomic.Uint64   { return &d.forged }
 func replayed(d *dataDrops) *atomic.Uint64 { return &d.replayed }
 func short(d *dataDrops) *atomic.Uint64    { return &d.short }
 
-func (d *dataState) getBuf() *[]byte {
-	if b, ok := d.bufs.Get().(*[]byte); ok {
-		return b
-	}
-	b := make([]byte, 0, maxDataRecord)
-	return &b
+// sealSlot is the room for one sealed packet in a sealBatch; a longer packet gets a buffer
+// of its own.
+const sealSlot = 2048
+
+// sealBatch holds the data records of one write system call.
+type sealBatch struct {
+	slab []byte   // udpmux.MaxWriteBatch slots of sealSlot
+	bufs [][]byte // the records, in slab
 }
 
-// writeData seals each packet into a data record and sends it.
+func getSealBatch(p *sync.Pool) *sealBatch {
+	if sb, ok := p.Get().(*sealBatch); ok {
+		return sb
+	}
+	return &sealBatch{slab: make([]byte, udpmux.MaxWriteBatch*sealSlot), bufs: make([][]byte, 0, udpmux.MaxWriteBatch)}
+}
+
+// writeData seals the packets into data records and sends them, a batch per system call.
 func (l *link) writeData(dp *dataPath, pkts [][]byte) error {
 	d := &l.data
 	to := *d.remote.Load()
-	bp := d.getBuf()
-	defer d.bufs.Put(bp)
-	for _, p := range pkts {
-		if len(p) == 0 {
+	sb := getSealBatch(d.batches)
+	defer func() {
+		clear(sb.bufs)
+		sb.bufs = sb.bufs[:0]
+		d.batches.Put(sb)
+	}()
+	for len(pkts) > 0 {
+		n := min(len(pkts), udpmux.MaxWriteBatch)
+		sb.bufs = sb.bufs[:0]
+		size := 0
+		for i, p := range pkts[:n] {
+			if len(p) == 0 {
+				continue
+			}
+			slot := sb.slab[i*sealSlot : i*sealSlot : (i+1)*sealSlot]
+			if len(p)+record.Overhead > sealSlot {
+				slot = make([]byte, 0, len(p)+record.Overhead)
+			}
+			b, err := dp.sealer.Seal(slot, p)
+			if err != nil {
+				return fmt.Errorf("dtls: data record: %w", err)
+			}
+			sb.bufs = append(sb.bufs, b)
+			size += len(p)
+		}
+		pkts = pkts[n:]
+		if len(sb.bufs) == 0 {
 			continue
 		}
-		b, err := dp.sealer.Seal((*bp)[:0], p)
-		if err != nil {
-			return fmt.Errorf("dtls: data record: %w", err)
+		if err := d.writeBatch(sb.bufs, to); err != nil {
+			return fmt.Errorf("dtls: write data records: %w", err)
 		}
-		*bp = b
-		if err := d.write(b, to); err != nil {
-			return fmt.Errorf("dtls: write data record: %w", err)
-		}
-		l.packetsOut.Add(1)
-		l.bytesOut.Add(uint64(len(p)))
+		l.packetsOut.Add(uint64(len(sb.bufs)))
+		l.bytesOut.Add(uint64(size))
 	}
 	return nil
 }
 
-// receiveData opens a data record received from from, in place, and delivers its packet. A
-// record that opens moves the link's data records to from when it is the newest so far
-// (roaming), and proves that the peer speaks data records.
-func (l *link) receiveData(b []byte, from netip.AddrPort) {
+// receiveData opens a data record received from from, in place, and delivers its packet, at
+// once or, inBatch, when the batch ends (flushPending). A record that opens moves the link's
+// data records to from when it is the newest so far (roaming), and proves that the peer
+// speaks data records.
+func (l *link) receiveData(b []byte, from netip.AddrPort, inBatch bool) {
 	d := &l.data
 	dp := d.path.Load()
 	if dp == nil {
@@ -214,8 +245,41 @@ func (l *link) receiveData(b []byte, from netip.AddrPort) {
 	l.packetsIn.Add(1)
 	l.bytesIn.Add(uint64(len(pkt)))
 	d.rxMu.Lock()
-	d.one[0] = pkt
-	l.recv.ReceivePackets(d.one[:])
-	d.one[0] = nil
-	d.rxMu.Unlock()
+	defer d.rxMu.Unlock()
+	if !inBatch || d.markDirty == nil {
+		d.one[0] = pkt
+		l.recv.ReceivePackets(d.one[:])
+		d.one[0] = nil
+		return
+	}
+	if d.pending == nil {
+		d.pending = make([][]byte, 0, maxPending)
+	}
+	d.pending = append(d.pending, pkt)
+	switch len(d.pending) {
+	case 1:
+		d.markDirty(l)
+	case maxPending:
+		l.deliverPendingLocked()
+	}
+}
+
+// maxPending bounds the packets a link holds for the end of a batch.
+const maxPending = 64
+
+// flushPending delivers the packets waiting for the end of the batch.
+func (l *link) flushPending() {
+	l.data.rxMu.Lock()
+	defer l.data.rxMu.Unlock()
+	l.deliverPendingLocked()
+}
+
+func (l *link) deliverPendingLocked() {
+	d := &l.data
+	if len(d.pending) == 0 {
+		return
+	}
+	l.recv.ReceivePackets(d.pending)
+	clear(d.pending)
+	d.pending = d.pending[:0]
 }

@@ -205,3 +205,76 @@ func TestDataRecordsKeepLinkAlive(t *testing.T) {
 		}
 	}
 }
+
+// swallowConn sends everything but data records while swallow is set, which it keeps.
+type swallowConn struct {
+	net.PacketConn
+	mu      sync.Mutex
+	swallow bool
+	kept    [][]byte
+}
+
+func (c *swallowConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	c.mu.Lock()
+	keep := c.swallow && len(b) > 0 && b[0] == record.Type
+	if keep {
+		c.kept = append(c.kept, bytes.Clone(b))
+	}
+	c.mu.Unlock()
+	if keep {
+		return len(b), nil
+	}
+	return c.PacketConn.WriteTo(b, addr)
+}
+
+// In a batch (udpmux.BatchHandler), the packets of data records reach the link's receiver
+// together, in order, at EndBatch.
+func TestDataRecordBatch(t *testing.T) {
+	f := newFixture(t, nil)
+	token, srvRecv := f.gw.addSession("alice@corp")
+	cliRecv := newChanReceiver()
+	sw := &swallowConn{PacketConn: listenUDP(t)}
+	cl, err := f.dial(t, sw, f.clientConfig(t, "alice@corp", token), cliRecv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	sl := f.nextLink(t)
+	exchange(t, cl, sl, cliRecv, srvRecv, 1)
+	waitFor(t, "data records", func() bool { return cl.Stats().DataRecords })
+	from := sl.Endpoint()
+	sw.mu.Lock()
+	sw.swallow = true
+	sw.mu.Unlock()
+	const n = 5
+	for i := range n {
+		if err := cl.WritePackets([][]byte{ipv4Packet(80, byte(10+i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sw.mu.Lock()
+	kept := sw.kept
+	sw.mu.Unlock()
+	if len(kept) != n {
+		t.Fatalf("%d data records kept, want %d", len(kept), n)
+	}
+	for _, b := range kept {
+		f.server.HandleBatchDatagram(b, from)
+	}
+	select {
+	case p := <-srvRecv.ch:
+		t.Fatalf("packet %d delivered before the batch ended", p[1])
+	default:
+	}
+	f.server.EndBatch()
+	for i := range n {
+		select {
+		case p := <-srvRecv.ch:
+			if p[1] != byte(10+i) {
+				t.Fatalf("packet %d: tag %d", i, p[1])
+			}
+		default:
+			t.Fatalf("packet %d not delivered at the end of the batch", i)
+		}
+	}
+}

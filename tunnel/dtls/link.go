@@ -296,8 +296,10 @@ func (sl *ServerLink) offerData(s *Server, p *peer, sid uint32) error {
 	d := &sl.data
 	from := sl.Endpoint()
 	d.remote.Store(&from)
-	d.write = s.cfg.Write
+	d.writeBatch = s.writeBatch
+	d.batches = &s.sealBatches
 	d.total = &s.stats.dataDrops
+	d.markDirty = s.markDirty
 	d.onRoam = func(to netip.AddrPort) {
 		p.dataRemote.Store(&to)
 		s.moveAddr(p, to)

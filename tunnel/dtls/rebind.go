@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/dstmgw/dstm/tunnel/udpmux"
 )
 
 // RebindConn is a net.PacketConn whose socket can be replaced while a DTLS
@@ -14,7 +16,8 @@ import (
 type RebindConn struct {
 	mu            sync.Mutex
 	inner         net.PacketConn
-	gen           uint64 // bumped by Rebind
+	gen           uint64              // bumped by Rebind
+	bw            *udpmux.BatchWriter // on inner, made on first use
 	readDeadline  time.Time
 	writeDeadline time.Time
 	closed        bool
@@ -39,6 +42,7 @@ func (c *RebindConn) Rebind(newInner net.PacketConn) error {
 	}
 	old := c.inner
 	c.inner = newInner
+	c.bw = nil
 	c.gen++
 	errR := newInner.SetReadDeadline(c.readDeadline)
 	errW := newInner.SetWriteDeadline(c.writeDeadline)
@@ -87,26 +91,39 @@ func (c *RebindConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	return n, err
 }
 
-// WriteToUDPAddrPort writes from the current socket without building a net.Addr (the data
-// records' path); a socket that is not a *net.UDPConn gets WriteTo.
-func (c *RebindConn) WriteToUDPAddrPort(b []byte, to netip.AddrPort) (int, error) {
-	inner, gen, closed := c.current()
+// WriteBatch writes bufs to to from the current socket, several per system call when it is
+// a *net.UDPConn (the data records' path).
+func (c *RebindConn) WriteBatch(bufs [][]byte, to netip.AddrPort) error {
+	c.mu.Lock()
+	inner, gen, closed, bw := c.inner, c.gen, c.closed, c.bw
+	if !closed && bw == nil {
+		if u, ok := inner.(*net.UDPConn); ok {
+			bw = udpmux.NewBatchWriter(u)
+			c.bw = bw
+		}
+	}
+	c.mu.Unlock()
 	if closed {
-		return 0, net.ErrClosed
+		return net.ErrClosed
 	}
-	n, err := writeAddrPort(inner, b, to)
+	err := writeBatch(inner, bw, bufs, to)
 	if err != nil && c.rebound(gen) {
-		inner, _, _ = c.current()
-		return writeAddrPort(inner, b, to)
+		return c.WriteBatch(bufs, to)
 	}
-	return n, err
+	return err
 }
 
-func writeAddrPort(c net.PacketConn, b []byte, to netip.AddrPort) (int, error) {
-	if u, ok := c.(*net.UDPConn); ok {
-		return u.WriteToUDPAddrPort(b, to)
+func writeBatch(c net.PacketConn, bw *udpmux.BatchWriter, bufs [][]byte, to netip.AddrPort) error {
+	if bw != nil {
+		return bw.WriteBatch(bufs, to)
 	}
-	return c.WriteTo(b, net.UDPAddrFromAddrPort(to))
+	ua := net.UDPAddrFromAddrPort(to)
+	for _, b := range bufs {
+		if _, err := c.WriteTo(b, ua); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Close closes the current socket; later calls fail with net.ErrClosed.

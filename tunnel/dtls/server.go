@@ -54,6 +54,9 @@ type ServerConfig struct {
 	VerifyPeerCertificate func(rawCerts [][]byte, verifiedChains [][]*x509.Certificate) error
 	Bind                  BindFunc                                // required
 	Write                 func(b []byte, to netip.AddrPort) error // sends on the shared port; required
+	// WriteBatch sends datagrams to one address on the shared port, several per system call
+	// (udpmux.Mux.WriteBatch); nil: Write for each.
+	WriteBatch func(bufs [][]byte, to netip.AddrPort) error
 	// HandshakeTimeout bounds the handshake and, separately, the wait for
 	// the token and the Bind call.
 	HandshakeTimeout time.Duration
@@ -183,6 +186,15 @@ type Server struct {
 	perSource *limit.PerSource // handshakes in progress per source address and /64
 	suite     record.Suite     // of the data records offered
 
+	// Links with data-record packets waiting for EndBatch: dirty is appended to under
+	// dirtyMu; EndBatch takes it under flushMu, which also keeps a reader's EndBatch from
+	// returning while another reader delivers packets of its batch.
+	flushMu      sync.Mutex
+	dirtyMu      sync.Mutex
+	dirty, spare []*link
+
+	sealBatches sync.Pool // *sealBatch
+
 	mu         sync.RWMutex
 	byAddr     map[netip.AddrPort]*peer
 	byCID      map[[CIDLen]byte]*peer
@@ -301,10 +313,59 @@ func (s *Server) Stats() ServerStats {
 }
 
 // HandleDatagram implements udpmux.Handler. It never blocks. Data records
-// are opened in place, on the caller's goroutine.
+// are opened in place, and their packets delivered, on the caller's
+// goroutine.
 func (s *Server) HandleDatagram(b []byte, from netip.AddrPort) {
+	s.handle(b, from, false)
+}
+
+// HandleBatchDatagram implements udpmux.BatchHandler: HandleDatagram, but
+// the packets of data records wait in their link, in b, for EndBatch, so
+// that a link gets the packets of one read at once.
+func (s *Server) HandleBatchDatagram(b []byte, from netip.AddrPort) {
+	s.handle(b, from, true)
+}
+
+// EndBatch implements udpmux.BatchHandler: it delivers every packet waiting
+// in a link. It returns when they are delivered, those of other readers'
+// batches included.
+func (s *Server) EndBatch() {
+	s.flushMu.Lock()
+	defer s.flushMu.Unlock()
+	s.dirtyMu.Lock()
+	dirty := s.dirty
+	s.dirty = s.spare[:0]
+	s.dirtyMu.Unlock()
+	for i, l := range dirty {
+		l.flushPending()
+		dirty[i] = nil
+	}
+	s.spare = dirty[:0]
+}
+
+// writeBatch sends data records with cfg.WriteBatch, or cfg.Write.
+func (s *Server) writeBatch(bufs [][]byte, to netip.AddrPort) error {
+	if s.cfg.WriteBatch != nil {
+		return s.cfg.WriteBatch(bufs, to)
+	}
+	for _, b := range bufs {
+		if err := s.cfg.Write(b, to); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// markDirty lists a link that has packets waiting for EndBatch.
+func (s *Server) markDirty(l *link) {
+	s.dirtyMu.Lock()
+	s.dirty = append(s.dirty, l)
+	s.dirtyMu.Unlock()
+}
+
+func (s *Server) handle(b []byte, from netip.AddrPort, inBatch bool) {
 	if len(b) > 0 && b[0] == record.Type {
-		s.handleData(b, from)
+		s.handleData(b, from, inBatch)
 		return
 	}
 	info := inspectDatagram(b)
@@ -323,7 +384,7 @@ func (s *Server) HandleDatagram(b []byte, from netip.AddrPort) {
 	}
 }
 
-func (s *Server) handleData(b []byte, from netip.AddrPort) {
+func (s *Server) handleData(b []byte, from netip.AddrPort, inBatch bool) {
 	sid, ok := record.Session(b)
 	if !ok {
 		s.stats.dataDrops.short.Add(1)
@@ -336,7 +397,7 @@ func (s *Server) handleData(b []byte, from netip.AddrPort) {
 		s.stats.dataDroppedUnknown.Add(1)
 		return
 	}
-	l.receiveData(b, from)
+	l.receiveData(b, from, inBatch)
 }
 
 // registerData gives l a data-record session id no other link has.

@@ -10,6 +10,9 @@
 //	other      dropped and counted (Stats.DroppedJunk)
 //
 // Handlers must copy what they keep of a datagram, and may change it in place (the DTLS
-// handler decrypts data records there). Replies go out through
-// Mux.WriteTo, which picks the socket by address family.
+// handler decrypts data records there). A BatchHandler (the DTLS server) takes the
+// datagrams of one recvmmsg as a batch, valid until its EndBatch, so that a session's
+// packets reach the TUN device in one write. Replies go out through Mux.WriteTo, which
+// picks the socket by address family; Mux.WriteBatch and BatchWriter send several
+// datagrams per sendmmsg.
 package udpmux

@@ -20,6 +20,16 @@ type Handler interface {
 	HandleDatagram(b []byte, from netip.AddrPort)
 }
 
+// BatchHandler is a Handler that takes the datagrams of one read system call as a batch:
+// the mux calls HandleBatchDatagram for each of them, with b valid until the EndBatch that
+// follows on the same reader, and EndBatch before the reader reads again. Mux readers of
+// different sockets may call both at the same time.
+type BatchHandler interface {
+	Handler
+	HandleBatchDatagram(b []byte, from netip.AddrPort)
+	EndBatch()
+}
+
 // Defaults applied by New for zero Config fields.
 const (
 	DefaultBufferBytes = 8 << 20 // kernel socket buffer, each direction
@@ -63,10 +73,12 @@ type counters struct {
 
 // Mux dispatches the datagrams of one UDP port to the TSP and DTLS handlers.
 type Mux struct {
-	cfg    Config
-	socks  []*socket
-	v4, v6 *socket // socket used by WriteTo per family
-	stats  counters
+	cfg   Config
+	socks []*socket
+	// dtlsBatch is cfg.DTLS when it is a BatchHandler.
+	dtlsBatch BatchHandler
+	v4, v6    *socket // socket used by WriteTo per family
+	stats     counters
 
 	closeOnce sync.Once
 	closeErr  error
@@ -75,6 +87,7 @@ type Mux struct {
 type socket struct {
 	conn *net.UDPConn
 	is4  bool // bound to an IPv4 address (cannot send to IPv6)
+	bw   *BatchWriter
 }
 
 // ErrNoSocket is returned by New without sockets and by WriteTo when no
@@ -89,12 +102,13 @@ func New(cfg Config, conns ...*net.UDPConn) (*Mux, error) {
 	}
 	cfg = withDefaults(cfg)
 	m := &Mux{cfg: cfg}
+	m.dtlsBatch, _ = cfg.DTLS.(BatchHandler)
 	for _, c := range conns {
 		la, ok := c.LocalAddr().(*net.UDPAddr)
 		if !ok {
 			return nil, fmt.Errorf("udpmux: unexpected local address %v", c.LocalAddr())
 		}
-		s := &socket{conn: c, is4: la.AddrPort().Addr().Unmap().Is4()}
+		s := &socket{conn: c, is4: la.AddrPort().Addr().Unmap().Is4(), bw: NewBatchWriter(c)}
 		m.socks = append(m.socks, s)
 		m.pickWriter(s)
 		m.setBuffers(s)
@@ -259,6 +273,12 @@ func Classify(b []byte) Protocol {
 }
 
 func (m *Mux) dispatch(b []byte, from netip.AddrPort) {
+	m.dispatchTo(b, from, false)
+}
+
+// dispatchTo hands b to its protocol's handler; inBatch: as part of a batch, for a
+// BatchHandler.
+func (m *Mux) dispatchTo(b []byte, from netip.AddrPort, inBatch bool) {
 	m.stats.received.Add(1)
 	if len(b) == 0 {
 		m.stats.empty.Add(1)
@@ -283,6 +303,10 @@ func (m *Mux) dispatch(b []byte, from netip.AddrPort) {
 	}
 	if h == nil {
 		m.stats.noHandler.Add(1)
+		return
+	}
+	if inBatch && h == m.cfg.DTLS && m.dtlsBatch != nil {
+		m.dtlsBatch.HandleBatchDatagram(b, from)
 		return
 	}
 	h.HandleDatagram(b, from)

@@ -3,9 +3,11 @@ package udpmux
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -416,5 +418,99 @@ func (h *countHandler) waitQuiet(want int64, quiet time.Duration) {
 		if still += quiet / 4; still >= quiet {
 			return
 		}
+	}
+}
+
+// batchHandler records what a BatchHandler is told, in order.
+type batchHandler struct{ ev chan string }
+
+func (h *batchHandler) HandleDatagram(b []byte, _ netip.AddrPort) { h.ev <- "single " + string(b) }
+func (h *batchHandler) HandleBatchDatagram(b []byte, _ netip.AddrPort) {
+	h.ev <- "batch " + string(b)
+}
+func (h *batchHandler) EndBatch() { h.ev <- "end" }
+
+// A BatchHandler gets the datagrams of a batched read through HandleBatchDatagram, each batch
+// followed by EndBatch before the next read; read one at a time, through HandleDatagram.
+func TestMuxBatchHandler(t *testing.T) {
+	for _, tc := range []struct {
+		batch int
+		want  string
+	}{{8, "batch"}, {1, "single"}} {
+		t.Run(fmt.Sprint(tc.batch), func(t *testing.T) {
+			conn := listenUDP(t, "[::1]:0")
+			h := &batchHandler{ev: make(chan string, 64)}
+			m, err := New(Config{DTLS: h, BatchSize: tc.batch}, conn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- m.Run(ctx) }()
+			defer func() { cancel(); <-done }()
+			client := listenUDP(t, "[::1]:0")
+			defer client.Close()
+			to := conn.LocalAddr().(*net.UDPAddr).AddrPort()
+			for _, b := range []string{"\x08a", "\x17b", "\x08c"} {
+				if _, err := client.WriteToUDPAddrPort([]byte(b), to); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, open := 0, false
+			for got < 3 || open {
+				select {
+				case e := <-h.ev:
+					switch {
+					case e == "end":
+						if tc.want == "single" || !open {
+							t.Fatalf("EndBatch without datagrams before it (%s)", tc.want)
+						}
+						open = false
+					case strings.HasPrefix(e, tc.want+" "):
+						got++
+						open = tc.want == "batch"
+					default:
+						t.Fatalf("unexpected %q", e)
+					}
+				case <-time.After(testTimeout):
+					t.Fatalf("%d datagrams, batch open %v", got, open)
+				}
+			}
+		})
+	}
+}
+
+// WriteBatch delivers every datagram, in order, with one and with several system calls, to
+// IPv6 and IPv4 destinations.
+func TestMuxWriteBatch(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		addr string
+		n    int
+	}{
+		{"v6 one", "[::1]:0", 1},
+		{"v6 150", "[::1]:0", 150}, // more than MaxWriteBatch
+		{"v4 100", "127.0.0.1:0", 100},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := startMux(t, tc.addr, 8)
+			client := listenUDP(t, netip.AddrPortFrom(f.addr.Addr(), 0).String())
+			defer client.Close()
+			bufs := make([][]byte, tc.n)
+			for i := range bufs {
+				bufs[i] = []byte(fmt.Sprintf("datagram %d", i))
+			}
+			if err := f.mux.WriteBatch(bufs, client.LocalAddr().(*net.UDPAddr).AddrPort()); err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 64)
+			_ = client.SetReadDeadline(time.Now().Add(testTimeout))
+			for i := range tc.n {
+				n, _, err := client.ReadFromUDPAddrPort(buf)
+				if err != nil || string(buf[:n]) != string(bufs[i]) {
+					t.Fatalf("datagram %d: %q %v", i, buf[:n], err)
+				}
+			}
+		})
 	}
 }

@@ -69,6 +69,9 @@ func (m *Mux) readBatch(s *socket) error {
 		for i := range msgs[:n] {
 			m.dispatchMessage(&msgs[i])
 		}
+		if m.dtlsBatch != nil {
+			m.dtlsBatch.EndBatch()
+		}
 	}
 }
 
@@ -84,7 +87,7 @@ func (m *Mux) dispatchMessage(msg *ipv6.Message) {
 		m.stats.readErrors.Add(1)
 		return
 	}
-	m.dispatch(msg.Buffers[0][:msg.N], ua.AddrPort())
+	m.dispatchTo(msg.Buffers[0][:msg.N], ua.AddrPort(), true)
 }
 
 // fatalReadError reports whether a read error ends the reader: the socket
