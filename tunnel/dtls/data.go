@@ -144,21 +144,18 @@ func forged(d *dataDrops) *atomic.Uint64   { return &d.forged }
 func replayed(d *dataDrops) *atomic.Uint64 { return &d.replayed }
 func short(d *dataDrops) *atomic.Uint64    { return &d.short }
 
-// sealSlot is the room for one sealed packet in a sealBatch; a longer packet gets a buffer
-// of its own.
-const sealSlot = 2048
-
-// sealBatch holds the data records of one write system call.
+// sealBatch holds the data records of one write system call, back to back in slab so that
+// records of one size go out as one UDP GSO send (udpmux.BatchWriter).
 type sealBatch struct {
-	slab []byte   // udpmux.MaxWriteBatch slots of sealSlot
-	bufs [][]byte // the records, in slab
+	slab []byte   // room for udpmux.MaxWriteBatch records of 2 KB
+	bufs [][]byte // the records, in slab (a longer one in a buffer of its own)
 }
 
 func getSealBatch(p *sync.Pool) *sealBatch {
 	if sb, ok := p.Get().(*sealBatch); ok {
 		return sb
 	}
-	return &sealBatch{slab: make([]byte, udpmux.MaxWriteBatch*sealSlot), bufs: make([][]byte, 0, udpmux.MaxWriteBatch)}
+	return &sealBatch{slab: make([]byte, udpmux.MaxWriteBatch*2048), bufs: make([][]byte, 0, udpmux.MaxWriteBatch)}
 }
 
 // writeData seals the packets into data records and sends them, a batch per system call.
@@ -174,18 +171,24 @@ func (l *link) writeData(dp *dataPath, pkts [][]byte) error {
 	for len(pkts) > 0 {
 		n := min(len(pkts), udpmux.MaxWriteBatch)
 		sb.bufs = sb.bufs[:0]
-		size := 0
-		for i, p := range pkts[:n] {
+		size, off := 0, 0
+		for _, p := range pkts[:n] {
 			if len(p) == 0 {
 				continue
 			}
-			slot := sb.slab[i*sealSlot : i*sealSlot : (i+1)*sealSlot]
-			if len(p)+record.Overhead > sealSlot {
-				slot = make([]byte, 0, len(p)+record.Overhead)
+			inSlab := len(p)+record.Overhead <= len(sb.slab)-off
+			var dst []byte
+			if inSlab {
+				dst = sb.slab[off:off] // Seal appends within the slab's room
+			} else {
+				dst = make([]byte, 0, len(p)+record.Overhead)
 			}
-			b, err := dp.sealer.Seal(slot, p)
+			b, err := dp.sealer.Seal(dst, p)
 			if err != nil {
 				return fmt.Errorf("dtls: data record: %w", err)
+			}
+			if inSlab {
+				off += len(b)
 			}
 			sb.bufs = append(sb.bufs, b)
 			size += len(p)

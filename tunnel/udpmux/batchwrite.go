@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
@@ -13,15 +14,26 @@ import (
 // MaxWriteBatch is the most datagrams one WriteBatch system call sends.
 const MaxWriteBatch = 64
 
+// UDP GSO bounds: segments per send (the kernel's UDP_MAX_SEGMENTS) and the payload of one
+// send (an IPv4 UDP datagram's).
+const (
+	maxGSOSegments = 64
+	maxGSOBytes    = 65507
+)
+
 // BatchWriter sends datagrams to one destination at a time, several per system call where
-// the platform has sendmmsg (Linux); elsewhere one by one. It is safe for concurrent use.
+// the platform has sendmmsg (Linux); elsewhere one by one. Consecutive datagrams that lie
+// next to each other in one array and have one size (the last of a run may be shorter) go
+// out as one UDP GSO send where the kernel has it (Linux 4.18), which the kernel cuts into
+// datagrams only at the device. It is safe for concurrent use.
 type BatchWriter struct {
 	conn *net.UDPConn
 	is4  bool // an IPv4 socket
 	bw   interface {
 		WriteBatch(ms []ipv6.Message, flags int) (int, error)
 	}
-	msgs sync.Pool // *[]ipv6.Message of MaxWriteBatch, each with one buffer slot
+	gso  atomic.Bool // off after the kernel refused a GSO send
+	msgs sync.Pool   // *[]ipv6.Message of MaxWriteBatch, each with one buffer slot and OOB room
 }
 
 // NewBatchWriter returns a BatchWriter on c, which it does not own.
@@ -33,6 +45,7 @@ func NewBatchWriter(c *net.UDPConn) *BatchWriter {
 	} else {
 		w.bw = ipv6.NewPacketConn(c)
 	}
+	w.gso.Store(canGSO(c))
 	return w
 }
 
@@ -57,35 +70,79 @@ func (w *BatchWriter) WriteBatch(bufs [][]byte, to netip.AddrPort) error {
 		ms := make([]ipv6.Message, MaxWriteBatch)
 		for i := range ms {
 			ms[i].Buffers = make([][]byte, 1)
+			ms[i].OOB = make([]byte, 0, offloadOOB)
 		}
 		mp = &ms
 	}
 	defer w.msgs.Put(mp)
 	ms := *mp
 	for len(bufs) > 0 {
-		n := min(len(bufs), len(ms))
-		for i, b := range bufs[:n] {
-			ms[i].Buffers[0] = b
-			ms[i].Addr = ua
-		}
-		for sent := 0; sent < n; {
-			k, err := w.bw.WriteBatch(ms[sent:n], 0)
-			if err != nil {
-				clearMessages(ms[:n])
-				return fmt.Errorf("udpmux: sendmmsg to %v: %w", to, err)
-			}
-			sent += k
-		}
+		gso := w.gso.Load()
+		n, used := w.fill(ms, bufs, ua, gso)
+		err := w.send(ms[:n])
 		clearMessages(ms[:n])
-		bufs = bufs[n:]
+		if err != nil && gso && gsoRefused(err) {
+			w.gso.Store(false) // the same datagrams again, one by one
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("udpmux: sendmmsg to %v: %w", to, err)
+		}
+		bufs = bufs[used:]
 	}
 	return nil
+}
+
+// fill makes messages of bufs, runs of them coalesced with gso; it returns the messages made
+// and the bufs they hold.
+func (w *BatchWriter) fill(ms []ipv6.Message, bufs [][]byte, ua *net.UDPAddr, gso bool) (n, used int) {
+	for used < len(bufs) && n < len(ms) {
+		run := bufs[used]
+		seg, count := len(run), 1
+		used++
+		for gso && used < len(bufs) && count < maxGSOSegments {
+			next := bufs[used]
+			if len(next) > seg || len(run)+len(next) > maxGSOBytes || !adjacent(run, next) {
+				break
+			}
+			run = run[:len(run)+len(next)]
+			count++
+			used++
+			if len(next) < seg { // a shorter datagram ends a run
+				break
+			}
+		}
+		m := &ms[n]
+		n++
+		m.Buffers[0], m.Addr, m.OOB = run, ua, m.OOB[:0]
+		if count > 1 {
+			m.OOB = appendGSO(m.OOB, uint16(seg))
+		}
+	}
+	return n, used
+}
+
+func (w *BatchWriter) send(ms []ipv6.Message) error {
+	for sent := 0; sent < len(ms); {
+		k, err := w.bw.WriteBatch(ms[sent:], 0)
+		if err != nil {
+			return err
+		}
+		sent += k
+	}
+	return nil
+}
+
+// adjacent reports whether b starts where a ends, in the same array.
+func adjacent(a, b []byte) bool {
+	return len(b) > 0 && cap(a)-len(a) >= len(b) && &a[:len(a)+1][len(a)] == &b[0]
 }
 
 func clearMessages(ms []ipv6.Message) {
 	for i := range ms {
 		ms[i].Buffers[0] = nil
 		ms[i].Addr = nil
+		ms[i].OOB = ms[i].OOB[:0]
 	}
 }
 

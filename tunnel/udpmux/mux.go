@@ -61,6 +61,7 @@ type Stats struct {
 	DroppedEmpty     uint64 // zero-length datagrams
 	DroppedNoHandler uint64 // no handler configured for the protocol
 	DroppedTruncated uint64 // longer than MaxDatagram
+	Coalesced        uint64 // reads of several datagrams the kernel joined (UDP GRO), cut apart here
 	ReadErrors       uint64 // transient read errors
 	WriteErrors      uint64 // failed WriteTo calls
 }
@@ -69,6 +70,7 @@ type counters struct {
 	received, tsp, dtls               atomic.Uint64
 	junk, empty, noHandler, truncated atomic.Uint64
 	readErrors, writeErrors           atomic.Uint64
+	coalesced                         atomic.Uint64
 }
 
 // Mux dispatches the datagrams of one UDP port to the TSP and DTLS handlers.
@@ -231,6 +233,7 @@ func (m *Mux) Stats() Stats {
 		DroppedNoHandler: c.noHandler.Load(),
 		DroppedTruncated: c.truncated.Load(),
 		ReadErrors:       c.readErrors.Load(),
+		Coalesced:        c.coalesced.Load(),
 		WriteErrors:      c.writeErrors.Load(),
 	}
 }

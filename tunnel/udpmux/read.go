@@ -52,10 +52,16 @@ func (m *Mux) readBatch(s *socket) error {
 	} else {
 		br = ipv6.NewPacketConn(s.conn)
 	}
+	// With UDP GRO the kernel hands over a flow's datagrams of one size as one, and says the
+	// size in a control message; dispatchMessage cuts them apart again.
+	gro := m.cfg.MaxDatagram >= 65535 && enableGRO(s.conn) // a coalesced read needs 64 KB
 	msgs := make([]ipv6.Message, m.cfg.BatchSize)
 	for i := range msgs {
 		// One spare byte reveals truncation portably.
 		msgs[i].Buffers = [][]byte{make([]byte, m.cfg.MaxDatagram+1)}
+		if gro {
+			msgs[i].OOB = make([]byte, offloadOOB)
+		}
 	}
 	for {
 		n, err := br.ReadBatch(msgs, 0)
@@ -87,7 +93,21 @@ func (m *Mux) dispatchMessage(msg *ipv6.Message) {
 		m.stats.readErrors.Add(1)
 		return
 	}
-	m.dispatchTo(msg.Buffers[0][:msg.N], ua.AddrPort(), true)
+	b, from := msg.Buffers[0][:msg.N], ua.AddrPort()
+	seg := 0
+	if msg.NN > 0 {
+		seg = groSize(msg.OOB[:msg.NN])
+	}
+	if seg <= 0 || seg >= len(b) {
+		m.dispatchTo(b, from, true)
+		return
+	}
+	m.stats.coalesced.Add(1)
+	for len(b) > 0 {
+		n := min(seg, len(b))
+		m.dispatchTo(b[:n:n], from, true)
+		b = b[n:]
+	}
 }
 
 // fatalReadError reports whether a read error ends the reader: the socket
