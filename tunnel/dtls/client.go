@@ -9,12 +9,10 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/dstmgw/dstm/tsp"
 	"github.com/dstmgw/dstm/tunnel"
-	"github.com/dstmgw/dstm/tunnel/record"
 	"github.com/dstmgw/dstm/tunnel/udpmux"
 	piondtls "github.com/pion/dtls/v3"
 	"github.com/rs/zerolog"
@@ -56,16 +54,16 @@ func Dial(ctx context.Context, conn net.PacketConn, server netip.AddrPort, cfg C
 		_ = conn.Close()
 		return nil, fmt.Errorf("dtls: token is %d bytes, want %d", len(cfg.Token), tsp.TokenLen)
 	}
-	under := &dataConn{PacketConn: conn}
+	under := newDataConn(conn)
 	serverAddr := net.UDPAddrFromAddrPort(server)
 	dc, err := piondtls.ClientWithOptions(newHelloConn(under), serverAddr, clientOptions(cfg)...)
 	if err != nil {
-		_ = conn.Close()
+		_ = under.Close()
 		return nil, fmt.Errorf("dtls: client conn: %w", err)
 	}
 	if err := dc.HandshakeContext(ctx); err != nil {
 		_ = dc.Close()
-		_ = conn.Close()
+		_ = under.Close()
 		return nil, fmt.Errorf("dtls: handshake with %v: %w", server, err)
 	}
 	cl := newClientLink(dc, cfg.Token)
@@ -89,6 +87,7 @@ func Dial(ctx context.Context, conn net.PacketConn, server netip.AddrPort, cfg C
 			cl.data.writeBatch = func(bufs [][]byte, _ netip.AddrPort) error { return w.WriteBatch(bufs, server) }
 		}
 		cl.onNegotiation = cl.acceptData
+		cl.data.markDirty = func(*link) {} // under flushes its one link at the end of a batch
 		under.link.Store(cl.link)
 	}
 	go cl.run()
@@ -178,26 +177,4 @@ func (cl *ClientLink) acceptData(n negotiation) {
 	n.kind = negAccept
 	_, _ = cl.conn.Write(n.marshal())
 	cl.data.send.Store(true)
-}
-
-// dataConn is the client's socket under pion: data records go to the link, everything else
-// to pion.
-type dataConn struct {
-	net.PacketConn
-	link atomic.Pointer[link]
-}
-
-func (c *dataConn) ReadFrom(b []byte) (int, net.Addr, error) {
-	for {
-		n, addr, err := c.PacketConn.ReadFrom(b)
-		if err != nil || n == 0 || b[0] != record.Type {
-			return n, addr, err
-		}
-		l := c.link.Load()
-		ua, ok := addr.(*net.UDPAddr)
-		if l == nil || !ok {
-			continue
-		}
-		l.receiveData(b[:n], ua.AddrPort(), false)
-	}
 }

@@ -34,7 +34,10 @@
 // client that accepts sends them from then on, and so does the server once
 // it has the accept or a data record that opens; either side without them
 // stays on DTLS records. ServerConfig.NoDataRecords and
-// ClientConfig.NoDataRecords turn them off.
+// ClientConfig.NoDataRecords turn them off. The server opens data records
+// on the UDP port's reader goroutines; the client's socket has a reader of
+// its own (dataConn) that reads in batches, takes the data records and
+// queues the rest for pion.
 //
 // Dial is the client side; a RebindConn lets the client move to a new local
 // socket without a new handshake.

@@ -126,6 +126,42 @@ func writeBatch(c net.PacketConn, bw *udpmux.BatchWriter, bufs [][]byte, to neti
 	return nil
 }
 
+// readBatches reads the current socket in batches until it is closed (net.ErrClosed) and
+// goes on with the new one after a Rebind; a socket that is not a *net.UDPConn is read one
+// datagram at a time.
+func (c *RebindConn) readBatches(fn func([]byte, netip.AddrPort), end func()) error {
+	buf := make([]byte, 65536)
+	var r *udpmux.BatchReader
+	var rgen uint64
+	for {
+		inner, gen, closed := c.current()
+		if closed {
+			return net.ErrClosed
+		}
+		var err error
+		if u, ok := inner.(*net.UDPConn); ok {
+			if r == nil || rgen != gen {
+				r, rgen = udpmux.NewBatchReader(u, clientBatch, 65535), gen
+			}
+			_, err = r.Read(fn)
+		} else {
+			var n int
+			var addr net.Addr
+			n, addr, err = inner.ReadFrom(buf)
+			if ua, ok := addr.(*net.UDPAddr); ok && err == nil {
+				fn(buf[:n], ua.AddrPort())
+			}
+		}
+		switch {
+		case err == nil:
+			end()
+		case c.rebound(gen):
+		case errors.Is(err, net.ErrClosed):
+			return err
+		}
+	}
+}
+
 // Close closes the current socket; later calls fail with net.ErrClosed.
 func (c *RebindConn) Close() error {
 	c.mu.Lock()

@@ -4,13 +4,8 @@ import (
 	"errors"
 	"net"
 
-	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
+	"net/netip"
 )
-
-type batchReader interface {
-	ReadBatch(ms []ipv6.Message, flags int) (int, error)
-}
 
 // routineRead is the one reader goroutine of a socket. It returns the
 // error that stopped it (net.ErrClosed after Close).
@@ -46,25 +41,10 @@ func (m *Mux) readSingle(s *socket) error {
 }
 
 func (m *Mux) readBatch(s *socket) error {
-	var br batchReader
-	if s.is4 {
-		br = ipv4.NewPacketConn(s.conn)
-	} else {
-		br = ipv6.NewPacketConn(s.conn)
-	}
-	// With UDP GRO the kernel hands over a flow's datagrams of one size as one, and says the
-	// size in a control message; dispatchMessage cuts them apart again.
-	gro := m.cfg.MaxDatagram >= 65535 && enableGRO(s.conn) // a coalesced read needs 64 KB
-	msgs := make([]ipv6.Message, m.cfg.BatchSize)
-	for i := range msgs {
-		// One spare byte reveals truncation portably.
-		msgs[i].Buffers = [][]byte{make([]byte, m.cfg.MaxDatagram+1)}
-		if gro {
-			msgs[i].OOB = make([]byte, offloadOOB)
-		}
-	}
+	r := NewBatchReader(s.conn, m.cfg.BatchSize, m.cfg.MaxDatagram)
+	deliver := func(b []byte, from netip.AddrPort) { m.dispatchTo(b, from, true) }
 	for {
-		n, err := br.ReadBatch(msgs, 0)
+		st, err := r.Read(deliver)
 		if err != nil {
 			if fatalReadError(err) {
 				return err
@@ -72,41 +52,15 @@ func (m *Mux) readBatch(s *socket) error {
 			m.stats.readErrors.Add(1)
 			continue
 		}
-		for i := range msgs[:n] {
-			m.dispatchMessage(&msgs[i])
+		if st.Truncated > 0 || st.BadAddr > 0 || st.Coalesced > 0 {
+			m.stats.received.Add(uint64(st.Truncated + st.BadAddr))
+			m.stats.truncated.Add(uint64(st.Truncated))
+			m.stats.readErrors.Add(uint64(st.BadAddr))
+			m.stats.coalesced.Add(uint64(st.Coalesced))
 		}
 		if m.dtlsBatch != nil {
 			m.dtlsBatch.EndBatch()
 		}
-	}
-}
-
-func (m *Mux) dispatchMessage(msg *ipv6.Message) {
-	if msg.N > m.cfg.MaxDatagram {
-		m.stats.received.Add(1)
-		m.stats.truncated.Add(1)
-		return
-	}
-	ua, ok := msg.Addr.(*net.UDPAddr)
-	if !ok {
-		m.stats.received.Add(1)
-		m.stats.readErrors.Add(1)
-		return
-	}
-	b, from := msg.Buffers[0][:msg.N], ua.AddrPort()
-	seg := 0
-	if msg.NN > 0 {
-		seg = groSize(msg.OOB[:msg.NN])
-	}
-	if seg <= 0 || seg >= len(b) {
-		m.dispatchTo(b, from, true)
-		return
-	}
-	m.stats.coalesced.Add(1)
-	for len(b) > 0 {
-		n := min(seg, len(b))
-		m.dispatchTo(b[:n:n], from, true)
-		b = b[n:]
 	}
 }
 
