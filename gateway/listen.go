@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -77,16 +79,56 @@ func (g *Gateway) listen() ([]net.Listener, []*net.UDPConn, error) {
 		if !g.cfg.Listen.UDP {
 			continue
 		}
-		uc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(a))
+		ucs, err := listenUDP(a, udpSockets())
 		if err != nil {
 			return fail(fmt.Errorf("listen udp %s: %w", a, err))
 		}
-		udps = append(udps, uc)
-		g.udpAddrs = append(g.udpAddrs, uc.LocalAddr())
-		g.listenAddr = append(g.listenAddr, "udp "+uc.LocalAddr().String())
+		udps = append(udps, ucs...)
+		g.udpAddrs = append(g.udpAddrs, ucs[0].LocalAddr())
+		g.listenAddr = append(g.listenAddr, "udp "+ucs[0].LocalAddr().String())
 	}
 	if g.enroll == nil {
 		g.enroll = newChanListener(tcps[0].Addr())
 	}
 	return tcps, udps, nil
+}
+
+// udpSockets is how many sockets share each UDP address (SO_REUSEPORT). The kernel spreads
+// clients over them by their addresses, and each has its reader goroutine in the mux, so
+// data records are opened on every core while one client's datagrams stay on one socket, in
+// order.
+func udpSockets() int { return min(runtime.GOMAXPROCS(0), 8) }
+
+// listenUDP binds n sockets to a with SO_REUSEPORT (one, without it, for n 1); the others
+// take the port the first got. A second gateway on the same address is still refused: the
+// TCP socket, bound first, has no SO_REUSEPORT.
+func listenUDP(a netip.AddrPort, n int) ([]*net.UDPConn, error) {
+	lc := net.ListenConfig{}
+	if n > 1 {
+		lc.Control = func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			if err := rc.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+			}); err != nil {
+				return err
+			}
+			return serr
+		}
+	}
+	var ucs []*net.UDPConn
+	for i := range n {
+		addr := a
+		if i > 0 {
+			addr = netip.AddrPortFrom(a.Addr(), uint16(ucs[0].LocalAddr().(*net.UDPAddr).Port))
+		}
+		pc, err := lc.ListenPacket(context.Background(), "udp", addr.String())
+		if err != nil {
+			for _, uc := range ucs {
+				uc.Close()
+			}
+			return nil, err
+		}
+		ucs = append(ucs, pc.(*net.UDPConn))
+	}
+	return ucs, nil
 }

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"net"
+	"net/netip"
 	"syscall"
 	"testing"
 	"time"
@@ -61,5 +62,29 @@ func TestAcceptedConnectionsInheritSocketOptions(t *testing.T) {
 		if gerr != nil || got != tt.want {
 			t.Errorf("%s on the accepted connection = %d (%v), want %d", tt.name, got, gerr, tt.want)
 		}
+	}
+}
+
+// The UDP sockets of one address share its port; a socket without SO_REUSEPORT (another
+// program) cannot join them.
+func TestListenUDPReusePort(t *testing.T) {
+	ucs, err := listenUDP(netip.MustParseAddrPort("127.0.0.1:0"), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		for _, uc := range ucs {
+			uc.Close()
+		}
+	}()
+	port := ucs[0].LocalAddr().(*net.UDPAddr).Port
+	for i, uc := range ucs {
+		if p := uc.LocalAddr().(*net.UDPAddr).Port; p != port {
+			t.Fatalf("socket %d on port %d, want %d", i, p, port)
+		}
+	}
+	if c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}); err == nil {
+		c.Close()
+		t.Fatal("a socket without SO_REUSEPORT joined the port")
 	}
 }

@@ -3,8 +3,11 @@ package dtls
 import (
 	"bytes"
 	"crypto/tls"
+	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -143,6 +146,101 @@ func BenchmarkHandleDatagramHello(b *testing.B) {
 				b.Fatalf("peers made: %+v", st)
 			}
 			b.ReportMetric(float64(sent.Load())/float64(b.N), "replies/op")
+		})
+	}
+}
+
+// orderReceiver counts packets and checks that each client's arrive in the order sent: byte
+// 20 is the client, bytes 21–28 its sequence number.
+type orderReceiver struct {
+	n, reordered atomic.Int64
+	last         [8]atomic.Uint64 // per client: highest sequence number + 1
+	lastAt       atomic.Int64     // unix nanoseconds of the latest packet
+}
+
+func (r *orderReceiver) ReceivePackets(pkts [][]byte) {
+	for _, p := range pkts {
+		c, seq := p[20]%8, binary.BigEndian.Uint64(p[21:29])
+		if prev := r.last[c].Load(); seq+1 <= prev {
+			r.reordered.Add(1)
+		} else {
+			r.last[c].Store(seq + 1)
+		}
+		r.n.Add(1)
+	}
+	r.lastAt.Store(time.Now().UnixNano())
+}
+
+// BenchmarkDTLSLinkParallel: clients send at once (data records, client → server, 1400-byte
+// packets) to a server port on one socket or GOMAXPROCS (SO_REUSEPORT, as the gateway's). It
+// reports the aggregate pkts/s, loss and packets of one client that arrived out of order.
+func BenchmarkDTLSLinkParallel(b *testing.B) {
+	n := runtime.GOMAXPROCS(0)
+	for _, tc := range []struct{ clients, sockets int }{{1, n}, {4, 1}, {4, n}} {
+		clients := tc.clients
+		b.Run(fmt.Sprintf("clients=%d/sockets=%d", clients, tc.sockets), func(b *testing.B) {
+			f := newFixtureSockets(b, func(c *ServerConfig) { c.QueueLen = 1024 }, tc.sockets)
+			recv := &orderReceiver{}
+			f.gw.recvOverride = recv
+			links := make([]*ClientLink, clients)
+			for i := range links {
+				id := fmt.Sprintf("bench%d@corp", i)
+				token, _ := f.gw.addSession(id)
+				cl, err := f.dial(b, listenUDP(b), f.clientConfig(b, id, token), newChanReceiver())
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer cl.Close()
+				f.nextLink(b)
+				waitFor(b, "data records", func() bool { return cl.Stats().DataRecords })
+				links[i] = cl
+			}
+			per := max(1, b.N/clients)
+			b.SetBytes(1400)
+			b.ResetTimer()
+			start := time.Now()
+			var wg sync.WaitGroup
+			for i, cl := range links {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					batch := make([][]byte, 16)
+					for j := range batch {
+						batch[j] = ipv4Packet(1400, 0)
+						batch[j][20] = byte(i)
+					}
+					for seq := 0; seq < per; seq += len(batch) {
+						for j, p := range batch {
+							binary.BigEndian.PutUint64(p[21:29], uint64(seq+j))
+						}
+						if err := cl.WritePackets(batch); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			sent := int64(clients * ((per + 15) / 16 * 16))
+			tick := time.NewTicker(200 * time.Millisecond) // until all arrived, or none for a tick
+			for prev := int64(-1); ; {
+				<-tick.C
+				n := recv.n.Load()
+				if n >= sent || n == prev {
+					break
+				}
+				prev = n
+			}
+			tick.Stop()
+			b.StopTimer()
+			got := recv.n.Load()
+			el := time.Duration(recv.lastAt.Load() - start.UnixNano())
+			if got == 0 || el <= 0 {
+				b.Fatal("nothing received")
+			}
+			b.ReportMetric(float64(got)/el.Seconds(), "pkts/s")
+			b.ReportMetric(100*float64(sent-got)/float64(sent), "loss%")
+			b.ReportMetric(float64(recv.reordered.Load()), "reordered")
 		})
 	}
 }

@@ -16,12 +16,14 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/dstmgw/dstm/tsp"
 	"github.com/dstmgw/dstm/tunnel"
 	"github.com/dstmgw/dstm/tunnel/udpmux"
+	"golang.org/x/sys/unix"
 )
 
 const testTimeout = 10 * time.Second
@@ -201,6 +203,13 @@ func listenUDP(t testing.TB) *net.UDPConn {
 
 func newFixture(t testing.TB, tweak func(*ServerConfig)) *fixture {
 	t.Helper()
+	return newFixtureSockets(t, tweak, 1)
+}
+
+// newFixtureSockets is newFixture with the server's port on n sockets (SO_REUSEPORT), as the
+// gateway has it.
+func newFixtureSockets(t testing.TB, tweak func(*ServerConfig), n int) *fixture {
+	t.Helper()
 	base := runtime.NumGoroutine()
 	f := &fixture{
 		ca:      newTestCA(t, "dstm test root"),
@@ -210,8 +219,12 @@ func newFixture(t testing.TB, tweak func(*ServerConfig)) *fixture {
 		sink:    make(chan sent, 4096),
 	}
 	serverCert := f.ca.issue(t, "gw.test", true)
-	conn := listenUDP(t)
-	f.addr = conn.LocalAddr().(*net.UDPAddr).AddrPort()
+	conns := []*net.UDPConn{listenUDP(t)}
+	if n > 1 {
+		conns[0].Close()
+		conns = listenReusePort(t, n)
+	}
+	f.addr = conns[0].LocalAddr().(*net.UDPAddr).AddrPort()
 	var mux *udpmux.Mux
 	cfg := ServerConfig{
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &serverCert, nil },
@@ -243,7 +256,7 @@ func newFixture(t testing.TB, tweak func(*ServerConfig)) *fixture {
 		t.Fatal(err)
 	}
 	f.server = srv
-	mux, err = udpmux.New(udpmux.Config{TSP: f.tsp, DTLS: srv}, conn)
+	mux, err = udpmux.New(udpmux.Config{TSP: f.tsp, DTLS: srv}, conns...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -410,4 +423,29 @@ func (f *fixture) sources(n int, avoid ...netip.Addr) []netip.Addr {
 		}
 	}
 	return out
+}
+
+// listenReusePort binds n loopback UDP sockets to one port with SO_REUSEPORT.
+func listenReusePort(t testing.TB, n int) []*net.UDPConn {
+	t.Helper()
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	addr := "[::1]:0"
+	var conns []*net.UDPConn
+	for range n {
+		pc, err := lc.ListenPacket(context.Background(), "udp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, pc.(*net.UDPConn))
+		addr = pc.LocalAddr().String()
+	}
+	return conns
 }
