@@ -103,10 +103,11 @@ func newDataPath(conn *piondtls.Conn, suite record.Suite, session uint32, server
 
 // dataState is what a link keeps for data records.
 type dataState struct {
-	path   atomic.Pointer[dataPath] // set once negotiated
-	send   atomic.Bool              // packets go out as data records
-	remote atomic.Pointer[netip.AddrPort]
-	newest atomic.Uint64 // highest counter received + 1
+	path   atomic.Pointer[dataPath]       // set once negotiated
+	send   atomic.Bool                    // packets go out as data records
+	remote atomic.Pointer[netip.AddrPort] // written under roamMu
+	roamMu sync.Mutex
+	newest uint64 // highest counter received + 1; under roamMu
 	// writeBatch sends datagrams to the peer outside pion (the server's port or the client's
 	// socket).
 	writeBatch func(bufs [][]byte, to netip.AddrPort) error
@@ -231,7 +232,9 @@ func (l *link) receiveData(b []byte, from netip.AddrPort, inBatch bool) {
 		return
 	}
 	l.activity.Add(1)
-	if n := d.newest.Load(); c+1 > n && d.newest.CompareAndSwap(n, c+1) {
+	d.roamMu.Lock()
+	if c+1 > d.newest {
+		d.newest = c + 1
 		if cur := d.remote.Load(); cur == nil || *cur != from {
 			to := from // allocated here only, not per record
 			d.remote.Store(&to)
@@ -240,6 +243,7 @@ func (l *link) receiveData(b []byte, from netip.AddrPort, inBatch bool) {
 			}
 		}
 	}
+	d.roamMu.Unlock()
 	d.send.Store(true)
 	if len(pkt) < minIPv4 || pkt[0]>>4 != 4 {
 		l.countMalformed()

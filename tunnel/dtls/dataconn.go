@@ -71,25 +71,44 @@ func (d *dataConn) routineRead() {
 // readBatches reads with r until a read fails with net.ErrClosed (returned) or another error
 // that is not transient.
 func readBatches(r *udpmux.BatchReader, fn func([]byte, netip.AddrPort), end func()) error {
+	var pause errorPause
 	for {
-		if _, err := r.Read(fn); err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return err
-			}
-			continue // e.g. ECONNREFUSED after an ICMP error: the socket goes on
+		_, err := r.Read(fn)
+		if errors.Is(err, net.ErrClosed) {
+			return err
+		}
+		if pause.after(err) { // e.g. ECONNREFUSED after an ICMP error: the socket goes on
+			continue
 		}
 		end()
 	}
 }
 
+// errorPause makes a reader wait after a run of transient read errors, so that an error that
+// persists does not spin a core.
+type errorPause struct{ n int }
+
+// after takes a read's error and reports whether there was one.
+func (p *errorPause) after(err error) bool {
+	if err == nil {
+		p.n = 0
+		return false
+	}
+	if p.n++; p.n > 16 {
+		time.Sleep(min(time.Duration(p.n-16)*time.Millisecond, 100*time.Millisecond))
+	}
+	return true
+}
+
 func (d *dataConn) readSingle() error {
 	buf := make([]byte, 65536)
+	var pause errorPause
 	for {
 		n, addr, err := d.PacketConn.ReadFrom(buf)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return err
-			}
+		if errors.Is(err, net.ErrClosed) {
+			return err
+		}
+		if pause.after(err) {
 			continue
 		}
 		if ua, ok := addr.(*net.UDPAddr); ok {

@@ -142,6 +142,11 @@ func (l *link) Endpoint() netip.AddrPort {
 	if r := l.data.remote.Load(); r != nil && l.data.send.Load() {
 		return *r
 	}
+	return l.pionEndpoint()
+}
+
+// pionEndpoint is the peer's address as pion has it: that of the newest DTLS record.
+func (l *link) pionEndpoint() netip.AddrPort {
 	ua, ok := l.conn.RemoteAddr().(*net.UDPAddr)
 	if !ok {
 		return netip.AddrPort{}
@@ -287,14 +292,11 @@ func (sl *ServerLink) ack() error {
 	return nil
 }
 
-// offerData sets up the link's data records under session id sid and offers them.
-func (sl *ServerLink) offerData(s *Server, p *peer, sid uint32) error {
-	dp, err := newDataPath(sl.conn, s.suite, sid, true)
-	if err != nil {
-		return err
-	}
+// prepareData sets what the data records of the link need from the server, before the link
+// can be found by its session id.
+func (sl *ServerLink) prepareData(s *Server, p *peer) {
 	d := &sl.data
-	from := sl.Endpoint()
+	from := sl.pionEndpoint()
 	d.remote.Store(&from)
 	d.writeBatch = s.writeBatch
 	d.batches = &s.sealBatches
@@ -304,11 +306,28 @@ func (sl *ServerLink) offerData(s *Server, p *peer, sid uint32) error {
 		p.dataRemote.Store(&to)
 		s.moveAddr(p, to)
 	}
+}
+
+// offerData sets up the link's data records under session id sid and offers them.
+func (sl *ServerLink) offerData(s *Server, sid uint32) error {
+	dp, err := newDataPath(sl.conn, s.suite, sid, true)
+	if err != nil {
+		return err
+	}
+	d := &sl.data
 	d.path.Store(dp)
 	sl.onNegotiation = func(n negotiation) {
-		if n.kind == negAccept && n.session == sid && n.suite == s.suite {
-			d.send.Store(true)
+		if n.kind != negAccept || n.session != sid || n.suite != s.suite {
+			return
 		}
+		// Until a data record comes, records go where the accept came from.
+		d.roamMu.Lock()
+		if d.newest == 0 {
+			from := sl.pionEndpoint()
+			d.remote.Store(&from)
+		}
+		d.roamMu.Unlock()
+		d.send.Store(true)
 	}
 	// DTLS records from the client while data records are not on: the offer may be lost.
 	sl.onDTLSPacket = func() {

@@ -133,6 +133,7 @@ func (c *RebindConn) readBatches(fn func([]byte, netip.AddrPort), end func()) er
 	buf := make([]byte, 65536)
 	var r *udpmux.BatchReader
 	var rgen uint64
+	var pause errorPause
 	for {
 		inner, gen, closed := c.current()
 		if closed {
@@ -154,10 +155,13 @@ func (c *RebindConn) readBatches(fn func([]byte, netip.AddrPort), end func()) er
 		}
 		switch {
 		case err == nil:
+			pause.after(nil)
 			end()
 		case c.rebound(gen):
 		case errors.Is(err, net.ErrClosed):
 			return err
+		default:
+			pause.after(err)
 		}
 	}
 }

@@ -390,6 +390,10 @@ func (s *Server) handleData(b []byte, from netip.AddrPort, inBatch bool) {
 		s.stats.dataDrops.short.Add(1)
 		return
 	}
+	if len(b) > maxRecord+record.Overhead { // no packet is that long: not worth a decryption
+		s.stats.dataDrops.forged.Add(1)
+		return
+	}
 	s.mu.RLock()
 	l := s.byData[sid]
 	s.mu.RUnlock()
@@ -640,11 +644,12 @@ func (s *Server) bind(conn *piondtls.Conn, p *peer, from netip.AddrPort) (*Serve
 
 // offerData gives link a data-record session id and offers data records to the client.
 func (s *Server) offerData(link *ServerLink, p *peer) error {
+	link.prepareData(s, p)
 	sid, err := s.registerData(link)
 	if err != nil {
 		return err
 	}
-	if err := link.offerData(s, p, sid); err != nil {
+	if err := link.offerData(s, sid); err != nil {
 		s.unregisterData(sid, link)
 		return err
 	}

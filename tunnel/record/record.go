@@ -13,8 +13,8 @@
 // Each direction has its own secret, exported from the DTLS session (RFC 5705, label
 // ExporterLabel); the key for a packet is derived from its direction's secret and its epoch,
 // the counter divided by EpochPackets, so keys change every EpochPackets packets with no
-// message. Receivers drop what does not authenticate, what the RFC 6479 window has seen or
-// left behind, and epochs other than the newest one seen and its neighbours.
+// message. Receivers drop what does not authenticate and what the RFC 6479 window has seen or
+// left behind (epochs before the one before the newest included).
 //
 // No I/O here: Sealer and Opener work on caller buffers and never allocate after their first
 // packet of an epoch.
@@ -110,10 +110,11 @@ func SplitSecrets(exported []byte) (Secrets, error) {
 }
 
 // epochKey derives the key of one epoch of one direction.
-func epochKey(secret *[secretLen]byte, epoch uint64) []byte {
-	var info [len("dstm data v1 epoch") + 8]byte
+func epochKey(suite Suite, secret *[secretLen]byte, epoch uint64) []byte {
+	var info [len("dstm data v1 epoch") + 1 + 8]byte
 	n := copy(info[:], "dstm data v1 epoch")
-	binary.BigEndian.PutUint64(info[n:], epoch)
+	info[n] = byte(suite)
+	binary.BigEndian.PutUint64(info[n+1:], epoch)
 	k, err := hkdf.Expand(sha256.New, secret[:], string(info[:]), 32)
 	if err != nil { // only for lengths HKDF cannot produce
 		panic(err)
@@ -153,7 +154,7 @@ type Sealer struct {
 // NewSealer returns the Sealer of the direction whose secret is secret, for the session id
 // the receiver gave.
 func NewSealer(suite Suite, secret [secretLen]byte, session uint32) (*Sealer, error) {
-	a, err := newAEAD(suite, epochKey(&secret, 0))
+	a, err := newAEAD(suite, epochKey(suite, &secret, 0))
 	if err != nil {
 		return nil, err
 	}
@@ -166,6 +167,7 @@ func NewSealer(suite Suite, secret [secretLen]byte, session uint32) (*Sealer, er
 func (s *Sealer) Seal(dst, pkt []byte) ([]byte, error) {
 	c := s.counter.Add(1) - 1
 	if c >= maxCounter {
+		s.counter.Store(maxCounter) // stays exhausted: never wraps to a used nonce
 		return dst, ErrExhausted
 	}
 	ea, err := s.epoch(c >> epochShift)
@@ -190,7 +192,7 @@ func (s *Sealer) epoch(e uint64) (*epochAEAD, error) {
 	if ea.epoch == e {
 		return ea, nil
 	}
-	a, err := newAEAD(s.suite, epochKey(&s.secret, e))
+	a, err := newAEAD(s.suite, epochKey(s.suite, &s.secret, e))
 	if err != nil {
 		return nil, err
 	}
@@ -219,13 +221,13 @@ type Opener struct {
 	mu     sync.Mutex
 	filter replay.Filter
 	newest uint64       // epoch of the newest packet accepted
-	keys   [3]epochAEAD // epochs newest-1, newest, newest+1; aead nil until derived
+	keys   [3]epochAEAD // epochs newest-1, newest, and one ahead (newest+1 or further); aead nil until derived
 }
 
 // NewOpener returns the Opener of the direction whose secret is secret, for the session id
 // this side gave.
 func NewOpener(suite Suite, secret [secretLen]byte, session uint32) (*Opener, error) {
-	a, err := newAEAD(suite, epochKey(&secret, 0))
+	a, err := newAEAD(suite, epochKey(suite, &secret, 0))
 	if err != nil {
 		return nil, err
 	}
@@ -269,17 +271,18 @@ func (o *Opener) Open(b []byte) (pkt []byte, counter uint64, err error) {
 	return pkt, c, nil
 }
 
-// aead returns the key of epoch e when e is next to the newest epoch, deriving it on first
-// use.
+// aead returns the key of epoch e, deriving it on first use: the epoch before the newest, the
+// newest, or one ahead, however far (packets lost in a row: a sender's counter runs on while
+// its peer is unreachable). Older epochs are left behind with the replay window.
 func (o *Opener) aead(e uint64) (cipher.AEAD, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if e+1 < o.newest || e > o.newest+1 {
+	if e+1 < o.newest {
 		return nil, ErrEpoch
 	}
-	i := int(e + 1 - o.newest) // 0, 1 or 2
+	i := int(min(e+1-o.newest, 2)) // 0, 1 or 2
 	if k := &o.keys[i]; k.aead == nil || k.epoch != e {
-		a, err := newAEAD(o.suite, epochKey(&o.secret, e))
+		a, err := newAEAD(o.suite, epochKey(o.suite, &o.secret, e))
 		if err != nil {
 			return nil, err
 		}
@@ -288,8 +291,12 @@ func (o *Opener) aead(e uint64) (cipher.AEAD, error) {
 	return o.keys[i].aead, nil
 }
 
-// advance makes e (newest+1) the newest epoch.
+// advance makes e, whose key is in keys[2], the newest epoch.
 func (o *Opener) advance(e uint64) {
-	o.keys[0], o.keys[1], o.keys[2] = o.keys[1], o.keys[2], epochAEAD{}
+	if e == o.newest+1 {
+		o.keys[0], o.keys[1], o.keys[2] = o.keys[1], o.keys[2], epochAEAD{}
+	} else { // a jump: the epoch before e is derived if a packet of it comes
+		o.keys[0], o.keys[1], o.keys[2] = epochAEAD{}, o.keys[2], epochAEAD{}
+	}
 	o.newest = e
 }

@@ -113,10 +113,14 @@ func TestBadRecords(t *testing.T) {
 			}
 			return old
 		}, ErrReplay},
-		{"two epochs ahead", func(*Sealer, *Opener) []byte {
-			ahead, _ := NewSealer(AES256GCM, sec.ClientToServer, 0x01020304)
-			ahead.counter.Store(2 * EpochPackets)
-			return good(ahead)
+		{"an epoch left behind", func(s *Sealer, o *Opener) []byte {
+			s.counter.Store(3 * EpochPackets) // the receiver jumps to epoch 3
+			if _, _, err := o.Open(good(s)); err != nil {
+				t.Fatal(err)
+			}
+			old, _ := NewSealer(AES256GCM, sec.ClientToServer, 0x01020304)
+			old.counter.Store(EpochPackets) // epoch 1
+			return good(old)
 		}, ErrEpoch},
 		{"counter at the limit", func(_ *Sealer, _ *Opener) []byte {
 			r := good(func() *Sealer { s, _ := NewSealer(AES256GCM, sec.ClientToServer, 0x01020304); return s }())
@@ -181,12 +185,23 @@ func TestEpochs(t *testing.T) {
 			t.Fatalf("record %d: counter %d, %v", i, c, err)
 		}
 	}
-	// The epoch before the one before is gone.
+	// A jump of epochs (packets lost in a row) is followed; what is then two epochs behind is
+	// not.
 	s2, _ := pair(t, ChaCha20Poly1305)
-	s2.counter.Store(3 * EpochPackets)
+	s2.counter.Store(5 * EpochPackets)
 	r, _ := s2.Seal(nil, ipv4(60))
+	if _, c, err := o.Open(r); err != nil || c != 5*EpochPackets {
+		t.Fatalf("four epochs ahead: %d %v", c, err)
+	}
+	s2.counter.Store(5*EpochPackets - 3) // epoch 4, in the window
+	r, _ = s2.Seal(nil, ipv4(60))
+	if _, _, err := o.Open(r); err != nil {
+		t.Fatalf("the epoch before the new newest: %v", err)
+	}
+	s2.counter.Store(3*EpochPackets + 5)
+	r, _ = s2.Seal(nil, ipv4(60))
 	if _, _, err := o.Open(r); !errors.Is(err, ErrEpoch) {
-		t.Fatalf("two epochs ahead: %v", err)
+		t.Fatalf("two epochs behind: %v", err)
 	}
 }
 

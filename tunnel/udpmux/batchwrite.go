@@ -76,26 +76,37 @@ func (w *BatchWriter) WriteBatch(bufs [][]byte, to netip.AddrPort) error {
 	}
 	defer w.msgs.Put(mp)
 	ms := *mp
+	var counts [MaxWriteBatch]int // bufs per message
+	plain := 0                    // bufs to send without GSO: the rest of a refused GSO send
 	for len(bufs) > 0 {
-		gso := w.gso.Load()
-		n, used := w.fill(ms, bufs, ua, gso)
-		err := w.send(ms[:n])
+		gso := plain == 0 && w.gso.Load()
+		n, used := w.fill(ms, counts[:], bufs, ua, gso)
+		sent, err := w.send(ms[:n])
 		clearMessages(ms[:n])
-		if err != nil && gso && gsoRefused(err) {
-			w.gso.Store(false) // the same datagrams again, one by one
-			continue
+		if err != nil && gso {
+			if off, refused := gsoRefused(err); refused {
+				if off {
+					w.gso.Store(false)
+				}
+				done := 0
+				for _, c := range counts[:sent] {
+					done += c
+				}
+				bufs, plain = bufs[done:], used-done
+				continue
+			}
 		}
 		if err != nil {
 			return fmt.Errorf("udpmux: sendmmsg to %v: %w", to, err)
 		}
-		bufs = bufs[used:]
+		bufs, plain = bufs[used:], max(0, plain-used)
 	}
 	return nil
 }
 
 // fill makes messages of bufs, runs of them coalesced with gso; it returns the messages made
 // and the bufs they hold.
-func (w *BatchWriter) fill(ms []ipv6.Message, bufs [][]byte, ua *net.UDPAddr, gso bool) (n, used int) {
+func (w *BatchWriter) fill(ms []ipv6.Message, counts []int, bufs [][]byte, ua *net.UDPAddr, gso bool) (n, used int) {
 	for used < len(bufs) && n < len(ms) {
 		run := bufs[used]
 		seg, count := len(run), 1
@@ -113,6 +124,7 @@ func (w *BatchWriter) fill(ms []ipv6.Message, bufs [][]byte, ua *net.UDPAddr, gs
 			}
 		}
 		m := &ms[n]
+		counts[n] = count
 		n++
 		m.Buffers[0], m.Addr, m.OOB = run, ua, m.OOB[:0]
 		if count > 1 {
@@ -122,15 +134,17 @@ func (w *BatchWriter) fill(ms []ipv6.Message, bufs [][]byte, ua *net.UDPAddr, gs
 	return n, used
 }
 
-func (w *BatchWriter) send(ms []ipv6.Message) error {
-	for sent := 0; sent < len(ms); {
+// send sends ms and returns how many went out.
+func (w *BatchWriter) send(ms []ipv6.Message) (int, error) {
+	sent := 0
+	for sent < len(ms) {
 		k, err := w.bw.WriteBatch(ms[sent:], 0)
+		sent += max(k, 0)
 		if err != nil {
-			return err
+			return sent, err
 		}
-		sent += k
 	}
-	return nil
+	return sent, nil
 }
 
 // adjacent reports whether b starts where a ends, in the same array.

@@ -67,8 +67,16 @@ func groSize(oob []byte) int {
 	return 0
 }
 
-// gsoRefused reports a send error after which UDP_SEGMENT is not used again: EIO when the
-// device has no checksum offload, which segmentation needs.
-func gsoRefused(err error) bool {
-	return errors.Is(err, unix.EIO) || errors.Is(err, unix.EINVAL)
+// gsoRefused reports whether a send failed for its UDP_SEGMENT (then the datagrams go again
+// without it), and whether GSO is off for good: EIO when the device has no checksum offload,
+// which segmentation needs. EINVAL (a segment over the path MTU, which an ICMPv6 Packet Too
+// Big can lower for one destination) only costs that send its GSO.
+func gsoRefused(err error) (off, refused bool) {
+	switch {
+	case errors.Is(err, unix.EIO):
+		return true, true
+	case errors.Is(err, unix.EINVAL), errors.Is(err, unix.EMSGSIZE):
+		return false, true
+	}
+	return false, false
 }
