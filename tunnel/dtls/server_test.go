@@ -144,30 +144,15 @@ func TestRoaming(t *testing.T) {
 	if oldAddr.Port() != first.LocalAddr().(*net.UDPAddr).AddrPort().Port() {
 		t.Fatalf("server sees %v, client is at %v", oldAddr, first.LocalAddr())
 	}
-	exchange := func(tag byte) {
-		t.Helper()
-		if err := cl.WritePackets([][]byte{ipv4Packet(100, tag)}); err != nil {
-			t.Fatal(err)
-		}
-		if got := srvRecv.next(t); got[1] != tag {
-			t.Fatalf("server got tag %d, want %d", got[1], tag)
-		}
-		if err := sl.WritePackets([][]byte{ipv4Packet(100, tag)}); err != nil {
-			t.Fatal(err)
-		}
-		if got := cliRecv.next(t); got[1] != tag {
-			t.Fatalf("client got tag %d, want %d", got[1], tag)
-		}
-	}
-	exchange(1)
+	exchange(t, cl, sl, cliRecv, srvRecv, 1)
 
 	second := listenUDP(t)
 	newAddr := second.LocalAddr().(*net.UDPAddr).AddrPort()
 	if err := rc.Rebind(second); err != nil {
 		t.Fatal(err)
 	}
-	exchange(2) // client→server moves the server to the new address first
-	exchange(3)
+	exchange(t, cl, sl, cliRecv, srvRecv, 2) // client→server moves the server to the new address first
+	exchange(t, cl, sl, cliRecv, srvRecv, 3)
 	if got := sl.Endpoint(); got.Port() != newAddr.Port() || got == oldAddr {
 		t.Fatalf("server sees %v after roaming, want %v", got, newAddr)
 	}
