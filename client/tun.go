@@ -23,13 +23,20 @@ type tunSide struct {
 	lease [4]byte
 	link  atomic.Pointer[linkRef]
 
-	// Packets from the tunnel queue for one writer that writes them in batches, so that the
-	// device can coalesce TCP segments; when the queue is full the newest is dropped.
-	queue chan *[]byte
-	bufs  sync.Pool
-	stop  chan struct{}
-	done  chan struct{}
-	once  sync.Once
+	// Packets from the tunnel are written to the device in batches, so that it can coalesce
+	// TCP segments: by the link's reader itself when nothing waits in the queue (no hand-off),
+	// otherwise through the queue and one writer; when the queue is full the newest is
+	// dropped. wmu is held while writing; pending counts the packets queued and not yet
+	// written, so that no packet overtakes one queued before it.
+	queue   chan *[]byte
+	wmu     sync.Mutex
+	pending atomic.Int64
+	direct  []*[]byte // the direct write's buffers, under wmu
+	dbufs   [][]byte  // and their views for the device, under wmu
+	bufs    sync.Pool
+	stop    chan struct{}
+	done    chan struct{}
+	once    sync.Once
 
 	dropped atomic.Uint64 // packets not from the gateway's side of the lease, or no link
 	lastRx  atomic.Int64  // unix nanoseconds of the last packet from the tunnel
@@ -73,6 +80,7 @@ func (t *tunSide) routineWriteTUN() {
 		case b := <-t.queue:
 			batch = append(batch[:0], b)
 		}
+		t.wmu.Lock()
 	drain:
 		for len(batch) < tunBatch {
 			select {
@@ -89,6 +97,8 @@ func (t *tunSide) routineWriteTUN() {
 		if _, err := t.dev.Write(bufs, tunHeadroom); err != nil {
 			t.dropped.Add(uint64(len(bufs)))
 		}
+		t.pending.Add(-int64(len(batch)))
+		t.wmu.Unlock()
 		for _, b := range batch {
 			t.bufs.Put(b)
 		}
@@ -103,30 +113,69 @@ func (t *tunSide) setLink(l tunnel.Link) {
 	t.link.Store(&linkRef{l: l})
 }
 
-// ReceivePackets queues packets from the tunnel for the TUN device. Only packets addressed to
-// the lease are accepted.
+// ReceivePackets writes packets from the tunnel to the TUN device, or queues them for its
+// writer when packets wait there or it is writing. Only packets addressed to the lease are
+// accepted.
 func (t *tunSide) ReceivePackets(pkts [][]byte) {
+	if t.pending.Load() == 0 && t.wmu.TryLock() {
+		if t.pending.Load() == 0 {
+			t.writeDirect(pkts)
+			t.wmu.Unlock()
+			return
+		}
+		t.wmu.Unlock()
+	}
 	for _, p := range pkts {
-		t.receive(p)
+		if b := t.copyIn(p); b != nil {
+			t.pending.Add(1)
+			select {
+			case t.queue <- b:
+			default:
+				t.pending.Add(-1)
+				t.dropped.Add(1)
+				t.bufs.Put(b)
+			}
+		}
 	}
 }
 
-func (t *tunSide) receive(pkt []byte) {
+// writeDirect writes pkts to the device in batches of tunBatch; the caller holds wmu.
+func (t *tunSide) writeDirect(pkts [][]byte) {
+	for len(pkts) > 0 {
+		n := min(len(pkts), tunBatch)
+		t.direct, t.dbufs = t.direct[:0], t.dbufs[:0]
+		for _, p := range pkts[:n] {
+			if b := t.copyIn(p); b != nil {
+				t.direct = append(t.direct, b)
+				t.dbufs = append(t.dbufs, *b)
+			}
+		}
+		if len(t.dbufs) > 0 {
+			if _, err := t.dev.Write(t.dbufs, tunHeadroom); err != nil {
+				t.dropped.Add(uint64(len(t.dbufs)))
+			}
+		}
+		for i, b := range t.direct {
+			t.bufs.Put(b)
+			t.direct[i] = nil
+		}
+		clear(t.dbufs)
+		pkts = pkts[n:]
+	}
+}
+
+// copyIn checks pkt and copies it into a buffer with the device's headroom; nil: dropped.
+func (t *tunSide) copyIn(pkt []byte) *[]byte {
 	if packet.Check(pkt) != nil || [4]byte(pkt[16:20]) != t.lease {
 		t.dropped.Add(1)
-		return
+		return nil
 	}
 	t.lastRx.Store(time.Now().UnixNano())
 	b := t.bufs.Get().(*[]byte)
 	buf := (*b)[:cap(*b)]
 	n := copy(buf[tunHeadroom:], pkt)
 	*b = buf[:tunHeadroom+n]
-	select {
-	case t.queue <- b:
-	default:
-		t.dropped.Add(1)
-		t.bufs.Put(b)
-	}
+	return b
 }
 
 // run reads the TUN device in batches and hands the packets to the current link until the
