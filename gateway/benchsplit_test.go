@@ -150,7 +150,7 @@ func BenchmarkTSPSessionSplitUDP(b *testing.B) { benchSplit(b, "udp") }
 
 // BenchmarkTSPSSLSessionSplit is BenchmarkTSPSSLSession with the clients in a child process:
 // gw-cpu-µs/session is the gateway's CPU for a full TLS 1.3 mutual handshake, EXTERNAL and a
-// lease (issue goal ≤ 400 µs).
+// lease (figures and the goal: docs/benchmarks.md).
 func BenchmarkTSPSSLSessionSplit(b *testing.B) { benchSplit(b, "tls") }
 
 // BenchmarkTSPSSLSessionSplitResumed is BenchmarkTSPSSLSessionSplit with every client

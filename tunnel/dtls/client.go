@@ -71,20 +71,13 @@ func Dial(ctx context.Context, conn net.PacketConn, server netip.AddrPort, cfg C
 	if !cfg.NoDataRecords {
 		cl.data.remote.Store(&server)
 		cl.data.batches = new(sync.Pool)
-		cl.data.writeBatch = func(bufs [][]byte, _ netip.AddrPort) error {
-			for _, b := range bufs {
-				if _, err := conn.WriteTo(b, serverAddr); err != nil {
-					return err
-				}
-			}
-			return nil
+		var bw *udpmux.BatchWriter // sendmmsg and GSO on a plain UDP socket
+		if u, ok := conn.(*net.UDPConn); ok {
+			bw = udpmux.NewBatchWriter(u)
 		}
-		switch c := conn.(type) {
-		case *RebindConn:
-			cl.data.writeBatch = func(bufs [][]byte, _ netip.AddrPort) error { return c.WriteBatch(bufs, server) }
-		case *net.UDPConn:
-			w := udpmux.NewBatchWriter(c)
-			cl.data.writeBatch = func(bufs [][]byte, _ netip.AddrPort) error { return w.WriteBatch(bufs, server) }
+		cl.data.writeBatch = func(bufs [][]byte, _ netip.AddrPort) error { return writeBatch(conn, bw, bufs, server) }
+		if rc, ok := conn.(*RebindConn); ok { // follows the socket across rebinds
+			cl.data.writeBatch = func(bufs [][]byte, _ netip.AddrPort) error { return rc.WriteBatch(bufs, server) }
 		}
 		cl.onNegotiation = cl.acceptData
 		cl.data.markDirty = func(*link) {} // under flushes its one link at the end of a batch

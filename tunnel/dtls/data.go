@@ -120,8 +120,8 @@ type dataState struct {
 	pending   [][]byte
 	markDirty func(*link)
 
-	offers   atomic.Int32
-	lastOffr atomic.Int64 // unix nanoseconds of the last offer sent
+	offers    atomic.Int32
+	lastOffer atomic.Int64 // unix nanoseconds of the last offer sent
 
 	drops dataDrops
 	total *dataDrops // the server's, nil on a client
@@ -129,21 +129,24 @@ type dataState struct {
 	onRoam func(to netip.AddrPort)
 }
 
-// dataDrops counts data records dropped, by reason.
-type dataDrops struct {
-	forged, replayed, short atomic.Uint64
-}
+// Reasons a data record is dropped, indexes of dataDrops.
+const (
+	dropForged = iota
+	dropReplayed
+	dropShort
+	numDrops
+)
 
-func (d *dataState) drop(c func(*dataDrops) *atomic.Uint64) {
-	c(&d.drops).Add(1)
+// dataDrops counts data records dropped, by reason.
+type dataDrops [numDrops]atomic.Uint64
+
+// drop counts a dropped record on the link and, on a server, in all.
+func (d *dataState) drop(reason int) {
+	d.drops[reason].Add(1)
 	if d.total != nil {
-		c(d.total).Add(1)
+		d.total[reason].Add(1)
 	}
 }
-
-func forged(d *dataDrops) *atomic.Uint64   { return &d.forged }
-func replayed(d *dataDrops) *atomic.Uint64 { return &d.replayed }
-func short(d *dataDrops) *atomic.Uint64    { return &d.short }
 
 // sealBatch holds the data records of one write system call, back to back in slab so that
 // records of one size go out as one UDP GSO send (udpmux.BatchWriter).
@@ -215,20 +218,20 @@ func (l *link) receiveData(b []byte, from netip.AddrPort, inBatch bool) {
 	d := &l.data
 	dp := d.path.Load()
 	if dp == nil {
-		d.drop(forged) // nothing negotiated: no record can be ours
+		d.drop(dropForged) // nothing negotiated: no record can be ours
 		return
 	}
 	pkt, c, err := dp.opener.Open(b)
 	switch err {
 	case nil:
 	case record.ErrShort:
-		d.drop(short)
+		d.drop(dropShort)
 		return
 	case record.ErrReplay, record.ErrEpoch:
-		d.drop(replayed)
+		d.drop(dropReplayed)
 		return
 	default: // ErrAuth, ErrSession, ErrNotRecord
-		d.drop(forged)
+		d.drop(dropForged)
 		return
 	}
 	l.activity.Add(1)

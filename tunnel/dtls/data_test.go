@@ -54,6 +54,38 @@ func exchange(t *testing.T, cl *ClientLink, sl *ServerLink, cliRecv, srvRecv *ch
 	}
 }
 
+// testLink is a bound link, both ends and both receivers.
+type testLink struct {
+	cl               *ClientLink
+	sl               *ServerLink
+	cliRecv, srvRecv *chanReceiver
+}
+
+// bindLink dials a session of alice@corp over conn (cfg changed by tweak) and exchanges a
+// packet each way; the link is closed when the test ends.
+func (f *fixture) bindLink(t *testing.T, conn net.PacketConn, tweak func(*ClientConfig)) *testLink {
+	t.Helper()
+	token, srvRecv := f.gw.addSession("alice@corp")
+	tl := &testLink{cliRecv: newChanReceiver(), srvRecv: srvRecv}
+	cfg := f.clientConfig(t, "alice@corp", token)
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	cl, err := f.dial(t, conn, cfg, tl.cliRecv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	tl.cl, tl.sl = cl, f.nextLink(t)
+	tl.exchange(t, 1)
+	return tl
+}
+
+func (tl *testLink) exchange(t *testing.T, tag byte) {
+	t.Helper()
+	exchange(t, tl.cl, tl.sl, tl.cliRecv, tl.srvRecv, tag)
+}
+
 // Data records are agreed when both sides have them; a side without them (an older client or
 // gateway, or one configured so) keeps the link on DTLS records, and either way packets flow.
 func TestDataRecordNegotiation(t *testing.T) {
@@ -69,19 +101,11 @@ func TestDataRecordNegotiation(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, func(c *ServerConfig) { c.NoDataRecords = tc.serverOff })
-			token, srvRecv := f.gw.addSession("alice@corp")
-			cliRecv := newChanReceiver()
-			cfg := f.clientConfig(t, "alice@corp", token)
-			cfg.NoDataRecords = tc.cliOff
 			tap := &tapConn{PacketConn: listenUDP(t)}
-			cl, err := f.dial(t, tap, cfg, cliRecv)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cl.Close()
-			sl := f.nextLink(t)
+			tl := f.bindLink(t, tap, func(c *ClientConfig) { c.NoDataRecords = tc.cliOff })
+			cl, sl := tl.cl, tl.sl
 			for i := range 20 {
-				exchange(t, cl, sl, cliRecv, srvRecv, byte(i))
+				tl.exchange(t, byte(i))
 			}
 			if tc.want {
 				waitFor(t, "data records both ways", func() bool {
@@ -110,18 +134,11 @@ func TestDataRecordNegotiation(t *testing.T) {
 // of them moves the session or stops it.
 func TestBadDataRecords(t *testing.T) {
 	f := newFixture(t, nil)
-	token, srvRecv := f.gw.addSession("alice@corp")
-	cliRecv := newChanReceiver()
 	tap := &tapConn{PacketConn: listenUDP(t)}
-	cl, err := f.dial(t, tap, f.clientConfig(t, "alice@corp", token), cliRecv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	sl := f.nextLink(t)
-	exchange(t, cl, sl, cliRecv, srvRecv, 1)
+	tl := f.bindLink(t, tap, nil)
+	sl, srvRecv := tl.sl, tl.srvRecv
 	waitFor(t, "data records", func() bool { return sl.Stats().DataRecords })
-	exchange(t, cl, sl, cliRecv, srvRecv, 2)
+	tl.exchange(t, 2)
 	good := tap.last(t)
 	endpoint := sl.Endpoint()
 
@@ -160,7 +177,7 @@ func TestBadDataRecords(t *testing.T) {
 	if got := sl.Endpoint(); got != endpoint {
 		t.Fatalf("the session moved to %v", got)
 	}
-	exchange(t, cl, sl, cliRecv, srvRecv, 3)
+	tl.exchange(t, 3)
 	allocs := testing.AllocsPerRun(100, func() { f.server.HandleDatagram(unknown, attacker) })
 	if allocs != 0 {
 		t.Fatalf("a record for an unknown session costs %v allocations", allocs)
@@ -171,15 +188,8 @@ func TestBadDataRecords(t *testing.T) {
 func TestDataRecordsKeepLinkAlive(t *testing.T) {
 	const idle = 300 * time.Millisecond
 	f := newFixture(t, func(c *ServerConfig) { c.IdleTimeout = idle })
-	token, srvRecv := f.gw.addSession("alice@corp")
-	cliRecv := newChanReceiver()
-	cl, err := f.dial(t, listenUDP(t), f.clientConfig(t, "alice@corp", token), cliRecv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	sl := f.nextLink(t)
-	exchange(t, cl, sl, cliRecv, srvRecv, 1)
+	tl := f.bindLink(t, listenUDP(t), nil)
+	cl, sl, srvRecv := tl.cl, tl.sl, tl.srvRecv
 	waitFor(t, "data records", func() bool { return cl.Stats().DataRecords })
 	tick := time.NewTicker(idle / 15)
 	defer tick.Stop()
@@ -231,16 +241,9 @@ func (c *swallowConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 // together, in order, at EndBatch.
 func TestDataRecordBatch(t *testing.T) {
 	f := newFixture(t, nil)
-	token, srvRecv := f.gw.addSession("alice@corp")
-	cliRecv := newChanReceiver()
 	sw := &swallowConn{PacketConn: listenUDP(t)}
-	cl, err := f.dial(t, sw, f.clientConfig(t, "alice@corp", token), cliRecv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	sl := f.nextLink(t)
-	exchange(t, cl, sl, cliRecv, srvRecv, 1)
+	tl := f.bindLink(t, sw, nil)
+	cl, sl, srvRecv := tl.cl, tl.sl, tl.srvRecv
 	waitFor(t, "data records", func() bool { return cl.Stats().DataRecords })
 	from := sl.Endpoint()
 	sw.mu.Lock()

@@ -162,8 +162,8 @@ func (l *link) Stats() LinkStats {
 		PacketsOut: l.packetsOut.Load(), BytesOut: l.bytesOut.Load(),
 		DroppedMalformed: l.malformed.Load(),
 		DataRecords:      l.data.send.Load(),
-		DroppedForged:    l.data.drops.forged.Load(), DroppedReplayed: l.data.drops.replayed.Load(),
-		DroppedShort: l.data.drops.short.Load(),
+		DroppedForged:    l.data.drops[dropForged].Load(), DroppedReplayed: l.data.drops[dropReplayed].Load(),
+		DroppedShort: l.data.drops[dropShort].Load(),
 	}
 }
 
@@ -332,7 +332,7 @@ func (sl *ServerLink) offerData(s *Server, sid uint32) error {
 	// DTLS records from the client while data records are not on: the offer may be lost.
 	sl.onDTLSPacket = func() {
 		now := s.cfg.Now().UnixNano()
-		if !d.send.Load() && d.offers.Load() < maxOffers && now-d.lastOffr.Load() >= int64(offerEvery) {
+		if !d.send.Load() && d.offers.Load() < maxOffers && now-d.lastOffer.Load() >= int64(offerEvery) {
 			_ = sl.sendOffer(s.suite, sid)
 		}
 	}
@@ -341,7 +341,7 @@ func (sl *ServerLink) offerData(s *Server, sid uint32) error {
 
 func (sl *ServerLink) sendOffer(suite record.Suite, sid uint32) error {
 	sl.data.offers.Add(1)
-	sl.data.lastOffr.Store(sl.now().UnixNano())
+	sl.data.lastOffer.Store(sl.now().UnixNano())
 	if _, err := sl.conn.Write(negotiation{kind: negOffer, suite: suite, session: sid}.marshal()); err != nil {
 		return fmt.Errorf("dtls: data record offer: %w", err)
 	}

@@ -303,8 +303,8 @@ func (s *Server) Stats() ServerStats {
 		DroppedUnknown: c.droppedUnknown.Load(), DroppedHandshakes: c.droppedHandshakes.Load(),
 		DroppedQueueFull: c.droppedQueueFull.Load(), DroppedClosed: c.droppedClosed.Load(),
 		DroppedMalformed: c.droppedMalformed.Load(), DataLinks: dataLinks,
-		DataDroppedUnknown: c.dataDroppedUnknown.Load(), DataDroppedForged: c.dataDrops.forged.Load(),
-		DataDroppedReplayed: c.dataDrops.replayed.Load(), DataDroppedShort: c.dataDrops.short.Load(),
+		DataDroppedUnknown: c.dataDroppedUnknown.Load(), DataDroppedForged: c.dataDrops[dropForged].Load(),
+		DataDroppedReplayed: c.dataDrops[dropReplayed].Load(), DataDroppedShort: c.dataDrops[dropShort].Load(),
 
 		HelloVerifies: c.helloVerifies.Load(), DroppedHelloRate: c.droppedHelloRate.Load(),
 		DroppedBadHello: c.droppedBadHello.Load(), DroppedBadCookie: c.droppedBadCookie.Load(),
@@ -387,11 +387,11 @@ func (s *Server) handle(b []byte, from netip.AddrPort, inBatch bool) {
 func (s *Server) handleData(b []byte, from netip.AddrPort, inBatch bool) {
 	sid, ok := record.Session(b)
 	if !ok {
-		s.stats.dataDrops.short.Add(1)
+		s.stats.dataDrops[dropShort].Add(1)
 		return
 	}
 	if len(b) > maxRecord+record.Overhead { // no packet is that long: not worth a decryption
-		s.stats.dataDrops.forged.Add(1)
+		s.stats.dataDrops[dropForged].Add(1)
 		return
 	}
 	s.mu.RLock()

@@ -194,20 +194,11 @@ func TestMuxDispatch(t *testing.T) {
 }
 
 func TestMuxTruncated(t *testing.T) {
-	conn := listenUDP(t, "[::1]:0")
 	h := newChanHandler()
-	m, err := New(Config{DTLS: h, MaxDatagram: 100, BatchSize: 4}, conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	m, to := runMux(t, "[::1]:0", Config{DTLS: h, MaxDatagram: 100, BatchSize: 4})
 
 	client := listenUDP(t, "[::1]:0")
 	defer client.Close()
-	to := conn.LocalAddr().(*net.UDPAddr).AddrPort()
 	big := bytes.Repeat([]byte{23}, 101)
 	if _, err := client.WriteToUDPAddrPort(big, to); err != nil {
 		t.Fatal(err)
@@ -224,19 +215,10 @@ func TestMuxTruncated(t *testing.T) {
 }
 
 func TestMuxNoHandler(t *testing.T) {
-	conn := listenUDP(t, "127.0.0.1:0")
 	h := newChanHandler()
-	m, err := New(Config{TSP: h}, conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	m, to := runMux(t, "127.0.0.1:0", Config{TSP: h})
 	client := listenUDP(t, "127.0.0.1:0")
 	defer client.Close()
-	to := conn.LocalAddr().(*net.UDPAddr).AddrPort()
 	for _, b := range [][]byte{{22, 1}, {0xF1, 2}} {
 		if _, err := client.WriteToUDPAddrPort(b, to); err != nil {
 			t.Fatal(err)
@@ -349,23 +331,15 @@ func BenchmarkMuxDispatch(b *testing.B) {
 }
 
 func benchMux(b *testing.B, batch int) {
-	conn := listenUDP(b, "[::1]:0")
 	h := &countHandler{}
-	m, err := New(Config{DTLS: h, BatchSize: batch}, conn)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	_, to := runMux(b, "[::1]:0", Config{DTLS: h, BatchSize: batch})
 	client := listenUDP(b, "[::1]:0")
 	defer client.Close()
 	_, _ = setSocketBuffer(client, 8<<20, false)
 	msgs := make([]ipv6.Message, 32)
-	to := conn.LocalAddr()
+	ua := net.UDPAddrFromAddrPort(to)
 	for i := range msgs {
-		msgs[i] = ipv6.Message{Buffers: [][]byte{bytes.Repeat([]byte{23}, 1400)}, Addr: to}
+		msgs[i] = ipv6.Message{Buffers: [][]byte{bytes.Repeat([]byte{23}, 1400)}, Addr: ua}
 	}
 	pc := ipv6.NewPacketConn(client)
 	b.SetBytes(1400)
@@ -421,6 +395,22 @@ func (h *countHandler) waitQuiet(want int64, quiet time.Duration) {
 	}
 }
 
+// runMux runs a Mux with cfg on a socket at addr until the test ends and returns it with the
+// socket's address.
+func runMux(tb testing.TB, addr string, cfg Config) (*Mux, netip.AddrPort) {
+	tb.Helper()
+	conn := listenUDP(tb, addr)
+	m, err := New(cfg, conn)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	tb.Cleanup(func() { cancel(); <-done })
+	return m, conn.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
 // batchHandler records what a BatchHandler is told, in order.
 type batchHandler struct{ ev chan string }
 
@@ -438,19 +428,10 @@ func TestMuxBatchHandler(t *testing.T) {
 		want  string
 	}{{8, "batch"}, {1, "single"}} {
 		t.Run(fmt.Sprint(tc.batch), func(t *testing.T) {
-			conn := listenUDP(t, "[::1]:0")
 			h := &batchHandler{ev: make(chan string, 64)}
-			m, err := New(Config{DTLS: h, BatchSize: tc.batch}, conn)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- m.Run(ctx) }()
-			defer func() { cancel(); <-done }()
+			_, to := runMux(t, "[::1]:0", Config{DTLS: h, BatchSize: tc.batch})
 			client := listenUDP(t, "[::1]:0")
 			defer client.Close()
-			to := conn.LocalAddr().(*net.UDPAddr).AddrPort()
 			for _, b := range []string{"\x08a", "\x17b", "\x08c"} {
 				if _, err := client.WriteToUDPAddrPort([]byte(b), to); err != nil {
 					t.Fatal(err)
