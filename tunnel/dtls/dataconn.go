@@ -73,7 +73,7 @@ func (d *dataConn) routineRead() {
 func readBatches(r *udpmux.BatchReader, fn func([]byte, netip.AddrPort), end func()) error {
 	var pause errorPause
 	for {
-		_, err := r.Read(fn)
+		_, err := r.Read(fn, nil)
 		if errors.Is(err, net.ErrClosed) {
 			return err
 		}

@@ -144,7 +144,7 @@ func (c *RebindConn) readBatches(fn func([]byte, netip.AddrPort), end func()) er
 			if r == nil || rgen != gen {
 				r, rgen = udpmux.NewBatchReader(u, clientBatch, 65535), gen
 			}
-			_, err = r.Read(fn)
+			_, err = r.Read(fn, nil)
 		} else {
 			var n int
 			var addr net.Addr

@@ -41,30 +41,22 @@ func NewBatchReader(c *net.UDPConn, batch, maxDatagram int) *BatchReader {
 	return r
 }
 
-// ReadStats counts what one Read did besides delivering datagrams.
-type ReadStats struct {
-	Truncated int // longer than the BatchReader's maximum, dropped
-	BadAddr   int // without a UDP source address, dropped
-	Coalesced int // reads the kernel joined (UDP GRO)
-}
-
 // Read reads one batch and calls fn for each datagram in order; b is valid until Read
-// returns, and fn may change it. The error is the system call's.
-func (r *BatchReader) Read(fn func(b []byte, from netip.AddrPort)) (ReadStats, error) {
-	var st ReadStats
+// returns, and fn may change it. A datagram dropped (longer than the maximum: truncated; or
+// without a UDP source address) goes to dropped, when not nil, in its place in the order.
+// It returns how many reads the kernel had joined (UDP GRO), and the system call's error.
+func (r *BatchReader) Read(fn func(b []byte, from netip.AddrPort), dropped func(truncated bool)) (coalesced int, err error) {
 	n, err := r.br.ReadBatch(r.msgs, 0)
 	if err != nil {
-		return st, err
+		return 0, err
 	}
 	for i := range r.msgs[:n] {
 		msg := &r.msgs[i]
-		if msg.N > r.max {
-			st.Truncated++
-			continue
-		}
 		ua, ok := msg.Addr.(*net.UDPAddr)
-		if !ok {
-			st.BadAddr++
+		if msg.N > r.max || !ok {
+			if dropped != nil {
+				dropped(msg.N > r.max)
+			}
 			continue
 		}
 		b, from := msg.Buffers[0][:msg.N], ua.AddrPort()
@@ -77,12 +69,12 @@ func (r *BatchReader) Read(fn func(b []byte, from netip.AddrPort)) (ReadStats, e
 			fn(b, from)
 			continue
 		}
-		st.Coalesced++
+		coalesced++
 		for len(b) > 0 {
 			k := min(seg, len(b))
 			fn(b[:k:k], from)
 			b = b[k:]
 		}
 	}
-	return st, nil
+	return coalesced, nil
 }

@@ -43,8 +43,16 @@ func (m *Mux) readSingle(s *socket) error {
 func (m *Mux) readBatch(s *socket) error {
 	r := NewBatchReader(s.conn, m.cfg.BatchSize, m.cfg.MaxDatagram)
 	deliver := func(b []byte, from netip.AddrPort) { m.dispatchTo(b, from, true) }
+	dropped := func(truncated bool) {
+		m.stats.received.Add(1)
+		if truncated {
+			m.stats.truncated.Add(1)
+		} else {
+			m.stats.readErrors.Add(1)
+		}
+	}
 	for {
-		st, err := r.Read(deliver)
+		coalesced, err := r.Read(deliver, dropped)
 		if err != nil {
 			if fatalReadError(err) {
 				return err
@@ -52,11 +60,8 @@ func (m *Mux) readBatch(s *socket) error {
 			m.stats.readErrors.Add(1)
 			continue
 		}
-		if st.Truncated > 0 || st.BadAddr > 0 || st.Coalesced > 0 {
-			m.stats.received.Add(uint64(st.Truncated + st.BadAddr))
-			m.stats.truncated.Add(uint64(st.Truncated))
-			m.stats.readErrors.Add(uint64(st.BadAddr))
-			m.stats.coalesced.Add(uint64(st.Coalesced))
+		if coalesced > 0 {
+			m.stats.coalesced.Add(uint64(coalesced))
 		}
 		if m.dtlsBatch != nil {
 			m.dtlsBatch.EndBatch()
