@@ -26,27 +26,27 @@ func (m *Manager) Expire(ctx context.Context) (int, error) {
 			return total, fmt.Errorf("expire: %w", err)
 		}
 		total += n
-		if n < sweepBatch {
+		if n < m.batch {
 			return total, nil
 		}
 	}
 }
 
-// sweep changes up to sweepBatch due leases; those being committed by
+// sweep changes up to m.batch due leases; those being committed by
 // another operation are left for the next sweep.
 func (t *tx) sweep(now time.Time) int {
 	m := t.m
-	var due, busy []*slot
-	for len(m.expiry) > 0 && len(due) < sweepBatch && !m.expiry[0].Expires.After(now) {
+	var due, skip []*slot
+	for len(m.expiry) > 0 && len(due) < m.batch && !m.expiry[0].Expires.After(now) {
 		s := heap.Pop(&m.expiry).(*slot)
-		if t.addrBusy(s.Addr) {
-			busy = append(busy, s)
+		if t.addrBusy(s.Addr) || m.foreignLocked(s) {
+			skip = append(skip, s)
 			continue
 		}
 		due = append(due, s)
 	}
 	// Put them back so that set() finds every slot where it expects it.
-	for _, s := range append(due, busy...) {
+	for _, s := range append(due, skip...) {
 		heap.Push(&m.expiry, s)
 	}
 	for _, s := range due {
@@ -66,7 +66,7 @@ func (t *tx) expireSlot(s *slot) {
 		t.emit(EventOfferExpired, lost, ReasonNoAccept)
 	case StateActive:
 		nv := s.Lease
-		nv.State, nv.Expires = StateHeld, m.now().Add(m.cfg.HoldTime)
+		nv.State, nv.Expires, nv.Owner = StateHeld, m.now().Add(m.cfg.HoldTime), ""
 		t.set(p, s.Addr, nv)
 		t.emit(EventExpired, nv, ReasonExpired)
 	case StateHeld:
@@ -76,6 +76,13 @@ func (t *tx) expireSlot(s *slot) {
 		}
 		t.set(p, s.Addr, nv)
 	}
+}
+
+// foreignLocked reports whether s is an offered or active lease of another
+// gateway of a shared store: its owner expires and releases it, and the
+// store ends it with the owner's ownership.
+func (m *Manager) foreignLocked(s *slot) bool {
+	return !m.exclusive && s.Owner != m.cfg.Owner && (s.State == StateOffered || s.State == StateActive)
 }
 
 // SweepInterval is how often Run calls Expire.

@@ -42,10 +42,14 @@ type Lease struct {
 	Session   string     // opaque session id given by the caller
 	Endpoint  netip.Addr // client's outer IPv6 endpoint (may be invalid/zero)
 	Transport string     // "v4v6", "v4dtlsv6", "v4tlsv6" (opaque to this package)
-	State     State
-	Static    bool
-	Granted   time.Time // when the lease was offered, then when it became active
-	Expires   time.Time // offer deadline, lifetime end or hold end, by state
+	// Owner names the gateway whose session holds an offered or active lease
+	// (Config.Owner; empty in single-node mode). A shared store ties the
+	// record to that gateway's ownership; held records have no owner.
+	Owner   string
+	State   State
+	Static  bool
+	Granted time.Time // when the lease was offered, then when it became active
+	Expires time.Time // offer deadline, lifetime end or hold end, by state
 }
 
 // Range is an inclusive range of IPv4 addresses.
@@ -105,6 +109,9 @@ type Config struct {
 	MaxSessions                      int // per identity, offered and active (default 1)
 	OnLimit                          LimitPolicy
 	Now                              func() time.Time
+	// Owner names this gateway in a shared store (cluster mode). Offered and
+	// active leases of other owners are theirs to expire and release.
+	Owner string
 }
 
 func (c Config) withDefaults() Config {
@@ -151,6 +158,12 @@ const (
 	ReasonExpired  Reason = "expired"
 	ReasonNoAccept Reason = "offer not accepted in time"
 	ReasonRestart  Reason = "restart" // the session was one of an earlier run
+	// ReasonOwnership: the gateway's ownership in a shared store ended (its
+	// etcd lease expired), and with it the lease of the session.
+	ReasonOwnership Reason = "ownership lost"
+	// ReasonRemote: another gateway changed the lease (a revocation or a
+	// session limit enforced there).
+	ReasonRemote Reason = "changed by another gateway"
 )
 
 // Errors returned by the Manager; test them with errors.Is.

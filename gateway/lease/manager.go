@@ -18,7 +18,9 @@ const maxSticky = 8
 type Manager struct {
 	cfg       Config
 	store     Store
-	exclusive bool // see the package documentation
+	exclusive bool  // see the package documentation
+	batch     int   // most leases changed by one sweep's store transaction
+	rev       int64 // the store revision the cache was loaded at (a Watcher's)
 	events    hub
 	txPool    sync.Pool // of *tx
 
@@ -57,6 +59,11 @@ func New(cfg Config, store Store) (*Manager, error) {
 	if x, ok := store.(exclusiveStore); ok && x.Exclusive() {
 		m.exclusive = true
 	}
+	m.batch = sweepBatch
+	if bl, ok := store.(batchLimiter); ok {
+		// Half of them: a change may bring an index change along.
+		m.batch = max(1, min(sweepBatch, bl.MaxChanges()/2))
+	}
 	m.cond = sync.NewCond(&m.mu)
 	m.txPool.New = func() any { return new(tx) }
 	if len(cfg.Pools) == 0 {
@@ -75,6 +82,7 @@ func New(cfg Config, store Store) (*Manager, error) {
 		return nil, fmt.Errorf("lease: load store: %w", err)
 	}
 	m.load(snap)
+	m.rev = snap.Revision
 	return m, nil
 }
 
@@ -178,7 +186,7 @@ func (m *Manager) AddPool(pc PoolConfig) error {
 		}
 		delete(m.orphans, a)
 		m.adoptLocked(a, &r)
-		if r.Lease.State == StateOffered || r.Lease.State == StateActive {
+		if (r.Lease.State == StateOffered || r.Lease.State == StateActive) && (m.exclusive || r.Lease.Owner == m.cfg.Owner) {
 			earlier[a] = r.Lease.Session
 		}
 	}

@@ -50,7 +50,7 @@ func (md *model) release(l Lease, now time.Time) {
 		delete(md.leases, l.Addr)
 		return
 	}
-	l.State, l.Expires = StateHeld, now.Add(md.cfg.HoldTime)
+	l.State, l.Expires, l.Owner = StateHeld, now.Add(md.cfg.HoldTime), ""
 	md.leases[l.Addr] = l
 }
 
@@ -112,7 +112,7 @@ func (md *model) checkOffer(r Request, now time.Time, got Lease, gotErr error) e
 			md.sticky[owner] = slices.DeleteFunc(md.sticky[owner], func(x netip.Addr) bool { return x == a })
 		}
 	}
-	l := Lease{Addr: a, Pool: "main", Identity: r.Identity, Session: r.Session, State: StateOffered,
+	l := Lease{Addr: a, Pool: "main", Identity: r.Identity, Session: r.Session, State: StateOffered, Owner: md.cfg.Owner,
 		Static: class == "static", Granted: now, Expires: now.Add(md.cfg.OfferTimeout)}
 	if got != l {
 		return fmt.Errorf("offer lease %+v want %+v", got, l)
@@ -205,7 +205,7 @@ func (md *model) expire(now time.Time) int {
 		case StateOffered:
 			md.release(l, now)
 		case StateActive:
-			l.State, l.Expires = StateHeld, now.Add(md.cfg.HoldTime)
+			l.State, l.Expires, l.Owner = StateHeld, now.Add(md.cfg.HoldTime), ""
 			md.leases[a] = l
 		case StateHeld:
 			delete(md.leases, a)
@@ -237,15 +237,22 @@ func TestDifferential(t *testing.T) {
 }
 
 func runDifferential(t *testing.T, seed uint64, policy LimitPolicy, exclusive bool) {
+	runDifferentialOn(t, seed, policy, newStore(exclusive), "", 3000)
+}
+
+// runDifferentialOn runs steps random operations on a Manager named owner
+// over st (empty, and its Manager's only writer) and checks each against the
+// model.
+func runDifferentialOn(t *testing.T, seed uint64, policy LimitPolicy, st Store, owner string, steps int) {
+	_, exclusive := st.(exclusiveStore)
 	rng := rand.New(rand.NewPCG(seed, 99))
 	clk := newFakeClock()
 	cfg := Config{
 		Pools:        []PoolConfig{{Name: "main", Prefixes: []netip.Prefix{mustPrefix("10.0.0.0/28")}, Exclude: []netip.Prefix{mustPrefix("10.0.0.7/32")}, ExcludeNetworkBroadcast: true}},
 		Reservations: []Reservation{{Identity: "id0", Addr: mustAddr("10.0.0.9")}},
 		OfferTimeout: 5 * time.Second, Lifetime: 40 * time.Second, HoldTime: 90 * time.Second,
-		MaxSessions: 2, OnLimit: policy, Now: clk.Now,
+		MaxSessions: 2, OnLimit: policy, Now: clk.Now, Owner: owner,
 	}
-	st := newStore(exclusive)
 	m, err := New(cfg, st)
 	if err != nil {
 		t.Fatal(err)
@@ -266,7 +273,7 @@ func runDifferential(t *testing.T, seed uint64, policy LimitPolicy, exclusive bo
 		return addrs[rng.IntN(len(addrs))]
 	}
 	session := func() string { return fmt.Sprint("s", rng.IntN(3)) }
-	for step := range 3000 {
+	for step := range steps {
 		clk.Advance(time.Duration(1+rng.IntN(1500)) * time.Millisecond)
 		now := clk.Now()
 		var desc string
@@ -417,7 +424,7 @@ func equalFull(a, b []Lease) bool {
 	}
 	for i := range a {
 		x, y := a[i], b[i]
-		if x.Addr != y.Addr || x.State != y.State || x.Identity != y.Identity || x.Session != y.Session ||
+		if x.Addr != y.Addr || x.State != y.State || x.Identity != y.Identity || x.Session != y.Session || x.Owner != y.Owner ||
 			x.Static != y.Static || !x.Expires.Equal(y.Expires) || !x.Granted.Equal(y.Granted) {
 			return false
 		}

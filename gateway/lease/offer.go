@@ -2,13 +2,12 @@ package lease
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 )
 
-// maxConflictRetries bounds how often Offer retries after another writer
-// claimed the address it picked (only possible with a shared store).
+// maxConflictRetries bounds how often an operation is planned again after
+// another writer changed a key it planned on (only with a shared store).
 const maxConflictRetries = 8
 
 // Offer finds an address for r and records it as offered until
@@ -22,14 +21,7 @@ func (m *Manager) Offer(ctx context.Context, r Request) (Lease, error) {
 		return Lease{}, err
 	}
 	var out Lease
-	var err error
-	for range maxConflictRetries {
-		err = m.run(ctx, func(t *tx) error { return t.offer(r, &out) })
-		if !errors.Is(err, ErrConflict) {
-			break
-		}
-	}
-	if err != nil {
+	if err := m.run(ctx, func(t *tx) error { return t.offer(r, &out) }); err != nil {
 		return Lease{}, fmt.Errorf("offer for %q: %w", r.Identity, err)
 	}
 	return out, nil
@@ -64,7 +56,7 @@ func (t *tx) offer(r Request, out *Lease) error {
 	now := m.now()
 	nv := Lease{
 		Addr: a, Pool: p.name, Identity: r.Identity, Session: r.Session,
-		Endpoint: r.Endpoint, Transport: r.Transport, State: StateOffered,
+		Endpoint: r.Endpoint, Transport: r.Transport, Owner: m.cfg.Owner, State: StateOffered,
 		Static: static, Granted: now, Expires: now.Add(m.cfg.OfferTimeout),
 	}
 	t.set(p, a, nv)

@@ -240,13 +240,14 @@ func (t *tx) release(s *slot) Lease {
 		t.set(p, s.Addr, nv)
 		return nv
 	}
-	nv.State, nv.Expires = StateHeld, m.now().Add(m.cfg.HoldTime)
+	nv.State, nv.Expires, nv.Owner = StateHeld, m.now().Add(m.cfg.HoldTime), ""
 	t.set(p, s.Addr, nv)
 	return nv
 }
 
-// ReleaseAll releases every offered and active lease and returns how many.
-// A gateway calls it at start for the sessions of a previous run.
+// ReleaseAll releases every offered and active lease of this gateway (all of
+// them in single-node mode) and returns how many. A gateway calls it at
+// start for the sessions of a previous run, and when it stops.
 func (m *Manager) ReleaseAll(ctx context.Context, why Reason) (int, error) {
 	total := 0
 	for {
@@ -254,10 +255,10 @@ func (m *Manager) ReleaseAll(ctx context.Context, why Reason) (int, error) {
 		err := m.run(ctx, func(t *tx) error {
 			n = 0
 			for _, s := range m.expiry {
-				if n == sweepBatch {
+				if n == m.batch {
 					break
 				}
-				if s.State != StateOffered && s.State != StateActive {
+				if !m.ownSessionLocked(s) {
 					continue
 				}
 				if err := t.checkAddr(s.Addr); err != nil {
@@ -272,10 +273,16 @@ func (m *Manager) ReleaseAll(ctx context.Context, why Reason) (int, error) {
 			return total, fmt.Errorf("release all: %w", err)
 		}
 		total += n
-		if n < sweepBatch {
+		if n < m.batch {
 			return total, nil
 		}
 	}
+}
+
+// ownSessionLocked reports whether s is an offered or active lease of this
+// gateway.
+func (m *Manager) ownSessionLocked(s *slot) bool {
+	return (s.State == StateOffered || s.State == StateActive) && !m.foreignLocked(s)
 }
 
 // Flush commits the sessions' releases an exclusive store was not sent, and
@@ -296,7 +303,7 @@ func (m *Manager) Flush(ctx context.Context) (int, error) {
 	}
 	total := 0
 	for len(active) > 0 {
-		batch := active[:min(len(active), sweepBatch)]
+		batch := active[:min(len(active), m.batch)]
 		active = active[len(batch):]
 		n := 0
 		err := m.run(ctx, func(t *tx) error {
@@ -327,15 +334,15 @@ func (m *Manager) Flush(ctx context.Context) (int, error) {
 	return total, nil
 }
 
-// releaseSome releases the first n offered or active leases of the heap,
-// collected first because releasing reorders the heap.
+// releaseSome releases the first n offered or active leases of this gateway
+// in the heap, collected first because releasing reorders the heap.
 func (t *tx) releaseSome(n int, why Reason) {
 	batch := make([]*slot, 0, n)
 	for _, s := range t.m.expiry {
 		if len(batch) == n {
 			break
 		}
-		if s.State == StateOffered || s.State == StateActive {
+		if t.m.ownSessionLocked(s) {
 			batch = append(batch, s)
 		}
 	}

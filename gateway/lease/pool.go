@@ -2,6 +2,7 @@ package lease
 
 import (
 	"fmt"
+	"hash/fnv"
 	"sort"
 )
 
@@ -93,6 +94,27 @@ func newPool(name string, spans []span) *pool {
 	return p
 }
 
+// startFor returns where the gateway named owner starts taking clean
+// addresses: a point of the pool that depends on the name, so that gateways
+// sharing a store do not all race for the same first address.
+func startFor(owner string, spans []span) uint32 {
+	h := fnv.New64a()
+	h.Write([]byte(owner))
+	var size uint64
+	for _, sp := range spans {
+		size += uint64(sp.hi-sp.lo) + 1
+	}
+	off := h.Sum64() % size
+	for _, sp := range spans {
+		if n := uint64(sp.hi-sp.lo) + 1; off >= n {
+			off -= n
+			continue
+		}
+		return sp.lo + uint32(off)
+	}
+	return spans[0].lo
+}
+
 // span lookup over all pools.
 type poolSpan struct {
 	span
@@ -123,6 +145,9 @@ func (m *Manager) addPoolLocked(pc PoolConfig) (*pool, error) {
 		}
 	}
 	p := newPool(pc.Name, spans)
+	if m.cfg.Owner != "" {
+		p.cursor = startFor(m.cfg.Owner, spans)
+	}
 	for _, sp := range spans {
 		m.spans = append(m.spans, poolSpan{sp, p})
 	}

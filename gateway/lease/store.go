@@ -2,6 +2,7 @@ package lease
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 )
@@ -36,6 +37,44 @@ type exclusiveStore interface {
 	Exclusive() bool
 }
 
+// Watcher is implemented by a shared store (etcd): several gateways write
+// it, and each Manager follows the others' changes (Manager.Follow).
+type Watcher interface {
+	// Watch calls apply, in revision order and one store transaction or
+	// more at a time, with every change after revision from that this
+	// process did not write itself (those are in the Manager's cache
+	// already). It retries lost connections itself and returns ctx's error
+	// when ctx ends, or an error wrapping ErrResync when changes were lost
+	// (the history was compacted): the caller then loads the store again.
+	Watch(ctx context.Context, from int64, apply func([]Update)) error
+}
+
+// Update is one change seen by a Watcher: of an address key (Addr valid) or
+// of an identity index entry (Identity set).
+type Update struct {
+	Addr netip.Addr
+	// Record is the key's new record; nil: deleted.
+	Record *Record
+	// Prev is the record before a delete, when the store knows it.
+	Prev *Record
+	// Orphaned marks a delete done by the store when the record's owner
+	// lost its ownership (its etcd lease expired): a dead gateway's session.
+	Orphaned bool
+
+	Identity string
+	Addrs    []netip.Addr // the identity's new index entry (empty: deleted)
+}
+
+// ErrResync is wrapped by Watcher.Watch when it cannot continue from where
+// it was: the Manager must load a snapshot again.
+var ErrResync = errors.New("lease: store watch must start again from a snapshot")
+
+// batchLimiter is implemented by a store that bounds the changes of one
+// Commit (etcd: --max-txn-ops).
+type batchLimiter interface {
+	MaxChanges() int
+}
+
 // Record is a persisted lease with the version of its address key.
 type Record struct {
 	Lease   Lease
@@ -46,6 +85,9 @@ type Record struct {
 type Snapshot struct {
 	Leases []Record
 	Index  map[string][]netip.Addr
+	// Revision is the store revision the snapshot was read at (a Watcher
+	// continues from it); 0 for a store that is not a Watcher.
+	Revision int64
 }
 
 // Change replaces the record of one address key.

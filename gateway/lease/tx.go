@@ -311,8 +311,21 @@ func (m *Manager) run(ctx context.Context, plan func(t *tx) error) error {
 }
 
 // runLocked is run entered with m.mu held (it returns with it released):
-// the first plan sees what the caller did under the lock.
+// the first plan sees what the caller did under the lock. A store conflict
+// (another writer changed a key the cache had older) has put the store's
+// record in the cache: the operation is planned again on it, up to
+// maxConflictRetries times.
 func (m *Manager) runLocked(ctx context.Context, plan func(t *tx) error) error {
+	for range maxConflictRetries - 1 {
+		if err := m.runOnceLocked(ctx, plan); !errors.Is(err, ErrConflict) {
+			return err
+		}
+		m.mu.Lock()
+	}
+	return m.runOnceLocked(ctx, plan)
+}
+
+func (m *Manager) runOnceLocked(ctx context.Context, plan func(t *tx) error) error {
 	t := m.txPool.Get().(*tx)
 	defer m.txPool.Put(t)
 	for {
@@ -425,17 +438,17 @@ func (m *Manager) adoptLocked(a netip.Addr, r *Record) {
 		nv, ver = r.Lease, r.Version
 		nv.Pool = p.name
 	}
+	// The index stays the identity's hint (it is a separate key): a record
+	// gone makes the address sticky-free for the identity that remembers it;
+	// a record of another identity takes it out of the old one's list.
+	if r == nil && old.Identity != "" && m.idents[old.Identity] != nil && m.idents[old.Identity].hasSticky(a) {
+		nv.Identity = old.Identity
+	}
 	if old.Identity != "" && old.Identity != nv.Identity {
 		if is := m.idents[old.Identity]; is != nil && is.hasSticky(a) {
 			is.sticky = slices.DeleteFunc(slices.Clone(is.sticky), func(x netip.Addr) bool { return x == a })
 			m.gcIdentLocked(old.Identity, is)
 		}
-		if old.State == StateFree {
-			old.Identity = ""
-		}
-	}
-	if r == nil && old.Identity != "" && m.idents[old.Identity] != nil && m.idents[old.Identity].hasSticky(a) {
-		nv.Identity = old.Identity
 	}
 	m.setLocked(p, a, nv, ver)
 }

@@ -223,6 +223,12 @@ func (s *BoltStore) Commit(ctx context.Context, txn lease.Txn) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	for _, c := range txn.Leases {
+		// A single-node store has one writer; its records have no owner.
+		if c.Lease != nil && c.Lease.Owner != "" {
+			return fmt.Errorf("lease store %s: %v: owner %q: owners are for a shared store", s.path, c.Addr, c.Lease.Owner)
+		}
+	}
 	r := s.pool.Get().(*commitReq)
 	r.txn = txn
 	s.mu.RLock()
