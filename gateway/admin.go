@@ -25,7 +25,7 @@ func (a adminBackend) Leases(context.Context) ([]admin.Lease, error) {
 	for _, l := range ls {
 		al := admin.Lease{
 			Addr: l.Addr.String(), Pool: l.Pool, Identity: l.Identity, State: l.State.String(),
-			Transport: l.Transport, Expires: l.Expires, Static: l.Static,
+			Transport: l.Transport, Expires: l.Expires, Static: l.Static, Gateway: l.Owner,
 		}
 		if l.State == lease.StateActive || l.State == lease.StateOffered {
 			al.Session = l.Session
@@ -97,8 +97,9 @@ func (a adminBackend) Token(_ context.Context, identity string, ttl time.Duratio
 	return admin.TokenResult{Token: tok, Identity: identity, Fingerprint: a.g.ca.Fingerprint(), Expires: a.g.now().Add(ttl)}, nil
 }
 
-func (a adminBackend) Status(context.Context) (admin.Status, error) {
-	st := admin.Status{Version: a.g.version, Started: a.g.started, Listen: a.g.listenAddr, Sessions: a.g.ctl.Count()}
+func (a adminBackend) Status(ctx context.Context) (admin.Status, error) {
+	st := admin.Status{Version: a.g.version, Started: a.g.started, Listen: a.g.listenAddr, Sessions: a.g.ctl.Count(),
+		Cluster: a.g.clusterStatus(ctx)}
 	stats := map[string]lease.PoolStats{}
 	for _, p := range a.g.leases.Stats() {
 		stats[p.Name] = p

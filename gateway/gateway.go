@@ -25,6 +25,7 @@ import (
 	"github.com/dstmgw/dstm/gateway/control"
 	"github.com/dstmgw/dstm/gateway/lease"
 	"github.com/dstmgw/dstm/gateway/lease/boltstore"
+	"github.com/dstmgw/dstm/gateway/lease/etcdstore"
 	"github.com/dstmgw/dstm/gateway/metrics"
 	"github.com/dstmgw/dstm/gateway/tep"
 	"github.com/dstmgw/dstm/internal/hostnet"
@@ -73,7 +74,9 @@ type Gateway struct {
 	ca        *certs.CA
 	verifier  *auth.Verifier
 	tlsConfig *tls.Config
-	store     *boltstore.BoltStore
+	store     leaseStore
+	etcd      *etcdstore.Store // nil in single-node mode
+	node      string           // this gateway's name in a cluster ("" in single-node mode)
 	leases    *lease.Manager
 	metrics   *metrics.Metrics
 
@@ -172,12 +175,30 @@ func CAOptions(cfg config.Config, log zerolog.Logger, now func() time.Time) cert
 	}
 }
 
+// leaseStore is a lease.Store the gateway closes when it stops.
+type leaseStore interface {
+	lease.Store
+	Close() error
+}
+
 func (g *Gateway) openLeases(pol *auth.Policy) error {
-	st, err := boltstore.OpenBolt(filepath.Join(g.cfg.StateDir, LeaseFile), boltstore.BoltOptions{Timeout: lockTimeout})
-	if err != nil {
-		return stateError(g.cfg.StateDir, "leases", err) // err names the lease store
+	var st leaseStore
+	if e := g.cfg.Store.Etcd; e != nil {
+		es, err := g.openEtcd(e)
+		if err != nil {
+			return err
+		}
+		st, g.etcd = es, es
+	} else {
+		bs, err := boltstore.OpenBolt(filepath.Join(g.cfg.StateDir, LeaseFile), boltstore.BoltOptions{Timeout: lockTimeout})
+		if err != nil {
+			return stateError(g.cfg.StateDir, "leases", err) // err names the lease store
+		}
+		st = bs
 	}
-	m, err := lease.New(LeaseConfig(g.cfg, pol, g.now), st)
+	lc := LeaseConfig(g.cfg, pol, g.now)
+	lc.Owner = g.node
+	m, err := lease.New(lc, st)
 	if err != nil {
 		st.Close()
 		return fmt.Errorf("leases: %w", err)

@@ -81,6 +81,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	spawn("tep", g.tep.Run)
 	spawn("leases", g.leases.Run)
+	spawn("lease-store", g.leases.Follow)
+	if g.etcd != nil {
+		spawn("ownership", g.fenceOwnership)
+	}
 	spawn("ca", g.ca.Run)
 	spawn("lease-events", g.ctl.FollowLeases)
 	spawn("revocations", g.followRevocations)
@@ -132,7 +136,7 @@ func (g *Gateway) stop() {
 	if _, err := g.leases.Flush(ctx); err != nil {
 		g.log.Warn().Err(err).Msg("lease holds not written at shutdown; the next start holds them again")
 	}
-	g.ctl.EndAll()
+	g.ctl.EndAll(lease.ReasonClosed)
 	if g.mux != nil {
 		g.mux.Close()
 	}

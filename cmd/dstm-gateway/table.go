@@ -37,11 +37,21 @@ func row(tw io.Writer, cells ...string) {
 func writeLeasesTable(w io.Writer, leases []admin.Lease, now time.Time) error {
 	sorted := slices.Clone(leases)
 	slices.SortStableFunc(sorted, func(a, b admin.Lease) int { return compareAddr(a.Addr, b.Addr) })
+	// A cluster's gateways own their sessions' leases: then a GATEWAY column says whose.
+	cluster := slices.ContainsFunc(sorted, func(l admin.Lease) bool { return l.Gateway != "" })
 	tw := newTable(w)
-	row(tw, "ADDRESS", "POOL", "STATE", "STATIC", "IDENTITY", "TRANSPORT", "ENDPOINT", "SESSION", "EXPIRES")
+	head := []string{"ADDRESS", "POOL", "STATE", "STATIC", "IDENTITY", "TRANSPORT", "ENDPOINT", "SESSION", "EXPIRES"}
+	if cluster {
+		head = append(head, "GATEWAY")
+	}
+	row(tw, head...)
 	for _, l := range sorted {
-		row(tw, cell(l.Addr), cell(l.Pool), cell(l.State), yesNo(l.Static), cell(l.Identity),
-			cell(l.Transport), cell(l.Endpoint), cell(l.Session), relative(l.Expires, now))
+		cells := []string{cell(l.Addr), cell(l.Pool), cell(l.State), yesNo(l.Static), cell(l.Identity),
+			cell(l.Transport), cell(l.Endpoint), cell(l.Session), relative(l.Expires, now)}
+		if cluster {
+			cells = append(cells, cell(l.Gateway))
+		}
+		row(tw, cells...)
 	}
 	return tw.Flush()
 }
@@ -69,6 +79,24 @@ func writeStatus(w io.Writer, s admin.Status, now time.Time) error {
 	row(tw, "started:", timestamp(s.Started)+uptime(s.Started, now))
 	row(tw, "listen:", list(s.Listen))
 	row(tw, "sessions:", strconv.Itoa(s.Sessions))
+	if c := s.Cluster; c != nil {
+		row(tw, "cluster node:", cell(c.Node))
+		row(tw, "etcd:", list(c.Endpoints))
+		own := "LOST: new sessions are refused"
+		if c.Owner {
+			own = "live (holds at least until " + timestamp(c.ValidUntil) + ")"
+		}
+		row(tw, "ownership:", own)
+		names := make([]string, 0, len(c.Members))
+		for _, m := range c.Members {
+			names = append(names, m.Name)
+		}
+		members := list(names)
+		if c.Error != "" {
+			members = "unknown: " + c.Error
+		}
+		row(tw, "members:", members)
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}

@@ -24,10 +24,20 @@ func TestGoldenTables(t *testing.T) {
 			{Name: "empty", Size: 0},
 		},
 	}
+	cst := st
+	cst.Cluster = &admin.Cluster{Node: "gw-2", Endpoints: []string{"https://e1:2379", "https://e2:2379"}, Owner: true,
+		ValidUntil: goldenNow().Add(4 * time.Second), Members: []admin.Member{{Name: "gw-1"}, {Name: "gw-2"}}}
+	lost := st
+	lost.Cluster = &admin.Cluster{Node: "gw-2", Endpoints: []string{"http://e1:2379"}, Error: "lease: store unavailable: context deadline exceeded"}
+	clusterLeases := fixtureLeases()
+	clusterLeases[0].Gateway = "gw-1"
 	tests := []struct {
 		name  string
 		write func(*bytes.Buffer) error
 	}{
+		{"status_cluster", func(b *bytes.Buffer) error { return writeStatus(b, cst, goldenNow()) }},
+		{"status_cluster_lost", func(b *bytes.Buffer) error { return writeStatus(b, lost, goldenNow()) }},
+		{"leases_cluster", func(b *bytes.Buffer) error { return writeLeasesTable(b, clusterLeases, goldenNow()) }},
 		{"leases", func(b *bytes.Buffer) error { return writeLeasesTable(b, fixtureLeases(), goldenNow()) }},
 		{"leases_empty", func(b *bytes.Buffer) error { return writeLeasesTable(b, nil, goldenNow()) }},
 		{"sessions", func(b *bytes.Buffer) error { return writeSessionsTable(b, fixtureSessions(), goldenNow()) }},

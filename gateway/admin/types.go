@@ -39,6 +39,7 @@ type Lease struct {
 	Endpoint  string    `json:"endpoint,omitempty"`  // client's outer IPv6 endpoint
 	Expires   time.Time `json:"expires,omitzero"`    // end of the offer, lifetime or hold time
 	Static    bool      `json:"static,omitempty"`    // static reservation of Identity
+	Gateway   string    `json:"gateway,omitempty"`   // cluster mode: the gateway whose session holds it
 }
 
 // Session is one live client session.
@@ -77,6 +78,26 @@ type Status struct {
 	Listen   []string     `json:"listen"`   // listening addresses, e.g. "tcp [::]:3653"
 	Sessions int          `json:"sessions"` // live sessions
 	Pools    []PoolStatus `json:"pools"`
+	Cluster  *Cluster     `json:"cluster,omitempty"` // cluster mode only
+}
+
+// Cluster is this gateway's view of its cluster (store.etcd).
+type Cluster struct {
+	Node      string   `json:"node"`      // this gateway's name
+	Endpoints []string `json:"endpoints"` // etcd client URLs
+	// Owner is true while this gateway holds a live ownership lease: it may serve sessions.
+	Owner      bool      `json:"owner"`
+	ValidUntil time.Time `json:"valid_until,omitzero"` // the ownership surely holds until then
+	Members    []Member  `json:"members"`              // gateways with a live ownership lease
+	Error      string    `json:"error,omitempty"`      // etcd could not be asked for the members
+}
+
+// Member is one gateway of the cluster, as it announced itself in etcd.
+type Member struct {
+	Name    string    `json:"name"`
+	Version string    `json:"version,omitempty"`
+	Listen  []string  `json:"listen,omitempty"`
+	Started time.Time `json:"started,omitzero"`
 }
 
 // PoolStatus is the occupancy of one pool.

@@ -30,6 +30,38 @@ type Config struct {
 	Log      Log               `yaml:"log"`
 	Metrics  Metrics           `yaml:"metrics"`
 	Admin    Admin             `yaml:"admin"`
+	Store    Store             `yaml:"store,omitempty"`
+}
+
+// Store selects the lease store: the embedded bbolt file in state_dir (single node, the
+// default), or etcd shared by the gateways of a cluster.
+type Store struct {
+	Etcd *Etcd `yaml:"etcd,omitempty"`
+}
+
+// Etcd configures the shared store of cluster mode.
+type Etcd struct {
+	Endpoints []string `yaml:"endpoints"`
+	// Name is this gateway's name in the cluster (the owner of its sessions' leases);
+	// empty: the host name.
+	Name           string   `yaml:"name"`
+	Prefix         string   `yaml:"prefix"`
+	TTL            Duration `yaml:"ttl"`
+	DialTimeout    Duration `yaml:"dial_timeout"`
+	RequestTimeout Duration `yaml:"request_timeout"`
+	MaxTxnOps      int      `yaml:"max_txn_ops"`
+	TLS            *EtcdTLS `yaml:"tls"`
+	Username       string   `yaml:"username"`
+	PasswordFile   string   `yaml:"password_file"`
+}
+
+// EtcdTLS is the client side of TLS to etcd: the CA that signed the members' certificates,
+// and an optional client certificate for etcd's --client-cert-auth.
+type EtcdTLS struct {
+	CA         string `yaml:"ca"`
+	Cert       string `yaml:"cert"`
+	Key        string `yaml:"key"`
+	ServerName string `yaml:"server_name"`
 }
 
 // Listen says where the one TSP port is served (TCP and UDP on the same port).

@@ -47,6 +47,17 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		{"policy pool", "policy:\n  default:\n    pool: nowhere\n", `policy.default.pool: pool "nowhere" is not defined`},
 		{"static outside pools", "policy:\n  identities:\n    alice:\n      static_v4: 192.0.2.9\n", "static_v4: 192.0.2.9 is in no pool"},
 		{"listen port", "listen:\n  addresses: [\"[::1]:0\"]\n", "listen.addresses[0]"},
+		{"etcd no endpoints", "store:\n  etcd: {}\n", "store.etcd.endpoints: at least one"},
+		{"etcd endpoint scheme", "store:\n  etcd:\n    endpoints: [\"10.0.0.1:2379\"]\n", "store.etcd.endpoints[0]: want http"},
+		{"etcd endpoint port", "store:\n  etcd:\n    endpoints: [\"http://10.0.0.1\"]\n", "store.etcd.endpoints[0]: \"http://10.0.0.1\" has no port"},
+		{"etcd https without tls", "store:\n  etcd:\n    endpoints: [\"https://e1:2379\"]\n", "store.etcd.tls.ca is needed"},
+		{"etcd http with tls", "store:\n  etcd:\n    endpoints: [\"http://e1:2379\"]\n    tls: {ca: /etc/ca.pem}\n", "plain http but store.etcd.tls is set"},
+		{"etcd name", "store:\n  etcd:\n    endpoints: [\"http://e1:2379\"]\n    name: \"gw 1\"\n", "store.etcd.name"},
+		{"etcd prefix", "store:\n  etcd:\n    endpoints: [\"http://e1:2379\"]\n    prefix: dstm\n", "store.etcd.prefix"},
+		{"etcd ttl", "store:\n  etcd:\n    endpoints: [\"http://e1:2379\"]\n    ttl: 1500ms\n", "store.etcd.ttl"},
+		{"etcd txn ops", "store:\n  etcd:\n    endpoints: [\"http://e1:2379\"]\n    max_txn_ops: 2\n", "store.etcd.max_txn_ops"},
+		{"etcd tls pair", "store:\n  etcd:\n    endpoints: [\"https://e1:2379\"]\n    tls: {ca: /ca.pem, cert: /c.pem}\n", "store.etcd.tls: cert and key go together"},
+		{"etcd password", "store:\n  etcd:\n    endpoints: [\"http://e1:2379\"]\n    username: gw\n", "store.etcd.username"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"time"
@@ -47,6 +48,7 @@ func (c *Config) Validate() error {
 		add(fmt.Errorf("policy: %w", err))
 	}
 	errs = append(errs, c.validatePolicyPools()...)
+	errs = append(errs, c.validateStore()...)
 	return errors.Join(errs...)
 }
 
@@ -228,6 +230,82 @@ func (c *Config) validatePolicyPools() []error {
 	}
 	for name, r := range c.Policy.Identities {
 		check(fmt.Sprintf("policy.identities[%q]", name), r.Rule)
+	}
+	return errs
+}
+
+// ValidNodeName reports whether s is a valid cluster member name: 1 to 63 letters, digits,
+// '.', '-' or '_'.
+func ValidNodeName(s string) bool {
+	if len(s) == 0 || len(s) > 63 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *Config) validateStore() []error {
+	e := c.Store.Etcd
+	if e == nil {
+		return nil
+	}
+	var errs []error
+	if len(e.Endpoints) == 0 {
+		errs = append(errs, bad("store.etcd.endpoints", "at least one etcd endpoint is needed"))
+	}
+	for i, ep := range e.Endpoints {
+		u, err := url.Parse(ep)
+		switch {
+		case err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") || u.Path != "" && u.Path != "/":
+			errs = append(errs, bad(fmt.Sprintf("store.etcd.endpoints[%d]", i), "want http://host:port or https://host:port, got %q", ep))
+		case u.Port() == "":
+			errs = append(errs, bad(fmt.Sprintf("store.etcd.endpoints[%d]", i), "%q has no port (etcd's client port is usually 2379)", ep))
+		case u.Scheme == "https" && e.TLS == nil:
+			errs = append(errs, bad(fmt.Sprintf("store.etcd.endpoints[%d]", i), "%q is https: store.etcd.tls.ca is needed", ep))
+		case u.Scheme == "http" && e.TLS != nil:
+			errs = append(errs, bad(fmt.Sprintf("store.etcd.endpoints[%d]", i), "%q is plain http but store.etcd.tls is set", ep))
+		}
+	}
+	if e.Name != "" && !ValidNodeName(e.Name) {
+		errs = append(errs, bad("store.etcd.name", "want 1 to 63 letters, digits, '.', '-' or '_', got %q", e.Name))
+	}
+	if e.Prefix != "" && (!strings.HasPrefix(e.Prefix, "/") || !strings.HasSuffix(e.Prefix, "/")) {
+		errs = append(errs, bad("store.etcd.prefix", "must start and end with '/', got %q", e.Prefix))
+	}
+	if d := e.TTL.D(); d != 0 && (d < 2*time.Second || d > time.Minute || d%time.Second != 0) {
+		errs = append(errs, bad("store.etcd.ttl", "want whole seconds from 2s to 1m, got %v", d))
+	}
+	if d := e.DialTimeout.D(); d < 0 || d > time.Minute {
+		errs = append(errs, bad("store.etcd.dial_timeout", "want 0 (default 5s) to 1m, got %v", d))
+	}
+	if d := e.RequestTimeout.D(); d < 0 || d > time.Minute {
+		errs = append(errs, bad("store.etcd.request_timeout", "want 0 (default 3s) to 1m, got %v", d))
+	}
+	if e.MaxTxnOps != 0 && (e.MaxTxnOps < 8 || e.MaxTxnOps > 65536) {
+		errs = append(errs, bad("store.etcd.max_txn_ops", "want the cluster's --max-txn-ops (8 to 65536; default 128), got %d", e.MaxTxnOps))
+	}
+	if t := e.TLS; t != nil {
+		if t.CA == "" || !filepath.IsAbs(t.CA) {
+			errs = append(errs, bad("store.etcd.tls.ca", "must be an absolute path, got %q", t.CA))
+		}
+		if (t.Cert == "") != (t.Key == "") {
+			errs = append(errs, bad("store.etcd.tls", "cert and key go together"))
+		}
+		for _, f := range [...]struct{ field, path string }{{"cert", t.Cert}, {"key", t.Key}} {
+			if f.path != "" && !filepath.IsAbs(f.path) {
+				errs = append(errs, bad("store.etcd.tls."+f.field, "must be an absolute path, got %q", f.path))
+			}
+		}
+	}
+	if (e.Username == "") != (e.PasswordFile == "") {
+		errs = append(errs, bad("store.etcd.username", "username and password_file go together"))
+	}
+	if e.PasswordFile != "" && !filepath.IsAbs(e.PasswordFile) {
+		errs = append(errs, bad("store.etcd.password_file", "must be an absolute path, got %q", e.PasswordFile))
 	}
 	return errs
 }

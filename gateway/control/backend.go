@@ -113,7 +113,7 @@ func leaseStatus(err error) error {
 		return statusErr(tsp.StatusNoMoreTunnels, err)
 	case errors.Is(err, lease.ErrInvalidIdentity):
 		return statusErr(tsp.StatusAuthenticationFailed, err)
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled), errors.Is(err, lease.ErrStoreUnavailable):
 		return statusErr(tsp.StatusServerTooBusy, err)
 	}
 	return statusErr(tsp.StatusServerError, err)

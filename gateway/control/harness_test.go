@@ -98,7 +98,7 @@ func newHarness(t *testing.T, opts harnessOptions) *harness {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = te.Run(ctx) }()
 	t.Cleanup(func() {
-		srv.EndAll()
+		srv.EndAll(lease.ReasonClosed)
 		cancel()
 		te.Close()
 		<-done

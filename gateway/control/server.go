@@ -111,10 +111,10 @@ func (s *Server) Drops(m map[string]uint64) {
 	})
 }
 
-// EndAll ends every session, as the gateway stops.
-func (s *Server) EndAll() {
+// EndAll ends every session: the gateway stops, or lost the ownership of its leases.
+func (s *Server) EndAll(why lease.Reason) {
 	for _, ss := range s.sessions.all() {
-		s.end(ss, lease.ReasonClosed)
+		s.end(ss, why)
 	}
 }
 

@@ -3,6 +3,7 @@ package lease
 import (
 	"container/heap"
 	"context"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -102,7 +103,9 @@ func (m *Manager) Run(ctx context.Context) error {
 		}
 		if _, err := m.Expire(ctx); err != nil && ctx.Err() == nil {
 			failures++
-			if failures >= MaxSweepFailures {
+			// A shared store out of reach is survived: the sessions go on until the
+			// ownership ends, and sweeps resume when it is back.
+			if failures >= MaxSweepFailures && !errors.Is(err, ErrStoreUnavailable) {
 				return err
 			}
 			continue

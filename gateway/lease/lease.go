@@ -182,6 +182,9 @@ var (
 	ErrInvalidConfig = errors.New("lease: invalid configuration")
 	// ErrNotHeld: see AddPool.
 	ErrNotHeld = errors.New("lease: sessions of an earlier run not held")
+	// ErrStoreUnavailable is wrapped by a shared Store that cannot take a change now (etcd
+	// unreachable, or this gateway's ownership not live): another gateway may.
+	ErrStoreUnavailable = errors.New("lease: store unavailable")
 )
 
 // MaxIdentityLen is the longest identity accepted, in bytes.

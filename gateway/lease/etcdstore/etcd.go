@@ -17,6 +17,7 @@ package etcdstore
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -48,7 +49,7 @@ const loadPage = 2000
 
 // ErrNoOwnership is wrapped by Commit when this gateway holds no live
 // ownership lease: it may not write offered or active records.
-var ErrNoOwnership = errors.New("etcdstore: this gateway's ownership lease is not live")
+var ErrNoOwnership = fmt.Errorf("%w: this gateway's etcd ownership lease is not live", lease.ErrStoreUnavailable)
 
 // Options configures a Store.
 type Options struct {
@@ -67,8 +68,19 @@ type Options struct {
 	RequestTimeout time.Duration
 	// MaxTxnOps is the cluster's --max-txn-ops.
 	MaxTxnOps int
-	Log       zerolog.Logger
-	Now       func() time.Time
+	// Member is what this gateway announces under members/<Owner> while its ownership
+	// lease lives (Members lists them).
+	Member Member
+	Log    zerolog.Logger
+	Now    func() time.Time
+}
+
+// Member is a gateway's announcement in the cluster.
+type Member struct {
+	Name    string    `json:"name"`
+	Version string    `json:"version,omitempty"`
+	Listen  []string  `json:"listen,omitempty"`
+	Started time.Time `json:"started,omitzero"`
 }
 
 func (o Options) withDefaults() Options {
@@ -96,11 +108,12 @@ func (o Options) withDefaults() Options {
 // Store is a lease.Store and lease.Watcher on etcd. Close it to give up the
 // ownership lease.
 type Store struct {
-	opt    Options
-	cli    *clientv3.Client
-	addrs  string // key prefix of address records
-	idents string // key prefix of index entries
-	root   string // the range Load and Watch cover
+	opt     Options
+	cli     *clientv3.Client
+	addrs   string // key prefix of address records
+	idents  string // key prefix of index entries
+	root    string // the range Load and Watch cover
+	members string // key prefix of member announcements
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -143,9 +156,10 @@ func Open(ctx context.Context, opt Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcdstore: client: %w", err)
 	}
-	root := strings.TrimSuffix(opt.Prefix, "/") + "/lease/"
+	base := strings.TrimSuffix(opt.Prefix, "/") + "/"
+	root := base + "lease/"
 	s := &Store{
-		opt: opt, cli: cli, root: root, addrs: root + "a/", idents: root + "i/",
+		opt: opt, cli: cli, root: root, addrs: root + "a/", idents: root + "i/", members: base + "members/",
 		done: make(chan struct{}), lost: make(chan struct{}), seen: make(map[string]int64),
 	}
 	if err := s.grant(ctx); err != nil {
@@ -191,6 +205,26 @@ func (s *Store) Ownership() (id int64, validUntil time.Time, ok bool) {
 	return int64(s.lease), s.validUntil, s.lease != 0 && s.opt.Now().Before(s.validUntil)
 }
 
+// Members returns the gateways whose ownership lease lives, by name.
+func (s *Store) Members(ctx context.Context) ([]Member, error) {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, s.members, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	if err != nil {
+		return nil, fmt.Errorf("%w: etcd members: %w", lease.ErrStoreUnavailable, err)
+	}
+	out := make([]Member, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var m Member
+		if len(kv.Value) > maxValue || json.Unmarshal(kv.Value, &m) != nil {
+			m = Member{} // announced by something else: shown by its key alone
+		}
+		m.Name = strings.TrimPrefix(string(kv.Key), s.members)
+		out = append(out, m)
+	}
+	return out, nil
+}
+
 // Lost returns a channel closed when the current ownership lease is lost.
 func (s *Store) Lost() <-chan struct{} {
 	s.mu.Lock()
@@ -205,6 +239,15 @@ func (s *Store) grant(ctx context.Context) error {
 	g, err := s.cli.Grant(ctx, int64(s.opt.TTL/time.Second))
 	if err != nil {
 		return fmt.Errorf("etcdstore: grant ownership lease: %w", err)
+	}
+	m := s.opt.Member
+	m.Name = s.opt.Owner
+	v, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	if _, err := s.cli.Put(ctx, s.members+s.opt.Owner, string(v), clientv3.WithLease(g.ID)); err != nil {
+		return fmt.Errorf("etcdstore: announce member %s: %w", s.opt.Owner, err)
 	}
 	s.mu.Lock()
 	s.lease = g.ID
@@ -323,7 +366,7 @@ func (s *Store) Load(ctx context.Context) (lease.Snapshot, error) {
 		resp, err := s.cli.Get(rctx, key, opts...)
 		cancel()
 		if err != nil {
-			return lease.Snapshot{}, fmt.Errorf("etcdstore: load: %w", err)
+			return lease.Snapshot{}, fmt.Errorf("%w: etcd load: %w", lease.ErrStoreUnavailable, err)
 		}
 		if snap.Revision == 0 {
 			snap.Revision = resp.Header.Revision
@@ -435,7 +478,7 @@ func (s *Store) Commit(ctx context.Context, txn lease.Txn) error {
 			s.loseLease(owner, "not found on commit")
 			return fmt.Errorf("%w: %w", ErrNoOwnership, err)
 		}
-		return fmt.Errorf("etcdstore: commit: %w", err)
+		return fmt.Errorf("%w: etcd commit: %w", lease.ErrStoreUnavailable, err)
 	}
 	if !resp.Succeeded {
 		return s.conflict(txn, resp)

@@ -1,0 +1,132 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/dstmgw/dstm/gateway/admin"
+	"github.com/dstmgw/dstm/gateway/config"
+	"github.com/dstmgw/dstm/gateway/lease"
+	"github.com/dstmgw/dstm/gateway/lease/etcdstore"
+)
+
+// openEtcd connects to the cluster's etcd and takes this gateway's ownership lease. Errors
+// name the configuration field they come from.
+func (g *Gateway) openEtcd(e *config.Etcd) (*etcdstore.Store, error) {
+	name := e.Name
+	if name == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("store.etcd.name: not set, and no host name: %w", err)
+		}
+		name = strings.SplitN(h, ".", 2)[0]
+		if !config.ValidNodeName(name) {
+			return nil, fmt.Errorf("store.etcd.name: not set, and the host name %q is not a valid name: set one", h)
+		}
+	}
+	opt := etcdstore.Options{
+		Endpoints: e.Endpoints, Prefix: e.Prefix, Owner: name, TTL: e.TTL.D(),
+		DialTimeout: e.DialTimeout.D(), RequestTimeout: e.RequestTimeout.D(), MaxTxnOps: e.MaxTxnOps,
+		Username: e.Username,
+		Member:   etcdstore.Member{Version: g.version, Started: g.now()},
+		Log:      g.log.With().Str("component", "etcd").Logger(),
+		Now:      g.now,
+	}
+	for _, a := range g.cfg.Listen.Addresses {
+		opt.Member.Listen = append(opt.Member.Listen, a.String())
+	}
+	if e.PasswordFile != "" {
+		b, err := os.ReadFile(e.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("store.etcd.password_file: %w", err)
+		}
+		opt.Password = strings.TrimRight(strings.SplitN(string(b), "\n", 2)[0], "\r")
+	}
+	if t := e.TLS; t != nil {
+		tc, err := etcdTLS(t)
+		if err != nil {
+			return nil, err
+		}
+		opt.TLS = tc
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), etcdOpenTimeout(e))
+	defer cancel()
+	st, err := etcdstore.Open(ctx, opt)
+	if err != nil {
+		return nil, fmt.Errorf("store.etcd (%s): %w", strings.Join(e.Endpoints, ","), err)
+	}
+	g.node = name
+	g.log.Info().Str("node", name).Strs("etcd", e.Endpoints).Msg("cluster mode: leases in etcd")
+	return st, nil
+}
+
+// etcdOpenTimeout bounds the connection and the first grant at start.
+func etcdOpenTimeout(e *config.Etcd) time.Duration {
+	dial, req := e.DialTimeout.D(), e.RequestTimeout.D()
+	if dial == 0 {
+		dial = etcdstore.DefaultDialTimeout
+	}
+	if req == 0 {
+		req = etcdstore.DefaultRequestTimeout
+	}
+	return dial + req
+}
+
+func etcdTLS(t *config.EtcdTLS) (*tls.Config, error) {
+	pem, err := os.ReadFile(t.CA)
+	if err != nil {
+		return nil, fmt.Errorf("store.etcd.tls.ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("store.etcd.tls.ca: no PEM certificate in %s", t.CA)
+	}
+	tc := &tls.Config{RootCAs: pool, ServerName: t.ServerName, MinVersion: tls.VersionTLS12}
+	if t.Cert != "" {
+		c, err := tls.LoadX509KeyPair(t.Cert, t.Key)
+		if err != nil {
+			return nil, fmt.Errorf("store.etcd.tls.cert/key: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{c}
+	}
+	return tc, nil
+}
+
+// fenceOwnership ends every session when this gateway's ownership lease in etcd is lost
+// (cut off from etcd for the TTL, or etcd says it expired): the other gateways may hand their
+// addresses to others from then on. New sessions are refused until a new lease is granted.
+func (g *Gateway) fenceOwnership(ctx context.Context) error {
+	for {
+		lost := g.etcd.Lost()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-lost:
+		}
+		g.log.Error().Int("sessions", g.ctl.Count()).Str("reason", string(lease.ReasonOwnership)).
+			Msg("etcd ownership lost: every session ended; new sessions are refused until a new ownership lease is granted")
+		g.ctl.EndAll(lease.ReasonOwnership)
+	}
+}
+
+// clusterStatus is the cluster part of `status`.
+func (g *Gateway) clusterStatus(ctx context.Context) *admin.Cluster {
+	if g.etcd == nil {
+		return nil
+	}
+	_, until, ok := g.etcd.Ownership()
+	c := &admin.Cluster{Node: g.node, Endpoints: g.cfg.Store.Etcd.Endpoints, Owner: ok, ValidUntil: until}
+	ms, err := g.etcd.Members(ctx)
+	if err != nil {
+		c.Error = err.Error()
+	}
+	for _, m := range ms {
+		c.Members = append(c.Members, admin.Member{Name: m.Name, Version: m.Version, Listen: m.Listen, Started: m.Started})
+	}
+	return c
+}

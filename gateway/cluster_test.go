@@ -1,0 +1,102 @@
+package gateway_test
+
+import (
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dstmgw/dstm/gateway/admin"
+	"github.com/dstmgw/dstm/gateway/config"
+	"github.com/dstmgw/dstm/gateway/lease/etcdstore/etcdtest"
+	"github.com/dstmgw/dstm/tsp"
+)
+
+// clusterMember returns the mutation that puts a test gateway in cluster c as name.
+func clusterMember(c *etcdtest.Cluster, name string) func(*config.Config) {
+	return func(cfg *config.Config) {
+		cfg.Store.Etcd = &config.Etcd{Endpoints: c.Endpoints(), Name: name, TTL: config.Duration(2 * time.Second)}
+	}
+}
+
+// anonymousSession opens a plain-TSP ANONYMOUS session on gw and returns its connection
+// (the session lives while it is open) and offer.
+func anonymousSession(t *testing.T, gw *testGW) (net.Conn, *tsp.Tunnel) {
+	t.Helper()
+	c := gw.dialTCP(t)
+	m := anonymousClient(t, tsp.TransportTCP, tsp.TypeV4DTLSV6, tsp.TypeV4DTLSV6)
+	if _, err := streamSession(c, m); err != nil {
+		t.Fatalf("session: %v", err)
+	}
+	return c, m.Offer()
+}
+
+// TestClusterSameAddressOnAnotherGateway: two gateways share their leases through etcd; a
+// client's lease on one is seen by the other, which names its owner; when the first stops,
+// the client gets the same address from the second.
+func TestClusterSameAddressOnAnotherGateway(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	a := startGateway(t, clusterMember(c, "gw-a"))
+	b := startGateway(t, clusterMember(c, "gw-b"))
+	ctx := testCtx(t)
+
+	conn, o := anonymousSession(t, a)
+	x := o.Client.IPv4
+	a.waitLeaseState(t, x, "active")
+	eventually(t, "gw-b sees the lease of gw-a's session", func() (bool, error) {
+		l, ok, err := b.leaseOf(ctx, x)
+		return ok && l.State == "active" && l.Gateway == "gw-a", err
+	})
+	var st admin.Status
+	eventually(t, "both members in gw-b's status", func() (bool, error) {
+		var err error
+		st, err = b.admin.Status(ctx)
+		return err == nil && st.Cluster != nil && len(st.Cluster.Members) == 2, err
+	})
+	if cl := st.Cluster; cl.Node != "gw-b" || !cl.Owner || cl.Members[0].Name != "gw-a" || cl.Members[1].Name != "gw-b" {
+		t.Fatalf("cluster status %+v", cl)
+	}
+
+	conn.Close()
+	a.stop()
+	eventually(t, "the address held on gw-b after gw-a stopped", func() (bool, error) {
+		l, ok, err := b.leaseOf(ctx, x)
+		return ok && l.State == "held" && l.Gateway == "", err
+	})
+	eventually(t, "gw-a gone from the members", func() (bool, error) {
+		st, err := b.admin.Status(ctx)
+		return err == nil && len(st.Cluster.Members) == 1, err
+	})
+	conn2, o2 := anonymousSession(t, b)
+	defer conn2.Close()
+	if o2.Client.IPv4 != x {
+		t.Fatalf("on gw-b the client got %v, want its address %v", o2.Client.IPv4, x)
+	}
+	l := b.waitLeaseState(t, x, "active")
+	if l.Gateway != "gw-b" {
+		t.Fatalf("lease %+v, want owner gw-b", l)
+	}
+}
+
+// TestClusterEtcdDown: with etcd gone, a new session is refused with "server too busy" (a
+// client tries another gateway) and the gateway keeps running; it says so in status.
+func TestClusterEtcdDown(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	gw := startGateway(t, func(cfg *config.Config) {
+		clusterMember(c, "gw-a")(cfg)
+		cfg.Store.Etcd.RequestTimeout = config.Duration(500 * time.Millisecond)
+	})
+	ctx := testCtx(t)
+	c.Stop(0)
+	conn := gw.dialTCP(t)
+	defer conn.Close()
+	m := anonymousClient(t, tsp.TransportTCP, tsp.TypeV4DTLSV6, tsp.TypeV4DTLSV6)
+	_, err := streamSession(conn, m)
+	if err == nil || !strings.Contains(err.Error(), "530") {
+		t.Fatalf("session with etcd down: %v, want TSP 530 (server too busy)", err)
+	}
+	eventually(t, "status reports the ownership lost", func() (bool, error) {
+		st, err := gw.admin.Status(ctx)
+		return err == nil && st.Cluster != nil && !st.Cluster.Owner && st.Cluster.Error != "", err
+	})
+}
