@@ -54,9 +54,12 @@ type CA struct {
 	pki   *pki
 	kid   string
 	auth  *authority.Authority
-	index *index
-	roots *x509.CertPool
-	inter *x509.CertPool
+	index indexStore
+	// sharedFrom is the etcd revision the shared revocations were loaded at (Options.Shared).
+	sharedFrom int64
+	stepDB     *stepDB // smallstep's database in etcd (Options.Shared); nil: its bbolt file
+	roots      *x509.CertPool
+	inter      *x509.CertPool
 
 	revoked atomic.Pointer[map[string]struct{}] // copy-on-write
 	revMu   sync.RWMutex                        // revocations: write; renewals: read
@@ -146,10 +149,38 @@ func checkMeta(dir string) error {
 
 func (ca *CA) start() error {
 	var err error
-	// The index is opened first and stays open as long as the CA: a second process gives up
-	// on it after opts.LockTimeout, before smallstep waits its own 5 s on ca.db.
-	if ca.index, err = openIndex(filepath.Join(ca.dir, indexDBFile), ca.opts.LockTimeout); err != nil {
-		return err
+	if sh := ca.opts.Shared; sh != nil {
+		k := newSharedKeys(sh.Prefix)
+		if err := sh.claimRoot(k, Fingerprint(ca.pki.root)); err != nil {
+			return err
+		}
+		ix := &etcdIndex{sh: sh, k: k}
+		if path := filepath.Join(ca.dir, indexDBFile); fsutil.Exists(path) {
+			n, err := ix.migrate(path, ca.opts.LockTimeout)
+			if err != nil {
+				return err
+			}
+			ca.opts.Logger.Info().Int("certificates", n).Str("path", path).Msg("CA index moved into the cluster's etcd")
+		}
+		sdb := &stepDB{sh: sh, k: k}
+		if path := filepath.Join(ca.dir, caDBFile); fsutil.Exists(path) {
+			if err := sdb.migrate(path, ca.opts.LockTimeout); err != nil {
+				return err
+			}
+		}
+		// Revocations after this revision are followed by Run; those before it are loaded now.
+		if ca.sharedFrom, err = ix.revision(); err != nil {
+			return fmt.Errorf("open CA: %w", err)
+		}
+		ca.index, ca.stepDB = ix, sdb
+	} else {
+		// The index is opened first and stays open as long as the CA: a second process gives
+		// up on it after opts.LockTimeout, before smallstep waits its own 5 s on ca.db.
+		bi, err := openIndex(filepath.Join(ca.dir, indexDBFile), ca.opts.LockTimeout)
+		if err != nil {
+			return err
+		}
+		ca.index = bi
 	}
 	if err := ca.loadRevoked(); err != nil {
 		return err
@@ -186,12 +217,17 @@ func (ca *CA) newAuthority() (*authority.Authority, error) {
 		},
 		DB: &db.Config{Type: "bbolt", DataSource: filepath.Join(ca.dir, caDBFile)},
 	}
-	return authority.NewEmbedded(
+	opts := []authority.Option{
 		authority.WithConfig(cfg),
 		authority.WithX509RootCerts(ca.pki.root),
 		authority.WithX509Signer(ca.pki.inter, ca.pki.interKey),
 		authority.WithQuietInit(),
-	)
+	}
+	if ca.stepDB != nil {
+		cfg.DB = nil
+		opts = append(opts, authority.WithDatabase(ca.stepDB))
+	}
+	return authority.NewEmbedded(opts...)
 }
 
 // Close shuts the CA down, closing its databases and subscription channels.

@@ -10,6 +10,11 @@
 //	server.crt, server.key                    the gateway's TLS certificate (key 0600)
 //	ca.db                                     smallstep's bbolt DB: used tokens, issued and revoked certificates
 //	index.db                                  our bbolt index: identity -> serials, revocations, CRL number
+//
+// With Options.Shared (cluster mode) ca.db and index.db are not used: their
+// content lives in etcd, shared by the gateways that open the same keys, and
+// Run follows the revocations the other gateways make (shared.go).
+//
 //	ca.json                                   format version and provisioner name (written last by Init)
 //
 // Token issues single-use enrollment tokens; Enroll turns token + CSR into a

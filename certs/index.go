@@ -37,9 +37,22 @@ type revokedRecord struct {
 	NotAfter   time.Time `json:"not_after"`
 }
 
-type index struct{ db *bolt.DB }
+// indexStore is the CA's index: the bbolt file of a single gateway (boltIndex), or etcd
+// shared by the gateways of a cluster (etcdIndex).
+type indexStore interface {
+	recordIssued(serial string, rec issuedRecord) error
+	issued(serial string) (issuedRecord, bool, error)
+	serialsOf(identity string) ([]string, error)
+	// recordRevoked fails with errIndexAlreadyRevoked if serial is revoked already.
+	recordRevoked(serial string, rec revokedRecord) error
+	revoked() (map[string]revokedRecord, error)
+	nextCRLNumber() (uint64, error)
+	close() error
+}
 
-func openIndex(path string, lockTimeout time.Duration) (*index, error) {
+type boltIndex struct{ db *bolt.DB }
+
+func openIndex(path string, lockTimeout time.Duration) (*boltIndex, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
 	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("%w: %s", ErrLocked, path)
@@ -59,16 +72,16 @@ func openIndex(path string, lockTimeout time.Duration) (*index, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("open index: %w", err)
 	}
-	return &index{db: db}, nil
+	return &boltIndex{db: db}, nil
 }
 
-func (ix *index) close() error { return ix.db.Close() }
+func (ix *boltIndex) close() error { return ix.db.Close() }
 
 func identityKey(identity, serial string) []byte {
 	return append(append([]byte(identity), 0), serial...)
 }
 
-func (ix *index) recordIssued(serial string, rec issuedRecord) error {
+func (ix *boltIndex) recordIssued(serial string, rec issuedRecord) error {
 	v, err := json.Marshal(rec)
 	if err != nil {
 		return err
@@ -85,7 +98,7 @@ func (ix *index) recordIssued(serial string, rec issuedRecord) error {
 	return nil
 }
 
-func (ix *index) issued(serial string) (issuedRecord, bool, error) {
+func (ix *boltIndex) issued(serial string) (issuedRecord, bool, error) {
 	var rec issuedRecord
 	var found bool
 	err := ix.db.View(func(tx *bolt.Tx) error {
@@ -102,7 +115,7 @@ func (ix *index) issued(serial string) (issuedRecord, bool, error) {
 	return rec, found, nil
 }
 
-func (ix *index) serialsOf(identity string) ([]string, error) {
+func (ix *boltIndex) serialsOf(identity string) ([]string, error) {
 	var out []string
 	prefix := identityKey(identity, "")
 	err := ix.db.View(func(tx *bolt.Tx) error {
@@ -121,7 +134,7 @@ func (ix *index) serialsOf(identity string) ([]string, error) {
 // errIndexAlreadyRevoked is returned inside recordRevoked's transaction.
 var errIndexAlreadyRevoked = errors.New("already revoked")
 
-func (ix *index) recordRevoked(serial string, rec revokedRecord) error {
+func (ix *boltIndex) recordRevoked(serial string, rec revokedRecord) error {
 	v, err := json.Marshal(rec)
 	if err != nil {
 		return err
@@ -135,7 +148,7 @@ func (ix *index) recordRevoked(serial string, rec revokedRecord) error {
 	})
 }
 
-func (ix *index) revoked() (map[string]revokedRecord, error) {
+func (ix *boltIndex) revoked() (map[string]revokedRecord, error) {
 	out := map[string]revokedRecord{}
 	err := ix.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket([]byte(bucketRevoked)).ForEach(func(k, v []byte) error {
@@ -153,7 +166,7 @@ func (ix *index) revoked() (map[string]revokedRecord, error) {
 	return out, nil
 }
 
-func (ix *index) nextCRLNumber() (uint64, error) {
+func (ix *boltIndex) nextCRLNumber() (uint64, error) {
 	var n uint64
 	err := ix.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket([]byte(bucketMeta))
@@ -167,4 +180,20 @@ func (ix *index) nextCRLNumber() (uint64, error) {
 		return 0, fmt.Errorf("CRL number: %w", err)
 	}
 	return n, nil
+}
+
+// issuedAll returns every issuance record (for the move to a shared index).
+func (ix *boltIndex) issuedAll() (map[string]issuedRecord, error) {
+	out := map[string]issuedRecord{}
+	err := ix.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte(bucketIssued)).ForEach(func(k, v []byte) error {
+			var rec issuedRecord
+			if err := json.Unmarshal(v, &rec); err != nil {
+				return fmt.Errorf("issued %s: %w", k, err)
+			}
+			out[string(k)] = rec
+			return nil
+		})
+	})
+	return out, err
 }

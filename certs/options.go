@@ -43,6 +43,8 @@ type Options struct {
 	Now    func() time.Time
 	After  func(time.Duration) <-chan time.Time
 	Logger zerolog.Logger // issuance and revocation records, at info level
+	// Shared, in cluster mode, keeps the CA's state in etcd instead of ca.db and index.db.
+	Shared *Shared
 }
 
 func (o Options) withDefaults() Options {

@@ -177,3 +177,23 @@ func (ca *CA) markRevoked(serial string) {
 	m[serial] = struct{}{}
 	ca.revoked.Store(&m)
 }
+
+// remoteRevoked takes in a revocation made on another gateway of the cluster (or this one's,
+// seen again): refused from now on, published, in the CRL.
+func (ca *CA) remoteRevoked(serial string, rec revokedRecord) {
+	ca.revMu.Lock()
+	seen := ca.IsRevoked(serial)
+	if !seen {
+		ca.markRevoked(serial)
+	}
+	ca.revMu.Unlock()
+	if seen {
+		return
+	}
+	ca.events.publish(Revocation{Serial: serial, Identity: rec.Identity})
+	ca.opts.Logger.Info().Str("serial", serial).Str("identity", rec.Identity).Str("reason", rec.Reason).
+		Msg("certificate revoked on another gateway")
+	if err := ca.refreshCRL(); err != nil {
+		ca.opts.Logger.Warn().Err(err).Msg("CRL not refreshed after a revocation on another gateway")
+	}
+}

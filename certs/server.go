@@ -111,8 +111,17 @@ func (ca *CA) ServerTLSConfig(nextProtos ...string) *tls.Config {
 
 // Run re-issues the server certificate at two thirds of its lifetime until
 // ctx ends. A failed rotation is retried after a minute (or a tenth of the
-// remaining lifetime if shorter). It returns ctx.Err().
+// remaining lifetime if shorter). With Options.Shared it also follows the
+// revocations made on the other gateways. It returns ctx.Err().
 func (ca *CA) Run(ctx context.Context) error {
+	if ix, ok := ca.index.(*etcdIndex); ok {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			ix.followRevoked(ctx, ca.sharedFrom, ca.remoteRevoked)
+		}()
+		defer func() { <-done }()
+	}
 	for {
 		cur := ca.server.Load()
 		wait := renewAt(cur.Leaf).Sub(ca.opts.Now())

@@ -65,6 +65,13 @@ func (g *Gateway) openEtcd(e *config.Etcd) (*etcdstore.Store, error) {
 	return st, nil
 }
 
+// closeEtcd closes the etcd store of a gateway that failed to start.
+func (g *Gateway) closeEtcd() {
+	if g.etcd != nil {
+		g.etcd.Close()
+	}
+}
+
 // etcdOpenTimeout bounds the connection and the first grant at start.
 func etcdOpenTimeout(e *config.Etcd) time.Duration {
 	dial, req := e.DialTimeout.D(), e.RequestTimeout.D()

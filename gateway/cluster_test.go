@@ -1,11 +1,17 @@
 package gateway_test
 
 import (
+	"errors"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
+	"github.com/dstmgw/dstm/gateway"
 	"github.com/dstmgw/dstm/gateway/admin"
 	"github.com/dstmgw/dstm/gateway/config"
 	"github.com/dstmgw/dstm/gateway/lease/etcdstore/etcdtest"
@@ -17,6 +23,17 @@ func clusterMember(c *etcdtest.Cluster, name string) func(*config.Config) {
 	return func(cfg *config.Config) {
 		cfg.Store.Etcd = &config.Etcd{Endpoints: c.Endpoints(), Name: name, TTL: config.Duration(2 * time.Second)}
 	}
+}
+
+// startSecondGateway starts another member of a's cluster, with a copy of a's CA; the
+// check that nothing leaked is a's, when both have stopped.
+func startSecondGateway(t *testing.T, a *testGW, c *etcdtest.Cluster, name string) *testGW {
+	t.Helper()
+	dir := copyCADir(t, a.cfg.StateDir)
+	return startGatewayLeakCheck(t, func(cfg *config.Config) {
+		clusterMember(c, name)(cfg)
+		cfg.StateDir = dir
+	}, zerolog.Nop(), false)
 }
 
 // anonymousSession opens a plain-TSP ANONYMOUS session on gw and returns its connection
@@ -37,7 +54,7 @@ func anonymousSession(t *testing.T, gw *testGW) (net.Conn, *tsp.Tunnel) {
 func TestClusterSameAddressOnAnotherGateway(t *testing.T) {
 	c := etcdtest.Start(t, 1)
 	a := startGateway(t, clusterMember(c, "gw-a"))
-	b := startGateway(t, clusterMember(c, "gw-b"))
+	b := startSecondGateway(t, a, c, "gw-b")
 	ctx := testCtx(t)
 
 	conn, o := anonymousSession(t, a)
@@ -99,4 +116,76 @@ func TestClusterEtcdDown(t *testing.T) {
 		st, err := gw.admin.Status(ctx)
 		return err == nil && st.Cluster != nil && !st.Cluster.Owner && st.Cluster.Error != "", err
 	})
+}
+
+// copyCADir copies a gateway's CA files (not its databases) into a new state directory, as
+// an operator does for the next gateway of a cluster, and returns that directory.
+func copyCADir(t *testing.T, stateDir string) string {
+	t.Helper()
+	to := t.TempDir()
+	from := filepath.Join(stateDir, gateway.CADir)
+	dst := filepath.Join(to, gateway.CADir)
+	if err := os.MkdirAll(dst, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if strings.Contains(e.Name(), ".db") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(from, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return to
+}
+
+// TestClusterRevocationEverywhere: a user enrolled on one gateway connects to another (one
+// CA, state in etcd); revoking the user on the first closes the session on the second, and
+// the certificate is refused there from then on.
+func TestClusterRevocationEverywhere(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	a := startGateway(t, clusterMember(c, "gw-a"))
+	b := startSecondGateway(t, a, c, "gw-b")
+	ctx := testCtx(t)
+	st := a.enrollIdentity(t, "dora@example.com")
+	tun := openTLSTunnel(t, b, st)
+	eventually(t, "gw-a sees dora's lease on gw-b", func() (bool, error) {
+		l, ok, err := a.leaseOf(ctx, tun.lease)
+		return ok && l.Gateway == "gw-b" && l.State == "active", err
+	})
+
+	start := time.Now()
+	res, err := a.admin.Revoke(ctx, "dora@example.com")
+	if err != nil || len(res.Serials) != 1 {
+		t.Fatalf("revoke on gw-a: %+v %v", res, err)
+	}
+	_ = tun.c.SetReadDeadline(time.Now().Add(waitTimeout))
+	buf := make([]byte, 4096)
+	for {
+		if _, err := tun.c.Read(buf); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatal("dora's session on gw-b was not closed")
+			}
+			break
+		}
+	}
+	t.Logf("revocation on gw-a closed the session on gw-b after %v", time.Since(start))
+	if c2, err := b.dialTLS(ctx, st, nil); err == nil {
+		defer c2.Close()
+		_ = c2.SetReadDeadline(time.Now().Add(waitTimeout))
+		_, _ = c2.Write([]byte("VERSION=2.0.2\r\n"))
+		var ne net.Error
+		if _, err := c2.Read(buf); err == nil || (errors.As(err, &ne) && ne.Timeout()) {
+			t.Fatalf("gw-b did not refuse the revoked certificate: %v", err)
+		}
+	}
 }

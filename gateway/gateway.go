@@ -130,11 +130,21 @@ func New(cfg config.Config, log zerolog.Logger, opts Options) (*Gateway, error) 
 		}
 		g.passwords.Store(pw)
 	}
+	// In cluster mode etcd comes first: the CA keeps its state there too.
+	if e := cfg.Store.Etcd; e != nil {
+		es, err := g.openEtcd(e)
+		if err != nil {
+			return nil, err
+		}
+		g.etcd = es
+	}
 	if err := g.openCA(); err != nil {
+		g.closeEtcd()
 		return nil, err
 	}
 	if err := g.openLeases(pol); err != nil {
 		g.ca.Close()
+		g.closeEtcd()
 		return nil, err
 	}
 	return g, nil
@@ -143,6 +153,13 @@ func New(cfg config.Config, log zerolog.Logger, opts Options) (*Gateway, error) 
 func (g *Gateway) openCA() error {
 	opts := CAOptions(g.cfg, g.log, g.now)
 	opts.LockTimeout = lockTimeout
+	if g.etcd != nil {
+		e := g.cfg.Store.Etcd
+		opts.Shared = &certs.Shared{Client: g.etcd.Client(), Prefix: e.Prefix, Timeout: e.RequestTimeout.D()}
+		if opts.Shared.Prefix == "" {
+			opts.Shared.Prefix = etcdstore.DefaultPrefix
+		}
+	}
 	ca, err := certs.Open(filepath.Join(g.cfg.StateDir, CADir), opts)
 	if err != nil {
 		return stateError(g.cfg.StateDir, "certificate authority", err)
@@ -183,12 +200,8 @@ type leaseStore interface {
 
 func (g *Gateway) openLeases(pol *auth.Policy) error {
 	var st leaseStore
-	if e := g.cfg.Store.Etcd; e != nil {
-		es, err := g.openEtcd(e)
-		if err != nil {
-			return err
-		}
-		st, g.etcd = es, es
+	if g.etcd != nil {
+		st = g.etcd
 	} else {
 		bs, err := boltstore.OpenBolt(filepath.Join(g.cfg.StateDir, LeaseFile), boltstore.BoltOptions{Timeout: lockTimeout})
 		if err != nil {
@@ -200,7 +213,9 @@ func (g *Gateway) openLeases(pol *auth.Policy) error {
 	lc.Owner = g.node
 	m, err := lease.New(lc, st)
 	if err != nil {
-		st.Close()
+		if g.etcd == nil {
+			st.Close() // the caller closes etcd
+		}
 		return fmt.Errorf("leases: %w", err)
 	}
 	g.store, g.leases = st, m
