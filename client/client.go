@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -33,8 +34,11 @@ const DefaultPort = "3653"
 
 // Config configures a Client.
 type Config struct {
-	Gateway    string // host or host:port of the gateway
-	ServerName string // name the gateway certificate carries (default: the host)
+	Gateway string // host or host:port of the gateway
+	// Gateways are more gateways of the same cluster (host or host:port), tried in order
+	// after the one in use when it cannot be reached or is too busy.
+	Gateways   []string
+	ServerName string // name the gateway certificate carries (default: each gateway's host)
 	StateDir   string // enrolled credentials (dstm-client enroll)
 	Transport  string // auto, dtls, tls or plain
 	Device     string // TUN device name
@@ -67,16 +71,24 @@ type Status struct {
 	Endpoint  netip.Addr  `json:"-"`
 }
 
+// withPort returns gw as host:port, with DefaultPort if it has none.
+func withPort(gw string) string {
+	if _, _, err := net.SplitHostPort(gw); err != nil {
+		return net.JoinHostPort(trimBrackets(gw), DefaultPort)
+	}
+	return gw
+}
+
 func (c *Config) setDefaults() error {
 	if c.Gateway == "" {
 		return errors.New("client: the gateway address is required")
 	}
-	if _, _, err := net.SplitHostPort(c.Gateway); err != nil {
-		c.Gateway = net.JoinHostPort(trimBrackets(c.Gateway), DefaultPort)
-	}
-	if c.ServerName == "" {
-		host, _, _ := net.SplitHostPort(c.Gateway)
-		c.ServerName = host
+	c.Gateway = withPort(c.Gateway)
+	for i, g := range c.Gateways {
+		if g == "" {
+			return fmt.Errorf("client: gateway %d of the list is empty", i+2)
+		}
+		c.Gateways[i] = withPort(g)
 	}
 	switch c.Transport {
 	case "":
@@ -115,11 +127,35 @@ func trimBrackets(h string) string {
 
 // Client keeps one tunnel to the gateway up.
 type Client struct {
-	cfg     Config
-	log     zerolog.Logger
-	renewer *enroll.Renewer
-	tickets ticketCache // TLS session tickets of the current certificate
+	cfg      Config
+	log      zerolog.Logger
+	renewer  *enroll.Renewer
+	tickets  ticketCache // TLS session tickets of the current certificate
+	gateways []gatewayEndpoint
+	cur      atomic.Int32 // index in gateways of the one in use (or tried first next)
 }
+
+// gatewayEndpoint is one gateway the client may use.
+type gatewayEndpoint struct {
+	addr       string // host:port
+	serverName string // expected in its certificate
+}
+
+// endpoints lists the gateways, Gateway first, each with the name its certificate must carry.
+func (c *Config) endpoints() []gatewayEndpoint {
+	var out []gatewayEndpoint
+	for _, g := range append([]string{c.Gateway}, c.Gateways...) {
+		name := c.ServerName
+		if name == "" {
+			name, _, _ = net.SplitHostPort(g)
+		}
+		out = append(out, gatewayEndpoint{addr: g, serverName: name})
+	}
+	return out
+}
+
+// gateway returns the gateway in use.
+func (c *Client) gateway() gatewayEndpoint { return c.gateways[c.cur.Load()] }
 
 // New checks the configuration and loads the enrolled credentials.
 func New(cfg Config) (*Client, error) {
@@ -127,13 +163,13 @@ func New(cfg Config) (*Client, error) {
 		return nil, err
 	}
 	r, err := enroll.NewRenewer(enroll.RenewerOptions{
-		StateDir: cfg.StateDir, Gateway: cfg.Gateway, ServerName: cfg.ServerName,
+		StateDir: cfg.StateDir, Gateway: cfg.Gateway, Gateways: cfg.Gateways, ServerName: cfg.ServerName,
 		Now: cfg.Now, Logger: cfg.Logger,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w (enroll first: dstm-client enroll)", err)
 	}
-	return &Client{cfg: cfg, log: cfg.Logger, renewer: r}, nil
+	return &Client{cfg: cfg, log: cfg.Logger, renewer: r, gateways: cfg.endpoints()}, nil
 }
 
 // Run keeps the tunnel up until ctx ends: it renews the certificate in the background and
@@ -151,11 +187,11 @@ func (c *Client) Run(ctx context.Context) error {
 		start := c.cfg.Now()
 		err := c.session(ctx)
 		if ctx.Err() != nil {
-			c.cfg.OnState(Status{State: "down", Gateway: c.cfg.Gateway})
+			c.cfg.OnState(Status{State: "down", Gateway: c.gateway().addr})
 			return nil
 		}
 		if permanent(err) {
-			c.cfg.OnState(Status{State: "down", Gateway: c.cfg.Gateway, Error: err.Error()})
+			c.cfg.OnState(Status{State: "down", Gateway: c.gateway().addr, Error: err.Error()})
 			return err
 		}
 		if c.cfg.Now().Sub(start) > 30*time.Second {
@@ -163,7 +199,7 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 		wait := backoff/2 + rand.N(backoff/2+1)
 		c.log.Warn().Err(err).Dur("retry_in", wait).Msg("tunnel down; reconnecting")
-		c.cfg.OnState(Status{State: "connecting", Gateway: c.cfg.Gateway, Error: err.Error()})
+		c.cfg.OnState(Status{State: "connecting", Gateway: c.gateway().addr, Error: err.Error()})
 		select {
 		case <-ctx.Done():
 			return nil

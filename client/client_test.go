@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -56,11 +57,18 @@ func TestSetDefaults(t *testing.T) {
 		{name: "negative durations", in: Config{Gateway: "gw", DTLSTimeout: -1, BackoffMin: -1},
 			gateway: "gw:3653", serverName: "gw", transport: TransportAuto, device: "dstmc0",
 			dtls: 3 * time.Second, bmin: time.Second, bmax: time.Minute},
+		{name: "cluster", in: Config{Gateway: "gw1", Gateways: []string{"gw2:4000", "[2001:db8::3]"}},
+			gateway: "gw1:3653", serverName: "gw1", transport: TransportAuto, device: "dstmc0",
+			dtls: 3 * time.Second, bmin: time.Second, bmax: time.Minute},
+		{name: "empty gateway in the list", in: Config{Gateway: "gw1", Gateways: []string{""}}, wantErr: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			c := tc.in
 			err := c.setDefaults()
+			if err == nil && len(c.endpoints()) != 1+len(c.Gateways) {
+				t.Fatalf("%d endpoints for %d gateways", len(c.endpoints()), 1+len(c.Gateways))
+			}
 			if tc.wantErr {
 				if err == nil {
 					t.Fatalf("setDefaults accepted %+v", tc.in)
@@ -70,8 +78,9 @@ func TestSetDefaults(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if c.Gateway != tc.gateway || c.ServerName != tc.serverName || c.Transport != tc.transport || c.Device != tc.device {
-				t.Errorf("got gateway %q server name %q transport %q device %q", c.Gateway, c.ServerName, c.Transport, c.Device)
+			ep := c.endpoints()[0]
+			if ep.addr != tc.gateway || ep.serverName != tc.serverName || c.Transport != tc.transport || c.Device != tc.device {
+				t.Errorf("got gateway %q server name %q transport %q device %q", ep.addr, ep.serverName, c.Transport, c.Device)
 			}
 			if c.DTLSTimeout != tc.dtls || c.BackoffMin != tc.bmin || c.BackoffMax != tc.bmax {
 				t.Errorf("got dtls %v backoff %v..%v", c.DTLSTimeout, c.BackoffMin, c.BackoffMax)
@@ -359,6 +368,23 @@ func TestTunSideKeepsOrder(t *testing.T) {
 			next[src]++
 		case <-time.After(5 * time.Second):
 			t.Fatalf("%d packets of %d, dropped %d", got, 2*per, ts.dropped.Load())
+		}
+	}
+}
+
+func TestEndpointsOfACluster(t *testing.T) {
+	c := Config{Gateway: "gw1", Gateways: []string{"gw2:4000", "[2001:db8::3]"}}
+	if err := c.setDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	want := []gatewayEndpoint{{"gw1:3653", "gw1"}, {"gw2:4000", "gw2"}, {"[2001:db8::3]:3653", "2001:db8::3"}}
+	if got := c.endpoints(); !slices.Equal(got, want) {
+		t.Fatalf("endpoints %v, want %v", got, want)
+	}
+	c.ServerName = "vpn.corp.example"
+	for _, ep := range c.endpoints() {
+		if ep.serverName != "vpn.corp.example" {
+			t.Fatalf("%v: an explicit server name applies to every gateway", ep)
 		}
 	}
 }

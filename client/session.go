@@ -146,23 +146,65 @@ func requestType(transport string) tsp.TunnelType {
 
 // dial opens TSP-SSL to the gateway and negotiates an offer. With resume (the data element of
 // the current offer), the create asks the gateway to continue that session on this connection.
+//
+// With several gateways (Config.Gateways) it starts with the one in use and goes on to the
+// next when one cannot be reached, fails the handshake or refuses for a reason another
+// gateway may not have (TSP 530, too busy: a gateway cut off from its cluster says so). A
+// session to resume lives on its gateway only: that one alone is tried.
 func (c *Client) dial(ctx context.Context, resume *tsp.DataChannel) (*control, *tsp.Tunnel, netip.Addr, error) {
-	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	first := int(c.cur.Load())
+	tries := len(c.gateways)
+	if resume != nil {
+		tries = 1
+	}
+	var errs []error
+	for i := range tries {
+		gi := (first + i) % len(c.gateways)
+		ctl, offer, local, err := c.dialOne(ctx, c.gateways[gi], resume)
+		if err == nil {
+			if gi != first {
+				c.log.Warn().Str("gateway", c.gateways[gi].addr).Str("from", c.gateways[first].addr).
+					Msg("gateway changed")
+			}
+			c.cur.Store(int32(gi))
+			return ctl, offer, local, nil
+		}
+		if permanent(err) || ctx.Err() != nil {
+			return nil, nil, netip.Addr{}, err
+		}
+		errs = append(errs, err)
+	}
+	return nil, nil, netip.Addr{}, errors.Join(errs...)
+}
+
+// Bounds of one gateway's connection and TLS handshake: shorter with several gateways, so
+// that one that went silent (host down, no RST) does not hold the failover back for long.
+const (
+	dialTimeout        = 15 * time.Second
+	clusterDialTimeout = 5 * time.Second
+)
+
+func (c *Client) dialOne(ctx context.Context, gw gatewayEndpoint, resume *tsp.DataChannel) (*control, *tsp.Tunnel, netip.Addr, error) {
+	timeout := dialTimeout
+	if len(c.gateways) > 1 {
+		timeout = clusterDialTimeout
+	}
+	dctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var d net.Dialer
-	raw, err := d.DialContext(dctx, "tcp", c.cfg.Gateway)
+	raw, err := d.DialContext(dctx, "tcp", gw.addr)
 	if err != nil {
-		return nil, nil, netip.Addr{}, fmt.Errorf("connect %s: %w", c.cfg.Gateway, err)
+		return nil, nil, netip.Addr{}, fmt.Errorf("connect %s: %w", gw.addr, err)
 	}
 	st := c.renewer.State()
-	tcfg := st.ClientTLSConfig(c.cfg.ServerName, "tsp/2")
+	tcfg := st.ClientTLSConfig(gw.serverName, "tsp/2")
 	tcfg.ClientSessionCache = c.tickets.forCertificate(st.Leaf.SerialNumber.String())
 	tcfg.Certificates = nil
 	tcfg.GetClientCertificate = c.renewer.GetClientCertificate
 	tc := tls.Client(raw, tcfg)
 	if err := tc.HandshakeContext(dctx); err != nil {
 		raw.Close()
-		return nil, nil, netip.Addr{}, fmt.Errorf("TLS with %s: %w", c.cfg.Gateway, err)
+		return nil, nil, netip.Addr{}, fmt.Errorf("TLS with %s: %w", gw.addr, err)
 	}
 	local := raw.LocalAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
 	m, err := tsp.NewClient(tsp.ClientConfig{
@@ -186,7 +228,7 @@ func (c *Client) dial(ctx context.Context, resume *tsp.DataChannel) (*control, *
 
 // session runs one connection: negotiate, configure the host, carry data until failure.
 func (c *Client) session(ctx context.Context) error {
-	c.cfg.OnState(Status{State: "connecting", Gateway: c.cfg.Gateway})
+	c.cfg.OnState(Status{State: "connecting", Gateway: c.gateway().addr})
 	ctl, offer, local, err := c.dial(ctx, nil)
 	if err != nil {
 		return err
@@ -312,7 +354,7 @@ func (c *Client) dialDTLS(ctx context.Context, offer *tsp.Tunnel, local netip.Ad
 	dctx, cancel := context.WithTimeout(ctx, c.cfg.DTLSTimeout)
 	defer cancel()
 	link, err := dtls.Dial(dctx, rc, server, dtls.ClientConfig{
-		Certificates: []tls.Certificate{st.Certificate}, RootCAs: st.Roots, ServerName: c.cfg.ServerName,
+		Certificates: []tls.Certificate{st.Certificate}, RootCAs: st.Roots, ServerName: c.gateway().serverName,
 		Token: offer.Data.Token[:], Logger: c.log,
 	}, ts)
 	if err != nil {
@@ -450,7 +492,7 @@ func (c *Client) maintain(ctx context.Context, ctl *control, offer *tsp.Tunnel, 
 
 func (c *Client) status(offer *tsp.Tunnel, kind string, routes []netip.Prefix) Status {
 	st := Status{
-		State: "up", Gateway: c.cfg.Gateway, Identity: c.renewer.State().Identity,
+		State: "up", Gateway: c.gateway().addr, Identity: c.renewer.State().Identity,
 		Lease: offer.Client.IPv4.String(), Server: offer.Server.IPv4.String(), Transport: kind,
 		Device: c.cfg.Device, Routes: prefixStrings(routes), Since: c.cfg.Now(), PID: os.Getpid(),
 		Expires: c.cfg.Now().Add(time.Duration(offer.Lifetime) * time.Second),

@@ -3,6 +3,7 @@ package enroll
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
@@ -21,9 +22,12 @@ var ErrCertificateExpired = errors.New("client certificate expired: enroll again
 
 // RenewerOptions configure a Renewer.
 type RenewerOptions struct {
-	StateDir   string   // as given to Enroll
-	Gateway    string   // "host:port"
-	ServerName string   // optional TLS server name override
+	StateDir string // as given to Enroll
+	Gateway  string // "host:port"
+	// Gateways are more gateways of the same cluster ("host:port"), tried in order when
+	// Gateway cannot renew (unreachable, or an error other than a refusal).
+	Gateways   []string
+	ServerName string   // optional TLS server name override (default: each gateway's host)
 	Dial       DialFunc // optional dialer
 	Timeout    time.Duration
 	// Now and After are the clock; nil means the wall clock.
@@ -93,11 +97,22 @@ func (r *Renewer) Renew(ctx context.Context) error {
 	if !r.opts.Now().Before(st.Leaf.NotAfter) {
 		return ErrCertificateExpired
 	}
-	ep := endpoint{gateway: r.opts.Gateway, serverName: r.opts.ServerName, dial: r.opts.Dial,
-		timeout: r.opts.Timeout, root: st.Root, clientCert: r.GetClientCertificate}
-	chain, err := postChain(ctx, ep, PathRenew, RenewRequest{})
-	if err != nil {
-		return fmt.Errorf("renew: %w", err)
+	var chain []*x509.Certificate
+	var errs []error
+	for _, gw := range append([]string{r.opts.Gateway}, r.opts.Gateways...) {
+		ep := endpoint{gateway: gw, serverName: r.opts.ServerName, dial: r.opts.Dial,
+			timeout: r.opts.Timeout, root: st.Root, clientCert: r.GetClientCertificate}
+		var err error
+		if chain, err = postChain(ctx, ep, PathRenew, RenewRequest{}); err == nil {
+			break
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", gw, err))
+		if permanent(err) || ctx.Err() != nil {
+			break
+		}
+	}
+	if chain == nil {
+		return fmt.Errorf("renew: %w", errors.Join(errs...))
 	}
 	if err := verifyIssued(chain, st.Root, st.Leaf.PublicKey); err != nil {
 		return fmt.Errorf("renew: %w", err)

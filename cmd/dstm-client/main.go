@@ -116,8 +116,9 @@ func newEnrollCmd(g *globals) *cobra.Command {
 
 func newUpCmd(g *globals) *cobra.Command {
 	var cfg client.Config
+	var gateways []string
 	cmd := &cobra.Command{
-		Use:   "up --gateway HOST[:PORT]",
+		Use:   "up --gateway HOST[:PORT][,HOST[:PORT]...]",
 		Short: "Bring the tunnel up and keep it up (foreground; SIGINT/SIGTERM or `down` to stop)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -125,6 +126,10 @@ func newUpCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return usageError{err}
 			}
+			if len(gateways) == 0 {
+				return usageError{errors.New("--gateway is required")}
+			}
+			cfg.Gateway, cfg.Gateways = gateways[0], gateways[1:]
 			cfg.StateDir, cfg.Logger = g.stateDir, log
 			cfg.OnState = func(s client.Status) { writeStatus(g.stateDir, s) }
 			c, err := client.New(cfg)
@@ -138,7 +143,7 @@ func newUpCmd(g *globals) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.Gateway, "gateway", "", "gateway host[:port] (port 3653 by default)")
+	f.StringSliceVar(&gateways, "gateway", nil, "gateway host[:port] (port 3653 by default); the gateways of a cluster as a comma-separated list or repeated, tried in order")
 	f.StringVar(&cfg.ServerName, "server-name", "", "name the gateway's certificate carries (default: the gateway host)")
 	f.StringVar(&cfg.Transport, "transport", "auto", "data transport: auto (DTLS, TLS fallback), dtls, tls, plain (trusted networks)")
 	f.StringVar(&cfg.Device, "device", "dstmc0", "TUN device name")
