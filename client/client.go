@@ -133,7 +133,13 @@ type Client struct {
 	tickets  ticketCache // TLS session tickets of the current certificate
 	gateways []gatewayEndpoint
 	cur      atomic.Int32 // index in gateways of the one in use (or tried first next)
+	wasUp    atomic.Bool  // the last session brought the tunnel up
 }
+
+// failoverJitter bounds the wait before reconnecting after an established tunnel went down:
+// short, so a client whose gateway died is back within a second on another, and random, so
+// that gateway's clients do not all arrive at the same instant.
+const failoverJitter = 250 * time.Millisecond
 
 // gatewayEndpoint is one gateway the client may use.
 type gatewayEndpoint struct {
@@ -185,6 +191,7 @@ func (c *Client) Run(ctx context.Context) error {
 	backoff := c.cfg.BackoffMin
 	for {
 		start := c.cfg.Now()
+		c.wasUp.Store(false)
 		err := c.session(ctx)
 		if ctx.Err() != nil {
 			c.cfg.OnState(Status{State: "down", Gateway: c.gateway().addr})
@@ -198,6 +205,11 @@ func (c *Client) Run(ctx context.Context) error {
 			backoff = c.cfg.BackoffMin // the session was up for a while: start over
 		}
 		wait := backoff/2 + rand.N(backoff/2+1)
+		if c.wasUp.Load() {
+			// The tunnel was up: reconnect at once (the next gateway if this one is gone),
+			// and back off from the start if that fails.
+			wait, backoff = rand.N(failoverJitter), c.cfg.BackoffMin/2
+		}
 		c.log.Warn().Err(err).Dur("retry_in", wait).Msg("tunnel down; reconnecting")
 		c.cfg.OnState(Status{State: "connecting", Gateway: c.gateway().addr, Error: err.Error()})
 		select {

@@ -13,6 +13,7 @@ import (
 // binaries holds the paths of the binaries built by TestMain; empty when the suite skips.
 type binaries struct {
 	gateway, client string
+	etcd            string // the etcd server, built from its module (the cluster scenario)
 	skip            string // why the end-to-end tests skip, if they do
 }
 
@@ -41,6 +42,7 @@ func runMain(m *testing.M) int {
 	}
 	bins.gateway = filepath.Join(dir, "dstm-gateway")
 	bins.client = filepath.Join(dir, "dstm-client")
+	bins.etcd = filepath.Join(dir, "etcd")
 	return m.Run()
 }
 
@@ -64,14 +66,17 @@ func skipReason() string {
 	return ""
 }
 
-// build compiles dstm-gateway and dstm-client (without -race, to keep them fast) into dir.
+// build compiles dstm-gateway, dstm-client and the etcd server (the version go.mod names;
+// without -race, to keep them fast) into dir.
 func build(dir string) error {
 	root, err := moduleRoot()
 	if err != nil {
 		return err
 	}
-	for _, name := range []string{"dstm-gateway", "dstm-client"} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), "./cmd/"+name)
+	for name, pkg := range map[string]string{
+		"dstm-gateway": "./cmd/dstm-gateway", "dstm-client": "./cmd/dstm-client", "etcd": "go.etcd.io/etcd/server/v3",
+	} {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg)
 		cmd.Dir = root
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {

@@ -214,3 +214,59 @@ func ipNet(p netip.Prefix) *net.IPNet {
 	}
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), bits)}
 }
+
+// AddBridge creates a bridge named name in the namespace and brings it up.
+func (n *NS) AddBridge(name string) error {
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}
+	if err := n.nl.LinkAdd(br); err != nil {
+		return fmt.Errorf("netns: bridge %s in %s: %w", name, n.Name, err)
+	}
+	if err := n.nl.LinkSetUp(br); err != nil {
+		return fmt.Errorf("netns: up %s in %s: %w", name, n.Name, err)
+	}
+	return nil
+}
+
+// SetMaster makes the link port a port of bridge (both in the namespace).
+func (n *NS) SetMaster(port, bridge string) error {
+	p, err := n.nl.LinkByName(port)
+	if err != nil {
+		return fmt.Errorf("netns: link %s in %s: %w", port, n.Name, err)
+	}
+	b, err := n.nl.LinkByName(bridge)
+	if err != nil {
+		return fmt.Errorf("netns: bridge %s in %s: %w", bridge, n.Name, err)
+	}
+	if err := n.nl.LinkSetMaster(p, b); err != nil {
+		return fmt.Errorf("netns: %s into %s in %s: %w", port, bridge, n.Name, err)
+	}
+	return nil
+}
+
+// ReplaceRoute sets the route to dst via the gateway address via, replacing any.
+func (n *NS) ReplaceRoute(dst netip.Prefix, via netip.Addr) error {
+	r := &netlink.Route{Dst: ipNet(dst), Gw: via.AsSlice()}
+	if err := n.nl.RouteReplace(r); err != nil {
+		return fmt.Errorf("netns: route %s via %s in %s: %w", dst, via, n.Name, err)
+	}
+	return nil
+}
+
+// Blackhole makes dst unreachable from the namespace (a blackhole route), as a partition
+// does; Unblackhole removes it.
+func (n *NS) Blackhole(dst netip.Prefix) error {
+	r := &netlink.Route{Dst: ipNet(dst), Type: unix.RTN_BLACKHOLE}
+	if err := n.nl.RouteAdd(r); err != nil {
+		return fmt.Errorf("netns: blackhole %s in %s: %w", dst, n.Name, err)
+	}
+	return nil
+}
+
+// Unblackhole removes a route Blackhole added.
+func (n *NS) Unblackhole(dst netip.Prefix) error {
+	r := &netlink.Route{Dst: ipNet(dst), Type: unix.RTN_BLACKHOLE}
+	if err := n.nl.RouteDel(r); err != nil {
+		return fmt.Errorf("netns: remove blackhole %s in %s: %w", dst, n.Name, err)
+	}
+	return nil
+}

@@ -251,7 +251,7 @@ func (s *Store) grant(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	s.lease = g.ID
-	s.validUntil = start.Add(time.Duration(g.TTL) * time.Second)
+	s.validUntil = start.Add(time.Duration(g.TTL)*time.Second - s.margin())
 	s.mu.Unlock()
 	return nil
 }
@@ -319,9 +319,14 @@ func (s *Store) renewed(id clientv3.LeaseID, ttl time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.lease == id && ttl > 0 {
-		s.validUntil = s.opt.Now().Add(ttl)
+		s.validUntil = s.opt.Now().Add(ttl - s.margin())
 	}
 }
+
+// margin is taken off every validity this process computes: etcd counted the TTL from
+// before the answer arrived, so this gateway gives up its sessions before etcd can give
+// their addresses to another.
+func (s *Store) margin() time.Duration { return max(s.opt.TTL/5, 200*time.Millisecond) }
 
 func (s *Store) loseLease(id clientv3.LeaseID, why string) {
 	s.mu.Lock()
