@@ -17,7 +17,7 @@ FUZZTIME ?= 10s
 BENCHTIME ?= 1s
 STATICCHECK_VERSION ?= v0.8.2
 
-.PHONY: all build test test-short fuzz lint bench chaos demo clean
+.PHONY: all build test test-short fuzz lint bench chaos demo demo-cluster clean
 
 all: build
 
@@ -59,6 +59,11 @@ bench:
 ## demo: the whole story in network namespaces (root)
 demo: build
 	scripts/demo.sh
+
+## demo-cluster: two gateways on a three-member etcd; the laptop's gateway killed, the same address from the other (root)
+demo-cluster: build
+	$(GO) build -o $(BIN)/etcd go.etcd.io/etcd/server/v3
+	scripts/demo-cluster.sh
 
 clean:
 	rm -rf $(BIN)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/dstmgw/dstm/certs/enroll"
 	"github.com/dstmgw/dstm/gateway/config"
+	"github.com/dstmgw/dstm/gateway/lease/etcdstore/etcdtest"
 	"github.com/dstmgw/dstm/tsp"
 	"github.com/dstmgw/dstm/tsp/sasl"
 )
@@ -155,8 +156,26 @@ func BenchmarkTSPSSLSession(b *testing.B) { benchTLS(b, false) }
 // session from a ticket of its previous session, as dstm-client does when it reconnects.
 func BenchmarkTSPSSLSessionResumed(b *testing.B) { benchTLS(b, true) }
 
-func benchTLS(b *testing.B, resume bool) {
-	gw := startGateway(b, benchConfig(b))
+// BenchmarkTSPSSLSessionEtcd is BenchmarkTSPSSLSession in cluster mode: leases and the CA's
+// state in etcd (one member in this process, fsync on). Figure tspssl_sessions_etcd, to
+// compare with tspssl_sessions (bbolt) of the same run.
+func BenchmarkTSPSSLSessionEtcd(b *testing.B) {
+	c := etcdtest.StartWith(b, 1, etcdtest.Options{Fsync: true})
+	benchTLSWith(b, false, func(cfg *config.Config) {
+		cfg.Store.Etcd = &config.Etcd{Endpoints: c.Endpoints(), Name: "gw-bench"}
+	})
+}
+
+func benchTLS(b *testing.B, resume bool) { benchTLSWith(b, resume, nil) }
+
+func benchTLSWith(b *testing.B, resume bool, more func(*config.Config)) {
+	base := benchConfig(b)
+	gw := startGateway(b, func(c *config.Config) {
+		base(c)
+		if more != nil {
+			more(c)
+		}
+	})
 	n := benchClients()
 	cfgs := make([]*tls.Config, n)
 	for i := range cfgs {

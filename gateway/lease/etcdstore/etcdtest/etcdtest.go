@@ -27,8 +27,21 @@ type Cluster struct {
 	clients []string
 }
 
+// Options vary the members.
+type Options struct {
+	// Fsync keeps etcd's fsync of its log (off by default: tests need no durability, and
+	// benchmarks that compare with bbolt's fsync'd commits turn it on).
+	Fsync bool
+}
+
 // Start starts an n-member cluster and waits until it is ready.
 func Start(t testing.TB, n int) *Cluster {
+	t.Helper()
+	return StartWith(t, n, Options{})
+}
+
+// StartWith is Start with options.
+func StartWith(t testing.TB, n int, o Options) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, members: make([]*embed.Etcd, n)}
 	type urls struct{ peer, client url.URL }
@@ -50,7 +63,7 @@ func Start(t testing.TB, n int) *Cluster {
 		cfg.InitialCluster = strings.Join(initial, ",")
 		cfg.InitialClusterToken = "dstm-test"
 		cfg.TickMs, cfg.ElectionMs = 50, 500
-		cfg.UnsafeNoFsync = true
+		cfg.UnsafeNoFsync = !o.Fsync
 		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 		go func() {
 			e, err := embed.StartEtcd(cfg)
