@@ -137,3 +137,9 @@ func (g *Gateway) clusterStatus(ctx context.Context) *admin.Cluster {
 	}
 	return c
 }
+
+// ClusterOwner is the metrics' cluster source.
+func (g *Gateway) ClusterOwner() (string, bool) {
+	_, _, ok := g.etcd.Ownership()
+	return g.node, ok
+}

@@ -95,7 +95,8 @@ func TestClusterSameAddressOnAnotherGateway(t *testing.T) {
 	}
 }
 
-// TestClusterEtcdDown: with etcd gone, a new session is refused with "server too busy" (a
+// TestClusterEtcdDown: with etcd gone, a live session goes on until the gateway's ownership
+// can have lapsed and is ended then; a new session is refused with "server too busy" (a
 // client tries another gateway) and the gateway keeps running; it says so in status.
 func TestClusterEtcdDown(t *testing.T) {
 	c := etcdtest.Start(t, 1)
@@ -104,7 +105,27 @@ func TestClusterEtcdDown(t *testing.T) {
 		cfg.Store.Etcd.RequestTimeout = config.Duration(500 * time.Millisecond)
 	})
 	ctx := testCtx(t)
+	// A session made before etcd goes stays while the ownership can still hold.
+	live, o := anonymousSession(t, gw)
+	defer live.Close()
+	gw.waitLeaseState(t, o.Client.IPv4, "active")
+	if st, err := gw.admin.Status(ctx); err != nil || st.Sessions != 1 {
+		t.Fatalf("before etcd went: %d sessions, %v; want the live one", st.Sessions, err)
+	}
 	c.Stop(0)
+	stopped := time.Now()
+	if st, err := gw.admin.Status(ctx); err != nil || st.Sessions != 1 {
+		t.Fatalf("right after etcd went: %d sessions, %v; want the live one", st.Sessions, err)
+	}
+	eventually(t, "the session ended once the ownership lapsed", func() (bool, error) {
+		ss, err := gw.admin.Sessions(ctx)
+		return err == nil && len(ss) == 0, err
+	})
+	// Stop returns after the member stopped serving; the ownership lapses within the TTL of
+	// the last keep-alive before that.
+	if d := time.Since(stopped); d > 2*time.Second+500*time.Millisecond {
+		t.Errorf("the session outlived the ownership TTL (2s): ended %v after etcd went", d)
+	}
 	conn := gw.dialTCP(t)
 	defer conn.Close()
 	m := anonymousClient(t, tsp.TransportTCP, tsp.TypeV4DTLSV6, tsp.TypeV4DTLSV6)

@@ -67,6 +67,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 		return err
 	}
 	g.metrics.SetSources(leaseStats{g.leases}, g.ctl, g)
+	if g.etcd != nil {
+		g.metrics.SetCluster(g)
+	}
 
 	var wg sync.WaitGroup
 	spawn := func(name string, f func(context.Context) error) {

@@ -203,6 +203,15 @@ func (m *Metrics) Revocation(result string) {
 	m.revocations.WithLabelValues(result).Inc()
 }
 
+// SetCluster installs the cluster source (cluster mode); without it dstm_cluster_owner is
+// absent.
+func (m *Metrics) SetCluster(c ClusterStats) {
+	if m == nil || c == nil {
+		return
+	}
+	m.state.cluster.Store(&c)
+}
+
 // SetSources installs the state sources read at scrape time; a nil source's
 // metrics are absent. It is safe to call again during scrapes.
 func (m *Metrics) SetSources(leases LeaseStats, sessions SessionStats, dp DataplaneStats) {

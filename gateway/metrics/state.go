@@ -52,6 +52,12 @@ type DataplaneStats interface {
 	Dataplane() DataplaneSnapshot
 }
 
+// ClusterStats is read at every scrape for dstm_cluster_owner (cluster mode only).
+type ClusterStats interface {
+	// ClusterOwner names this gateway and says whether its etcd ownership lease is live.
+	ClusterOwner() (node string, owner bool)
+}
+
 // sources is swapped as a whole so that a scrape sees one consistent set.
 type sources struct {
 	leases    LeaseStats
@@ -61,13 +67,15 @@ type sources struct {
 
 // stateCollector turns the sources into const metrics at scrape time.
 type stateCollector struct {
-	src atomic.Pointer[sources]
+	src     atomic.Pointer[sources]
+	cluster atomic.Pointer[ClusterStats]
 
 	sessions *prometheus.Desc
 	leases   *prometheus.Desc
 	packets  *prometheus.Desc
 	bytes    *prometheus.Desc
 	drops    *prometheus.Desc
+	owner    *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*stateCollector)(nil)
@@ -80,18 +88,27 @@ func newStateCollector() *stateCollector {
 		packets:  prometheus.NewDesc(name("packets_total"), "Tunnelled IPv4 packets by direction and transport.", []string{"direction", "transport"}, nil),
 		bytes:    prometheus.NewDesc(name("bytes_total"), "Tunnelled IPv4 bytes (inner packets) by direction and transport.", []string{"direction", "transport"}, nil),
 		drops:    prometheus.NewDesc(name("dropped_packets_total"), "Packets dropped by the data plane, by reason.", []string{"reason"}, nil),
+		owner:    prometheus.NewDesc(name("cluster_owner"), "1 while this gateway's etcd ownership lease is live (cluster mode): it may serve sessions.", []string{"node"}, nil),
 	}
 }
 
 func (c *stateCollector) set(s *sources) { c.src.Store(s) }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.sessions, c.leases, c.packets, c.bytes, c.drops} {
+	for _, d := range []*prometheus.Desc{c.sessions, c.leases, c.packets, c.bytes, c.drops, c.owner} {
 		ch <- d
 	}
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	if cs := c.cluster.Load(); cs != nil {
+		node, owner := (*cs).ClusterOwner()
+		v := 0.0
+		if owner {
+			v = 1
+		}
+		emit(ch, c.owner, prometheus.GaugeValue, v, node)
+	}
 	s := c.src.Load()
 	if s == nil {
 		return

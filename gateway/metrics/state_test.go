@@ -163,3 +163,25 @@ func BenchmarkScrape(b *testing.B) {
 		}
 	}
 }
+
+type fakeCluster struct{ owner bool }
+
+func (f *fakeCluster) ClusterOwner() (string, bool) { return "gw-2", f.owner }
+
+func TestClusterOwner(t *testing.T) {
+	m := New()
+	if body := scrape(t, m); strings.Contains(body, "dstm_cluster_owner{") {
+		t.Fatal("dstm_cluster_owner exposed in single-node mode")
+	}
+	c := &fakeCluster{owner: true}
+	m.SetCluster(c)
+	for _, tc := range []struct {
+		owner bool
+		want  string
+	}{{true, `dstm_cluster_owner{node="gw-2"} 1`}, {false, `dstm_cluster_owner{node="gw-2"} 0`}} {
+		c.owner = tc.owner
+		if body := scrape(t, m); !strings.Contains(body, tc.want) {
+			t.Fatalf("want %s in:\n%s", tc.want, grep(body, "dstm_cluster"))
+		}
+	}
+}

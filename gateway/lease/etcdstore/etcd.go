@@ -276,13 +276,16 @@ func (s *Store) keepAlive(ctx context.Context) {
 			backoff = 100 * time.Millisecond
 			continue
 		}
-		if ka, err := s.cli.KeepAlive(ctx, id); err == nil {
-			for r := range ka {
-				s.renewed(id, time.Duration(r.TTL)*time.Second)
-			}
+		kctx, cancel := context.WithCancel(ctx)
+		if ka, err := s.cli.KeepAlive(kctx, id); err == nil {
+			s.followKeepAlives(id, ka)
 		}
+		cancel()
 		if ctx.Err() != nil {
 			return
+		}
+		if s.leaseID() != id {
+			continue // lost while unrenewed: a new one is granted
 		}
 		// The stream ended: find out whether the lease still lives.
 		tctx, cancel := context.WithTimeout(ctx, s.opt.RequestTimeout)
@@ -303,6 +306,29 @@ func (s *Store) keepAlive(ctx context.Context) {
 			}
 			sleep(ctx, backoff)
 			backoff = min(2*backoff, s.opt.TTL/2)
+		}
+	}
+}
+
+// followKeepAlives records the keep-alive answers of lease id until their stream ends, and
+// gives the ownership up (loseLease) the moment it can have lapsed without an answer: the
+// client library keeps retrying a cut-off etcd for longer than the TTL.
+func (s *Store) followKeepAlives(id clientv3.LeaseID, ka <-chan *clientv3.LeaseKeepAliveResponse) {
+	for {
+		s.mu.Lock()
+		wait := s.validUntil.Sub(s.opt.Now())
+		s.mu.Unlock()
+		t := time.NewTimer(max(wait, 0))
+		select {
+		case r, ok := <-ka:
+			t.Stop()
+			if !ok {
+				return
+			}
+			s.renewed(id, time.Duration(r.TTL)*time.Second)
+		case <-t.C:
+			s.loseLease(id, "not renewed within its TTL")
+			return
 		}
 	}
 }

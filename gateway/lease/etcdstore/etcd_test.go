@@ -208,20 +208,19 @@ func TestDeadGatewayLeasesHeld(t *testing.T) {
 		got, ok := b.m.Get(l.Addr)
 		return ok && got.State == lease.StateHeld && got.Identity == "carol" && got.Owner == ""
 	})
-	// The held record is in etcd, not only in gw-b's cache.
-	snap, err := b.st.Load(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	found := false
-	for _, r := range snap.Leases {
-		if r.Lease.Addr == l.Addr {
-			found = r.Lease.State == lease.StateHeld && r.Lease.Identity == "carol"
+	// The held record is in etcd, not only in gw-b's cache (where it shows while committed).
+	eventually(t, "the held record in etcd", func() bool {
+		snap, err := b.st.Load(context.Background())
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if !found {
-		t.Fatalf("store has no held record for %v: %+v", l.Addr, snap.Leases)
-	}
+		for _, r := range snap.Leases {
+			if r.Lease.Addr == l.Addr {
+				return r.Lease.State == lease.StateHeld && r.Lease.Identity == "carol"
+			}
+		}
+		return false
+	})
 	if got := b.connect(t, "carol", "s2"); got.Addr != l.Addr {
 		t.Fatalf("carol got %v on gw-b, want %v", got.Addr, l.Addr)
 	}
