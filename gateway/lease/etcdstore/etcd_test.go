@@ -331,3 +331,41 @@ func TestMemberLoss(t *testing.T) {
 	c.Stop(0)
 	a.connect(t, "frank", "s1")
 }
+
+// TestReservationClusterWide: a static reservation (the same policy on every gateway) is
+// given to its identity on any gateway and to nobody else on any of them.
+func TestReservationClusterWide(t *testing.T) {
+	o := &opener{c: etcdtest.Start(t, 1)}
+	reserved := netip.MustParseAddr("10.9.0.5")
+	start := func(owner string) *gateway {
+		cfg := managerConfig(owner)
+		cfg.Pools[0].Prefixes = []netip.Prefix{netip.MustParsePrefix("10.9.0.0/29")} // .1 to .6
+		cfg.Reservations = []lease.Reservation{{Identity: "printer", Addr: reserved}}
+		m, err := lease.New(cfg, o.openPrefix(t, "/res/", owner))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- m.Follow(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
+		return &gateway{m: m}
+	}
+	a, b := start("gw-a"), start("gw-b")
+	// Everyone else takes the rest of the pool, from both gateways.
+	for i := range 5 {
+		g := a
+		if i%2 == 1 {
+			g = b
+		}
+		if l := g.connect(t, fmt.Sprint("user", i), "s"); l.Addr == reserved {
+			t.Fatalf("user%d got the reserved address", i)
+		}
+	}
+	if _, err := a.m.Offer(context.Background(), lease.Request{Identity: "user9", Session: "s"}); !errors.Is(err, lease.ErrPoolExhausted) {
+		t.Fatalf("a sixth user: %v, want the pool exhausted (the reserved address is not for it)", err)
+	}
+	if l := b.connect(t, "printer", "s"); l.Addr != reserved || !l.Static {
+		t.Fatalf("the printer got %+v on gw-b, want its reservation %v", l, reserved)
+	}
+}
