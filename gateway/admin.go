@@ -99,7 +99,7 @@ func (a adminBackend) Token(_ context.Context, identity string, ttl time.Duratio
 
 func (a adminBackend) Status(ctx context.Context) (admin.Status, error) {
 	st := admin.Status{Version: a.g.version, Started: a.g.started, Listen: a.g.listenAddr, Sessions: a.g.ctl.Count(),
-		Cluster: a.g.clusterStatus(ctx)}
+		Cluster: a.g.clusterStatus(ctx), BGP: a.g.bgpStatus(ctx)}
 	stats := map[string]lease.PoolStats{}
 	for _, p := range a.g.leases.Stats() {
 		stats[p.Name] = p

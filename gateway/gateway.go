@@ -21,6 +21,7 @@ import (
 
 	"github.com/dstmgw/dstm/auth"
 	"github.com/dstmgw/dstm/certs"
+	"github.com/dstmgw/dstm/gateway/bgp"
 	"github.com/dstmgw/dstm/gateway/config"
 	"github.com/dstmgw/dstm/gateway/control"
 	"github.com/dstmgw/dstm/gateway/lease"
@@ -87,6 +88,7 @@ type Gateway struct {
 	plain      *plain.Server // nil unless tep.plain_transport
 	ctl        *control.Server
 	dtls       *dtls.Server // nil without UDP
+	bgp        *bgp.Speaker // nil without bgp:
 	mux        *udpmux.Mux  // nil without UDP
 	enroll     *chanListener
 	maxConns   int // TCP connections open at once, of every kind

@@ -66,6 +66,13 @@ func (g *Gateway) Run(ctx context.Context) error {
 		adminLn.Close()
 		return err
 	}
+	if g.cfg.BGP != nil {
+		if err := g.startBGP(ctx); err != nil {
+			closeAll(tcps, udps)
+			adminLn.Close()
+			return err
+		}
+	}
 	g.metrics.SetSources(leaseStats{g.leases}, g.ctl, g)
 	if g.etcd != nil {
 		g.metrics.SetCluster(g)
@@ -87,6 +94,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	spawn("lease-store", g.leases.Follow)
 	if g.etcd != nil {
 		spawn("ownership", g.fenceOwnership)
+	}
+	if g.bgp != nil {
+		spawn("bgp", g.announce)
 	}
 	spawn("ca", g.ca.Run)
 	spawn("lease-events", g.ctl.FollowLeases)
@@ -132,6 +142,7 @@ const stopTimeout = 30 * time.Second
 func (g *Gateway) stop() {
 	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
 	defer cancel()
+	g.stopBGP(ctx) // first: the routers stop sending traffic here
 	if _, err := g.leases.ReleaseAll(ctx, lease.Reason("shutdown")); err != nil {
 		g.log.Warn().Err(err).Msg("leases not held at shutdown; they are at the next start")
 	}

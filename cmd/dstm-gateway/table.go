@@ -97,6 +97,19 @@ func writeStatus(w io.Writer, s admin.Status, now time.Time) error {
 		}
 		row(tw, "members:", members)
 	}
+	if b := s.BGP; b != nil {
+		row(tw, "bgp:", fmt.Sprintf("announcing %s, %d prefixes", b.Announce, b.Announced))
+		for _, n := range b.Neighbors {
+			state := n.State
+			if !n.Since.IsZero() {
+				state += " since " + timestamp(n.Since)
+			}
+			row(tw, "  neighbor:", fmt.Sprintf("%s AS%d %s", n.Address, n.AS, state))
+		}
+		if b.LastError != "" {
+			row(tw, "  last error:", b.LastError)
+		}
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}

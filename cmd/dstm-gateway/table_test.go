@@ -29,6 +29,10 @@ func TestGoldenTables(t *testing.T) {
 		ValidUntil: goldenNow().Add(4 * time.Second), Members: []admin.Member{{Name: "gw-1"}, {Name: "gw-2"}}}
 	lost := st
 	lost.Cluster = &admin.Cluster{Node: "gw-2", Endpoints: []string{"http://e1:2379"}, Error: "lease: store unavailable: context deadline exceeded"}
+	bst := st
+	bst.BGP = &admin.BGP{Announce: "pools", Announced: 1, Neighbors: []admin.BGPNeighbor{
+		{Address: "198.51.100.2", AS: 65000, State: "established", Since: goldenNow().Add(-time.Hour)},
+		{Address: "198.51.100.3", AS: 65000, State: "active"}}, LastError: "bgp: announce 100.64.0.0/24: no route"}
 	clusterLeases := fixtureLeases()
 	clusterLeases[0].Gateway = "gw-1"
 	tests := []struct {
@@ -36,6 +40,7 @@ func TestGoldenTables(t *testing.T) {
 		write func(*bytes.Buffer) error
 	}{
 		{"status_cluster", func(b *bytes.Buffer) error { return writeStatus(b, cst, goldenNow()) }},
+		{"status_bgp", func(b *bytes.Buffer) error { return writeStatus(b, bst, goldenNow()) }},
 		{"status_cluster_lost", func(b *bytes.Buffer) error { return writeStatus(b, lost, goldenNow()) }},
 		{"leases_cluster", func(b *bytes.Buffer) error { return writeLeasesTable(b, clusterLeases, goldenNow()) }},
 		{"leases", func(b *bytes.Buffer) error { return writeLeasesTable(b, fixtureLeases(), goldenNow()) }},

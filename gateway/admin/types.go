@@ -79,6 +79,27 @@ type Status struct {
 	Sessions int          `json:"sessions"` // live sessions
 	Pools    []PoolStatus `json:"pools"`
 	Cluster  *Cluster     `json:"cluster,omitempty"` // cluster mode only
+	BGP      *BGP         `json:"bgp,omitempty"`     // with bgp: only
+}
+
+// BGP is the route announcer's state.
+type BGP struct {
+	Announce  string        `json:"announce"`  // pools or leases
+	Announced int           `json:"announced"` // prefixes announced now
+	Neighbors []BGPNeighbor `json:"neighbors"`
+	LastError string        `json:"last_error,omitempty"`
+}
+
+// BGPNeighbor is one BGP session.
+type BGPNeighbor struct {
+	Address string    `json:"address"`
+	AS      uint32    `json:"as"`
+	State   string    `json:"state"` // idle, connect, active, opensent, openconfirm, established
+	Since   time.Time `json:"since,omitzero"`
+	// Received counts the routes the neighbour sent; Kept those of them in the gateway's RIB
+	// (always 0: the gateway only announces).
+	Received uint64 `json:"received"`
+	Kept     uint64 `json:"kept"`
 }
 
 // Cluster is this gateway's view of its cluster (store.etcd).

@@ -31,6 +31,59 @@ type Config struct {
 	Metrics  Metrics           `yaml:"metrics"`
 	Admin    Admin             `yaml:"admin"`
 	Store    Store             `yaml:"store,omitempty"`
+	BGP      *BGP              `yaml:"bgp,omitempty"`
+}
+
+// BGP configures the embedded BGP speaker that announces the gateway's routes to the site's
+// routers (docs/operations.md, "Routing"); absent: nothing is announced.
+type BGP struct {
+	LocalAS  uint32     `yaml:"local_as"`
+	RouterID netip.Addr `yaml:"router_id"`
+	// Announce is "pools" (the pool prefixes; the single-node default) or "leases" (a /32 per
+	// active lease of this gateway's sessions; the cluster default).
+	Announce    string        `yaml:"announce"`
+	NextHop     netip.Addr    `yaml:"next_hop"`
+	Communities []string      `yaml:"communities"`
+	RestartTime *Duration     `yaml:"restart_time"`
+	Neighbors   []BGPNeighbor `yaml:"neighbors"`
+}
+
+// BGPNeighbor is one site router.
+type BGPNeighbor struct {
+	Address      netip.Addr `yaml:"address"`
+	AS           uint32     `yaml:"as"`
+	Port         uint16     `yaml:"port"`
+	PasswordFile string     `yaml:"password_file"`
+}
+
+// Announce modes of BGP.Announce.
+const (
+	AnnouncePools  = "pools"
+	AnnounceLeases = "leases"
+)
+
+// AnnounceMode is BGP.Announce with its default: leases in cluster mode, else pools.
+func (c *Config) AnnounceMode() string {
+	if c.BGP != nil && c.BGP.Announce != "" {
+		return c.BGP.Announce
+	}
+	if c.Store.Etcd != nil {
+		return AnnounceLeases
+	}
+	return AnnouncePools
+}
+
+// BGPRestartTime is BGP.RestartTime with its default: 120 s announcing pools (a restart does
+// not flap the routes), off announcing leases (a dead gateway's /32s must not linger at the
+// routers while the survivors announce them).
+func (c *Config) BGPRestartTime() time.Duration {
+	if c.BGP != nil && c.BGP.RestartTime != nil {
+		return c.BGP.RestartTime.D()
+	}
+	if c.AnnounceMode() == AnnounceLeases {
+		return 0
+	}
+	return 120 * time.Second
 }
 
 // Store selects the lease store: the embedded bbolt file in state_dir (single node, the

@@ -57,6 +57,14 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		{"etcd ttl", "store:\n  etcd:\n    endpoints: [\"http://e1:2379\"]\n    ttl: 1500ms\n", "store.etcd.ttl"},
 		{"etcd txn ops", "store:\n  etcd:\n    endpoints: [\"http://e1:2379\"]\n    max_txn_ops: 2\n", "store.etcd.max_txn_ops"},
 		{"etcd tls pair", "store:\n  etcd:\n    endpoints: [\"https://e1:2379\"]\n    tls: {ca: /ca.pem, cert: /c.pem}\n", "store.etcd.tls: cert and key go together"},
+		{"bgp as", "bgp:\n  router_id: 192.0.2.1\n  neighbors: [{address: 192.0.2.9, as: 65000}]\n", "bgp.local_as: is required"},
+		{"bgp router id", "bgp:\n  local_as: 65010\n  router_id: 2001:db8::1\n  neighbors: [{address: 192.0.2.9, as: 65000}]\n", "bgp.router_id"},
+		{"bgp announce", "bgp:\n  local_as: 65010\n  router_id: 192.0.2.1\n  announce: all\n  neighbors: [{address: 192.0.2.9, as: 65000}]\n", "bgp.announce"},
+		{"bgp community", "bgp:\n  local_as: 65010\n  router_id: 192.0.2.1\n  communities: [\"65010:70000\"]\n  neighbors: [{address: 192.0.2.9, as: 65000}]\n", "bgp.communities[0]"},
+		{"bgp no neighbour", "bgp:\n  local_as: 65010\n  router_id: 192.0.2.1\n", "bgp.neighbors: at least one"},
+		{"bgp neighbour as", "bgp:\n  local_as: 65010\n  router_id: 192.0.2.1\n  neighbors: [{address: 192.0.2.9}]\n", "bgp.neighbors[0].as"},
+		{"bgp neighbour twice", "bgp:\n  local_as: 65010\n  router_id: 192.0.2.1\n  neighbors: [{address: 192.0.2.9, as: 1}, {address: 192.0.2.9, as: 1}]\n", "bgp.neighbors[1].address"},
+		{"bgp restart time", "bgp:\n  local_as: 65010\n  router_id: 192.0.2.1\n  restart_time: 5000s\n  neighbors: [{address: 192.0.2.9, as: 65000}]\n", "bgp.restart_time"},
 		{"etcd password", "store:\n  etcd:\n    endpoints: [\"http://e1:2379\"]\n    username: gw\n", "store.etcd.username"},
 	}
 	for _, tt := range tests {

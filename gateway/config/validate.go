@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -49,6 +51,7 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.validatePolicyPools()...)
 	errs = append(errs, c.validateStore()...)
+	errs = append(errs, c.validateBGP()...)
 	return errors.Join(errs...)
 }
 
@@ -306,6 +309,72 @@ func (c *Config) validateStore() []error {
 	}
 	if e.PasswordFile != "" && !filepath.IsAbs(e.PasswordFile) {
 		errs = append(errs, bad("store.etcd.password_file", "must be an absolute path, got %q", e.PasswordFile))
+	}
+	return errs
+}
+
+// ParseCommunity parses an RFC 1997 community "AS:VALUE" (each 0 to 65535).
+func ParseCommunity(s string) (uint32, error) {
+	a, v, ok := strings.Cut(s, ":")
+	if !ok {
+		return 0, fmt.Errorf("want AS:VALUE, got %q", s)
+	}
+	x, err1 := strconv.ParseUint(a, 10, 16)
+	y, err2 := strconv.ParseUint(v, 10, 16)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("want AS:VALUE with numbers from 0 to 65535, got %q", s)
+	}
+	return uint32(x)<<16 | uint32(y), nil
+}
+
+func (c *Config) validateBGP() []error {
+	b := c.BGP
+	if b == nil {
+		return nil
+	}
+	var errs []error
+	if b.LocalAS == 0 {
+		errs = append(errs, bad("bgp.local_as", "is required (1 to 4294967295)"))
+	}
+	if !b.RouterID.Is4() {
+		errs = append(errs, bad("bgp.router_id", "want an IPv4 address (the BGP identifier), got %q", b.RouterID))
+	}
+	switch b.Announce {
+	case "", AnnouncePools, AnnounceLeases:
+	default:
+		errs = append(errs, bad("bgp.announce", "want %q or %q, got %q", AnnouncePools, AnnounceLeases, b.Announce))
+	}
+	if b.NextHop.IsValid() && !b.NextHop.Is4() {
+		errs = append(errs, bad("bgp.next_hop", "want an IPv4 address, got %s", b.NextHop))
+	}
+	for i, cm := range b.Communities {
+		if _, err := ParseCommunity(cm); err != nil {
+			errs = append(errs, bad(fmt.Sprintf("bgp.communities[%d]", i), "%v", err))
+		}
+	}
+	if b.RestartTime != nil {
+		if d := b.RestartTime.D(); d < 0 || d > 4095*time.Second || d%time.Second != 0 {
+			errs = append(errs, bad("bgp.restart_time", "want whole seconds from 0s (off) to 4095s, got %v", d))
+		}
+	}
+	if len(b.Neighbors) == 0 {
+		errs = append(errs, bad("bgp.neighbors", "at least one neighbour (a site router) is needed"))
+	}
+	seen := map[netip.Addr]bool{}
+	for i, n := range b.Neighbors {
+		f := fmt.Sprintf("bgp.neighbors[%d]", i)
+		if !n.Address.IsValid() {
+			errs = append(errs, bad(f+".address", "is required"))
+		} else if seen[n.Address] {
+			errs = append(errs, bad(f+".address", "%s is listed twice", n.Address))
+		}
+		seen[n.Address] = true
+		if n.AS == 0 {
+			errs = append(errs, bad(f+".as", "is required (1 to 4294967295)"))
+		}
+		if n.PasswordFile != "" && !filepath.IsAbs(n.PasswordFile) {
+			errs = append(errs, bad(f+".password_file", "must be an absolute path, got %q", n.PasswordFile))
+		}
 	}
 	return errs
 }

@@ -60,6 +60,9 @@ type gwOptions struct {
 	prepare func(*env)
 	// connRate is tsp.connection_rate with load (0: none; the load clients all share a /64).
 	connRate int
+	// bgp: the server namespace runs BIRD as the site router, with no static route to the
+	// pool; the gateway announces it (bgp: in its configuration).
+	bgp bool
 }
 
 // pool is the lease pool of the scenario.
@@ -90,7 +93,11 @@ type env struct {
 func newEnv(t *testing.T, opts gwOptions) *env {
 	t.Helper()
 	requireE2E(t)
-	tp := netns.NewTopology(t, netip.MustParsePrefix(opts.pool()))
+	var routes []netip.Prefix
+	if !opts.bgp {
+		routes = append(routes, netip.MustParsePrefix(opts.pool()))
+	}
+	tp := netns.NewTopology(t, routes...)
 	// A short path: the admin socket's path must fit in sun_path (108 bytes).
 	dir, err := os.MkdirTemp("", "dstm-e2e")
 	if err != nil {
@@ -148,6 +155,10 @@ func (e *env) config() string {
 		b.WriteString("log:\n  level: debug\n  format: json\n")
 	}
 	fmt.Fprintf(&b, "metrics:\n  listen: %q\n  pprof: %t\n", metricsAddr, e.opts.load)
+	if e.opts.bgp {
+		fmt.Fprintf(&b, "bgp:\n  local_as: 65010\n  router_id: %s\n  neighbors:\n    - address: %s\n      as: 65000\n",
+			e.tp.GatewayV4, e.tp.ServerV4)
+	}
 	fmt.Fprintf(&b, "admin:\n  socket: %s\n", filepath.Join(e.dir, "admin.sock"))
 	return b.String()
 }
