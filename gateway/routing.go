@@ -139,3 +139,13 @@ func (g *Gateway) bgpStatus(ctx context.Context) *admin.BGP {
 	}
 	return out
 }
+
+// BGPState is the metrics' BGP source.
+func (g *Gateway) BGPState() (int, map[string]bool) {
+	st := g.bgp.Status(context.Background())
+	up := make(map[string]bool, len(st.Neighbors))
+	for _, n := range st.Neighbors {
+		up[n.Address] = n.Established
+	}
+	return st.Announced, up
+}

@@ -77,6 +77,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if g.etcd != nil {
 		g.metrics.SetCluster(g)
 	}
+	if g.bgp != nil {
+		g.metrics.SetBGP(g)
+	}
 
 	var wg sync.WaitGroup
 	spawn := func(name string, f func(context.Context) error) {

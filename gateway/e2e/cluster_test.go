@@ -30,9 +30,9 @@ import (
 )
 
 // The cluster scenario's network: every namespace on one bridge (in a hub namespace) that
-// carries one IPv6 /64 and one IPv4 /24. The IPv4 server routes the pool to the gateway of
-// the client's session: the test plays the site router (announcing the leases by BGP is the
-// routing issue's job).
+// carries one IPv6 /64 and one IPv4 /24. The IPv4 server's namespace also runs BIRD, the site
+// router: it has no static route to the pool, only the /32 each gateway announces for the
+// leases of its sessions.
 // IPv6 fd00:d57e::/64: clients ::2 and ::3, gateways ::11 and ::12, etcd members ::21 to ::23;
 // IPv4 198.51.100.0/24: server .2, gateways .11 and .12.
 var clusterServer = netip.MustParseAddr("198.51.100.2")
@@ -145,6 +145,11 @@ func newClusterEnv(t *testing.T) *clusterEnv {
 		ce.gws = append(ce.gws, g)
 	}
 	ce.srv = startServers(t, ce.server, clusterServer)
+	var peers []birdPeer
+	for _, g := range ce.gws {
+		peers = append(peers, birdPeer{name: g.name, addr: g.v4.String(), localAS: 65000, remoteAS: 65010})
+	}
+	startBird(t, ce.server, dir, clusterServer.String(), peers...)
 	ce.startEtcd()
 	for _, g := range ce.gws {
 		if err := os.MkdirAll(g.dir, 0o700); err != nil {
@@ -211,6 +216,8 @@ func (ce *clusterEnv) config(g *clusterGW) string {
 	for _, ep := range ce.endpoints() {
 		fmt.Fprintf(&b, "      - %q\n", ep)
 	}
+	// Each gateway announces its sessions' /32s to the site router (BIRD, with the server).
+	fmt.Fprintf(&b, "bgp:\n  local_as: 65010\n  router_id: %s\n  neighbors:\n    - address: %s\n      as: 65000\n", g.v4, clusterServer)
 	return b.String()
 }
 
@@ -267,12 +274,24 @@ func (ce *clusterEnv) startGateway(g *clusterGW) {
 	g.proc = startProc(ce.t, fmt.Sprintf("%s#%d", g.name, g.runs), g.ns, filepath.Join(g.dir, fmt.Sprintf("run-%d.log", g.runs)),
 		bins.gateway, "-c", g.cfgPath, "run")
 	p := g.proc
-	eventually(ce.t, 30*time.Second, g.name+"'s admin API", func() error {
+	// Up means serving, with its BGP session to the site router established (a gateway that
+	// takes clients over must be able to announce their addresses).
+	eventually(ce.t, 30*time.Second, g.name+"'s admin API and BGP session", func() error {
 		if p.exited() {
 			ce.t.Fatalf("%s exited during start-up: %v", g.name, p.err)
 		}
-		_, err := ce.gwCmd(g, "status")
-		return err
+		out, err := ce.gwCmd(g, "status", "--json")
+		if err != nil {
+			return err
+		}
+		var st admin.Status
+		if err := json.Unmarshal(out, &st); err != nil {
+			return err
+		}
+		if st.BGP == nil || len(st.BGP.Neighbors) != 1 || st.BGP.Neighbors[0].State != "established" {
+			return fmt.Errorf("bgp %+v", st.BGP)
+		}
+		return nil
 	})
 }
 
@@ -301,8 +320,8 @@ func (ce *clusterEnv) clientStatus(c *clusterClient) (client.Status, error) {
 	return st, err
 }
 
-// up enrolls c on gateway first and starts it with both gateways, first one first; the
-// server's route to its address goes to the gateway of its session (as BGP will).
+// up enrolls c on gateway first and starts it with both gateways, first one first, and waits
+// for the server's route to its address (announced by the gateway of its session).
 func (ce *clusterEnv) up(c *clusterClient, first *clusterGW) {
 	t := ce.t
 	out, err := ce.gwCmd(first, "token", c.identity, "--ttl", "10m", "--json")
@@ -321,15 +340,19 @@ func (ce *clusterEnv) up(c *clusterClient, first *clusterGW) {
 		"--device", clientTUN)
 	st := ce.waitUp(c, 30*time.Second, time.Time{})
 	c.lease, c.gw = st.Lease, ce.gatewayOf(st)
-	ce.route(c)
+	ce.routed(c)
 }
 
-// route points the server's route to c's address at c's gateway.
-func (ce *clusterEnv) route(c *clusterClient) {
+// routed waits until the server's route to c's address, learned by BGP, goes to c's gateway.
+func (ce *clusterEnv) routed(c *clusterClient) {
 	ce.t.Helper()
-	if err := ce.server.ReplaceRoute(netip.MustParsePrefix(c.lease+"/32"), c.gw.v4); err != nil {
-		ce.t.Fatal(err)
-	}
+	eventually(ce.t, 30*time.Second, "the server's route to "+c.lease+" via "+c.gw.name, func() error {
+		r, err := kernelRoute(ce.server, c.lease+"/32")
+		if err == nil && !strings.Contains(r, "via "+c.gw.v4.String()+" ") {
+			err = fmt.Errorf("route %q", r)
+		}
+		return err
+	})
 }
 
 func (ce *clusterEnv) waitUp(c *clusterClient, timeout time.Duration, since time.Time) client.Status {
@@ -478,11 +501,11 @@ func (ce *clusterEnv) moved(from *clusterGW, t0 time.Time, what string) {
 			continue
 		}
 		c.gw = ce.other(from)
-		ce.route(c) // the site router follows the lease (BGP's job, in the routing issue)
 		st := ce.waitUp(c, 60*time.Second, t0)
 		if st.Lease != c.lease || ce.gatewayOf(st) != c.gw {
 			t.Fatalf("%s: %s is on %s with %s, want %s with %s", what, c.name, st.Gateway, st.Lease, c.gw.addr(), c.lease)
 		}
+		ce.routed(c) // the /32 moved with the session, by BGP
 	}
 	for _, c := range ce.clients {
 		if err := poll(30*time.Second, 20*time.Millisecond, func() error { return ce.fetch(c, 2*time.Second) }); err != nil {

@@ -212,6 +212,14 @@ func (m *Metrics) SetCluster(c ClusterStats) {
 	m.state.cluster.Store(&c)
 }
 
+// SetBGP installs the BGP source (with bgp:); without it the dstm_bgp_* gauges are absent.
+func (m *Metrics) SetBGP(b BGPStats) {
+	if m == nil || b == nil {
+		return
+	}
+	m.state.bgp.Store(&b)
+}
+
 // SetSources installs the state sources read at scrape time; a nil source's
 // metrics are absent. It is safe to call again during scrapes.
 func (m *Metrics) SetSources(leases LeaseStats, sessions SessionStats, dp DataplaneStats) {

@@ -58,6 +58,13 @@ type ClusterStats interface {
 	ClusterOwner() (node string, owner bool)
 }
 
+// BGPStats is read at every scrape for the dstm_bgp_* gauges (with bgp: only).
+type BGPStats interface {
+	// BGPState returns how many prefixes are announced and, per neighbour address, whether
+	// its session is established.
+	BGPState() (announced int, established map[string]bool)
+}
+
 // sources is swapped as a whole so that a scrape sees one consistent set.
 type sources struct {
 	leases    LeaseStats
@@ -69,6 +76,7 @@ type sources struct {
 type stateCollector struct {
 	src     atomic.Pointer[sources]
 	cluster atomic.Pointer[ClusterStats]
+	bgp     atomic.Pointer[BGPStats]
 
 	sessions *prometheus.Desc
 	leases   *prometheus.Desc
@@ -76,6 +84,8 @@ type stateCollector struct {
 	bytes    *prometheus.Desc
 	drops    *prometheus.Desc
 	owner    *prometheus.Desc
+	bgpUp    *prometheus.Desc
+	bgpAnn   *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*stateCollector)(nil)
@@ -89,13 +99,15 @@ func newStateCollector() *stateCollector {
 		bytes:    prometheus.NewDesc(name("bytes_total"), "Tunnelled IPv4 bytes (inner packets) by direction and transport.", []string{"direction", "transport"}, nil),
 		drops:    prometheus.NewDesc(name("dropped_packets_total"), "Packets dropped by the data plane, by reason.", []string{"reason"}, nil),
 		owner:    prometheus.NewDesc(name("cluster_owner"), "1 while this gateway's etcd ownership lease is live (cluster mode): it may serve sessions.", []string{"node"}, nil),
+		bgpUp:    prometheus.NewDesc(name("bgp_neighbor_up"), "1 while the BGP session with the neighbour is established.", []string{"neighbor"}, nil),
+		bgpAnn:   prometheus.NewDesc(name("bgp_announced_prefixes"), "IPv4 prefixes announced by BGP now.", nil, nil),
 	}
 }
 
 func (c *stateCollector) set(s *sources) { c.src.Store(s) }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.sessions, c.leases, c.packets, c.bytes, c.drops, c.owner} {
+	for _, d := range []*prometheus.Desc{c.sessions, c.leases, c.packets, c.bytes, c.drops, c.owner, c.bgpUp, c.bgpAnn} {
 		ch <- d
 	}
 }
@@ -108,6 +120,17 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			v = 1
 		}
 		emit(ch, c.owner, prometheus.GaugeValue, v, node)
+	}
+	if bs := c.bgp.Load(); bs != nil {
+		n, up := (*bs).BGPState()
+		emit(ch, c.bgpAnn, prometheus.GaugeValue, float64(n))
+		for nb, ok := range up {
+			v := 0.0
+			if ok {
+				v = 1
+			}
+			emit(ch, c.bgpUp, prometheus.GaugeValue, v, nb)
+		}
 	}
 	s := c.src.Load()
 	if s == nil {

@@ -185,3 +185,23 @@ func TestClusterOwner(t *testing.T) {
 		}
 	}
 }
+
+type fakeBGP struct{}
+
+func (fakeBGP) BGPState() (int, map[string]bool) {
+	return 3, map[string]bool{"198.51.100.2": true, "198.51.100.3": false}
+}
+
+func TestBGPGauges(t *testing.T) {
+	m := New()
+	if body := scrape(t, m); strings.Contains(body, "dstm_bgp_") {
+		t.Fatal("dstm_bgp_* exposed without bgp")
+	}
+	m.SetBGP(fakeBGP{})
+	body := scrape(t, m)
+	for _, want := range []string{"dstm_bgp_announced_prefixes 3", `dstm_bgp_neighbor_up{neighbor="198.51.100.2"} 1`, `dstm_bgp_neighbor_up{neighbor="198.51.100.3"} 0`} {
+		if !strings.Contains(body, want) {
+			t.Fatalf("want %s in:\n%s", want, grep(body, "dstm_bgp"))
+		}
+	}
+}
