@@ -9,7 +9,8 @@
 #
 #   laptop (IPv6 only)  ══╗                 ╔══  gw1  fd00:d57f::11 | 198.51.100.11
 #   fd00:d57f::2          ╠══ one LAN ══════╬══  gw2  fd00:d57f::12 | 198.51.100.12
-#   etcd m1..m3 ::21-23 ══╝  (a bridge)     ╚══  server (IPv4 only) 198.51.100.2
+#   etcd m1..m3 ::21-23 ══╝  (a bridge)     ╚══  server (IPv4 only) 198.51.100.2, with BIRD as
+#                                                the site router: no static route to the pool
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-$PWD/bin}
@@ -68,7 +69,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 [ "$(id -u)" = 0 ] || { echo "make demo-cluster needs root (network namespaces, TUN devices)"; exit 1; }
-for tool in ip curl python3; do command -v $tool >/dev/null || { echo "missing: $tool"; exit 1; }; done
+for tool in ip curl python3 bird birdc; do command -v $tool >/dev/null || { echo "missing: $tool (apt-get install bird2 for bird)"; exit 1; }; done
 for b in dstm-gateway dstm-client etcd; do [ -x "$BIN/$b" ] || { echo "build first: make demo-cluster builds $BIN/$b"; exit 1; }; done
 
 say "One LAN (a bridge) with a laptop (IPv6 only), two gateways, three etcd members, an IPv4-only server"
@@ -90,9 +91,18 @@ in_ns $NS_G2 ip addr add 198.51.100.12/24 dev dstmx0
 for m in 21 22 23; do in_ns $NS_E ip -6 addr add fd00:d57f::$m/64 dev dstmx0 nodad; done
 in_ns $NS_S ip addr add $SRV4/24 dev dstmx0
 for ns in $NS_G1 $NS_G2; do in_ns "$ns" sysctl -qw net.ipv4.ip_forward=1; done
-# The site router's part: the pool is routed to gw1. (Announcing each lease by BGP, so this
-# follows the sessions by itself, is the routing issue's work; here the script moves it.)
-in_ns $NS_S ip route add $POOL via 198.51.100.11
+
+say "BIRD 2 as the site router (with the server): a BGP session with each gateway, no static route"
+cat >"$W/bird.conf" <<EOF
+router id $SRV4;
+protocol device { scan time 1; }
+protocol kernel { ipv4 { import none; export where source = RTS_BGP; }; learn off; }
+protocol bgp dstm_gw1 { local as 65000; neighbor 198.51.100.11 as 65010; connect retry time 1; ipv4 { import all; export none; }; }
+protocol bgp dstm_gw2 { local as 65000; neighbor 198.51.100.12 as 65010; connect retry time 1; ipv4 { import all; export none; }; }
+EOF
+start bird $NS_S "$W/bird.log" bird -f -c "$W/bird.conf" -s "$W/bird.ctl" -P "$W/bird.pid"
+wait_for 10 "BIRD" birdc -s "$W/bird.ctl" show status
+echo "   routes of the server to the pool: $(in_ns $NS_S ip -4 route show proto bird | wc -l)"
 
 say "Starting etcd: three members (the etcd server built from its Go module, $("$BIN/etcd" --version | head -1))"
 CLUSTER="m1=http://[fd00:d57f::21]:2380,m2=http://[fd00:d57f::22]:2380,m3=http://[fd00:d57f::23]:2380"
@@ -132,6 +142,12 @@ ca:
   server_ips: [$a]
 admin:
   socket: $W/gw$n/admin.sock
+bgp:
+  local_as: 65010
+  router_id: 198.51.100.1$n
+  neighbors:
+    - address: $SRV4
+      as: 65000
 store:
   etcd:
     name: gw$n
@@ -159,21 +175,23 @@ CLIENT_PID=${PIDS[-1]}
 wait_for 20 "the tunnel" cli status || { tail -20 "$W/client.log"; exit 1; }
 cli status
 LEASE=$(cli status --json | sed -n 's/.*"lease": *"\([^"]*\)".*/\1/p')
+wait_for 10 "the server's route to $LEASE" bash -c "ip netns exec $NS_S ip route show $LEASE | grep -q 198.51.100.11"
+echo "   the server's route, learned by BGP from gw1: $(in_ns $NS_S ip route show $LEASE)"
 echo "   page: $(in_ns $NS_L curl -s --max-time 10 http://$SRV4/)"
 
 say "gw2 sees the lease of gw1's session (the GATEWAY column), from etcd"
 wait_for 5 "gw2's view" bash -c "ip netns exec $NS_G2 $BIN/dstm-gateway -c $W/gw2/gateway.yaml leases | grep -q gw1"
 gw 2 leases
 
-say "kill -9 gw1 (no goodbye); the site router sends the pool to gw2"
+say "kill -9 gw1 (no goodbye)"
 KILLED=$(date +%s%N)
 { kill -KILL "$GW1_PID"; wait "$GW1_PID"; } 2>/dev/null || true
-in_ns $NS_S ip route replace $POOL via 198.51.100.12
 back() { cli status --json | grep -q "\"gateway\": *\"\[$GW2\]:3653\"" && cli status --json | grep -q '"state": *"up"'; }
 wait_for 30 "the laptop on gw2" back || { tail -20 "$W/client.log"; exit 1; }
 if PAGE=$(in_ns $NS_L curl -s --max-time 10 http://$SRV4/); then
   MS=$((($(date +%s%N) - KILLED) / 1000000))
   echo "   page: $PAGE"
+  echo "   the server's route now, learned by BGP from gw2: $(in_ns $NS_S ip route show $LEASE)"
   cli status
   NOW=$(cli status --json | sed -n 's/.*"lease": *"\([^"]*\)".*/\1/p')
   if [ "$NOW" = "$LEASE" ]; then

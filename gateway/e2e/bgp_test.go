@@ -85,7 +85,7 @@ func kernelRoute(ns *netns.NS, prefix string) (string, error) {
 
 // TestBGPAnnouncesPools: the IPv4 server's only route to the pool is the one the gateway
 // announced to BIRD (the site router, in the server's namespace); traffic flows through it.
-// When the gateway stops, the route is withdrawn.
+// A kill -9 and a restart keep the route (graceful restart); a stop withdraws it.
 func TestBGPAnnouncesPools(t *testing.T) {
 	e := newEnv(t, gwOptions{bgp: true})
 	br := startBird(t, e.tp.Server, e.dir, e.tp.ServerV4.String(),
@@ -121,6 +121,33 @@ func TestBGPAnnouncesPools(t *testing.T) {
 	})
 	e.up("dtls")
 	e.checkTraffic(1<<20, 1<<20)
+
+	// A crash and a restart do not flap the route: BIRD keeps it through graceful restart
+	// while the gateway is away, and the restarted gateway announces it again.
+	killed := time.Now()
+	if err := e.gw.signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if _, timedOut := e.gw.waitExit(10 * time.Second); timedOut {
+		t.Fatal("the gateway did not die from SIGKILL")
+	}
+	consistently(t, 2*time.Second, "the route while the gateway is down (graceful restart)", func() error {
+		r, err := kernelRoute(e.tp.Server, poolPrefix)
+		if err == nil && r == "" {
+			err = fmt.Errorf("the route to the pool is gone")
+		}
+		return err
+	})
+	e.startGateway()
+	e.waitClientUp(60*time.Second, killed)
+	e.checkTraffic(1<<20, 1<<20)
+	eventually(t, 30*time.Second, "the BGP session again after the restart", func() error {
+		out, err := br.cmd("show", "protocols", "dstm_gw")
+		if err == nil && !strings.Contains(out, "Established") {
+			err = fmt.Errorf("BIRD: %s", out)
+		}
+		return err
+	})
 
 	if err := e.gw.signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
