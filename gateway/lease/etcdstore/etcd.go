@@ -47,6 +47,10 @@ const (
 // loadPage bounds the keys read by one range request of Load.
 const loadPage = 2000
 
+// ErrNameInUse is returned by Open when another live gateway has this one's name: both would
+// take each other's sessions for their own.
+var ErrNameInUse = errors.New("etcdstore: another gateway of the cluster has this name")
+
 // ErrNoOwnership is wrapped by Commit when this gateway holds no live
 // ownership lease: it may not write offered or active records.
 var ErrNoOwnership = fmt.Errorf("%w: this gateway's etcd ownership lease is not live", lease.ErrStoreUnavailable)
@@ -162,7 +166,7 @@ func Open(ctx context.Context, opt Options) (*Store, error) {
 		opt: opt, cli: cli, root: root, addrs: root + "a/", idents: root + "i/", members: base + "members/",
 		done: make(chan struct{}), lost: make(chan struct{}), seen: make(map[string]int64),
 	}
-	if err := s.grant(ctx); err != nil {
+	if err := s.grantFirst(ctx); err != nil {
 		cli.Close()
 		return nil, err
 	}
@@ -232,6 +236,23 @@ func (s *Store) Lost() <-chan struct{} {
 	return s.lost
 }
 
+// grantFirst takes the first ownership lease. The name may still be held by this gateway's
+// previous run (killed less than a TTL ago): its announcement expires within the TTL, which is
+// waited for; a name still held after that belongs to another live gateway.
+func (s *Store) grantFirst(ctx context.Context) error {
+	deadline := s.opt.Now().Add(s.opt.TTL + time.Second)
+	for {
+		err := s.grant(ctx)
+		if !errors.Is(err, ErrNameInUse) || !s.opt.Now().Before(deadline) {
+			return err
+		}
+		sleep(ctx, 200*time.Millisecond)
+		if ctx.Err() != nil {
+			return err
+		}
+	}
+}
+
 func (s *Store) grant(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.opt.RequestTimeout)
 	defer cancel()
@@ -246,7 +267,14 @@ func (s *Store) grant(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.cli.Put(ctx, s.members+s.opt.Owner, string(v), clientv3.WithLease(g.ID)); err != nil {
+	key := s.members + s.opt.Owner
+	resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, string(v), clientv3.WithLease(g.ID))).Commit()
+	if err == nil && !resp.Succeeded {
+		err = fmt.Errorf("%w: %q", ErrNameInUse, s.opt.Owner)
+	}
+	if err != nil {
+		_, _ = s.cli.Revoke(ctx, g.ID)
 		return fmt.Errorf("etcdstore: announce member %s: %w", s.opt.Owner, err)
 	}
 	s.mu.Lock()

@@ -369,3 +369,25 @@ func TestReservationClusterWide(t *testing.T) {
 		t.Fatalf("the printer got %+v on gw-b, want its reservation %v", l, reserved)
 	}
 }
+
+// TestNameInUse: a second live gateway with the same name is refused; a gateway restarted
+// after a kill gets its name back once its previous run's lease has expired.
+func TestNameInUse(t *testing.T) {
+	o := &opener{c: etcdtest.Start(t, 1)}
+	first := o.openPrefix(t, "/name/", "gw-a")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := etcdstore.Open(ctx, etcdstore.Options{Endpoints: o.c.Endpoints(), Prefix: "/name/", Owner: "gw-a", TTL: 2 * time.Second})
+	if !errors.Is(err, etcdstore.ErrNameInUse) {
+		t.Fatalf("a second gw-a: %v, want ErrNameInUse", err)
+	}
+	if d := time.Since(start); d < 2*time.Second {
+		t.Fatalf("refused after %v, before the TTL could let a previous run's name go", d)
+	}
+	etcdstore.Abandon(first) // as kill -9
+	again := o.openPrefix(t, "/name/", "gw-a")
+	if _, _, ok := again.Ownership(); !ok {
+		t.Fatal("the restarted gw-a has no ownership")
+	}
+}
