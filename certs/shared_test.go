@@ -6,7 +6,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -27,30 +26,11 @@ func etcdClient(t *testing.T, c *etcdtest.Cluster) *clientv3.Client {
 	return cli
 }
 
-// copyCA copies the CA files of a gateway (keys, certificates, meta), not its databases, as
-// an operator does for the next gateway of a cluster.
+// copyCA copies a gateway's CA keys into a new directory (see certstest.CopyKeys).
 func copyCA(t *testing.T, from string) string {
 	t.Helper()
 	to := filepath.Join(t.TempDir(), "ca")
-	if err := os.MkdirAll(to, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	ents, err := os.ReadDir(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range ents {
-		if strings.HasSuffix(e.Name(), ".db") || strings.Contains(e.Name(), ".db.") {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(from, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(to, e.Name()), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	certstest.CopyKeys(t, from, to)
 	return to
 }
 

@@ -3,7 +3,6 @@ package gateway_test
 import (
 	"errors"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/dstmgw/dstm/certs/certstest"
 	"github.com/dstmgw/dstm/gateway"
 	"github.com/dstmgw/dstm/gateway/admin"
 	"github.com/dstmgw/dstm/gateway/config"
@@ -139,32 +139,11 @@ func TestClusterEtcdDown(t *testing.T) {
 	})
 }
 
-// copyCADir copies a gateway's CA files (not its databases) into a new state directory, as
-// an operator does for the next gateway of a cluster, and returns that directory.
+// copyCADir copies a gateway's CA keys into a new state directory and returns it.
 func copyCADir(t *testing.T, stateDir string) string {
 	t.Helper()
 	to := t.TempDir()
-	from := filepath.Join(stateDir, gateway.CADir)
-	dst := filepath.Join(to, gateway.CADir)
-	if err := os.MkdirAll(dst, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	ents, err := os.ReadDir(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range ents {
-		if strings.Contains(e.Name(), ".db") {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(from, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	certstest.CopyKeys(t, filepath.Join(stateDir, gateway.CADir), filepath.Join(to, gateway.CADir))
 	return to
 }
 

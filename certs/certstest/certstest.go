@@ -17,6 +17,8 @@ import (
 	"encoding/hex"
 	"math/big"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -212,4 +214,30 @@ func (ca *CA) IsRevoked(serial string) bool {
 	defer ca.mu.Unlock()
 	_, ok := ca.revoked[serial]
 	return ok
+}
+
+// CopyKeys copies the CA directory from (keys, certificates, meta) into to, without its
+// databases (*.db and their moved copies), as an operator does for the next gateway of a
+// cluster (docs/cluster.md).
+func CopyKeys(t testing.TB, from, to string) {
+	t.Helper()
+	if err := os.MkdirAll(to, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if strings.Contains(e.Name(), ".db") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(from, e.Name()))
+		if err == nil {
+			err = os.WriteFile(filepath.Join(to, e.Name()), b, 0o600)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 }

@@ -24,6 +24,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
+	"github.com/dstmgw/dstm/certs/certstest"
 	"github.com/dstmgw/dstm/client"
 	"github.com/dstmgw/dstm/gateway/admin"
 	"github.com/dstmgw/dstm/internal/netns"
@@ -164,35 +165,11 @@ func newClusterEnv(t *testing.T) *clusterEnv {
 	if out, err := ce.gwCmd(ce.gws[0], "init"); err != nil {
 		t.Fatalf("dstm-gateway init: %v\n%s", err, out)
 	}
-	copyCAKeys(t, filepath.Join(ce.gws[0].dir, "state", "ca"), filepath.Join(ce.gws[1].dir, "state", "ca"))
+	certstest.CopyKeys(t, filepath.Join(ce.gws[0].dir, "state", "ca"), filepath.Join(ce.gws[1].dir, "state", "ca"))
 	for _, g := range ce.gws {
 		ce.startGateway(g)
 	}
 	return ce
-}
-
-// copyCAKeys copies a CA directory without its databases.
-func copyCAKeys(t *testing.T, from, to string) {
-	t.Helper()
-	if err := os.MkdirAll(to, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	ents, err := os.ReadDir(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range ents {
-		if strings.Contains(e.Name(), ".db") {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(from, e.Name()))
-		if err == nil {
-			err = os.WriteFile(filepath.Join(to, e.Name()), b, 0o600)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
 }
 
 func (ce *clusterEnv) endpoints() []string {
@@ -280,12 +257,8 @@ func (ce *clusterEnv) startGateway(g *clusterGW) {
 		if p.exited() {
 			ce.t.Fatalf("%s exited during start-up: %v", g.name, p.err)
 		}
-		out, err := ce.gwCmd(g, "status", "--json")
+		st, err := ce.status(g)
 		if err != nil {
-			return err
-		}
-		var st admin.Status
-		if err := json.Unmarshal(out, &st); err != nil {
 			return err
 		}
 		if st.BGP == nil || len(st.BGP.Neighbors) != 1 || st.BGP.Neighbors[0].State != "established" {
@@ -372,6 +345,16 @@ func (ce *clusterEnv) waitUp(c *clusterClient, timeout time.Duration, since time
 		return nil
 	})
 	return st
+}
+
+// status returns `dstm-gateway status --json` of g.
+func (ce *clusterEnv) status(g *clusterGW) (admin.Status, error) {
+	var st admin.Status
+	out, err := ce.gwCmd(g, "status", "--json")
+	if err == nil {
+		err = json.Unmarshal(out, &st)
+	}
+	return st, err
 }
 
 // gatewayOf returns the gateway the client's status names.
@@ -601,12 +584,8 @@ func TestClusterFailover(t *testing.T) {
 		}
 	}
 	eventually(t, 30*time.Second, cut.name+" owner again after the partition", func() error {
-		out, err := ce.gwCmd(cut, "status", "--json")
+		s, err := ce.status(cut)
 		if err != nil {
-			return err
-		}
-		var s admin.Status
-		if err := json.Unmarshal(out, &s); err != nil {
 			return err
 		}
 		if s.Cluster == nil || !s.Cluster.Owner {
