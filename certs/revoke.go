@@ -104,20 +104,44 @@ func (ca *CA) RevokeIdentity(ctx context.Context, identity string) ([]string, er
 	var done []string
 	var stepErrs []error
 	now := ca.opts.Now()
-	for _, s := range serials {
-		rec, ok, err := ca.index.issued(s)
+	tried := map[string]bool{}
+	// In a cluster another gateway may renew one of these certificates meanwhile: its
+	// renewal is recorded only if the certificate it renews is not revoked by then (see
+	// etcdIndex.recordIssued), so listing the serials again after revoking finds it.
+	for len(serials) > 0 {
+		for _, s := range serials {
+			tried[s] = true
+			rec, ok, err := ca.index.issued(s)
+			if err != nil {
+				return done, errors.Join(err, ca.refreshCRL())
+			}
+			if !ok || ca.IsRevoked(s) || now.After(rec.NotAfter) {
+				continue
+			}
+			stepErr, err := ca.revokeLocked(ctx, s, rec, "identity revoked")
+			if errors.Is(err, ErrAlreadyRevoked) { // by another gateway just now
+				ca.markRevoked(s)
+				continue
+			}
+			if err != nil {
+				return done, errors.Join(err, ca.refreshCRL())
+			}
+			stepErrs = append(stepErrs, stepErr)
+			done = append(done, s)
+		}
+		if !ca.shared() {
+			break
+		}
+		all, err := ca.index.serialsOf(id)
 		if err != nil {
 			return done, errors.Join(err, ca.refreshCRL())
 		}
-		if !ok || ca.IsRevoked(s) || now.After(rec.NotAfter) {
-			continue
+		serials = serials[:0]
+		for _, s := range all {
+			if !tried[s] {
+				serials = append(serials, s)
+			}
 		}
-		stepErr, err := ca.revokeLocked(ctx, s, rec, "identity revoked")
-		if err != nil {
-			return done, errors.Join(err, ca.refreshCRL())
-		}
-		stepErrs = append(stepErrs, stepErr)
-		done = append(done, s)
 	}
 	if len(done) == 0 {
 		return nil, nil
@@ -177,6 +201,9 @@ func (ca *CA) markRevoked(serial string) {
 	m[serial] = struct{}{}
 	ca.revoked.Store(&m)
 }
+
+// shared reports whether the CA's state is in etcd (Options.Shared).
+func (ca *CA) shared() bool { return ca.opts.Shared != nil }
 
 // remoteRevoked takes in a revocation made on another gateway of the cluster (or this one's,
 // seen again): refused from now on, published, in the CRL.

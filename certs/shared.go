@@ -184,6 +184,9 @@ type etcdIndex struct {
 
 func (ix *etcdIndex) close() error { return nil } // the client belongs to the caller
 
+// recordIssued records a certificate; a renewal only while the certificate it renews is not
+// revoked (a revocation on another gateway may have come after this one's check), else it
+// fails with ErrRevoked and the renewal's certificate is never handed out.
 func (ix *etcdIndex) recordIssued(serial string, rec issuedRecord) error {
 	v, err := json.Marshal(rec)
 	if err != nil {
@@ -191,12 +194,19 @@ func (ix *etcdIndex) recordIssued(serial string, rec issuedRecord) error {
 	}
 	ctx, cancel := ix.sh.ctx()
 	defer cancel()
-	_, err = ix.sh.Client.Txn(ctx).Then(
+	txn := ix.sh.Client.Txn(ctx)
+	if rec.Renewal != "" {
+		txn = txn.If(clientv3.Compare(clientv3.CreateRevision(ix.k.revoked+rec.Renewal), "=", 0))
+	}
+	resp, err := txn.Then(
 		clientv3.OpPut(ix.k.issued+serial, string(v)),
 		clientv3.OpPut(ix.k.byID+rec.Identity+"/"+serial, ""),
 	).Commit()
 	if err != nil {
 		return fmt.Errorf("index issued certificate %s: etcd: %w", serial, err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("%w: %s was revoked while it was being renewed", ErrRevoked, rec.Renewal)
 	}
 	return nil
 }
@@ -322,10 +332,9 @@ func (ix *etcdIndex) followRevoked(ctx context.Context, from int64, fn func(seri
 				if ev.Type != clientv3.EventTypePut {
 					continue
 				}
+				// A record that does not decode still revokes its serial (the key).
 				var rec revokedRecord
-				if json.Unmarshal(ev.Kv.Value, &rec) != nil {
-					continue
-				}
+				_ = json.Unmarshal(ev.Kv.Value, &rec)
 				fn(strings.TrimPrefix(string(ev.Kv.Key), ix.k.revoked), rec)
 			}
 		}

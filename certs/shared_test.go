@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -152,5 +153,41 @@ func TestSharedCAMovesIndex(t *testing.T) {
 	}
 	if serials, err := ca.RevokeIdentity(context.Background(), "bob@corp.example"); err != nil || len(serials) != 1 || serials[0] != chain[0].SerialNumber.String() {
 		t.Fatalf("revoke by identity after the move: %v %v", serials, err)
+	}
+}
+
+// TestSharedRenewalRacingRevocation: a gateway that has not yet heard of a revocation made on
+// another one still cannot renew the revoked certificate (the renewal's record is refused in
+// etcd, and the new certificate never leaves), and an identity revocation catches a renewal
+// recorded just before it.
+func TestSharedRenewalRacingRevocation(t *testing.T) {
+	cli := etcdClient(t, etcdtest.Start(t, 1))
+	first, dirA := newCA(t, newClock())
+	first.Close()
+	a := openShared(t, dirA, cli, "/c4/") // Run is not started: a hears of nothing
+	b := openShared(t, copyCA(t, dirA), cli, "/c4/")
+	chain, _ := enrollIdentity(t, a, "erin@corp.example")
+	if err := b.Revoke(t.Context(), chain[0].SerialNumber.String(), "key compromise"); err != nil {
+		t.Fatal(err)
+	}
+	if a.IsRevoked(chain[0].SerialNumber.String()) {
+		t.Fatal("a heard of the revocation: the race is not exercised")
+	}
+	if _, err := a.Renew(t.Context(), chain[0], nil); !errors.Is(err, certs.ErrRevoked) {
+		t.Fatalf("a renewed a certificate revoked on b: %v", err)
+	}
+
+	// A renewal recorded on a just before b revokes the identity is revoked too.
+	chain2, _ := enrollIdentity(t, a, "finn@corp.example")
+	renewed, err := a.Renew(t.Context(), chain2[0], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serials, err := b.RevokeIdentity(t.Context(), "finn@corp.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(serials, renewed[0].SerialNumber.String()) || !slices.Contains(serials, chain2[0].SerialNumber.String()) {
+		t.Fatalf("revoked %v, want both %s and its renewal %s", serials, chain2[0].SerialNumber, renewed[0].SerialNumber)
 	}
 }

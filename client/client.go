@@ -133,13 +133,19 @@ type Client struct {
 	tickets  ticketCache // TLS session tickets of the current certificate
 	gateways []gatewayEndpoint
 	cur      atomic.Int32 // index in gateways of the one in use (or tried first next)
-	wasUp    atomic.Bool  // the last session brought the tunnel up
+	upSince  atomic.Int64 // Unix ns when the last session brought the tunnel up; 0: it did not
 }
 
-// failoverJitter bounds the wait before reconnecting after an established tunnel went down:
-// short, so a client whose gateway died is back within a second on another, and random, so
-// that gateway's clients do not all arrive at the same instant.
-const failoverJitter = 250 * time.Millisecond
+// After an established tunnel that had been up for at least stableFor goes down, the client
+// reconnects within failoverJitter: short, so that a client whose gateway died is on another
+// as soon as it can connect (a gateway whose host went silent first costs the connect
+// timeout), and random, so that gateway's clients do not all arrive at the same instant. A
+// tunnel that drops sooner (two devices of one identity replacing each other, a gateway that
+// keeps losing its ownership) backs off as after any failure.
+const (
+	failoverJitter = 250 * time.Millisecond
+	stableFor      = 2 * time.Second
+)
 
 // gatewayEndpoint is one gateway the client may use.
 type gatewayEndpoint struct {
@@ -191,7 +197,7 @@ func (c *Client) Run(ctx context.Context) error {
 	backoff := c.cfg.BackoffMin
 	for {
 		start := c.cfg.Now()
-		c.wasUp.Store(false)
+		c.upSince.Store(0)
 		err := c.session(ctx)
 		if ctx.Err() != nil {
 			c.cfg.OnState(Status{State: "down", Gateway: c.gateway().addr})
@@ -205,7 +211,7 @@ func (c *Client) Run(ctx context.Context) error {
 			backoff = c.cfg.BackoffMin // the session was up for a while: start over
 		}
 		wait := backoff/2 + rand.N(backoff/2+1)
-		if c.wasUp.Load() {
+		if up := c.upSince.Load(); up != 0 && c.cfg.Now().Sub(time.Unix(0, up)) >= stableFor {
 			// The tunnel was up: reconnect at once (the next gateway if this one is gone),
 			// and back off from the start if that fails.
 			wait, backoff = rand.N(failoverJitter), c.cfg.BackoffMin/2

@@ -256,7 +256,7 @@ func (c *Client) session(ctx context.Context) error {
 	c.log.Info().Str("lease_v4", offer.Client.IPv4.String()).Str("transport", kind).
 		Str("device", c.cfg.Device).Strs("routes", prefixStrings(routes)).Msg("tunnel up")
 	c.cfg.OnState(c.status(offer, kind, routes))
-	c.wasUp.Store(true)
+	c.upSince.Store(c.cfg.Now().UnixNano())
 	return c.maintain(ctx, ctl, offer, link, kind, ts, roamed)
 }
 

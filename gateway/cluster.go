@@ -81,7 +81,12 @@ func etcdOpenTimeout(e *config.Etcd) time.Duration {
 	if req == 0 {
 		req = etcdstore.DefaultRequestTimeout
 	}
-	return dial + req
+	ttl := e.TTL.D()
+	if ttl == 0 {
+		ttl = etcdstore.DefaultTTL
+	}
+	// A restart after a crash waits up to the TTL for its previous run's name to expire.
+	return dial + req + ttl + time.Second
 }
 
 func etcdTLS(t *config.EtcdTLS) (*tls.Config, error) {
@@ -108,13 +113,16 @@ func etcdTLS(t *config.EtcdTLS) (*tls.Config, error) {
 // (cut off from etcd for the TTL, or etcd says it expired): the other gateways may hand their
 // addresses to others from then on. New sessions are refused until a new lease is granted.
 func (g *Gateway) fenceOwnership(ctx context.Context) error {
+	lost := g.etcd.Lost()
 	for {
-		lost := g.etcd.Lost()
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-lost:
 		}
+		// The channel of the next loss, taken before ending the sessions: a loss while they
+		// end is not missed.
+		lost = g.etcd.Lost()
 		g.log.Error().Int("sessions", g.ctl.Count()).Str("reason", string(lease.ReasonOwnership)).
 			Msg("etcd ownership lost: every session ended; new sessions are refused until a new ownership lease is granted")
 		g.ctl.EndAll(lease.ReasonOwnership)

@@ -97,7 +97,7 @@ func (g *Gateway) announce(ctx context.Context) error {
 }
 
 // routes is what this gateway announces: the pools, or the /32 of each active lease of its
-// sessions while it owns them (nothing once its etcd ownership is lost).
+// live sessions while it owns them (nothing once its etcd ownership is lost).
 func (g *Gateway) routes() []netip.Prefix {
 	if g.cfg.AnnounceMode() == config.AnnouncePools {
 		return g.poolPrefixes()
@@ -109,7 +109,9 @@ func (g *Gateway) routes() []netip.Prefix {
 	}
 	var out []netip.Prefix
 	for _, l := range g.leases.List() {
-		if l.State == lease.StateActive && l.Owner == g.node {
+		// Only what the data plane serves: a lease whose session ended while the store was
+		// out of reach stays active in the cache until the store is back.
+		if l.State == lease.StateActive && l.Owner == g.node && g.ctl.Serves(l.Session) {
 			out = append(out, netip.PrefixFrom(l.Addr, 32))
 		}
 	}

@@ -67,8 +67,9 @@ type Status struct {
 
 // Speaker is a running BGP speaker.
 type Speaker struct {
-	cfg Config
-	s   *server.BgpServer
+	cfg         Config
+	s           *server.BgpServer
+	cancelWatch context.CancelFunc // ends the peer-state watcher
 
 	mu        sync.Mutex
 	announced map[netip.Prefix]bool
@@ -86,7 +87,8 @@ func Start(ctx context.Context, cfg Config) (*Speaker, error) {
 	}
 	s := server.NewBgpServer(server.LoggerOption(&logger{log: cfg.Log}))
 	go s.Serve()
-	sp := &Speaker{cfg: cfg, s: s, announced: map[netip.Prefix]bool{}}
+	wctx, cancelWatch := context.WithCancel(context.Background())
+	sp := &Speaker{cfg: cfg, s: s, cancelWatch: cancelWatch, announced: map[netip.Prefix]bool{}}
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	err := s.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
@@ -94,6 +96,7 @@ func Start(ctx context.Context, cfg Config) (*Speaker, error) {
 		ListenPort: -1, // the gateway connects to its routers; it accepts no session
 	}})
 	if err != nil {
+		cancelWatch()
 		s.Stop()
 		return nil, fmt.Errorf("bgp: start: %w", err)
 	}
@@ -101,7 +104,7 @@ func Start(ctx context.Context, cfg Config) (*Speaker, error) {
 		sp.stop()
 		return nil, fmt.Errorf("bgp: import policy: %w", err)
 	}
-	if err := s.WatchEvent(context.Background(), &api.WatchEventRequest{Peer: &api.WatchEventRequest_Peer{}}, sp.onPeerEvent); err != nil {
+	if err := s.WatchEvent(wctx, &api.WatchEventRequest{Peer: &api.WatchEventRequest_Peer{}}, sp.onPeerEvent); err != nil {
 		sp.stop()
 		return nil, fmt.Errorf("bgp: watch: %w", err)
 	}
@@ -336,6 +339,7 @@ func (sp *Speaker) Stop(ctx context.Context) error {
 }
 
 func (sp *Speaker) stop() {
+	sp.cancelWatch()
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
 	_ = sp.s.StopBgp(ctx, &api.StopBgpRequest{})

@@ -22,6 +22,10 @@ func (s *Server) Sessions() []View {
 // Count returns the number of live sessions.
 func (s *Server) Count() int { return s.sessions.len() }
 
+// Serves reports whether session id is live (the route announcer announces only the leases
+// of live sessions).
+func (s *Server) Serves(id string) bool { return s.sessions.get(id) != nil }
+
 // SessionCounts counts live sessions by data transport ("none" before the first); it
 // implements metrics.SessionStats.
 func (s *Server) SessionCounts() map[string]int {

@@ -118,7 +118,10 @@ func (s *Server) detachData(ctx context.Context, ss *session, why lease.Reason) 
 	if data != nil {
 		s.cfg.TEP.RemoveSession(addr, ss.id)
 	}
-	if !addr.IsValid() {
+	// A gateway that lost its ownership does not wait for the store: etcd deletes those
+	// records with the ownership (the watch brings the cache in line), and every session must
+	// go at once, not one store timeout after the other.
+	if !addr.IsValid() || why == lease.ReasonOwnership {
 		return
 	}
 	if err := s.cfg.Leases.Release(ctx, addr, ss.id, why); err != nil &&

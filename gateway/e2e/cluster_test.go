@@ -523,6 +523,17 @@ func TestClusterFailover(t *testing.T) {
 	failover := func(what string) {
 		t.Helper()
 		dead := alice.gw
+		// Clients up for a while, as in real life (a tunnel that drops right after it came up
+		// is reconnected with backoff, not at once: client.stableFor).
+		for _, c := range ce.clients {
+			eventually(t, 10*time.Second, c.name+" up for 2.5 s", func() error {
+				st, err := ce.clientStatus(c)
+				if err == nil && time.Since(st.Since) < 2500*time.Millisecond {
+					err = fmt.Errorf("up since %v", st.Since)
+				}
+				return err
+			})
+		}
 		const size = 256 << 20
 		var got atomic.Int64
 		done := make(chan error, 1)

@@ -3,7 +3,6 @@ package lease
 import (
 	"container/heap"
 	"context"
-	"errors"
 	"fmt"
 	"time"
 )
@@ -90,7 +89,8 @@ func (m *Manager) foreignLocked(s *slot) bool {
 const SweepInterval = time.Second
 
 // Run calls Expire every SweepInterval until ctx is done, then returns nil.
-// It returns an error only after MaxSweepFailures failed sweeps in a row.
+// With a store of its own (bbolt) it returns an error after MaxSweepFailures failed sweeps in
+// a row; with a shared store it goes on (see below).
 func (m *Manager) Run(ctx context.Context) error {
 	tick := time.NewTicker(SweepInterval)
 	defer tick.Stop()
@@ -103,9 +103,11 @@ func (m *Manager) Run(ctx context.Context) error {
 		}
 		if _, err := m.Expire(ctx); err != nil && ctx.Err() == nil {
 			failures++
-			// A shared store out of reach is survived: the sessions go on until the
-			// ownership ends, and sweeps resume when it is back.
-			if failures >= MaxSweepFailures && !errors.Is(err, ErrStoreUnavailable) {
+			// A shared store's failures are survived (out of reach, conflicts with a cache
+			// that the watch is still catching up, a record another version wrote): the
+			// sessions go on until the ownership ends, and sweeps resume. A store of this
+			// gateway alone that keeps failing is a reason to stop.
+			if failures >= MaxSweepFailures && m.exclusive {
 				return err
 			}
 			continue
