@@ -80,7 +80,7 @@ func (m *Manager) resync(ctx context.Context, snap Snapshot) {
 	m.mu.Lock()
 	for _, s := range m.slots {
 		if s.version != 0 && !inSnap[s.Addr] {
-			us = append(us, Update{Addr: s.Addr})
+			us = append(us, Update{Addr: s.Addr, Revision: snap.Revision})
 		}
 	}
 	for a := range m.orphans {
@@ -124,6 +124,9 @@ func (m *Manager) apply(ctx context.Context, us []Update) {
 		for m.isBusyAddr(a) {
 			m.waitLocked(waitFor{kind: waitAddr, addr: u32(a)})
 		}
+		if m.staleLocked(a, u) {
+			continue
+		}
 		old, _ := m.valueLocked(p, a)
 		m.adoptLocked(a, u.Record)
 		if ev, lost := m.lostLocked(old, u); lost {
@@ -138,6 +141,20 @@ func (m *Manager) apply(ctx context.Context, us []Update) {
 	if len(orphaned) > 0 {
 		m.holdOrphaned(ctx, orphaned)
 	}
+}
+
+// staleLocked reports whether the cache has u or something newer already: a Watcher's
+// versions are store revisions, which only grow (this process's own writes come back as
+// updates too, and a snapshot replayed after ErrResync may be older than the cache).
+func (m *Manager) staleLocked(a netip.Addr, u *Update) bool {
+	s := m.slots[u32(a)]
+	if s == nil || s.version == 0 {
+		return false
+	}
+	if u.Record != nil {
+		return u.Record.Version <= s.version
+	}
+	return u.Revision != 0 && uint64(u.Revision) < s.version
 }
 
 func (m *Manager) isBusyAddr(a netip.Addr) bool {

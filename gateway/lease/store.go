@@ -12,8 +12,12 @@ import (
 //
 //   - One key per address holds the record of a non-free lease; a free
 //     address has no record.
-//   - Every key has a version (etcd's key Version): 0 when absent, plus one
-//     on every put, 0 again on delete.
+//   - Every key has a version: 0 when absent, and a value on every put that
+//     the key has not had since it was last absent (bbolt and memory count
+//     1, 2, … from each creation; etcd uses the key's ModRevision, unique in
+//     the store's history, so a Watcher's versions only grow). A store that
+//     does not count reports the new version of each written key in
+//     Change.Next.
 //   - Commit applies a Txn atomically. Each lease change carries the version
 //     the caller expects (Prev); if any key differs, nothing is applied and
 //     Commit returns a *ConflictError with that key's current record.
@@ -41,9 +45,9 @@ type exclusiveStore interface {
 // it, and each Manager follows the others' changes (Manager.Follow).
 type Watcher interface {
 	// Watch calls apply, in revision order and one store transaction or
-	// more at a time, with every change after revision from that this
-	// process did not write itself (those are in the Manager's cache
-	// already). It retries lost connections itself and returns ctx's error
+	// more at a time, with every change after revision from (this
+	// process's own too: the Manager skips what its cache has already, by
+	// version). It retries lost connections itself and returns ctx's error
 	// when ctx ends, or an error wrapping ErrResync when changes were lost
 	// (the history was compacted): the caller then loads the store again.
 	Watch(ctx context.Context, from int64, apply func([]Update)) error
@@ -53,6 +57,8 @@ type Watcher interface {
 // of an identity index entry (Identity set).
 type Update struct {
 	Addr netip.Addr
+	// Revision is the store revision of the change (a Watcher's versions are revisions).
+	Revision int64
 	// Record is the key's new record; nil: deleted.
 	Record *Record
 	// Prev is the record before a delete, when the store knows it.
@@ -97,6 +103,9 @@ type Change struct {
 	Prev uint64
 	// Lease is the new record; nil deletes the key.
 	Lease *Lease
+	// Next is set by a Commit that succeeded, for a put, to the key's new version when the
+	// store does not count (0: Prev + 1).
+	Next uint64
 }
 
 // IndexChange replaces the identity index entry of one identity; an empty

@@ -369,6 +369,16 @@ func (m *Manager) commit(ctx context.Context, t *tx) error {
 		m.mu.Unlock()
 		return err
 	}
+	// A store that does not count said which versions it gave the keys (still busy: nobody
+	// else changed these slots).
+	for _, c := range t.txn.Leases {
+		if c.Next == 0 || c.Lease == nil {
+			continue
+		}
+		if s := m.slots[u32(c.Addr)]; s != nil {
+			s.version = c.Next
+		}
+	}
 	t.releaseLocked()
 	m.events.publish(t.events)
 	m.mu.Unlock()

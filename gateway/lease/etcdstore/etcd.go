@@ -4,7 +4,9 @@
 // Layout under the prefix (default "/dstm/"):
 //
 //	lease/a/<IPv4>      the record of a non-free address (JSON); the key's
-//	                    etcd Version is the lease.Record version
+//	                    etcd ModRevision is the lease.Record version (unique
+//	                    over the store's history: a key deleted and created
+//	                    again never shows an old version)
 //	lease/i/<identity>  the identity index entry (JSON list of addresses)
 //
 // Ownership: the store holds one etcd lease, kept alive while the process
@@ -126,12 +128,6 @@ type Store struct {
 	lease      clientv3.LeaseID // 0: none live
 	validUntil time.Time        // the ownership holds at least until then
 	lost       chan struct{}    // closed when the current lease is lost
-	// seen maps each key this process wrote to the revision of its last
-	// write, until the watch passes that revision: watch events at or
-	// below it are already in the Manager's cache, or older than it.
-	// Kept only while a watch runs (watching), which empties it.
-	seen     map[string]int64
-	watching int
 }
 
 // Open connects to etcd, takes an ownership lease and keeps it alive until
@@ -164,7 +160,7 @@ func Open(ctx context.Context, opt Options) (*Store, error) {
 	root := base + "lease/"
 	s := &Store{
 		opt: opt, cli: cli, root: root, addrs: root + "a/", idents: root + "i/", members: base + "members/",
-		done: make(chan struct{}), lost: make(chan struct{}), seen: make(map[string]int64),
+		done: make(chan struct{}), lost: make(chan struct{}),
 	}
 	if err := s.grantFirst(ctx); err != nil {
 		cli.Close()
@@ -471,12 +467,13 @@ func (s *Store) decodeKV(kv *mvccpb.KeyValue) (lease.Record, error) {
 	if err != nil {
 		return lease.Record{}, fmt.Errorf("etcdstore: key %q: %w", k, err)
 	}
-	return lease.Record{Lease: l, Version: uint64(kv.Version)}, nil
+	return lease.Record{Lease: l, Version: uint64(kv.ModRevision)}, nil
 }
 
-// Commit applies txn in one etcd transaction: every address key's Version
-// is compared with its Prev; on a mismatch nothing is applied and the
-// current records are read in the same transaction.
+// Commit applies txn in one etcd transaction: every address key's
+// ModRevision is compared with its Prev; on a mismatch nothing is applied and
+// the current records are read in the same transaction. On success each
+// written key's new version (the transaction's revision) is in Change.Next.
 func (s *Store) Commit(ctx context.Context, txn lease.Txn) error {
 	n := len(txn.Leases) + len(txn.Index)
 	if n == 0 {
@@ -491,11 +488,9 @@ func (s *Store) Commit(ctx context.Context, txn lease.Txn) error {
 	cmps := make([]clientv3.Cmp, 0, len(txn.Leases))
 	gets := make([]clientv3.Op, 0, len(txn.Leases))
 	ops := make([]clientv3.Op, 0, n)
-	keys := make([]string, 0, n)
 	for _, c := range txn.Leases {
 		k := s.addrKey(c.Addr)
-		keys = append(keys, k)
-		cmps = append(cmps, clientv3.Compare(clientv3.Version(k), "=", int64(c.Prev)))
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k), "=", int64(c.Prev)))
 		gets = append(gets, clientv3.OpGet(k))
 		if c.Lease == nil {
 			ops = append(ops, clientv3.OpDelete(k))
@@ -518,7 +513,6 @@ func (s *Store) Commit(ctx context.Context, txn lease.Txn) error {
 	}
 	for _, ic := range txn.Index {
 		k := s.identKey(ic.Identity)
-		keys = append(keys, k)
 		if len(ic.Addrs) == 0 {
 			ops = append(ops, clientv3.OpDelete(k))
 			continue
@@ -542,13 +536,11 @@ func (s *Store) Commit(ctx context.Context, txn lease.Txn) error {
 	if !resp.Succeeded {
 		return s.conflict(txn, resp)
 	}
-	s.mu.Lock()
-	if s.watching > 0 {
-		for _, k := range keys {
-			s.seen[k] = resp.Header.Revision
+	for i := range txn.Leases {
+		if txn.Leases[i].Lease != nil {
+			txn.Leases[i].Next = uint64(resp.Header.Revision)
 		}
 	}
-	s.mu.Unlock()
 	return nil
 }
 
@@ -578,16 +570,6 @@ func (s *Store) conflict(txn lease.Txn, resp *clientv3.TxnResponse) error {
 
 // Watch implements lease.Watcher.
 func (s *Store) Watch(ctx context.Context, from int64, apply func([]lease.Update)) error {
-	s.mu.Lock()
-	s.watching++
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		if s.watching--; s.watching == 0 {
-			clear(s.seen)
-		}
-		s.mu.Unlock()
-	}()
 	next := from + 1
 	backoff := 100 * time.Millisecond
 	for {
@@ -621,23 +603,13 @@ func (s *Store) Watch(ctx context.Context, from int64, apply func([]lease.Update
 	}
 }
 
-// updates turns watch events into updates, leaving out this process's own
-// writes and events older than them.
+// updates turns watch events into updates. This process's own writes come
+// too: the Manager knows them by their version (a revision it already has).
 func (s *Store) updates(ctx context.Context, evs []*clientv3.Event) []lease.Update {
 	us := make([]lease.Update, 0, len(evs))
 	alive := map[int64]bool{} // owner leases asked about in this batch
 	for _, ev := range evs {
 		k := string(ev.Kv.Key)
-		rev := ev.Kv.ModRevision
-		s.mu.Lock()
-		mine, ok := s.seen[k]
-		if ok && rev >= mine {
-			delete(s.seen, k)
-		}
-		s.mu.Unlock()
-		if ok && rev <= mine {
-			continue
-		}
 		switch {
 		case strings.HasPrefix(k, s.addrs):
 			u, err := s.addrUpdate(ctx, ev, alive)
@@ -671,7 +643,7 @@ func (s *Store) addrUpdate(ctx context.Context, ev *clientv3.Event, alive map[in
 	if err != nil || !a.Is4() {
 		return lease.Update{}, fmt.Errorf("%w: key %q", ErrCorrupt, k)
 	}
-	u := lease.Update{Addr: a}
+	u := lease.Update{Addr: a, Revision: ev.Kv.ModRevision}
 	if ev.Type == mvccpb.PUT {
 		r, err := s.decodeKV(ev.Kv)
 		if err != nil {

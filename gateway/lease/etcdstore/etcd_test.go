@@ -391,3 +391,48 @@ func TestNameInUse(t *testing.T) {
 		t.Fatal("the restarted gw-a has no ownership")
 	}
 }
+
+// TestNoABAAfterRecreate: a gateway whose cache lags (its watch has not delivered yet) holds
+// an offer at some version; another gateway deletes that record and creates a new one for
+// someone else. The lagging gateway's accept must not pass for the new record: versions are
+// revisions, which a recreated key never repeats.
+func TestNoABAAfterRecreate(t *testing.T) {
+	o := &opener{c: etcdtest.Start(t, 1)}
+	cfg := func(owner string) lease.Config {
+		c := managerConfig(owner)
+		c.Pools[0].Prefixes = []netip.Prefix{netip.MustParsePrefix("10.9.0.7/32")}
+		c.Pools[0].ExcludeNetworkBroadcast = false
+		return c
+	}
+	ma, err := lease.New(cfg("gw-a"), o.openPrefix(t, "/aba/", "gw-a")) // no Follow: it lags
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	offer, err := ma.Offer(ctx, lease.Request{Identity: "ida", Session: "s1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stb := o.openPrefix(t, "/aba/", "gw-b")
+	mb, err := lease.New(cfg("gw-b"), stb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mb.ReleaseIdentity(ctx, "ida", lease.ReasonRevoked); err != nil {
+		t.Fatal(err)
+	}
+	jo, err := mb.Offer(ctx, lease.Request{Identity: "jay", Session: "s9"})
+	if err != nil || jo.Addr != offer.Addr {
+		t.Fatalf("jay's offer %+v, %v; want %v", jo, err, offer.Addr)
+	}
+	if l, err := ma.Accept(ctx, offer.Addr, "s1", ""); err == nil {
+		t.Fatalf("the lagging gateway accepted over jay's offer: %+v", l)
+	}
+	snap, err := stb.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snap.Leases) != 1 || snap.Leases[0].Lease.Identity != "jay" || snap.Leases[0].Lease.State != lease.StateOffered {
+		t.Fatalf("store %+v, want jay's offer", snap.Leases)
+	}
+}
