@@ -2,8 +2,11 @@ package gateway
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -33,7 +36,7 @@ func (g *Gateway) openEtcd(e *config.Etcd) (*etcdstore.Store, error) {
 		Endpoints: e.Endpoints, Prefix: e.Prefix, Owner: name, TTL: e.TTL.D(),
 		DialTimeout: e.DialTimeout.D(), RequestTimeout: e.RequestTimeout.D(), MaxTxnOps: e.MaxTxnOps,
 		Username: e.Username,
-		Member:   etcdstore.Member{Version: g.version, Started: g.now()},
+		Member:   etcdstore.Member{Version: g.version, Started: g.now(), Pools: poolsFingerprint(g.cfg.Pools)},
 		Log:      g.log.With().Str("component", "etcd").Logger(),
 		Now:      g.now,
 	}
@@ -62,7 +65,30 @@ func (g *Gateway) openEtcd(e *config.Etcd) (*etcdstore.Store, error) {
 	}
 	g.node = name
 	g.log.Info().Str("node", name).Strs("etcd", e.Endpoints).Msg("cluster mode: leases in etcd")
+	if ms, err := st.Members(ctx); err == nil {
+		for _, w := range poolWarnings(name, poolsFingerprint(g.cfg.Pools), ms) {
+			g.log.Warn().Str("setting", "pools").Msg(w)
+		}
+	}
 	return st, nil
+}
+
+// poolsFingerprint is a short hash of the pools as configured.
+func poolsFingerprint(pools []config.Pool) string {
+	b, _ := json.Marshal(pools)
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:8])
+}
+
+// poolWarnings names the members whose pools differ from this gateway's.
+func poolWarnings(self, fp string, ms []etcdstore.Member) []string {
+	var out []string
+	for _, m := range ms {
+		if m.Name != self && m.Pools != "" && m.Pools != fp {
+			out = append(out, fmt.Sprintf("pools differ from those of cluster member %s: clients moving between the two may not keep their addresses", m.Name))
+		}
+	}
+	return out
 }
 
 // closeEtcd closes the etcd store of a gateway that failed to start.
@@ -140,6 +166,7 @@ func (g *Gateway) clusterStatus(ctx context.Context) *admin.Cluster {
 	if err != nil {
 		c.Error = err.Error()
 	}
+	c.Warnings = poolWarnings(g.node, poolsFingerprint(g.cfg.Pools), ms)
 	for _, m := range ms {
 		c.Members = append(c.Members, admin.Member{Name: m.Name, Version: m.Version, Listen: m.Listen, Started: m.Started})
 	}

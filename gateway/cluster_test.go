@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"errors"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -187,5 +188,28 @@ func TestClusterRevocationEverywhere(t *testing.T) {
 		if _, err := c2.Read(buf); err == nil || (errors.As(err, &ne) && ne.Timeout()) {
 			t.Fatalf("gw-b did not refuse the revoked certificate: %v", err)
 		}
+	}
+}
+
+// TestClusterPoolsDiffer: a member whose pools are not the others' is named in status (a
+// client moving between the two would not keep its address).
+func TestClusterPoolsDiffer(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	a := startGateway(t, clusterMember(c, "gw-a"))
+	dir := copyCADir(t, a.cfg.StateDir)
+	b := startGatewayLeakCheck(t, func(cfg *config.Config) {
+		clusterMember(c, "gw-b")(cfg)
+		cfg.StateDir = dir
+		cfg.Pools[0].Prefixes = []netip.Prefix{netip.MustParsePrefix("100.64.0.0/17")}
+	}, zerolog.Nop(), false)
+	st, err := b.admin.Status(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Cluster == nil || len(st.Cluster.Warnings) != 1 || !strings.Contains(st.Cluster.Warnings[0], "gw-a") {
+		t.Fatalf("cluster status %+v, want a warning naming gw-a", st.Cluster)
+	}
+	if st, err := a.admin.Status(testCtx(t)); err != nil || len(st.Cluster.Warnings) != 1 || !strings.Contains(st.Cluster.Warnings[0], "gw-b") {
+		t.Fatalf("gw-a's cluster status %+v, %v; want a warning naming gw-b", st.Cluster, err)
 	}
 }

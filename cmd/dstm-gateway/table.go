@@ -96,6 +96,9 @@ func writeStatus(w io.Writer, s admin.Status, now time.Time) error {
 			members = "unknown: " + c.Error
 		}
 		row(tw, "members:", members)
+		for _, w := range c.Warnings {
+			row(tw, "warning:", w)
+		}
 	}
 	if b := s.BGP; b != nil {
 		row(tw, "bgp:", fmt.Sprintf("announcing %s, %d prefixes", b.Announce, b.Announced))

@@ -26,7 +26,8 @@ func TestGoldenTables(t *testing.T) {
 	}
 	cst := st
 	cst.Cluster = &admin.Cluster{Node: "gw-2", Endpoints: []string{"https://e1:2379", "https://e2:2379"}, Owner: true,
-		ValidUntil: goldenNow().Add(4 * time.Second), Members: []admin.Member{{Name: "gw-1"}, {Name: "gw-2"}}}
+		ValidUntil: goldenNow().Add(4 * time.Second), Members: []admin.Member{{Name: "gw-1"}, {Name: "gw-2"}},
+		Warnings: []string{"pools differ from those of cluster member gw-1: clients moving between the two may not keep their addresses"}}
 	lost := st
 	lost.Cluster = &admin.Cluster{Node: "gw-2", Endpoints: []string{"http://e1:2379"}, Error: "lease: store unavailable: context deadline exceeded"}
 	bst := st

@@ -111,6 +111,7 @@ type Cluster struct {
 	ValidUntil time.Time `json:"valid_until,omitzero"` // the ownership surely holds until then
 	Members    []Member  `json:"members"`              // gateways with a live ownership lease
 	Error      string    `json:"error,omitempty"`      // etcd could not be asked for the members
+	Warnings   []string  `json:"warnings,omitempty"`   // e.g. members whose pools differ from this one's
 }
 
 // Member is one gateway of the cluster, as it announced itself in etcd.

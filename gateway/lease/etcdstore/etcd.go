@@ -87,6 +87,9 @@ type Member struct {
 	Version string    `json:"version,omitempty"`
 	Listen  []string  `json:"listen,omitempty"`
 	Started time.Time `json:"started,omitzero"`
+	// Pools is a fingerprint of the gateway's pools: the gateways of a cluster should have
+	// the same (a client's sticky address is in a pool every gateway has).
+	Pools string `json:"pools,omitempty"`
 }
 
 func (o Options) withDefaults() Options {
