@@ -29,8 +29,12 @@ type birdPeer struct {
 	addr     string // the gateway's address
 	localAS  uint32
 	remoteAS uint32
-	export   bool // send the gateway the router's routes (a static one): it must keep none
+	export   bool   // send the gateway the router's routes (a static one): it must keep none
+	password string // TCP MD5 (RFC 2385); "": none
 }
+
+// bgpPassword protects the single-node scenario's BGP session.
+const bgpPassword = "dstm-e2e-md5"
 
 // startBird runs BIRD in ns with router id id, one BGP session per peer, importing what the
 // gateways announce into the namespace's kernel table (and exporting nothing to them).
@@ -48,8 +52,12 @@ func startBird(t *testing.T, ns *netns.NS, dir, id string, peers ...birdPeer) *b
 		if p.export {
 			export = "all"
 		}
-		fmt.Fprintf(&b, "protocol bgp dstm_%s {\n  local as %d;\n  neighbor %s as %d;\n  hold time 9;\n  connect retry time 1;\n  error wait time 1, 5;\n  graceful restart on;\n  ipv4 { import all; export %s; };\n}\n",
-			p.name, p.localAS, p.addr, p.remoteAS, export)
+		pw := ""
+		if p.password != "" {
+			pw = fmt.Sprintf("  password %q;\n", p.password)
+		}
+		fmt.Fprintf(&b, "protocol bgp dstm_%s {\n  local as %d;\n  neighbor %s as %d;\n%s  hold time 9;\n  connect retry time 1;\n  error wait time 1, 5;\n  graceful restart on;\n  ipv4 { import all; export %s; };\n}\n",
+			p.name, p.localAS, p.addr, p.remoteAS, pw, export)
 	}
 	conf := filepath.Join(dir, "bird.conf")
 	if err := os.WriteFile(conf, []byte(b.String()), 0o600); err != nil {
@@ -84,12 +92,17 @@ func kernelRoute(ns *netns.NS, prefix string) (string, error) {
 }
 
 // TestBGPAnnouncesPools: the IPv4 server's only route to the pool is the one the gateway
-// announced to BIRD (the site router, in the server's namespace); traffic flows through it.
+// announced to BIRD (the site router, in the server's namespace, over a session with a TCP MD5
+// password); traffic flows through it.
 // A kill -9 and a restart keep the route (graceful restart); a stop withdraws it.
 func TestBGPAnnouncesPools(t *testing.T) {
-	e := newEnv(t, gwOptions{bgp: true})
+	e := newEnv(t, gwOptions{bgp: true, prepare: func(e *env) {
+		if err := os.WriteFile(filepath.Join(e.dir, "bgp-password"), []byte(bgpPassword+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}})
 	br := startBird(t, e.tp.Server, e.dir, e.tp.ServerV4.String(),
-		birdPeer{name: "gw", addr: e.tp.GatewayV4.String(), localAS: 65000, remoteAS: 65010, export: true})
+		birdPeer{name: "gw", addr: e.tp.GatewayV4.String(), localAS: 65000, remoteAS: 65010, export: true, password: bgpPassword})
 	started := time.Now()
 	var route string
 	eventually(t, 30*time.Second, "the pool's route learned by BGP", func() error {

@@ -61,7 +61,8 @@ type gwOptions struct {
 	// connRate is tsp.connection_rate with load (0: none; the load clients all share a /64).
 	connRate int
 	// bgp: the server namespace runs BIRD as the site router, with no static route to the
-	// pool; the gateway announces it (bgp: in its configuration).
+	// pool; the gateway announces it (bgp: in its configuration), the session protected by a
+	// TCP MD5 password (bgpPassword, in the file bgp-password of the scenario's directory).
 	bgp bool
 }
 
@@ -156,8 +157,8 @@ func (e *env) config() string {
 	}
 	fmt.Fprintf(&b, "metrics:\n  listen: %q\n  pprof: %t\n", metricsAddr, e.opts.load)
 	if e.opts.bgp {
-		fmt.Fprintf(&b, "bgp:\n  local_as: 65010\n  router_id: %s\n  neighbors:\n    - address: %s\n      as: 65000\n",
-			e.tp.GatewayV4, e.tp.ServerV4)
+		fmt.Fprintf(&b, "bgp:\n  local_as: 65010\n  router_id: %s\n  neighbors:\n    - address: %s\n      as: 65000\n      password_file: %s\n",
+			e.tp.GatewayV4, e.tp.ServerV4, filepath.Join(e.dir, "bgp-password"))
 	}
 	fmt.Fprintf(&b, "admin:\n  socket: %s\n", filepath.Join(e.dir, "admin.sock"))
 	return b.String()
