@@ -134,6 +134,7 @@ type Client struct {
 	gateways []gatewayEndpoint
 	cur      atomic.Int32 // index in gateways of the one in use (or tried first next)
 	upSince  atomic.Int64 // Unix ns when the last session brought the tunnel up; 0: it did not
+	in       *insideState // the TUN device and routes, kept across sessions (Run's goroutine only)
 }
 
 // After an established tunnel that had been up for at least stableFor goes down, the client
@@ -194,6 +195,7 @@ func (c *Client) Run(ctx context.Context) error {
 			c.log.Error().Err(err).Msg("certificate renewal stopped")
 		}
 	}()
+	defer c.closeInside()
 	backoff := c.cfg.BackoffMin
 	for {
 		start := c.cfg.Now()

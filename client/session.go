@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -238,13 +239,12 @@ func (c *Client) session(ctx context.Context) error {
 	if mtu == 0 {
 		mtu = 1280
 	}
-	host, ts, routes, err := c.setupInside(offer, mtu)
+	in, err := c.inside(offer, mtu)
 	if err != nil {
 		return err
 	}
-	defer host.Close()
-	defer ts.close()
-	go func() { _ = ts.run() }()
+	ts, routes := in.ts, in.routes
+	ts.lastRx.Store(c.cfg.Now().UnixNano()) // the keepalive clock starts with the session
 
 	roamed := make(chan struct{}, 1)
 	link, kind, err := c.startData(ctx, ctl, offer, local, ts, roamed)
@@ -253,6 +253,9 @@ func (c *Client) session(ctx context.Context) error {
 	}
 	defer link.Close()
 	ts.setLink(link)
+	// Until the next session's link, what the host sends into the tunnel is dropped (and
+	// counted), never routed around it: the device and its routes stay (fail-closed).
+	defer ts.setLink(nil)
 	c.log.Info().Str("lease_v4", offer.Client.IPv4.String()).Str("transport", kind).
 		Str("device", c.cfg.Device).Strs("routes", prefixStrings(routes)).Msg("tunnel up")
 	c.cfg.OnState(c.status(offer, kind, routes))
@@ -260,15 +263,78 @@ func (c *Client) session(ctx context.Context) error {
 	return c.maintain(ctx, ctl, offer, link, kind, ts, roamed)
 }
 
+// insideState is the TUN device with the lease's address and the tunnel's routes. It lives
+// as long as `up` while the sessions get the same lease, MTU and routes (the gateway gives an
+// identity its address back, on any gateway of a cluster), so that an outage, a reconnect or
+// a failover never leaves the host's IPv4 traffic a way around the tunnel.
+type insideState struct {
+	host    *hostnet.Host
+	ts      *tunSide
+	lease   netip.Addr
+	mtu     int
+	routes  []netip.Prefix
+	runDone chan struct{}
+}
+
+func (in *insideState) close() {
+	in.ts.close()
+	in.host.Close() // the device goes: ts.run returns
+	<-in.runDone
+}
+
+// inside returns the inside for offer: the one of the previous session when it fits, else a
+// new one (the old one removed first).
+func (c *Client) inside(offer *tsp.Tunnel, mtu int) (*insideState, error) {
+	routes := tunnelRoutes(offer)
+	if in := c.in; in != nil {
+		if in.lease == offer.Client.IPv4 && in.mtu == mtu && slices.Equal(in.routes, routes) {
+			return in, nil
+		}
+		c.log.Warn().Str("lease_v4", offer.Client.IPv4.String()).Str("from", in.lease.String()).
+			Msg("the lease or routes changed: the TUN device is set up again")
+		in.close()
+		c.in = nil
+	}
+	host, ts, err := c.setupInside(offer, mtu, routes)
+	if err != nil {
+		return nil, err
+	}
+	in := &insideState{host: host, ts: ts, lease: offer.Client.IPv4, mtu: mtu, routes: routes, runDone: make(chan struct{})}
+	go func() {
+		defer close(in.runDone)
+		_ = ts.run()
+	}()
+	c.in = in
+	return in, nil
+}
+
+// closeInside removes the TUN device and its routes (`up` ends).
+func (c *Client) closeInside() {
+	if c.in != nil {
+		c.in.close()
+		c.in = nil
+	}
+}
+
+// tunnelRoutes are the routes into the tunnel an offer asks for: the gateway's inner address
+// and the pushed routes (all of IPv4 when none are pushed).
+func tunnelRoutes(offer *tsp.Tunnel) []netip.Prefix {
+	routes := offer.Client.Routes
+	if len(routes) == 0 {
+		routes = hostnet.FullTunnelRoutes()
+	}
+	return append([]netip.Prefix{netip.PrefixFrom(offer.Server.IPv4, 32)}, routes...)
+}
+
 // setupInside creates the TUN device with the lease and the routes.
-func (c *Client) setupInside(offer *tsp.Tunnel, mtu int) (*hostnet.Host, *tunSide, []netip.Prefix, error) {
+func (c *Client) setupInside(offer *tsp.Tunnel, mtu int, routes []netip.Prefix) (*hostnet.Host, *tunSide, error) {
 	host, err := hostnet.New()
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
-	fail := func(err error) (*hostnet.Host, *tunSide, []netip.Prefix, error) {
+	fail := func(err error) (*hostnet.Host, *tunSide, error) {
 		host.Close()
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	dev, name, err := host.CreateTUN(c.cfg.Device, mtu)
 	if err != nil {
@@ -284,17 +350,12 @@ func (c *Client) setupInside(offer *tsp.Tunnel, mtu int) (*hostnet.Host, *tunSid
 	if err := host.LinkUp(name); err != nil {
 		return fail(err)
 	}
-	routes := offer.Client.Routes
-	if len(routes) == 0 {
-		routes = hostnet.FullTunnelRoutes()
-	}
-	routes = append([]netip.Prefix{netip.PrefixFrom(offer.Server.IPv4, 32)}, routes...)
 	for _, r := range routes {
 		if err := host.AddRoute(name, r); err != nil {
 			return fail(err)
 		}
 	}
-	return host, newTunSide(dev, mtu, lease.As4()), routes, nil
+	return host, newTunSide(dev, mtu, lease.As4()), nil
 }
 
 // startData brings the data channel up (before accepting the offer, so the accept names the
