@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dstmgw/dstm/certs/enroll"
+	"github.com/dstmgw/dstm/internal/hostnet"
 	"github.com/dstmgw/dstm/tsp"
 )
 
@@ -46,6 +47,9 @@ type Config struct {
 	DTLSTimeout time.Duration
 	// Backoff bounds for reconnecting.
 	BackoffMin, BackoffMax time.Duration
+	// KillSwitch keeps the tunnel's routes blocked (blackhole routes) after `up` ends, and
+	// when it dies, until `dstm-client kill-switch off`. Without it, `up` removes any left.
+	KillSwitch bool
 	// OnState is called whenever the tunnel comes up or goes down (for `status`).
 	OnState func(Status)
 	Logger  zerolog.Logger
@@ -196,6 +200,13 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 	}()
 	defer c.closeInside()
+	if !c.cfg.KillSwitch {
+		if n, err := hostnet.ClearKillSwitch(); err != nil {
+			c.log.Warn().Err(err).Msg("the kill switch of an earlier run could not be removed")
+		} else if n > 0 {
+			c.log.Info().Int("routes", n).Msg("kill switch of an earlier run removed")
+		}
+	}
 	backoff := c.cfg.BackoffMin
 	for {
 		start := c.cfg.Now()

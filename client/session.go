@@ -295,6 +295,12 @@ func (c *Client) inside(offer *tsp.Tunnel, mtu int) (*insideState, error) {
 		in.close()
 		c.in = nil
 	}
+	if c.cfg.KillSwitch {
+		// Before the tunnel's routes: from now on these destinations never leave outside it.
+		if err := hostnet.SetKillSwitch(routes); err != nil {
+			return nil, err
+		}
+	}
 	host, ts, err := c.setupInside(offer, mtu, routes)
 	if err != nil {
 		return nil, err

@@ -21,6 +21,7 @@ import (
 
 	"github.com/dstmgw/dstm/certs/enroll"
 	"github.com/dstmgw/dstm/client"
+	"github.com/dstmgw/dstm/internal/hostnet"
 	"github.com/dstmgw/dstm/internal/logging"
 	"github.com/dstmgw/dstm/internal/version"
 )
@@ -79,7 +80,7 @@ Exit codes: 0 ok, 1 failure, 2 bad flags, 3 (status) no tunnel up.`,
 	}
 	root.PersistentFlags().StringVar(&g.stateDir, "state-dir", "/var/lib/dstm-client", "client state directory (key, certificates, status)")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
-	root.AddCommand(newEnrollCmd(g), newUpCmd(g), newDownCmd(g), newStatusCmd(g), newVersionCmd())
+	root.AddCommand(newEnrollCmd(g), newUpCmd(g), newDownCmd(g), newStatusCmd(g), newKillSwitchCmd(), newVersionCmd())
 	return root
 }
 
@@ -148,7 +149,27 @@ func newUpCmd(g *globals) *cobra.Command {
 	f.StringVar(&cfg.Transport, "transport", "auto", "data transport: auto (DTLS, TLS fallback), dtls, tls, plain (trusted networks)")
 	f.StringVar(&cfg.Device, "device", "dstmc0", "TUN device name")
 	f.DurationVar(&cfg.DTLSTimeout, "dtls-timeout", 3*time.Second, "time to wait for DTLS before falling back to TLS")
+	f.BoolVar(&cfg.KillSwitch, "kill-switch", false, "keep the tunnel's routes blocked after up ends or dies, until `dstm-client kill-switch off`")
 	return cmd
+}
+
+func newKillSwitchCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "kill-switch off",
+		Short: "Remove the blocking routes `up --kill-switch` left (IPv4 leaves outside the tunnel again)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if args[0] != "off" {
+				return usageError{fmt.Errorf("kill-switch %q: only \"off\"", args[0])}
+			}
+			n, err := hostnet.ClearKillSwitch()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "kill switch off (%d routes removed)\n", n)
+			return nil
+		},
+	}
 }
 
 func newDownCmd(g *globals) *cobra.Command {

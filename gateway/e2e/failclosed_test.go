@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -66,19 +67,28 @@ func countIPv4(t *testing.T, ns *netns.NS, dev string) *atomic.Int64 {
 // gateway dies: while the client reconnects, its IPv4 traffic stays in the tunnel device and
 // is dropped; not one IPv4 packet leaves on the physical link. The device and its routes are
 // the same before and after, and traffic flows again once the gateway is back.
-func TestFailClosed(t *testing.T) {
-	e := newEnv(t, gwOptions{})
-	tp := e.tp
+// dualStack gives the laptop IPv4 on its physical link too, with a default route through the
+// gateway's namespace (which forwards IPv4 to the server): a way around the tunnel.
+func dualStack(t *testing.T, tp *netns.Topology) {
+	t.Helper()
 	steps := []func() error{
 		func() error { return tp.Client.AddAddr(tp.ClientLink, netip.MustParsePrefix("192.0.2.2/24")) },
 		func() error { return tp.Gateway.AddAddr(tp.GatewayClientLink, netip.MustParsePrefix("192.0.2.1/24")) },
-		func() error { return tp.Client.AddRoute(netip.MustParsePrefix("0.0.0.0/0"), netip.MustParseAddr("192.0.2.1")) },
+		func() error {
+			return tp.Client.AddRoute(netip.MustParsePrefix("0.0.0.0/0"), netip.MustParseAddr("192.0.2.1"))
+		},
 	}
 	for _, step := range steps {
 		if err := step(); err != nil {
 			t.Fatal(err)
 		}
 	}
+}
+
+func TestFailClosed(t *testing.T) {
+	e := newEnv(t, gwOptions{})
+	tp := e.tp
+	dualStack(t, tp)
 	st := e.up("dtls")
 	e.checkTraffic(64<<10, 64<<10)
 	leaked := countIPv4(t, tp.Gateway, tp.GatewayClientLink)
@@ -127,4 +137,42 @@ func sendUDPFrom(ns *netns.NS, dst netip.AddrPort, msg string) error {
 	defer c.Close()
 	_, err = c.Write([]byte(msg))
 	return err
+}
+
+// TestKillSwitch: with --kill-switch, a laptop whose `up` has ended (down) still sends
+// nothing outside the tunnel, until `dstm-client kill-switch off`; then its IPv4 takes the
+// default route again (which shows the switch was what blocked it).
+func TestKillSwitch(t *testing.T) {
+	e := newEnv(t, gwOptions{})
+	tp := e.tp
+	dualStack(t, tp)
+	e.up("dtls", "--kill-switch")
+	e.checkTraffic(64<<10, 64<<10)
+	leaked := countIPv4(t, tp.Gateway, tp.GatewayClientLink)
+	if out, err := e.clientCmd("down"); err != nil {
+		t.Fatalf("down: %v\n%s", err, out)
+	}
+	if _, timedOut := e.client.waitExit(10 * time.Second); timedOut {
+		t.Fatal("dstm-client up did not end")
+	}
+	tries := 0
+	consistently(t, time.Second, "no IPv4 on the physical link after down", func() error {
+		tries++ // refused by the blackhole routes ("network unreachable"), or dropped
+		_ = sendUDPFrom(tp.Client, netip.AddrPortFrom(tp.ServerV4, udpPort), "after down")
+		if n := leaked.Load(); n != 0 {
+			return fmt.Errorf("%d IPv4 packets left the laptop", n)
+		}
+		return nil
+	})
+	if out, err := e.clientCmd("kill-switch", "off"); err != nil || !strings.Contains(string(out), "routes removed") {
+		t.Fatalf("kill-switch off: %v\n%s", err, out)
+	}
+	eventually(t, 5*time.Second, "IPv4 outside the tunnel once the kill switch is off", func() error {
+		_ = sendUDPFrom(tp.Client, netip.AddrPortFrom(tp.ServerV4, udpPort), "switch off")
+		if leaked.Load() == 0 {
+			return fmt.Errorf("nothing on the physical link")
+		}
+		return nil
+	})
+	t.Logf("%d datagrams blocked after down; with the switch off they leave by the default route", tries)
 }

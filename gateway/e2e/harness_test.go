@@ -221,15 +221,16 @@ func (e *env) enroll() {
 	}
 }
 
-// up enrolls if needed, starts `dstm-client up` and waits until its status is "up".
-func (e *env) up(transport string) client.Status {
+// up enrolls if needed, starts `dstm-client up` (with more flags, if any) and waits until its
+// status is "up".
+func (e *env) up(transport string, more ...string) client.Status {
 	e.t.Helper()
 	if _, err := os.Stat(e.cdir); err != nil {
 		e.enroll()
 	}
-	e.client = startProc(e.t, "client", e.tp.Client, filepath.Join(e.dir, "client.log"), bins.client,
-		"--state-dir", e.cdir, "--log-level", "debug", "up", "--gateway", e.gwAddr,
-		"--transport", transport, "--device", clientTUN)
+	args := append([]string{bins.client, "--state-dir", e.cdir, "--log-level", "debug", "up", "--gateway", e.gwAddr,
+		"--transport", transport, "--device", clientTUN}, more...)
+	e.client = startProc(e.t, "client", e.tp.Client, filepath.Join(e.dir, "client.log"), args...)
 	return e.waitClientUp(30*time.Second, time.Time{})
 }
 
@@ -441,7 +442,10 @@ func nsDialer(ns *netns.NS) func(ctx context.Context, network, addr string) (net
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		var c net.Conn
 		err := ns.Do(func() error {
-			var d net.Dialer
+			// Bounded: an HTTP transport dials on after its request ended (into a tunnel
+			// that drops everything, a SYN is retried for minutes), and the namespace's
+			// removal waits for the dials in flight.
+			d := net.Dialer{Timeout: 10 * time.Second}
 			var err error
 			c, err = d.DialContext(ctx, network, addr)
 			return err

@@ -225,3 +225,50 @@ func (h *Host) DisableIPv6(dev string) error {
 	}
 	return nil
 }
+
+// killSwitchProto marks the kill switch's blackhole routes (a routing protocol number of our
+// own, so that they are found again by any later process); killSwitchMetric keeps them behind
+// the tunnel's own routes while the tunnel is up.
+const (
+	killSwitchProto  = netlink.RouteProtocol(213)
+	killSwitchMetric = 4242
+)
+
+// SetKillSwitch installs a blackhole route for each of dsts (IPv4) that outlives the process:
+// when the tunnel's routes are gone, traffic to dsts is dropped instead of taking another
+// route. Existing ones are kept.
+func SetKillSwitch(dsts []netip.Prefix) error {
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return fmt.Errorf("hostnet: netlink: %w", err)
+	}
+	defer h.Close()
+	for _, d := range dsts {
+		r := &netlink.Route{Dst: ipNet(d.Masked()), Type: syscall.RTN_BLACKHOLE, Protocol: killSwitchProto, Priority: killSwitchMetric}
+		if err := h.RouteAdd(r); err != nil && !errors.Is(err, syscall.EEXIST) {
+			return fmt.Errorf("hostnet: kill switch for %s: %w", d, err)
+		}
+	}
+	return nil
+}
+
+// ClearKillSwitch removes every kill switch route and returns how many there were.
+func ClearKillSwitch() (int, error) {
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return 0, fmt.Errorf("hostnet: netlink: %w", err)
+	}
+	defer h.Close()
+	routes, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: killSwitchProto}, netlink.RT_FILTER_PROTOCOL)
+	if err != nil {
+		return 0, fmt.Errorf("hostnet: list kill switch routes: %w", err)
+	}
+	n := 0
+	for i := range routes {
+		if err := ignoreGone(h.RouteDel(&routes[i])); err != nil {
+			return n, fmt.Errorf("hostnet: remove kill switch route %s: %w", routes[i].Dst, err)
+		}
+		n++
+	}
+	return n, nil
+}

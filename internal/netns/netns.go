@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"sync"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -27,6 +28,11 @@ type NS struct {
 	Name   string
 	handle netns.NsHandle
 	nl     *netlink.Handle
+
+	// mu lets destroy wait for the Do calls in flight (a dial an HTTP transport goes on with
+	// after its request ended) and refuses those that come after.
+	mu   sync.RWMutex
+	gone bool
 }
 
 // SkipUnlessRoot skips the test when it does not run as root.
@@ -97,6 +103,9 @@ func createNamed(name string) (netns.NsHandle, error) {
 }
 
 func (n *NS) destroy(t testing.TB) {
+	n.mu.Lock()
+	n.gone = true
+	n.mu.Unlock()
 	if n.nl != nil {
 		n.nl.Close()
 	}
@@ -117,6 +126,11 @@ func (n *NS) Netlink() *netlink.Handle { return n.nl }
 // namespace and may be used from any goroutine; goroutines f starts do not
 // run in the namespace.
 func (n *NS) Do(f func() error) error {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	if n.gone {
+		return fmt.Errorf("netns: %s was removed", n.Name)
+	}
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
