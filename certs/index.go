@@ -149,21 +149,27 @@ func (ix *boltIndex) recordRevoked(serial string, rec revokedRecord) error {
 }
 
 func (ix *boltIndex) revoked() (map[string]revokedRecord, error) {
-	out := map[string]revokedRecord{}
-	err := ix.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket([]byte(bucketRevoked)).ForEach(func(k, v []byte) error {
-			var rec revokedRecord
+	out, err := readBucket[revokedRecord](ix.db, bucketRevoked)
+	if err != nil {
+		return nil, fmt.Errorf("load revocations: %w", err)
+	}
+	return out, nil
+}
+
+// readBucket decodes every JSON value of bucket, by key.
+func readBucket[T any](db *bolt.DB, bucket string) (map[string]T, error) {
+	out := map[string]T{}
+	err := db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte(bucket)).ForEach(func(k, v []byte) error {
+			var rec T
 			if err := json.Unmarshal(v, &rec); err != nil {
-				return fmt.Errorf("revocation %s: %w", k, err)
+				return fmt.Errorf("%s %s: %w", bucket, k, err)
 			}
 			out[string(k)] = rec
 			return nil
 		})
 	})
-	if err != nil {
-		return nil, fmt.Errorf("load revocations: %w", err)
-	}
-	return out, nil
+	return out, err
 }
 
 func (ix *boltIndex) nextCRLNumber() (uint64, error) {
@@ -184,16 +190,5 @@ func (ix *boltIndex) nextCRLNumber() (uint64, error) {
 
 // issuedAll returns every issuance record (for the move to a shared index).
 func (ix *boltIndex) issuedAll() (map[string]issuedRecord, error) {
-	out := map[string]issuedRecord{}
-	err := ix.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket([]byte(bucketIssued)).ForEach(func(k, v []byte) error {
-			var rec issuedRecord
-			if err := json.Unmarshal(v, &rec); err != nil {
-				return fmt.Errorf("issued %s: %w", k, err)
-			}
-			out[string(k)] = rec
-			return nil
-		})
-	})
-	return out, err
+	return readBucket[issuedRecord](ix.db, bucketIssued)
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/dstmgw/dstm/tunnel/udpmux"
 )
 
 // TCP keepalive of TSP connections (Go's defaults) ends the control connections of clients
@@ -105,15 +107,7 @@ func udpSockets() int { return min(runtime.GOMAXPROCS(0), 8) }
 func listenUDP(a netip.AddrPort, n int) ([]*net.UDPConn, error) {
 	lc := net.ListenConfig{}
 	if n > 1 {
-		lc.Control = func(_, _ string, rc syscall.RawConn) error {
-			var serr error
-			if err := rc.Control(func(fd uintptr) {
-				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-			}); err != nil {
-				return err
-			}
-			return serr
-		}
+		lc.Control = udpmux.ReusePort
 	}
 	var ucs []*net.UDPConn
 	for i := range n {

@@ -138,12 +138,7 @@ func TestBGPAnnouncesPools(t *testing.T) {
 	// A crash and a restart do not flap the route: BIRD keeps it through graceful restart
 	// while the gateway is away, and the restarted gateway announces it again.
 	killed := time.Now()
-	if err := e.gw.signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	if _, timedOut := e.gw.waitExit(10 * time.Second); timedOut {
-		t.Fatal("the gateway did not die from SIGKILL")
-	}
+	e.gw.killHard(t)
 	consistently(t, 2*time.Second, "the route while the gateway is down (graceful restart)", func() error {
 		r, err := kernelRoute(e.tp.Server, poolPrefix)
 		if err == nil && r == "" {

@@ -16,7 +16,6 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -268,14 +267,14 @@ func (ce *clusterEnv) startGateway(g *clusterGW) {
 	})
 }
 
-func (ce *clusterEnv) kill(g *clusterGW) {
-	ce.t.Helper()
-	if err := g.proc.signal(syscall.SIGKILL); err != nil {
-		ce.t.Fatal(err)
+// sessions returns `dstm-gateway sessions --json` of g.
+func (ce *clusterEnv) sessions(g *clusterGW) ([]admin.Session, error) {
+	var ss []admin.Session
+	out, err := ce.gwCmd(g, "sessions", "--json")
+	if err == nil {
+		err = json.Unmarshal(out, &ss)
 	}
-	if _, timedOut := g.proc.waitExit(10 * time.Second); timedOut {
-		ce.t.Fatalf("%s did not die from SIGKILL", g.name)
-	}
+	return ss, err
 }
 
 func (ce *clusterEnv) clientCmd(c *clusterClient, args ...string) ([]byte, error) {
@@ -455,12 +454,8 @@ func (ce *clusterEnv) checkStore() error {
 		if g.proc.exited() {
 			continue
 		}
-		out, err := ce.gwCmd(g, "sessions", "--json")
+		ss, err := ce.sessions(g)
 		if err != nil {
-			return err
-		}
-		var ss []admin.Session
-		if err := json.Unmarshal(out, &ss); err != nil {
 			return err
 		}
 		for _, s := range ss {
@@ -548,7 +543,7 @@ func TestClusterFailover(t *testing.T) {
 		}
 		killed := time.Now()
 		atKill := got.Load()
-		ce.kill(dead)
+		dead.proc.killHard(t)
 		ce.moved(dead, killed, what)
 		d := time.Since(killed)
 		times = append(times, d)
@@ -612,12 +607,8 @@ func TestClusterFailover(t *testing.T) {
 	}
 	revoked := time.Now()
 	err := poll(5*time.Second, 10*time.Millisecond, func() error {
-		out, err := ce.gwCmd(alice.gw, "sessions", "--json")
+		ss, err := ce.sessions(alice.gw)
 		if err != nil {
-			return err
-		}
-		var ss []admin.Session
-		if err := json.Unmarshal(out, &ss); err != nil {
 			return err
 		}
 		for _, s := range ss {

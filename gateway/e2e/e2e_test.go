@@ -265,12 +265,7 @@ func TestGatewayRestart(t *testing.T) {
 	e.checkTraffic(1<<20, 1<<20)
 
 	killed := time.Now()
-	if err := e.gw.signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	if _, timedOut := e.gw.waitExit(10 * time.Second); timedOut {
-		t.Fatal("the gateway did not die from SIGKILL")
-	}
+	e.gw.killHard(t)
 	e.startGateway()
 	st2 := e.waitClientUp(60*time.Second, killed)
 	t.Logf("client back up %v after the kill (transport %s)", time.Since(killed).Round(time.Millisecond), st2.Transport)

@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -94,12 +93,7 @@ func TestFailClosed(t *testing.T) {
 	leaked := countIPv4(t, tp.Gateway, tp.GatewayClientLink)
 
 	killed := time.Now()
-	if err := e.gw.signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	if _, timedOut := e.gw.waitExit(10 * time.Second); timedOut {
-		t.Fatal("the gateway did not die from SIGKILL")
-	}
+	e.gw.killHard(t)
 	// The laptop keeps sending to the IPv4 server during the outage.
 	sent := 0
 	consistently(t, 2*time.Second, "no IPv4 on the physical link during the outage", func() error {

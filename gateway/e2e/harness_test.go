@@ -371,6 +371,17 @@ func (p *proc) waitExit(timeout time.Duration) (exitErr error, timedOut bool) {
 	}
 }
 
+// killHard is kill -9 as a crash test means it: the process must be gone within 10 s.
+func (p *proc) killHard(t *testing.T) {
+	t.Helper()
+	if err := p.signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if _, timedOut := p.waitExit(10 * time.Second); timedOut {
+		t.Fatalf("%s did not die from SIGKILL", p.name)
+	}
+}
+
 // kill ends the process with SIGKILL if it still runs and reaps it.
 func (p *proc) kill() {
 	if p.exited() {

@@ -16,14 +16,12 @@ import (
 	"runtime"
 	"slices"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/dstmgw/dstm/tsp"
 	"github.com/dstmgw/dstm/tunnel"
 	"github.com/dstmgw/dstm/tunnel/udpmux"
-	"golang.org/x/sys/unix"
 )
 
 const testTimeout = 10 * time.Second
@@ -428,15 +426,7 @@ func (f *fixture) sources(n int, avoid ...netip.Addr) []netip.Addr {
 // listenReusePort binds n loopback UDP sockets to one port with SO_REUSEPORT.
 func listenReusePort(t testing.TB, n int) []*net.UDPConn {
 	t.Helper()
-	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		if err := rc.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-		}); err != nil {
-			return err
-		}
-		return serr
-	}}
+	lc := net.ListenConfig{Control: udpmux.ReusePort}
 	addr := "[::1]:0"
 	var conns []*net.UDPConn
 	for range n {
