@@ -39,6 +39,8 @@ const (
 //   - DNS: pushed DNS servers (IPv4 or IPv6).
 //   - MaxSessions: concurrent sessions per identity; 0 means unlimited. In
 //     configuration -1 means "unlimited" and overrides an inherited limit.
+//   - TEP: with TEPs on their own nodes, the TEP node (by name) to carry the
+//     sessions while it is up; "" means the least loaded one.
 type Rule struct {
 	Pool        string         `yaml:"pool,omitempty"`
 	StaticV4    netip.Addr     `yaml:"static_v4"`
@@ -46,6 +48,7 @@ type Rule struct {
 	Routes      []netip.Prefix `yaml:"routes,omitempty"`
 	DNS         []netip.Addr   `yaml:"dns,omitempty"`
 	MaxSessions int            `yaml:"max_sessions,omitempty"`
+	TEP         string         `yaml:"tep,omitempty"`
 }
 
 // IdentityRule is the configuration of one identity: the groups it belongs
@@ -126,12 +129,15 @@ func merge(layers []Rule) Rule {
 		if r.MaxSessions == 0 {
 			r.MaxSessions = l.MaxSessions
 		}
+		if r.TEP == "" {
+			r.TEP = l.TEP
+		}
 	}
 	return r
 }
 
 func finish(r Rule) Rule {
-	out := Rule{Pool: r.Pool, StaticV4: r.StaticV4, MaxSessions: max(r.MaxSessions, 0)}
+	out := Rule{Pool: r.Pool, StaticV4: r.StaticV4, MaxSessions: max(r.MaxSessions, 0), TEP: r.TEP}
 	out.Transports = expandTransports(r.Transports)
 	if !(len(r.Routes) == 1 && r.Routes[0].Bits() == 0) {
 		out.Routes = slices.Clone(r.Routes)

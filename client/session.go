@@ -423,7 +423,7 @@ func (c *Client) dialDTLS(ctx context.Context, offer *tsp.Tunnel, local netip.Ad
 	defer cancel()
 	link, err := dtls.Dial(dctx, rc, server, dtls.ClientConfig{
 		Certificates: []tls.Certificate{st.Certificate}, RootCAs: st.Roots, ServerName: c.gateway().serverName,
-		Token: offer.Data.Token[:], Logger: c.log,
+		AltServerName: offer.Server.IPv6.String(), Token: offer.Data.Token[:], Logger: c.log,
 	}, ts)
 	if err != nil {
 		return nil, err
@@ -481,6 +481,12 @@ func (c *Client) maintain(ctx context.Context, ctl *control, offer *tsp.Tunnel, 
 		if o.Client.IPv4 != lease {
 			nctl.conn.Close()
 			return fmt.Errorf("resume after %s: offered %s instead of %s", why, o.Client.IPv4, lease)
+		}
+		// Another token or data end point: the gateway did not know the session any more (it
+		// ended, or its TEP left) and made a new one, which needs a new data channel.
+		if o.Data == nil || o.Data.Token != offer.Data.Token || o.Data.Port != offer.Data.Port || o.Server.IPv6 != offer.Server.IPv6 {
+			nctl.conn.Close()
+			return fmt.Errorf("resume after %s: the gateway has ended the session (a new one names data end point [%s]:%d)", why, o.Server.IPv6, dataPort(o))
 		}
 		if err := c.accept(nctl, tsp.TypeV4DTLSV6); err != nil {
 			nctl.conn.Close()
@@ -591,4 +597,12 @@ func listenUDP(local netip.Addr) (*net.UDPConn, error) {
 	}
 	_ = udpmux.SetBuffers(uc, udpBuffer) // best effort: smaller buffers only cost throughput
 	return uc, nil
+}
+
+// dataPort is the offer's DTLS port (0 without a data channel).
+func dataPort(o *tsp.Tunnel) uint16 {
+	if o.Data == nil {
+		return 0
+	}
+	return o.Data.Port
 }

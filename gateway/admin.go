@@ -18,7 +18,13 @@ type adminBackend struct{ g *Gateway }
 
 var _ admin.Backend = adminBackend{}
 
+// errTEPNode refuses what only a control node can do.
+var errTEPNode = fmt.Errorf("%w: this node runs the tep role only; ask a control node", admin.ErrInvalid)
+
 func (a adminBackend) Leases(context.Context) ([]admin.Lease, error) {
+	if a.g.leases == nil {
+		return nil, errTEPNode
+	}
 	ls := a.g.leases.List()
 	sort.Slice(ls, func(i, j int) bool { return ls[i].Addr.Less(ls[j].Addr) })
 	out := make([]admin.Lease, 0, len(ls))
@@ -40,8 +46,13 @@ func (a adminBackend) Leases(context.Context) ([]admin.Lease, error) {
 
 func (a adminBackend) Sessions(context.Context) ([]admin.Session, error) {
 	traffic := map[string]tep.SessionSnapshot{}
-	for _, t := range a.g.tep.Sessions() {
-		traffic[t.ID] = t
+	if a.g.tep != nil {
+		for _, t := range a.g.tep.Sessions() {
+			traffic[t.ID] = t
+		}
+	}
+	if a.g.ctl == nil { // a TEP node: its data plane's sessions
+		return tepSessionList(traffic), nil
 	}
 	var out []admin.Session
 	for _, v := range a.g.ctl.Sessions() {
@@ -57,6 +68,7 @@ func (a adminBackend) Sessions(context.Context) ([]admin.Session, error) {
 		case v.Remote.IsValid():
 			as.Endpoint = v.Remote.Addr().String()
 		}
+		as.TEP = v.TEP
 		if t, ok := traffic[v.ID]; ok {
 			as.PacketsIn, as.BytesIn = t.In.Packets, t.In.Bytes
 			as.PacketsOut, as.BytesOut = t.Out.Packets, t.Out.Bytes
@@ -67,7 +79,28 @@ func (a adminBackend) Sessions(context.Context) ([]admin.Session, error) {
 	return out, nil
 }
 
+// tepSessionList lists a TEP node's sessions.
+func tepSessionList(ts map[string]tep.SessionSnapshot) []admin.Session {
+	out := make([]admin.Session, 0, len(ts))
+	for _, t := range ts {
+		as := admin.Session{ID: t.ID, Identity: t.Identity, Lease: t.Lease.String(), Transport: t.Transport, Since: t.Since,
+			PacketsIn: t.In.Packets, BytesIn: t.In.Bytes, PacketsOut: t.Out.Packets, BytesOut: t.Out.Bytes}
+		if t.Endpoint.IsValid() {
+			as.Endpoint = t.Endpoint.String()
+			if t.Endpoint.Port() == 0 {
+				as.Endpoint = t.Endpoint.Addr().String()
+			}
+		}
+		out = append(out, as)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Since.Before(out[j].Since) })
+	return out
+}
+
 func (a adminBackend) Kick(_ context.Context, id string) error {
+	if a.g.ctl == nil {
+		return errTEPNode
+	}
 	if err := a.g.ctl.Kick(id); err != nil {
 		return fmt.Errorf("%w: no session %q", admin.ErrNotFound, id)
 	}
@@ -75,6 +108,9 @@ func (a adminBackend) Kick(_ context.Context, id string) error {
 }
 
 func (a adminBackend) Revoke(ctx context.Context, target string) (admin.RevokeResult, error) {
+	if a.g.ctl == nil {
+		return admin.RevokeResult{}, errTEPNode
+	}
 	res, err := a.g.Revoke(ctx, target)
 	switch {
 	case errors.Is(err, certs.ErrUnknownSerial), errors.Is(err, certs.ErrUnknownIdentity):
@@ -86,6 +122,9 @@ func (a adminBackend) Revoke(ctx context.Context, target string) (admin.RevokeRe
 }
 
 func (a adminBackend) Token(_ context.Context, identity string, ttl time.Duration) (admin.TokenResult, error) {
+	if a.g.ctl == nil {
+		return admin.TokenResult{}, errTEPNode
+	}
 	if ttl == 0 {
 		ttl = a.g.cfg.CA.TokenTTL.D()
 	}
@@ -98,11 +137,22 @@ func (a adminBackend) Token(_ context.Context, identity string, ttl time.Duratio
 }
 
 func (a adminBackend) Status(ctx context.Context) (admin.Status, error) {
-	st := admin.Status{Version: a.g.version, Started: a.g.started, Listen: a.g.listenAddr, Sessions: a.g.ctl.Count(),
-		Cluster: a.g.clusterStatus(ctx), BGP: a.g.bgpStatus(ctx)}
+	st := admin.Status{Version: a.g.version, Started: a.g.started, Listen: a.g.listenAddr,
+		Cluster: a.g.clusterStatus(ctx), BGP: a.g.bgpStatus(ctx), Roles: a.g.cfg.Roles}
 	stats := map[string]lease.PoolStats{}
-	for _, p := range a.g.leases.Stats() {
-		stats[p.Name] = p
+	if a.g.ctl != nil {
+		st.Sessions = a.g.ctl.Count()
+		for _, p := range a.g.leases.Stats() {
+			stats[p.Name] = p
+		}
+	} else {
+		st.Sessions = len(a.g.tep.Sessions())
+	}
+	if a.g.teps != nil {
+		for _, t := range a.g.teps.TEPs() {
+			st.TEPs = append(st.TEPs, admin.TEP{Name: t.Name, IPv6: t.IPv6.String(), InnerV4: t.InnerV4.String(),
+				DTLSPort: t.DTLSPort, Plain: t.Plain, Sessions: t.Load})
+		}
 	}
 	static := map[string]uint64{}
 	for _, addr := range a.g.policy.Load().Reservations() {

@@ -43,6 +43,10 @@ func (g *Gateway) openEtcd(e *config.Etcd) (*etcdstore.Store, error) {
 	for _, a := range g.cfg.Listen.Addresses {
 		opt.Member.Listen = append(opt.Member.Listen, a.String())
 	}
+	opt.Member.Roles = g.cfg.Roles
+	if !g.cfg.Has(config.RoleControl) {
+		opt.Member.TEP = g.tepInfo()
+	}
 	if e.PasswordFile != "" {
 		b, err := os.ReadFile(e.PasswordFile)
 		if err != nil {

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -28,6 +29,7 @@ import (
 	"github.com/dstmgw/dstm/gateway/lease/boltstore"
 	"github.com/dstmgw/dstm/gateway/lease/etcdstore"
 	"github.com/dstmgw/dstm/gateway/metrics"
+	"github.com/dstmgw/dstm/gateway/split"
 	"github.com/dstmgw/dstm/gateway/tep"
 	"github.com/dstmgw/dstm/internal/hostnet"
 	"github.com/dstmgw/dstm/tunnel/dtls"
@@ -87,9 +89,11 @@ type Gateway struct {
 	tep        *tep.TEP
 	plain      *plain.Server // nil unless tep.plain_transport
 	ctl        *control.Server
-	dtls       *dtls.Server // nil without UDP
-	bgp        *bgp.Speaker // nil without bgp:
-	mux        *udpmux.Mux  // nil without UDP
+	dtls       *dtls.Server     // nil without UDP
+	bgp        *bgp.Speaker     // nil without bgp:
+	teps       *split.Directory // a control node without the tep role: its TEP nodes
+	binder     *split.Binder    // a TEP node without the control role: its sessions
+	mux        *udpmux.Mux      // nil without UDP
 	enroll     *chanListener
 	maxConns   int // TCP connections open at once, of every kind
 	listenAddr []string
@@ -144,6 +148,9 @@ func New(cfg config.Config, log zerolog.Logger, opts Options) (*Gateway, error) 
 		g.closeEtcd()
 		return nil, err
 	}
+	if !cfg.Has(config.RoleControl) { // a TEP node: the control nodes keep the leases
+		return g, nil
+	}
 	if err := g.openLeases(pol); err != nil {
 		g.ca.Close()
 		g.closeEtcd()
@@ -185,9 +192,15 @@ func (g *Gateway) openCA() error {
 
 // CAOptions maps the configuration onto the CA's options (also used by `init`).
 func CAOptions(cfg config.Config, log zerolog.Logger, now func() time.Time) certs.Options {
+	ips := cfg.CA.ServerIPs
+	// A node with the tep role serves DTLS at tep.ipv6, the address offers name: clients
+	// accept a certificate that names it (a TEP node apart from the control node).
+	if cfg.Has(config.RoleTEP) && cfg.TEP.IPv6.IsValid() && !slices.Contains(ips, cfg.TEP.IPv6) {
+		ips = append(slices.Clone(ips), cfg.TEP.IPv6)
+	}
 	return certs.Options{
 		DNSNames:     cfg.CA.ServerNames,
-		IPAddresses:  cfg.CA.ServerIPs,
+		IPAddresses:  ips,
 		LeafLifetime: cfg.CA.ClientCertLifetime.D(),
 		Now:          now,
 		Logger:       log,
@@ -270,7 +283,13 @@ func LeaseConfig(cfg config.Config, pol *auth.Policy, now func() time.Time) leas
 
 // Close releases the state files. Run closes everything else it opened.
 func (g *Gateway) Close() error {
-	return errors.Join(g.store.Close(), g.ca.Close())
+	var err error
+	if g.store != nil {
+		err = g.store.Close()
+	} else {
+		g.closeEtcd()
+	}
+	return errors.Join(err, g.ca.Close())
 }
 
 // Ready is closed once Run has opened every listener.

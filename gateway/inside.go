@@ -1,13 +1,50 @@
 package gateway
 
 import (
+	"fmt"
 	"net/netip"
 
 	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/dstmgw/dstm/gateway/tep"
 	"github.com/dstmgw/dstm/internal/hostnet"
+	"github.com/dstmgw/dstm/tunnel/plain"
 )
+
+// openInside sets up the TEP: the TUN device (or Options.Device), its routes, the TEP and
+// the plain v4v6 transport. close undoes it all.
+func (g *Gateway) openInside() (close func(), err error) {
+	var undo []func()
+	close = func() {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+	}
+	if g.opts.Device != nil {
+		if err := g.newTEP(g.opts.Device, g.poolPrefixes()); err != nil {
+			return nil, err
+		}
+	} else {
+		host, err := hostnet.New()
+		if err != nil {
+			return nil, err
+		}
+		undo = append(undo, func() { host.Close() })
+		if err := g.setupInside(host); err != nil {
+			close()
+			return nil, err
+		}
+	}
+	undo = append(undo, func() { g.tep.Close() })
+	if g.cfg.TEP.PlainTransport {
+		if g.plain, err = plain.Listen(g.cfg.TEP.IPv6); err != nil {
+			close()
+			return nil, fmt.Errorf("plain v4v6 transport on %s: %w", g.cfg.TEP.IPv6, err)
+		}
+		undo = append(undo, func() { g.plain.Close() })
+	}
+	return close, nil
+}
 
 // setupInside creates the TUN device with the inner address, routes every pool into it and
 // checks IPv4 forwarding.

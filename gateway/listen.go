@@ -58,8 +58,9 @@ func (g *Gateway) tcpListenConfig() *net.ListenConfig {
 	}}
 }
 
-// listen opens the TCP and UDP sockets of the TSP port on every configured address.
-func (g *Gateway) listen() ([]net.Listener, []*net.UDPConn, error) {
+// listen opens the TCP (with tcp) and UDP sockets of the TSP port on every configured
+// address. A TEP node opens UDP only (DTLS).
+func (g *Gateway) listen(tcp bool) ([]net.Listener, []*net.UDPConn, error) {
 	var tcps []net.Listener
 	var udps []*net.UDPConn
 	fail := func(err error) ([]net.Listener, []*net.UDPConn, error) {
@@ -71,13 +72,15 @@ func (g *Gateway) listen() ([]net.Listener, []*net.UDPConn, error) {
 		if a.Addr().Is6() && !a.Addr().Is4In6() && !a.Addr().IsUnspecified() {
 			network = "tcp6"
 		}
-		ln, err := g.tcpListenConfig().Listen(context.Background(), network, a.String())
-		if err != nil {
-			return fail(fmt.Errorf("listen tcp %s: %w", a, err))
+		if tcp {
+			ln, err := g.tcpListenConfig().Listen(context.Background(), network, a.String())
+			if err != nil {
+				return fail(fmt.Errorf("listen tcp %s: %w", a, err))
+			}
+			tcps = append(tcps, ln)
+			g.tcpAddrs = append(g.tcpAddrs, ln.Addr())
+			g.listenAddr = append(g.listenAddr, "tcp "+ln.Addr().String())
 		}
-		tcps = append(tcps, ln)
-		g.tcpAddrs = append(g.tcpAddrs, ln.Addr())
-		g.listenAddr = append(g.listenAddr, "tcp "+ln.Addr().String())
 		if !g.cfg.Listen.UDP {
 			continue
 		}
@@ -89,7 +92,7 @@ func (g *Gateway) listen() ([]net.Listener, []*net.UDPConn, error) {
 		g.udpAddrs = append(g.udpAddrs, ucs[0].LocalAddr())
 		g.listenAddr = append(g.listenAddr, "udp "+ucs[0].LocalAddr().String())
 	}
-	if g.enroll == nil {
+	if g.enroll == nil && tcp {
 		g.enroll = newChanListener(tcps[0].Addr())
 	}
 	return tcps, udps, nil

@@ -32,7 +32,11 @@ func (g *Gateway) Reload(next config.Config) ([]string, error) {
 	}
 	lc := LeaseConfig(next, pol, g.now)
 	for i, p := range lc.Pools[len(lc.Pools)-len(added):] {
-		switch err := g.leases.AddPool(p); {
+		var err error
+		if g.leases != nil { // nil on a TEP node: it routes the pool, the control nodes lease it
+			err = g.leases.AddPool(p)
+		}
+		switch {
 		case errors.Is(err, lease.ErrNotHeld):
 			// The pool is in use: go on (routes), and say what stays as it was.
 			g.log.Warn().Err(err).Str("pool", p.Name).Msg("pool added; leases of an earlier run in it stay until their lifetimes end")
@@ -43,6 +47,9 @@ func (g *Gateway) Reload(next config.Config) ([]string, error) {
 		routes := append([]netip.Prefix(nil), p.Prefixes...)
 		for _, r := range p.Ranges {
 			routes = append(routes, rangePrefixes(r.First, r.Last)...)
+		}
+		if g.tep == nil { // a control node whose TEPs run elsewhere
+			continue
 		}
 		if err := g.tep.AddPools(routes...); err != nil {
 			return nil, fmt.Errorf("pool %s in the data plane: %w", p.Name, err)

@@ -60,8 +60,16 @@ func (g *Gateway) startBGP(ctx context.Context) error {
 
 // announce keeps the announced routes equal to routes() until ctx ends.
 func (g *Gateway) announce(ctx context.Context) error {
-	events, cancel := g.leases.Subscribe(lease.DefaultEventBuffer)
-	defer cancel()
+	// The cue to look again: lease events, or on a TEP node its bindings.
+	var events <-chan lease.Event
+	var bound <-chan struct{}
+	if g.leases != nil {
+		ev, cancel := g.leases.Subscribe(lease.DefaultEventBuffer)
+		defer cancel()
+		events = ev
+	} else {
+		bound = g.binder.Changed()
+	}
 	tick := time.NewTicker(announceEvery)
 	defer tick.Stop()
 	soon := time.NewTimer(0) // the first update at once
@@ -77,6 +85,11 @@ func (g *Gateway) announce(ctx context.Context) error {
 			return nil
 		case ev := <-events:
 			if g.cfg.AnnounceMode() == config.AnnounceLeases && ev.Kind != lease.EventRenewed {
+				soon.Reset(announceDelay)
+			}
+			continue
+		case <-bound:
+			if g.cfg.AnnounceMode() == config.AnnounceLeases {
 				soon.Reset(announceDelay)
 			}
 			continue
@@ -97,7 +110,8 @@ func (g *Gateway) announce(ctx context.Context) error {
 }
 
 // routes is what this gateway announces: the pools, or the /32 of each active lease of its
-// live sessions while it owns them (nothing once its etcd ownership is lost).
+// live sessions (on a TEP node: of the sessions bound to it) while it owns them (nothing once
+// its etcd ownership is lost).
 func (g *Gateway) routes() []netip.Prefix {
 	if g.cfg.AnnounceMode() == config.AnnouncePools {
 		return g.poolPrefixes()
@@ -106,6 +120,9 @@ func (g *Gateway) routes() []netip.Prefix {
 		if _, _, ok := g.etcd.Ownership(); !ok {
 			return nil
 		}
+	}
+	if g.binder != nil { // a TEP node: the sessions bound to it
+		return g.binder.Routes()
 	}
 	var out []netip.Prefix
 	for _, l := range g.leases.List() {

@@ -10,12 +10,10 @@ import (
 	"time"
 
 	"github.com/dstmgw/dstm/gateway/admin"
+	"github.com/dstmgw/dstm/gateway/config"
 	"github.com/dstmgw/dstm/gateway/control"
 	"github.com/dstmgw/dstm/gateway/lease"
 	"github.com/dstmgw/dstm/gateway/metrics"
-	"github.com/dstmgw/dstm/internal/hostnet"
-	"github.com/dstmgw/dstm/tunnel/dtls"
-	"github.com/dstmgw/dstm/tunnel/plain"
 	"github.com/dstmgw/dstm/tunnel/udpmux"
 )
 
@@ -30,29 +28,19 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if g.opts.MaxConns > 0 {
 		g.maxConns = g.opts.MaxConns
 	}
-	if g.opts.Device != nil {
-		if err := g.newTEP(g.opts.Device, g.poolPrefixes()); err != nil {
-			return err
-		}
-	} else {
-		host, err := hostnet.New()
+	if !g.cfg.Has(config.RoleControl) {
+		return g.runTEP(ctx, cancel, fds)
+	}
+	if g.cfg.Has(config.RoleTEP) {
+		closeInside, err := g.openInside()
 		if err != nil {
 			return err
 		}
-		defer host.Close()
-		if err := g.setupInside(host); err != nil {
-			return err
-		}
+		defer closeInside()
+	} else {
+		g.teps = g.newDirectory()
 	}
-	defer g.tep.Close()
-	var err error
-	if g.cfg.TEP.PlainTransport {
-		if g.plain, err = plain.Listen(g.cfg.TEP.IPv6); err != nil {
-			return fmt.Errorf("plain v4v6 transport on %s: %w", g.cfg.TEP.IPv6, err)
-		}
-		defer g.plain.Close()
-	}
-	tcps, udps, err := g.listen()
+	tcps, udps, err := g.listen(true)
 	if err != nil {
 		return err
 	}
@@ -82,17 +70,13 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 
 	var wg sync.WaitGroup
-	spawn := func(name string, f func(context.Context) error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := f(ctx); err != nil && ctx.Err() == nil {
-				g.log.Error().Err(err).Str("component", name).Msg("component failed; shutting down")
-				cancel(fmt.Errorf("%s: %w", name, err))
-			}
-		}()
+	spawn := g.spawner(ctx, cancel, &wg)
+	if g.tep != nil {
+		spawn("tep", g.tep.Run)
 	}
-	spawn("tep", g.tep.Run)
+	if g.teps != nil {
+		spawn("tep-directory", g.teps.Run)
+	}
 	spawn("leases", g.leases.Run)
 	spawn("lease-store", g.leases.Follow)
 	if g.etcd != nil {
@@ -106,14 +90,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	spawn("revocations", g.followRevocations)
 	spawn("enrollment", g.serveEnrollment)
 	spawn("ticket-keys", g.rotateTicketKeys)
-	spawn("admin", func(ctx context.Context) error {
-		return admin.NewServer(adminBackend{g}, g.log.With().Str("component", "admin").Logger()).ServeListener(ctx, adminLn)
-	})
-	if g.cfg.Metrics.Listen != "" {
-		spawn("metrics", func(ctx context.Context) error {
-			return g.metrics.ListenAndServe(ctx, g.cfg.Metrics.Listen, metrics.ServeOptions{Profiling: g.cfg.Metrics.Pprof})
-		})
-	}
+	g.spawnAdmin(spawn, adminLn)
 	if g.mux != nil {
 		spawn("udp", g.mux.Run)
 		spawn("tsp-udp", func(ctx context.Context) error { g.ctl.ServeUDP(ctx); return nil })
@@ -137,6 +114,33 @@ func (g *Gateway) Run(ctx context.Context) error {
 	return nil
 }
 
+// spawner returns the function that runs a component on its goroutine (counted in wg): a
+// component that fails while ctx is live stops the gateway.
+func (g *Gateway) spawner(ctx context.Context, cancel context.CancelCauseFunc, wg *sync.WaitGroup) func(string, func(context.Context) error) {
+	return func(name string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(ctx); err != nil && ctx.Err() == nil {
+				g.log.Error().Err(err).Str("component", name).Msg("component failed; shutting down")
+				cancel(fmt.Errorf("%s: %w", name, err))
+			}
+		}()
+	}
+}
+
+// spawnAdmin serves the admin API on adminLn and, when configured, the metrics.
+func (g *Gateway) spawnAdmin(spawn func(string, func(context.Context) error), adminLn net.Listener) {
+	spawn("admin", func(ctx context.Context) error {
+		return admin.NewServer(adminBackend{g}, g.log.With().Str("component", "admin").Logger()).ServeListener(ctx, adminLn)
+	})
+	if g.cfg.Metrics.Listen != "" {
+		spawn("metrics", func(ctx context.Context) error {
+			return g.metrics.ListenAndServe(ctx, g.cfg.Metrics.Listen, metrics.ServeOptions{Profiling: g.cfg.Metrics.Pprof})
+		})
+	}
+}
+
 // stopTimeout bounds the lease commits of a stopping gateway.
 const stopTimeout = 30 * time.Second
 
@@ -154,25 +158,23 @@ func (g *Gateway) stop() {
 		g.log.Warn().Err(err).Msg("lease holds not written at shutdown; the next start holds them again")
 	}
 	g.ctl.EndAll(lease.ReasonClosed)
-	if g.mux != nil {
-		g.mux.Close()
-	}
-	if g.dtls != nil {
-		g.dtls.Close()
-	}
+	g.stopUDP()
 }
 
-// setupControl builds the control plane and, with UDP, the DTLS server and the UDP port's
-// demultiplexer that serve it. The mux owns udps from then on.
+// setupControl builds the control plane and, with UDP, the UDP port's demultiplexer that
+// serves it, with the DTLS server when this node has a TEP. The mux owns udps from then on.
 func (g *Gateway) setupControl(udps []*net.UDPConn) error {
-	var mux *udpmux.Mux
-	write := func(b []byte, to netip.AddrPort) error { return mux.WriteTo(b, to) }
+	write := func(b []byte, to netip.AddrPort) error { return g.mux.WriteTo(b, to) }
 	var pt control.PlainTransport
 	if g.plain != nil {
 		pt = g.plain
 	}
+	var remote control.Remote
+	if g.teps != nil {
+		remote = g.teps
+	}
 	ctl, err := control.New(control.Config{
-		Gateway: g.cfg, Leases: g.leases, TEP: g.tep, Plain: pt,
+		Gateway: g.cfg, Leases: g.leases, TEP: g.tep, Remote: remote, Plain: pt,
 		DTLS: len(udps) > 0, DataPort: g.dataPort(), WriteUDP: write,
 		Policy: g.policy, Passwords: g.passwords.Load, TLS: g.tlsConfig,
 		MaxConns: g.maxConns, Enroll: g.enroll.deliver, Metrics: g.metrics, Logger: g.log, Now: g.now,
@@ -181,31 +183,14 @@ func (g *Gateway) setupControl(udps []*net.UDPConn) error {
 		return err
 	}
 	g.ctl = ctl
-	if len(udps) == 0 {
+	switch {
+	case len(udps) == 0:
 		return nil
-	}
-	d, err := dtls.NewServer(dtls.ServerConfig{
-		GetCertificate:        g.ca.GetCertificate,
-		VerifyPeerCertificate: g.verifier.VerifyPeerCertificate,
-		Bind:                  ctl.BindDTLS,
-		Write:                 write,
-		WriteBatch:            func(bufs [][]byte, to netip.AddrPort) error { return mux.WriteBatch(bufs, to) },
-		HandshakeTimeout:      g.cfg.TSP.HandshakeTimeout.D(),
-		MaxHandshakes:         g.cfg.TSP.MaxHandshakes,
-		MTU:                   control.DTLSRecordMTU,
-		Now:                   g.now,
-		Logger:                g.log.With().Str("component", "dtls").Logger(),
-	})
-	if err != nil {
+	case g.tep == nil: // DTLS is served by the TEP nodes
+		g.mux, err = udpmux.New(udpmux.Config{TSP: ctl.UDP(), Logger: g.log.With().Str("component", "udp").Logger()}, udps...)
 		return err
 	}
-	mux, err = udpmux.New(udpmux.Config{TSP: ctl.UDP(), DTLS: d, Logger: g.log.With().Str("component", "udp").Logger()}, udps...)
-	if err != nil {
-		d.Close()
-		return err
-	}
-	g.dtls, g.mux = d, mux
-	return nil
+	return g.serveDTLS(udps, ctl.BindDTLS, ctl.UDP())
 }
 
 // dataPort is the UDP port announced for the DTLS data channel.

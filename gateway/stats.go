@@ -3,6 +3,7 @@ package gateway
 import (
 	"github.com/dstmgw/dstm/gateway/lease"
 	"github.com/dstmgw/dstm/gateway/metrics"
+	"github.com/dstmgw/dstm/gateway/tep"
 )
 
 // leaseStats is the lease manager as a metrics.LeaseStats.
@@ -10,6 +11,9 @@ type leaseStats struct{ m *lease.Manager }
 
 func (s leaseStats) LeaseCounts() []metrics.LeaseCount {
 	var out []metrics.LeaseCount
+	if s.m == nil { // a TEP node
+		return nil
+	}
 	for _, p := range s.m.Stats() {
 		out = append(out,
 			metrics.LeaseCount{Pool: p.Name, State: "free", N: int(p.Free)},
@@ -24,8 +28,11 @@ func (s leaseStats) LeaseCounts() []metrics.LeaseCount {
 // Dataplane implements metrics.DataplaneStats: traffic by transport, and the drops of the
 // data plane, the transports and the control plane by reason.
 func (g *Gateway) Dataplane() metrics.DataplaneSnapshot {
-	st := g.tep.Stats()
 	snap := metrics.DataplaneSnapshot{Drops: map[string]uint64{}}
+	var st tep.Stats
+	if g.tep != nil {
+		st = g.tep.Stats()
+	}
 	for tr, t := range st.Transports {
 		snap.Traffic = append(snap.Traffic,
 			metrics.Traffic{Direction: metrics.DirectionIn, Transport: tr, Packets: t.In.Packets, Bytes: t.In.Bytes},
@@ -62,7 +69,12 @@ func (g *Gateway) Dataplane() metrics.DataplaneSnapshot {
 		snap.Drops["udp_junk"] += u.DroppedJunk + u.DroppedEmpty + u.DroppedNoHandler
 		snap.Drops["udp_truncated"] += u.DroppedTruncated
 	}
-	g.ctl.Drops(snap.Drops)
-	snap.Drops["enroll_connection_limit"] += g.enroll.refused.Load()
+	if g.ctl != nil {
+		g.ctl.Drops(snap.Drops)
+		snap.Drops["enroll_connection_limit"] += g.enroll.refused.Load()
+	}
+	if g.binder != nil {
+		snap.Drops["tep_unbound_dtls"] += g.binder.Stats().Refused
+	}
 	return snap
 }

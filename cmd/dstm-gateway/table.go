@@ -61,12 +61,24 @@ func writeSessionsTable(w io.Writer, sessions []admin.Session, now time.Time) er
 	slices.SortStableFunc(sorted, func(a, b admin.Session) int {
 		return cmp.Or(a.Since.Compare(b.Since), cmp.Compare(a.ID, b.ID))
 	})
+	// A control node without a TEP has no traffic counts; a TEP column says where the data is.
+	split := slices.ContainsFunc(sorted, func(s admin.Session) bool { return s.TEP != "" })
 	tw := newTable(w)
-	row(tw, "ID", "IDENTITY", "LEASE", "TRANSPORT", "MECHANISM", "ENDPOINT", "UPTIME", "PKTS-IN", "PKTS-OUT", "BYTES-IN", "BYTES-OUT")
+	head := []string{"ID", "IDENTITY", "LEASE", "TRANSPORT", "MECHANISM", "ENDPOINT", "UPTIME", "PKTS-IN", "PKTS-OUT", "BYTES-IN", "BYTES-OUT"}
+	if split {
+		head = append(head[:7], "TEP")
+	}
+	row(tw, head...)
 	for _, s := range sorted {
-		row(tw, cell(s.ID), cell(s.Identity), cell(s.Lease), cell(s.Transport), cell(s.Mechanism), cell(s.Endpoint),
-			since(s.Since, now), strconv.FormatUint(s.PacketsIn, 10), strconv.FormatUint(s.PacketsOut, 10),
-			humanBytes(s.BytesIn), humanBytes(s.BytesOut))
+		cells := []string{cell(s.ID), cell(s.Identity), cell(s.Lease), cell(s.Transport), cell(s.Mechanism), cell(s.Endpoint),
+			since(s.Since, now)}
+		if split {
+			cells = append(cells, cell(s.TEP))
+		} else {
+			cells = append(cells, strconv.FormatUint(s.PacketsIn, 10), strconv.FormatUint(s.PacketsOut, 10),
+				humanBytes(s.BytesIn), humanBytes(s.BytesOut))
+		}
+		row(tw, cells...)
 	}
 	return tw.Flush()
 }
@@ -79,6 +91,19 @@ func writeStatus(w io.Writer, s admin.Status, now time.Time) error {
 	row(tw, "started:", timestamp(s.Started)+uptime(s.Started, now))
 	row(tw, "listen:", list(s.Listen))
 	row(tw, "sessions:", strconv.Itoa(s.Sessions))
+	if len(s.Roles) > 0 {
+		row(tw, "roles:", list(s.Roles))
+	}
+	for _, t := range s.TEPs {
+		what := []string{"inner " + t.InnerV4}
+		if t.DTLSPort != 0 {
+			what = append(what, fmt.Sprintf("DTLS port %d", t.DTLSPort))
+		}
+		if t.Plain {
+			what = append(what, "v4v6")
+		}
+		row(tw, "tep:", fmt.Sprintf("%s %s (%s), %d sessions", t.Name, t.IPv6, strings.Join(what, ", "), t.Sessions))
+	}
 	if c := s.Cluster; c != nil {
 		row(tw, "cluster node:", cell(c.Node))
 		row(tw, "etcd:", list(c.Endpoints))

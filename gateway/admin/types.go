@@ -55,6 +55,8 @@ type Session struct {
 	PacketsOut uint64    `json:"packets_out"`         // to the client
 	BytesIn    uint64    `json:"bytes_in"`
 	BytesOut   uint64    `json:"bytes_out"`
+	// TEP is the TEP node carrying the session's data (control nodes without a TEP).
+	TEP string `json:"tep,omitempty"`
 }
 
 // RevokeResult tells what a revocation did.
@@ -80,6 +82,19 @@ type Status struct {
 	Pools    []PoolStatus `json:"pools"`
 	Cluster  *Cluster     `json:"cluster,omitempty"` // cluster mode only
 	BGP      *BGP         `json:"bgp,omitempty"`     // with bgp: only
+	Roles    []string     `json:"roles,omitempty"`   // this node's roles: control, tep
+	// TEPs are the live TEP nodes, as a control node without a TEP sees them.
+	TEPs []TEP `json:"teps,omitempty"`
+}
+
+// TEP is a TEP node as a control node sees it.
+type TEP struct {
+	Name     string `json:"name"`
+	IPv6     string `json:"ipv6"`
+	InnerV4  string `json:"inner_v4"`
+	DTLSPort uint16 `json:"dtls_port,omitempty"`
+	Plain    bool   `json:"plain,omitempty"`
+	Sessions int    `json:"sessions"` // bound to it, by every control node
 }
 
 // BGP is the route announcer's state.

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"slices"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -19,6 +20,9 @@ import (
 
 // Config is the whole gateway configuration (gateway.yaml).
 type Config struct {
+	// Roles are what this node runs: "control" (TSP, leases, CA, admin), "tep" (TUN,
+	// transports, route announcement), or both (the default). Split roles need store.etcd.
+	Roles    []string          `yaml:"roles,omitempty"`
 	StateDir string            `yaml:"state_dir"`
 	Listen   Listen            `yaml:"listen"`
 	TEP      TEP               `yaml:"tep"`
@@ -33,6 +37,20 @@ type Config struct {
 	Store    Store             `yaml:"store,omitempty"`
 	BGP      *BGP              `yaml:"bgp,omitempty"`
 }
+
+// Node roles (Config.Roles).
+const (
+	RoleControl = "control"
+	RoleTEP     = "tep"
+)
+
+// Has says whether this node runs role (every role when Roles is empty).
+func (c *Config) Has(role string) bool {
+	return len(c.Roles) == 0 || slices.Contains(c.Roles, role)
+}
+
+// Split says whether this node runs one role only (the other runs on other nodes).
+func (c *Config) Split() bool { return !c.Has(RoleControl) || !c.Has(RoleTEP) }
 
 // BGP configures the embedded BGP speaker that announces the gateway's routes to the site's
 // routers (docs/operations.md, "Routing"); absent: nothing is announced.

@@ -65,6 +65,14 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		{"bgp neighbour as", "bgp:\n  local_as: 65010\n  router_id: 192.0.2.1\n  neighbors: [{address: 192.0.2.9}]\n", "bgp.neighbors[0].as"},
 		{"bgp neighbour twice", "bgp:\n  local_as: 65010\n  router_id: 192.0.2.1\n  neighbors: [{address: 192.0.2.9, as: 1}, {address: 192.0.2.9, as: 1}]\n", "bgp.neighbors[1].address"},
 		{"bgp restart time", "bgp:\n  local_as: 65010\n  router_id: 192.0.2.1\n  restart_time: 5000s\n  neighbors: [{address: 192.0.2.9, as: 65000}]\n", "bgp.restart_time"},
+		{"policy tep", "policy:\n  groups:\n    paris: {tep: \"tep paris\"}\n", `policy.groups["paris"].tep: "tep paris" is not a node name`},
+		{"role name", "roles: [server]\n", `roles[0]: want "control" or "tep", got "server"`},
+		{"role twice", "roles: [tep, tep]\n", `roles[1]: "tep" named twice`},
+		{"no role", "roles: []\n", "roles: empty"},
+		{"split without etcd", "roles: [control]\n", "roles: [control] needs store.etcd"},
+		{"bgp on a control node", "roles: [control]\nstore:\n  etcd:\n    endpoints: [\"http://e1:2379\"]\nbgp:\n  local_as: 65010\n  router_id: 192.0.2.1\n  neighbors: [{address: 192.0.2.9, as: 65000}]\n", "bgp: routes are announced by the nodes with the tep role"},
+		{"tep without ipv6", "roles: [tep]\nstore:\n  etcd:\n    endpoints: [\"http://e1:2379\"]\n", "tep.ipv6: required with roles [tep]"},
+		{"tep without transport", "roles: [tep]\nlisten:\n  udp: false\ntep:\n  ipv6: 2001:db8::1\nstore:\n  etcd:\n    endpoints: [\"http://e1:2379\"]\n", "a TEP node serves DTLS (listen.udp) or v4v6"},
 		{"etcd password", "store:\n  etcd:\n    endpoints: [\"http://e1:2379\"]\n    username: gw\n", "store.etcd.username"},
 	}
 	for _, tt := range tests {

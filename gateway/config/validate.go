@@ -52,6 +52,7 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.validatePolicyPools()...)
 	errs = append(errs, c.validateStore()...)
 	errs = append(errs, c.validateBGP()...)
+	errs = append(errs, c.validateRoles()...)
 	return errors.Join(errs...)
 }
 
@@ -221,6 +222,9 @@ func (c *Config) validatePolicyPools() []error {
 		if r.Pool != "" && !pools[r.Pool] {
 			errs = append(errs, bad(field+".pool", "pool %q is not defined in pools", r.Pool))
 		}
+		if r.TEP != "" && !ValidNodeName(r.TEP) {
+			errs = append(errs, bad(field+".tep", "%q is not a node name (1 to 63 letters, digits, '-', '_' or '.')", r.TEP))
+		}
 		if r.StaticV4.IsValid() {
 			if why, ok := c.checkStatic(r.StaticV4); !ok {
 				errs = append(errs, bad(field+".static_v4", "%s", why))
@@ -374,6 +378,44 @@ func (c *Config) validateBGP() []error {
 		}
 		if n.PasswordFile != "" && !filepath.IsAbs(n.PasswordFile) {
 			errs = append(errs, bad(f+".password_file", "must be an absolute path, got %q", n.PasswordFile))
+		}
+	}
+	return errs
+}
+
+func (c *Config) validateRoles() []error {
+	if c.Roles == nil {
+		return nil
+	}
+	if len(c.Roles) == 0 {
+		return []error{bad("roles", "empty: name %q, %q or both (or leave roles out)", RoleControl, RoleTEP)}
+	}
+	var errs []error
+	seen := map[string]bool{}
+	for i, r := range c.Roles {
+		switch {
+		case r != RoleControl && r != RoleTEP:
+			errs = append(errs, bad(fmt.Sprintf("roles[%d]", i), "want %q or %q, got %q", RoleControl, RoleTEP, r))
+		case seen[r]:
+			errs = append(errs, bad(fmt.Sprintf("roles[%d]", i), "%q named twice", r))
+		}
+		seen[r] = true
+	}
+	if len(errs) > 0 || !c.Split() {
+		return errs
+	}
+	if c.Store.Etcd == nil {
+		errs = append(errs, bad("roles", "%v needs store.etcd: the TEP nodes and the session bindings are kept there", c.Roles))
+	}
+	if !c.Has(RoleTEP) && c.BGP != nil {
+		errs = append(errs, bad("bgp", "routes are announced by the nodes with the tep role; this node's roles are %v", c.Roles))
+	}
+	if !c.Has(RoleControl) {
+		if !c.TEP.IPv6.IsValid() {
+			errs = append(errs, bad("tep.ipv6", "required with roles %v: the outer address control nodes name in their offers", c.Roles))
+		}
+		if !c.Listen.UDP && !c.TEP.PlainTransport {
+			errs = append(errs, bad("roles", "a TEP node serves DTLS (listen.udp) or v4v6 (tep.plain_transport); both are off"))
 		}
 	}
 	return errs

@@ -9,6 +9,7 @@ import (
 
 	"github.com/dstmgw/dstm/auth"
 	"github.com/dstmgw/dstm/gateway/lease"
+	"github.com/dstmgw/dstm/gateway/split"
 	"github.com/dstmgw/dstm/tsp"
 )
 
@@ -58,7 +59,52 @@ func (b *backend) Create(ctx context.Context, id tsp.Identity, req *tsp.Tunnel) 
 	if fresh {
 		srv.sessions.setToken(ss, tok)
 	}
-	return srv.offers.offer(req.Type, rule, l, endpoint, tok, control == "tls"), nil
+	end := srv.offers.local()
+	if srv.cfg.Remote != nil {
+		t, err := b.bindTEP(ctx, id, rule, req.Type, l, endpoint, tok)
+		if err != nil {
+			return nil, err
+		}
+		end = remoteEnd(t)
+	}
+	return srv.offers.offer(req.Type, rule, l, endpoint, tok, control == "tls", end), nil
+}
+
+// bindTEP binds the session to a TEP node before the offer names it (a control node
+// without a TEP): the one it is bound to already, the policy's, or the least loaded.
+func (b *backend) bindTEP(ctx context.Context, id tsp.Identity, rule auth.Rule, typ tsp.TunnelType, l lease.Lease, ep netip.Addr, tok [tsp.TokenLen]byte) (split.TEP, error) {
+	srv, ss := b.srv, b.ss
+	prev := ss.binding()
+	if prev.Session == ss.id && prev.Lease == l.Addr {
+		if t, ok := srv.cfg.Remote.Get(prev.TEP); ok {
+			return t, nil // a renewal: the tunnel stays where it is
+		}
+	}
+	need := split.NeedDTLS
+	if typ == tsp.TypeV4V6 {
+		need = split.NeedPlain
+	}
+	t, err := srv.cfg.Remote.Pick(need, rule.TEP, ss.id)
+	if err != nil {
+		return split.TEP{}, statusErr(tsp.StatusServerTooBusy, fmt.Errorf("%w (tunnel type %s)", err, typ))
+	}
+	nb := split.Binding{Lease: l.Addr, Session: ss.id, Identity: id.Name, TEP: t.Name, Endpoint: ep}
+	if typ.Extended() {
+		nb.TokenHash = split.HashToken(tok[:])
+	}
+	var old *split.Binding
+	if prev.Session != "" {
+		old = &prev
+	}
+	if err := srv.cfg.Remote.Bind(ctx, nb, old); err != nil {
+		return split.TEP{}, statusErr(tsp.StatusServerTooBusy, err)
+	}
+	if !ss.bind(nb) {
+		_ = srv.cfg.Remote.Unbind(ctx, nb)
+		return split.TEP{}, statusErr(tsp.StatusServerTooBusy, errEnded)
+	}
+	ss.log.Info().Str("tep", t.Name).Str("tep_v6", t.IPv6.String()).Str("lease_v4", l.Addr.String()).Int("tep_load", t.Load).Msg("session bound to a TEP")
+	return t, nil
 }
 
 // resume moves this control connection onto the earlier session that issued token (the
@@ -128,7 +174,11 @@ func (b *backend) Accept(ctx context.Context, id tsp.Identity, offer *tsp.Tunnel
 		return leaseStatus(err)
 	}
 	ss.accepted(l)
-	if err := srv.attachData(ss, data); err != nil {
+	if srv.cfg.Remote != nil {
+		if err := b.acceptRemote(ctx, data); err != nil {
+			return err
+		}
+	} else if err := srv.attachData(ss, data); err != nil {
 		return statusErr(tsp.StatusServerError, err)
 	}
 	ss.log.Info().Str("identity", id.Name).Str("lease_v4", l.Addr.String()).Str("transport", string(data)).
@@ -139,5 +189,26 @@ func (b *backend) Accept(ctx context.Context, id tsp.Identity, offer *tsp.Tunnel
 // Delete ends the session's tunnel at the client's request.
 func (b *backend) Delete(ctx context.Context, id tsp.Identity) error {
 	b.srv.detachData(ctx, b.ss, lease.ReasonClosed)
+	return nil
+}
+
+// acceptRemote tells the session's TEP node the transport accepted: the v4v6 tunnel is set
+// up there, the lease announced.
+func (b *backend) acceptRemote(ctx context.Context, data tsp.TunnelType) error {
+	srv, ss := b.srv, b.ss
+	nb := ss.binding()
+	if nb.Session == "" {
+		return statusErr(tsp.StatusServerError, errors.New("accept without a TEP binding"))
+	}
+	nb.Transport = string(data)
+	if err := srv.cfg.Remote.Bind(ctx, nb, nil); err != nil {
+		return statusErr(tsp.StatusServerTooBusy, err)
+	}
+	if !ss.bind(nb) {
+		return statusErr(tsp.StatusServerError, errEnded)
+	}
+	if data == tsp.TypeV4V6 {
+		srv.sessions.setPlain(ss, nb.Endpoint)
+	}
 	return nil
 }

@@ -111,7 +111,7 @@ func attach(ss *session, ts *tep.Session, l tunnel.Link) error {
 
 // detachData removes the session from the data plane and releases its lease.
 func (s *Server) detachData(ctx context.Context, ss *session, why lease.Reason) {
-	addr, data, link := ss.detachData()
+	addr, data, link, bound := ss.detachData()
 	if link != nil {
 		link.Close()
 	}
@@ -119,10 +119,15 @@ func (s *Server) detachData(ctx context.Context, ss *session, why lease.Reason) 
 		s.cfg.TEP.RemoveSession(addr, ss.id)
 	}
 	// A gateway that lost its ownership does not wait for the store: etcd deletes those
-	// records with the ownership (the watch brings the cache in line), and every session must
-	// go at once, not one store timeout after the other.
+	// records (and bindings) with the ownership (the watch brings the cache in line), and
+	// every session must go at once, not one store timeout after the other.
 	if !addr.IsValid() || why == lease.ReasonOwnership {
 		return
+	}
+	if bound.Session != "" {
+		if err := s.cfg.Remote.Unbind(ctx, bound); err != nil {
+			ss.log.Warn().Err(err).Str("tep", bound.TEP).Msg("TEP binding not removed; it goes with this node's ownership lease")
+		}
 	}
 	if err := s.cfg.Leases.Release(ctx, addr, ss.id, why); err != nil &&
 		!errors.Is(err, lease.ErrNotFound) && !errors.Is(err, lease.ErrSessionMismatch) {
@@ -209,6 +214,10 @@ func (s *Server) unlinkWhenDone(ss *session, l tunnel.Link) {
 // runStreamData carries IPv4 packets on the TSP-SSL connection after a v4tlsv6 accept, until
 // the connection ends. Frames that are not IPv4 carry TSP control messages (lease renewal).
 func (s *Server) runStreamData(ctx context.Context, ss *session, c net.Conn, m *tsp.Server) {
+	if s.cfg.TEP == nil { // never offered without a TEP here
+		ss.log.Error().Msg("TLS data stream refused: this node has no TEP")
+		return
+	}
 	ts, err := s.dataEntry(ss, tunnel.TLS, s.offers.dataMTU(tsp.TypeV4TLSV6))
 	if err != nil {
 		ss.log.Error().Err(err).Msg("cannot start the TLS data stream")

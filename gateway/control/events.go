@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/dstmgw/dstm/gateway/lease"
+	"github.com/dstmgw/dstm/gateway/tep"
 )
 
 // leaseEventBuffer is the lease-event subscription's buffer; the lease manager drops and
@@ -74,7 +75,11 @@ func (s *Server) reconcile() (ended, orphans int) {
 			ended++
 		}
 	}
-	for _, ts := range s.cfg.TEP.Sessions() {
+	var local []tep.SessionSnapshot
+	if s.cfg.TEP != nil { // the TEP nodes reconcile with their bindings
+		local = s.cfg.TEP.Sessions()
+	}
+	for _, ts := range local {
 		if s.sessions.get(ts.ID) != nil {
 			continue
 		}

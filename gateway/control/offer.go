@@ -8,6 +8,7 @@ import (
 	"github.com/dstmgw/dstm/auth"
 	"github.com/dstmgw/dstm/gateway/config"
 	"github.com/dstmgw/dstm/gateway/lease"
+	"github.com/dstmgw/dstm/gateway/split"
 	"github.com/dstmgw/dstm/tsp"
 	"github.com/dstmgw/dstm/tsp/sasl"
 	"github.com/dstmgw/dstm/tunnel"
@@ -21,6 +22,27 @@ type offers struct {
 	passwords   func() *auth.DigestStore
 	plain, dtls bool   // the v4v6 and DTLS data transports are served
 	port        uint16 // the DTLS data channel's UDP port
+	remote      bool   // served by TEP nodes (Config.Remote), not here
+}
+
+// dataEnd is the TEP an offer names: this node's own, or a TEP node's.
+type dataEnd struct {
+	v6, v4 netip.Addr // outer address, inner address (keepalive target)
+	port   uint16     // DTLS port; 0: no DTLS
+	mtu    int        // of its TUN device
+}
+
+// local is this node's own TEP.
+func (o *offers) local() dataEnd {
+	e := dataEnd{v6: o.outerV6(), v4: o.gw.TEP.InnerV4, mtu: o.gw.TEP.MTU}
+	if o.dtls {
+		e.port = o.port
+	}
+	return e
+}
+
+func remoteEnd(t split.TEP) dataEnd {
+	return dataEnd{v6: t.IPv6, v4: t.InnerV4, port: t.DTLSPort, mtu: t.MTU}
 }
 
 // outerV6 is the gateway's outer IPv6 endpoint named in offers.
@@ -55,14 +77,18 @@ const (
 // header, connection ID and AEAD overhead.
 const DTLSRecordMTU = dtlsMTU + 100
 
-func (o *offers) dataMTU(t tsp.TunnelType) int {
+func (o *offers) dataMTU(t tsp.TunnelType) int { return DataMTU(t, o.gw.TEP.MTU) }
+
+// DataMTU is the inner MTU of a tunnel type on a TEP whose TUN device has tepMTU: what the
+// offer announces and the TEP enforces.
+func DataMTU(t tsp.TunnelType, tepMTU int) int {
 	switch t {
 	case tsp.TypeV4V6:
-		return min(plainMTU, o.gw.TEP.MTU)
+		return min(plainMTU, tepMTU)
 	case tsp.TypeV4DTLSV6, tsp.TypeV4AnyV6:
-		return min(dtlsMTU, o.gw.TEP.MTU)
+		return min(dtlsMTU, tepMTU)
 	}
-	return o.gw.TEP.MTU
+	return tepMTU
 }
 
 func (s *Server) newMachine(ss *session, tr tsp.Transport, ext auth.Identity) (*tsp.Server, *backend, error) {
@@ -101,10 +127,10 @@ func (o *offers) tunnelTypes(tr tsp.Transport) []tsp.TunnelType {
 	if o.dtls {
 		out = append(out, tsp.TypeV4DTLSV6)
 	}
-	if tr == tsp.TransportTLS {
+	if tr == tsp.TransportTLS && !o.remote { // the stream is served where the connection lands
 		out = append(out, tsp.TypeV4TLSV6)
 	}
-	if tr == tsp.TransportTLS || o.dtls {
+	if (tr == tsp.TransportTLS && !o.remote) || o.dtls {
 		out = append(out, tsp.TypeV4AnyV6)
 	}
 	return out
@@ -157,7 +183,7 @@ func (o *offers) typeAllowed(rule auth.Rule, t tsp.TunnelType) bool {
 	}
 }
 
-func (o *offers) offer(typ tsp.TunnelType, rule auth.Rule, l lease.Lease, ep netip.Addr, tok [tsp.TokenLen]byte, overTLS bool) *tsp.Tunnel {
+func (o *offers) offer(typ tsp.TunnelType, rule auth.Rule, l lease.Lease, ep netip.Addr, tok [tsp.TokenLen]byte, overTLS bool, end dataEnd) *tsp.Tunnel {
 	life := uint32(time.Until(l.Expires).Round(time.Second) / time.Second)
 	if l.State != lease.StateActive || life == 0 {
 		life = uint32(o.gw.Leases.Lifetime.D() / time.Second)
@@ -166,30 +192,30 @@ func (o *offers) offer(typ tsp.TunnelType, rule auth.Rule, l lease.Lease, ep net
 		Action:   tsp.ActionInfo,
 		Type:     typ,
 		Lifetime: life,
-		Server:   &tsp.Endpoint{IPv4: o.gw.TEP.InnerV4, IPv6: o.outerV6()},
+		Server:   &tsp.Endpoint{IPv4: end.v4, IPv6: end.v6},
 		Client:   &tsp.ClientInfo{IPv4: l.Addr, IPv6: ep},
 	}
 	if ka := o.gw.TEP.Keepalive.D(); ka > 0 {
-		t.Client.Keepalive = &tsp.Keepalive{Interval: uint32(ka / time.Second), Address: o.gw.TEP.InnerV4}
+		t.Client.Keepalive = &tsp.Keepalive{Interval: uint32(ka / time.Second), Address: end.v4}
 	}
 	if typ == tsp.TypeV4V6 {
-		t.Client.DNSServers = o.classicDNS()
+		t.Client.DNSServers = o.classicDNS(end)
 		return t
 	}
-	t.MTU = uint16(o.dataMTU(typ))
+	t.MTU = uint16(DataMTU(typ, end.mtu))
 	t.Client.Routes = append([]netip.Prefix(nil), rule.Routes...)
 	t.Client.DNSServers = o.extendedDNS(rule)
-	t.Data = &tsp.DataChannel{Token: tok, Port: o.port, Transports: o.dataTransports(typ, rule, overTLS)}
+	t.Data = &tsp.DataChannel{Token: tok, Port: end.port, Transports: o.dataTransports(typ, rule, overTLS && !o.remote, end.port != 0)}
 	return t
 }
 
 // classicDNS is the IPv6 DNS list for gogoc, which crashes without one: the configured
-// servers, or the gateway's own outer address as a harmless placeholder.
-func (o *offers) classicDNS() []netip.Addr {
+// servers, or the TEP's outer address as a harmless placeholder.
+func (o *offers) classicDNS(end dataEnd) []netip.Addr {
 	if len(o.gw.TEP.DNSv6) > 0 {
 		return o.gw.TEP.DNSv6[:min(len(o.gw.TEP.DNSv6), tsp.MaxDNSServers)]
 	}
-	return []netip.Addr{o.outerV6()}
+	return []netip.Addr{end.v6}
 }
 
 func (o *offers) extendedDNS(rule auth.Rule) []netip.Addr {
@@ -201,10 +227,10 @@ func (o *offers) extendedDNS(rule auth.Rule) []netip.Addr {
 }
 
 // dataTransports lists the data transports an offer names, in preference order.
-func (o *offers) dataTransports(typ tsp.TunnelType, rule auth.Rule, overTLS bool) []tsp.TunnelType {
+func (o *offers) dataTransports(typ tsp.TunnelType, rule auth.Rule, overTLS, dtls bool) []tsp.TunnelType {
 	p := o.policy.Load()
 	var out []tsp.TunnelType
-	if (typ == tsp.TypeV4DTLSV6 || typ == tsp.TypeV4AnyV6) && p.AllowsTransport(rule, tunnel.DTLS) && o.dtls {
+	if (typ == tsp.TypeV4DTLSV6 || typ == tsp.TypeV4AnyV6) && p.AllowsTransport(rule, tunnel.DTLS) && dtls {
 		out = append(out, tsp.TypeV4DTLSV6)
 	}
 	if (typ == tsp.TypeV4TLSV6 || typ == tsp.TypeV4AnyV6) && p.AllowsTransport(rule, tunnel.TLS) && overTLS {

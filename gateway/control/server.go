@@ -1,6 +1,7 @@
 package control
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"github.com/dstmgw/dstm/gateway/config"
 	"github.com/dstmgw/dstm/gateway/lease"
 	"github.com/dstmgw/dstm/gateway/metrics"
+	"github.com/dstmgw/dstm/gateway/split"
 	"github.com/dstmgw/dstm/gateway/tep"
 	"github.com/dstmgw/dstm/tunnel"
 )
@@ -23,7 +25,10 @@ import (
 type Config struct {
 	Gateway config.Config
 	Leases  *lease.Manager
-	TEP     *tep.TEP
+	// TEP is this node's TEP; nil on a control node whose TEPs run elsewhere (Remote).
+	TEP *tep.TEP
+	// Remote, on a control node without a TEP, binds each session to a TEP node.
+	Remote Remote
 	// Plain is the v4v6 transport (nil: not offered); DTLS says whether the DTLS data
 	// channel is served (its server binds links with BindDTLS) and DataPort its UDP port.
 	Plain     PlainTransport
@@ -39,6 +44,15 @@ type Config struct {
 	Metrics  *metrics.Metrics
 	Logger   zerolog.Logger
 	Now      func() time.Time
+}
+
+// Remote is the TEP directory of a control node whose TEPs run on other nodes
+// (*split.Directory).
+type Remote interface {
+	Pick(need split.Need, prefer, key string) (split.TEP, error)
+	Get(name string) (split.TEP, bool)
+	Bind(ctx context.Context, b split.Binding, prev *split.Binding) error
+	Unbind(ctx context.Context, b split.Binding) error
 }
 
 // PlainTransport is the v4v6 transport as the control plane uses it: one link per client
@@ -68,8 +82,8 @@ type Server struct {
 
 // New returns a Server; it starts nothing (see ServeTCP, UDP and FollowLeases).
 func New(cfg Config) (*Server, error) {
-	if cfg.Leases == nil || cfg.TEP == nil || cfg.Policy == nil || cfg.TLS == nil {
-		return nil, errors.New("control: leases, TEP, policy and TLS configuration are required")
+	if cfg.Leases == nil || (cfg.TEP == nil) == (cfg.Remote == nil) || cfg.Policy == nil || cfg.TLS == nil {
+		return nil, errors.New("control: leases, a TEP or a remote TEP directory (one of them), policy and TLS configuration are required")
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -90,6 +104,9 @@ func New(cfg Config) (*Server, error) {
 	s.offers = &offers{
 		gw: cfg.Gateway, policy: cfg.Policy, passwords: cfg.Passwords,
 		plain: cfg.Plain != nil, dtls: cfg.DTLS, port: cfg.DataPort,
+	}
+	if cfg.Remote != nil { // served by the TEP nodes; Create fails when none does
+		s.offers.plain, s.offers.dtls, s.offers.remote = true, true, true
 	}
 	s.quiet = newSampledLog(s.log, s.now)
 	s.udp = newUDPServer(s)
@@ -116,6 +133,38 @@ func (s *Server) EndAll(why lease.Reason) {
 	for _, ss := range s.sessions.all() {
 		s.end(ss, why)
 	}
+}
+
+// ReasonTEPLost ends the sessions of a TEP node that left (control node without a TEP).
+const ReasonTEPLost lease.Reason = "tep lost"
+
+// endParallel bounds the sessions TEPLost ends at once (each releases its lease in the store).
+const endParallel = 16
+
+// TEPLost ends, in the background, every session bound to the TEP node name, which left the
+// cluster: the clients come back (same address, held for them) and are bound to another.
+func (s *Server) TEPLost(name string) {
+	var gone []*session
+	for _, ss := range s.sessions.all() {
+		if ss.binding().TEP == name {
+			gone = append(gone, ss)
+		}
+	}
+	if len(gone) == 0 {
+		return
+	}
+	s.log.Warn().Str("tep", name).Int("sessions", len(gone)).Str("reason", string(ReasonTEPLost)).
+		Msg("TEP left: its sessions end; their clients come back through another TEP")
+	go func() {
+		sem := make(chan struct{}, endParallel)
+		for _, ss := range gone {
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem }()
+				s.end(ss, ReasonTEPLost)
+			}()
+		}
+	}()
 }
 
 // Wait waits for the TCP connection workers, which end with the context given to ServeTCP.

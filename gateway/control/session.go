@@ -13,6 +13,7 @@ import (
 
 	"github.com/dstmgw/dstm/auth"
 	"github.com/dstmgw/dstm/gateway/lease"
+	"github.com/dstmgw/dstm/gateway/split"
 	"github.com/dstmgw/dstm/gateway/tep"
 	"github.com/dstmgw/dstm/tsp"
 	"github.com/dstmgw/dstm/tunnel"
@@ -25,8 +26,8 @@ import (
 // Every field under mu is written only by the methods in this file, under mu, by one owner:
 //   - the control channel (control, remote, serial, closeCtl, gen, detached): the connection
 //     that holds the session (newSession, adopt on resumption, controlLost);
-//   - the TSP state (identity, rule, lease, endpoint, token): the backend of that connection
-//     (offered, accepted), and end;
+//   - the TSP state (identity, rule, lease, endpoint, token, bound): the backend of that
+//     connection (offered, accepted, bind), and end;
 //   - the data plane (data, link): attach (accept, DTLS bind) and unlink (the link ended);
 //   - closed: end, once; afterwards nothing changes.
 //
@@ -50,6 +51,7 @@ type session struct {
 	lease    lease.Lease // zero until the first offer
 	endpoint netip.Addr
 	token    [tsp.TokenLen]byte
+	bound    split.Binding // on a control node without a TEP: the session's TEP binding
 
 	data *tep.Session // the session's TEP entry, once it has a data channel
 	link tunnel.Link  // current data link, owned (closed) by the session
@@ -89,6 +91,25 @@ func (ss *session) accepted(l lease.Lease) {
 	ss.mu.Lock()
 	ss.lease = l
 	ss.mu.Unlock()
+}
+
+// binding returns the session's TEP binding (zero: none).
+func (ss *session) binding() split.Binding {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.bound
+}
+
+// bind records the session's TEP binding; false if the session ended meanwhile (the caller
+// then removes what it wrote).
+func (ss *session) bind(b split.Binding) bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.closed {
+		return false
+	}
+	ss.bound = b
+	return true
 }
 
 // leaseBusyError says that the TEP entry of a lease belongs to another session.
@@ -168,12 +189,12 @@ func (ss *session) unlink(l tunnel.Link) (mine, orphan bool) {
 
 // detachData takes the session's lease and data plane away (the caller releases the lease,
 // removes the TEP entry and closes the link): after a delete, and when the session ends.
-func (ss *session) detachData() (addr netip.Addr, data *tep.Session, link tunnel.Link) {
+func (ss *session) detachData() (addr netip.Addr, data *tep.Session, link tunnel.Link, bound split.Binding) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	addr, data, link = ss.lease.Addr, ss.data, ss.link
-	ss.lease, ss.link, ss.data = lease.Lease{}, nil, nil
-	return addr, data, link
+	addr, data, link, bound = ss.lease.Addr, ss.data, ss.link, ss.bound
+	ss.lease, ss.link, ss.data, ss.bound = lease.Lease{}, nil, nil, split.Binding{}
+	return addr, data, link, bound
 }
 
 // controlLost reports, for the ended control connection of generation gen, whether the
@@ -263,6 +284,7 @@ type View struct {
 	Endpoint  netip.AddrPort // the data link's peer, else the client's IPv6 endpoint
 	Remote    netip.AddrPort // the control channel's source
 	Started   time.Time
+	TEP       string // the TEP node carrying the data, on a control node without a TEP
 }
 
 func (ss *session) view() View {
@@ -271,6 +293,7 @@ func (ss *session) view() View {
 	v := View{
 		ID: ss.id, Identity: ss.identity.Name, Mechanism: string(ss.identity.Mechanism),
 		Control: ss.control, Lease: ss.lease.Addr, Remote: ss.remote, Started: ss.started,
+		TEP: ss.bound.TEP,
 	}
 	if ss.lease.State == lease.StateActive {
 		v.Transport = ss.lease.Transport

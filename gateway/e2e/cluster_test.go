@@ -46,6 +46,7 @@ const (
 
 type clusterGW struct {
 	name    string
+	roles   string // "" (both), "control" or "tep" (TestSplitRoles)
 	ns      *netns.NS
 	v6, v4  netip.Addr
 	dir     string
@@ -92,6 +93,13 @@ type clusterEnv struct {
 
 func newClusterEnv(t *testing.T) *clusterEnv {
 	t.Helper()
+	return newClusterEnvWith(t, false)
+}
+
+// newClusterEnvWith builds the cluster scenario; with split, the gateways are a control node
+// (ctl, ::11) and two TEP nodes (tep1 ::12/.12, tep2 ::13/.13), the TEPs speaking BGP.
+func newClusterEnvWith(t *testing.T, split bool) *clusterEnv {
+	t.Helper()
 	requireE2E(t)
 	dir, err := os.MkdirTemp("", "dstm-e2e-cl")
 	if err != nil {
@@ -131,12 +139,16 @@ func newClusterEnv(t *testing.T) *clusterEnv {
 		m.ns = attach(fmt.Sprintf("e%d", i+1), fmt.Sprintf("dstmhe%d", i+1), netip.PrefixFrom(v6, 64))
 		ce.members = append(ce.members, m)
 	}
-	for i := range 2 {
+	names, roles := []string{"gw1", "gw2"}, []string{"", ""}
+	if split {
+		names, roles = []string{"ctl", "tep1", "tep2"}, []string{"control", "tep", "tep"}
+	}
+	for i := range names {
 		g := &clusterGW{
-			name: fmt.Sprintf("gw%d", i+1),
-			v6:   netip.MustParseAddr(fmt.Sprintf("fd00:d57e::%x", 0x11+i)),
-			v4:   netip.MustParseAddr(fmt.Sprintf("198.51.100.%d", 11+i)),
-			dir:  filepath.Join(dir, fmt.Sprintf("gw%d", i+1)),
+			name: names[i], roles: roles[i],
+			v6:  netip.MustParseAddr(fmt.Sprintf("fd00:d57e::%x", 0x11+i)),
+			v4:  netip.MustParseAddr(fmt.Sprintf("198.51.100.%d", 11+i)),
+			dir: filepath.Join(dir, fmt.Sprintf("gw%d", i+1)),
 		}
 		g.ns = attach(fmt.Sprintf("g%d", i+1), fmt.Sprintf("dstmhg%d", i+1), netip.PrefixFrom(g.v6, 64), netip.PrefixFrom(g.v4, 24))
 		if err := g.ns.SetSysctl("net/ipv4/ip_forward", "1"); err != nil {
@@ -147,7 +159,9 @@ func newClusterEnv(t *testing.T) *clusterEnv {
 	ce.srv = startServers(t, ce.server, clusterServer)
 	var peers []birdPeer
 	for _, g := range ce.gws {
-		peers = append(peers, birdPeer{name: g.name, addr: g.v4.String(), localAS: 65000, remoteAS: 65010})
+		if g.roles != "control" {
+			peers = append(peers, birdPeer{name: g.name, addr: g.v4.String(), localAS: 65000, remoteAS: 65010})
+		}
 	}
 	startBird(t, ce.server, dir, clusterServer.String(), peers...)
 	ce.startEtcd()
@@ -164,7 +178,9 @@ func newClusterEnv(t *testing.T) *clusterEnv {
 	if out, err := ce.gwCmd(ce.gws[0], "init"); err != nil {
 		t.Fatalf("dstm-gateway init: %v\n%s", err, out)
 	}
-	certstest.CopyKeys(t, filepath.Join(ce.gws[0].dir, "state", "ca"), filepath.Join(ce.gws[1].dir, "state", "ca"))
+	for _, g := range ce.gws[1:] {
+		certstest.CopyKeys(t, filepath.Join(ce.gws[0].dir, "state", "ca"), filepath.Join(g.dir, "state", "ca"))
+	}
 	for _, g := range ce.gws {
 		ce.startGateway(g)
 	}
@@ -183,7 +199,14 @@ func (ce *clusterEnv) config(g *clusterGW) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "state_dir: %s\n", filepath.Join(g.dir, "state"))
 	fmt.Fprintf(&b, "listen:\n  addresses: [%q]\n", g.addr())
-	fmt.Fprintf(&b, "tep:\n  ipv6: %s\n  inner_v4: %s\n  device: %s\n", g.v6, innerV4, gatewayTUN)
+	inner := innerV4
+	if g.roles != "" {
+		// Each TEP node has an inner address of its own (outside the pool).
+		fmt.Fprintf(&b, "roles: [%s]\n", g.roles)
+		inner = "100.127.0." + strings.TrimPrefix(g.v4.String(), "198.51.100.")
+		b.WriteString("policy:\n  default:\n    transports: [v4v6, v4anyv6]\n")
+	}
+	fmt.Fprintf(&b, "tep:\n  ipv6: %s\n  inner_v4: %s\n  device: %s\n  plain_transport: %t\n", g.v6, inner, gatewayTUN, g.roles == "tep")
 	fmt.Fprintf(&b, "pools:\n  - name: default\n    prefixes: [%s]\n", poolPrefix)
 	fmt.Fprintf(&b, "ca:\n  server_names: [gw.e2e.test]\n  server_ips: [%s]\n", g.v6)
 	b.WriteString("log:\n  level: debug\n  format: json\n")
@@ -191,6 +214,10 @@ func (ce *clusterEnv) config(g *clusterGW) string {
 	fmt.Fprintf(&b, "store:\n  etcd:\n    name: %s\n    ttl: %s\n    request_timeout: 1s\n    endpoints:\n", g.name, clusterTTL)
 	for _, ep := range ce.endpoints() {
 		fmt.Fprintf(&b, "      - %q\n", ep)
+	}
+	if g.roles == "control" {
+		b.WriteString("tsp:\n  anonymous: true\n") // the gogoc-style client of TestSplitRoles
+		return b.String()
 	}
 	// Each gateway announces its sessions' /32s to the site router (BIRD, with the server).
 	fmt.Fprintf(&b, "bgp:\n  local_as: 65010\n  router_id: %s\n  neighbors:\n    - address: %s\n      as: 65000\n", g.v4, clusterServer)
@@ -257,7 +284,7 @@ func (ce *clusterEnv) startGateway(g *clusterGW) {
 			ce.t.Fatalf("%s exited during start-up: %v", g.name, p.err)
 		}
 		st, err := ce.status(g)
-		if err != nil {
+		if err != nil || g.roles == "control" {
 			return err
 		}
 		if st.BGP == nil || len(st.BGP.Neighbors) != 1 || st.BGP.Neighbors[0].State != "established" {
@@ -493,6 +520,38 @@ func (ce *clusterEnv) moved(from *clusterGW, t0 time.Time, what string) {
 	eventually(t, 10*time.Second, "the store after "+what, ce.checkStore)
 }
 
+// settle waits until every client has been up for 2.5 s, as in real life: a tunnel that
+// drops right after it came up is reconnected with backoff, not at once (client.stableFor).
+func (ce *clusterEnv) settle() {
+	for _, c := range ce.clients {
+		eventually(ce.t, 10*time.Second, c.name+" up for 2.5 s", func() error {
+			st, err := ce.clientStatus(c)
+			if err == nil && time.Since(st.Since) < 2500*time.Millisecond {
+				err = fmt.Errorf("up since %v", st.Since)
+			}
+			return err
+		})
+	}
+}
+
+// startDownload starts downloading size bytes through c and returns once started bytes have
+// arrived: got counts them, done delivers the download's result.
+func (ce *clusterEnv) startDownload(c *clusterClient, size, started int64, what string) (*atomic.Int64, <-chan error) {
+	ce.t.Helper()
+	got := new(atomic.Int64)
+	done := make(chan error, 1)
+	go func() { done <- ce.download(c, size, got) }()
+	if err := poll(30*time.Second, 5*time.Millisecond, func() error {
+		if got.Load() < started {
+			return fmt.Errorf("%d bytes received", got.Load())
+		}
+		return nil
+	}); err != nil {
+		ce.t.Fatalf("%s: the download does not start: %v", what, err)
+	}
+	return got, done
+}
+
 // TestClusterFailover: two gateways on a real three-member etcd cluster (processes in
 // namespaces). The client is killed away from its gateway (kill -9) again and again and comes
 // back on the other one with the same IPv4 address, traffic flowing; then with one etcd member
@@ -518,29 +577,9 @@ func TestClusterFailover(t *testing.T) {
 	failover := func(what string) {
 		t.Helper()
 		dead := alice.gw
-		// Clients up for a while, as in real life (a tunnel that drops right after it came up
-		// is reconnected with backoff, not at once: client.stableFor).
-		for _, c := range ce.clients {
-			eventually(t, 10*time.Second, c.name+" up for 2.5 s", func() error {
-				st, err := ce.clientStatus(c)
-				if err == nil && time.Since(st.Since) < 2500*time.Millisecond {
-					err = fmt.Errorf("up since %v", st.Since)
-				}
-				return err
-			})
-		}
+		ce.settle()
 		const size = 256 << 20
-		var got atomic.Int64
-		done := make(chan error, 1)
-		go func() { done <- ce.download(alice, size, &got) }()
-		if err := poll(30*time.Second, 5*time.Millisecond, func() error {
-			if got.Load() < 4<<20 {
-				return fmt.Errorf("%d bytes received", got.Load())
-			}
-			return nil
-		}); err != nil {
-			t.Fatalf("%s: the download does not start: %v", what, err)
-		}
+		got, done := ce.startDownload(alice, size, 4<<20, what)
 		killed := time.Now()
 		atKill := got.Load()
 		dead.proc.killHard(t)

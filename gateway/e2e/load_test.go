@@ -173,13 +173,20 @@ func (l *loadClient) plainUDP(ctx context.Context, src netip.Addr) error {
 		return err
 	}
 	defer c.Close()
+	_, err = gogocUDP(ctx, c, src)
+	return err
+}
+
+// gogocUDP runs gogoc's v4v6 exchange over UDP from src on c and returns the offer accepted.
+func gogocUDP(ctx context.Context, c net.Conn, src netip.Addr) (*tsp.Tunnel, error) {
 	m, err := anonymousV4V6(tsp.TransportUDP, src)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	replies, err := m.Start()
 	seq := uint32(0xf0)
 	buf := make([]byte, 2048)
+	var offer *tsp.Tunnel
 	for err == nil && m.State() != tsp.ClientEstablished {
 		if len(replies) == 0 || len(replies[0].Payload) == 0 {
 			break // the accept needs no answer
@@ -191,28 +198,44 @@ func (l *loadClient) plainUDP(ctx context.Context, src netip.Addr) error {
 		if err == nil {
 			replies, err = m.Step(msg)
 		}
+		if o := m.Offer(); o != nil {
+			offer = o
+		}
 	}
 	if err == nil && len(replies) > 0 && len(replies[0].Payload) > 0 {
 		seq++
 		_, err = c.Write(tsp.AppendDatagram(nil, tsp.Header{Seq: seq, Timestamp: uint32(time.Now().Unix())}, replies[0].Payload))
 	}
-	if err != nil {
-		return fmt.Errorf("plain TSP over UDP from %s: %w", src, err)
+	if err == nil && offer == nil {
+		err = errors.New("no offer")
 	}
-	return nil
+	if err != nil {
+		return nil, fmt.Errorf("plain TSP over UDP from %s: %w", src, err)
+	}
+	return offer, nil
 }
 
 // udpRoundTrip sends d and returns the payload of the answer, retransmitting every second.
+// Answers to earlier sequence numbers (a retransmission's second answer) are skipped.
 func udpRoundTrip(ctx context.Context, c net.Conn, d, buf []byte) ([]byte, error) {
+	want, _, err := tsp.ParseDatagram(d)
+	if err != nil {
+		return nil, err
+	}
 	for try := 0; try < 5; try++ {
 		if _, err := c.Write(d); err != nil {
 			return nil, err
 		}
 		_ = c.SetReadDeadline(time.Now().Add(time.Second))
-		n, err := c.Read(buf)
-		if err == nil {
-			_, payload, perr := tsp.ParseDatagram(buf[:n])
-			return payload, perr
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				break
+			}
+			h, payload, perr := tsp.ParseDatagram(buf[:n])
+			if perr != nil || h.Seq == want.Seq {
+				return payload, perr
+			}
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()

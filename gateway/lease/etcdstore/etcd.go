@@ -90,6 +90,22 @@ type Member struct {
 	// Pools is a fingerprint of the gateway's pools: the gateways of a cluster should have
 	// the same (a client's sticky address is in a pool every gateway has).
 	Pools string `json:"pools,omitempty"`
+	// Roles are the node's roles ("control", "tep"); empty: both, in one process.
+	Roles []string `json:"roles,omitempty"`
+	// TEP is what a TEP node serves, for the control nodes that pick one per session
+	// (docs/decisions/0010-split-roles.md); nil unless the node runs only the TEP role.
+	TEP *TEPInfo `json:"tep,omitempty"`
+}
+
+// TEPInfo is a TEP node's data plane as offers name it.
+type TEPInfo struct {
+	IPv6    netip.Addr `json:"ipv6"`     // the outer address clients tunnel to
+	InnerV4 netip.Addr `json:"inner_v4"` // its inner address (keepalive target)
+	MTU     int        `json:"mtu"`      // its TUN device's MTU
+	// DTLSPort is the UDP port of its DTLS data channel; 0: no DTLS.
+	DTLSPort uint16 `json:"dtls_port,omitempty"`
+	// Plain says it carries plain IPv4-in-IPv6 (v4v6).
+	Plain bool `json:"plain,omitempty"`
 }
 
 func (o Options) withDefaults() Options {
@@ -195,6 +211,10 @@ func (s *Store) Close() error {
 // Client returns the etcd client, for the other cluster state a gateway
 // keeps next to its leases.
 func (s *Store) Client() *clientv3.Client { return s.cli }
+
+// MembersPrefix is the key prefix of the member announcements (Member, as JSON, under
+// MembersPrefix()+name), for the nodes that watch them.
+func (s *Store) MembersPrefix() string { return s.members }
 
 // MaxChanges implements the lease package's batch limit: one change is one
 // compare and one operation of a transaction.
