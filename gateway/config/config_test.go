@@ -72,6 +72,7 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		{"split without etcd", "roles: [control]\n", "roles: [control] needs store.etcd"},
 		{"bgp on a control node", "roles: [control]\nstore:\n  etcd:\n    endpoints: [\"http://e1:2379\"]\nbgp:\n  local_as: 65010\n  router_id: 192.0.2.1\n  neighbors: [{address: 192.0.2.9, as: 65000}]\n", "bgp: routes are announced by the nodes with the tep role"},
 		{"tep without ipv6", "roles: [tep]\nstore:\n  etcd:\n    endpoints: [\"http://e1:2379\"]\n", "tep.ipv6: required with roles [tep]"},
+		{"tep inner in a pool", "roles: [tep]\ntep:\n  ipv6: 2001:db8::1\n  inner_v4: 100.64.0.1\npools:\n  - name: a\n    prefixes: [100.64.0.0/24]\nstore:\n  etcd:\n    endpoints: [\"http://e1:2379\"]\n", `tep.inner_v4: 100.64.0.1 is in pool "a"`},
 		{"tep without transport", "roles: [tep]\nlisten:\n  udp: false\ntep:\n  ipv6: 2001:db8::1\nstore:\n  etcd:\n    endpoints: [\"http://e1:2379\"]\n", "a TEP node serves DTLS (listen.udp) or v4v6"},
 		{"etcd password", "store:\n  etcd:\n    endpoints: [\"http://e1:2379\"]\n    username: gw\n", "store.etcd.username"},
 	}

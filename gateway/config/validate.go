@@ -414,6 +414,9 @@ func (c *Config) validateRoles() []error {
 		if !c.TEP.IPv6.IsValid() {
 			errs = append(errs, bad("tep.ipv6", "required with roles %v: the outer address control nodes name in their offers", c.Roles))
 		}
+		if pool := c.PoolOf(c.TEP.InnerV4); pool != "" {
+			errs = append(errs, bad("tep.inner_v4", "%s is in pool %q: with roles %v it must be outside the pools (the control nodes lease every address of them)", c.TEP.InnerV4, pool, c.Roles))
+		}
 		if !c.Listen.UDP && !c.TEP.PlainTransport {
 			errs = append(errs, bad("roles", "a TEP node serves DTLS (listen.udp) or v4v6 (tep.plain_transport); both are off"))
 		}

@@ -28,21 +28,18 @@ type offers struct {
 // dataEnd is the TEP an offer names: this node's own, or a TEP node's.
 type dataEnd struct {
 	v6, v4 netip.Addr // outer address, inner address (keepalive target)
-	port   uint16     // DTLS port; 0: no DTLS
+	port   uint16     // the data element's port (the DTLS port; the TSP port without DTLS)
+	dtls   bool       // DTLS is served there
 	mtu    int        // of its TUN device
 }
 
 // local is this node's own TEP.
 func (o *offers) local() dataEnd {
-	e := dataEnd{v6: o.outerV6(), v4: o.gw.TEP.InnerV4, mtu: o.gw.TEP.MTU}
-	if o.dtls {
-		e.port = o.port
-	}
-	return e
+	return dataEnd{v6: o.outerV6(), v4: o.gw.TEP.InnerV4, port: o.port, dtls: o.dtls, mtu: o.gw.TEP.MTU}
 }
 
 func remoteEnd(t split.TEP) dataEnd {
-	return dataEnd{v6: t.IPv6, v4: t.InnerV4, port: t.DTLSPort, mtu: t.MTU}
+	return dataEnd{v6: t.IPv6, v4: t.InnerV4, port: t.DTLSPort, dtls: t.DTLSPort != 0, mtu: t.MTU}
 }
 
 // outerV6 is the gateway's outer IPv6 endpoint named in offers.
@@ -205,7 +202,7 @@ func (o *offers) offer(typ tsp.TunnelType, rule auth.Rule, l lease.Lease, ep net
 	t.MTU = uint16(DataMTU(typ, end.mtu))
 	t.Client.Routes = append([]netip.Prefix(nil), rule.Routes...)
 	t.Client.DNSServers = o.extendedDNS(rule)
-	t.Data = &tsp.DataChannel{Token: tok, Port: end.port, Transports: o.dataTransports(typ, rule, overTLS && !o.remote, end.port != 0)}
+	t.Data = &tsp.DataChannel{Token: tok, Port: end.port, Transports: o.dataTransports(typ, rule, overTLS && !o.remote, end.dtls)}
 	return t
 }
 
