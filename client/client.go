@@ -19,6 +19,7 @@ import (
 
 	"github.com/dstmgw/dstm/certs/enroll"
 	"github.com/dstmgw/dstm/internal/hostnet"
+	"github.com/dstmgw/dstm/internal/proxy"
 	"github.com/dstmgw/dstm/tsp"
 )
 
@@ -50,6 +51,10 @@ type Config struct {
 	// KillSwitch keeps the tunnel's routes blocked (blackhole routes) after `up` ends, and
 	// when it dies, until `dstm-client kill-switch off`. Without it, `up` removes any left.
 	KillSwitch bool
+	// Proxy, when set, runs the tunnel in a userspace TCP/IP stack instead of a TUN device:
+	// no root, no host configuration; applications reach the tunnel through these loopback
+	// proxies (socks5://HOST:PORT, http://HOST:PORT), names resolved by the pushed DNS.
+	Proxy []string
 	// OnState is called whenever the tunnel comes up or goes down (for `status`).
 	OnState func(Status)
 	Logger  zerolog.Logger
@@ -67,6 +72,7 @@ type Status struct {
 	Device    string      `json:"device,omitempty"`
 	Routes    []string    `json:"routes,omitempty"`
 	DNS       []string    `json:"dns,omitempty"`
+	Proxy     []string    `json:"proxy,omitempty"` // rootless mode: the proxies (no device, no routes)
 	Expires   time.Time   `json:"lease_expires,omitzero"`
 	Since     time.Time   `json:"since,omitzero"`
 	Error     string      `json:"error,omitempty"`
@@ -104,6 +110,17 @@ func (c *Config) setDefaults() error {
 	if c.Device == "" {
 		c.Device = "dstmc0"
 	}
+	for _, p := range c.Proxy {
+		if _, err := proxy.ParseURL(p); err != nil {
+			return fmt.Errorf("client: %w", err)
+		}
+	}
+	if len(c.Proxy) > 0 && c.Transport == TransportPlain {
+		return errors.New("client: the plain transport needs a raw socket (root); a proxy runs without root: use auto, dtls or tls")
+	}
+	if len(c.Proxy) > 0 && c.KillSwitch {
+		return errors.New("client: a proxy changes no route: there is nothing for a kill switch to keep blocked")
+	}
 	if c.DTLSTimeout <= 0 {
 		c.DTLSTimeout = 3 * time.Second
 	}
@@ -136,9 +153,10 @@ type Client struct {
 	renewer  *enroll.Renewer
 	tickets  ticketCache // TLS session tickets of the current certificate
 	gateways []gatewayEndpoint
-	cur      atomic.Int32 // index in gateways of the one in use (or tried first next)
-	upSince  atomic.Int64 // Unix ns when the last session brought the tunnel up; 0: it did not
-	in       *insideState // the TUN device and routes, kept across sessions (Run's goroutine only)
+	cur      atomic.Int32  // index in gateways of the one in use (or tried first next)
+	upSince  atomic.Int64  // Unix ns when the last session brought the tunnel up; 0: it did not
+	in       *insideState  // the TUN device and routes, kept across sessions (Run's goroutine only)
+	proxy    *proxy.Server // the rootless mode's proxies (nil without Config.Proxy)
 }
 
 // After an established tunnel that had been up for at least stableFor goes down, the client
@@ -200,7 +218,13 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 	}()
 	defer c.closeInside()
-	if !c.cfg.KillSwitch {
+	if len(c.cfg.Proxy) > 0 {
+		stop, err := c.startProxies(ctx)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	} else if !c.cfg.KillSwitch {
 		if n, err := hostnet.ClearKillSwitch(); err != nil {
 			c.log.Warn().Err(err).Msg("the kill switch of an earlier run could not be removed")
 		} else if n > 0 {

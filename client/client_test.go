@@ -61,6 +61,12 @@ func TestSetDefaults(t *testing.T) {
 			gateway: "gw1:3653", serverName: "gw1", transport: TransportAuto, device: "dstmc0",
 			dtls: 3 * time.Second, bmin: time.Second, bmax: time.Minute},
 		{name: "empty gateway in the list", in: Config{Gateway: "gw1", Gateways: []string{""}}, wantErr: true},
+		{name: "rootless", in: Config{Gateway: "gw", Proxy: []string{"socks5://127.0.0.1:1080", "http://[::1]:8080"}},
+			gateway: "gw:3653", serverName: "gw", transport: TransportAuto, device: "dstmc0",
+			dtls: 3 * time.Second, bmin: time.Second, bmax: time.Minute},
+		{name: "proxy open to the network", in: Config{Gateway: "gw", Proxy: []string{"socks5://0.0.0.0:1080"}}, wantErr: true},
+		{name: "proxy and plain", in: Config{Gateway: "gw", Transport: TransportPlain, Proxy: []string{"socks5://127.0.0.1:1080"}}, wantErr: true},
+		{name: "proxy and kill switch", in: Config{Gateway: "gw", KillSwitch: true, Proxy: []string{"socks5://127.0.0.1:1080"}}, wantErr: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.zx2c4.com/wireguard/tun"
+
 	"github.com/dstmgw/dstm/internal/hostnet"
 	"github.com/dstmgw/dstm/tsp"
 	"github.com/dstmgw/dstm/tsp/sasl"
@@ -256,9 +258,10 @@ func (c *Client) session(ctx context.Context) error {
 	// Until the next session's link, what the host sends into the tunnel is dropped (and
 	// counted), never routed around it: the device and its routes stay (fail-closed).
 	defer ts.setLink(nil)
+	st := c.status(offer, kind, routes)
 	c.log.Info().Str("lease_v4", offer.Client.IPv4.String()).Str("transport", kind).
-		Str("device", c.cfg.Device).Strs("routes", prefixStrings(routes)).Msg("tunnel up")
-	c.cfg.OnState(c.status(offer, kind, routes))
+		Str("device", st.Device).Strs("routes", st.Routes).Strs("proxy", st.Proxy).Msg("tunnel up")
+	c.cfg.OnState(st)
 	c.upSince.Store(c.cfg.Now().UnixNano())
 	return c.maintain(ctx, ctl, offer, link, kind, ts, roamed)
 }
@@ -268,7 +271,8 @@ func (c *Client) session(ctx context.Context) error {
 // identity its address back, on any gateway of a cluster), so that an outage, a reconnect or
 // a failover never leaves the host's IPv4 traffic a way around the tunnel.
 type insideState struct {
-	host    *hostnet.Host
+	host    *hostnet.Host // nil in proxy mode
+	dev     tun.Device    // the netstack device in proxy mode
 	ts      *tunSide
 	lease   netip.Addr
 	mtu     int
@@ -278,7 +282,11 @@ type insideState struct {
 
 func (in *insideState) close() {
 	in.ts.close()
-	in.host.Close() // the device goes: ts.run returns
+	if in.host != nil {
+		in.host.Close() // the device goes: ts.run returns
+	} else {
+		in.dev.Close()
+	}
 	<-in.runDone
 }
 
@@ -292,8 +300,14 @@ func (c *Client) inside(offer *tsp.Tunnel, mtu int) (*insideState, error) {
 		}
 		c.log.Warn().Str("lease_v4", offer.Client.IPv4.String()).Str("from", in.lease.String()).
 			Msg("the lease or routes changed: the TUN device is set up again")
+		if c.proxy != nil {
+			c.proxy.SetNetwork(nil)
+		}
 		in.close()
 		c.in = nil
+	}
+	if c.proxy != nil {
+		return c.netstackInside(offer, mtu, routes)
 	}
 	if c.cfg.KillSwitch {
 		// Before the tunnel's routes: from now on these destinations never leave outside it.
@@ -316,6 +330,9 @@ func (c *Client) inside(offer *tsp.Tunnel, mtu int) (*insideState, error) {
 
 // closeInside removes the TUN device and its routes (`up` ends).
 func (c *Client) closeInside() {
+	if c.proxy != nil {
+		c.proxy.SetNetwork(nil)
+	}
 	if c.in != nil {
 		c.in.close()
 		c.in = nil
@@ -573,6 +590,9 @@ func (c *Client) status(offer *tsp.Tunnel, kind string, routes []netip.Prefix) S
 	}
 	for _, d := range offer.Client.DNSServers {
 		st.DNS = append(st.DNS, d.String())
+	}
+	if c.proxy != nil { // rootless: no device, no route on the host
+		st.Device, st.Routes, st.Proxy = "", nil, c.cfg.Proxy
 	}
 	return st
 }

@@ -150,6 +150,7 @@ func newUpCmd(g *globals) *cobra.Command {
 	f.StringVar(&cfg.Device, "device", "dstmc0", "TUN device name")
 	f.DurationVar(&cfg.DTLSTimeout, "dtls-timeout", 3*time.Second, "time to wait for DTLS before falling back to TLS")
 	f.BoolVar(&cfg.KillSwitch, "kill-switch", false, "keep the tunnel's routes blocked after up ends or dies, until `dstm-client kill-switch off`")
+	f.StringSliceVar(&cfg.Proxy, "proxy", nil, "rootless mode: no TUN device, no root; serve the tunnel as loopback proxies, socks5://127.0.0.1:1080 and/or http://127.0.0.1:8080 (comma-separated or repeated)")
 	return cmd
 }
 
@@ -222,6 +223,9 @@ func newStatusCmd(g *globals) *cobra.Command {
 			if st.State == "up" {
 				fmt.Fprintf(out, "identity:   %s\nlease:      %s (gateway %s)\ntransport:  %s\ndevice:     %s\nroutes:     %v\ndns:        %v\nup since:   %s\n",
 					st.Identity, st.Lease, st.Server, st.Transport, st.Device, st.Routes, st.DNS, st.Since.Format(time.RFC3339))
+				if len(st.Proxy) > 0 {
+					fmt.Fprintf(out, "proxy:      %s (rootless: no device, no routes)\n", strings.Join(st.Proxy, ", "))
+				}
 			}
 			if st.Error != "" {
 				fmt.Fprintf(out, "last error: %s\n", st.Error)

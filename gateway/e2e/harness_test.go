@@ -64,6 +64,8 @@ type gwOptions struct {
 	// pool; the gateway announces it (bgp: in its configuration), the session protected by a
 	// TCP MD5 password (bgpPassword, in the file bgp-password of the scenario's directory).
 	bgp bool
+	// dns: the policy pushes the IPv4 server's address as the DNS server.
+	dns bool
 }
 
 // pool is the lease pool of the scenario.
@@ -154,6 +156,9 @@ func (e *env) config() string {
 		fallthrough
 	default:
 		b.WriteString("log:\n  level: debug\n  format: json\n")
+	}
+	if e.opts.dns && !e.opts.load && !e.opts.plain {
+		fmt.Fprintf(&b, "policy:\n  default:\n    dns: [%s]\n", e.tp.ServerV4)
 	}
 	fmt.Fprintf(&b, "metrics:\n  listen: %q\n  pprof: %t\n", metricsAddr, e.opts.load)
 	if e.opts.bgp {

@@ -1,0 +1,170 @@
+package e2e
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/dstmgw/dstm/internal/netns"
+)
+
+// intranetName is the name only the tunnel's DNS server knows (the IPv4 server's address).
+const intranetName = "intranet.e2e.test."
+
+// nobody is the unprivileged user the rootless client runs as.
+const nobody = 65534
+
+// startDNS answers A queries for intranetName with addr, on addr:53 in ns, and NXDOMAIN for
+// every other name: a DNS server reachable only through the tunnel.
+func startDNS(t *testing.T, ns *netns.NS, addr netip.Addr) {
+	t.Helper()
+	var pc net.PacketConn
+	if err := ns.Do(func() error {
+		var err error
+		pc, err = net.ListenPacket("udp4", netip.AddrPortFrom(addr, 53).String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			if out, err := dnsAnswer(buf[:n], addr); err == nil {
+				_, _ = pc.WriteTo(out, from)
+			}
+		}
+	}()
+}
+
+func dnsAnswer(query []byte, addr netip.Addr) ([]byte, error) {
+	var p dnsmessage.Parser
+	h, err := p.Start(query)
+	if err != nil {
+		return nil, err
+	}
+	q, err := p.Question()
+	if err != nil {
+		return nil, err
+	}
+	rh := dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true, RecursionDesired: h.RecursionDesired}
+	known := strings.EqualFold(q.Name.String(), intranetName)
+	if !known {
+		rh.RCode = dnsmessage.RCodeNameError
+	}
+	b := dnsmessage.NewBuilder(nil, rh)
+	b.EnableCompression()
+	if err := b.StartQuestions(); err != nil {
+		return nil, err
+	}
+	if err := b.Question(q); err != nil {
+		return nil, err
+	}
+	if err := b.StartAnswers(); err != nil {
+		return nil, err
+	}
+	if known && q.Type == dnsmessage.TypeA {
+		if err := b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 60},
+			dnsmessage.AResource{A: addr.As4()}); err != nil {
+			return nil, err
+		}
+	}
+	return b.Finish()
+}
+
+// TestRootlessProxy: `dstm-client up --proxy` as an unprivileged user (uid 65534, no
+// capabilities) in the client namespace: no TUN device, no route, and yet curl reaches the
+// IPv4-only server through the tunnel by SOCKS5 (the name resolved by the pushed DNS server,
+// through the tunnel) and by the HTTP proxy (CONNECT, and plain requests).
+func TestRootlessProxy(t *testing.T) {
+	e := newEnv(t, gwOptions{dns: true})
+	startDNS(t, e.tp.Server, e.tp.ServerV4)
+	e.enroll()
+	// The unprivileged user needs its state directory and the binary.
+	if err := filepath.Walk(e.cdir, func(p string, _ os.FileInfo, err error) error {
+		if err == nil {
+			err = os.Lchown(p, nobody, nobody)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{e.dir, filepath.Dir(bins.client)} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.client = startProc(t, "client", e.tp.Client, filepath.Join(e.dir, "client.log"),
+		"setpriv", fmt.Sprintf("--reuid=%d", nobody), fmt.Sprintf("--regid=%d", nobody), "--clear-groups", "--inh-caps=-all",
+		bins.client, "--state-dir", e.cdir, "--log-level", "debug", "up", "--gateway", e.gwAddr,
+		"--proxy", "socks5://127.0.0.1:1080,http://127.0.0.1:8080")
+	st := e.waitClientUp(30*time.Second, time.Time{})
+	if st.Device != "" || len(st.Routes) != 0 || len(st.Proxy) != 2 {
+		t.Errorf("status: device %q routes %v proxy %v, want no device, no routes, two proxies", st.Device, st.Routes, st.Proxy)
+	}
+	uid, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", e.client.cmd.Process.Pid))
+	if err != nil || !strings.Contains(string(uid), fmt.Sprintf("\nUid:\t%d\t%d\t%d\t%d\n", nobody, nobody, nobody, nobody)) {
+		t.Fatalf("the client does not run as uid %d: %v\n%s", nobody, err, uid)
+	}
+	if out, err := output(e.tp.Client.Command(context.Background(), "ip", "-o", "link", "show", "type", "tun")); err != nil || strings.TrimSpace(string(out)) != "" {
+		t.Fatalf("TUN devices in the client namespace: %q %v", out, err)
+	}
+
+	url := fmt.Sprintf("http://%s:%d/", strings.TrimSuffix(intranetName, "."), httpPort)
+	curl := func(args ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		out, err := output(e.tp.Client.Command(ctx, "curl", append([]string{"-sS", "--fail", "--max-time", "20"}, args...)...))
+		return string(out), err
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"SOCKS5, the name resolved through the tunnel", []string{"--socks5-hostname", "127.0.0.1:1080", url}},
+		{"SOCKS5, an IPv4 address", []string{"--socks5", "127.0.0.1:1080", e.srv.base + "/"}},
+		{"HTTP CONNECT", []string{"--proxytunnel", "--proxy", "http://127.0.0.1:8080", url}},
+		{"HTTP, a plain request", []string{"--proxy", "http://127.0.0.1:8080", url}},
+	} {
+		out, err := curl(tc.args...)
+		if err != nil || out != page {
+			t.Errorf("%s: %q, %v", tc.name, out, err)
+		}
+	}
+	// 16 MB through SOCKS5, checked by hash.
+	const n = 16 << 20
+	file := filepath.Join(e.dir, "download")
+	start := time.Now()
+	if _, err := curl("--socks5-hostname", "127.0.0.1:1080", "-o", file, fmt.Sprintf("%sbytes?n=%d", url, n)); err != nil {
+		t.Fatal(err)
+	}
+	d := time.Since(start)
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.Sum256(b)
+	want, _ := digest(payload(n))
+	if have := fmt.Sprintf("%s %d", hex.EncodeToString(h[:]), len(b)); have != want {
+		t.Fatalf("download through SOCKS5: %s, want %s", have, want)
+	}
+	t.Logf("16 MB through the rootless client's SOCKS5 proxy in %v (%.0f Mbit/s)", d.Round(time.Millisecond), float64(n*8)/d.Seconds()/1e6)
+	// A name the tunnel's DNS does not know: curl says the proxy could not resolve it.
+	if _, err := curl("--socks5-hostname", "127.0.0.1:1080", fmt.Sprintf("http://nowhere.e2e.test:%d/", httpPort)); err == nil {
+		t.Error("an unknown name was fetched through the proxy")
+	}
+}
