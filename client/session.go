@@ -266,13 +266,26 @@ func (c *Client) session(ctx context.Context) error {
 	return c.maintain(ctx, ctl, offer, link, kind, ts, roamed)
 }
 
+// hostConfig is what the client changes on the host, on every platform (*hostnet.Host:
+// netlink on Linux, ifconfig and route on macOS and FreeBSD, netsh on Windows). Close undoes
+// it all.
+type hostConfig interface {
+	CreateTUN(name string, mtu int) (tun.Device, string, error)
+	AddAddress(dev string, prefix netip.Prefix) error
+	LinkUp(dev string) error
+	AddRoute(dev string, dst netip.Prefix) error
+	DisableIPv6(dev string) error
+	Close() error
+}
+
 // insideState is the TUN device with the lease's address and the tunnel's routes. It lives
 // as long as `up` while the sessions get the same lease, MTU and routes (the gateway gives an
 // identity its address back, on any gateway of a cluster), so that an outage, a reconnect or
 // a failover never leaves the host's IPv4 traffic a way around the tunnel.
 type insideState struct {
-	host    *hostnet.Host // nil in proxy mode
-	dev     tun.Device    // the netstack device in proxy mode
+	host    hostConfig // nil in proxy mode
+	device  string     // the TUN device's name (macOS names it utunN itself)
+	dev     tun.Device // the netstack device in proxy mode
 	ts      *tunSide
 	lease   netip.Addr
 	mtu     int
@@ -315,11 +328,11 @@ func (c *Client) inside(offer *tsp.Tunnel, mtu int) (*insideState, error) {
 			return nil, err
 		}
 	}
-	host, ts, err := c.setupInside(offer, mtu, routes)
+	host, device, ts, err := c.setupInside(offer, mtu, routes)
 	if err != nil {
 		return nil, err
 	}
-	in := &insideState{host: host, ts: ts, lease: offer.Client.IPv4, mtu: mtu, routes: routes, runDone: make(chan struct{})}
+	in := &insideState{host: host, device: device, ts: ts, lease: offer.Client.IPv4, mtu: mtu, routes: routes, runDone: make(chan struct{})}
 	go func() {
 		defer close(in.runDone)
 		_ = ts.run()
@@ -350,14 +363,14 @@ func tunnelRoutes(offer *tsp.Tunnel) []netip.Prefix {
 }
 
 // setupInside creates the TUN device with the lease and the routes.
-func (c *Client) setupInside(offer *tsp.Tunnel, mtu int, routes []netip.Prefix) (*hostnet.Host, *tunSide, error) {
+func (c *Client) setupInside(offer *tsp.Tunnel, mtu int, routes []netip.Prefix) (hostConfig, string, *tunSide, error) {
 	host, err := hostnet.New()
 	if err != nil {
-		return nil, nil, err
+		return nil, "", nil, err
 	}
-	fail := func(err error) (*hostnet.Host, *tunSide, error) {
+	fail := func(err error) (hostConfig, string, *tunSide, error) {
 		host.Close()
-		return nil, nil, err
+		return nil, "", nil, err
 	}
 	dev, name, err := host.CreateTUN(c.cfg.Device, mtu)
 	if err != nil {
@@ -378,7 +391,7 @@ func (c *Client) setupInside(offer *tsp.Tunnel, mtu int, routes []netip.Prefix) 
 			return fail(err)
 		}
 	}
-	return host, newTunSide(dev, mtu, lease.As4()), nil
+	return host, name, newTunSide(dev, mtu, lease.As4()), nil
 }
 
 // startData brings the data channel up (before accepting the offer, so the accept names the
@@ -585,7 +598,7 @@ func (c *Client) status(offer *tsp.Tunnel, kind string, routes []netip.Prefix) S
 	st := Status{
 		State: "up", Gateway: c.gateway().addr, Identity: c.renewer.State().Identity,
 		Lease: offer.Client.IPv4.String(), Server: offer.Server.IPv4.String(), Transport: kind,
-		Device: c.cfg.Device, Routes: prefixStrings(routes), Since: c.cfg.Now(), PID: os.Getpid(),
+		Device: c.deviceName(), Routes: prefixStrings(routes), Since: c.cfg.Now(), PID: os.Getpid(),
 		Expires: c.cfg.Now().Add(time.Duration(offer.Lifetime) * time.Second),
 	}
 	for _, d := range offer.Client.DNSServers {
@@ -625,4 +638,12 @@ func dataPort(o *tsp.Tunnel) uint16 {
 		return 0
 	}
 	return o.Data.Port
+}
+
+// deviceName is the TUN device's name as the host gave it.
+func (c *Client) deviceName() string {
+	if c.in != nil && c.in.device != "" {
+		return c.in.device
+	}
+	return c.cfg.Device
 }
