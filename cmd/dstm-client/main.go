@@ -78,9 +78,9 @@ Exit codes: 0 ok, 1 failure, 2 bad flags, 3 (status) no tunnel up.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.PersistentFlags().StringVar(&g.stateDir, "state-dir", "/var/lib/dstm-client", "client state directory (key, certificates, status)")
+	root.PersistentFlags().StringVar(&g.stateDir, "state-dir", defaultStateDir(), "client state directory (key, certificates, status)")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
-	root.AddCommand(newEnrollCmd(g), newUpCmd(g), newDownCmd(g), newStatusCmd(g), newKillSwitchCmd(), newVersionCmd())
+	root.AddCommand(newEnrollCmd(g), newUpCmd(g), newDownCmd(g), newStatusCmd(g), newKillSwitchCmd(), newServiceCmd(g), newVersionCmd())
 	return root
 }
 
@@ -118,6 +118,7 @@ func newEnrollCmd(g *globals) *cobra.Command {
 func newUpCmd(g *globals) *cobra.Command {
 	var cfg client.Config
 	var gateways []string
+	var statusSocket string
 	cmd := &cobra.Command{
 		Use:   "up --gateway HOST[:PORT][,HOST[:PORT]...]",
 		Short: "Bring the tunnel up and keep it up (foreground; SIGINT/SIGTERM or `down` to stop)",
@@ -132,10 +133,22 @@ func newUpCmd(g *globals) *cobra.Command {
 			}
 			cfg.Gateway, cfg.Gateways = gateways[0], gateways[1:]
 			cfg.StateDir, cfg.Logger = g.stateDir, log
-			cfg.OnState = func(s client.Status) { writeStatus(g.stateDir, s) }
+			var ss *statusServer
+			cfg.OnState = func(s client.Status) {
+				writeStatus(g.stateDir, s)
+				if ss != nil {
+					ss.set(s)
+				}
+			}
 			c, err := client.New(cfg)
 			if err != nil {
 				return err
+			}
+			if statusSocket != "" {
+				if ss, err = listenStatus(statusSocket); err != nil {
+					return err
+				}
+				defer ss.close()
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
@@ -150,6 +163,7 @@ func newUpCmd(g *globals) *cobra.Command {
 	f.StringVar(&cfg.Device, "device", "dstmc0", "TUN device name")
 	f.DurationVar(&cfg.DTLSTimeout, "dtls-timeout", 3*time.Second, "time to wait for DTLS before falling back to TLS")
 	f.BoolVar(&cfg.KillSwitch, "kill-switch", false, "keep the tunnel's routes blocked after up ends or dies, until `dstm-client kill-switch off`")
+	f.StringVar(&statusSocket, "status-socket", "", "also serve the status on this unix socket, to every local user (service install sets "+defaultStatusSocket()+")")
 	f.StringSliceVar(&cfg.Proxy, "proxy", nil, "rootless mode: no TUN device, no root; serve the tunnel as loopback proxies, socks5://127.0.0.1:1080 and/or http://127.0.0.1:8080 (comma-separated or repeated)")
 	return cmd
 }
@@ -204,12 +218,17 @@ func newDownCmd(g *globals) *cobra.Command {
 
 func newStatusCmd(g *globals) *cobra.Command {
 	var asJSON bool
+	var socket string
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show the tunnel: lease, transport, routes",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			st, err := readStatus(g.stateDir)
+			if err != nil && socket != "" {
+				// Not ours to read (a service's state directory), or none: the service's socket.
+				st, err = socketStatus(cmd.Context(), socket)
+			}
 			if err != nil {
 				return downError{errors.New("no tunnel: dstm-client up is not running")}
 			}
@@ -237,6 +256,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().StringVar(&socket, "status-socket", defaultStatusSocket(), "where a client run as a service serves its status (read when the state directory has none)")
 	return cmd
 }
 
