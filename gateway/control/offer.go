@@ -179,6 +179,7 @@ func (o *offers) offer(typ tsp.TunnelType, rule auth.Rule, l lease.Lease, ep net
 	t.MTU = uint16(o.dataMTU(typ))
 	t.Client.Routes = append([]netip.Prefix(nil), rule.Routes...)
 	t.Client.DNSServers = o.extendedDNS(rule)
+	t.Client.DNSDomains = append([]string(nil), rule.DNSDomains...)
 	t.Data = &tsp.DataChannel{Token: tok, Port: o.port, Transports: o.dataTransports(typ, rule, overTLS)}
 	return t
 }
