@@ -3,6 +3,7 @@ module github.com/dstmgw/dstm
 go 1.26.8
 
 require (
+	github.com/godbus/dbus/v5 v5.1.0
 	github.com/osrg/gobgp/v3 v3.37.0
 	github.com/pion/dtls/v3 v3.1.15
 	github.com/pion/logging v0.2.4
