@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dstmgw/dstm/certs/enroll"
+	"github.com/dstmgw/dstm/internal/dnsconf"
 	"github.com/dstmgw/dstm/internal/hostnet"
 	"github.com/dstmgw/dstm/tsp"
 )
@@ -50,6 +51,12 @@ type Config struct {
 	// KillSwitch keeps the tunnel's routes blocked (blackhole routes) after `up` ends, and
 	// when it dies, until `dstm-client kill-switch off`. Without it, `up` removes any left.
 	KillSwitch bool
+	// DNS says how the offer's DNS servers and domains are configured: auto (the default),
+	// resolved, resolv.conf or off.
+	DNS string
+	// ResolvConf is the resolver file (default /etc/resolv.conf): replaced in resolv.conf mode
+	// and read to detect systemd-resolved.
+	ResolvConf string
 	// OnState is called whenever the tunnel comes up or goes down (for `status`).
 	OnState func(Status)
 	Logger  zerolog.Logger
@@ -67,6 +74,7 @@ type Status struct {
 	Device    string      `json:"device,omitempty"`
 	Routes    []string    `json:"routes,omitempty"`
 	DNS       []string    `json:"dns,omitempty"`
+	Domains   []string    `json:"dns_domains,omitempty"`
 	Expires   time.Time   `json:"lease_expires,omitzero"`
 	Since     time.Time   `json:"since,omitzero"`
 	Error     string      `json:"error,omitempty"`
@@ -104,6 +112,16 @@ func (c *Config) setDefaults() error {
 	if c.Device == "" {
 		c.Device = "dstmc0"
 	}
+	switch c.DNS {
+	case "":
+		c.DNS = DNSAuto
+	case DNSAuto, DNSResolved, DNSResolvConf, DNSOff:
+	default:
+		return fmt.Errorf("client: dns %q: want auto, resolved, resolv.conf or off", c.DNS)
+	}
+	if c.ResolvConf == "" {
+		c.ResolvConf = dnsconf.DefaultResolvConf
+	}
 	if c.DTLSTimeout <= 0 {
 		c.DTLSTimeout = 3 * time.Second
 	}
@@ -139,6 +157,7 @@ type Client struct {
 	cur      atomic.Int32 // index in gateways of the one in use (or tried first next)
 	upSince  atomic.Int64 // Unix ns when the last session brought the tunnel up; 0: it did not
 	in       *insideState // the TUN device and routes, kept across sessions (Run's goroutine only)
+	dns      *dnsState    // the DNS configuration applied, kept across sessions (Run's goroutine only)
 }
 
 // After an established tunnel that had been up for at least stableFor goes down, the client
@@ -200,6 +219,8 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 	}()
 	defer c.closeInside()
+	c.restoreCrashedDNS()
+	defer c.restoreDNS() // before the device goes: resolved reverts its link
 	if !c.cfg.KillSwitch {
 		if n, err := hostnet.ClearKillSwitch(); err != nil {
 			c.log.Warn().Err(err).Msg("the kill switch of an earlier run could not be removed")

@@ -258,6 +258,7 @@ func (c *Client) session(ctx context.Context) error {
 	defer ts.setLink(nil)
 	c.log.Info().Str("lease_v4", offer.Client.IPv4.String()).Str("transport", kind).
 		Str("device", c.cfg.Device).Strs("routes", prefixStrings(routes)).Msg("tunnel up")
+	c.applyDNS(offer)
 	c.cfg.OnState(c.status(offer, kind, routes))
 	c.upSince.Store(c.cfg.Now().UnixNano())
 	return c.maintain(ctx, ctl, offer, link, kind, ts, roamed)
@@ -568,6 +569,7 @@ func (c *Client) status(offer *tsp.Tunnel, kind string, routes []netip.Prefix) S
 	for _, d := range offer.Client.DNSServers {
 		st.DNS = append(st.DNS, d.String())
 	}
+	st.Domains = slices.Clone(offer.Client.DNSDomains)
 	return st
 }
 

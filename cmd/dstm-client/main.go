@@ -150,6 +150,9 @@ func newUpCmd(g *globals) *cobra.Command {
 	f.StringVar(&cfg.Device, "device", "dstmc0", "TUN device name")
 	f.DurationVar(&cfg.DTLSTimeout, "dtls-timeout", 3*time.Second, "time to wait for DTLS before falling back to TLS")
 	f.BoolVar(&cfg.KillSwitch, "kill-switch", false, "keep the tunnel's routes blocked after up ends or dies, until `dstm-client kill-switch off`")
+	f.StringVar(&cfg.DNS, "dns", client.DNSAuto, "the gateway's DNS servers and domains: auto (systemd-resolved where it runs, else /etc/resolv.conf), resolved, resolv.conf, off")
+	f.StringVar(&cfg.ResolvConf, "resolv-conf", "/etc/resolv.conf", "the resolver file replaced in resolv.conf mode (tests)")
+	_ = f.MarkHidden("resolv-conf")
 	return cmd
 }
 
@@ -220,8 +223,8 @@ func newStatusCmd(g *globals) *cobra.Command {
 			}
 			fmt.Fprintf(out, "state:      %s\ngateway:    %s\n", st.State, st.Gateway)
 			if st.State == "up" {
-				fmt.Fprintf(out, "identity:   %s\nlease:      %s (gateway %s)\ntransport:  %s\ndevice:     %s\nroutes:     %v\ndns:        %v\nup since:   %s\n",
-					st.Identity, st.Lease, st.Server, st.Transport, st.Device, st.Routes, st.DNS, st.Since.Format(time.RFC3339))
+				fmt.Fprintf(out, "identity:   %s\nlease:      %s (gateway %s)\ntransport:  %s\ndevice:     %s\nroutes:     %v\ndns:        %v\ndomains:    %v\nup since:   %s\n",
+					st.Identity, st.Lease, st.Server, st.Transport, st.Device, st.Routes, st.DNS, st.Domains, st.Since.Format(time.RFC3339))
 			}
 			if st.Error != "" {
 				fmt.Fprintf(out, "last error: %s\n", st.Error)

@@ -64,6 +64,9 @@ type gwOptions struct {
 	// pool; the gateway announces it (bgp: in its configuration), the session protected by a
 	// TCP MD5 password (bgpPassword, in the file bgp-password of the scenario's directory).
 	bgp bool
+	// dns: the default policy pushes the server's IPv4 address as DNS server and dnsDomain
+	// as search domain (not with load or plain, which write their own policy).
+	dns bool
 }
 
 // pool is the lease pool of the scenario.
@@ -143,6 +146,9 @@ func (e *env) config() string {
 		e.tp.GatewayV6, innerV4, gatewayTUN, e.opts.plain || e.opts.load)
 	fmt.Fprintf(&b, "pools:\n  - name: default\n    prefixes: [%s]\n", e.opts.pool())
 	fmt.Fprintf(&b, "ca:\n  server_names: [gw.e2e.test]\n  server_ips: [%s]\n", e.tp.GatewayV6)
+	if e.opts.dns {
+		fmt.Fprintf(&b, "policy:\n  default:\n    dns: [%s]\n    dns_domains: [%s]\n", e.tp.ServerV4, dnsDomain)
+	}
 	switch {
 	case e.opts.load:
 		b.WriteString("policy:\n  default:\n    transports: [v4v6, v4anyv6]\n    max_sessions: 100000\n")
@@ -230,8 +236,9 @@ func (e *env) up(transport string, more ...string) client.Status {
 	}
 	args := append([]string{bins.client, "--state-dir", e.cdir, "--log-level", "debug", "up", "--gateway", e.gwAddr,
 		"--transport", transport, "--device", clientTUN}, more...)
+	started := time.Now() // a status file a killed client left says nothing about this one
 	e.client = startProc(e.t, "client", e.tp.Client, filepath.Join(e.dir, "client.log"), args...)
-	return e.waitClientUp(30*time.Second, time.Time{})
+	return e.waitClientUp(30*time.Second, started)
 }
 
 // waitClientUp waits until the client reports "up" with a tunnel brought up after since.
