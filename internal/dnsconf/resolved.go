@@ -1,11 +1,13 @@
 package dnsconf
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/godbus/dbus/v5"
 
@@ -57,8 +59,13 @@ const (
 
 func (r *Resolved) manager() dbus.BusObject { return r.conn.Object(resolvedBusName, resolvedPath) }
 
+// callTimeout bounds one call: a resolved that does not answer must not hold the tunnel up.
+const callTimeout = 5 * time.Second
+
 func (r *Resolved) call(method string, args ...any) error {
-	if err := r.manager().Call(resolvedManager+"."+method, 0, args...).Err; err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	if err := r.manager().CallWithContext(ctx, resolvedManager+"."+method, 0, args...).Err; err != nil {
 		return fmt.Errorf("systemd-resolved %s: %w", method, err)
 	}
 	return nil
@@ -132,8 +139,10 @@ func ResolvedRuns(conn *dbus.Conn, resolvPath string) bool {
 	if !resolvConfIsResolved(resolvPath) {
 		return false
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
 	var has bool
-	err := conn.BusObject().Call("org.freedesktop.DBus.NameHasOwner", 0, resolvedBusName).Store(&has)
+	err := conn.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.NameHasOwner", 0, resolvedBusName).Store(&has)
 	return err == nil && has
 }
 
