@@ -46,9 +46,13 @@ func (c *Client) restoreCrashedDNS() {
 
 // dnsFor is the resolver configuration an offer asks for on device index link. The tunnel's
 // servers take every name (the default route) in a full tunnel, when "~." says so, or when
-// no domain says which names are theirs.
+// no domain says which names are theirs. A classic v4v6 offer asks for none: its dns_server
+// is for gogoc, who needs one, and is the gateway's own address when none is configured.
 func dnsFor(offer *tsp.Tunnel, link int) dnsconf.Config {
 	cl := offer.Client
+	if !offer.Type.Extended() {
+		return dnsconf.Config{Link: link}
+	}
 	return dnsconf.Config{
 		Servers: slices.Clone(cl.DNSServers), Domains: slices.Clone(cl.DNSDomains), Link: link,
 		DefaultRoute: len(cl.Routes) == 0 || len(cl.DNSDomains) == 0 || slices.Contains(cl.DNSDomains, "~."),

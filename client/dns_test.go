@@ -29,13 +29,18 @@ func TestDNSFor(t *testing.T) {
 		{"split tunnel, every name", split, []string{"~.", "corp.example"}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			o := &tsp.Tunnel{Client: &tsp.ClientInfo{DNSServers: servers, Routes: tc.routes, DNSDomains: tc.domains}}
+			o := &tsp.Tunnel{Type: tsp.TypeV4DTLSV6, Client: &tsp.ClientInfo{DNSServers: servers, Routes: tc.routes, DNSDomains: tc.domains}}
 			got := dnsFor(o, 5)
 			want := dnsconf.Config{Servers: servers, Domains: tc.domains, DefaultRoute: tc.defaultRoute, Link: 5}
 			if !got.Equal(want) {
 				t.Fatalf("got %+v, want %+v", got, want)
 			}
 		})
+	}
+	// The classic offer's dns_server is gogoc's (maybe the gateway's own address): not used.
+	classic := &tsp.Tunnel{Type: tsp.TypeV4V6, Client: &tsp.ClientInfo{DNSServers: []netip.Addr{netip.MustParseAddr("2001:db8::1")}}}
+	if got := dnsFor(classic, 5); len(got.Servers) != 0 {
+		t.Fatalf("v4v6 offer: servers %v", got.Servers)
 	}
 }
 
@@ -55,7 +60,7 @@ func TestApplyDNSAcrossSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := &Client{cfg: cfg, log: zerolog.New(&sink)}
-	offer := &tsp.Tunnel{Client: &tsp.ClientInfo{
+	offer := &tsp.Tunnel{Type: tsp.TypeV4AnyV6, Client: &tsp.ClientInfo{
 		DNSServers: []netip.Addr{netip.MustParseAddr("10.0.0.53")}, DNSDomains: []string{"corp.example"},
 	}}
 	read := func() []byte {

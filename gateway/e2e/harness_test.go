@@ -235,10 +235,17 @@ func (e *env) up(transport string, more ...string) client.Status {
 		e.enroll()
 	}
 	args := append([]string{bins.client, "--state-dir", e.cdir, "--log-level", "debug", "up", "--gateway", e.gwAddr,
-		"--transport", transport, "--device", clientTUN}, more...)
+		"--transport", transport, "--device", clientTUN}, append(keepHostDNS(e.dir), more...)...)
 	started := time.Now() // a status file a killed client left says nothing about this one
 	e.client = startProc(e.t, "client", e.tp.Client, filepath.Join(e.dir, "client.log"), args...)
 	return e.waitClientUp(30*time.Second, started)
+}
+
+// keepHostDNS are the flags that keep a test's client off the host's resolver file (`ip netns
+// exec` shares it unless /etc/netns/NAME/resolv.conf exists): no DNS, and a file of the test's
+// own if DNS is turned on. A test's later --dns and --resolv-conf flags win.
+func keepHostDNS(dir string) []string {
+	return []string{"--dns", "off", "--resolv-conf", filepath.Join(dir, "laptop-resolv.conf")}
 }
 
 // waitClientUp waits until the client reports "up" with a tunnel brought up after since.
