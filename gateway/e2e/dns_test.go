@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/dstmgw/dstm/internal/dnsconf"
+	"github.com/dstmgw/dstm/internal/dnsconf/dnsconftest"
 	"github.com/dstmgw/dstm/internal/netns"
 )
 
@@ -208,4 +210,61 @@ func countLogLines(t *testing.T, path, msg string) int {
 		t.Fatal(err)
 	}
 	return bytes.Count(b, []byte(`"message":"`+msg+`"`))
+}
+
+// TestClientDNSResolved: `dstm-client up --dns resolved` sets the tunnel device's link in
+// systemd-resolved over the system bus (here a private dbus-daemon, named by
+// DBUS_SYSTEM_BUS_ADDRESS, with a stand-in for resolved's Manager), with the device's index
+// in the laptop's namespace, the pushed server, the search domain and the default route of a
+// full tunnel; `down` and SIGTERM revert the link; the resolver file is not touched.
+func TestClientDNSResolved(t *testing.T) {
+	e := newEnv(t, gwOptions{dns: true})
+	bus := dnsconftest.StartBus(t)
+	fake := &dnsconftest.Resolved{}
+	fake.Serve(t, bus)
+	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", bus) // inherited by the client through ip netns exec
+	path := filepath.Join(e.dir, "resolv.conf")
+	orig := []byte("nameserver 192.0.2.99\n")
+	if err := os.WriteFile(path, orig, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	v4 := e.tp.ServerV4.As4()
+	for _, stop := range []string{"down", "SIGTERM"} {
+		e.up("dtls", "--dns", "resolved", "--resolv-conf", path)
+		var link int
+		if err := e.tp.Client.Do(func() error {
+			ifi, err := net.InterfaceByName(clientTUN)
+			if err == nil {
+				link = ifi.Index
+			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		want := []string{
+			fmt.Sprintf("SetLinkDNS %d [{2 %v}]", link, v4[:]),
+			fmt.Sprintf("SetLinkDomains %d [{%s false}]", link, dnsDomain),
+			fmt.Sprintf("SetLinkDefaultRoute %d true", link),
+			"FlushCaches",
+		}
+		if got := fake.Take(); !slices.Equal(got, want) {
+			t.Fatalf("up called\n%q\nwant\n%q", got, want)
+		}
+		if stop == "down" {
+			if out, err := e.clientCmd("down"); err != nil {
+				t.Fatalf("down: %v\n%s", err, out)
+			}
+		} else if err := e.client.signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if _, timedOut := e.client.waitExit(10 * time.Second); timedOut {
+			t.Fatalf("dstm-client up did not end after %s", stop)
+		}
+		if got := fake.Take(); !slices.Equal(got, []string{fmt.Sprintf("RevertLink %d", link)}) {
+			t.Fatalf("after %s: called %q, want the link reverted", stop, got)
+		}
+		if b, err := os.ReadFile(path); err != nil || !bytes.Equal(b, orig) {
+			t.Fatalf("resolv.conf changed in resolved mode: %q %v", b, err)
+		}
+	}
 }
