@@ -18,7 +18,8 @@ BENCHTIME ?= 1s
 STATICCHECK_VERSION ?= v0.8.2
 # The client's own packages, vetted for every platform it is built for (make cross).
 CLIENT_PKGS := ./cmd/dstm-client ./client/... ./certs/enroll ./auth/... ./tsp/... ./tunnel/... \
-	./internal/hostnet ./internal/proxy ./internal/logging ./internal/packet ./internal/fsutil
+	./internal/hostnet ./internal/proxy ./internal/logging ./internal/packet ./internal/fsutil \
+	./internal/dnsconf/... ./internal/dnsname
 CROSS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64 freebsd/amd64 freebsd/arm64
 
 .PHONY: all build cross test test-short fuzz lint bench chaos demo demo-cluster clean

@@ -37,6 +37,9 @@ const (
 //     an identity or group overrides an inherited split-tunnel list; it
 //     resolves to an empty list.
 //   - DNS: pushed DNS servers (IPv4 or IPv6).
+//   - DNSDomains: pushed DNS domains: search domains, or routing-only ones
+//     prefixed "~" ("~." sends every name to the pushed servers); see
+//     internal/dnsname.
 //   - MaxSessions: concurrent sessions per identity; 0 means unlimited. In
 //     configuration -1 means "unlimited" and overrides an inherited limit.
 //   - TEP: with TEPs on their own nodes, the TEP node (by name) to carry the
@@ -47,6 +50,7 @@ type Rule struct {
 	Transports  []string       `yaml:"transports,omitempty"`
 	Routes      []netip.Prefix `yaml:"routes,omitempty"`
 	DNS         []netip.Addr   `yaml:"dns,omitempty"`
+	DNSDomains  []string       `yaml:"dns_domains,omitempty"`
 	MaxSessions int            `yaml:"max_sessions,omitempty"`
 	TEP         string         `yaml:"tep,omitempty"`
 }
@@ -126,6 +130,9 @@ func merge(layers []Rule) Rule {
 		if len(r.DNS) == 0 {
 			r.DNS = l.DNS
 		}
+		if len(r.DNSDomains) == 0 {
+			r.DNSDomains = l.DNSDomains
+		}
 		if r.MaxSessions == 0 {
 			r.MaxSessions = l.MaxSessions
 		}
@@ -143,6 +150,7 @@ func finish(r Rule) Rule {
 		out.Routes = slices.Clone(r.Routes)
 	}
 	out.DNS = slices.Clone(r.DNS)
+	out.DNSDomains = slices.Clone(r.DNSDomains)
 	return out
 }
 
@@ -186,6 +194,7 @@ func cloneRule(r Rule) Rule {
 	r.Transports = slices.Clone(r.Transports)
 	r.Routes = slices.Clone(r.Routes)
 	r.DNS = slices.Clone(r.DNS)
+	r.DNSDomains = slices.Clone(r.DNSDomains)
 	return r
 }
 

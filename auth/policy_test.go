@@ -30,16 +30,16 @@ func prefixes(ss ...string) []netip.Prefix {
 // precedenceConfig exercises every layer of the precedence.
 func precedenceConfig() PolicyConfig {
 	return PolicyConfig{
-		Default: Rule{Pool: "main", Transports: []string{"v4dtlsv6"}, DNS: addrs("192.0.2.53"), MaxSessions: 1},
+		Default: Rule{Pool: "main", Transports: []string{"v4dtlsv6"}, DNS: addrs("192.0.2.53"), DNSDomains: []string{"corp.example"}, MaxSessions: 1},
 		Groups: map[string]Rule{
-			"staff":   {Pool: "staff", Routes: prefixes("10.0.0.0/8"), MaxSessions: 3},
+			"staff":   {Pool: "staff", Routes: prefixes("10.0.0.0/8"), DNSDomains: []string{"~staff.corp.example"}, MaxSessions: 3},
 			"legacy":  {Pool: "legacy", Transports: []string{"v4v6"}, DNS: addrs("2001:db8::53")},
 			"fulltun": {Routes: prefixes("0.0.0.0/0")},
 		},
 		Identities: map[string]IdentityRule{
 			"alice@corp": {Groups: []string{"staff", "legacy"}, Rule: Rule{StaticV4: netip.MustParseAddr("100.64.0.10")}},
 			"bob@corp":   {Groups: []string{"legacy", "staff"}, Rule: Rule{MaxSessions: -1}},
-			"carol@corp": {Groups: []string{"fulltun", "staff"}, Rule: Rule{Pool: "vip", Transports: []string{"V4ANYV6"}}},
+			"carol@corp": {Groups: []string{"fulltun", "staff"}, Rule: Rule{Pool: "vip", Transports: []string{"V4ANYV6"}, DNSDomains: []string{"~."}}},
 			"dave@corp":  {},
 		},
 	}
@@ -55,13 +55,13 @@ func TestPolicyPrecedence(t *testing.T) {
 		want     Rule
 	}{
 		{"alice@corp", Rule{Pool: "staff", StaticV4: netip.MustParseAddr("100.64.0.10"), Transports: []string{"v4v6"},
-			Routes: prefixes("10.0.0.0/8"), DNS: addrs("2001:db8::53"), MaxSessions: 3}},
+			Routes: prefixes("10.0.0.0/8"), DNS: addrs("2001:db8::53"), DNSDomains: []string{"~staff.corp.example"}, MaxSessions: 3}},
 		{"bob@corp", Rule{Pool: "legacy", Transports: []string{"v4v6"}, Routes: prefixes("10.0.0.0/8"),
-			DNS: addrs("2001:db8::53"), MaxSessions: 0}},
+			DNS: addrs("2001:db8::53"), DNSDomains: []string{"~staff.corp.example"}, MaxSessions: 0}},
 		{"carol@corp", Rule{Pool: "vip", Transports: []string{"v4anyv6", "v4dtlsv6", "v4tlsv6"},
-			DNS: addrs("192.0.2.53"), MaxSessions: 3}},
-		{"dave@corp", Rule{Pool: "main", Transports: []string{"v4dtlsv6"}, DNS: addrs("192.0.2.53"), MaxSessions: 1}},
-		{"stranger@corp", Rule{Pool: "main", Transports: []string{"v4dtlsv6"}, DNS: addrs("192.0.2.53"), MaxSessions: 1}},
+			DNS: addrs("192.0.2.53"), DNSDomains: []string{"~."}, MaxSessions: 3}},
+		{"dave@corp", Rule{Pool: "main", Transports: []string{"v4dtlsv6"}, DNS: addrs("192.0.2.53"), DNSDomains: []string{"corp.example"}, MaxSessions: 1}},
+		{"stranger@corp", Rule{Pool: "main", Transports: []string{"v4dtlsv6"}, DNS: addrs("192.0.2.53"), DNSDomains: []string{"corp.example"}, MaxSessions: 1}},
 	}
 	for _, tc := range tests {
 		got, err := p.Resolve(tc.identity)
@@ -159,6 +159,11 @@ func TestPolicyValidation(t *testing.T) {
 		{"invalid route", PolicyConfig{Default: Rule{Routes: []netip.Prefix{{}}}}, []string{"routes[0]: invalid prefix"}},
 		{"bad dns", PolicyConfig{Default: Rule{DNS: []netip.Addr{{}, netip.MustParseAddr("0.0.0.0")}}},
 			[]string{"dns[0]: invalid address", "dns[1]: 0.0.0.0 is not a unicast address"}},
+		{"bad dns domains", PolicyConfig{Groups: map[string]Rule{"g": {DNSDomains: []string{"corp.example.", "~", "a b", "corp.example", "CORP.example"}}}},
+			[]string{`policy.groups["g"].dns_domains[0]: domain "corp.example.": no trailing dot`, `policy.groups["g"].dns_domains[1]: empty domain`,
+				`policy.groups["g"].dns_domains[2]: domain "a b"`, `policy.groups["g"].dns_domains[4]: "CORP.example" listed twice`}},
+		{"too many dns domains", PolicyConfig{Default: Rule{DNSDomains: strings.Split("a,b,c,d,e,f,g,h,i", ",")}},
+			[]string{"policy.default.dns_domains: 9 domains: at most 8"}},
 		{"max sessions", PolicyConfig{Groups: map[string]Rule{"g": {MaxSessions: -2}}}, []string{`policy.groups["g"].max_sessions: must be -1`}},
 		{"unknown group", PolicyConfig{Identities: map[string]IdentityRule{"a": {Groups: []string{"nope"}}}},
 			[]string{`policy.identities["a"].groups[0]: unknown group "nope"`}},
@@ -240,6 +245,7 @@ default:
   transports: [v4dtlsv6, v4tlsv6]
   routes: [10.0.0.0/8, 192.168.0.0/16]
   dns: [192.0.2.53, "2001:db8::53"]
+  dns_domains: [corp.example, "~lab.corp.example"]
   max_sessions: 2
 unknown: refuse
 groups:
@@ -261,7 +267,7 @@ func TestPolicyYAML(t *testing.T) {
 	}
 	want := PolicyConfig{
 		Default: Rule{Pool: "main", Transports: []string{"v4dtlsv6", "v4tlsv6"}, Routes: prefixes("10.0.0.0/8", "192.168.0.0/16"),
-			DNS: addrs("192.0.2.53", "2001:db8::53"), MaxSessions: 2},
+			DNS: addrs("192.0.2.53", "2001:db8::53"), DNSDomains: []string{"corp.example", "~lab.corp.example"}, MaxSessions: 2},
 		Unknown: "refuse",
 		Groups:  map[string]Rule{"legacy": {Transports: []string{"v4v6"}}},
 		Identities: map[string]IdentityRule{"alice@corp": {Groups: []string{"legacy"},

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+
+	"github.com/dstmgw/dstm/internal/dnsname"
 )
 
 // validatePolicy checks cfg completely and joins every problem found, in a
@@ -90,6 +92,12 @@ func validateRule(field string, r Rule, allowStatic bool) []error {
 	for i, a := range r.DNS {
 		add(fmt.Sprintf("dns[%d]", i), validDNS(a))
 	}
+	if len(r.DNSDomains) > dnsname.MaxDomains {
+		add("dns_domains", fmt.Errorf("%d domains: at most %d", len(r.DNSDomains), dnsname.MaxDomains))
+	}
+	for i, d := range r.DNSDomains {
+		add(fmt.Sprintf("dns_domains[%d]", i), validDNSDomain(d, r.DNSDomains[:i]))
+	}
 	if r.MaxSessions < -1 {
 		add("max_sessions", fmt.Errorf("must be -1 (unlimited), 0 (inherit) or positive, got %d", r.MaxSessions))
 	}
@@ -148,6 +156,18 @@ func validDNS(a netip.Addr) error {
 		return fmt.Errorf("%s is not a unicast address", a)
 	case a.Zone() != "":
 		return fmt.Errorf("%s: zones are not allowed", a)
+	}
+	return nil
+}
+
+func validDNSDomain(d string, before []string) error {
+	if err := dnsname.Check(d); err != nil {
+		return err
+	}
+	for _, b := range before {
+		if strings.EqualFold(b, d) {
+			return fmt.Errorf("%q listed twice", d)
+		}
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ type ruleYAML struct {
 	Transports  []string       `yaml:"transports,omitempty"`
 	Routes      []netip.Prefix `yaml:"routes,omitempty"`
 	DNS         []netip.Addr   `yaml:"dns,omitempty"`
+	DNSDomains  []string       `yaml:"dns_domains,omitempty"`
 	MaxSessions int            `yaml:"max_sessions,omitempty"`
 }
 
@@ -19,7 +20,7 @@ type identityRuleYAML struct {
 }
 
 func (r Rule) toYAML() ruleYAML {
-	out := ruleYAML{Pool: r.Pool, Transports: r.Transports, Routes: r.Routes, DNS: r.DNS, MaxSessions: r.MaxSessions}
+	out := ruleYAML{Pool: r.Pool, Transports: r.Transports, Routes: r.Routes, DNS: r.DNS, DNSDomains: r.DNSDomains, MaxSessions: r.MaxSessions}
 	if r.StaticV4.IsValid() {
 		out.StaticV4 = &r.StaticV4
 	}

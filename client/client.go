@@ -12,12 +12,14 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/dstmgw/dstm/certs/enroll"
+	"github.com/dstmgw/dstm/internal/dnsconf"
 	"github.com/dstmgw/dstm/internal/hostnet"
 	"github.com/dstmgw/dstm/internal/proxy"
 	"github.com/dstmgw/dstm/tsp"
@@ -55,6 +57,12 @@ type Config struct {
 	// no root, no host configuration; applications reach the tunnel through these loopback
 	// proxies (socks5://HOST:PORT, http://HOST:PORT), names resolved by the pushed DNS.
 	Proxy []string
+	// DNS says how the offer's DNS servers and domains are configured: auto (the default;
+	// off with Proxy), resolved, resolv.conf or off.
+	DNS string
+	// ResolvConf is the resolver file (default /etc/resolv.conf): replaced in resolv.conf mode
+	// and read to detect systemd-resolved.
+	ResolvConf string
 	// OnState is called whenever the tunnel comes up or goes down (for `status`).
 	OnState func(Status)
 	Logger  zerolog.Logger
@@ -72,6 +80,7 @@ type Status struct {
 	Device    string      `json:"device,omitempty"`
 	Routes    []string    `json:"routes,omitempty"`
 	DNS       []string    `json:"dns,omitempty"`
+	Domains   []string    `json:"dns_domains,omitempty"`
 	Proxy     []string    `json:"proxy,omitempty"` // rootless mode: the proxies (no device, no routes)
 	Expires   time.Time   `json:"lease_expires,omitzero"`
 	Since     time.Time   `json:"since,omitzero"`
@@ -121,6 +130,30 @@ func (c *Config) setDefaults() error {
 	if len(c.Proxy) > 0 && c.KillSwitch {
 		return errors.New("client: a proxy changes no route: there is nothing for a kill switch to keep blocked")
 	}
+	switch c.DNS {
+	case "":
+		c.DNS = DNSAuto
+	case DNSAuto, DNSResolved, DNSResolvConf, DNSOff:
+	default:
+		return fmt.Errorf("client: dns %q: want auto, resolved, resolv.conf or off", c.DNS)
+	}
+	if runtime.GOOS != "linux" {
+		// systemd-resolved and resolv.conf are Linux's; macOS and Windows keep their own.
+		if c.DNS != DNSAuto && c.DNS != DNSOff {
+			return fmt.Errorf("client: dns %q is built for Linux only", c.DNS)
+		}
+		c.DNS = DNSOff
+	}
+	if len(c.Proxy) > 0 {
+		// The proxies resolve names by the pushed servers themselves; the host's DNS stays.
+		if c.DNS != DNSAuto && c.DNS != DNSOff {
+			return fmt.Errorf("client: dns %q with a proxy: a proxy changes nothing on the host", c.DNS)
+		}
+		c.DNS = DNSOff
+	}
+	if c.ResolvConf == "" {
+		c.ResolvConf = dnsconf.DefaultResolvConf
+	}
 	if c.DTLSTimeout <= 0 {
 		c.DTLSTimeout = 3 * time.Second
 	}
@@ -156,6 +189,7 @@ type Client struct {
 	cur      atomic.Int32  // index in gateways of the one in use (or tried first next)
 	upSince  atomic.Int64  // Unix ns when the last session brought the tunnel up; 0: it did not
 	in       *insideState  // the TUN device and routes, kept across sessions (Run's goroutine only)
+	dns      *dnsState     // the DNS configuration applied, kept across sessions (Run's goroutine only)
 	proxy    *proxy.Server // the rootless mode's proxies (nil without Config.Proxy)
 }
 
@@ -224,7 +258,11 @@ func (c *Client) Run(ctx context.Context) error {
 			return err
 		}
 		defer stop()
-	} else if !c.cfg.KillSwitch {
+	} else {
+		c.restoreCrashedDNS()
+		defer c.restoreDNS() // before the device goes: resolved reverts its link
+	}
+	if len(c.cfg.Proxy) == 0 && !c.cfg.KillSwitch {
 		if n, err := hostnet.ClearKillSwitch(); err != nil {
 			c.log.Warn().Err(err).Msg("the kill switch of an earlier run could not be removed")
 		} else if n > 0 {

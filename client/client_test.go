@@ -31,6 +31,7 @@ func TestSetDefaults(t *testing.T) {
 	}{
 		{name: "no gateway", in: Config{}, wantErr: true},
 		{name: "bad transport", in: Config{Gateway: "gw", Transport: "udp"}, wantErr: true},
+		{name: "bad dns", in: Config{Gateway: "gw", DNS: "dnsmasq"}, wantErr: true},
 		{name: "host only", in: Config{Gateway: "gw.example.com"},
 			gateway: "gw.example.com:3653", serverName: "gw.example.com", transport: TransportAuto, device: "dstmc0",
 			dtls: 3 * time.Second, bmin: time.Second, bmax: time.Minute},
@@ -90,6 +91,9 @@ func TestSetDefaults(t *testing.T) {
 			}
 			if c.DTLSTimeout != tc.dtls || c.BackoffMin != tc.bmin || c.BackoffMax != tc.bmax {
 				t.Errorf("got dtls %v backoff %v..%v", c.DTLSTimeout, c.BackoffMin, c.BackoffMax)
+			}
+			if c.DNS == "" || c.ResolvConf == "" {
+				t.Errorf("dns %q, resolv.conf %q left empty", c.DNS, c.ResolvConf)
 			}
 			if c.Now == nil || c.OnState == nil {
 				t.Error("Now or OnState left nil")

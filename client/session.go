@@ -261,6 +261,7 @@ func (c *Client) session(ctx context.Context) error {
 	st := c.status(offer, kind, routes)
 	c.log.Info().Str("lease_v4", offer.Client.IPv4.String()).Str("transport", kind).
 		Str("device", st.Device).Strs("routes", st.Routes).Strs("proxy", st.Proxy).Msg("tunnel up")
+	c.applyDNS(offer)
 	c.cfg.OnState(st)
 	c.upSince.Store(c.cfg.Now().UnixNano())
 	return c.maintain(ctx, ctl, offer, link, kind, ts, roamed)
@@ -604,6 +605,7 @@ func (c *Client) status(offer *tsp.Tunnel, kind string, routes []netip.Prefix) S
 	for _, d := range offer.Client.DNSServers {
 		st.DNS = append(st.DNS, d.String())
 	}
+	st.Domains = slices.Clone(offer.Client.DNSDomains)
 	if c.proxy != nil { // rootless: no device, no route on the host
 		st.Device, st.Routes, st.Proxy = "", nil, c.cfg.Proxy
 	}

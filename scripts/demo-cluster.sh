@@ -131,7 +131,8 @@ gw 2 status
 say "Enroll the laptop on gw1; dstm-client up with both gateways"
 TOKEN=$(gw 1 token "$IDENTITY" --ttl 10m --json | sed -n 's/.*"token": *"\([^"]*\)".*/\1/p')
 cli enroll --gateway "[$GW1]:3653" --token "$TOKEN" --fingerprint "$FP"
-start client $NS_L "$W/client.log" "$BIN/dstm-client" --state-dir "$W/laptop" up --gateway "[$GW1]:3653,[$GW2]:3653"
+# --dns off: the laptop namespace shares this machine's /etc/resolv.conf (ip netns exec)
+start client $NS_L "$W/client.log" "$BIN/dstm-client" --state-dir "$W/laptop" up --gateway "[$GW1]:3653,[$GW2]:3653" --dns off
 CLIENT_PID=${PIDS[-1]}
 wait_for 20 "the tunnel" cli status || { tail -20 "$W/client.log"; exit 1; }
 cli status

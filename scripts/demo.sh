@@ -65,7 +65,8 @@ say "On the laptop: dstm-client enroll (key made locally, root pinned by fingerp
 cli enroll --gateway "[$GW6]:3653" --token "$TOKEN" --fingerprint "$FP"
 
 say "On the laptop: dstm-client up (TSP-SSL, lease, TUN device, DTLS data channel)"
-start client $NS_L "$W/client.log" "$BIN/dstm-client" --state-dir "$W/laptop" up --gateway "[$GW6]:3653"
+# --dns off: the laptop namespace shares this machine's /etc/resolv.conf (ip netns exec)
+start client $NS_L "$W/client.log" "$BIN/dstm-client" --state-dir "$W/laptop" up --gateway "[$GW6]:3653" --dns off
 CLIENT_PID=${PIDS[-1]}
 wait_for 20 "the tunnel" cli status || { tail -20 "$W/client.log"; tail -20 "$W/gw.log"; exit 1; }
 cli status

@@ -262,6 +262,7 @@ func TestServerRejectsBadOffers(t *testing.T) {
 		{"v4v6 without dns", TypeV4V6, func(o *Tunnel) { o.Client.DNSServers = nil }},
 		{"v4v6 with ipv4 dns", TypeV4V6, func(o *Tunnel) { o.Client.DNSServers = append(o.Client.DNSServers, mustAddr("192.0.2.53")) }},
 		{"v4v6 with mtu", TypeV4V6, func(o *Tunnel) { o.MTU = 1280 }},
+		{"v4v6 with dns domains", TypeV4V6, func(o *Tunnel) { o.Client.DNSDomains = []string{"corp.example"} }},
 		{"v4v6 with data", TypeV4V6, func(o *Tunnel) {
 			o.Data = &DataChannel{Token: testToken(), Port: 1, Transports: []TunnelType{TypeV4DTLSV6}}
 		}},

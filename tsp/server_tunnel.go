@@ -168,8 +168,8 @@ func (s *Server) validateOffer(req, o *Tunnel) error {
 	if k := o.Client.Keepalive; k != nil && (k.Interval == 0 || !isV4(k.Address)) {
 		return errors.New("offer keepalive needs an interval and an IPv4 address")
 	}
-	if len(o.Client.DNSServers) > MaxDNSServers || len(o.Client.Routes) > MaxRoutes {
-		return errors.New("offer has too many dns servers or routes")
+	if len(o.Client.DNSServers) > MaxDNSServers || len(o.Client.Routes) > MaxRoutes || len(o.Client.DNSDomains) > MaxDNSDomains {
+		return errors.New("offer has too many dns servers, routes or dns domains")
 	}
 	if o.Type == TypeV4V6 {
 		return checkClassicOffer(o)
@@ -190,7 +190,7 @@ func checkOfferType(req, offer TunnelType) error {
 // checkClassicOffer enforces gogoc compatibility: an IPv6 client DNS
 // server (gogoc crashes without one) and none of our extensions.
 func checkClassicOffer(o *Tunnel) error {
-	if o.MTU != 0 || o.Data != nil || o.Client.Routes != nil || len(o.Brokers) != 0 {
+	if o.MTU != 0 || o.Data != nil || o.Client.Routes != nil || o.Client.DNSDomains != nil || len(o.Brokers) != 0 {
 		return errors.New("v4v6 offer carries extensions gogoc does not know")
 	}
 	if len(o.Client.DNSServers) == 0 {

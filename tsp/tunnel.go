@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/dstmgw/dstm/internal/dnsname"
 )
 
 // TunnelType is the type attribute of <tunnel>, lower case on the wire in
@@ -67,9 +69,10 @@ func parseAction(s string) (Action, error) {
 
 // Limits on repeated elements.
 const (
-	MaxRoutes     = 64 // <routes> entries
-	MaxDNSServers = 4  // <dns_server> addresses
-	TokenLen      = 32 // bytes of the data-channel session token
+	MaxRoutes     = 64                 // <routes> entries
+	MaxDNSServers = 4                  // <dns_server> addresses
+	MaxDNSDomains = dnsname.MaxDomains // <dns_domains> entries
+	TokenLen      = 32                 // bytes of the data-channel session token
 )
 
 // Tunnel is the <tunnel> element of every action; zero values are absent.
@@ -100,6 +103,9 @@ type ClientInfo struct {
 	DNSServers []netip.Addr // IPv4 ones only in offers of extended types
 	Router     *Router
 	Routes     []netip.Prefix // split-tunnel routes (extended types); nil: full tunnel
+	// DNSDomains are search domains, or routing-only ones prefixed "~" (internal/dnsname),
+	// in offers of extended types only.
+	DNSDomains []string
 }
 
 // Keepalive is <keepalive interval="N"><address …/></keepalive>.

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
+
+	"github.com/dstmgw/dstm/internal/dnsname"
 )
 
 // Marshal encodes the tunnel element followed by CRLF in the exact layouts
@@ -54,7 +56,10 @@ func (t *Tunnel) marshalSizeHint() int {
 		n += 160
 	}
 	if c := t.Client; c != nil {
-		n += 256 + len(c.DN) + 64*len(c.DNSServers) + 64*len(c.Routes)
+		n += 256 + len(c.DN) + 64*len(c.DNSServers) + 64*len(c.Routes) + 32
+		for _, d := range c.DNSDomains {
+			n += 17 + len(d)
+		}
 		if c.Router != nil {
 			n += 128 + 64*len(c.Router.DNSNames)
 		}
@@ -90,6 +95,16 @@ func (t *Tunnel) checkMarshal() error {
 	}
 	if c := t.Client; c != nil && c.DN != "" && !validDN(c.DN) {
 		return fmt.Errorf("%w: bad client dn", ErrMalformed)
+	}
+	if c := t.Client; c != nil {
+		if len(c.DNSDomains) > MaxDNSDomains {
+			return fmt.Errorf("%w: too many dns domains", ErrMalformed)
+		}
+		for _, d := range c.DNSDomains {
+			if dnsname.Check(d) != nil {
+				return fmt.Errorf("%w: bad dns domain", ErrMalformed)
+			}
+		}
 	}
 	if c := t.Client; c != nil && c.Router != nil {
 		for _, n := range c.Router.DNSNames {
@@ -251,6 +266,7 @@ func (w *xmlWriter) requestClient(c *ClientInfo) {
 	w.router(c.Router)
 	w.dnsServers(c.DNSServers)
 	w.routes(c.Routes)
+	w.dnsDomains(c.DNSDomains)
 	w.raw(" </client>" + crlf)
 }
 
@@ -300,6 +316,21 @@ func (w *xmlWriter) routes(ps []netip.Prefix) {
 	w.raw("  </routes>" + crlf)
 }
 
+// dnsDomains writes our <dns_domains> extension on one line, as <dns_server>; the entries
+// passed dnsname.Check, so they need no escaping.
+func (w *xmlWriter) dnsDomains(ds []string) {
+	if len(ds) == 0 {
+		return
+	}
+	w.raw("  <dns_domains>")
+	for _, d := range ds {
+		w.raw("<domain>")
+		w.raw(d)
+		w.raw("</domain>")
+	}
+	w.raw("</dns_domains>" + crlf)
+}
+
 // offerClient writes <client> in the offer layout gogoc accepted (§3.9),
 // then our extensions.
 func (w *xmlWriter) offerClient(c *ClientInfo) {
@@ -318,6 +349,7 @@ func (w *xmlWriter) offerClient(c *ClientInfo) {
 	w.dnsServers(c.DNSServers)
 	w.router(c.Router)
 	w.routes(c.Routes)
+	w.dnsDomains(c.DNSDomains)
 	w.raw(" </client>" + crlf)
 }
 

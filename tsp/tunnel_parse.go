@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"github.com/dstmgw/dstm/internal/dnsname"
 )
 
 // The <tunnel> tree is read from the XML subset with the tree semantics of
@@ -161,6 +163,8 @@ func (p *tunnelParser) client() error {
 			return p.router(c)
 		case "routes":
 			return p.routes(c)
+		case "dns_domains":
+			return p.dnsDomains(c)
 		}
 		return p.skip()
 	})
@@ -273,6 +277,28 @@ func (p *tunnelParser) routes(c *ClientInfo) error {
 			return err
 		}
 		c.Routes = append(c.Routes, pfx)
+		return nil
+	})
+}
+
+// dnsDomains reads <client><dns_domains>, one <domain> per entry; an empty one is nil.
+func (p *tunnelParser) dnsDomains(c *ClientInfo) error {
+	return p.children("dns_domains", func() error {
+		if p.name != "domain" {
+			return p.skip()
+		}
+		v, err := p.textContent("domain")
+		if err != nil {
+			return err
+		}
+		if len(c.DNSDomains) == MaxDNSDomains {
+			return fmt.Errorf("%w: too many dns domains", ErrMalformed)
+		}
+		v = strings.TrimSpace(v)
+		if err := dnsname.Check(v); err != nil {
+			return fmt.Errorf("%w: bad dns domain: %w", ErrMalformed, err)
+		}
+		c.DNSDomains = append(c.DNSDomains, strings.Clone(v))
 		return nil
 	})
 }

@@ -106,8 +106,10 @@ func TestTunnelExtendedRoundTrip(t *testing.T) {
 			o := testOffer(gogocRequest(typ, "2001:db8::2"))
 			o.Client.Router = &Router{PrefixLen: 29, Prefix: mustAddr("198.51.100.8")}
 			o.Client.DN = "alice.vpn.example"
+			o.Client.DNSDomains = []string{"corp.example", "~lab.corp.example"}
 			b := mustMarshal(t, o)
-			for _, frag := range []string{` mtu="1400"`, `<routes>`, `<prefix length="8">10.0.0.0</prefix>`,
+			for _, frag := range []string{` mtu="1400"`, `<routes>`,
+				"  <dns_domains><domain>corp.example</domain><domain>~lab.corp.example</domain></dns_domains>\r\n", `<prefix length="8">10.0.0.0</prefix>`,
 				`<address type="ipv4">192.0.2.53</address>`, `port="3653"`, `token="a0a1`} {
 				if !strings.Contains(string(b), frag) {
 					t.Errorf("missing %q in %s", frag, b)
@@ -199,6 +201,9 @@ func TestTunnelMarshalRejects(t *testing.T) {
 		{"route not masked", &Tunnel{Action: ActionInfo, Client: &ClientInfo{Routes: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/8")}}}},
 		{"markup in dn", &Tunnel{Action: ActionInfo, Client: &ClientInfo{DN: `a"><x`}}},
 		{"bad broker", &Tunnel{Action: ActionInfo, Brokers: []BrokerAddress{{Type: "ipv4", Value: "::1"}}}},
+		{"markup in dns domain", &Tunnel{Action: ActionInfo, Client: &ClientInfo{DNSDomains: []string{"a</domain><x>"}}}},
+		{"trailing dot in dns domain", &Tunnel{Action: ActionInfo, Client: &ClientInfo{DNSDomains: []string{"corp.example."}}}},
+		{"too many dns domains", &Tunnel{Action: ActionInfo, Client: &ClientInfo{DNSDomains: strings.Split("a,b,c,d,e,f,g,h,i", ",")}}},
 	}
 	for _, tt := range tests {
 		if b, err := tt.t.Marshal(); err == nil {

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"regexp"
 	"strconv"
 	"strings"
 )
@@ -71,6 +72,9 @@ type (
 		Routes *struct {
 			Prefixes []oxPrefix `xml:"prefix"`
 		} `xml:"routes"`
+		DNSDomains *struct {
+			Domains []string `xml:"domain"`
+		} `xml:"dns_domains"`
 	}
 	oxPrefix struct {
 		Length string `xml:"length,attr"`
@@ -279,6 +283,11 @@ func oracleConvertClient(x *oxClient) (*ClientInfo, error) {
 			return nil, err
 		}
 	}
+	if x.DNSDomains != nil {
+		if c.DNSDomains, err = oracleConvertDomains(x.DNSDomains.Domains); err != nil {
+			return nil, err
+		}
+	}
 	return c, nil
 }
 
@@ -382,6 +391,34 @@ func oracleConvertRoutes(ps []oxPrefix) ([]netip.Prefix, error) {
 			return nil, fmt.Errorf("%w: route %s has host bits set", ErrMalformed, pfx)
 		}
 		out = append(out, pfx)
+	}
+	return out, nil
+}
+
+// oracleConvertDomains checks <dns_domains> entries by the rules written out here, not
+// with dnsname.Check: an optional "~", then "." after it or LDH/underscore labels.
+func oracleConvertDomains(ds []string) ([]string, error) {
+	if len(ds) == 0 {
+		return nil, nil
+	}
+	if len(ds) > MaxDNSDomains {
+		return nil, fmt.Errorf("%w: too many dns domains", ErrMalformed)
+	}
+	label := regexp.MustCompile(`^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$`)
+	out := make([]string, 0, len(ds))
+	for _, d := range ds {
+		d = strings.TrimSpace(d)
+		name, routeOnly := strings.CutPrefix(d, "~")
+		ok := name == "." && routeOnly || name != "" && len(name) <= 253
+		if name != "." {
+			for _, l := range strings.Split(name, ".") {
+				ok = ok && label.MatchString(l)
+			}
+		}
+		if !ok {
+			return nil, fmt.Errorf("%w: bad dns domain", ErrMalformed)
+		}
+		out = append(out, d)
 	}
 	return out, nil
 }

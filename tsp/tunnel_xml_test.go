@@ -199,6 +199,7 @@ var agreeInputs = []string{
 	`<tunnel action="create"><client><router><dns_server><address type="dn">a.example</address></dns_server><dns_server/><dns_server><address type="DN">b.example</address></dns_server></router></client></tunnel>`,
 	`<tunnel action="info"><client><dns_server/><dns_server><address type="ipv4">192.0.2.53</address></dns_server><routes/><routes><prefix length="8">10.0.0.0</prefix></routes></client></tunnel>`,
 	`<tunnel action="info"><client><address type="dn">a.example</address><address type="dn">b.example</address></client></tunnel>`,
+	`<tunnel action="info"><client><dns_domains/><dns_domains><domain> corp.example </domain><x/><domain>~lab.<y/>corp.example</domain></dns_domains><dns_domains><domain>~.</domain></dns_domains></client></tunnel>`,
 	`<tunnel action="info"><data token="bad"/><data token="` + strings.Repeat("Ab", 32) + `" port=" 3653 " transports=" v4tlsv6 , V4DTLSV6"/></tunnel>`,
 	`<tunnel action="info"><broker/></tunnel>`,
 	`<tunnel action="info"><broker><address type="IPv4">192.0.2.7</address></broker><broker><address type="dn">b.example</address></broker></tunnel>`,
@@ -507,13 +508,14 @@ var (
 			"mtu":      {"1400", "65535", "!70000", ""},
 			"x":        genAny,
 		}, []string{"server", "client", "data", "broker"}},
-		"server":     {map[string][]string{"x": genAny}, []string{"address"}},
-		"broker":     {nil, []string{"address"}},
-		"dns_server": {nil, []string{"address"}},
-		"client":     {nil, []string{"address", "keepalive", "dns_server", "router", "routes"}},
-		"keepalive":  {map[string][]string{"interval": {"5", " 30 ", "", "!x", "!4294967296"}}, []string{"address"}},
-		"router":     {nil, []string{"prefix", "dns_server"}},
-		"routes":     {nil, []string{"prefix"}},
+		"server":      {map[string][]string{"x": genAny}, []string{"address"}},
+		"broker":      {nil, []string{"address"}},
+		"dns_server":  {nil, []string{"address"}},
+		"client":      {nil, []string{"address", "keepalive", "dns_server", "router", "routes", "dns_domains"}},
+		"dns_domains": {nil, []string{"domain"}},
+		"keepalive":   {map[string][]string{"interval": {"5", " 30 ", "", "!x", "!4294967296"}}, []string{"address"}},
+		"router":      {nil, []string{"prefix", "dns_server"}},
+		"routes":      {nil, []string{"prefix"}},
 		"data": {map[string][]string{
 			"token":      {strings.Repeat("a0", 32), strings.Repeat("B1", 32), "!abcd", "!" + strings.Repeat("zz", 32), "!"},
 			"port":       {"3653", " 1 ", "!0", "!65536", "!"},
@@ -522,6 +524,7 @@ var (
 		"address": {nil, nil},
 		"prefix":  {map[string][]string{"length": {"8", "24", "29", "32", "!33", "0", "!", "!x"}}, nil},
 	}
+	genDomains  = []string{"corp.example", "~corp.example", "~.", " a_b.c ", "!.", "!a..b", "!corp.example.", "!-a.b", "!"}
 	genPrefixes = []string{"10.0.0.0", "192.0.2.0", "192.0.2.8", "!2001:db8::", "", "!10.1.0.0"}
 )
 
@@ -542,10 +545,13 @@ func (g *tunnelGen) element(name string) {
 		return
 	}
 	switch name {
-	case "address", "prefix":
+	case "address", "prefix", "domain":
 		vals := genAddrs[typ]
-		if name == "prefix" {
+		switch name {
+		case "prefix":
 			vals = genPrefixes
+		case "domain":
+			vals = genDomains
 		}
 		g.b.WriteString(g.text(g.value(vals), 0))
 		if g.choose(8) == 0 && g.budget > 0 { // mixed content

@@ -113,7 +113,7 @@ tunnel_up() {
         { echo "enroll failed"; return 1; }
 
     pb_bg "$NS_CLI" "$d/cli.log" "$DSTM_CLI_BIN" --state-dir "$d/cli" --log-level "$DSTM_LOG_LEVEL" \
-        up --gateway "[$GW6]:$DSTM_PORT" --transport "$DSTM_TRANSPORT" --device "$DSTM_CLI_DEV"
+        up --gateway "[$GW6]:$DSTM_PORT" --transport "$DSTM_TRANSPORT" --device "$DSTM_CLI_DEV" --dns off
     pb_wait 20 _dstm_cli status || { echo "client did not come up"; tail -n 20 "$d/cli.log"; tail -n 20 "$d/gw.log"; return 1; }
     _dstm_cli status
     pb_wait 10 pb_reach || { echo "$SRV4 not reachable through the tunnel"; return 1; }

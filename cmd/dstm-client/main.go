@@ -165,6 +165,9 @@ func newUpCmd(g *globals) *cobra.Command {
 	f.BoolVar(&cfg.KillSwitch, "kill-switch", false, "keep the tunnel's routes blocked after up ends or dies, until `dstm-client kill-switch off`")
 	f.StringVar(&statusSocket, "status-socket", "", "also serve the status on this unix socket, to every local user (service install sets "+defaultStatusSocket()+")")
 	f.StringSliceVar(&cfg.Proxy, "proxy", nil, "rootless mode: no TUN device, no root; serve the tunnel as loopback proxies, socks5://127.0.0.1:1080 and/or http://127.0.0.1:8080 (comma-separated or repeated)")
+	f.StringVar(&cfg.DNS, "dns", client.DNSAuto, "the gateway's DNS servers and domains: auto (systemd-resolved where it runs, else /etc/resolv.conf; off with --proxy), resolved, resolv.conf, off")
+	f.StringVar(&cfg.ResolvConf, "resolv-conf", "/etc/resolv.conf", "the resolver file replaced in resolv.conf mode (tests)")
+	_ = f.MarkHidden("resolv-conf")
 	return cmd
 }
 
@@ -240,8 +243,8 @@ func newStatusCmd(g *globals) *cobra.Command {
 			}
 			fmt.Fprintf(out, "state:      %s\ngateway:    %s\n", st.State, st.Gateway)
 			if st.State == "up" {
-				fmt.Fprintf(out, "identity:   %s\nlease:      %s (gateway %s)\ntransport:  %s\ndevice:     %s\nroutes:     %v\ndns:        %v\nup since:   %s\n",
-					st.Identity, st.Lease, st.Server, st.Transport, st.Device, st.Routes, st.DNS, st.Since.Format(time.RFC3339))
+				fmt.Fprintf(out, "identity:   %s\nlease:      %s (gateway %s)\ntransport:  %s\ndevice:     %s\nroutes:     %v\ndns:        %v\ndomains:    %v\nup since:   %s\n",
+					st.Identity, st.Lease, st.Server, st.Transport, st.Device, st.Routes, st.DNS, st.Domains, st.Since.Format(time.RFC3339))
 				if len(st.Proxy) > 0 {
 					fmt.Fprintf(out, "proxy:      %s (rootless: no device, no routes)\n", strings.Join(st.Proxy, ", "))
 				}

@@ -202,6 +202,7 @@ func (o *offers) offer(typ tsp.TunnelType, rule auth.Rule, l lease.Lease, ep net
 	t.MTU = uint16(DataMTU(typ, end.mtu))
 	t.Client.Routes = append([]netip.Prefix(nil), rule.Routes...)
 	t.Client.DNSServers = o.extendedDNS(rule)
+	t.Client.DNSDomains = append([]string(nil), rule.DNSDomains...)
 	t.Data = &tsp.DataChannel{Token: tok, Port: end.port, Transports: o.dataTransports(typ, rule, overTLS && !o.remote, end.dtls)}
 	return t
 }

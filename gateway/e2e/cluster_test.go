@@ -334,9 +334,9 @@ func (ce *clusterEnv) up(c *clusterClient, first *clusterGW) {
 	if out, err := ce.clientCmd(c, "enroll", "--gateway", first.addr(), "--token", tok.Token, "--fingerprint", tok.Fingerprint); err != nil {
 		t.Fatalf("enroll: %v\n%s", err, out)
 	}
-	c.proc = startProc(t, c.name, c.ns, filepath.Join(ce.dir, c.name+".log"), bins.client,
-		"--state-dir", c.dir, "--log-level", "debug", "up", "--gateway", first.addr()+","+ce.other(first).addr(),
-		"--device", clientTUN)
+	args := append([]string{bins.client, "--state-dir", c.dir, "--log-level", "debug", "up",
+		"--gateway", first.addr() + "," + ce.other(first).addr(), "--device", clientTUN}, keepHostDNS(c.dir)...)
+	c.proc = startProc(t, c.name, c.ns, filepath.Join(ce.dir, c.name+".log"), args...)
 	st := ce.waitUp(c, 30*time.Second, time.Time{})
 	c.lease, c.gw = st.Lease, ce.gatewayOf(st)
 	ce.routed(c)

@@ -64,7 +64,8 @@ type gwOptions struct {
 	// pool; the gateway announces it (bgp: in its configuration), the session protected by a
 	// TCP MD5 password (bgpPassword, in the file bgp-password of the scenario's directory).
 	bgp bool
-	// dns: the policy pushes the IPv4 server's address as the DNS server.
+	// dns: the default policy pushes the server's IPv4 address as DNS server and dnsDomain
+	// as search domain (not with load or plain, which write their own policy).
 	dns bool
 }
 
@@ -145,6 +146,9 @@ func (e *env) config() string {
 		e.tp.GatewayV6, innerV4, gatewayTUN, e.opts.plain || e.opts.load)
 	fmt.Fprintf(&b, "pools:\n  - name: default\n    prefixes: [%s]\n", e.opts.pool())
 	fmt.Fprintf(&b, "ca:\n  server_names: [gw.e2e.test]\n  server_ips: [%s]\n", e.tp.GatewayV6)
+	if e.opts.dns {
+		fmt.Fprintf(&b, "policy:\n  default:\n    dns: [%s]\n    dns_domains: [%s]\n", e.tp.ServerV4, dnsDomain)
+	}
 	switch {
 	case e.opts.load:
 		b.WriteString("policy:\n  default:\n    transports: [v4v6, v4anyv6]\n    max_sessions: 100000\n")
@@ -156,9 +160,6 @@ func (e *env) config() string {
 		fallthrough
 	default:
 		b.WriteString("log:\n  level: debug\n  format: json\n")
-	}
-	if e.opts.dns && !e.opts.load && !e.opts.plain {
-		fmt.Fprintf(&b, "policy:\n  default:\n    dns: [%s]\n", e.tp.ServerV4)
 	}
 	fmt.Fprintf(&b, "metrics:\n  listen: %q\n  pprof: %t\n", metricsAddr, e.opts.load)
 	if e.opts.bgp {
@@ -234,9 +235,17 @@ func (e *env) up(transport string, more ...string) client.Status {
 		e.enroll()
 	}
 	args := append([]string{bins.client, "--state-dir", e.cdir, "--log-level", "debug", "up", "--gateway", e.gwAddr,
-		"--transport", transport, "--device", clientTUN}, more...)
+		"--transport", transport, "--device", clientTUN}, append(keepHostDNS(e.dir), more...)...)
+	started := time.Now() // a status file a killed client left says nothing about this one
 	e.client = startProc(e.t, "client", e.tp.Client, filepath.Join(e.dir, "client.log"), args...)
-	return e.waitClientUp(30*time.Second, time.Time{})
+	return e.waitClientUp(30*time.Second, started)
+}
+
+// keepHostDNS are the flags that keep a test's client off the host's resolver file (`ip netns
+// exec` shares it unless /etc/netns/NAME/resolv.conf exists): no DNS, and a file of the test's
+// own if DNS is turned on. A test's later --dns and --resolv-conf flags win.
+func keepHostDNS(dir string) []string {
+	return []string{"--dns", "off", "--resolv-conf", filepath.Join(dir, "laptop-resolv.conf")}
 }
 
 // waitClientUp waits until the client reports "up" with a tunnel brought up after since.

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
@@ -43,7 +44,29 @@ func runMain(m *testing.M) int {
 	bins.gateway = filepath.Join(dir, "dstm-gateway")
 	bins.client = filepath.Join(dir, "dstm-client")
 	bins.etcd = filepath.Join(dir, "etcd")
-	return m.Run()
+	return keepResolvConf(m.Run)
+}
+
+// keepResolvConf runs the tests and fails them if the host's /etc/resolv.conf changed: the
+// clients run with `ip netns exec`, which shares it. A changed file is put back.
+func keepResolvConf(run func() int) int {
+	const path = "/etc/resolv.conf"
+	fi, lerr := os.Lstat(path)
+	before, rerr := os.ReadFile(path)
+	code := run()
+	fi2, lerr2 := os.Lstat(path)
+	after, rerr2 := os.ReadFile(path)
+	if (lerr == nil) == (lerr2 == nil) && (rerr == nil) == (rerr2 == nil) && bytes.Equal(before, after) &&
+		(lerr != nil || fi.Mode() == fi2.Mode()) {
+		return code
+	}
+	fmt.Fprintf(os.Stderr, "e2e: FAIL: the tests changed the host's %s (%q, was %q); putting it back\n", path, after, before)
+	if lerr == nil && rerr == nil && fi.Mode().IsRegular() {
+		if err := os.WriteFile(path+".dstm-e2e", before, fi.Mode().Perm()); err == nil {
+			_ = os.Rename(path+".dstm-e2e", path)
+		}
+	}
+	return 1
 }
 
 // skipReason says why the suite cannot run here, or "" when it can.

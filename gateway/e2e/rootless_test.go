@@ -24,9 +24,9 @@ const intranetName = "intranet.e2e.test."
 // nobody is the unprivileged user the rootless client runs as.
 const nobody = 65534
 
-// startDNS answers A queries for intranetName with addr, on addr:53 in ns, and NXDOMAIN for
+// startRootlessDNS answers A queries for intranetName with addr, on addr:53 in ns, and NXDOMAIN for
 // every other name: a DNS server reachable only through the tunnel.
-func startDNS(t *testing.T, ns *netns.NS, addr netip.Addr) {
+func startRootlessDNS(t *testing.T, ns *netns.NS, addr netip.Addr) {
 	t.Helper()
 	var pc net.PacketConn
 	if err := ns.Do(func() error {
@@ -92,7 +92,7 @@ func dnsAnswer(query []byte, addr netip.Addr) ([]byte, error) {
 // through the tunnel) and by the HTTP proxy (CONNECT, and plain requests).
 func TestRootlessProxy(t *testing.T) {
 	e := newEnv(t, gwOptions{dns: true})
-	startDNS(t, e.tp.Server, e.tp.ServerV4)
+	startRootlessDNS(t, e.tp.Server, e.tp.ServerV4)
 	e.enroll()
 	// The unprivileged user needs its state directory and the binary.
 	if err := filepath.Walk(e.cdir, func(p string, _ os.FileInfo, err error) error {

@@ -41,7 +41,7 @@ func (ce *clusterEnv) upSplit(c *clusterClient, transport string) {
 		t.Fatalf("enroll: %v\n%s", err, out)
 	}
 	c.proc = startProc(t, c.name, c.ns, filepath.Join(ce.dir, c.name+".log"), bins.client,
-		"--state-dir", c.dir, "--log-level", "debug", "up", "--gateway", ctl.addr(), "--transport", transport,
+		"--state-dir", c.dir, "--log-level", "debug", "up", "--gateway", ctl.addr(), "--transport", transport, "--dns", "off",
 		"--device", clientTUN)
 	st := ce.waitUp(c, 30*time.Second, time.Time{})
 	c.lease = st.Lease
