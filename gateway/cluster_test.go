@@ -115,8 +115,12 @@ func TestClusterEtcdDown(t *testing.T) {
 	}
 	c.Stop(0)
 	stopped := time.Now()
-	if st, err := gw.admin.Status(ctx); err != nil || st.Sessions != 1 {
-		t.Fatalf("right after etcd went: %d sessions, %v; want the live one", st.Sessions, err)
+	// While the ownership still holds, the session goes on. (Stopping the member can take
+	// longer than what was left of the ownership on a loaded machine: then it has lapsed.)
+	if st, err := gw.admin.Status(ctx); err != nil || (st.Cluster.Owner && st.Sessions != 1) {
+		t.Fatalf("right after etcd went, ownership still live: %d sessions, %v; want the live one", st.Sessions, err)
+	} else if !st.Cluster.Owner {
+		t.Logf("the ownership lapsed while the etcd member stopped (%v): the live-session check is skipped", time.Since(stopped))
 	}
 	eventually(t, "the session ended once the ownership lapsed", func() (bool, error) {
 		ss, err := gw.admin.Sessions(ctx)
