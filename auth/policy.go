@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+
+	"github.com/dstmgw/dstm/auth/acl"
 )
 
 // Tunnel types (transports) a Rule may allow, as named in TSP capabilities
@@ -39,6 +41,10 @@ const (
 //   - DNS: pushed DNS servers (IPv4 or IPv6).
 //   - MaxSessions: concurrent sessions per identity; 0 means unlimited. In
 //     configuration -1 means "unlimited" and overrides an inherited limit.
+//   - Access: the access rules the TEP enforces (package acl); nil means no
+//     access control. Inherited as a whole: the first layer that sets it
+//     decides, its outbound and inbound lists together. Shared, not copied:
+//     treat it as read-only.
 type Rule struct {
 	Pool        string         `yaml:"pool,omitempty"`
 	StaticV4    netip.Addr     `yaml:"static_v4"`
@@ -46,6 +52,7 @@ type Rule struct {
 	Routes      []netip.Prefix `yaml:"routes,omitempty"`
 	DNS         []netip.Addr   `yaml:"dns,omitempty"`
 	MaxSessions int            `yaml:"max_sessions,omitempty"`
+	Access      *acl.Access    `yaml:"access,omitempty"`
 }
 
 // IdentityRule is the configuration of one identity: the groups it belongs
@@ -68,6 +75,9 @@ type PolicyConfig struct {
 	Unknown    string                  `yaml:"unknown,omitempty"`
 	Groups     map[string]Rule         `yaml:"groups,omitempty"`
 	Identities map[string]IdentityRule `yaml:"identities,omitempty"`
+	// Tests are checked by NewPolicy: a policy whose tests fail is refused
+	// (check-config, start and reload alike).
+	Tests []PolicyTest `yaml:"tests,omitempty"`
 }
 
 // Policy is a validated, immutable policy. It is safe for concurrent use.
@@ -76,6 +86,12 @@ type Policy struct {
 	defaultRule   Rule
 	identities    map[string]Rule   // fully resolved
 	groupPools    map[string]string // group → configured pool
+	// compiled access rules: one Set per layer that sets access, shared by
+	// every identity that inherits it
+	defaultAccess  *acl.Set
+	groupAccess    map[string]*acl.Set
+	identityAccess map[string]*acl.Set
+	groups         map[string][]string // identity → its groups
 }
 
 // NewPolicy validates cfg completely and returns the policy. The error joins
@@ -102,6 +118,12 @@ func NewPolicy(cfg PolicyConfig) (*Policy, error) {
 		layers = append(layers, cfg.Default)
 		p.identities[name] = finish(merge(layers))
 	}
+	if err := p.compileAccess(cfg); err != nil {
+		return nil, err
+	}
+	if err := p.runTests(cfg.Tests); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 
@@ -126,12 +148,15 @@ func merge(layers []Rule) Rule {
 		if r.MaxSessions == 0 {
 			r.MaxSessions = l.MaxSessions
 		}
+		if r.Access == nil {
+			r.Access = l.Access
+		}
 	}
 	return r
 }
 
 func finish(r Rule) Rule {
-	out := Rule{Pool: r.Pool, StaticV4: r.StaticV4, MaxSessions: max(r.MaxSessions, 0)}
+	out := Rule{Pool: r.Pool, StaticV4: r.StaticV4, MaxSessions: max(r.MaxSessions, 0), Access: r.Access}
 	out.Transports = expandTransports(r.Transports)
 	if !(len(r.Routes) == 1 && r.Routes[0].Bits() == 0) {
 		out.Routes = slices.Clone(r.Routes)

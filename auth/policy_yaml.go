@@ -1,6 +1,10 @@
 package auth
 
-import "net/netip"
+import (
+	"net/netip"
+
+	"github.com/dstmgw/dstm/auth/acl"
+)
 
 // ruleYAML is how a Rule is written out: netip.Addr has no exported fields,
 // so yaml's omitempty cannot see that a zero StaticV4 is empty; a pointer can.
@@ -11,6 +15,7 @@ type ruleYAML struct {
 	Routes      []netip.Prefix `yaml:"routes,omitempty"`
 	DNS         []netip.Addr   `yaml:"dns,omitempty"`
 	MaxSessions int            `yaml:"max_sessions,omitempty"`
+	Access      *acl.Access    `yaml:"access,omitempty"`
 }
 
 type identityRuleYAML struct {
@@ -19,7 +24,7 @@ type identityRuleYAML struct {
 }
 
 func (r Rule) toYAML() ruleYAML {
-	out := ruleYAML{Pool: r.Pool, Transports: r.Transports, Routes: r.Routes, DNS: r.DNS, MaxSessions: r.MaxSessions}
+	out := ruleYAML{Pool: r.Pool, Transports: r.Transports, Routes: r.Routes, DNS: r.DNS, MaxSessions: r.MaxSessions, Access: r.Access}
 	if r.StaticV4.IsValid() {
 		out.StaticV4 = &r.StaticV4
 	}

@@ -91,3 +91,20 @@ func FuzzCompile(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseTarget: whatever parses writes back to itself.
+func FuzzParseTarget(f *testing.F) {
+	for _, s := range []string{"10.1.2.3:443/tcp", "10.1.2.3:53/UDP", "10.1.2.3/icmp", "10.1.2.3/tcp", "[::1]:1/tcp", "10.1.2.3:0/udp", "x/icmp"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		tg, err := ParseTarget(s)
+		if err != nil {
+			return
+		}
+		back, err := ParseTarget(tg.String())
+		if err != nil || back != tg {
+			t.Fatalf("%q -> %v -> %v, %v", s, tg, back, err)
+		}
+	})
+}
