@@ -44,6 +44,7 @@ func (g *Gateway) newTEP(dev tun.Device, pools []netip.Prefix) error {
 	g.tep, err = tep.New(tep.Config{
 		Device: dev, InnerAddr: g.cfg.TEP.InnerV4, Pools: pools, MTU: g.cfg.TEP.MTU,
 		Logger: g.log.With().Str("component", "tep").Logger(), Now: g.now,
+		Access: g.policy.Load().Access,
 	})
 	return err
 }

@@ -57,6 +57,7 @@ func (g *Gateway) Reload(next config.Config) ([]string, error) {
 		}
 	}
 	g.policy.Store(pol)
+	g.tep.SetAccess(pol.Access) // established sessions too, from their next packet
 	if pw != nil || next.TSP.Passwords == "" {
 		g.passwords.Store(pw)
 	}
