@@ -64,6 +64,9 @@ func (t *TEP) applyAccessLocked(s *Session) {
 func (s *Session) allowed(r *sessionRules, d acl.Dir, pkt []byte, now int64, sc *insideScratch) bool {
 	var f acl.Flow
 	if acl.Classify(pkt, &f) {
+		if s.tep.keepalive(d, &f) {
+			return true
+		}
 		if v, _ := r.set.Decide(d, &f, r.ct, r.gen, now); v != acl.Deny {
 			return true
 		}
@@ -80,6 +83,20 @@ func (s *Session) allowed(r *sessionRules, d acl.Dir, pkt []byte, now int64, sc 
 		s.reject(d, pkt, sc)
 	}
 	return false
+}
+
+// keepalive reports whether f is a client's keepalive (an ICMP echo request to the gateway's
+// inner address, the address the offer names) or its reply: part of the tunnel, not of the
+// traffic the rules are about. Without it, rules that allow no ICMP would make the client
+// see a dead tunnel whenever nothing else comes back for three keepalive intervals.
+func (t *TEP) keepalive(d acl.Dir, f *acl.Flow) bool {
+	if f.Proto != packet.ProtoICMP {
+		return false
+	}
+	if d == acl.Outbound {
+		return f.Dst == t.inner && f.ICMPType == packet.ICMPTypeEcho
+	}
+	return f.Src == t.inner && f.ICMPType == packet.ICMPTypeEchoReply
 }
 
 // reject answers a denied packet where it came from: a TCP RST for TCP,

@@ -276,3 +276,22 @@ func TestAccessHotPathAllocations(t *testing.T) {
 		t.Fatalf("the denied paths did not run: %v", nonZeroDrops(st))
 	}
 }
+
+// TestAccessKeepalivePasses: the client's keepalive (echo to the inner address) and its reply
+// pass rules that allow nothing, so the client does not take the tunnel for dead.
+func TestAccessKeepalivePasses(t *testing.T) {
+	h := newHarness(t, Config{Access: only(mustSet(t, "none", &acl.Access{}))})
+	req := packet.AppendEchoRequest(nil, lease, inner, 7, 1)
+	h.sess.ReceivePackets([][]byte{req})
+	recv(t, h.dev.Out, "keepalive to the inner address")
+	reply := packet.AppendEchoRequest(nil, inner, lease, 7, 1)
+	reply[20] = packet.ICMPTypeEchoReply
+	h.dev.In <- reply
+	recv(t, h.link.out, "keepalive reply")
+	// An echo to anyone else is no keepalive.
+	h.sess.ReceivePackets([][]byte{packet.AppendEchoRequest(nil, lease, server, 7, 2)})
+	expectNone(t, h.dev.Out, "echo to the server")
+	if d := h.tep.Stats().Drops["denied_outbound"]; d != 1 {
+		t.Fatalf("denied_outbound %d", d)
+	}
+}

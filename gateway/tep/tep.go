@@ -108,6 +108,7 @@ type TEP struct {
 	cfg     Config
 	log     zerolog.Logger
 	dev     tun.Device
+	inner   [4]byte // cfg.InnerAddr
 	reg     registry
 	pools   atomic.Pointer[[]netip.Prefix] // replaced whole by AddPools
 	icmp    *limit.TokenBucket
@@ -133,7 +134,7 @@ func New(cfg Config) (*TEP, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	t := &TEP{cfg: cfg, log: cfg.Logger, dev: cfg.Device, access: cfg.Access, gen: 1, denied: map[string]*[2]atomic.Uint64{}}
+	t := &TEP{cfg: cfg, log: cfg.Logger, dev: cfg.Device, inner: cfg.InnerAddr.As4(), access: cfg.Access, gen: 1, denied: map[string]*[2]atomic.Uint64{}}
 	pools := append([]netip.Prefix(nil), cfg.Pools...)
 	t.pools.Store(&pools)
 	if cfg.ICMPRate > 0 {
