@@ -22,9 +22,9 @@ type PolicyTest struct {
 	DenyInbound  []string `yaml:"deny_inbound,omitempty"`
 }
 
-// testLease is the client address policy tests and explanations use: rules
+// someLease is the client address policy tests and explanations use: rules
 // never look at the client's own address.
-var testLease = netip.AddrFrom4([4]byte{100, 64, 0, 2})
+func someLease() netip.Addr { return netip.AddrFrom4([4]byte{100, 64, 0, 2}) }
 
 func defaultField() string             { return "policy.default.access" }
 func groupField(g string) string       { return fmt.Sprintf("policy.groups[%q].access", g) }
@@ -110,7 +110,7 @@ func explain(s *acl.Set, who string, d acl.Dir, t acl.Target) Explanation {
 		return Explanation{Allowed: true, Text: fmt.Sprintf("%s may %s %s: no access rules apply (the policy sets no access), everything passes", who, verb, t)}
 	}
 	e := Explanation{Access: s.Name()}
-	r := s.Match(d, t.Flow(d, testLease))
+	r := s.Match(d, t.Flow(d, someLease()))
 	if r == acl.NoRule {
 		e.Text = fmt.Sprintf("%s may not %s %s: no %s rule of %s allows it (only replies to flows the other side opened pass)", who, verb, t, d, s.Name())
 		return e

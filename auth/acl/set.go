@@ -39,7 +39,6 @@ type Set struct {
 	reject bool
 	cfg    Access
 	dirs   [2]table
-	labels [2]string // "<name>.outbound" / ".inbound": the deny counters' rule label
 }
 
 // table finds the first rule that allows an address, protocol class and
@@ -71,8 +70,6 @@ func Compile(name string, a *Access) (*Set, error) {
 	s := &Set{name: name, reject: a.Reject, cfg: cloneAccess(*a)}
 	s.dirs[Outbound] = compileDir(a.Outbound, Outbound)
 	s.dirs[Inbound] = compileDir(a.Inbound, Inbound)
-	s.labels[Outbound] = name + ".outbound"
-	s.labels[Inbound] = name + ".inbound"
 	return s, nil
 }
 
@@ -255,10 +252,6 @@ func (s *Set) Name() string { return s.name }
 // Reject reports whether denied packets are answered (TCP RST, ICMP
 // administratively prohibited) rather than dropped silently.
 func (s *Set) Reject() bool { return s.reject }
-
-// Label returns the deny counters' rule label of direction d: the access
-// block's field path and the direction. It does not allocate.
-func (s *Set) Label(d Dir) string { return s.labels[d] }
 
 // RulePath returns the field path of rule i of direction d.
 func (s *Set) RulePath(d Dir, i int32) string {

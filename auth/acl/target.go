@@ -53,7 +53,13 @@ func (t Target) String() string {
 // Flow returns the first packet of the target's flow in direction d for
 // a client at lease.
 func (t Target) Flow(d Dir, lease netip.Addr) *Flow {
-	f := &Flow{Proto: map[string]uint8{ProtoTCP: ipTCP, ProtoUDP: ipUDP, ProtoICMP: ipICMP}[t.Proto]}
+	f := &Flow{Proto: ipICMP}
+	switch t.Proto {
+	case ProtoTCP:
+		f.Proto = ipTCP
+	case ProtoUDP:
+		f.Proto = ipUDP
+	}
 	peer, me := t.Addr.As4(), lease.As4()
 	if d == Outbound {
 		f.Src, f.Dst, f.SrcPort, f.DstPort = me, peer, 40000, t.Port

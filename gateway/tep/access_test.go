@@ -295,3 +295,46 @@ func TestAccessKeepalivePasses(t *testing.T) {
 		t.Fatalf("denied_outbound %d", d)
 	}
 }
+
+// TestAccessClientToClient: a client reaches another client when its outbound rules allow
+// the other's pool and the other's inbound rules allow the first's; the kernel routes the
+// packet from the TUN device back into it, so each side's rules are checked on its own side.
+func TestAccessClientToClient(t *testing.T) {
+	bobLease := netip.MustParseAddr("10.99.0.3")
+	staff := mustSet(t, `policy.groups["staff"].access`, &acl.Access{Outbound: []acl.Rule{{To: pfx("10.99.0.0/24"), Proto: acl.ProtoTCP}}})
+	ops := mustSet(t, `policy.groups["ops"].access`, &acl.Access{Inbound: []acl.Rule{{From: pfx("10.99.0.2/32"), Proto: acl.ProtoTCP, Ports: []acl.PortRange{{Lo: 22, Hi: 22}}}}})
+	h := newHarness(t, Config{Access: func(id string) *acl.Set {
+		if id == "alice" {
+			return staff
+		}
+		return ops
+	}})
+	bob, err := h.tep.AddSession(SessionInfo{ID: "s2", Identity: "bob", Lease: bobLease, Transport: tunnel.Plain})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bobLink := newFakeLink(tunnel.Plain)
+	bob.SetLink(bobLink)
+	kernel := func(what string) { h.dev.In <- recv(t, h.dev.Out, what) } // routes pool addresses back into the TUN device
+
+	syn := l4(lease, bobLease, packet.ProtoTCP, 40000, 22, 0x02)
+	h.sess.ReceivePackets([][]byte{syn})
+	kernel("alice's SYN on the TUN device")
+	if got := recv(t, bobLink.out, "alice's SYN at bob"); !bytes.Equal(got, syn) {
+		t.Fatal("SYN changed")
+	}
+	synAck := l4(bobLease, lease, packet.ProtoTCP, 22, 40000, 0x12)
+	bob.ReceivePackets([][]byte{synAck})
+	kernel("bob's SYN-ACK on the TUN device")
+	recv(t, h.link.out, "bob's SYN-ACK at alice")
+
+	// Bob may not open a connection to alice (no outbound rule), nor alice to bob's port 23.
+	bob.ReceivePackets([][]byte{l4(bobLease, lease, packet.ProtoTCP, 50000, 22, 0x02)})
+	h.sess.ReceivePackets([][]byte{l4(lease, bobLease, packet.ProtoTCP, 40001, 23, 0x02)})
+	kernel("alice's SYN to port 23 (allowed out by her rules)")
+	expectNone(t, bobLink.out, "a SYN to bob's port 23")
+	st := h.tep.Stats()
+	if deniedOf(st, `policy.groups["ops"].access`, "outbound") != 1 || deniedOf(st, `policy.groups["ops"].access`, "inbound") != 1 {
+		t.Fatalf("denied %+v", st.Denied)
+	}
+}
