@@ -35,8 +35,12 @@ func testField(i int, k string) string { return fmt.Sprintf("policy.tests[%d].%s
 // the Set of the layer they inherit it from.
 func (p *Policy) compileAccess(cfg PolicyConfig) error {
 	var errs []error
+	pools := func(name string) ([]netip.Prefix, bool) {
+		ps, ok := cfg.Pools[name]
+		return ps, ok
+	}
 	compile := func(field string, a *acl.Access) *acl.Set {
-		s, err := acl.Compile(field, a)
+		s, err := acl.CompileWith(field, a, pools)
 		if err != nil {
 			errs = append(errs, err)
 		}

@@ -21,20 +21,25 @@ type PolicyWarning struct {
 // no rule allows).
 func (p *Policy) Warnings(cfg PolicyConfig) []PolicyWarning {
 	var out []PolicyWarning
-	shadow := func(field string, r Rule) {
-		if r.Access != nil {
-			for _, w := range r.Access.Shadowed(field + ".access") {
-				f, text, _ := strings.Cut(w, ": ")
-				out = append(out, PolicyWarning{f, text})
-			}
+	// Judged on the compiled blocks: their rules list the prefixes of the pools they name.
+	shadow := func(s *acl.Set) {
+		if s == nil {
+			return
+		}
+		a := s.Access()
+		for _, w := range a.Shadowed(s.Name()) {
+			f, text, _ := strings.Cut(w, ": ")
+			out = append(out, PolicyWarning{f, text})
 		}
 	}
-	shadow("policy.default", cfg.Default)
+	shadow(p.defaultAccess)
 	for _, g := range sortedKeys(cfg.Groups) {
-		shadow(fmt.Sprintf("policy.groups[%q]", g), cfg.Groups[g])
+		shadow(p.groupAccess[g])
 	}
 	for _, n := range sortedKeys(cfg.Identities) {
-		shadow(fmt.Sprintf("policy.identities[%q]", n), cfg.Identities[n].Rule)
+		if cfg.Identities[n].Access != nil {
+			shadow(p.identityAccess[n])
+		}
 	}
 	seen := map[string]bool{}
 	check := func(who, field string, r Rule, s *acl.Set) {

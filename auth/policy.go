@@ -78,6 +78,10 @@ type PolicyConfig struct {
 	// Tests are checked by NewPolicy: a policy whose tests fail is refused
 	// (check-config, start and reload alike).
 	Tests []PolicyTest `yaml:"tests,omitempty"`
+	// Pools maps lease pool names to their prefixes, for access rules that
+	// name pools (to_pools, from_pools). It is not read from the policy
+	// section: the gateway configuration fills it from its pools.
+	Pools map[string][]netip.Prefix `yaml:"-"`
 }
 
 // Policy is a validated, immutable policy. It is safe for concurrent use.

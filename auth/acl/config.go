@@ -40,11 +40,15 @@ type Access struct {
 
 // Rule allows packets to (outbound) or from (inbound) the listed prefixes,
 // of one protocol, to the listed destination ports (none: every port).
+// ToPools and FromPools name lease pools whose prefixes join To and From
+// (rules between clients); CompileWith resolves them.
 type Rule struct {
-	To    []netip.Prefix `yaml:"to,omitempty"`
-	From  []netip.Prefix `yaml:"from,omitempty"`
-	Proto string         `yaml:"proto,omitempty"` // tcp, udp, icmp or any ("" = any)
-	Ports []PortRange    `yaml:"ports,omitempty"` // tcp and udp only; with proto any they mean tcp and udp
+	To        []netip.Prefix `yaml:"to,omitempty"`
+	From      []netip.Prefix `yaml:"from,omitempty"`
+	ToPools   []string       `yaml:"to_pools,omitempty"`
+	FromPools []string       `yaml:"from_pools,omitempty"`
+	Proto     string         `yaml:"proto,omitempty"` // tcp, udp, icmp or any ("" = any)
+	Ports     []PortRange    `yaml:"ports,omitempty"` // tcp and udp only; with proto any they mean tcp and udp
 }
 
 // PortRange is an inclusive range of ports, written "443" or "8000-8080".
@@ -132,15 +136,20 @@ func (r Rule) validate(field string, d Dir) []error {
 	bad := func(sub, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s%s: %s", field, sub, fmt.Sprintf(format, args...)))
 	}
-	nets, key, other := r.To, "to", r.From
+	nets, pools, key, other := r.To, r.ToPools, "to", len(r.From)+len(r.FromPools)
 	if d == Inbound {
-		nets, key, other = r.From, "from", r.To
+		nets, pools, key, other = r.From, r.FromPools, "from", len(r.To)+len(r.ToPools)
 	}
-	if len(other) > 0 {
-		bad("", "%s rules name their peers with %q", d, key)
+	if other > 0 {
+		bad("", "%s rules name their peers with %q or %q", d, key, key+"_pools")
 	}
-	if len(nets) == 0 {
-		bad("."+key, "at least one prefix is needed (0.0.0.0/0 for any address)")
+	if len(nets) == 0 && len(pools) == 0 {
+		bad("."+key, "at least one prefix (0.0.0.0/0 for any address) or pool is needed")
+	}
+	for i, p := range pools {
+		if p == "" || slices.Contains(pools[:i], p) {
+			bad(fmt.Sprintf(".%s_pools[%d]", key, i), "empty or repeated pool name %q", p)
+		}
 	}
 	for i, p := range nets {
 		switch {

@@ -1,6 +1,7 @@
 package acl
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -57,20 +58,68 @@ type span struct {
 	rule   int32
 }
 
-// Compile compiles a validated access block; name is its field path (for
-// explanations, logs and metric labels). A nil access compiles to nil: no
-// access control.
-func Compile(name string, a *Access) (*Set, error) {
+// Compile compiles a validated access block that names no pools; name is
+// its field path (for explanations, logs and metric labels). A nil access
+// compiles to nil: no access control.
+func Compile(name string, a *Access) (*Set, error) { return CompileWith(name, a, nil) }
+
+// Pools returns the prefixes of a lease pool, false for an unknown pool.
+type Pools func(name string) ([]netip.Prefix, bool)
+
+// CompileWith is Compile for blocks whose rules may name pools: their
+// prefixes join the rule's own (the compiled rule lists them).
+func CompileWith(name string, a *Access, pools Pools) (*Set, error) {
 	if a == nil {
 		return nil, nil
 	}
 	if err := a.Validate(name); err != nil {
 		return nil, err
 	}
-	s := &Set{name: name, reject: a.Reject, cfg: cloneAccess(*a)}
-	s.dirs[Outbound] = compileDir(a.Outbound, Outbound)
-	s.dirs[Inbound] = compileDir(a.Inbound, Inbound)
+	cfg, err := resolvePools(name, cloneAccess(*a), pools)
+	if err != nil {
+		return nil, err
+	}
+	s := &Set{name: name, reject: a.Reject, cfg: cfg}
+	s.dirs[Outbound] = compileDir(cfg.Outbound, Outbound)
+	s.dirs[Inbound] = compileDir(cfg.Inbound, Inbound)
 	return s, nil
+}
+
+// resolvePools moves the prefixes of the pools each rule names into its To
+// or From (without repeats); a, a clone, is changed in place.
+func resolvePools(name string, a Access, pools Pools) (Access, error) {
+	var errs []error
+	for _, d := range []Dir{Outbound, Inbound} {
+		rules, key := a.Outbound, "to_pools"
+		if d == Inbound {
+			rules, key = a.Inbound, "from_pools"
+		}
+		for i := range rules {
+			r := &rules[i]
+			names, nets := r.ToPools, &r.To
+			if d == Inbound {
+				names, nets = r.FromPools, &r.From
+			}
+			*nets = slices.Clone(*nets)
+			for k, p := range names {
+				var ps []netip.Prefix
+				ok := pools != nil
+				if ok {
+					ps, ok = pools(p)
+				}
+				if !ok {
+					errs = append(errs, fmt.Errorf("%s.%s[%d].%s[%d]: unknown pool %q", name, d, i, key, k, p))
+					continue
+				}
+				for _, q := range ps {
+					if !slices.Contains(*nets, q) {
+						*nets = append(*nets, q)
+					}
+				}
+			}
+		}
+	}
+	return a, errors.Join(errs...)
 }
 
 func cloneAccess(a Access) Access {
@@ -272,10 +321,17 @@ func (s *Set) Access() Access { return cloneAccess(s.cfg) }
 // String describes rule r briefly, e.g. "to 10.0.0.0/8 tcp 80,443".
 func (r Rule) String() string {
 	var b strings.Builder
-	if len(r.To) > 0 {
+	switch {
+	case len(r.To) > 0 || len(r.ToPools) > 0:
 		fmt.Fprintf(&b, "to %v", r.To)
-	} else {
+		if len(r.ToPools) > 0 {
+			fmt.Fprintf(&b, " (pools %v)", r.ToPools)
+		}
+	default:
 		fmt.Fprintf(&b, "from %v", r.From)
+		if len(r.FromPools) > 0 {
+			fmt.Fprintf(&b, " (pools %v)", r.FromPools)
+		}
 	}
 	proto := r.Proto
 	if proto == "" {

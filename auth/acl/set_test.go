@@ -241,3 +241,40 @@ func TestParsePortRange(t *testing.T) {
 		}
 	}
 }
+
+func TestCompileWithPools(t *testing.T) {
+	pools := func(name string) ([]netip.Prefix, bool) {
+		switch name {
+		case "ops":
+			return pfx("100.64.1.0/24", "100.64.9.0/30"), true
+		case "staff":
+			return pfx("100.64.0.0/24"), true
+		}
+		return nil, false
+	}
+	a := &Access{Outbound: []Rule{{To: pfx("100.64.1.0/24"), ToPools: []string{"ops"}, Proto: ProtoTCP, Ports: []PortRange{{22, 22}}}},
+		Inbound: []Rule{{FromPools: []string{"staff"}}}}
+	s, err := CompileWith("b", a, pools)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := s.Match(Outbound, flow(ipTCP, "100.64.0.2", "100.64.9.3", 1, 22)); r != 0 {
+		t.Fatalf("pool's second prefix: rule %d", r)
+	}
+	if r := s.Match(Inbound, flow(ipTCP, "100.64.0.7", "100.64.1.2", 1, 80)); r != 0 {
+		t.Fatalf("inbound from the staff pool: rule %d", r)
+	}
+	if got := s.Rule(Outbound, 0).To; len(got) != 2 || len(a.Outbound[0].To) != 1 {
+		t.Fatalf("resolved %v (duplicates kept, or the configuration changed: %v)", got, a.Outbound[0].To)
+	}
+	if _, err := Compile("b", a); err == nil || !strings.Contains(err.Error(), `b.outbound[0].to_pools[0]: unknown pool "ops"`) {
+		t.Fatalf("pools without a resolver: %v", err)
+	}
+	bad := &Access{Outbound: []Rule{{ToPools: []string{"ops", "ops"}}, {FromPools: []string{"ops"}}}}
+	_, err = CompileWith("b", bad, pools)
+	for _, want := range []string{`b.outbound[0].to_pools[1]: empty or repeated pool name "ops"`, `b.outbound[1]: outbound rules name their peers with "to" or "to_pools"`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q: %v", want, err)
+		}
+	}
+}
