@@ -57,7 +57,11 @@ func (g *Gateway) Reload(next config.Config) ([]string, error) {
 		}
 	}
 	g.policy.Store(pol)
-	g.tep.SetAccess(pol.Access) // established sessions too, from their next packet
+	select {
+	case <-g.ready: // established sessions too, from their next packet
+		g.tep.SetAccess(g.accessOf)
+	default: // still starting: no session yet, and new ones ask accessOf
+	}
 	if pw != nil || next.TSP.Passwords == "" {
 		g.passwords.Store(pw)
 	}
