@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+
+	"github.com/dstmgw/dstm/auth/acl"
 )
 
 // Tunnel types (transports) a Rule may allow, as named in TSP capabilities
@@ -44,6 +46,10 @@ const (
 //     configuration -1 means "unlimited" and overrides an inherited limit.
 //   - TEP: with TEPs on their own nodes, the TEP node (by name) to carry the
 //     sessions while it is up; "" means the least loaded one.
+//   - Access: the access rules the TEP enforces (package acl); nil means no
+//     access control. Inherited as a whole: the first layer that sets it
+//     decides, its outbound and inbound lists together. Shared, not copied:
+//     treat it as read-only.
 type Rule struct {
 	Pool        string         `yaml:"pool,omitempty"`
 	StaticV4    netip.Addr     `yaml:"static_v4"`
@@ -53,6 +59,7 @@ type Rule struct {
 	DNSDomains  []string       `yaml:"dns_domains,omitempty"`
 	MaxSessions int            `yaml:"max_sessions,omitempty"`
 	TEP         string         `yaml:"tep,omitempty"`
+	Access      *acl.Access    `yaml:"access,omitempty"`
 }
 
 // IdentityRule is the configuration of one identity: the groups it belongs
@@ -75,6 +82,13 @@ type PolicyConfig struct {
 	Unknown    string                  `yaml:"unknown,omitempty"`
 	Groups     map[string]Rule         `yaml:"groups,omitempty"`
 	Identities map[string]IdentityRule `yaml:"identities,omitempty"`
+	// Tests are checked by NewPolicy: a policy whose tests fail is refused
+	// (check-config, start and reload alike).
+	Tests []PolicyTest `yaml:"tests,omitempty"`
+	// Pools maps lease pool names to their prefixes, for access rules that
+	// name pools (to_pools, from_pools). It is not read from the policy
+	// section: the gateway configuration fills it from its pools.
+	Pools map[string][]netip.Prefix `yaml:"-"`
 }
 
 // Policy is a validated, immutable policy. It is safe for concurrent use.
@@ -83,6 +97,12 @@ type Policy struct {
 	defaultRule   Rule
 	identities    map[string]Rule   // fully resolved
 	groupPools    map[string]string // group → configured pool
+	// compiled access rules: one Set per layer that sets access, shared by
+	// every identity that inherits it
+	defaultAccess  *acl.Set
+	groupAccess    map[string]*acl.Set
+	identityAccess map[string]*acl.Set
+	groups         map[string][]string // identity → its groups
 }
 
 // NewPolicy validates cfg completely and returns the policy. The error joins
@@ -108,6 +128,12 @@ func NewPolicy(cfg PolicyConfig) (*Policy, error) {
 		}
 		layers = append(layers, cfg.Default)
 		p.identities[name] = finish(merge(layers))
+	}
+	if err := p.compileAccess(cfg); err != nil {
+		return nil, err
+	}
+	if err := p.runTests(cfg.Tests); err != nil {
+		return nil, err
 	}
 	return p, nil
 }
@@ -139,12 +165,15 @@ func merge(layers []Rule) Rule {
 		if r.TEP == "" {
 			r.TEP = l.TEP
 		}
+		if r.Access == nil {
+			r.Access = l.Access
+		}
 	}
 	return r
 }
 
 func finish(r Rule) Rule {
-	out := Rule{Pool: r.Pool, StaticV4: r.StaticV4, MaxSessions: max(r.MaxSessions, 0), TEP: r.TEP}
+	out := Rule{Pool: r.Pool, StaticV4: r.StaticV4, MaxSessions: max(r.MaxSessions, 0), TEP: r.TEP, Access: r.Access}
 	out.Transports = expandTransports(r.Transports)
 	if !(len(r.Routes) == 1 && r.Routes[0].Bits() == 0) {
 		out.Routes = slices.Clone(r.Routes)

@@ -101,6 +101,12 @@ func validateRule(field string, r Rule, allowStatic bool) []error {
 	if r.MaxSessions < -1 {
 		add("max_sessions", fmt.Errorf("must be -1 (unlimited), 0 (inherit) or positive, got %d", r.MaxSessions))
 	}
+	if r.Access != nil {
+		// acl names the fields below access itself
+		if err := r.Access.Validate(field + ".access"); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errs
 }
 

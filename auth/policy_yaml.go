@@ -1,6 +1,10 @@
 package auth
 
-import "net/netip"
+import (
+	"net/netip"
+
+	"github.com/dstmgw/dstm/auth/acl"
+)
 
 // ruleYAML is how a Rule is written out: netip.Addr has no exported fields,
 // so yaml's omitempty cannot see that a zero StaticV4 is empty; a pointer can.
@@ -12,6 +16,8 @@ type ruleYAML struct {
 	DNS         []netip.Addr   `yaml:"dns,omitempty"`
 	DNSDomains  []string       `yaml:"dns_domains,omitempty"`
 	MaxSessions int            `yaml:"max_sessions,omitempty"`
+	TEP         string         `yaml:"tep,omitempty"`
+	Access      *acl.Access    `yaml:"access,omitempty"`
 }
 
 type identityRuleYAML struct {
@@ -20,7 +26,7 @@ type identityRuleYAML struct {
 }
 
 func (r Rule) toYAML() ruleYAML {
-	out := ruleYAML{Pool: r.Pool, Transports: r.Transports, Routes: r.Routes, DNS: r.DNS, DNSDomains: r.DNSDomains, MaxSessions: r.MaxSessions}
+	out := ruleYAML{Pool: r.Pool, Transports: r.Transports, Routes: r.Routes, DNS: r.DNS, DNSDomains: r.DNSDomains, MaxSessions: r.MaxSessions, TEP: r.TEP, Access: r.Access}
 	if r.StaticV4.IsValid() {
 		out.StaticV4 = &r.StaticV4
 	}

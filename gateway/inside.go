@@ -6,6 +6,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/tun"
 
+	"github.com/dstmgw/dstm/auth/acl"
 	"github.com/dstmgw/dstm/gateway/tep"
 	"github.com/dstmgw/dstm/internal/hostnet"
 	"github.com/dstmgw/dstm/tunnel/plain"
@@ -81,9 +82,14 @@ func (g *Gateway) newTEP(dev tun.Device, pools []netip.Prefix) error {
 	g.tep, err = tep.New(tep.Config{
 		Device: dev, InnerAddr: g.cfg.TEP.InnerV4, Pools: pools, MTU: g.cfg.TEP.MTU,
 		Logger: g.log.With().Str("component", "tep").Logger(), Now: g.now,
+		Access: g.accessOf,
 	})
 	return err
 }
+
+// accessOf returns the access rules of identity under the current policy (the TEP asks when a
+// session starts and when Reload re-applies them).
+func (g *Gateway) accessOf(identity string) *acl.Set { return g.policy.Load().Access(identity) }
 
 // poolPrefixes covers every pool with prefixes (ranges become their covering prefixes).
 func (g *Gateway) poolPrefixes() []netip.Prefix {

@@ -64,6 +64,11 @@ func (g *Gateway) Reload(next config.Config) ([]string, error) {
 		}
 	}
 	g.policy.Store(pol)
+	select {
+	case <-g.ready: // established sessions too, from their next packet
+		g.tep.SetAccess(g.accessOf)
+	default: // still starting: no session yet, and new ones ask accessOf
+	}
 	if pw != nil || next.TSP.Passwords == "" {
 		g.passwords.Store(pw)
 	}

@@ -9,6 +9,7 @@ import (
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 
 	"github.com/dstmgw/dstm/auth"
+	"github.com/dstmgw/dstm/auth/acl"
 	"github.com/dstmgw/dstm/gateway/config"
 	"github.com/dstmgw/dstm/tsp"
 	"github.com/dstmgw/dstm/tunnel/stream"
@@ -83,5 +84,48 @@ func TestReloadedPoolCarriesSessions(t *testing.T) {
 	tt.send(t, stream.AppendFrame(nil, good))
 	if p := gw.fromGateway(t); !bytes.Equal(p, good) {
 		t.Fatalf("gateway forwarded %x, want %x", p, good)
+	}
+}
+
+// TestReloadAccessRules: a reload that adds access rules applies them to an established
+// session at once (its ping is dropped and counted; the session stays), and one that removes
+// them lets the same session through again.
+func TestReloadAccessRules(t *testing.T) {
+	gw := startGateway(t, nil)
+	st := gw.enrollIdentity(t, "alice@example.com")
+	pool := gw.cfg.Pools[0].Prefixes[0]
+	tt := openTLSTunnelIn(t, gw, st, pool)
+	ping := tuntest.Ping(outside, tt.lease)
+	tt.send(t, stream.AppendFrame(nil, ping))
+	if p := gw.fromGateway(t); !bytes.Equal(p, ping) {
+		t.Fatalf("gateway forwarded %x, want %x", p, ping)
+	}
+
+	narrow := gw.cfg
+	narrow.Policy = auth.PolicyConfig{Default: auth.Rule{Access: &acl.Access{Outbound: []acl.Rule{
+		{To: []netip.Prefix{netip.PrefixFrom(outside, 32)}, Proto: acl.ProtoTCP, Ports: []acl.PortRange{{Lo: 80, Hi: 80}}},
+	}}}}
+	if _, err := gw.g.Reload(narrow); err != nil {
+		t.Fatal(err)
+	}
+	tt.send(t, stream.AppendFrame(nil, ping))
+	eventually(t, "the ping denied and counted", func() (bool, error) {
+		return gw.g.Dataplane().Drops["denied_outbound"] == 1, nil
+	})
+	select {
+	case p := <-gw.fromG:
+		t.Fatalf("denied ping forwarded: %x", p)
+	default:
+	}
+	if n := len(gw.g.Dataplane().Denied); n != 2 { // the default's block, both directions
+		t.Fatalf("denied series %+v", gw.g.Dataplane().Denied)
+	}
+
+	if _, err := gw.g.Reload(gw.cfg); err != nil {
+		t.Fatal(err)
+	}
+	tt.send(t, stream.AppendFrame(nil, ping))
+	if p := gw.fromGateway(t); !bytes.Equal(p, ping) {
+		t.Fatalf("after the rules were removed: gateway forwarded %x", p)
 	}
 }

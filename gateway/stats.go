@@ -42,6 +42,10 @@ func (g *Gateway) Dataplane() metrics.DataplaneSnapshot {
 	for k, v := range st.Drops {
 		snap.Drops[k] = v
 	}
+	for _, d := range st.Denied {
+		snap.Denied = append(snap.Denied, metrics.Denied{Rule: d.Rule, Direction: d.Direction, Packets: d.Packets})
+	}
+	snap.ConntrackEvictions = st.ConntrackEvictions
 	if g.dtls != nil {
 		d := g.dtls.Stats()
 		snap.Drops["dtls_not_ipv4"] += d.DroppedMalformed

@@ -70,7 +70,7 @@ Exit codes: 0 ok, 1 failure, 2 bad flags/config/request, 3 gateway not running,
 	root.AddCommand(
 		newInitCmd(g), newRunCmd(g), newCheckConfigCmd(g),
 		newTokenCmd(g), newRevokeCmd(g), newLeasesCmd(g), newSessionsCmd(g), newKickCmd(g),
-		newStatusCmd(g), newPasswdCmd(g), newVersionCmd(),
+		newStatusCmd(g), newPasswdCmd(g), newPolicyCmd(g), newVersionCmd(),
 	)
 	return root
 }

@@ -128,3 +128,54 @@ func TestVersionAndHelp(t *testing.T) {
 		t.Fatalf("help exit %d", code)
 	}
 }
+
+func TestPolicyExplainAndTests(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "gateway.yaml")
+	policy := `policy:
+  default:
+    access:
+      outbound:
+        - {to: [10.1.0.0/16], proto: tcp, ports: [443]}
+  groups:
+    eng:
+      access:
+        outbound: [{to: [0.0.0.0/0]}]
+        inbound: [{from: [192.0.2.0/24], proto: tcp, ports: [22]}]
+  identities:
+    bob@corp.example: {groups: [eng]}
+`
+	if err := os.WriteFile(cfg, []byte(policy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"alice@corp.example", "10.1.2.3", "tcp/443"}, 0, "alice@corp.example may reach 10.1.2.3:443/tcp: allowed by policy.default.access.outbound[0] (to [10.1.0.0/16] tcp 443)"},
+		{[]string{"alice@corp.example", "10.9.0.1", "TCP/22"}, 0, "alice@corp.example may not reach 10.9.0.1:22/tcp: no outbound rule of policy.default.access allows it"},
+		{[]string{"alice@corp.example", "10.1.2.3", "icmp"}, 0, "may not reach 10.1.2.3/icmp"},
+		{[]string{"bob@corp.example", "10.9.0.1", "udp/53"}, 0, `allowed by policy.groups["eng"].access.outbound[0]`},
+		{[]string{"--inbound", "bob@corp.example", "192.0.2.9", "tcp/22"}, 0, `bob@corp.example may be reached from 192.0.2.9:22/tcp: allowed by policy.groups["eng"].access.inbound[0]`},
+		{[]string{"--json", "bob@corp.example", "192.0.2.9", "tcp/22"}, 0, `"Access": "policy.groups[\"eng\"].access"`},
+		{[]string{"alice@corp.example", "10.1.2.3", "tcp"}, 2, "want tcp/PORT"},
+		{[]string{"alice@corp.example", "2001:db8::1", "tcp/1"}, 2, "not an IPv4 address"},
+		{[]string{"alice@corp.example", "10.1.2.3", "sctp/1"}, 2, "unknown protocol"},
+	} {
+		out, code := run(t, append([]string{"-c", cfg, "policy", "explain"}, tc.args...)...)
+		if code != tc.code || !strings.Contains(out, tc.want) {
+			t.Errorf("explain %v: exit %d, output:\n%s\nwant %d and %q", tc.args, code, out, tc.code, tc.want)
+		}
+	}
+
+	// A failing policy test makes the file invalid: check-config, start and reload refuse it.
+	failing := policy + "  tests:\n    - identity: alice@corp.example\n      allow: [10.9.0.1:22/tcp]\n"
+	if err := os.WriteFile(cfg, []byte(failing), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, code := run(t, "check-config", "-c", cfg)
+	if code != 2 || !strings.Contains(out, "policy.tests[0].allow[0]: test failed: alice@corp.example may not reach 10.9.0.1:22/tcp") {
+		t.Fatalf("failing policy test: exit %d, output:\n%s", code, out)
+	}
+}

@@ -105,6 +105,9 @@ func reloadOnHUP(ctx context.Context, path string, gw *gateway.Gateway, level *l
 			log.Error().Err(err).Msg("reload failed")
 			continue
 		}
+		for _, w := range cfg.Warnings() { // as at start: the new policy may bring its own
+			log.Warn().Str("setting", w.Setting).Msg(w.Text)
+		}
 		ev := log.Info()
 		if len(restart) > 0 {
 			ev = log.Warn().Strs("restart_needed", restart)

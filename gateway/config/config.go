@@ -295,6 +295,7 @@ func Parse(b []byte) (Config, error) {
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
 		return Config{}, err
 	}
+	cfg.Policy.Pools = cfg.PoolPrefixes() // for access rules that name pools
 	if err := cfg.Validate(); err != nil {
 		return Config{}, err
 	}

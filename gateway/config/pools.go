@@ -264,3 +264,35 @@ func (c *Config) PoolOf(a netip.Addr) string {
 	}
 	return ""
 }
+
+// PoolPrefixes covers each pool with prefixes (its ranges as the fewest prefixes that cover
+// them exactly), by pool name; what access rules mean when they name a pool.
+func (c *Config) PoolPrefixes() map[string][]netip.Prefix {
+	out := make(map[string][]netip.Prefix, len(c.Pools))
+	for _, p := range c.Pools {
+		ps := append([]netip.Prefix(nil), p.Prefixes...)
+		for _, r := range p.Ranges {
+			if r.First.Is4() && r.Last.Is4() && r.First.Compare(r.Last) <= 0 {
+				ps = append(ps, spanPrefixes(span{u32(r.First), u32(r.Last)})...)
+			}
+		}
+		out[p.Name] = ps
+	}
+	return out
+}
+
+// spanPrefixes returns the fewest prefixes that cover s exactly.
+func spanPrefixes(s span) []netip.Prefix {
+	var out []netip.Prefix
+	lo, hi := uint64(s.lo), uint64(s.hi)
+	for lo <= hi {
+		bits := 32
+		for bits > 0 && lo%(1<<(33-bits)) == 0 && lo+(1<<(33-bits))-1 <= hi {
+			bits--
+		}
+		v := uint32(lo)
+		out = append(out, netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), bits))
+		lo += 1 << (32 - bits)
+	}
+	return out
+}

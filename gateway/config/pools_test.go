@@ -1,6 +1,8 @@
 package config
 
 import (
+	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 )
@@ -96,5 +98,65 @@ func TestPoolsAccepted(t *testing.T) {
 				t.Fatalf("refused: %v\n%s", err, tt.yaml)
 			}
 		})
+	}
+}
+
+func TestPoolPrefixes(t *testing.T) {
+	c := Default()
+	c.Pools = []Pool{
+		{Name: "a", Prefixes: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}},
+		{Name: "b", Ranges: []Range{{First: netip.MustParseAddr("10.1.0.1"), Last: netip.MustParseAddr("10.1.0.6")}}},
+		{Name: "c", Ranges: []Range{{First: netip.MustParseAddr("0.0.0.0"), Last: netip.MustParseAddr("255.255.255.255")}}},
+	}
+	got := c.PoolPrefixes()
+	want := map[string]string{"a": "[10.0.0.0/24]", "b": "[10.1.0.1/32 10.1.0.2/31 10.1.0.4/31 10.1.0.6/32]", "c": "[0.0.0.0/0]"}
+	for name, w := range want {
+		if g := fmt.Sprint(got[name]); g != w {
+			t.Errorf("pool %s: %s, want %s", name, g, w)
+		}
+	}
+}
+
+func TestAccessRulesNamePools(t *testing.T) {
+	_, err := Parse([]byte(`
+pools:
+  - {name: staff, prefixes: [100.64.0.0/24]}
+  - {name: ops, prefixes: [100.64.1.0/24]}
+policy:
+  groups:
+    staff:
+      pool: staff
+      access:
+        outbound: [{to_pools: [ops], proto: tcp, ports: [22]}]
+    ops:
+      pool: ops
+      access:
+        inbound: [{from_pools: [staff], proto: tcp, ports: [22]}, {from_pools: [nope]}]
+`))
+	if err == nil || !strings.Contains(err.Error(), `policy.groups["ops"].access.inbound[1].from_pools[0]: unknown pool "nope"`) {
+		t.Fatalf("unknown pool: %v", err)
+	}
+	cfg, err := Parse([]byte(`
+pools:
+  - {name: staff, prefixes: [100.64.0.0/24]}
+  - {name: ops, prefixes: [100.64.1.0/24]}
+policy:
+  groups:
+    staff:
+      pool: staff
+      access:
+        outbound: [{to_pools: [ops], proto: tcp, ports: [22]}]
+  identities:
+    alice@corp: {groups: [staff]}
+  tests:
+    - identity: alice@corp
+      allow: [100.64.1.9:22/tcp]
+      deny: [100.64.0.9:22/tcp]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := cfg.Policy.Pools["ops"]; !ok {
+		t.Fatal("pools not handed to the policy")
 	}
 }

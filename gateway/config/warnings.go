@@ -1,5 +1,7 @@
 package config
 
+import "github.com/dstmgw/dstm/auth"
+
 // Warning is a valid setting with a known risk. `dstm-gateway check-config` prints the
 // warnings and the gateway logs them at start; none of them stops the gateway.
 type Warning struct {
@@ -25,6 +27,12 @@ func (c *Config) Warnings() []Warning {
 	if c.TSP.Anonymous {
 		out = append(out, Warning{"tsp.anonymous", "any client that reaches the TSP port gets a " +
 			"lease, identified only by its IPv6 address"})
+	}
+	// The policy's own (access rules against routes, rules that never decide), when it is valid.
+	if pol, err := auth.NewPolicy(c.Policy); err == nil {
+		for _, w := range pol.Warnings(c.Policy) {
+			out = append(out, Warning{w.Field, w.Text})
+		}
 	}
 	return out
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net/netip"
 	"slices"
 	"testing"
 	"time"
@@ -32,6 +33,9 @@ func TestWarnings(t *testing.T) {
 			c.Listen.UDP, c.TSP.Plain, c.TSP.Passwords = false, PlainAlways, "/etc/dstm/passwords"
 		}, nil},
 		{"anonymous", func(c *Config) { c.TSP.Anonymous = true }, []string{"tsp.anonymous"}},
+		{"split routes without access rules", func(c *Config) {
+			c.Policy.Default.Routes = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+		}, []string{"policy.default"}},
 		{"all three", func(c *Config) {
 			c.Listen.PlainTSP, c.TEP.PlainTransport, c.TEP.Keepalive = true, true, Duration(5*time.Second)
 			c.TSP.Plain, c.TSP.Passwords, c.TSP.Anonymous = PlainAlways, "/p", true

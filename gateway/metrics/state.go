@@ -45,6 +45,17 @@ type Traffic struct {
 type DataplaneSnapshot struct {
 	Traffic []Traffic
 	Drops   map[string]uint64 // by reason, e.g. "queue_full"
+	// Denied is what access rules denied, per access block and direction;
+	// entries with the same labels are summed.
+	Denied             []Denied
+	ConntrackEvictions uint64
+}
+
+// Denied is the count of packets one access block (its field path in the
+// policy) denied in one direction ("outbound" from the client, "inbound" to it).
+type Denied struct {
+	Rule, Direction string
+	Packets         uint64
 }
 
 // DataplaneStats is read at every scrape. Its counters must never decrease.
@@ -83,6 +94,8 @@ type stateCollector struct {
 	packets  *prometheus.Desc
 	bytes    *prometheus.Desc
 	drops    *prometheus.Desc
+	denied   *prometheus.Desc
+	evicted  *prometheus.Desc
 	owner    *prometheus.Desc
 	bgpUp    *prometheus.Desc
 	bgpAnn   *prometheus.Desc
@@ -98,6 +111,8 @@ func newStateCollector() *stateCollector {
 		packets:  prometheus.NewDesc(name("packets_total"), "Tunnelled IPv4 packets by direction and transport.", []string{"direction", "transport"}, nil),
 		bytes:    prometheus.NewDesc(name("bytes_total"), "Tunnelled IPv4 bytes (inner packets) by direction and transport.", []string{"direction", "transport"}, nil),
 		drops:    prometheus.NewDesc(name("dropped_packets_total"), "Packets dropped by the data plane, by reason.", []string{"reason"}, nil),
+		denied:   prometheus.NewDesc(name("access_denied_packets_total"), "Packets denied by access rules, by access block (its field path in the policy) and direction.", []string{"rule", "direction"}, nil),
+		evicted:  prometheus.NewDesc(name("conntrack_evictions_total"), "Flows evicted from full per-session connection tables (access rules).", nil, nil),
 		owner:    prometheus.NewDesc(name("cluster_owner"), "1 while this gateway's etcd ownership lease is live (cluster mode): it may serve sessions.", []string{"node"}, nil),
 		bgpUp:    prometheus.NewDesc(name("bgp_neighbor_up"), "1 while the BGP session with the neighbour is established.", []string{"neighbor"}, nil),
 		bgpAnn:   prometheus.NewDesc(name("bgp_announced_prefixes"), "IPv4 prefixes announced by BGP now.", nil, nil),
@@ -107,7 +122,7 @@ func newStateCollector() *stateCollector {
 func (c *stateCollector) set(s *sources) { c.src.Store(s) }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.sessions, c.leases, c.packets, c.bytes, c.drops, c.owner, c.bgpUp, c.bgpAnn} {
+	for _, d := range []*prometheus.Desc{c.sessions, c.leases, c.packets, c.bytes, c.drops, c.denied, c.evicted, c.owner, c.bgpUp, c.bgpAnn} {
 		ch <- d
 	}
 }
@@ -176,6 +191,14 @@ func (c *stateCollector) collectDataplane(ch chan<- prometheus.Metric, snap Data
 	for reason, n := range snap.Drops {
 		emit(ch, c.drops, prometheus.CounterValue, float64(n), reason)
 	}
+	denied := make(map[labelPair]uint64, len(snap.Denied))
+	for _, d := range snap.Denied {
+		denied[labelPair{d.Rule, d.Direction}] += d.Packets
+	}
+	for k, n := range denied {
+		emit(ch, c.denied, prometheus.CounterValue, float64(n), k[0], k[1])
+	}
+	emit(ch, c.evicted, prometheus.CounterValue, float64(snap.ConntrackEvictions))
 }
 
 // emit sends a const metric, or an invalid metric carrying the error (the

@@ -36,6 +36,12 @@ func TestStateSources(t *testing.T) {
 			{Direction: DirectionIn, Transport: "v4v6", Packets: 1 << 40, Bytes: 1 << 50},
 		},
 		Drops: map[string]uint64{"no_session": 7, "spoofed_source": 2},
+		Denied: []Denied{
+			{Rule: `policy.groups["eng"].access`, Direction: "outbound", Packets: 5},
+			{Rule: `policy.groups["eng"].access`, Direction: "outbound", Packets: 1}, // duplicate: summed
+			{Rule: "policy.default.access", Direction: "inbound", Packets: 3},
+		},
+		ConntrackEvictions: 9,
 	}
 	tests := []struct {
 		name     string
@@ -90,6 +96,19 @@ dstm_dropped_packets_total{reason="spoofed_source"} 2
 dstm_packets_total{direction="in",transport="v4dtlsv6"} 11
 dstm_packets_total{direction="in",transport="v4v6"} 1.099511627776e+12
 dstm_packets_total{direction="out",transport="v4dtlsv6"} 20
+`,
+		},
+		{
+			name:    "access rules",
+			dp:      dp,
+			metrics: []string{"dstm_access_denied_packets_total", "dstm_conntrack_evictions_total"},
+			want: `# HELP dstm_access_denied_packets_total Packets denied by access rules, by access block (its field path in the policy) and direction.
+# TYPE dstm_access_denied_packets_total counter
+dstm_access_denied_packets_total{direction="inbound",rule="policy.default.access"} 3
+dstm_access_denied_packets_total{direction="outbound",rule="policy.groups[\"eng\"].access"} 6
+# HELP dstm_conntrack_evictions_total Flows evicted from full per-session connection tables (access rules).
+# TYPE dstm_conntrack_evictions_total counter
+dstm_conntrack_evictions_total 9
 `,
 		},
 	}

@@ -8,6 +8,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/tun"
 
+	"github.com/dstmgw/dstm/auth/acl"
 	"github.com/dstmgw/dstm/internal/packet"
 )
 
@@ -23,7 +24,7 @@ func (t *TEP) putOut(ob *outBuf) {
 type insideScratch struct {
 	bufs  [][]byte
 	sizes []int
-	icmp  [][]byte // one buffer with tunOffset headroom for ICMP errors
+	icmp  [][]byte // one buffer with tunOffset headroom for ICMP errors and TCP resets
 }
 
 func (t *TEP) newInsideScratch() *insideScratch {
@@ -41,8 +42,9 @@ func (t *TEP) routineReadInside() error {
 	failures := 0
 	for {
 		n, err := t.dev.Read(sc.bufs, sc.sizes, tunOffset)
+		now := t.cfg.Now().UnixNano()
 		for i := 0; i < n; i++ {
-			t.handleInside(sc.bufs[i][tunOffset:tunOffset+sc.sizes[i]], sc)
+			t.handleInside(sc.bufs[i][tunOffset:tunOffset+sc.sizes[i]], sc, now)
 		}
 		switch {
 		case err == nil:
@@ -59,7 +61,7 @@ func (t *TEP) routineReadInside() error {
 	}
 }
 
-func (t *TEP) handleInside(pkt []byte, sc *insideScratch) {
+func (t *TEP) handleInside(pkt []byte, sc *insideScratch, now int64) {
 	if err := packet.Check(pkt); err != nil {
 		t.dropInvalid(pkt, err)
 		return
@@ -73,6 +75,9 @@ func (t *TEP) handleInside(pkt []byte, sc *insideScratch) {
 			// packets arriving with one of its own addresses as source.
 			t.icmpInside(sc, pkt, dst, 0)
 		}
+		return
+	}
+	if rules := s.rules.Load(); rules != nil && !s.allowed(rules, acl.Inbound, pkt, now, sc) {
 		return
 	}
 	s.sendOutside(pkt, sc)
@@ -137,6 +142,12 @@ func (t *TEP) icmpInside(sc *insideScratch, pkt []byte, src netip.Addr, mtu uint
 	if err != nil || !t.icmp.Allow() {
 		return
 	}
+	t.writeInside(sc, out)
+}
+
+// writeInside writes out, a packet the TEP generated in sc.icmp[0] after
+// tunOffset bytes of headroom, into the TUN device.
+func (t *TEP) writeInside(sc *insideScratch, out []byte) {
 	sc.icmp[0] = out
 	// Counted first: the host may read the counters before Write returns.
 	t.sent.Add(1)

@@ -1,6 +1,7 @@
 package tep
 
 import (
+	"github.com/dstmgw/dstm/auth/acl"
 	"github.com/dstmgw/dstm/internal/packet"
 )
 
@@ -40,10 +41,12 @@ func (s *Session) ReceivePackets(pkts [][]byte) {
 		s.tep.drop(DropNoSession, len(pkts))
 		return
 	}
-	s.lastIn.Store(s.tep.cfg.Now().UnixNano())
+	now := s.tep.cfg.Now().UnixNano()
+	s.lastIn.Store(now)
+	rules := s.rules.Load() // one load per batch: a swap applies from the next batch on
 	rb := s.tep.getRx()
 	for _, p := range pkts {
-		s.receive(rb, p)
+		s.receive(rb, p, rules, now)
 		if len(rb.bufs) == writeBatch {
 			s.flushRx(rb)
 		}
@@ -52,7 +55,7 @@ func (s *Session) ReceivePackets(pkts [][]byte) {
 	s.tep.putRx(rb)
 }
 
-func (s *Session) receive(rb *rxBatch, pkt []byte) {
+func (s *Session) receive(rb *rxBatch, pkt []byte, rules *sessionRules, now int64) {
 	t := s.tep
 	if err := packet.Check(pkt); err != nil {
 		t.dropInvalid(pkt, err)
@@ -61,6 +64,9 @@ func (s *Session) receive(rb *rxBatch, pkt []byte) {
 	pkt = packet.Trim(pkt)
 	if [4]byte(pkt[12:16]) != s.lease {
 		t.drop(DropSpoofedSource, 1)
+		return
+	}
+	if rules != nil && !s.allowed(rules, acl.Outbound, pkt, now, nil) {
 		return
 	}
 	if len(pkt) > s.mtu && packet.DF(pkt) {

@@ -52,6 +52,7 @@ type Session struct {
 	lastIn  atomic.Int64   // unix nanoseconds of the last batch from the tunnel (or of AddSession)
 	in      counter
 	out     counter
+	rules   atomic.Pointer[sessionRules] // nil: no access control
 	// guarded by tep.reg.mu
 	tr       int
 	base     Traffic
@@ -89,6 +90,7 @@ func (t *TEP) AddSession(info SessionInfo) (*Session, error) {
 	if !t.reg.addLocked(s) {
 		return nil, fmt.Errorf("%w: %v", ErrLeaseInUse, info.Lease)
 	}
+	t.applyAccessLocked(s)
 	s.debug().Msg("session added")
 	return s, nil
 }

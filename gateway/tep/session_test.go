@@ -327,7 +327,7 @@ func TestSetLinkRace(t *testing.T) {
 				sc := tp.newInsideScratch()
 				for range rounds {
 					for _, s := range ss {
-						tp.handleInside(ipv4(server, s.info.Lease, packet.ProtoUDP, 100, true, 0), sc)
+						tp.handleInside(ipv4(server, s.info.Lease, packet.ProtoUDP, 100, true, 0), sc, 0)
 					}
 				}
 			})

@@ -11,18 +11,20 @@ type DropReason int
 
 // Drop reasons. Their String values are the metric label values.
 const (
-	DropNoSession     DropReason = iota // destination (inside) or session (outside) gone
-	DropSpoofedSource                   // inner source is not the session's lease
-	DropQueueFull                       // session queue full: the newest packet is dropped
-	DropMalformed                       // not a valid IPv4 packet
-	DropTooBig                          // larger than the MTU with DF set (ICMP sent)
-	DropLinkError                       // the link refused a batch, or no link is attached
-	DropTUNError                        // the TUN device refused a write
-	DropNotIPv4                         // an IPv6 packet instead of IPv4 (e.g. a TUN device's router solicitations)
+	DropNoSession      DropReason = iota // destination (inside) or session (outside) gone
+	DropSpoofedSource                    // inner source is not the session's lease
+	DropQueueFull                        // session queue full: the newest packet is dropped
+	DropMalformed                        // not a valid IPv4 packet
+	DropTooBig                           // larger than the MTU with DF set (ICMP sent)
+	DropLinkError                        // the link refused a batch, or no link is attached
+	DropTUNError                         // the TUN device refused a write
+	DropNotIPv4                          // an IPv6 packet instead of IPv4 (e.g. a TUN device's router solicitations)
+	DropDeniedOutbound                   // from the client: no access rule allows it and it answers no tracked flow
+	DropDeniedInbound                    // to the client: no access rule allows it and it answers no tracked flow
 	numDropReasons
 )
 
-var dropNames = [numDropReasons]string{"no_session", "spoofed_source", "queue_full", "malformed", "too_big", "link_error", "tun_error", "not_ipv4"}
+var dropNames = [numDropReasons]string{"no_session", "spoofed_source", "queue_full", "malformed", "too_big", "link_error", "tun_error", "not_ipv4", "denied_outbound", "denied_inbound"}
 
 // String returns the reason's metric label.
 func (r DropReason) String() string {
@@ -68,7 +70,18 @@ type Stats struct {
 	Sessions   int
 	Transports map[string]Traffic // by transport name; "other" for unknown names
 	Drops      map[string]uint64  // by DropReason.String()
-	ICMPSent   uint64             // ICMP errors generated (both directions)
+	ICMPSent   uint64             // ICMP errors and TCP resets generated (both directions)
+	// Denied counts the packets access rules denied, by access block (its
+	// field path, e.g. policy.groups["eng"].access) and direction.
+	Denied             []Denied
+	ConntrackEvictions uint64 // flows evicted from full connection tables
+}
+
+// Denied is the count of packets one access block denied in one direction.
+type Denied struct {
+	Rule      string // the access block's field path
+	Direction string // "outbound" (from the client) or "inbound" (to the client)
+	Packets   uint64
 }
 
 type counter struct{ packets, bytes atomic.Uint64 }

@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.zx2c4.com/wireguard/tun"
 
+	"github.com/dstmgw/dstm/auth/acl"
 	"github.com/dstmgw/dstm/internal/limit"
 	"github.com/dstmgw/dstm/internal/packet"
 )
@@ -53,8 +54,14 @@ type Config struct {
 	QueueLen  int            // per-session queue length
 	ICMPRate  float64        // ICMP errors per second; none when negative
 	ICMPBurst int            // token bucket depth for ICMP errors
-	Logger    zerolog.Logger // debug events
+	Logger    zerolog.Logger // debug events, and a sample of denied packets
 	Now       func() time.Time
+	// Access returns the compiled access rules of an identity, nil for none
+	// (auth.Policy.Access); nil means no access control for any session.
+	// SetAccess replaces it.
+	Access func(identity string) *acl.Set
+	// Conntrack bounds each ruled session's connection table.
+	Conntrack acl.TrackConfig
 }
 
 func (c *Config) setDefaults() {
@@ -98,18 +105,24 @@ func (c *Config) validate() error {
 
 // TEP is the tunnel end point. Its methods are safe for concurrent use.
 type TEP struct {
-	cfg   Config
-	log   zerolog.Logger
-	dev   tun.Device
-	reg   registry
-	pools atomic.Pointer[[]netip.Prefix] // replaced whole by AddPools
-	icmp  *limit.TokenBucket
-	drops [numDropReasons]atomic.Uint64
-	sent  atomic.Uint64 // ICMP errors generated
-	outs  sync.Pool     // *outBuf, cfg.MTU bytes
-	rxs   sync.Pool     // *rxBatch
+	cfg     Config
+	log     zerolog.Logger
+	dev     tun.Device
+	inner   [4]byte // cfg.InnerAddr
+	reg     registry
+	pools   atomic.Pointer[[]netip.Prefix] // replaced whole by AddPools
+	icmp    *limit.TokenBucket
+	drops   [numDropReasons]atomic.Uint64
+	sent    atomic.Uint64 // ICMP errors generated
+	deny    denyLog
+	evicted atomic.Uint64 // connection-table evictions
+	outs    sync.Pool     // *outBuf, cfg.MTU bytes
+	rxs     sync.Pool     // *rxBatch
 	// guarded by reg.mu
 	retired [numTransports]Traffic
+	access  func(identity string) *acl.Set
+	gen     uint32                       // generation of the access rules, bumped by SetAccess
+	denied  map[string]*[2]atomic.Uint64 // by access block: denied packets per acl.Dir
 	closed  bool
 	once    sync.Once
 	devErr  error
@@ -121,7 +134,7 @@ func New(cfg Config) (*TEP, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	t := &TEP{cfg: cfg, log: cfg.Logger, dev: cfg.Device}
+	t := &TEP{cfg: cfg, log: cfg.Logger, dev: cfg.Device, inner: cfg.InnerAddr.As4(), access: cfg.Access, gen: 1, denied: map[string]*[2]atomic.Uint64{}}
 	pools := append([]netip.Prefix(nil), cfg.Pools...)
 	t.pools.Store(&pools)
 	if cfg.ICMPRate > 0 {
@@ -219,5 +232,7 @@ func (t *TEP) Stats() Stats {
 	for r := DropReason(0); r < numDropReasons; r++ {
 		st.Drops[r.String()] = t.drops[r].Load()
 	}
+	st.Denied = t.deniedCounts()
+	st.ConntrackEvictions = t.evicted.Load()
 	return st
 }

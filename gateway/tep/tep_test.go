@@ -370,7 +370,7 @@ func TestHotPathAllocations(t *testing.T) {
 	buf := append([]byte(nil), in...)
 	run := func() {
 		copy(buf, in)
-		tp.handleInside(buf, sc)
+		tp.handleInside(buf, sc, 0)
 		<-link.notify // the writer returned the buffer to the pool
 		s.ReceivePackets(out)
 	}

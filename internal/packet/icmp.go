@@ -16,6 +16,7 @@ const (
 	ICMPTypeParamProblem   = 12
 	CodeHostUnreachable    = 1
 	CodeFragNeeded         = 4
+	CodeAdminProhibited    = 13 // communication administratively prohibited (RFC 1812 5.2.7.1)
 	icmpHeaderLen          = 8
 	maxICMPErrorDatagram   = 576 // RFC 1812 4.3.2.3: an ICMP error does not exceed 576 bytes
 	icmpTOSInternetControl = 0xc0
@@ -36,6 +37,12 @@ func AppendHostUnreachable(b, orig []byte, src netip.Addr) ([]byte, error) {
 // the next-hop MTU mtu (RFC 1191).
 func AppendFragNeeded(b, orig []byte, src netip.Addr, mtu uint16) ([]byte, error) {
 	return appendUnreachable(b, orig, src, CodeFragNeeded, mtu)
+}
+
+// AppendAdminProhibited is AppendHostUnreachable for "communication
+// administratively prohibited" (a filter refused orig).
+func AppendAdminProhibited(b, orig []byte, src netip.Addr) ([]byte, error) {
+	return appendUnreachable(b, orig, src, CodeAdminProhibited, 0)
 }
 
 func appendUnreachable(b, orig []byte, src netip.Addr, code uint8, mtu uint16) ([]byte, error) {

@@ -211,6 +211,7 @@ func TestICMPBuilders(t *testing.T) {
 		quote int
 	}{
 		{"host unreachable", func(b, o []byte) ([]byte, error) { return AppendHostUnreachable(b, o, from) }, small, CodeHostUnreachable, 0, 28},
+		{"administratively prohibited", func(b, o []byte) ([]byte, error) { return AppendAdminProhibited(b, o, from) }, small, CodeAdminProhibited, 0, 28},
 		{"frag needed truncates quote", func(b, o []byte) ([]byte, error) { return AppendFragNeeded(b, o, from, 1280) }, big, CodeFragNeeded, 1280, 548},
 	}
 	for _, tt := range tests {
