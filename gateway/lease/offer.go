@@ -4,11 +4,18 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"time"
 )
 
 // maxConflictRetries bounds how often an operation is planned again after
 // another writer changed a key it planned on (only with a shared store).
-const maxConflictRetries = 8
+// After the first conflicts the retries back off (conflictBackoff): near
+// exhaustion two gateways keep picking addresses the other has just taken,
+// until each one's watch brings the other's writes into its cache.
+const (
+	maxConflictRetries = 24
+	conflictBackoff    = time.Millisecond // doubled per retry from the third, at most 32 ms
+)
 
 // Offer finds an address for r and records it as offered until
 // Config.OfferTimeout passes or Accept is called. In order of preference:

@@ -3,9 +3,11 @@ package lease
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"sync"
+	"time"
 )
 
 // errWait tells run that a key the plan needs is being committed by
@@ -316,9 +318,19 @@ func (m *Manager) run(ctx context.Context, plan func(t *tx) error) error {
 // record in the cache: the operation is planned again on it, up to
 // maxConflictRetries times.
 func (m *Manager) runLocked(ctx context.Context, plan func(t *tx) error) error {
-	for range maxConflictRetries - 1 {
+	for i := range maxConflictRetries - 1 {
 		if err := m.runOnceLocked(ctx, plan); !errors.Is(err, ErrConflict) {
 			return err
+		}
+		if i >= 2 { // let the watch catch up with the other writer
+			d := conflictBackoff << min(i-2, 5)
+			t := time.NewTimer(d/2 + rand.N(d/2+1))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			}
 		}
 		m.mu.Lock()
 	}
