@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+
+	"golang.zx2c4.com/wireguard/tun"
 )
 
 // command is one program run with its arguments (no shell).
@@ -69,21 +71,75 @@ func mask4(bits int) string {
 	return fmt.Sprintf("%d.%d.%d.%d", byte(m>>24), byte(m>>16), byte(m>>8), byte(m))
 }
 
-// cmdHost is the part of a Host that configures by commands (every platform but Linux): it
-// runs each change and records the command that undoes it.
-type cmdHost struct {
-	run    func(command) error
+// undoLog records how to undo each change a Host made; Close undoes them in reverse order.
+type undoLog struct {
 	mu     sync.Mutex
 	undo   []func() error
 	closed bool
 }
 
+func (u *undoLog) record(undo func() error) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.closed {
+		return ErrClosed
+	}
+	u.undo = append(u.undo, undo)
+	return nil
+}
+
+func (u *undoLog) isClosed() bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.closed
+}
+
+// undoAll undoes every recorded change in reverse order, once; first says whether this
+// call ran them.
+func (u *undoLog) undoAll() (first bool, err error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.closed {
+		return false, nil
+	}
+	u.closed = true
+	var errs []error
+	for i := len(u.undo) - 1; i >= 0; i-- {
+		errs = append(errs, u.undo[i]())
+	}
+	u.undo = nil
+	return true, errors.Join(errs...)
+}
+
+// createTUN creates a TUN device, records its closing in u (last undone: closing the device
+// removes what is left of its addresses and routes) and returns it with its actual name.
+func createTUN(u *undoLog, name string, mtu int) (tun.Device, string, error) {
+	dev, err := tun.CreateTUN(name, mtu)
+	if err != nil {
+		return nil, "", fmt.Errorf("hostnet: create TUN %s: %w", name, err)
+	}
+	real, err := dev.Name()
+	if err != nil {
+		dev.Close()
+		return nil, "", fmt.Errorf("hostnet: TUN name: %w", err)
+	}
+	if err := u.record(dev.Close); err != nil {
+		dev.Close()
+		return nil, "", err
+	}
+	return dev, real, nil
+}
+
+// cmdHost is the part of a Host that configures by commands (every platform but Linux): it
+// runs each change and records the command that undoes it.
+type cmdHost struct {
+	undoLog
+	run func(command) error
+}
+
 // apply runs c and records undo for Close.
 func (h *cmdHost) apply(c, undo command) error {
-	h.mu.Lock()
-	closed := h.closed
-	h.mu.Unlock()
-	if closed {
+	if h.isClosed() {
 		return ErrClosed
 	}
 	if err := h.run(c); err != nil {
@@ -92,29 +148,8 @@ func (h *cmdHost) apply(c, undo command) error {
 	return h.record(func() error { return h.run(undo) })
 }
 
-func (h *cmdHost) record(undo func() error) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.closed {
-		return ErrClosed
-	}
-	h.undo = append(h.undo, undo)
-	return nil
-}
-
-// Close undoes every recorded change in reverse order. It is idempotent. An undo that
-// fails because the device went first (its routes and addresses with it) is no error.
+// Close undoes every recorded change in reverse order. It is idempotent.
 func (h *cmdHost) Close() error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.closed {
-		return nil
-	}
-	h.closed = true
-	var errs []error
-	for i := len(h.undo) - 1; i >= 0; i-- {
-		errs = append(errs, h.undo[i]())
-	}
-	h.undo = nil
-	return errors.Join(errs...)
+	_, err := h.undoAll()
+	return err
 }

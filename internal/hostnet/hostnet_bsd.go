@@ -23,21 +23,7 @@ func (h *Host) CreateTUN(name string, mtu int) (tun.Device, string, error) {
 	if runtime.GOOS == "darwin" && !strings.HasPrefix(name, "utun") {
 		name = "utun"
 	}
-	dev, err := tun.CreateTUN(name, mtu)
-	if err != nil {
-		return nil, "", fmt.Errorf("hostnet: create TUN %s: %w", name, err)
-	}
-	real, err := dev.Name()
-	if err != nil {
-		dev.Close()
-		return nil, "", fmt.Errorf("hostnet: TUN name: %w", err)
-	}
-	// Last undone: closing the device removes what is left of its addresses and routes.
-	if err := h.record(dev.Close); err != nil {
-		dev.Close()
-		return nil, "", err
-	}
-	return dev, real, nil
+	return createTUN(&h.undoLog, name, mtu)
 }
 
 // AddAddress assigns prefix to the device dev (point to point, to itself).

@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
@@ -23,10 +22,8 @@ type Host struct {
 	// point it at a temporary directory.
 	ProcRoot string
 
-	nl     *netlink.Handle
-	mu     sync.Mutex
-	undo   []func() error
-	closed bool
+	nl *netlink.Handle
+	undoLog
 }
 
 // New returns a Host bound to the calling thread's network namespace.
@@ -41,20 +38,7 @@ func New() (*Host, error) {
 // CreateTUN creates a TUN device and returns it with its actual name. Close
 // closes the device, which removes its addresses and routes with it.
 func (h *Host) CreateTUN(name string, mtu int) (tun.Device, string, error) {
-	dev, err := tun.CreateTUN(name, mtu)
-	if err != nil {
-		return nil, "", fmt.Errorf("hostnet: create TUN %s: %w", name, err)
-	}
-	real, err := dev.Name()
-	if err != nil {
-		dev.Close()
-		return nil, "", fmt.Errorf("hostnet: TUN name: %w", err)
-	}
-	if err := h.record(dev.Close); err != nil {
-		dev.Close()
-		return nil, "", err
-	}
-	return dev, real, nil
+	return createTUN(&h.undoLog, name, mtu)
 }
 
 // AddAddress assigns prefix to the device dev.
@@ -134,36 +118,15 @@ func (h *Host) CheckIPv4Forwarding(enable bool) error {
 
 // Close undoes every recorded change in reverse order. It is idempotent.
 func (h *Host) Close() error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.closed {
-		return nil
+	first, err := h.undoAll()
+	if first {
+		h.nl.Close()
 	}
-	h.closed = true
-	var errs []error
-	for i := len(h.undo) - 1; i >= 0; i-- {
-		errs = append(errs, h.undo[i]())
-	}
-	h.undo = nil
-	h.nl.Close()
-	return errors.Join(errs...)
-}
-
-func (h *Host) record(undo func() error) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.closed {
-		return ErrClosed
-	}
-	h.undo = append(h.undo, undo)
-	return nil
+	return err
 }
 
 func (h *Host) link(dev string) (netlink.Link, error) {
-	h.mu.Lock()
-	closed := h.closed
-	h.mu.Unlock()
-	if closed {
+	if h.isClosed() {
 		return nil, ErrClosed
 	}
 	link, err := h.nl.LinkByName(dev)

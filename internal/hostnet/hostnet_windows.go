@@ -18,18 +18,9 @@ func New() (*Host, error) { return &Host{cmdHost{run: runCommand}}, nil }
 // CreateTUN creates a Wintun adapter (wintun.dll next to the executable) and returns it with
 // its name.
 func (h *Host) CreateTUN(name string, mtu int) (tun.Device, string, error) {
-	dev, err := tun.CreateTUN(name, mtu)
+	dev, real, err := createTUN(&h.undoLog, name, mtu)
 	if err != nil {
-		return nil, "", fmt.Errorf("hostnet: create Wintun adapter %s (is wintun.dll installed?): %w", name, err)
-	}
-	real, err := dev.Name()
-	if err != nil {
-		dev.Close()
-		return nil, "", fmt.Errorf("hostnet: adapter name: %w", err)
-	}
-	if err := h.record(dev.Close); err != nil {
-		dev.Close()
-		return nil, "", err
+		return nil, "", fmt.Errorf("%w (is wintun.dll beside dstm-client.exe?)", err)
 	}
 	return dev, real, nil
 }
