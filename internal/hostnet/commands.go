@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"syscall"
 
 	"golang.zx2c4.com/wireguard/tun"
 )
@@ -115,6 +116,9 @@ func (u *undoLog) undoAll() (first bool, err error) {
 // removes what is left of its addresses and routes) and returns it with its actual name.
 func createTUN(u *undoLog, name string, mtu int) (tun.Device, string, error) {
 	dev, err := tun.CreateTUN(name, mtu)
+	if errors.Is(err, syscall.EBUSY) {
+		return nil, "", fmt.Errorf("hostnet: create TUN %s: %w (another program has a device of that name, perhaps another dstm-client up: pick another with --device)", name, err)
+	}
 	if err != nil {
 		return nil, "", fmt.Errorf("hostnet: create TUN %s: %w", name, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/dstmgw/dstm/internal/netns"
@@ -83,6 +84,18 @@ func TestHostLifecycle(t *testing.T) {
 		_, name, err := h.CreateTUN("dstmtun0", 1280)
 		if err != nil {
 			return err
+		}
+		// A name another program's device has: a clear error, and the first device stays.
+		h2, err := New()
+		if err != nil {
+			return err
+		}
+		if _, _, err := h2.CreateTUN("dstmtun0", 1280); err == nil || !strings.Contains(err.Error(), "--device") {
+			t.Errorf("second TUN of the same name: %v, want a hint at --device", err)
+		}
+		h2.Close()
+		if _, err := ns.Netlink().LinkByName("dstmtun0"); err != nil {
+			t.Errorf("the first device went with the refused second: %v", err)
 		}
 		steps := []func() error{
 			func() error { return h.AddAddress(name, netip.MustParsePrefix("10.99.255.1/32")) },
