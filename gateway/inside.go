@@ -7,6 +7,7 @@ import (
 	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/dstmgw/dstm/auth/acl"
+	"github.com/dstmgw/dstm/gateway/config"
 	"github.com/dstmgw/dstm/gateway/tep"
 	"github.com/dstmgw/dstm/internal/hostnet"
 	"github.com/dstmgw/dstm/tunnel/plain"
@@ -97,40 +98,8 @@ func (g *Gateway) poolPrefixes() []netip.Prefix {
 	for _, p := range g.cfg.Pools {
 		out = append(out, p.Prefixes...)
 		for _, r := range p.Ranges {
-			out = append(out, rangePrefixes(r.First, r.Last)...)
+			out = append(out, config.RangePrefixes(r.First, r.Last)...)
 		}
 	}
 	return out
-}
-
-// rangePrefixes returns the smallest list of prefixes exactly covering first..last (IPv4).
-func rangePrefixes(first, last netip.Addr) []netip.Prefix {
-	var out []netip.Prefix
-	lo, hi := u32(first), u32(last)
-	for lo <= hi {
-		bits := 32
-		for bits > 0 {
-			size := uint64(1) << (32 - (bits - 1))
-			if uint64(lo)%size != 0 || uint64(lo)+size-1 > uint64(hi) {
-				break
-			}
-			bits--
-		}
-		out = append(out, netip.PrefixFrom(fromU32(lo), bits))
-		next := uint64(lo) + uint64(1)<<(32-bits)
-		if next > uint64(hi) {
-			break
-		}
-		lo = uint32(next)
-	}
-	return out
-}
-
-func u32(a netip.Addr) uint32 {
-	b := a.As4()
-	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
-}
-
-func fromU32(v uint32) netip.Addr {
-	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }

@@ -46,7 +46,7 @@ func (g *Gateway) Reload(next config.Config) ([]string, error) {
 		g.cfg.Pools = append(g.cfg.Pools, added[i])
 		routes := append([]netip.Prefix(nil), p.Prefixes...)
 		for _, r := range p.Ranges {
-			routes = append(routes, rangePrefixes(r.First, r.Last)...)
+			routes = append(routes, config.RangePrefixes(r.First, r.Last)...)
 		}
 		if g.tep == nil { // a control node whose TEPs run elsewhere
 			continue

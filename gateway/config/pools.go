@@ -281,6 +281,12 @@ func (c *Config) PoolPrefixes() map[string][]netip.Prefix {
 	return out
 }
 
+// RangePrefixes returns the fewest prefixes that cover the IPv4 range first..last exactly
+// (what the TEP routes and BGP announces for a pool's range).
+func RangePrefixes(first, last netip.Addr) []netip.Prefix {
+	return spanPrefixes(span{u32(first), u32(last)})
+}
+
 // spanPrefixes returns the fewest prefixes that cover s exactly.
 func spanPrefixes(s span) []netip.Prefix {
 	var out []netip.Prefix

@@ -1,4 +1,4 @@
-package gateway
+package config
 
 import (
 	"net/netip"
@@ -17,7 +17,7 @@ func TestRangePrefixes(t *testing.T) {
 		{"255.255.255.254", "255.255.255.255", []string{"255.255.255.254/31"}},
 	}
 	for _, tt := range tests {
-		got := rangePrefixes(netip.MustParseAddr(tt.first), netip.MustParseAddr(tt.last))
+		got := RangePrefixes(netip.MustParseAddr(tt.first), netip.MustParseAddr(tt.last))
 		if len(got) != len(tt.want) {
 			t.Fatalf("%s-%s: %v, want %v", tt.first, tt.last, got, tt.want)
 		}
