@@ -29,6 +29,10 @@
 #   DSTM_VARIANT_BIN  set by a wrapper for its rounds only, like DSTM_VARIANT:
 #                   another build's directory, to compare two builds in one run
 #   DSTM_LOG_LEVEL  log level of both ends (default info)
+#   DSTM_ACCESS_RULES  if set to N > 0, the default policy gets N outbound access rules
+#                   (N-1 that never match this traffic, then one allowing $SRV_NET), so
+#                   every packet goes through the rule set and connection tracking;
+#                   dstm-acl.sh sets 100 for its rounds (issue 17's comparison)
 #   DSTM_METRICS    if set (e.g. 127.0.0.1:9653), the gateway serves Prometheus
 #                   metrics there inside pb-gw, and tunnel_down saves a scrape
 #                   to $TUNNEL_WORK/metrics.txt (data-plane drops by reason)
@@ -45,6 +49,9 @@ DSTM_PLUGIN_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 : "${DSTM_BIN_DEFAULT:=${DSTM_BIN:-$(cd "$DSTM_PLUGIN_DIR/../../bin" 2>/dev/null && pwd)}}"
 DSTM_BIN=${DSTM_VARIANT_BIN:-$DSTM_BIN_DEFAULT}
 unset DSTM_VARIANT_BIN
+: "${DSTM_ACCESS_RULES_DEFAULT:=${DSTM_ACCESS_RULES:-0}}"
+DSTM_ACCESS_RULES=${DSTM_VARIANT_ACCESS:-$DSTM_ACCESS_RULES_DEFAULT}
+unset DSTM_VARIANT_ACCESS
 DSTM_GW_BIN=$DSTM_BIN/dstm-gateway
 DSTM_CLI_BIN=$DSTM_BIN/dstm-client
 DSTM_LOG_LEVEL=${DSTM_LOG_LEVEL:-info}
@@ -76,6 +83,8 @@ tunnel_info() {
         tls)   echo "DSTM gateway $("$DSTM_GW_BIN" version 2>/dev/null | awk '{print $2}'); TSP-SSL control; data: IPv4 packets framed in the TLS stream (TCP/IPv6 port $DSTM_PORT), --transport tls; status transport=${tr:-?}; inner MTU ${mtu:-?}" ;;
         plain) echo "DSTM gateway $("$DSTM_GW_BIN" version 2>/dev/null | awk '{print $2}'); TSP-SSL control; data: plain IPv4-in-IPv6 (IP protocol 4, v4v6), unencrypted, --transport plain; status transport=${tr:-?}; inner MTU ${mtu:-?}" ;;
     esac
+    [ "$DSTM_ACCESS_RULES" -gt 0 ] && echo "  with $DSTM_ACCESS_RULES outbound access rules in the default policy (connection tracking on)"
+    return 0
 }
 
 # _dstm_status_field NAME: one field of dstm-client status --json (empty if none)
@@ -87,6 +96,18 @@ _dstm_status_field() {
 
 _dstm_gw() { nsx "$NS_GW" "$DSTM_GW_BIN" -c "$TUNNEL_WORK/gw/gateway.yaml" "$@"; }
 _dstm_cli() { nsx "$NS_CLI" "$DSTM_CLI_BIN" --state-dir "$TUNNEL_WORK/cli" --log-level "$DSTM_LOG_LEVEL" "$@"; }
+
+# _dstm_access_rules N prints the default policy's access block: N-1 rules for other
+# networks and ports, then the one that allows the benchmark's server network.
+_dstm_access_rules() {
+    local n=$1 i
+    echo "    access:"
+    echo "      outbound:"
+    for ((i = 1; i < n; i++)); do
+        printf '        - {to: [10.%d.%d.0/24], proto: tcp, ports: [%d]}\n' $((i / 256)) $((i % 256)) $((1000 + i))
+    done
+    printf '        - {to: [%s]}\n' "$SRV_NET"
+}
 
 tunnel_up() {
     local d=$TUNNEL_WORK plain=() fp token
@@ -101,6 +122,10 @@ tunnel_up() {
     fp=$(tail -n 1 "$d/init.txt")
     sed -i -e "s/^\(  device:\).*/\1 $DSTM_GW_DEV/" -e "s/^\(  level:\).*/\1 $DSTM_LOG_LEVEL/" "$d/gw/gateway.yaml"
     [ -n "$DSTM_METRICS" ] && sed -i "s/^\(  listen:\) \"\".*/\1 \"$DSTM_METRICS\"/" "$d/gw/gateway.yaml"
+    if [ "$DSTM_ACCESS_RULES" -gt 0 ]; then
+        _dstm_access_rules "$DSTM_ACCESS_RULES" >"$d/access.yaml"
+        sed -i "/^  default:/r $d/access.yaml" "$d/gw/gateway.yaml"
+    fi
     _dstm_gw check-config >"$d/check-config.txt" 2>&1 || { echo "check-config failed"; cat "$d/check-config.txt"; return 1; }
 
     pb_bg "$NS_GW" "$d/gw.log" "$DSTM_GW_BIN" -c "$d/gw/gateway.yaml" run
