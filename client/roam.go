@@ -9,7 +9,8 @@ import (
 	"github.com/dstmgw/dstm/tunnel/dtls"
 )
 
-// roamInterval is how often the client checks which local IPv6 address reaches the gateway.
+// roamInterval is how often the client checks which local IPv6 address reaches the gateway;
+// where the system reports address changes (Linux), it also checks on each one.
 const roamInterval = 2 * time.Second
 
 // roam follows the local address that routes to the gateway: when it changes, the DTLS socket
@@ -18,6 +19,9 @@ const roamInterval = 2 * time.Second
 func (c *Client) roam(ctx context.Context, link *dtls.ClientLink, rc *dtls.RebindConn, server netip.AddrPort, roamed chan<- struct{}) {
 	t := time.NewTicker(roamInterval)
 	defer t.Stop()
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	changed := addrChanges(actx, c.log) // nil where not reported: the ticker alone
 	current := localFor(server)
 	for {
 		select {
@@ -26,6 +30,7 @@ func (c *Client) roam(ctx context.Context, link *dtls.ClientLink, rc *dtls.Rebin
 		case <-link.Done():
 			return
 		case <-t.C:
+		case <-changed:
 		}
 		now := localFor(server)
 		if !now.IsValid() || now == current {

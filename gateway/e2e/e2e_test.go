@@ -197,6 +197,18 @@ func TestRoaming(t *testing.T) {
 	}
 	roamed := time.Now()
 	close(resume)
+	// Time until a new connection through the tunnel works again (the TUN device and its
+	// routes stayed up; the DTLS channel follows its connection ID to the new address).
+	probeErr := poll(30*time.Second, 20*time.Millisecond, func() error {
+		pctx, pcancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer pcancel()
+		_, err := get(pctx, httpIn(e.tp.Client, 500*time.Millisecond), e.srv.base+"/")
+		return err
+	})
+	if probeErr != nil {
+		t.Fatalf("no new connection through the tunnel after the roam: %v", probeErr)
+	}
+	t.Logf("a new connection through the tunnel works %v after the address change", time.Since(roamed).Round(time.Millisecond))
 
 	want, _ := digest(payload(bulkUpload))
 	select {
