@@ -66,7 +66,9 @@ func (g *Gateway) Reload(next config.Config) ([]string, error) {
 	g.policy.Store(pol)
 	select {
 	case <-g.ready: // established sessions too, from their next packet
-		g.tep.SetAccess(g.accessOf)
+		if g.tep != nil { // a control node without a TEP enforces nothing
+			g.tep.SetAccess(g.accessOf)
+		}
 	default: // still starting: no session yet, and new ones ask accessOf
 	}
 	if pw != nil || next.TSP.Passwords == "" {
