@@ -30,9 +30,9 @@ const (
 	dnsHostAddr = "198.51.100.80"
 )
 
-// startDNS serves dnsHost.dnsDomain (A) on addr:53/udp in ns with a miekg/dns server and
-// reports each question it receives on the returned channel (full: dropped).
-func startDNS(t *testing.T, ns *netns.NS, addr netip.Addr) <-chan string {
+// startDNS serves dnsHost.dnsDomain (A: answer) on addr:53/udp in ns with a miekg/dns server
+// and reports each question it receives on the returned channel (full: dropped).
+func startDNS(t *testing.T, ns *netns.NS, addr, answer netip.Addr) <-chan string {
 	t.Helper()
 	var pc net.PacketConn
 	err := ns.Do(func() error {
@@ -55,7 +55,7 @@ func startDNS(t *testing.T, ns *netns.NS, addr netip.Addr) <-chan string {
 			default:
 			}
 			if strings.EqualFold(name, dnsHost+"."+dnsDomain+".") && q.Question[0].Qtype == dns.TypeA {
-				rr, err := dns.NewRR(name + " 60 IN A " + dnsHostAddr)
+				rr, err := dns.NewRR(name + " 60 IN A " + answer.String())
 				if err == nil {
 					m.Answer = append(m.Answer, rr)
 				}
@@ -98,7 +98,7 @@ func lookup(e *env, resolvConf, name string) (string, error) {
 // after a kill -9 at the next start.
 func TestClientDNS(t *testing.T) {
 	e := newEnv(t, gwOptions{dns: true})
-	questions := startDNS(t, e.tp.Server, e.tp.ServerV4)
+	questions := startDNS(t, e.tp.Server, e.tp.ServerV4, netip.MustParseAddr(dnsHostAddr))
 	path := filepath.Join(e.dir, "resolv.conf")
 	orig := []byte("# the laptop's own, from DHCP\nnameserver 192.0.2.99\noptions ndots:1 timeout:1 attempts:1")
 	if err := os.WriteFile(path, orig, 0o640); err != nil {

@@ -5,8 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,79 +12,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/net/dns/dnsmessage"
-
-	"github.com/dstmgw/dstm/internal/netns"
 )
-
-// intranetName is the name only the tunnel's DNS server knows (the IPv4 server's address).
-const intranetName = "intranet.e2e.test."
 
 // nobody is the unprivileged user the rootless client runs as.
 const nobody = 65534
-
-// startRootlessDNS answers A queries for intranetName with addr, on addr:53 in ns, and NXDOMAIN for
-// every other name: a DNS server reachable only through the tunnel.
-func startRootlessDNS(t *testing.T, ns *netns.NS, addr netip.Addr) {
-	t.Helper()
-	var pc net.PacketConn
-	if err := ns.Do(func() error {
-		var err error
-		pc, err = net.ListenPacket("udp4", netip.AddrPortFrom(addr, 53).String())
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			if out, err := dnsAnswer(buf[:n], addr); err == nil {
-				_, _ = pc.WriteTo(out, from)
-			}
-		}
-	}()
-}
-
-func dnsAnswer(query []byte, addr netip.Addr) ([]byte, error) {
-	var p dnsmessage.Parser
-	h, err := p.Start(query)
-	if err != nil {
-		return nil, err
-	}
-	q, err := p.Question()
-	if err != nil {
-		return nil, err
-	}
-	rh := dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true, RecursionDesired: h.RecursionDesired}
-	known := strings.EqualFold(q.Name.String(), intranetName)
-	if !known {
-		rh.RCode = dnsmessage.RCodeNameError
-	}
-	b := dnsmessage.NewBuilder(nil, rh)
-	b.EnableCompression()
-	if err := b.StartQuestions(); err != nil {
-		return nil, err
-	}
-	if err := b.Question(q); err != nil {
-		return nil, err
-	}
-	if err := b.StartAnswers(); err != nil {
-		return nil, err
-	}
-	if known && q.Type == dnsmessage.TypeA {
-		if err := b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 60},
-			dnsmessage.AResource{A: addr.As4()}); err != nil {
-			return nil, err
-		}
-	}
-	return b.Finish()
-}
 
 // TestRootlessProxy: `dstm-client up --proxy` as an unprivileged user (uid 65534, no
 // capabilities) in the client namespace: no TUN device, no route, and yet curl reaches the
@@ -94,7 +23,7 @@ func dnsAnswer(query []byte, addr netip.Addr) ([]byte, error) {
 // through the tunnel) and by the HTTP proxy (CONNECT, and plain requests).
 func TestRootlessProxy(t *testing.T) {
 	e := newEnv(t, gwOptions{dns: true})
-	startRootlessDNS(t, e.tp.Server, e.tp.ServerV4)
+	startDNS(t, e.tp.Server, e.tp.ServerV4, e.tp.ServerV4) // the name leads to the web server
 	e.enroll()
 	// The unprivileged user needs its state directory and the binary.
 	if err := filepath.Walk(e.cdir, func(p string, _ os.FileInfo, err error) error {
@@ -126,7 +55,7 @@ func TestRootlessProxy(t *testing.T) {
 		t.Fatalf("TUN devices in the client namespace: %q %v", out, err)
 	}
 
-	url := fmt.Sprintf("http://%s:%d/", strings.TrimSuffix(intranetName, "."), httpPort)
+	url := fmt.Sprintf("http://%s.%s:%d/", dnsHost, dnsDomain, httpPort)
 	curl := func(args ...string) (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()

@@ -114,13 +114,7 @@ func (s *Session) reject(d acl.Dir, pkt []byte, sc *insideScratch) {
 	}
 	ob := t.getOut()
 	out, err := rejectFor(ob.b[:0], pkt, t.cfg.InnerAddr)
-	if err != nil || !t.icmp.Allow() {
-		t.putOut(ob)
-		return
-	}
-	ob.b = out
-	t.sent.Add(1)
-	s.enqueue(ob)
+	s.enqueueGenerated(ob, out, err)
 }
 
 func rejectFor(b, pkt []byte, icmpSrc netip.Addr) ([]byte, error) {

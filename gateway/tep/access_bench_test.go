@@ -33,28 +33,7 @@ func benchAccess(b *testing.B, n int) func(string) *acl.Set {
 func BenchmarkTEPOutsideAccess(b *testing.B) {
 	for _, n := range []int{0, 100, 1000} {
 		b.Run(fmt.Sprintf("rules=%d", n), func(b *testing.B) {
-			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-			dev := &genTUN{batch: 1, closed: make(chan struct{})}
-			tp, err := New(Config{Device: dev, InnerAddr: inner, Pools: []netip.Prefix{pool}, Access: benchAccess(b, n)})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer tp.Close()
-			s, err := tp.AddSession(SessionInfo{ID: "b", Lease: lease})
-			if err != nil {
-				b.Fatal(err)
-			}
-			batch := make([][]byte, writeBatch)
-			for i := range batch {
-				batch[i] = ipv4(lease, server, packet.ProtoUDP, DefaultMTU, true, 0)
-			}
-			b.SetBytes(DefaultMTU)
-			b.ReportAllocs()
-			start := time.Now()
-			for sent := 0; sent < b.N; sent += writeBatch {
-				s.ReceivePackets(batch[:min(writeBatch, b.N-sent)])
-			}
-			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "pkts/s")
+			tp := benchOutside(b, benchAccess(b, n))
 			if d := tp.drops[DropDeniedOutbound].Load(); d != 0 {
 				b.Fatalf("%d denied", d)
 			}

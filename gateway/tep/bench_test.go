@@ -12,6 +12,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/tun"
 
+	"github.com/dstmgw/dstm/auth/acl"
 	"github.com/dstmgw/dstm/internal/packet"
 	"github.com/dstmgw/dstm/tunnel"
 )
@@ -90,10 +91,14 @@ func BenchmarkTEPInside(b *testing.B) {
 // BenchmarkTEPOutside measures the outside path on one core: batches of 64
 // packets from a link through the source check and MSS check into the TUN
 // device's Write (discarding).
-func BenchmarkTEPOutside(b *testing.B) {
+func BenchmarkTEPOutside(b *testing.B) { benchOutside(b, nil) }
+
+// benchOutside runs BenchmarkTEPOutside with the access rules of access (nil: none) and
+// returns the TEP, stopped, for its counters.
+func benchOutside(b *testing.B, access func(string) *acl.Set) *TEP {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	dev := &genTUN{batch: 1, closed: make(chan struct{})}
-	tp, err := New(Config{Device: dev, InnerAddr: inner, Pools: []netip.Prefix{pool}})
+	tp, err := New(Config{Device: dev, InnerAddr: inner, Pools: []netip.Prefix{pool}, Access: access})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -113,6 +118,7 @@ func BenchmarkTEPOutside(b *testing.B) {
 		s.ReceivePackets(batch[:min(writeBatch, b.N-sent)])
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "pkts/s")
+	return tp
 }
 
 // BenchmarkRegistryLookup compares the sharded copy-on-write registry with

@@ -81,9 +81,15 @@ func (s *Session) receive(rb *rxBatch, pkt []byte, rules *sessionRules, now int6
 
 // icmpOutside queues ICMP fragmentation-needed about pkt towards the client.
 func (s *Session) icmpOutside(pkt []byte) {
+	ob := s.tep.getOut()
+	out, err := packet.AppendFragNeeded(ob.b[:0], pkt, s.tep.cfg.InnerAddr, uint16(s.mtu))
+	s.enqueueGenerated(ob, out, err)
+}
+
+// enqueueGenerated queues a packet the TEP made towards the client (out, built in ob's
+// buffer: ICMP or a TCP reset) within the ICMP rate limit; otherwise ob goes back to the pool.
+func (s *Session) enqueueGenerated(ob *outBuf, out []byte, err error) {
 	t := s.tep
-	ob := t.getOut()
-	out, err := packet.AppendFragNeeded(ob.b[:0], pkt, t.cfg.InnerAddr, uint16(s.mtu))
 	if err != nil || !t.icmp.Allow() {
 		t.putOut(ob)
 		return
