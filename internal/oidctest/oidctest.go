@@ -126,6 +126,16 @@ func (p *Provider) HTTPClient() *http.Client {
 // SetUser adds or replaces a user.
 func (p *Provider) SetUser(u User) { p.dir.set(u) }
 
+// ReplaceUsers replaces the whole directory.
+func (p *Provider) ReplaceUsers(users []User) {
+	p.dir.mu.Lock()
+	p.dir.users = map[string]User{}
+	p.dir.mu.Unlock()
+	for _, u := range users {
+		p.dir.set(u)
+	}
+}
+
 // RemoveUser deletes a user: its refresh tokens stop working.
 func (p *Provider) RemoveUser(email string) { p.dir.remove(email) }
 
