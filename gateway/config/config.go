@@ -16,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/dstmgw/dstm/auth"
+	"github.com/dstmgw/dstm/sso"
 )
 
 // Config is the whole gateway configuration (gateway.yaml).
@@ -36,6 +37,8 @@ type Config struct {
 	Admin    Admin             `yaml:"admin"`
 	Store    Store             `yaml:"store,omitempty"`
 	BGP      *BGP              `yaml:"bgp,omitempty"`
+	SSO      *sso.Config       `yaml:"sso,omitempty"`
+	Console  *Console          `yaml:"console,omitempty"`
 }
 
 // Node roles (Config.Roles).

@@ -53,6 +53,8 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.validateStore()...)
 	errs = append(errs, c.validateBGP()...)
 	errs = append(errs, c.validateRoles()...)
+	errs = append(errs, c.validateSSO()...)
+	errs = append(errs, c.validateConsole()...)
 	return errors.Join(errs...)
 }
 
