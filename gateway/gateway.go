@@ -24,7 +24,9 @@ import (
 	"github.com/dstmgw/dstm/certs"
 	"github.com/dstmgw/dstm/gateway/bgp"
 	"github.com/dstmgw/dstm/gateway/config"
+	"github.com/dstmgw/dstm/gateway/console"
 	"github.com/dstmgw/dstm/gateway/control"
+	"github.com/dstmgw/dstm/gateway/events"
 	"github.com/dstmgw/dstm/gateway/lease"
 	"github.com/dstmgw/dstm/gateway/lease/boltstore"
 	"github.com/dstmgw/dstm/gateway/lease/etcdstore"
@@ -32,6 +34,7 @@ import (
 	"github.com/dstmgw/dstm/gateway/split"
 	"github.com/dstmgw/dstm/gateway/tep"
 	"github.com/dstmgw/dstm/internal/hostnet"
+	"github.com/dstmgw/dstm/sso"
 	"github.com/dstmgw/dstm/tunnel/dtls"
 	"github.com/dstmgw/dstm/tunnel/plain"
 	"github.com/dstmgw/dstm/tunnel/udpmux"
@@ -82,24 +85,31 @@ type Gateway struct {
 	node      string           // this gateway's name in a cluster ("" in single-node mode)
 	leases    *lease.Manager
 	metrics   *metrics.Metrics
+	events    *events.Ring     // recent events, for the console
+	seen      *events.LastSeen // when each certificate last carried a session
+	sso       *sso.Verifier    // nil without the sso section
+	// consoleSecret is the console's OIDC client secret (console.client_secret_file).
+	consoleSecret string
 
 	// Set up by Run, in this order, and not changed afterwards.
-	host       *hostnet.Host // nil with Options.Device
-	tunName    string
-	tep        *tep.TEP
-	plain      *plain.Server // nil unless tep.plain_transport
-	ctl        *control.Server
-	dtls       *dtls.Server     // nil without UDP
-	bgp        *bgp.Speaker     // nil without bgp:
-	teps       *split.Directory // a control node without the tep role: its TEP nodes
-	binder     *split.Binder    // a TEP node without the control role: its sessions
-	mux        *udpmux.Mux      // nil without UDP
-	enroll     *chanListener
-	maxConns   int // TCP connections open at once, of every kind
-	listenAddr []string
-	tcpAddrs   []net.Addr
-	udpAddrs   []net.Addr
-	ready      chan struct{} // closed once all of the above is set
+	host        *hostnet.Host // nil with Options.Device
+	tunName     string
+	tep         *tep.TEP
+	plain       *plain.Server // nil unless tep.plain_transport
+	ctl         *control.Server
+	dtls        *dtls.Server     // nil without UDP
+	bgp         *bgp.Speaker     // nil without bgp:
+	teps        *split.Directory // a control node without the tep role: its TEP nodes
+	binder      *split.Binder    // a TEP node without the control role: its sessions
+	mux         *udpmux.Mux      // nil without UDP
+	enroll      *chanListener
+	console     *console.Server // nil without a console
+	consoleAddr net.Addr
+	maxConns    int // TCP connections open at once, of every kind
+	listenAddr  []string
+	tcpAddrs    []net.Addr
+	udpAddrs    []net.Addr
+	ready       chan struct{} // closed once all of the above is set
 }
 
 // Options carries what cmd/ decides outside the configuration file.
@@ -123,12 +133,17 @@ func New(cfg config.Config, log zerolog.Logger, opts Options) (*Gateway, error) 
 		cfg: cfg, opts: opts, log: log, now: opts.Now, version: opts.Version,
 		ready:   make(chan struct{}),
 		metrics: metrics.New(),
+		events:  events.NewRing(eventsPerKind),
+		seen:    events.NewLastSeen(seenSerials),
 	}
 	pol, err := auth.NewPolicy(cfg.Policy)
 	if err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
 	g.policy = auth.NewPolicyHolder(pol)
+	if err := g.openSSO(); err != nil {
+		return nil, err
+	}
 	if cfg.TSP.Passwords != "" {
 		pw, err := auth.LoadDigestFile(cfg.TSP.Passwords)
 		if err != nil {
