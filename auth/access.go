@@ -52,12 +52,15 @@ func (p *Policy) compileAccess(cfg PolicyConfig) error {
 		p.groupAccess[name] = compile(groupField(name), cfg.Groups[name].Access)
 	}
 	p.identityAccess = make(map[string]*acl.Set, len(cfg.Identities))
+	p.ownAccess = make(map[string]*acl.Set)
 	p.groups = make(map[string][]string, len(cfg.Identities))
 	for _, name := range sortedKeys(cfg.Identities) {
 		ir := cfg.Identities[name]
 		p.groups[name] = slices.Clone(ir.Groups)
 		s := compile(identityField(name), ir.Access)
-		if s == nil {
+		if s != nil {
+			p.ownAccess[name] = s
+		} else {
 			s = p.accessFor(ir.Groups)
 		}
 		p.identityAccess[name] = s

@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -31,6 +32,9 @@ type Identity struct {
 	// Serial (decimal) and NotAfter are the certificate's, for EXTERNAL.
 	Serial   string
 	NotAfter time.Time
+	// Groups are the policy groups the certificate carries (its
+	// organizational units, set at a sign-in from the directory).
+	Groups []string
 }
 
 // ValidIdentity reports whether s is a syntactically valid identity: 1 to 255
@@ -72,7 +76,13 @@ func IdentityFromCertificate(c *x509.Certificate) (Identity, error) {
 	if c.SerialNumber != nil {
 		serial = c.SerialNumber.String()
 	}
-	return Identity{Name: cn, Mechanism: MechExternal, Serial: serial, NotAfter: c.NotAfter}, nil
+	var groups []string
+	for _, g := range c.Subject.OrganizationalUnit {
+		if ValidIdentity(g) == nil && !slices.Contains(groups, g) {
+			groups = append(groups, g)
+		}
+	}
+	return Identity{Name: cn, Mechanism: MechExternal, Serial: serial, NotAfter: c.NotAfter, Groups: groups}, nil
 }
 
 func checkSingleSAN(c *x509.Certificate, cn string) error {

@@ -103,6 +103,12 @@ type Policy struct {
 	groupAccess    map[string]*acl.Set
 	identityAccess map[string]*acl.Set
 	groups         map[string][]string // identity → its groups
+	// the configured layers, for identities with groups from the
+	// directory (ResolveWith)
+	defaultCfg    Rule
+	groupRules    map[string]Rule
+	identityRules map[string]Rule
+	ownAccess     map[string]*acl.Set // identities whose own rule sets access
 }
 
 // NewPolicy validates cfg completely and returns the policy. The error joins
@@ -117,6 +123,15 @@ func NewPolicy(cfg PolicyConfig) (*Policy, error) {
 		defaultRule:   finish(cfg.Default),
 		identities:    make(map[string]Rule, len(cfg.Identities)),
 		groupPools:    make(map[string]string, len(cfg.Groups)),
+		defaultCfg:    cfg.Default,
+		groupRules:    make(map[string]Rule, len(cfg.Groups)),
+		identityRules: make(map[string]Rule, len(cfg.Identities)),
+	}
+	for name, g := range cfg.Groups {
+		p.groupRules[name] = g
+	}
+	for name, ir := range cfg.Identities {
+		p.identityRules[name] = ir.Rule
 	}
 	for name, g := range cfg.Groups {
 		p.groupPools[name] = g.Pool
@@ -274,6 +289,8 @@ func (p *Policy) CheckPools(check func(pool string, static netip.Addr) error) er
 	return errors.Join(errs...)
 }
 
+var errNoPolicy = fmt.Errorf("%w: no policy loaded", ErrNotAllowed)
+
 // PolicyHolder holds the current Policy and lets it be swapped atomically,
 // e.g. on SIGHUP. Readers never block. The zero value holds no policy and
 // refuses everyone.
@@ -300,7 +317,7 @@ func (h *PolicyHolder) Store(p *Policy) { h.p.Store(p) }
 func (h *PolicyHolder) Resolve(identity string) (Rule, error) {
 	p := h.p.Load()
 	if p == nil {
-		return Rule{}, fmt.Errorf("%w: no policy loaded", ErrNotAllowed)
+		return Rule{}, errNoPolicy
 	}
 	return p.Resolve(identity)
 }

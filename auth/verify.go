@@ -18,10 +18,10 @@ type Revocations interface {
 	IsRevoked(serial string) bool
 }
 
-// Resolver maps an identity to its policy rule; *Policy and *PolicyHolder
-// implement it.
+// Resolver maps an identity, with the groups its certificate carries, to its
+// policy rule; *Policy and *PolicyHolder implement it.
 type Resolver interface {
-	Resolve(identity string) (Rule, error)
+	ResolveWith(identity string, groups []string) (Rule, error)
 }
 
 // Peer is the certificate being verified and what the checks learned about
@@ -296,7 +296,7 @@ func CheckIdentity() Check {
 // the policy does. It sets p.Rule.
 func CheckPolicy(r Resolver) Check {
 	return func(_ time.Time, p *Peer) error {
-		rule, err := r.Resolve(p.Identity.Name)
+		rule, err := r.ResolveWith(p.Identity.Name, p.Identity.Groups)
 		if err != nil {
 			return err
 		}

@@ -33,7 +33,7 @@ const (
 // clientTemplate is the smallstep template for client certificates: the
 // token's subject as CN, the token's SANs, client authentication only.
 const clientTemplate = `{
-	"subject": {"commonName": {{ toJson .Subject.CommonName }}},
+	"subject": {"commonName": {{ toJson .Subject.CommonName }}{{ if .Token.groups }}, "organizationalUnit": {{ toJson .Token.groups }}{{ end }}},
 	"sans": {{ toJson .SANs }},
 	"keyUsage": ["digitalSignature"],
 	"extKeyUsage": ["clientAuth"]
@@ -67,6 +67,7 @@ type CA struct {
 	srvMu   sync.Mutex // serialises server certificate rotation
 	crl     crlCache
 	events  broker
+	signIn  atomic.Pointer[SignIn] // single sign-on; nil: disabled
 
 	closeOnce sync.Once
 	closeErr  error

@@ -26,6 +26,10 @@ var (
 	ErrUnknownIdentity  = errors.New("no certificate was issued for this identity")
 	ErrAlreadyRevoked   = errors.New("certificate already revoked")
 	ErrBadSerial        = errors.New("invalid serial number")
+	ErrSSODisabled      = errors.New("single sign-on is not configured on this gateway")
+	ErrSSODenied        = errors.New("sign-in refused by the gateway's policy")
+	ErrSSOUnavailable   = errors.New("the identity provider could not be reached")
+	ErrSSORenew         = errors.New("certificate from a sign-in: renew it by signing in (dstm-client does with its refresh token)")
 )
 
 // HTTPStatus returns the status code the enrollment API uses for err, and
@@ -35,8 +39,13 @@ func HTTPStatus(err error) (int, bool) {
 	case errors.Is(err, ErrBadToken), errors.Is(err, ErrTokenUsed), errors.Is(err, ErrTokenExpired),
 		errors.Is(err, ErrNoClientCert), errors.Is(err, ErrUntrusted):
 		return http.StatusUnauthorized, true
-	case errors.Is(err, ErrRevoked), errors.Is(err, ErrCertExpired), errors.Is(err, ErrIdentityMismatch):
+	case errors.Is(err, ErrRevoked), errors.Is(err, ErrCertExpired), errors.Is(err, ErrIdentityMismatch),
+		errors.Is(err, ErrSSODenied), errors.Is(err, ErrSSORenew):
 		return http.StatusForbidden, true
+	case errors.Is(err, ErrSSODisabled):
+		return http.StatusNotFound, true
+	case errors.Is(err, ErrSSOUnavailable):
+		return http.StatusServiceUnavailable, true
 	case errors.Is(err, ErrBadCSR), errors.Is(err, ErrBadIdentity):
 		return http.StatusBadRequest, true
 	default:

@@ -19,10 +19,14 @@ import (
 //	POST /1.0/renew  mutual TLS with the certificate to renew; optional {"csr"} rekeys
 //	GET  /1.0/crl    DER CRL (application/pkix-crl)
 //	GET  /1.0/roots  {"roots":[PEM]}
+//	GET  /1.0/sso       where to sign in (404 without single sign-on)
+//	POST /1.0/sso/sign  {"id_token","csr"} -> {"chain":[PEM...]}
 //
 // Errors are {"error": "..."} with 400 (bad request or CSR), 401 (bad,
 // used or expired token; missing or foreign client certificate), 403
-// (revoked or expired certificate, identity mismatch) or 500 (internal;
+// (revoked or expired certificate, identity mismatch, sign-in refused by
+// policy, mutual-TLS renewal of a signed-in certificate), 404 (no single
+// sign-on), 503 (identity provider unreachable) or 500 (internal;
 // details stay in the gateway's log).
 func (ca *CA) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -30,7 +34,37 @@ func (ca *CA) Handler() http.Handler {
 	mux.HandleFunc("POST "+enroll.PathRenew, ca.handleRenew)
 	mux.HandleFunc("GET "+enroll.PathCRL, ca.handleCRL)
 	mux.HandleFunc("GET "+enroll.PathRoots, ca.handleRoots)
+	mux.HandleFunc("GET "+enroll.PathSSO, ca.handleSSO)
+	mux.HandleFunc("POST "+enroll.PathSSOSign, ca.handleSSOSign)
 	return mux
+}
+
+func (ca *CA) handleSSO(w http.ResponseWriter, r *http.Request) {
+	c, err := ca.SSOConfig()
+	if err != nil {
+		ca.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, c)
+}
+
+func (ca *CA) handleSSOSign(w http.ResponseWriter, r *http.Request) {
+	var req enroll.SSOSignRequest
+	if err := decodeBody(r, &req, false); err != nil {
+		ca.writeError(w, r, err)
+		return
+	}
+	csr, err := parseCSR(req.CSR)
+	if err != nil {
+		ca.writeError(w, r, err)
+		return
+	}
+	chain, err := ca.EnrollSSO(r.Context(), req.IDToken, csr)
+	if err != nil {
+		ca.writeError(w, r, err)
+		return
+	}
+	writeChain(w, chain)
 }
 
 func (ca *CA) handleSign(w http.ResponseWriter, r *http.Request) {

@@ -27,6 +27,8 @@ type issuedRecord struct {
 	Identity string    `json:"identity"`
 	NotAfter time.Time `json:"not_after"`
 	Renewal  string    `json:"renewal_of,omitempty"`
+	// SSO marks certificates issued at a sign-in: renewed only by signing in.
+	SSO bool `json:"sso,omitempty"`
 }
 
 type revokedRecord struct {

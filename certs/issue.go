@@ -114,6 +114,9 @@ func (ca *CA) checkPeer(peer *x509.Certificate) (string, error) {
 	if !ok {
 		return "", fmt.Errorf("%w: serial %s is not in the issuance index", ErrUntrusted, serial)
 	}
+	if rec.SSO {
+		return "", fmt.Errorf("%w: serial %s", ErrSSORenew, serial)
+	}
 	return rec.Identity, nil
 }
 

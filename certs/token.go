@@ -22,6 +22,9 @@ type tokenClaims struct {
 	jose.Claims
 	SANs []string `json:"sans"`
 	SHA  string   `json:"sha"`
+	// Groups are policy groups from a sign-in (EnrollSSO); the template
+	// writes them as organizational units.
+	Groups []string `json:"groups,omitempty"`
 }
 
 // Token returns a single-use enrollment token for identity, valid for ttl

@@ -90,7 +90,9 @@ func (g *Gateway) newTEP(dev tun.Device, pools []netip.Prefix) error {
 
 // accessOf returns the access rules of identity under the current policy (the TEP asks when a
 // session starts and when Reload re-applies them).
-func (g *Gateway) accessOf(identity string) *acl.Set { return g.policy.Load().Access(identity) }
+func (g *Gateway) accessOf(identity string, groups []string) *acl.Set {
+	return g.policy.Load().AccessWith(identity, groups)
+}
 
 // poolPrefixes covers every pool with prefixes (ranges become their covering prefixes).
 func (g *Gateway) poolPrefixes() []netip.Prefix {

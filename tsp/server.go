@@ -63,7 +63,9 @@ type ServerConfig struct {
 	// ExternalName is the verified TLS client certificate's identity; empty
 	// fails EXTERNAL with 300.
 	ExternalName string
-	Backend      Backend // required
+	// ExternalGroups are the policy groups that certificate carries.
+	ExternalGroups []string
+	Backend        Backend // required
 	// NewNonce returns a DIGEST-MD5 nonce; nil means 16 random bytes in hex.
 	NewNonce func() (string, error)
 }
@@ -261,7 +263,7 @@ func (s *Server) onAuthenticate(in []byte) ([]Reply, error) {
 		if s.cfg.ExternalName == "" {
 			return fail(StatusAuthenticationFailed, errors.New("EXTERNAL without a client certificate identity"))
 		}
-		return s.authenticated(Identity{Name: s.cfg.ExternalName, Mechanism: sasl.External})
+		return s.authenticated(Identity{Name: s.cfg.ExternalName, Mechanism: sasl.External, Groups: s.cfg.ExternalGroups})
 	case sasl.Plain:
 		s.state = StatePlainCredentials
 		return nil, nil

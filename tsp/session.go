@@ -55,6 +55,8 @@ type Identity struct {
 	// the gateway's ServerConfig.AnonymousName.
 	Name      string
 	Mechanism sasl.Mechanism
+	// Groups are the policy groups of an EXTERNAL identity's certificate.
+	Groups []string
 }
 
 // Backend is the gateway's side of one session's machine. A *StatusError

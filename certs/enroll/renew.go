@@ -2,6 +2,7 @@ package enroll
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -38,7 +39,9 @@ type RenewerOptions struct {
 }
 
 // Renewer renews the client certificate at two thirds of its lifetime over
-// mutual TLS with the certificate itself, keeping the key. It is safe for
+// mutual TLS with the certificate itself, keeping the key; a certificate from
+// a sign-in (SSOFile present) is renewed by signing in again with the
+// refresh token instead. It is safe for
 // concurrent use.
 type Renewer struct {
 	opts RenewerOptions
@@ -97,13 +100,26 @@ func (r *Renewer) Renew(ctx context.Context) error {
 	if !r.opts.Now().Before(st.Leaf.NotAfter) {
 		return ErrCertificateExpired
 	}
+	ssoSt, signedIn, err := loadSSO(r.opts.StateDir)
+	if err != nil {
+		return fmt.Errorf("renew: %w", err)
+	}
 	var chain []*x509.Certificate
 	var errs []error
 	for _, gw := range append([]string{r.opts.Gateway}, r.opts.Gateways...) {
 		ep := endpoint{gateway: gw, serverName: r.opts.ServerName, dial: r.opts.Dial,
 			timeout: r.opts.Timeout, root: st.Root, clientCert: r.GetClientCertificate}
 		var err error
-		if chain, err = postChain(ctx, ep, PathRenew, RenewRequest{}); err == nil {
+		if signedIn {
+			key, ok := st.Certificate.PrivateKey.(*ecdsa.PrivateKey)
+			if !ok {
+				return errors.New("renew: the key is not ECDSA")
+			}
+			chain, err = r.renewSSO(ctx, ssoSt, ep, key)
+		} else {
+			chain, err = postChain(ctx, ep, PathRenew, RenewRequest{})
+		}
+		if err == nil {
 			break
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", gw, err))
@@ -175,7 +191,7 @@ func (r *Renewer) sleep(ctx context.Context, d time.Duration) error {
 }
 
 func permanent(err error) bool {
-	if errors.Is(err, ErrCertificateExpired) {
+	if errors.Is(err, ErrCertificateExpired) || errors.Is(err, ErrSignInAgain) {
 		return true
 	}
 	var ae *APIError

@@ -63,3 +63,27 @@ func NormalizeFingerprint(fp string) string {
 	r := strings.NewReplacer(":", "", " ", "")
 	return strings.ToLower(r.Replace(strings.TrimSpace(fp)))
 }
+
+// Single sign-on paths.
+const (
+	// PathSSO (GET) tells a client where to sign in: SSOConfig.
+	PathSSO = "/1.0/sso"
+	// PathSSOSign (POST SSOSignRequest) trades a fresh ID token of the
+	// company's provider and a CSR for a certificate; renewals of signed-in
+	// certificates use it too, with an ID token from the refresh token.
+	PathSSOSign = "/1.0/sso/sign"
+)
+
+// SSOConfig answers GET /1.0/sso.
+type SSOConfig struct {
+	Issuer        string   `json:"issuer"`
+	ClientID      string   `json:"client_id"`
+	Scopes        []string `json:"scopes"`
+	IdentityClaim string   `json:"identity_claim"`
+}
+
+// SSOSignRequest is the body of POST /1.0/sso/sign.
+type SSOSignRequest struct {
+	IDToken string `json:"id_token"`
+	CSR     string `json:"csr"` // PEM "CERTIFICATE REQUEST", naming the identity
+}

@@ -28,7 +28,7 @@ func statusErr(code int, err error) error { return &tsp.StatusError{Code: code, 
 // Create answers a create (or a renewal create) with an offer for the session's lease.
 func (b *backend) Create(ctx context.Context, id tsp.Identity, req *tsp.Tunnel) (*tsp.Tunnel, error) {
 	srv := b.srv
-	rule, err := srv.cfg.Policy.Resolve(id.Name)
+	rule, err := srv.cfg.Policy.ResolveWith(id.Name, id.Groups)
 	if err != nil {
 		return nil, statusErr(tsp.StatusAuthenticationFailed, fmt.Errorf("policy refuses %q: %w", id.Name, err))
 	}
@@ -88,7 +88,7 @@ func (b *backend) bindTEP(ctx context.Context, id tsp.Identity, rule auth.Rule, 
 	if err != nil {
 		return split.TEP{}, statusErr(tsp.StatusServerTooBusy, fmt.Errorf("%w (tunnel type %s)", err, typ))
 	}
-	nb := split.Binding{Lease: l.Addr, Session: ss.id, Identity: id.Name, TEP: t.Name, Endpoint: ep}
+	nb := split.Binding{Lease: l.Addr, Session: ss.id, Identity: id.Name, Groups: id.Groups, TEP: t.Name, Endpoint: ep}
 	if typ.Extended() {
 		nb.TokenHash = split.HashToken(tok[:])
 	}

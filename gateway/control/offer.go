@@ -93,13 +93,14 @@ func (s *Server) newMachine(ss *session, tr tsp.Transport, ext auth.Identity) (*
 	mechs, passwordsAllowed := s.offers.mechanisms(tr, ext)
 	remote, _ := ss.source()
 	cfg := tsp.ServerConfig{
-		Transport:     tr,
-		Tunnels:       s.offers.tunnelTypes(tr),
-		Mechanisms:    mechs,
-		Realm:         s.gw.TSP.Realm,
-		AnonymousName: remote.Addr().Unmap().String(),
-		ExternalName:  ext.Name,
-		Backend:       b,
+		Transport:      tr,
+		Tunnels:        s.offers.tunnelTypes(tr),
+		Mechanisms:     mechs,
+		Realm:          s.gw.TSP.Realm,
+		AnonymousName:  remote.Addr().Unmap().String(),
+		ExternalName:   ext.Name,
+		ExternalGroups: ext.Groups,
+		Backend:        b,
 	}
 	cfg.Credentials = noCredentials{}
 	if pw := s.cfg.Passwords(); pw != nil && passwordsAllowed {

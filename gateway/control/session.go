@@ -146,7 +146,7 @@ func (ss *session) dataEntry(t *tep.TEP, transport string, mtu int) (*tep.Sessio
 		return ts, nil
 	}
 	ts, err := t.AddSession(tep.SessionInfo{
-		ID: ss.id, Identity: ss.identity.Name, Lease: addr, Transport: transport,
+		ID: ss.id, Identity: ss.identity.Name, Groups: ss.identity.Groups, Lease: addr, Transport: transport,
 		MTU: mtu, Endpoint: netip.AddrPortFrom(ss.endpoint, 0),
 	})
 	if err != nil {

@@ -162,7 +162,7 @@ func (bd *Binder) entryLocked(cur *bound, transport string) (*tep.Session, error
 		return cur.data, nil
 	}
 	ts, err := bd.cfg.TEP.AddSession(tep.SessionInfo{
-		ID: cur.b.Session, Identity: cur.b.Identity, Lease: cur.b.Lease, Transport: transport,
+		ID: cur.b.Session, Identity: cur.b.Identity, Groups: cur.b.Groups, Lease: cur.b.Lease, Transport: transport,
 		MTU: bd.cfg.MTU(transport), Endpoint: netip.AddrPortFrom(cur.b.Endpoint, 0),
 	})
 	if err != nil {

@@ -19,8 +19,10 @@ type Binding struct {
 	Lease    netip.Addr `json:"lease"`
 	Session  string     `json:"session"`
 	Identity string     `json:"identity"`
-	Control  string     `json:"control"` // the control node that holds the session
-	TEP      string     `json:"tep"`
+	// Groups are the policy groups of the identity's certificate (its access rules).
+	Groups  []string `json:"groups,omitempty"`
+	Control string   `json:"control"` // the control node that holds the session
+	TEP     string   `json:"tep"`
 	// Endpoint is the client's IPv6 address: the outer source of a v4v6 tunnel.
 	Endpoint netip.Addr `json:"endpoint,omitzero"`
 	// TokenHash is the SHA-256 of the session's data token (hex); the token itself never

@@ -25,7 +25,7 @@ type sessionRules struct {
 // SetAccess replaces the access-rule lookup (nil: no access control) and
 // applies it to every session at once; their next packet is judged by the
 // new rules. Sessions keep their tracked flows.
-func (t *TEP) SetAccess(access func(identity string) *acl.Set) {
+func (t *TEP) SetAccess(access func(identity string, groups []string) *acl.Set) {
 	t.reg.mu.Lock()
 	defer t.reg.mu.Unlock()
 	t.access = access
@@ -39,7 +39,7 @@ func (t *TEP) SetAccess(access func(identity string) *acl.Set) {
 func (t *TEP) applyAccessLocked(s *Session) {
 	var set *acl.Set
 	if t.access != nil {
-		set = t.access(s.info.Identity)
+		set = t.access(s.info.Identity, s.info.Groups)
 	}
 	if set == nil {
 		s.rules.Store(nil)

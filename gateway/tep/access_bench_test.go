@@ -15,7 +15,7 @@ import (
 
 // benchAccess returns n rules, the last of which allows UDP to the
 // benchmarks' server (n == 0: no access control).
-func benchAccess(b *testing.B, n int) func(string) *acl.Set {
+func benchAccess(b *testing.B, n int) func(string, []string) *acl.Set {
 	if n == 0 {
 		return nil
 	}

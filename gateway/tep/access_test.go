@@ -60,7 +60,9 @@ func webOnly(t testing.TB) *acl.Set {
 	}})
 }
 
-func only(s *acl.Set) func(string) *acl.Set { return func(string) *acl.Set { return s } }
+func only(s *acl.Set) func(string, []string) *acl.Set {
+	return func(string, []string) *acl.Set { return s }
+}
 
 func deniedOf(st Stats, rule, dir string) uint64 {
 	for _, d := range st.Denied {
@@ -303,7 +305,7 @@ func TestAccessClientToClient(t *testing.T) {
 	bobLease := netip.MustParseAddr("10.99.0.3")
 	staff := mustSet(t, `policy.groups["staff"].access`, &acl.Access{Outbound: []acl.Rule{{To: pfx("10.99.0.0/24"), Proto: acl.ProtoTCP}}})
 	ops := mustSet(t, `policy.groups["ops"].access`, &acl.Access{Inbound: []acl.Rule{{From: pfx("10.99.0.2/32"), Proto: acl.ProtoTCP, Ports: []acl.PortRange{{Lo: 22, Hi: 22}}}}})
-	h := newHarness(t, Config{Access: func(id string) *acl.Set {
+	h := newHarness(t, Config{Access: func(id string, _ []string) *acl.Set {
 		if id == "alice" {
 			return staff
 		}

@@ -95,7 +95,7 @@ func BenchmarkTEPOutside(b *testing.B) { benchOutside(b, nil) }
 
 // benchOutside runs BenchmarkTEPOutside with the access rules of access (nil: none) and
 // returns the TEP, stopped, for its counters.
-func benchOutside(b *testing.B, access func(string) *acl.Set) *TEP {
+func benchOutside(b *testing.B, access func(string, []string) *acl.Set) *TEP {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	dev := &genTUN{batch: 1, closed: make(chan struct{})}
 	tp, err := New(Config{Device: dev, InnerAddr: inner, Pools: []netip.Prefix{pool}, Access: access})

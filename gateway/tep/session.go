@@ -17,6 +17,7 @@ import (
 type SessionInfo struct {
 	ID        string         // TSP session id (log field "session")
 	Identity  string         // authenticated identity
+	Groups    []string       // policy groups of its certificate
 	Lease     netip.Addr     // leased IPv4 address; must lie in a pool
 	Transport string         // tunnel.Plain, tunnel.DTLS or tunnel.TLS
 	MTU       int            // inner MTU (DefaultMTU when zero, at most Config.MTU)

@@ -57,9 +57,9 @@ type Config struct {
 	Logger    zerolog.Logger // debug events, and a sample of denied packets
 	Now       func() time.Time
 	// Access returns the compiled access rules of an identity, nil for none
-	// (auth.Policy.Access); nil means no access control for any session.
+	// (auth.Policy.AccessWith); nil means no access control for any session.
 	// SetAccess replaces it.
-	Access func(identity string) *acl.Set
+	Access func(identity string, groups []string) *acl.Set
 	// Conntrack bounds each ruled session's connection table.
 	Conntrack acl.TrackConfig
 }
@@ -120,7 +120,7 @@ type TEP struct {
 	rxs     sync.Pool     // *rxBatch
 	// guarded by reg.mu
 	retired [numTransports]Traffic
-	access  func(identity string) *acl.Set
+	access  func(identity string, groups []string) *acl.Set
 	gen     uint32                       // generation of the access rules, bumped by SetAccess
 	denied  map[string]*[2]atomic.Uint64 // by access block: denied packets per acl.Dir
 	closed  bool
