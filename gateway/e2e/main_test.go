@@ -14,6 +14,7 @@ import (
 // binaries holds the paths of the binaries built by TestMain; empty when the suite skips.
 type binaries struct {
 	gateway, client string
+	testop          string // the OpenID provider as a process (internal/oidctest/testop)
 	etcd            string // the etcd server, built from its module (the cluster scenario)
 	skip            string // why the end-to-end tests skip, if they do
 }
@@ -44,6 +45,7 @@ func runMain(m *testing.M) int {
 	bins.gateway = filepath.Join(dir, "dstm-gateway")
 	bins.client = filepath.Join(dir, "dstm-client")
 	bins.etcd = filepath.Join(dir, "etcd")
+	bins.testop = filepath.Join(dir, "testop")
 	return keepResolvConf(m.Run)
 }
 
@@ -89,7 +91,7 @@ func skipReason() string {
 	return ""
 }
 
-// build compiles dstm-gateway, dstm-client and the etcd server (the version go.mod names;
+// build compiles dstm-gateway, dstm-client, the OpenID provider and the etcd server (the version go.mod names;
 // without -race, to keep them fast) into dir.
 func build(dir string) error {
 	root, err := moduleRoot()
@@ -98,6 +100,7 @@ func build(dir string) error {
 	}
 	for name, pkg := range map[string]string{
 		"dstm-gateway": "./cmd/dstm-gateway", "dstm-client": "./cmd/dstm-client", "etcd": "go.etcd.io/etcd/server/v3",
+		"testop": "./internal/oidctest/testop",
 	} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg)
 		cmd.Dir = root
