@@ -359,7 +359,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatalf("after sign-in at %s", u)
 	}
 	var shown map[string]string
-	sessions, st := w.sameMoment(func() {
+	_, st := w.sameMoment(func() {
 		if err := chromedp.Do(ctx, chromedp.Navigate(w.consoleURL+"/ops"), chromedp.WaitVisible(chromedp.ID("pools"))); err != nil {
 			t.Fatal(err)
 		}
@@ -381,7 +381,7 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	// The sessions page: alice's session as the admin API has it.
 	var row map[string]string
-	sessions, _ = w.sameMoment(func() {
+	sessions, _ := w.sameMoment(func() {
 		if err := chromedp.Do(ctx, chromedp.Navigate(w.consoleURL+"/ops/sessions"), chromedp.WaitVisible(chromedp.ID("sessions"))); err != nil {
 			t.Fatal(err)
 		}
@@ -510,11 +510,10 @@ func TestConsoleInBrowser(t *testing.T) {
 	if err := chromedp.Do(actx, chromedp.Click(chromedp.ID("confirm-revoke"))); err != nil {
 		t.Fatal(err)
 	}
-	down := waitState(t, states, "connecting", 5*time.Second)
+	waitState(t, states, "connecting", 5*time.Second)
 	if d := time.Since(clicked); d > time.Second {
 		t.Errorf("the tunnel went down %v after the revocation was confirmed, want within 1 s", d)
 	}
-	_ = down
 	if err := chromedp.Do(actx, chromedp.WaitVisible(chromedp.ID("message"))); err != nil {
 		t.Fatal(err)
 	}
