@@ -82,8 +82,8 @@ func (g *Gateway) listenConsole() (net.Listener, error) {
 		URL: c.URL, ClientID: c.ClientID, ClientSecret: g.consoleSecret, Admins: c.Admins,
 		Certificates: g.verifier, Backend: consoleBackend{adminBackend{g}},
 		Gateway:     net.JoinHostPort(c.Host(), strconv.Itoa(int(port))),
-		Fingerprint: g.ca.Fingerprint(),
-		Logger:      g.log.With().Str("component", "console").Logger(), Now: g.now,
+		Fingerprint: g.ca.Fingerprint(), Metrics: g.metrics,
+		Logger: g.log.With().Str("component", "console").Logger(), Now: g.now,
 	}
 	if g.sso != nil {
 		cfg.SSO = g.sso

@@ -65,6 +65,18 @@ type CertVerifier interface {
 	VerifyState(cs tls.ConnectionState) (*auth.Peer, error)
 }
 
+// Metrics counts what the console decides (*metrics.Metrics).
+type Metrics interface {
+	ConsoleSignIn(method, result string)
+	ConsoleRefused(reason string)
+}
+
+// noMetrics counts nothing.
+type noMetrics struct{}
+
+func (noMetrics) ConsoleSignIn(string, string) {}
+func (noMetrics) ConsoleRefused(string)        {}
+
 // Config is the console's setup.
 type Config struct {
 	// URL is the console's public URL, https://HOST[:PORT] (config.Console.URL).
@@ -82,8 +94,10 @@ type Config struct {
 	// Gateway is HOST:PORT of the TSP port and Fingerprint the root's SHA-256, for the client
 	// configuration users download.
 	Gateway, Fingerprint string
-	Logger               zerolog.Logger
-	Now                  func() time.Time
+	// Metrics counts sign-ins and refusals (*metrics.Metrics); nil: none.
+	Metrics Metrics
+	Logger  zerolog.Logger
+	Now     func() time.Time
 }
 
 // Server is the console. Create it with New; serve Handler, or Serve on a listener.
@@ -113,6 +127,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = noMetrics{}
 	}
 	pg, err := loadPages()
 	if err != nil {

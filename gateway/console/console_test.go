@@ -54,10 +54,34 @@ func (v certVerifier) VerifyState(cs tls.ConnectionState) (*auth.Peer, error) {
 }
 
 type harness struct {
-	s   *Server
-	b   *fakeBackend
-	clk *clock
-	log *logtest.Sink
+	s       *Server
+	b       *fakeBackend
+	clk     *clock
+	log     *logtest.Sink
+	metrics *countMetrics
+}
+
+// countMetrics counts the console's metrics calls.
+type countMetrics struct {
+	mu sync.Mutex
+	n  map[string]int // "sign-in sso ok", "refused forged_form"
+}
+
+func (m *countMetrics) ConsoleSignIn(method, result string) {
+	m.add("sign-in " + method + " " + result)
+}
+func (m *countMetrics) ConsoleRefused(reason string) { m.add("refused " + reason) }
+
+func (m *countMetrics) add(k string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.n[k]++
+}
+
+func (m *countMetrics) get(k string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.n[k]
 }
 
 func newHarness(t *testing.T) *harness {
@@ -65,15 +89,16 @@ func newHarness(t *testing.T) *harness {
 	clk := &clock{t: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)}
 	b := newFakeBackend(clk.Now)
 	sink := &logtest.Sink{}
+	cm := &countMetrics{n: map[string]int{}}
 	s, err := New(Config{
-		URL: testURL, Admins: []string{"ops@corp.example"}, Backend: b,
+		URL: testURL, Admins: []string{"ops@corp.example"}, Backend: b, Metrics: cm,
 		Certificates: certVerifier{"ops@corp.example": true, "carol@corp.example": true},
 		Gateway:      "gw.corp.example:3653", Fingerprint: "ab12cd", Logger: zerolog.New(sink), Now: clk.Now,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &harness{s: s, b: b, clk: clk, log: sink}
+	return &harness{s: s, b: b, clk: clk, log: sink, metrics: cm}
 }
 
 // signIn makes an SSO session for identity.
@@ -215,6 +240,10 @@ func TestAuthorization(t *testing.T) {
 			if !strings.Contains(strings.ToLower(body), strings.ToLower(tt.body)) {
 				t.Errorf("body lacks %q:\n%.800s", tt.body, body)
 			}
+			forged := resp.StatusCode == http.StatusForbidden && strings.Contains(body, "stale")
+			if got := h.metrics.get("refused forged_form"); (got == 1) != forged {
+				t.Errorf("forged_form counted %d times", got)
+			}
 			kicked, revoked, tokens := h.b.actions()
 			wantActions := resp.StatusCode == http.StatusOK && tt.method == http.MethodPost
 			if got := len(kicked) + len(revoked) + len(tokens); (got > 0) != wantActions {
@@ -348,6 +377,9 @@ func TestCertificateOperators(t *testing.T) {
 	r.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{certFor("ops@corp.example")}}
 	resp, _ := h.do(r)
 	h.log.Find(t, "console: signed in", map[string]any{"identity": "ops@corp.example", "method": "certificate"})
+	if n := h.metrics.get("sign-in certificate ok"); n != 1 {
+		t.Errorf("certificate sign-ins counted %d", n)
+	}
 	cookie := resp.Cookies()[0]
 	// The same cookie without the certificate: the session is void.
 	r = request("GET", "/ops", nil, nil, nil)

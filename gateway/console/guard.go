@@ -118,6 +118,7 @@ func (s *Server) viewerOf(w http.ResponseWriter, r *http.Request) (viewer, bool)
 	ss := s.store.create(certID, MethodCertificate, false)
 	setCookie(w, sessionCookie, ss.id, lifetime)
 	s.log.Info().Str("identity", certID).Str("method", MethodCertificate).Str("remote", r.RemoteAddr).Msg("console: signed in")
+	s.cfg.Metrics.ConsoleSignIn(MethodCertificate, "ok")
 	return viewer{Identity: certID, Method: MethodCertificate, Operator: true, sess: ss}, true
 }
 

@@ -85,6 +85,11 @@ func (s *Server) callback(w http.ResponseWriter, r *http.Request) {
 			ev = ev.Err(se.err)
 		}
 		ev.Msg("console: sign-in refused")
+		result := "refused"
+		if se.status >= http.StatusInternalServerError {
+			result = "error"
+		}
+		s.cfg.Metrics.ConsoleSignIn(MethodSSO, result)
 		s.fail(w, r, viewer{}, se.status, se.text)
 		return
 	}
@@ -93,6 +98,7 @@ func (s *Server) callback(w http.ResponseWriter, r *http.Request) {
 	operator := ss.ssoAdmin || s.isAdmin(ss.identity)
 	s.log.Info().Str("identity", ss.identity).Str("method", MethodSSO).Bool("operator", operator).
 		Str("remote", r.RemoteAddr).Msg("console: signed in")
+	s.cfg.Metrics.ConsoleSignIn(MethodSSO, "ok")
 	next := p.next
 	if next == "/" && operator {
 		next = "/ops"

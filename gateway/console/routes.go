@@ -69,6 +69,7 @@ func (s *Server) operator(h handlerFunc) http.HandlerFunc {
 		if !v.Operator {
 			s.log.Info().Str("identity", v.Identity).Str("method", v.Method).Str("path", r.URL.Path).
 				Str("reason", "not an operator").Msg("console: request refused")
+			s.cfg.Metrics.ConsoleRefused("not_operator")
 			if strings.HasSuffix(r.URL.Path, ".json") {
 				writeJSON(w, http.StatusForbidden, map[string]string{"error": "operators only"})
 				return
@@ -87,6 +88,7 @@ func (s *Server) post(h handlerFunc) handlerFunc {
 		if err := s.checkPost(r, v); err != nil {
 			s.log.Warn().Str("identity", v.Identity).Str("method", v.Method).Str("path", r.URL.Path).
 				Str("remote", r.RemoteAddr).Err(err).Str("reason", "forged or stale form").Msg("console: request refused")
+			s.cfg.Metrics.ConsoleRefused("forged_form")
 			s.fail(w, r, v, http.StatusForbidden, "This form is stale or was not sent from the console. Reload the page and try again.")
 			return
 		}

@@ -48,12 +48,13 @@ func ssoHarness(t *testing.T, p *oidctest.Provider) *harness {
 		t.Fatal(err)
 	}
 	sink := &logtest.Sink{}
-	s, err := New(Config{URL: testURL, ClientID: "dstm-console", ClientSecret: "console-secret", Admins: []string{"ops@corp.example"},
+	cm := &countMetrics{n: map[string]int{}}
+	s, err := New(Config{URL: testURL, Metrics: cm, ClientID: "dstm-console", ClientSecret: "console-secret", Admins: []string{"ops@corp.example"},
 		SSO: v, Backend: newFakeBackend(clk.Now), Gateway: "gw.corp.example:3653", Fingerprint: "ab", Logger: zerolog.New(sink), Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &harness{s: s, b: s.cfg.Backend.(*fakeBackend), clk: clk, log: sink}
+	return &harness{s: s, b: s.cfg.Backend.(*fakeBackend), clk: clk, log: sink, metrics: cm}
 }
 
 // startSignIn asks the console for a sign-in: the provider's URL and the login cookie.
@@ -122,12 +123,18 @@ func TestSignIn(t *testing.T) {
 			}
 			if tt.status != http.StatusSeeOther {
 				h.log.Find(t, "console: sign-in refused", map[string]any{"reason": "not allowed"})
+				if n := h.metrics.get("sign-in sso refused"); n != 1 {
+					t.Errorf("refused sign-ins counted %d", n)
+				}
 				if n, _ := h.s.store.counts(); n != 0 {
 					t.Fatalf("%d sessions after a refused sign-in", n)
 				}
 				return
 			}
 			h.log.Find(t, "console: signed in", map[string]any{"identity": tt.email, "method": "sso"})
+			if n := h.metrics.get("sign-in sso ok"); n != 1 {
+				t.Errorf("sign-ins counted %d", n)
+			}
 			var sc *http.Cookie
 			for _, k := range resp.Cookies() {
 				if k.Name == sessionCookie {
