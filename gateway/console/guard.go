@@ -61,7 +61,7 @@ type viewer struct {
 	sess     session
 }
 
-// errForbidden and friends are why a request is refused.
+// errCSRF and errOrigin are why checkPost refuses a POST.
 var (
 	errCSRF   = errors.New("the form's CSRF token is missing or wrong")
 	errOrigin = errors.New("the request does not come from the console's own pages")

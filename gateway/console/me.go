@@ -21,7 +21,7 @@ type device struct {
 	Fields   map[string]string // the session's display values, if any
 }
 
-// devices lists the certificates issued to the viewer.
+// devicesOf lists the certificates issued to identity, with their sightings and sessions.
 func (s *Server) devicesOf(ctx context.Context, identity string) ([]device, error) {
 	ctx, cancel := context.WithTimeout(ctx, backendTimeout)
 	defer cancel()
