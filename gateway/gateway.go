@@ -32,6 +32,7 @@ import (
 	"github.com/dstmgw/dstm/gateway/split"
 	"github.com/dstmgw/dstm/gateway/tep"
 	"github.com/dstmgw/dstm/internal/hostnet"
+	"github.com/dstmgw/dstm/sso"
 	"github.com/dstmgw/dstm/tunnel/dtls"
 	"github.com/dstmgw/dstm/tunnel/plain"
 	"github.com/dstmgw/dstm/tunnel/udpmux"
@@ -75,6 +76,7 @@ type Gateway struct {
 	policy    *auth.PolicyHolder
 	passwords atomic.Pointer[auth.DigestStore]
 	ca        *certs.CA
+	signIn    atomic.Pointer[sso.Verifier] // the sso section's verifier; nil: no single sign-on
 	verifier  *auth.Verifier
 	tlsConfig *tls.Config
 	store     leaseStore
@@ -174,6 +176,12 @@ func (g *Gateway) openCA() error {
 		return stateError(g.cfg.StateDir, "certificate authority", err)
 	}
 	g.ca = ca
+	signIn, err := g.newSignIn(g.cfg.SSO)
+	if err != nil {
+		ca.Close()
+		return err
+	}
+	g.applySignIn(signIn)
 	g.verifier, err = auth.NewVerifier(auth.VerifierConfig{
 		Roots: []*x509.Certificate{ca.Root()}, Intermediates: []*x509.Certificate{ca.Intermediate()},
 		Revocations: ca, Policy: g.policy, Now: g.now,
@@ -297,3 +305,27 @@ func (g *Gateway) Ready() <-chan struct{} { return g.ready }
 
 // ListenAddrs returns the bound TCP and UDP addresses (valid after Ready).
 func (g *Gateway) ListenAddrs() (tcp, udp []net.Addr) { return g.tcpAddrs, g.udpAddrs }
+
+// newSignIn makes the verifier of an sso section (nil for none). The
+// provider is not contacted: a provider that is down does not stop the
+// gateway.
+func (g *Gateway) newSignIn(cfg *sso.Config) (*sso.Verifier, error) {
+	if cfg == nil {
+		return nil, nil
+	}
+	v, err := sso.New(*cfg, sso.Options{Now: g.now})
+	if err != nil {
+		return nil, fmt.Errorf("sso: %w", err)
+	}
+	return v, nil
+}
+
+// applySignIn enables enrollment by single sign-on with v (nil disables it).
+func (g *Gateway) applySignIn(v *sso.Verifier) {
+	if v == nil {
+		g.ca.SetSignIn(nil)
+	} else {
+		g.ca.SetSignIn(v)
+	}
+	g.signIn.Store(v)
+}

@@ -16,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/dstmgw/dstm/auth"
+	"github.com/dstmgw/dstm/sso"
 )
 
 // Config is the whole gateway configuration (gateway.yaml).
@@ -36,6 +37,9 @@ type Config struct {
 	Admin    Admin             `yaml:"admin"`
 	Store    Store             `yaml:"store,omitempty"`
 	BGP      *BGP              `yaml:"bgp,omitempty"`
+	// SSO lets users enroll by signing in at the company's OpenID provider
+	// (docs/sso.md); absent: enrollment by one-time tokens only.
+	SSO *sso.Config `yaml:"sso,omitempty"`
 }
 
 // Node roles (Config.Roles).

@@ -15,6 +15,7 @@ import (
 type binaries struct {
 	gateway, client string
 	etcd            string // the etcd server, built from its module (the cluster scenario)
+	testop          string // the OpenID provider of the sign-in scenarios (internal/oidctest)
 	skip            string // why the end-to-end tests skip, if they do
 }
 
@@ -44,6 +45,7 @@ func runMain(m *testing.M) int {
 	bins.gateway = filepath.Join(dir, "dstm-gateway")
 	bins.client = filepath.Join(dir, "dstm-client")
 	bins.etcd = filepath.Join(dir, "etcd")
+	bins.testop = filepath.Join(dir, "testop")
 	return keepResolvConf(m.Run)
 }
 
@@ -89,8 +91,8 @@ func skipReason() string {
 	return ""
 }
 
-// build compiles dstm-gateway, dstm-client and the etcd server (the version go.mod names;
-// without -race, to keep them fast) into dir.
+// build compiles dstm-gateway, dstm-client, the etcd server (the version go.mod names) and
+// the test OpenID provider (without -race, to keep them fast) into dir.
 func build(dir string) error {
 	root, err := moduleRoot()
 	if err != nil {
@@ -98,6 +100,7 @@ func build(dir string) error {
 	}
 	for name, pkg := range map[string]string{
 		"dstm-gateway": "./cmd/dstm-gateway", "dstm-client": "./cmd/dstm-client", "etcd": "go.etcd.io/etcd/server/v3",
+		"testop": "./internal/oidctest/testop",
 	} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg)
 		cmd.Dir = root
