@@ -50,35 +50,31 @@ func (ca *CA) handleSSO(w http.ResponseWriter, r *http.Request) {
 
 func (ca *CA) handleSSOSign(w http.ResponseWriter, r *http.Request) {
 	var req enroll.SSOSignRequest
-	if err := decodeBody(r, &req, false); err != nil {
-		ca.writeError(w, r, err)
-		return
-	}
-	csr, err := parseCSR(req.CSR)
-	if err != nil {
-		ca.writeError(w, r, err)
-		return
-	}
-	chain, err := ca.EnrollSSO(r.Context(), req.IDToken, csr)
-	if err != nil {
-		ca.writeError(w, r, err)
-		return
-	}
-	writeChain(w, chain)
+	ca.serveSign(w, r, &req, &req.CSR, func(csr *x509.CertificateRequest) ([]*x509.Certificate, error) {
+		return ca.EnrollSSO(r.Context(), req.IDToken, csr)
+	})
 }
 
 func (ca *CA) handleSign(w http.ResponseWriter, r *http.Request) {
 	var req enroll.SignRequest
-	if err := decodeBody(r, &req, false); err != nil {
+	ca.serveSign(w, r, &req, &req.CSR, func(csr *x509.CertificateRequest) ([]*x509.Certificate, error) {
+		return ca.Enroll(r.Context(), req.Token, csr)
+	})
+}
+
+// serveSign decodes the body into req, parses the PEM CSR it leaves in
+// *pemCSR and answers with the chain issue returns for it.
+func (ca *CA) serveSign(w http.ResponseWriter, r *http.Request, req any, pemCSR *string, issue func(*x509.CertificateRequest) ([]*x509.Certificate, error)) {
+	if err := decodeBody(r, req, false); err != nil {
 		ca.writeError(w, r, err)
 		return
 	}
-	csr, err := parseCSR(req.CSR)
+	csr, err := parseCSR(*pemCSR)
 	if err != nil {
 		ca.writeError(w, r, err)
 		return
 	}
-	chain, err := ca.Enroll(r.Context(), req.Token, csr)
+	chain, err := issue(csr)
 	if err != nil {
 		ca.writeError(w, r, err)
 		return

@@ -26,14 +26,33 @@ func (ca *CA) Enroll(ctx context.Context, token string, csr *x509.CertificateReq
 	if err != nil {
 		return nil, err
 	}
+	if err := checkRequest(csr, id); err != nil {
+		return nil, err
+	}
+	chain, err := ca.sign(ctx, strings.TrimSpace(token), csr)
+	if err != nil {
+		return nil, err
+	}
+	if err := ca.record(chain, id, ""); err != nil {
+		return nil, err
+	}
+	ca.opts.Logger.Info().Str("identity", id).Str("serial", chain[0].SerialNumber.String()).
+		Time("not_after", chain[0].NotAfter).Msg("client certificate issued")
+	return chain, nil
+}
+
+// checkRequest checks csr's signature and key, and that it names exactly id.
+func checkRequest(csr *x509.CertificateRequest, id string) error {
 	if err := checkCSR(csr); err != nil {
-		return nil, err
+		return err
 	}
-	if err := csrMatches(csr, id); err != nil {
-		return nil, err
-	}
+	return csrMatches(csr, id)
+}
+
+// sign spends token, one of our provisioner's, and signs csr with it.
+func (ca *CA) sign(ctx context.Context, token string, csr *x509.CertificateRequest) ([]*x509.Certificate, error) {
 	sctx := provisioner.NewContextWithMethod(ctx, provisioner.SignMethod)
-	signOpts, err := ca.auth.Authorize(sctx, strings.TrimSpace(token))
+	signOpts, err := ca.auth.Authorize(sctx, token)
 	if err != nil {
 		return nil, mapStepError(err, ErrBadToken)
 	}
@@ -41,11 +60,9 @@ func (ca *CA) Enroll(ctx context.Context, token string, csr *x509.CertificateReq
 	if err != nil {
 		return nil, mapStepError(err, ErrBadCSR)
 	}
-	if err := ca.record(chain, id, ""); err != nil {
-		return nil, err
+	if len(chain) == 0 {
+		return nil, errors.New("embedded CA returned an empty chain")
 	}
-	ca.opts.Logger.Info().Str("identity", id).Str("serial", chain[0].SerialNumber.String()).
-		Time("not_after", chain[0].NotAfter).Msg("client certificate issued")
 	return chain, nil
 }
 

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/smallstep/certificates/authority/provisioner"
 	"go.step.sm/crypto/jose"
 
 	"github.com/dstmgw/dstm/certs/enroll"
@@ -90,10 +89,7 @@ func (ca *CA) EnrollSSO(ctx context.Context, idToken string, csr *x509.Certifica
 	if err != nil {
 		return nil, err
 	}
-	if err := checkCSR(csr); err != nil {
-		return nil, err
-	}
-	if err := csrMatches(csr, id); err != nil {
+	if err := checkRequest(csr, id); err != nil {
 		return nil, err
 	}
 	ok, err := ca.auth.GetDatabase().UseToken("sso-"+claims.TokenHash, claims.TokenHash)
@@ -107,14 +103,9 @@ func (ca *CA) EnrollSSO(ctx context.Context, idToken string, csr *x509.Certifica
 	if err != nil {
 		return nil, err
 	}
-	sctx := provisioner.NewContextWithMethod(ctx, provisioner.SignMethod)
-	signOpts, err := ca.auth.Authorize(sctx, tok)
+	chain, err := ca.sign(ctx, tok, csr)
 	if err != nil {
-		return nil, mapStepError(err, ErrBadToken)
-	}
-	chain, err := ca.auth.SignWithContext(sctx, csr, provisioner.SignOptions{}, signOpts...)
-	if err != nil {
-		return nil, mapStepError(err, ErrBadCSR)
+		return nil, err
 	}
 	leaf := chain[0]
 	if err := ca.index.recordIssued(leaf.SerialNumber.String(), issuedRecord{Identity: id, NotAfter: leaf.NotAfter, SSO: true}); err != nil {

@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/oauth2"
 
 	"github.com/dstmgw/dstm/certs"
 	"github.com/dstmgw/dstm/gateway/admin"
@@ -32,24 +35,18 @@ func (g *Gateway) recordEvent(e events.Event) {
 	}
 }
 
-// openSSO builds the verifier of the sso section and reads the console's client secret:
-// before the host is touched, so that a missing file stops the start at once.
-func (g *Gateway) openSSO() error {
-	if g.cfg.SSO == nil {
+// readConsoleSecret reads the console's client secret before anything else opens, so that a
+// missing file stops the start at once.
+func (g *Gateway) readConsoleSecret() error {
+	c := g.cfg.Console
+	if c == nil || c.ClientSecretFile == "" {
 		return nil
 	}
-	v, err := sso.New(*g.cfg.SSO, sso.Options{Now: g.now})
+	secret, err := readSecret(c.ClientSecretFile)
 	if err != nil {
-		return err // names sso.ca_file
+		return fmt.Errorf("console.client_secret_file: %w", err)
 	}
-	g.sso = v
-	if c := g.cfg.Console; c != nil {
-		secret, err := readSecret(c.ClientSecretFile)
-		if err != nil {
-			return fmt.Errorf("console.client_secret_file: %w", err)
-		}
-		g.consoleSecret = secret
-	}
+	g.consoleSecret = secret
 	return nil
 }
 
@@ -85,8 +82,8 @@ func (g *Gateway) listenConsole() (net.Listener, error) {
 		Fingerprint: g.ca.Fingerprint(), Metrics: g.metrics,
 		Logger: g.log.With().Str("component", "console").Logger(), Now: g.now,
 	}
-	if g.sso != nil {
-		cfg.SSO = g.sso
+	if g.cfg.SSO != nil {
+		cfg.SSO = signInSource{g}
 	}
 	s, err := console.New(cfg)
 	if err != nil {
@@ -103,13 +100,42 @@ func (g *Gateway) serveConsole(ln net.Listener) func(context.Context) error {
 	url := g.cfg.Console.URL // read before a reload can replace the section
 	return func(ctx context.Context) error {
 		g.log.Info().Str("component", "console").Str("listen", ln.Addr().String()).Str("url", url).
-			Bool("sso", g.sso != nil).Msg("console listening")
+			Bool("sso", g.signIn.Load() != nil).Msg("console listening")
 		return g.console.Serve(ctx, ln, console.TLSConfig(g.ca.GetCertificate, g.ca.RootPool()))
 	}
 }
 
 // ConsoleAddr returns the console's bound address (nil without a console; valid after Ready).
 func (g *Gateway) ConsoleAddr() net.Addr { return g.consoleAddr }
+
+// signInSource is the sso section's verifier as the console uses it: the current one, which a
+// reload may replace (or remove: sign-ins then fail as with a provider that is down).
+type signInSource struct{ g *Gateway }
+
+var errNoSignIn = fmt.Errorf("%w: the sso section was removed (restart to serve the console without it)", sso.ErrUnavailable)
+
+func (s signInSource) Verify(ctx context.Context, raw, audience string) (sso.Claims, error) {
+	v := s.g.signIn.Load()
+	if v == nil {
+		return sso.Claims{}, errNoSignIn
+	}
+	return v.Verify(ctx, raw, audience)
+}
+
+func (s signInSource) Endpoint(ctx context.Context) (oauth2.Endpoint, error) {
+	v := s.g.signIn.Load()
+	if v == nil {
+		return oauth2.Endpoint{}, errNoSignIn
+	}
+	return v.Endpoint(ctx)
+}
+
+func (s signInSource) HTTPClient() *http.Client {
+	if v := s.g.signIn.Load(); v != nil {
+		return v.HTTPClient()
+	}
+	return http.DefaultClient
+}
 
 // consoleBackend is the gateway as the console sees it.
 type consoleBackend struct{ adminBackend }

@@ -78,6 +78,7 @@ type Gateway struct {
 	policy    *auth.PolicyHolder
 	passwords atomic.Pointer[auth.DigestStore]
 	ca        *certs.CA
+	signIn    atomic.Pointer[sso.Verifier] // the sso section's verifier; nil: no single sign-on
 	verifier  *auth.Verifier
 	tlsConfig *tls.Config
 	store     leaseStore
@@ -87,7 +88,6 @@ type Gateway struct {
 	metrics   *metrics.Metrics
 	events    *events.Ring     // recent events, for the console
 	seen      *events.LastSeen // when each certificate last carried a session
-	sso       *sso.Verifier    // nil without the sso section
 	// consoleSecret is the console's OIDC client secret (console.client_secret_file).
 	consoleSecret string
 
@@ -141,7 +141,7 @@ func New(cfg config.Config, log zerolog.Logger, opts Options) (*Gateway, error) 
 		return nil, fmt.Errorf("policy: %w", err)
 	}
 	g.policy = auth.NewPolicyHolder(pol)
-	if err := g.openSSO(); err != nil {
+	if err := g.readConsoleSecret(); err != nil {
 		return nil, err
 	}
 	if cfg.TSP.Passwords != "" {
@@ -189,6 +189,12 @@ func (g *Gateway) openCA() error {
 		return stateError(g.cfg.StateDir, "certificate authority", err)
 	}
 	g.ca = ca
+	signIn, err := g.newSignIn(g.cfg.SSO)
+	if err != nil {
+		ca.Close()
+		return err
+	}
+	g.applySignIn(signIn)
 	g.verifier, err = auth.NewVerifier(auth.VerifierConfig{
 		Roots: []*x509.Certificate{ca.Root()}, Intermediates: []*x509.Certificate{ca.Intermediate()},
 		Revocations: ca, Policy: g.policy, Now: g.now,
@@ -312,3 +318,27 @@ func (g *Gateway) Ready() <-chan struct{} { return g.ready }
 
 // ListenAddrs returns the bound TCP and UDP addresses (valid after Ready).
 func (g *Gateway) ListenAddrs() (tcp, udp []net.Addr) { return g.tcpAddrs, g.udpAddrs }
+
+// newSignIn makes the verifier of an sso section (nil for none). The
+// provider is not contacted: a provider that is down does not stop the
+// gateway.
+func (g *Gateway) newSignIn(cfg *sso.Config) (*sso.Verifier, error) {
+	if cfg == nil {
+		return nil, nil
+	}
+	v, err := sso.New(*cfg, sso.Options{Now: g.now})
+	if err != nil {
+		return nil, fmt.Errorf("sso: %w", err)
+	}
+	return v, nil
+}
+
+// applySignIn enables enrollment by single sign-on with v (nil disables it).
+func (g *Gateway) applySignIn(v *sso.Verifier) {
+	if v == nil {
+		g.ca.SetSignIn(nil)
+	} else {
+		g.ca.SetSignIn(v)
+	}
+	g.signIn.Store(v)
+}

@@ -10,10 +10,11 @@ import (
 	"github.com/dstmgw/dstm/auth"
 	"github.com/dstmgw/dstm/gateway/config"
 	"github.com/dstmgw/dstm/gateway/lease"
+	"github.com/dstmgw/dstm/sso"
 )
 
-// Reload applies a validated configuration: the policy, the password file and pools added at
-// the end of the list take effect at once (the log level is the caller's). It returns the
+// Reload applies a validated configuration: the policy, the password file, the sso section and
+// pools added at the end of the list take effect at once (the log level is the caller's). It returns the
 // changed sections that need a restart. On error nothing changed, except that pools added
 // before it stay, and stay listed so that the next reload does not add them again.
 func (g *Gateway) Reload(next config.Config) ([]string, error) {
@@ -25,6 +26,13 @@ func (g *Gateway) Reload(next config.Config) ([]string, error) {
 	if next.TSP.Passwords != "" {
 		if pw, err = auth.LoadDigestFile(next.TSP.Passwords); err != nil {
 			return nil, fmt.Errorf("tsp.passwords: %w", err)
+		}
+	}
+	ssoChanged := g.ca != nil && !reflect.DeepEqual(g.cfg.SSO, next.SSO)
+	var signIn *sso.Verifier
+	if ssoChanged {
+		if signIn, err = g.newSignIn(next.SSO); err != nil {
+			return nil, err
 		}
 	}
 	added, restart := diffPools(g.cfg.Pools, next.Pools)
@@ -72,6 +80,10 @@ func (g *Gateway) Reload(next config.Config) ([]string, error) {
 		}
 	default: // still starting: no session yet, and new ones ask accessOf
 	}
+	if ssoChanged {
+		g.applySignIn(signIn)
+		g.cfg.SSO = next.SSO
+	}
 	if pw != nil || next.TSP.Passwords == "" {
 		g.passwords.Store(pw)
 	}
@@ -118,7 +130,6 @@ func restartSections(cur, next config.Config) []string {
 	check("log.format", cur.Log.Format, next.Log.Format)
 	check("metrics", cur.Metrics, next.Metrics)
 	check("admin", cur.Admin, next.Admin)
-	check("sso", cur.SSO, next.SSO)
 	curConsole, nextConsole := cur.Console, next.Console
 	if curConsole != nil && nextConsole != nil {
 		a, b := *curConsole, *nextConsole

@@ -86,32 +86,69 @@ Exit codes: 0 ok, 1 failure, 2 bad flags, 3 (status) no tunnel up.`,
 
 func newEnrollCmd(g *globals) *cobra.Command {
 	var o enroll.Options
+	var signIn, browser bool
+	var configFile, providerCA string
 	cmd := &cobra.Command{
-		Use:   "enroll --gateway HOST[:PORT] --token TOKEN [--fingerprint FP]",
-		Short: "Get a certificate from the gateway with a one-time token (the key never leaves this host)",
-		Args:  cobra.NoArgs,
+		Use:   "enroll (--gateway HOST[:PORT] --token TOKEN [--fingerprint FP] | --sso --gateway HOST[:PORT] --fingerprint FP [--browser] | --config FILE)",
+		Short: "Get a certificate from the gateway with a one-time token or by signing in (the key never leaves this host)",
+		Long: `enroll gets a client certificate. With --token, the one-time token from the operator.
+With --sso, by signing in at the company's identity provider, as the gateway names it: the
+device flow prints an address and a code to enter there (any device with a browser will do);
+--browser opens this machine's browser instead. --config reads gateway, fingerprint and sso
+from the file the web console offers.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if o.Gateway == "" || o.Token == "" {
-				return usageError{errors.New("--gateway and --token are required")}
+			if configFile != "" {
+				f, err := readEnrollFile(configFile)
+				if err != nil {
+					return usageError{err}
+				}
+				o.Gateway, o.Fingerprint = f.Gateway, f.Fingerprint
+				signIn = signIn || f.SSO
+			}
+			if signIn && o.Token != "" {
+				return usageError{errors.New("--sso and --token exclude each other")}
+			}
+			if o.Gateway == "" || (!signIn && o.Token == "") {
+				return usageError{errors.New("--gateway and --token (or --sso) are required")}
 			}
 			o.Gateway = withPort(o.Gateway)
 			o.StateDir = g.stateDir
-			ctx, cancel := context.WithTimeout(cmd.Context(), time.Minute)
-			defer cancel()
-			st, err := enroll.Enroll(ctx, o)
+			var st *enroll.State
+			var err error
+			if signIn {
+				ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Minute)
+				defer cancel()
+				st, err = enroll.EnrollSSO(ctx, enroll.SSOOptions{
+					Gateway: o.Gateway, ServerName: o.ServerName, Fingerprint: o.Fingerprint, StateDir: g.stateDir,
+					Browser: browser, Prompt: cmd.ErrOrStderr(), ProviderCAFile: providerCA,
+					OpenURL: func(u string) error { return openBrowser(ctx, u) },
+				})
+			} else {
+				ctx, cancel := context.WithTimeout(cmd.Context(), time.Minute)
+				defer cancel()
+				st, err = enroll.Enroll(ctx, o)
+			}
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Enrolled as %s; certificate valid until %s\nRoot pinned: %s\nCredentials in %s\n",
 				st.Identity, st.Leaf.NotAfter.Format(time.RFC3339), st.Fingerprint(), g.stateDir)
+			if len(st.Leaf.Subject.OrganizationalUnit) > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "Groups: %s\n", strings.Join(st.Leaf.Subject.OrganizationalUnit, ", "))
+			}
 			return nil
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.Gateway, "gateway", "", "gateway host[:port] (port 3653 by default)")
 	f.StringVar(&o.Token, "token", "", "one-time enrollment token from `dstm-gateway token`")
-	f.StringVar(&o.Fingerprint, "fingerprint", "", "SHA-256 fingerprint of the gateway's root CA (default: from the token)")
+	f.StringVar(&o.Fingerprint, "fingerprint", "", "SHA-256 fingerprint of the gateway's root CA (default: from the token; required with --sso)")
 	f.StringVar(&o.ServerName, "server-name", "", "name the gateway's certificate carries (default: the gateway host)")
+	f.BoolVar(&signIn, "sso", false, "sign in at the company's identity provider instead of a token")
+	f.BoolVar(&browser, "browser", false, "with --sso: sign in in this machine's browser (default: a code to enter on any device)")
+	f.StringVar(&configFile, "config", "", "read gateway, fingerprint and sso from this file (from the web console)")
+	f.StringVar(&providerCA, "sso-ca", "", "PEM roots for the identity provider's TLS certificate, if not in the system's")
 	return cmd
 }
 

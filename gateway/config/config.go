@@ -37,8 +37,11 @@ type Config struct {
 	Admin    Admin             `yaml:"admin"`
 	Store    Store             `yaml:"store,omitempty"`
 	BGP      *BGP              `yaml:"bgp,omitempty"`
-	SSO      *sso.Config       `yaml:"sso,omitempty"`
-	Console  *Console          `yaml:"console,omitempty"`
+	// SSO lets users enroll by signing in at the company's OpenID provider
+	// (docs/sso.md); absent: enrollment by one-time tokens only.
+	SSO *sso.Config `yaml:"sso,omitempty"`
+	// Console is the web console (docs/console.md); absent: none.
+	Console *Console `yaml:"console,omitempty"`
 }
 
 // Node roles (Config.Roles).

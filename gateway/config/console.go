@@ -131,19 +131,3 @@ func validConsoleURL(s string) error {
 	}
 	return nil
 }
-
-// validateSSO checks the sso section with package sso's own rules; its groups must map onto
-// policy groups that exist.
-func (c *Config) validateSSO() []error {
-	if c.SSO == nil {
-		return nil
-	}
-	groups := map[string]bool{}
-	for g := range c.Policy.Groups {
-		groups[g] = true
-	}
-	if err := c.SSO.Validate("sso", groups); err != nil {
-		return []error{err}
-	}
-	return nil
-}

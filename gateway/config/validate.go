@@ -53,7 +53,7 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.validateStore()...)
 	errs = append(errs, c.validateBGP()...)
 	errs = append(errs, c.validateRoles()...)
-	errs = append(errs, c.validateSSO()...)
+	add(c.validateSSO())
 	errs = append(errs, c.validateConsole()...)
 	return errors.Join(errs...)
 }
@@ -424,4 +424,18 @@ func (c *Config) validateRoles() []error {
 		}
 	}
 	return errs
+}
+
+func (c *Config) validateSSO() error {
+	if c.SSO == nil {
+		return nil
+	}
+	if !c.Has(RoleControl) {
+		return bad("sso", "enrollment runs on the nodes with the control role; this node's roles are %v", c.Roles)
+	}
+	groups := make(map[string]bool, len(c.Policy.Groups))
+	for g := range c.Policy.Groups {
+		groups[g] = true
+	}
+	return c.SSO.Validate("sso", groups)
 }

@@ -14,8 +14,8 @@ import (
 // binaries holds the paths of the binaries built by TestMain; empty when the suite skips.
 type binaries struct {
 	gateway, client string
-	testop          string // the OpenID provider as a process (internal/oidctest/testop)
 	etcd            string // the etcd server, built from its module (the cluster scenario)
+	testop          string // the OpenID provider of the sign-in scenarios (internal/oidctest)
 	skip            string // why the end-to-end tests skip, if they do
 }
 
@@ -91,8 +91,8 @@ func skipReason() string {
 	return ""
 }
 
-// build compiles dstm-gateway, dstm-client, the OpenID provider and the etcd server (the version go.mod names;
-// without -race, to keep them fast) into dir.
+// build compiles dstm-gateway, dstm-client, the etcd server (the version go.mod names) and
+// the test OpenID provider (without -race, to keep them fast) into dir.
 func build(dir string) error {
 	root, err := moduleRoot()
 	if err != nil {
