@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -147,7 +148,8 @@ func pageText(t *testing.T, ctx context.Context, id string) string {
 // client namespace. The operator signs in and kicks the laptop's live session: it is gone
 // from the gateway. Alice (the laptop's identity, token-enrolled) signs in, finds the laptop's
 // certificate carrying its session, and revokes it: the client's tunnel is down within a
-// second.
+// second. She then enrolls the laptop again with the dstm-client.yaml the console hands out
+// (`dstm-client enroll --config`, signing in by the device flow), and its tunnel is back.
 func TestConsole(t *testing.T) {
 	e := newEnv(t, gwOptions{console: true, prepare: startProvider})
 	e.up("dtls")
@@ -231,5 +233,60 @@ func TestConsole(t *testing.T) {
 	browsertest.Screenshot(t, me, "06-revoked")
 	if ss, err := e.sessions(); err != nil || len(ss) != 0 {
 		t.Fatalf("sessions after the revocation: %+v %v", ss, err)
+	}
+
+	// Alice enrolls the laptop again with the file the console hands out, signing in with the
+	// device flow, and its tunnel comes back.
+	e.client.kill()
+	conf, err := chromedp.Run(me, chromedp.Evaluate[string](`fetch("/me/config").then(r => r.text())`, chromedp.EvalAwaitPromise))
+	if err != nil {
+		t.Fatal(err)
+	}
+	confFile := filepath.Join(e.dir, "dstm-client.yaml")
+	if err := os.WriteFile(confFile, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.cdir = filepath.Join(e.dir, "client-again")
+	e.enrollByDevice(me, confFile)
+	e.up("dtls")
+	if s2 := e.mustSession(); s2.Serial == s.Serial || s2.Serial == "" {
+		t.Fatalf("the re-enrolled laptop's session has serial %q (the revoked one was %s)", s2.Serial, s.Serial)
+	}
+}
+
+// enrollByDevice runs `dstm-client enroll --config FILE` in the client namespace and signs
+// in as alice in the browser ctx with the code it prints (the device flow).
+func (e *env) enrollByDevice(ctx context.Context, confFile string) {
+	t := e.t
+	log := filepath.Join(e.dir, "enroll-config.log")
+	pr := startProc(t, "enroll --config", e.tp.Client, log, bins.client, "--state-dir", e.cdir, "enroll",
+		"--config", confFile, "--sso-ca", filepath.Join(e.dir, "idp.pem"))
+	re := regexp.MustCompile(`open (\S+) and enter the code (\S+)`)
+	var m [][]byte
+	eventually(t, 20*time.Second, "the device code", func() error {
+		b, _ := os.ReadFile(log)
+		if m = re.FindSubmatch(b); m == nil {
+			return fmt.Errorf("no code printed yet: %q", b)
+		}
+		return nil
+	})
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(string(m[1])),
+		chromedp.WaitVisible(chromedp.ID("user_code")),
+		chromedp.SendKeys(chromedp.ID("user_code"), string(m[2])),
+		chromedp.Click(chromedp.CSS("button[type=submit]")),
+		chromedp.WaitVisible(chromedp.ID("username")),
+		chromedp.SendKeys(chromedp.ID("username"), identity),
+		chromedp.SendKeys(chromedp.ID("password"), userPassword),
+		chromedp.Click(chromedp.CSS("button[type=submit]")),
+		chromedp.WaitVisible(chromedp.CSS("button.green")),
+		chromedp.Click(chromedp.CSS("button.green")),
+	); err != nil {
+		t.Fatalf("device sign-in: %v", err)
+	}
+	exitErr, timedOut := pr.waitExit(30 * time.Second)
+	b, _ := os.ReadFile(log)
+	if timedOut || exitErr != nil || !strings.Contains(string(b), "Enrolled as "+identity) {
+		t.Fatalf("dstm-client enroll --config: %v (timed out %v)\n%s", exitErr, timedOut, b)
 	}
 }
