@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +18,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/dstmgw/dstm/auth"
+	"github.com/dstmgw/dstm/certs"
 	"github.com/dstmgw/dstm/gateway/admin"
 	"github.com/dstmgw/dstm/internal/logging/logtest"
 )
@@ -258,16 +260,34 @@ func TestAuthorization(t *testing.T) {
 func TestSelfRevoke(t *testing.T) {
 	h := newHarness(t)
 	ss := h.signIn("alice@corp.example", false)
-	resp, body := h.do(request("POST", "/me/revoke", &ss, url.Values{"serial": {"1002"}, "csrf": {ss.csrf}}, nil))
-	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "1 session(s) closed") {
+	// The laptop's device: 1003, a renewal of 1002, which still carries its session.
+	_, body := h.do(request("GET", "/me", &ss, nil, nil))
+	for _, want := range []string{`<tr data-serial="1003">`, "renewed 1×", "connected now", "<code>1002</code>", `<tr data-serial="1001">`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("devices page lacks %q:\n%s", want, body)
+		}
+	}
+	if strings.Contains(body, `<tr data-serial="1002">`) {
+		t.Error("the renewed certificate is shown as a device of its own")
+	}
+	resp, body := h.do(request("POST", "/me/revoke", &ss, url.Values{"serial": {"1003"}, "csrf": {ss.csrf}}, nil))
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "1 session(s) closed") || !strings.Contains(body, "2 certificate(s) of the device") {
 		t.Fatalf("status %d:\n%s", resp.StatusCode, body)
 	}
-	if _, revoked, _ := h.b.actions(); len(revoked) != 1 || revoked[0] != "1002" {
-		t.Fatalf("revoked %v, want [1002]", revoked)
+	if _, revoked, _ := h.b.actions(); strings.Join(revoked, ",") != "1003,1002" {
+		t.Fatalf("revoked %v, want [1003 1002]: the device's certificates, 1001 (another device) kept", revoked)
 	}
-	h.log.Find(t, "console: own certificate revoked", map[string]any{"identity": "alice@corp.example", "method": "sso", "serial": "1002", "sessions_closed": 1.0})
+	lines := h.log.Find(t, "console: own device revoked", map[string]any{"identity": "alice@corp.example", "method": "sso", "serial": "1003",
+		"sessions_closed": 1.0})
+	if got := fmt.Sprint(lines[0]["serials"]); got != "[1003 1002]" {
+		t.Errorf("logged serials %s", got)
+	}
 	if _, body := h.do(request("GET", "/me", &ss, nil, nil)); !strings.Contains(body, "revoked 2025-06-01 12:00:00 UTC") {
 		t.Errorf("devices page after the revocation:\n%s", body)
+	}
+	// Revoked already: nothing left to revoke.
+	if resp, _ := h.do(request("GET", "/me/revoke?serial=1002", &ss, nil, nil)); resp.StatusCode != http.StatusConflict {
+		t.Errorf("confirming a revoked device: status %d", resp.StatusCode)
 	}
 	// Bob's revocation attempt of alice's serial is refused and logged.
 	bob := h.signIn("bob@corp.example", false)
@@ -275,6 +295,37 @@ func TestSelfRevoke(t *testing.T) {
 		t.Fatalf("bob revoking alice's certificate: status %d", resp.StatusCode)
 	}
 	h.log.Find(t, "console: revocation refused", map[string]any{"identity": "bob@corp.example", "serial": "1001", "target": "alice@corp.example"})
+}
+
+// TestChains: certificates grouped into devices by their renewal links.
+func TestChains(t *testing.T) {
+	c := func(serial, renewalOf string) certs.Certificate {
+		return certs.Certificate{Serial: serial, RenewalOf: renewalOf}
+	}
+	tests := []struct {
+		name string
+		in   []certs.Certificate // newest first
+		want string              // devices separated by |, each chain newest first
+	}{
+		{"none", nil, ""},
+		{"one each", []certs.Certificate{c("2", ""), c("1", "")}, "2|1"},
+		{"renewals", []certs.Certificate{c("4", "3"), c("3", "1"), c("2", ""), c("1", "")}, "4,3,1|2"},
+		{"a renewal of an unknown serial", []certs.Certificate{c("5", "99")}, "5"},
+		{"a loop of links", []certs.Certificate{c("7", "8"), c("8", "7"), c("6", "")}, "6"},
+	}
+	for _, tt := range tests {
+		var got []string
+		for _, ch := range chains(tt.in) {
+			var ss []string
+			for _, x := range ch {
+				ss = append(ss, x.Serial)
+			}
+			got = append(got, strings.Join(ss, ","))
+		}
+		if strings.Join(got, "|") != tt.want {
+			t.Errorf("%s: chains %v, want %s", tt.name, got, tt.want)
+		}
+	}
 }
 
 // TestHeaders: every answer carries the security headers; pages are not cached; the

@@ -36,6 +36,8 @@ func newFakeBackend(now func() time.Time) *fakeBackend {
 		{Serial: "1001", Identity: "alice@corp.example", NotBefore: t0.Add(-48 * time.Hour), NotAfter: t0.Add(24 * time.Hour)},
 		{Serial: "1002", Identity: "alice@corp.example", NotBefore: t0.Add(-time.Hour), NotAfter: t0.Add(23 * time.Hour)},
 		{Serial: "2001", Identity: "bob@corp.example", NotBefore: t0.Add(-time.Hour), NotAfter: t0.Add(23 * time.Hour)},
+		// 1002's device renewed it; its session still runs on 1002.
+		{Serial: "1003", Identity: "alice@corp.example", NotBefore: t0.Add(-10 * time.Minute), NotAfter: t0.Add(24*time.Hour - 10*time.Minute), RenewalOf: "1002"},
 	}
 	b.seen["1001"] = t0.Add(-3 * time.Hour)
 	b.sessions = []admin.Session{
