@@ -32,7 +32,7 @@ func TestErrorsEndWithOneNewline(t *testing.T) {
 	}{
 		{"unknown command with a suggestion", []string{"upp"}, exitFailure, "Did you mean this?"},
 		{"unknown flag", []string{"up", "--bogus"}, exitFailure, "unknown flag: --bogus"},
-		{"usage", []string{"--state-dir", t.TempDir(), "enroll"}, exitUsage, "--gateway and --token are required"},
+		{"usage", []string{"--state-dir", t.TempDir(), "enroll"}, exitUsage, "--gateway and --token (or --sso) are required"},
 		{"no tunnel", []string{"--state-dir", t.TempDir(), "status"}, exitDown, "not running"},
 	}
 	for _, tt := range tests {
