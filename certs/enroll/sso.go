@@ -34,6 +34,12 @@ const SSOFile = "sso.json"
 // removed, refresh token revoked or expired): run enroll --sso again.
 var ErrSignInAgain = errors.New("the sign-in is no longer valid: sign in again with dstm-client enroll --sso")
 
+// Device flow outcomes the user can act on.
+var (
+	ErrDeviceCodeExpired = errors.New("the code expired before the sign-in was completed: run dstm-client enroll --sso again")
+	ErrSignInDenied      = errors.New("the sign-in was denied at the identity provider")
+)
+
 // SSOOptions configure EnrollSSO.
 type SSOOptions struct {
 	Gateway     string // "host:port"
@@ -260,7 +266,13 @@ func deviceFlow(ctx context.Context, cfg *oauth2.Config, prompt io.Writer) (*oau
 		fmt.Fprintf(prompt, "(or open %s)\n", da.VerificationURIComplete)
 	}
 	tok, err := cfg.DeviceAccessToken(ctx, da)
-	if err != nil {
+	var re *oauth2.RetrieveError
+	switch {
+	case errors.As(err, &re) && re.ErrorCode == "expired_token":
+		return nil, ErrDeviceCodeExpired
+	case errors.As(err, &re) && re.ErrorCode == "access_denied":
+		return nil, ErrSignInDenied
+	case err != nil:
 		return nil, fmt.Errorf("waiting for the sign-in: %w", err)
 	}
 	return tok, nil
