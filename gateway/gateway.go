@@ -92,24 +92,26 @@ type Gateway struct {
 	consoleSecret string
 
 	// Set up by Run, in this order, and not changed afterwards.
-	host        *hostnet.Host // nil with Options.Device
-	tunName     string
-	tep         *tep.TEP
-	plain       *plain.Server // nil unless tep.plain_transport
-	ctl         *control.Server
-	dtls        *dtls.Server     // nil without UDP
-	bgp         *bgp.Speaker     // nil without bgp:
-	teps        *split.Directory // a control node without the tep role: its TEP nodes
-	binder      *split.Binder    // a TEP node without the control role: its sessions
-	mux         *udpmux.Mux      // nil without UDP
-	enroll      *chanListener
-	console     *console.Server // nil without a console
+	host       *hostnet.Host // nil with Options.Device
+	tunName    string
+	tep        *tep.TEP
+	plain      *plain.Server // nil unless tep.plain_transport
+	ctl        *control.Server
+	dtls       *dtls.Server     // nil without UDP
+	bgp        *bgp.Speaker     // nil without bgp:
+	teps       *split.Directory // a control node without the tep role: its TEP nodes
+	binder     *split.Binder    // a TEP node without the control role: its sessions
+	mux        *udpmux.Mux      // nil without UDP
+	enroll     *chanListener
+	maxConns   int // TCP connections open at once, of every kind
+	listenAddr []string
+	tcpAddrs   []net.Addr
+	udpAddrs   []net.Addr
+	ready      chan struct{} // closed once all of the above is set
+
+	// Set up by Run with a console section (a control node): the web console.
+	console     *console.Server
 	consoleAddr net.Addr
-	maxConns    int // TCP connections open at once, of every kind
-	listenAddr  []string
-	tcpAddrs    []net.Addr
-	udpAddrs    []net.Addr
-	ready       chan struct{} // closed once all of the above is set
 }
 
 // Options carries what cmd/ decides outside the configuration file.
