@@ -91,7 +91,6 @@ func (g *Gateway) listenConsole() (net.Listener, error) {
 		return nil, err
 	}
 	g.console = s
-	g.consoleAddr = ln.Addr()
 	return ln, nil
 }
 
@@ -104,9 +103,6 @@ func (g *Gateway) serveConsole(ln net.Listener) func(context.Context) error {
 		return g.console.Serve(ctx, ln, console.TLSConfig(g.ca.GetCertificate, g.ca.RootPool()))
 	}
 }
-
-// ConsoleAddr returns the console's bound address (nil without a console; valid after Ready).
-func (g *Gateway) ConsoleAddr() net.Addr { return g.consoleAddr }
 
 // signInSource is the sso section's verifier as the console uses it: the current one, which a
 // reload may replace (or remove: sign-ins then fail as with a provider that is down).

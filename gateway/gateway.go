@@ -110,8 +110,7 @@ type Gateway struct {
 	ready      chan struct{} // closed once all of the above is set
 
 	// Set up by Run with a console section (a control node): the web console.
-	console     *console.Server
-	consoleAddr net.Addr
+	console *console.Server
 }
 
 // Options carries what cmd/ decides outside the configuration file.
