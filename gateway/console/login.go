@@ -93,6 +93,9 @@ func (s *Server) callback(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, viewer{}, se.status, se.text)
 		return
 	}
+	if old, err := r.Cookie(sessionCookie); err == nil { // a sign-in replaces the browser's session
+		s.store.remove(old.Value)
+	}
 	ss := s.store.create(claims.Identity, MethodSSO, claims.Admin)
 	setCookie(w, sessionCookie, ss.id, lifetime)
 	operator := ss.ssoAdmin || s.isAdmin(ss.identity)

@@ -150,6 +150,20 @@ func TestSignIn(t *testing.T) {
 			if resp, _ := h.callbackWith(cb, c); resp.StatusCode != http.StatusBadRequest {
 				t.Fatalf("replayed callback: status %d", resp.StatusCode)
 			}
+			// Signing in again in the same browser replaces its session.
+			authURL, c = h.startSignIn(t)
+			if cb, err = p.LoginCode(ctx, authURL, testURL+callbackPath, tt.email, "pw"); err != nil {
+				t.Fatal(err)
+			}
+			r = request("GET", cb.RequestURI(), nil, nil, nil)
+			r.AddCookie(c)
+			r.AddCookie(sc)
+			if resp, _ := h.do(r); resp.StatusCode != http.StatusSeeOther {
+				t.Fatalf("second sign-in: status %d", resp.StatusCode)
+			}
+			if n, _ := h.s.store.counts(); n != 1 {
+				t.Errorf("%d sessions after signing in twice in one browser, want 1", n)
+			}
 		})
 	}
 
