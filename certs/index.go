@@ -48,6 +48,8 @@ type indexStore interface {
 	// recordRevoked fails with errIndexAlreadyRevoked if serial is revoked already.
 	recordRevoked(serial string, rec revokedRecord) error
 	revoked() (map[string]revokedRecord, error)
+	// revokedOne returns the revocation of serial, if it is revoked (certs/list.go).
+	revokedOne(serial string) (revokedRecord, bool, error)
 	nextCRLNumber() (uint64, error)
 	close() error
 }

@@ -56,7 +56,8 @@ func (a adminBackend) Sessions(context.Context) ([]admin.Session, error) {
 	}
 	var out []admin.Session
 	for _, v := range a.g.ctl.Sessions() {
-		as := admin.Session{ID: v.ID, Identity: v.Identity, Transport: v.Transport, Mechanism: v.Mechanism, Since: v.Started}
+		as := admin.Session{ID: v.ID, Identity: v.Identity, Transport: v.Transport, Mechanism: v.Mechanism,
+			Serial: v.Serial, Since: v.Started}
 		if v.Lease.IsValid() {
 			as.Lease = v.Lease.String()
 		}

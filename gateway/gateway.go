@@ -24,7 +24,9 @@ import (
 	"github.com/dstmgw/dstm/certs"
 	"github.com/dstmgw/dstm/gateway/bgp"
 	"github.com/dstmgw/dstm/gateway/config"
+	"github.com/dstmgw/dstm/gateway/console"
 	"github.com/dstmgw/dstm/gateway/control"
+	"github.com/dstmgw/dstm/gateway/events"
 	"github.com/dstmgw/dstm/gateway/lease"
 	"github.com/dstmgw/dstm/gateway/lease/boltstore"
 	"github.com/dstmgw/dstm/gateway/lease/etcdstore"
@@ -84,6 +86,10 @@ type Gateway struct {
 	node      string           // this gateway's name in a cluster ("" in single-node mode)
 	leases    *lease.Manager
 	metrics   *metrics.Metrics
+	events    *events.Ring     // recent events, for the console
+	seen      *events.LastSeen // when each certificate last carried a session
+	// consoleSecret is the console's OIDC client secret (console.client_secret_file).
+	consoleSecret string
 
 	// Set up by Run, in this order, and not changed afterwards.
 	host       *hostnet.Host // nil with Options.Device
@@ -102,6 +108,9 @@ type Gateway struct {
 	tcpAddrs   []net.Addr
 	udpAddrs   []net.Addr
 	ready      chan struct{} // closed once all of the above is set
+
+	// Set up by Run with a console section (a control node): the web console.
+	console *console.Server
 }
 
 // Options carries what cmd/ decides outside the configuration file.
@@ -125,12 +134,17 @@ func New(cfg config.Config, log zerolog.Logger, opts Options) (*Gateway, error) 
 		cfg: cfg, opts: opts, log: log, now: opts.Now, version: opts.Version,
 		ready:   make(chan struct{}),
 		metrics: metrics.New(),
+		events:  events.NewRing(eventsPerKind),
+		seen:    events.NewLastSeen(seenSerials),
 	}
 	pol, err := auth.NewPolicy(cfg.Policy)
 	if err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
 	g.policy = auth.NewPolicyHolder(pol)
+	if err := g.readConsoleSecret(); err != nil {
+		return nil, err
+	}
 	if cfg.TSP.Passwords != "" {
 		pw, err := auth.LoadDigestFile(cfg.TSP.Passwords)
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"slices"
 
 	"github.com/dstmgw/dstm/auth"
 	"github.com/dstmgw/dstm/gateway/config"
@@ -89,6 +90,16 @@ func (g *Gateway) Reload(next config.Config) ([]string, error) {
 	restart = append(restart, restartSections(g.cfg, next)...)
 	g.cfg.Policy = next.Policy
 	g.cfg.TSP.Passwords = next.TSP.Passwords
+	if g.cfg.Console != nil && next.Console != nil {
+		// The operators change at once; the rest of the section needs a restart.
+		admins := slices.Clone(next.Console.Admins)
+		c := *g.cfg.Console
+		c.Admins = admins
+		g.cfg.Console = &c
+		if g.console != nil {
+			g.console.SetAdmins(admins)
+		}
+	}
 	return restart, nil
 }
 
@@ -119,5 +130,12 @@ func restartSections(cur, next config.Config) []string {
 	check("log.format", cur.Log.Format, next.Log.Format)
 	check("metrics", cur.Metrics, next.Metrics)
 	check("admin", cur.Admin, next.Admin)
+	curConsole, nextConsole := cur.Console, next.Console
+	if curConsole != nil && nextConsole != nil {
+		a, b := *curConsole, *nextConsole
+		a.Admins, b.Admins = nil, nil
+		curConsole, nextConsole = &a, &b
+	}
+	check("console", curConsole, nextConsole)
 	return out
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/dstmgw/dstm/certs"
 	"github.com/dstmgw/dstm/gateway/admin"
+	"github.com/dstmgw/dstm/gateway/events"
 )
 
 // followRevocations closes the live sessions of every revoked certificate within moments of
@@ -22,6 +23,7 @@ func (g *Gateway) followRevocations(ctx context.Context) error {
 			if !ok {
 				return nil
 			}
+			g.events.Add(events.Event{Time: g.now(), Kind: events.Revoked, Identity: r.Identity, Serial: r.Serial})
 			closed := g.ctl.CloseRevoked(ctx, "", r.Serial)
 			g.log.Warn().Str("event", "revoked").Str("identity", r.Identity).Str("serial", r.Serial).
 				Int("sessions_closed", len(closed)).Msg("certificate revoked")

@@ -49,15 +49,30 @@ func (g *Gateway) Run(ctx context.Context) error {
 		closeAll(tcps, udps)
 		return fmt.Errorf("admin socket: %w", err)
 	}
+	var consoleLn net.Listener
+	if g.cfg.Console != nil {
+		if consoleLn, err = g.listenConsole(); err != nil {
+			closeAll(tcps, udps)
+			adminLn.Close()
+			return err
+		}
+	}
+	closeConsole := func() {
+		if consoleLn != nil {
+			consoleLn.Close()
+		}
+	}
 	if err := g.setupControl(udps); err != nil {
 		closeAll(tcps, udps)
 		adminLn.Close()
+		closeConsole()
 		return err
 	}
 	if g.cfg.BGP != nil {
 		if err := g.startBGP(ctx); err != nil {
 			closeAll(tcps, udps)
 			adminLn.Close()
+			closeConsole()
 			return err
 		}
 	}
@@ -91,6 +106,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	spawn("enrollment", g.serveEnrollment)
 	spawn("ticket-keys", g.rotateTicketKeys)
 	g.spawnAdmin(spawn, adminLn)
+	if consoleLn != nil {
+		spawn("console", g.serveConsole(consoleLn))
+	}
 	if g.mux != nil {
 		spawn("udp", g.mux.Run)
 		spawn("tsp-udp", func(ctx context.Context) error { g.ctl.ServeUDP(ctx); return nil })
@@ -177,7 +195,7 @@ func (g *Gateway) setupControl(udps []*net.UDPConn) error {
 		Gateway: g.cfg, Leases: g.leases, TEP: g.tep, Remote: remote, Plain: pt,
 		DTLS: len(udps) > 0, DataPort: g.dataPort(), WriteUDP: write,
 		Policy: g.policy, Passwords: g.passwords.Load, TLS: g.tlsConfig,
-		MaxConns: g.maxConns, Enroll: g.enroll.deliver, Metrics: g.metrics, Logger: g.log, Now: g.now,
+		MaxConns: g.maxConns, Enroll: g.enroll.deliver, Metrics: g.metrics, Events: g.recordEvent, Logger: g.log, Now: g.now,
 	})
 	if err != nil {
 		return err

@@ -252,4 +252,14 @@ metrics:
 
 admin:
   socket: {{.Admin.Socket}}
+
+# The web console (docs/console.md): operators (sso.admin_groups, or the identities below by SSO
+# or by an admin client certificate of this CA) see sessions, leases, events and health and can
+# kick, revoke and issue tokens; users signed in by SSO see and revoke their own devices.
+# console:
+#   listen: "[::]:8443"
+#   url: https://gw.corp.example:8443   # what browsers use; ca.server_names must name its host
+#   client_id: dstm-console             # with sso: the console's confidential client at the provider
+#   client_secret_file: /etc/dstm/console.secret
+#   admins: [alice@corp.example]
 `))

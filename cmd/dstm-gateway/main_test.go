@@ -73,6 +73,39 @@ func TestInitWritesAValidConfigAndCA(t *testing.T) {
 	if out, code := run(t, "init", "-c", cfgPath); code == 0 {
 		t.Fatalf("second init succeeded:\n%s", out)
 	}
+	checkConsoleExample(t, cfgPath)
+}
+
+// checkConsoleExample uncomments the console section of the file init wrote: with an sso
+// section it must be a valid configuration.
+func checkConsoleExample(t *testing.T, cfgPath string) {
+	t.Helper()
+	b, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	in := false
+	for _, l := range strings.Split(string(b), "\n") {
+		switch {
+		case l == "# console:":
+			in = true
+			out = append(out, "console:")
+		case in && strings.HasPrefix(l, "#   "):
+			out = append(out, l[2:])
+		default:
+			in = false
+			out = append(out, l)
+		}
+	}
+	uncommented := strings.Join(out, "\n") + "sso:\n  issuer: https://idp.gw.example/\n  client_id: dstm-client\n"
+	cfg, err := config.Parse([]byte(uncommented))
+	if err != nil {
+		t.Fatalf("the console example does not validate: %v\n%s", err, uncommented)
+	}
+	if cfg.Console == nil || cfg.Console.ClientID != "dstm-console" || len(cfg.Console.Admins) != 1 {
+		t.Fatalf("console example not parsed: %+v", cfg.Console)
+	}
 }
 
 func TestCheckConfig(t *testing.T) {

@@ -50,6 +50,7 @@ type Session struct {
 	Transport  string    `json:"transport,omitempty"` // data transport (v4v6, v4dtlsv6, v4tlsv6)
 	Endpoint   string    `json:"endpoint,omitempty"`  // client's outer IPv6 endpoint
 	Mechanism  string    `json:"mechanism,omitempty"` // SASL mechanism used to authenticate
+	Serial     string    `json:"serial,omitempty"`    // client certificate serial (EXTERNAL)
 	Since      time.Time `json:"since,omitzero"`      // session start
 	PacketsIn  uint64    `json:"packets_in"`          // from the client
 	PacketsOut uint64    `json:"packets_out"`         // to the client

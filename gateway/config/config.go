@@ -40,6 +40,8 @@ type Config struct {
 	// SSO lets users enroll by signing in at the company's OpenID provider
 	// (docs/sso.md); absent: enrollment by one-time tokens only.
 	SSO *sso.Config `yaml:"sso,omitempty"`
+	// Console is the web console (docs/console.md); absent: none.
+	Console *Console `yaml:"console,omitempty"`
 }
 
 // Node roles (Config.Roles).

@@ -54,6 +54,7 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.validateBGP()...)
 	errs = append(errs, c.validateRoles()...)
 	add(c.validateSSO())
+	errs = append(errs, c.validateConsole()...)
 	return errors.Join(errs...)
 }
 

@@ -142,6 +142,7 @@ func (s *Server) end(ss *session, why lease.Reason) bool {
 	if !ok {
 		return false
 	}
+	s.endedEvent(ss, why)
 	ctx, cancel := context.WithTimeout(context.Background(), teardownTimeout)
 	defer cancel()
 	s.detachData(ctx, ss, why)

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/dstmgw/dstm/gateway/events"
 	"github.com/dstmgw/dstm/gateway/lease"
 	"github.com/dstmgw/dstm/gateway/tep"
 )
@@ -100,6 +101,10 @@ func (s *Server) onLeaseEvent(ev lease.Event) {
 	s.log.Info().Str("event", ev.Kind.String()).Str("lease_v4", l.Addr.String()).Str("pool", l.Pool).
 		Str("identity", l.Identity).Str("session", l.Session).Str("reason", string(ev.Reason)).
 		Time("expires", l.Expires).Msg("lease " + ev.Kind.String())
+	if k, ok := leaseEvents[ev.Kind]; ok {
+		s.cfg.Events(events.Event{Time: s.now(), Kind: k, Identity: l.Identity, Session: l.Session,
+			Lease: l.Addr.String(), Reason: string(ev.Reason)})
+	}
 	switch ev.Kind {
 	case lease.EventExpired, lease.EventOfferExpired, lease.EventReplaced, lease.EventReleased:
 	default:
@@ -160,4 +165,41 @@ func (s *Server) Matching(identity, serial string) []string {
 		ids = append(ids, ss.id)
 	}
 	return ids
+}
+
+// endedEvent reports the end of ss, before its lease is taken away.
+func (s *Server) endedEvent(ss *session, why lease.Reason) {
+	v := ss.view()
+	e := events.Event{Time: s.now(), Kind: events.Ended, Identity: v.Identity, Session: v.ID, Serial: v.Serial, Reason: string(why)}
+	if v.Lease.IsValid() {
+		e.Lease = v.Lease.String()
+	}
+	if v.Remote.IsValid() {
+		e.Remote = v.Remote.String()
+	}
+	s.cfg.Events(e)
+}
+
+// leaseEvents are the lease events the console shows, by their kind.
+var leaseEvents = map[lease.EventKind]events.Kind{
+	lease.EventGranted:      events.Granted,
+	lease.EventExpired:      events.Expired,
+	lease.EventOfferExpired: events.Expired,
+	lease.EventReplaced:     events.Replaced,
+}
+
+// handshakeFailed reports a refusal before a tunnel was up.
+func (s *Server) handshakeFailed(remote netip.AddrPort, identity, session, reason string) {
+	e := events.Event{Time: s.now(), Kind: events.HandshakeFailed, Identity: identity, Session: session, Reason: reason}
+	if remote.IsValid() {
+		e.Remote = remote.String()
+	}
+	s.cfg.Events(e)
+}
+
+// sessionHandshakeFailed reports a TSP session that ended before its tunnel was up.
+func (s *Server) sessionHandshakeFailed(ss *session, reason string) {
+	remote, _ := ss.source()
+	id, _, _ := ss.state()
+	s.handshakeFailed(remote, id, ss.id, reason)
 }

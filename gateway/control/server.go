@@ -14,6 +14,7 @@ import (
 
 	"github.com/dstmgw/dstm/auth"
 	"github.com/dstmgw/dstm/gateway/config"
+	"github.com/dstmgw/dstm/gateway/events"
 	"github.com/dstmgw/dstm/gateway/lease"
 	"github.com/dstmgw/dstm/gateway/metrics"
 	"github.com/dstmgw/dstm/gateway/split"
@@ -42,8 +43,11 @@ type Config struct {
 	MaxConns int
 	Enroll   func(net.Conn) // takes (and owns) the TLS connections of ALPN http/1.1
 	Metrics  *metrics.Metrics
-	Logger   zerolog.Logger
-	Now      func() time.Time
+	// Events receives what the web console shows (sessions established and ended, leases
+	// lost, failed handshakes); nil: nothing. It must not block.
+	Events func(events.Event)
+	Logger zerolog.Logger
+	Now    func() time.Time
 }
 
 // Remote is the TEP directory of a control node whose TEPs run on other nodes
@@ -93,6 +97,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.WriteUDP == nil {
 		cfg.WriteUDP = func([]byte, netip.AddrPort) error { return net.ErrClosed }
+	}
+	if cfg.Events == nil {
+		cfg.Events = func(events.Event) {}
 	}
 	if cfg.Enroll == nil {
 		cfg.Enroll = func(c net.Conn) { c.Close() }

@@ -278,6 +278,7 @@ func (ss *session) matches(identity, serial string) bool {
 // View is a consistent copy of a session for listings.
 type View struct {
 	ID, Identity, Mechanism, Control string
+	Serial                           string // the client certificate's (EXTERNAL), else ""
 	// Transport is the data link's, or, between links, the one the lease was accepted with.
 	Transport string
 	Lease     netip.Addr
@@ -292,7 +293,7 @@ func (ss *session) view() View {
 	defer ss.mu.Unlock()
 	v := View{
 		ID: ss.id, Identity: ss.identity.Name, Mechanism: string(ss.identity.Mechanism),
-		Control: ss.control, Lease: ss.lease.Addr, Remote: ss.remote, Started: ss.started,
+		Control: ss.control, Serial: ss.serial, Lease: ss.lease.Addr, Remote: ss.remote, Started: ss.started,
 		TEP: ss.bound.TEP,
 	}
 	if ss.lease.State == lease.StateActive {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -222,6 +223,7 @@ func (s *Server) streamEnded(ss *session, tr tsp.Transport, start time.Time, err
 	}
 	if !established {
 		s.cfg.Metrics.ObserveHandshake("tsp-"+tr.String(), result, s.now().Sub(start))
+		s.sessionHandshakeFailed(ss, reason)
 	}
 	s.sessionLog(ss, authenticated, zerolog.InfoLevel, func(e *zerolog.Event) {
 		e.Err(err).Str("reason", reason).Msg("TSP session ended")
@@ -233,6 +235,7 @@ func (s *Server) streamEnded(ss *session, tr tsp.Transport, start time.Time, err
 // mechanism, and after an offer it does not like.
 func (s *Server) handshakeAbandoned(ss *session, tr tsp.Transport, start time.Time, st tsp.ServerState, authenticated bool) {
 	s.cfg.Metrics.ObserveHandshake("tsp-"+tr.String(), "error", s.now().Sub(start))
+	s.sessionHandshakeFailed(ss, "closed by the client during the handshake")
 	s.sessionLog(ss, authenticated, zerolog.InfoLevel, func(e *zerolog.Event) {
 		e.Str("reason", "closed by the client during the handshake").Stringer("state", st).Msg("TSP session ended")
 	})
@@ -241,6 +244,9 @@ func (s *Server) handshakeAbandoned(ss *session, tr tsp.Transport, start time.Ti
 // sessionFailed counts and logs, once, why a TSP session ended with an error status.
 func (s *Server) sessionFailed(ss *session, tr tsp.Transport, start time.Time, err error, established, authenticated bool) {
 	code := s.countFailure(tr, start, err, established)
+	if !established {
+		s.sessionHandshakeFailed(ss, fmt.Sprintf("TSP status %d", code))
+	}
 	level := zerolog.InfoLevel
 	if code == tsp.StatusServerError {
 		level = zerolog.ErrorLevel

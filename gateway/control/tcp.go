@@ -203,6 +203,7 @@ func (t *tcpFront) handleTCP(ctx context.Context, c net.Conn) {
 		t.refusals.info("tls", func(e *zerolog.Event) {
 			e.Str("remote", addrPortOf(c.RemoteAddr()).String()).Err(err).Str("reason", auth.Reason(err)).Msg("TLS handshake failed")
 		})
+		t.srv.handshakeFailed(addrPortOf(c.RemoteAddr()), "", "", "TLS handshake failed: "+auth.Reason(err))
 		c.Close()
 		return
 	}
@@ -219,6 +220,7 @@ func (t *tcpFront) handleTCP(ctx context.Context, c net.Conn) {
 		if id, err = auth.IdentityFromCertificate(cs.PeerCertificates[0]); err != nil {
 			t.srv.cfg.Metrics.ObserveHandshake("tsp-tls", "refused", t.srv.now().Sub(start))
 			t.srv.log.Info().Str("remote", addrPortOf(c.RemoteAddr()).String()).Err(err).Str("reason", auth.Reason(err)).Msg("client certificate refused")
+			t.srv.handshakeFailed(addrPortOf(c.RemoteAddr()), "", "", "client certificate refused: "+auth.Reason(err))
 			tc.Close()
 			return
 		}

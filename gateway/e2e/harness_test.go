@@ -67,6 +67,9 @@ type gwOptions struct {
 	// dns: the default policy pushes the server's IPv4 address as DNS server and dnsDomain
 	// as search domain (not with load or plain, which write their own policy).
 	dns bool
+	// console: single sign-on at the OpenID provider the scenario runs (testop, in the
+	// gateway namespace: consoleOP) and the web console on consolePort (console_test.go).
+	console bool
 }
 
 // pool is the lease pool of the scenario.
@@ -167,6 +170,9 @@ func (e *env) config() string {
 			e.tp.GatewayV4, e.tp.ServerV4, filepath.Join(e.dir, "bgp-password"))
 	}
 	fmt.Fprintf(&b, "admin:\n  socket: %s\n", filepath.Join(e.dir, "admin.sock"))
+	if e.opts.console {
+		b.WriteString(e.consoleConfig())
+	}
 	return b.String()
 }
 

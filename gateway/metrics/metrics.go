@@ -44,6 +44,8 @@ type Metrics struct {
 	enrollments       *prometheus.CounterVec
 	renewals          *prometheus.CounterVec
 	revocations       *prometheus.CounterVec
+	consoleSignIns    *prometheus.CounterVec
+	consoleRefused    *prometheus.CounterVec
 	allocDuration     prometheus.Histogram
 
 	state   *stateCollector
@@ -61,6 +63,8 @@ func New() *Metrics {
 		enrollments:       newCounterVec("enrollments_total", "Certificate enrollments (token + CSR) by result.", "result"),
 		renewals:          newCounterVec("renewals_total", "Certificate renewals by result.", "result"),
 		revocations:       newCounterVec("revocations_total", "Certificate revocations by result.", "result"),
+		consoleSignIns:    newCounterVec("console_sign_ins_total", "Web console sign-ins by method (sso, certificate) and result.", "method", "result"),
+		consoleRefused:    newCounterVec("console_requests_refused_total", "Web console requests refused, by reason.", "reason"),
 		allocDuration:     newAllocationHistogram(),
 		state:             newStateCollector(),
 	}
@@ -68,7 +72,7 @@ func New() *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.handshakes, m.handshakeDuration, m.tspStatus,
-		m.enrollments, m.renewals, m.revocations,
+		m.enrollments, m.renewals, m.revocations, m.consoleSignIns, m.consoleRefused,
 		m.allocDuration, m.state,
 	)
 	m.initSeries()
@@ -122,6 +126,11 @@ func (m *Metrics) initSeries() {
 		m.enrollments.WithLabelValues(r)
 		m.renewals.WithLabelValues(r)
 		m.revocations.WithLabelValues(r)
+		m.consoleSignIns.WithLabelValues("sso", r)
+	}
+	m.consoleSignIns.WithLabelValues("certificate", ResultOK)
+	for _, r := range []string{"not_operator", "forged_form"} {
+		m.consoleRefused.WithLabelValues(r)
 	}
 }
 
@@ -201,6 +210,24 @@ func (m *Metrics) Revocation(result string) {
 		return
 	}
 	m.revocations.WithLabelValues(result).Inc()
+}
+
+// ConsoleSignIn counts one web console sign-in: method sso or certificate; result ok,
+// refused (the person or the answer was not admitted) or error (the provider failed).
+func (m *Metrics) ConsoleSignIn(method, result string) {
+	if m == nil {
+		return
+	}
+	m.consoleSignIns.WithLabelValues(method, result).Inc()
+}
+
+// ConsoleRefused counts one web console request refused: not_operator (a user on an operator
+// page) or forged_form (a POST without the session's CSRF token or from another origin).
+func (m *Metrics) ConsoleRefused(reason string) {
+	if m == nil {
+		return
+	}
+	m.consoleRefused.WithLabelValues(reason).Inc()
 }
 
 // SetCluster installs the cluster source (cluster mode); without it dstm_cluster_owner is

@@ -64,6 +64,32 @@ dstm_renewals_total{result="refused"} 0
 `,
 		},
 		{
+			name: "console sign-ins",
+			apply: func(m *Metrics) {
+				m.ConsoleSignIn("sso", ResultOK)
+				m.ConsoleSignIn("sso", ResultRefused)
+				m.ConsoleSignIn("certificate", ResultOK)
+			},
+			metric: "dstm_console_sign_ins_total",
+			want: `# HELP dstm_console_sign_ins_total Web console sign-ins by method (sso, certificate) and result.
+# TYPE dstm_console_sign_ins_total counter
+dstm_console_sign_ins_total{method="certificate",result="ok"} 1
+dstm_console_sign_ins_total{method="sso",result="error"} 0
+dstm_console_sign_ins_total{method="sso",result="ok"} 1
+dstm_console_sign_ins_total{method="sso",result="refused"} 1
+`,
+		},
+		{
+			name:   "console refusals",
+			apply:  func(m *Metrics) { m.ConsoleRefused("forged_form") },
+			metric: "dstm_console_requests_refused_total",
+			want: `# HELP dstm_console_requests_refused_total Web console requests refused, by reason.
+# TYPE dstm_console_requests_refused_total counter
+dstm_console_requests_refused_total{reason="forged_form"} 1
+dstm_console_requests_refused_total{reason="not_operator"} 0
+`,
+		},
+		{
 			name:   "revocations",
 			apply:  func(m *Metrics) { m.Revocation(ResultOK) },
 			metric: "dstm_revocations_total",
