@@ -101,7 +101,7 @@ func Dir(t testing.TB) string {
 // Screenshot saves a full-page PNG of the current page as Dir(t)/name.png.
 func Screenshot(t testing.TB, ctx context.Context, name string) string {
 	t.Helper()
-	buf, err := chromedp.Run(ctx, chromedp.FullScreenshot(90))
+	buf, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // quality 100 is PNG
 	if err != nil {
 		t.Fatalf("screenshot %s: %v", name, err)
 	}
