@@ -19,6 +19,7 @@ import (
 	"go.step.sm/crypto/jose"
 
 	"github.com/dstmgw/dstm/internal/fsutil"
+	"github.com/dstmgw/dstm/internal/limit"
 )
 
 // Fixed names baked into tokens: changing them would invalidate tokens
@@ -68,6 +69,8 @@ type CA struct {
 	crl     crlCache
 	events  broker
 	signIn  atomic.Pointer[SignIn] // single sign-on; nil: disabled
+	// signInRate bounds sign-ins verified (each may fetch the provider's keys)
+	signInRate *limit.TokenBucket
 
 	closeOnce sync.Once
 	closeErr  error
@@ -121,7 +124,8 @@ func Open(dir string, opts Options) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open CA: %w", err)
 	}
-	ca := &CA{dir: dir, opts: opts, pki: p, roots: x509.NewCertPool(), inter: x509.NewCertPool()}
+	ca := &CA{dir: dir, opts: opts, pki: p, roots: x509.NewCertPool(), inter: x509.NewCertPool(),
+		signInRate: limit.NewTokenBucket(signInRate, signInBurst, opts.Now)}
 	ca.roots.AddCert(p.root)
 	ca.inter.AddCert(p.inter)
 	if err := ca.start(); err != nil {

@@ -29,6 +29,7 @@ var (
 	ErrSSODisabled      = errors.New("single sign-on is not configured on this gateway")
 	ErrSSODenied        = errors.New("sign-in refused by the gateway's policy")
 	ErrSSOUnavailable   = errors.New("the identity provider could not be reached")
+	ErrSSOReauth        = errors.New("sign in again")
 	ErrSSORenew         = errors.New("certificate from a sign-in: renew it by signing in (dstm-client does with its refresh token)")
 )
 
@@ -40,7 +41,7 @@ func HTTPStatus(err error) (int, bool) {
 		errors.Is(err, ErrNoClientCert), errors.Is(err, ErrUntrusted):
 		return http.StatusUnauthorized, true
 	case errors.Is(err, ErrRevoked), errors.Is(err, ErrCertExpired), errors.Is(err, ErrIdentityMismatch),
-		errors.Is(err, ErrSSODenied), errors.Is(err, ErrSSORenew):
+		errors.Is(err, ErrSSODenied), errors.Is(err, ErrSSORenew), errors.Is(err, ErrSSOReauth):
 		return http.StatusForbidden, true
 	case errors.Is(err, ErrSSODisabled):
 		return http.StatusNotFound, true

@@ -29,6 +29,9 @@ type issuedRecord struct {
 	Renewal  string    `json:"renewal_of,omitempty"`
 	// SSO marks certificates issued at a sign-in: renewed only by signing in.
 	SSO bool `json:"sso,omitempty"`
+	// Key is the SHA-256 of a signed-in certificate's public key (hex): its renewals by
+	// sign-in are linked by it.
+	Key string `json:"key,omitempty"`
 }
 
 type revokedRecord struct {

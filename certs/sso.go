@@ -2,7 +2,9 @@ package certs
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -21,8 +23,16 @@ import (
 // renewed only by signing in again (the client uses its refresh token), so
 // a user removed from the provider or from the allowed groups cannot renew.
 
-// maxIDTokenAge bounds how long ago the sign-in may have happened.
+// maxIDTokenAge bounds how long ago the ID token was issued.
 const maxIDTokenAge = 10 * time.Minute
+
+// Sign-ins are verified at most signInRate per second (burst signInBurst): a token naming a
+// key the CA has not seen makes the verifier fetch the provider's keys, and nothing before the
+// signature is secret.
+const (
+	signInRate  = 20
+	signInBurst = 50
+)
 
 // SignIn verifies ID tokens (an *sso.Verifier).
 type SignIn interface {
@@ -73,6 +83,9 @@ func (ca *CA) EnrollSSO(ctx context.Context, idToken string, csr *x509.Certifica
 	if err != nil {
 		return nil, err
 	}
+	if !ca.signInRate.Allow() {
+		return nil, fmt.Errorf("%w: too many sign-ins at once; try again in a moment", ErrSSOUnavailable)
+	}
 	claims, err := s.Verify(ctx, idToken, s.Config().ClientID)
 	switch {
 	case errors.Is(err, sso.ErrNotAllowed):
@@ -92,6 +105,14 @@ func (ca *CA) EnrollSSO(ctx context.Context, idToken string, csr *x509.Certifica
 	if err := checkRequest(csr, id); err != nil {
 		return nil, err
 	}
+	prior, err := ca.Certificates(id)
+	if err != nil {
+		return nil, err
+	}
+	if at := lastRevocation(prior); !at.IsZero() && !claims.AuthTime.After(at) {
+		return nil, fmt.Errorf("%w: a certificate of %s was revoked at %s, after this sign-in (%s); sign in again at the identity provider",
+			ErrSSOReauth, id, at.UTC().Format(time.RFC3339), claims.AuthTime.UTC().Format(time.RFC3339))
+	}
 	ok, err := ca.auth.GetDatabase().UseToken("sso-"+claims.TokenHash, claims.TokenHash)
 	if err != nil {
 		return nil, fmt.Errorf("record ID token use: %w", err)
@@ -108,13 +129,53 @@ func (ca *CA) EnrollSSO(ctx context.Context, idToken string, csr *x509.Certifica
 		return nil, err
 	}
 	leaf := chain[0]
-	if err := ca.index.recordIssued(leaf.SerialNumber.String(), issuedRecord{Identity: id, NotAfter: leaf.NotAfter, SSO: true}); err != nil {
+	key := keyID(csr)
+	renewalOf := ca.renewedBy(prior, key)
+	rec := issuedRecord{Identity: id, NotAfter: leaf.NotAfter, SSO: true, Key: key, Renewal: renewalOf}
+	if err := ca.index.recordIssued(leaf.SerialNumber.String(), rec); err != nil {
 		return nil, err
 	}
-	ca.opts.Logger.Info().Str("identity", id).Str("serial", leaf.SerialNumber.String()).
-		Strs("groups", claims.PolicyGroups).Str("method", "sso").
-		Time("not_after", leaf.NotAfter).Msg("client certificate issued")
+	ev := ca.opts.Logger.Info().Str("identity", id).Str("serial", leaf.SerialNumber.String()).
+		Strs("groups", claims.PolicyGroups).Str("method", "sso").Time("not_after", leaf.NotAfter)
+	if renewalOf != "" {
+		ev = ev.Str("renewal_of", renewalOf)
+	}
+	ev.Msg("client certificate issued")
 	return chain, nil
+}
+
+// lastRevocation is when the latest of certs was revoked; zero if none was. A sign-in
+// older than it cannot get a certificate: after a lost device is revoked, the refresh token
+// on it (whose ID tokens keep the original auth_time) gets nothing more, and the user's
+// other devices sign in again once.
+func lastRevocation(certs []Certificate) time.Time {
+	var at time.Time
+	for _, c := range certs {
+		if c.Revoked && c.RevokedAt.After(at) {
+			at = c.RevokedAt
+		}
+	}
+	return at
+}
+
+// renewedBy returns the newest unrevoked signed-in certificate of the same key, which a
+// sign-in for that key renews ("" if none): devices are renewal chains.
+func (ca *CA) renewedBy(prior []Certificate, key string) string {
+	for _, c := range prior { // newest first
+		if c.Revoked {
+			continue
+		}
+		if rec, ok, err := ca.index.issued(c.Serial); err == nil && ok && rec.SSO && rec.Key == key {
+			return c.Serial
+		}
+	}
+	return ""
+}
+
+// keyID is the hex SHA-256 of a public key's SubjectPublicKeyInfo.
+func keyID(csr *x509.CertificateRequest) string {
+	sum := sha256.Sum256(csr.RawSubjectPublicKeyInfo)
+	return hex.EncodeToString(sum[:])
 }
 
 // mintToken is a one-time token of our provisioner for a verified sign-in,

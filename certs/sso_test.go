@@ -201,6 +201,11 @@ func TestSSORefusals(t *testing.T) {
 	if _, err := f.ca.EnrollSSO(context.Background(), bob, bobCSR); !errors.Is(err, certs.ErrTokenUsed) {
 		t.Fatalf("replay: %v", err)
 	}
+	// The same token written differently (a line break in the signature) is the same token.
+	dot := strings.LastIndex(bob, ".")
+	if _, err := f.ca.EnrollSSO(context.Background(), bob[:dot+5]+"\n"+bob[dot+5:], bobCSR); !errors.Is(err, certs.ErrTokenUsed) {
+		t.Fatalf("replay with a line break: %v", err)
+	}
 	carol := f.rawIDToken(t, "carol@corp.example")
 	carolCSR := csrFor(t, key, "carol@corp.example", "carol@corp.example")
 	if _, err := f.ca.EnrollSSO(context.Background(), carol, carolCSR); !errors.Is(err, certs.ErrSSODenied) {
@@ -220,5 +225,60 @@ func TestSSORefusals(t *testing.T) {
 	}
 	if st, _ := certs.HTTPStatus(certs.ErrSSODisabled); st != http.StatusNotFound {
 		t.Fatalf("disabled status %d", st)
+	}
+}
+
+// TestSSORevokedDeviceCannotRenew: once a certificate of the identity is revoked (a lost
+// laptop), the refresh token on that laptop gets nothing more (its ID tokens keep the old
+// auth_time); a new interactive sign-in does. Renewals by sign-in are linked to the
+// certificate they renew.
+func TestSSORevokedDeviceCannotRenew(t *testing.T) {
+	f := newSSOFixture(t)
+	dir := filepath.Join(t.TempDir(), "laptop")
+	st, err := f.browserEnroll(t, "Alice@corp.example", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := enroll.NewRenewer(enroll.RenewerOptions{StateDir: dir, Gateway: f.gw.addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Renew(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	renewed, err := f.ca.Certificate(r.State().Leaf.SerialNumber.String())
+	if err != nil || renewed.RenewalOf != st.Leaf.SerialNumber.String() {
+		t.Fatalf("renewal by sign-in not linked: %+v %v", renewed, err)
+	}
+	// The revocation happens now (the CA's clock set to the provider's).
+	f.clk.Advance(time.Since(f.clk.Now()))
+	if err := f.ca.Revoke(t.Context(), renewed.Serial, "lost laptop"); err != nil {
+		t.Fatal(err)
+	}
+	err = r.Renew(t.Context())
+	var ae *enroll.APIError
+	if !errors.As(err, &ae) || ae.Status != http.StatusForbidden || !strings.Contains(ae.Message, "sign in again") {
+		t.Fatalf("renewal of a revoked laptop by its refresh token: %v", err)
+	}
+	// An interactive sign-in after the revocation works (auth_time has whole seconds: the
+	// first attempts in the revocation's own second are refused too).
+	eventually(t, 5*time.Second, func() error {
+		_, err := f.browserEnroll(t, "Alice@corp.example", filepath.Join(t.TempDir(), "new-laptop"))
+		return err
+	})
+}
+
+func eventually(t *testing.T, timeout time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %v", timeout, err)
+		}
+		<-time.After(200 * time.Millisecond)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -99,6 +100,13 @@ func (c Config) Validate(prefix string, policyGroups map[string]bool) error {
 	if c.ClientID == "" {
 		bad("client_id", "required")
 	}
+	switch c.IdentityClaim {
+	case "", "email", "sub", "upn":
+	default:
+		// A claim the user can edit at the provider (a display or preferred name) would let
+		// a user take another's identity.
+		bad("identity_claim", "%q: want email, sub or upn (claims the user cannot change)", c.IdentityClaim)
+	}
 	if c.CAFile != "" {
 		if b, err := os.ReadFile(c.CAFile); err != nil {
 			bad("ca_file", "%v", err)
@@ -155,7 +163,11 @@ type Claims struct {
 	Nonce           string
 	Expiry          time.Time
 	IssuedAt        time.Time
-	// TokenHash is the hex SHA-256 of the raw token, for single use.
+	// AuthTime is when the user last signed in interactively (auth_time; IssuedAt when the
+	// provider does not say). ID tokens from a refresh token keep the original one.
+	AuthTime time.Time
+	// TokenHash is the hex SHA-256 of the token's verified payload, for single use: every
+	// encoding of one token (whitespace, non-canonical base64) has the same hash.
 	TokenHash string
 }
 
@@ -263,7 +275,9 @@ func (v *Verifier) Verify(ctx context.Context, rawIDToken, audience string) (Cla
 	if err != nil {
 		return Claims{}, err
 	}
-	idt, err := p.VerifierContext(oidc.ClientContext(ctx, v.hc), &oidc.Config{ClientID: audience, Now: v.now}).Verify(ctx, rawIDToken)
+	// p.Verifier shares the provider's key set (fetched once, refetched for an unknown key);
+	// go-oidc checks issuer, audience and expiry before it looks at keys.
+	idt, err := p.Verifier(&oidc.Config{ClientID: audience, Now: v.now}).Verify(oidc.ClientContext(ctx, v.hc), rawIDToken)
 	if err != nil {
 		var exp *oidc.TokenExpiredError
 		if errors.As(err, &exp) {
@@ -274,15 +288,23 @@ func (v *Verifier) Verify(ctx context.Context, rawIDToken, audience string) (Cla
 		}
 		return Claims{}, fmt.Errorf("%w: %v", ErrInvalidToken, err)
 	}
+	var payload json.RawMessage
+	if err := idt.Claims(&payload); err != nil {
+		return Claims{}, fmt.Errorf("%w: claims: %v", ErrInvalidToken, err)
+	}
 	var raw map[string]any
-	if err := idt.Claims(&raw); err != nil {
+	if err := json.Unmarshal(payload, &raw); err != nil {
 		return Claims{}, fmt.Errorf("%w: claims: %v", ErrInvalidToken, err)
 	}
 	if azp, ok := raw["azp"].(string); ok && azp != "" && azp != audience {
 		return Claims{}, fmt.Errorf("%w: authorized party %q is not %q", ErrInvalidToken, azp, audience)
 	}
-	sum := sha256.Sum256([]byte(rawIDToken))
-	c := Claims{Subject: idt.Subject, Nonce: idt.Nonce, Expiry: idt.Expiry, IssuedAt: idt.IssuedAt, TokenHash: hex.EncodeToString(sum[:])}
+	sum := sha256.Sum256(payload)
+	c := Claims{Subject: idt.Subject, Nonce: idt.Nonce, Expiry: idt.Expiry, IssuedAt: idt.IssuedAt, AuthTime: idt.IssuedAt,
+		TokenHash: hex.EncodeToString(sum[:])}
+	if at, ok := raw["auth_time"].(float64); ok && at > 0 {
+		c.AuthTime = time.Unix(int64(at), 0)
+	}
 	if c.Identity, err = v.identity(raw); err != nil {
 		return Claims{}, err
 	}
@@ -303,8 +325,12 @@ func (v *Verifier) identity(raw map[string]any) (string, error) {
 			return "", fmt.Errorf("%w: the provider has not verified the email %q", ErrNotAllowed, id)
 		}
 	}
-	if strings.Contains(id, "@") {
-		id = strings.ToLower(id)
+	// The CA's identities are ASCII and lower case (certs.NormalizeIdentity): the same
+	// spelling here, so the console, the certificate and the policy agree, and a look-alike
+	// letter cannot pass a domain rule.
+	id = strings.ToLower(id)
+	if strings.ContainsFunc(id, func(r rune) bool { return r > 0x7e }) {
+		return "", fmt.Errorf("%w: claim %q: %q is not ASCII", ErrNotAllowed, name, id)
 	}
 	if err := auth.ValidIdentity(id); err != nil {
 		return "", fmt.Errorf("%w: claim %q: %v", ErrInvalidToken, name, err)
@@ -316,7 +342,7 @@ func (v *Verifier) identity(raw map[string]any) (string, error) {
 func (v *Verifier) admit(c Claims) (Claims, error) {
 	if len(v.cfg.AllowedDomains) > 0 {
 		_, domain, _ := strings.Cut(c.Identity, "@")
-		if !slices.ContainsFunc(v.cfg.AllowedDomains, func(d string) bool { return strings.EqualFold(d, domain) }) {
+		if !slices.ContainsFunc(v.cfg.AllowedDomains, func(d string) bool { return strings.ToLower(d) == domain }) {
 			return Claims{}, fmt.Errorf("%w: %q is not in an allowed domain (%s)", ErrNotAllowed, c.Identity, strings.Join(v.cfg.AllowedDomains, ", "))
 		}
 	}
@@ -369,8 +395,3 @@ func isFetchError(err error) bool {
 	return strings.Contains(s, "fetching keys") || strings.Contains(s, "failed to get keys")
 }
 
-// Hash returns the TokenHash of a raw token.
-func Hash(raw string) string {
-	sum := sha256.Sum256([]byte(strings.TrimSpace(raw)))
-	return hex.EncodeToString(sum[:])
-}

@@ -31,6 +31,7 @@ func startProvider(t *testing.T) *oidctest.Provider {
 			{Email: "bob@corp.example", Password: "pw", Groups: []string{"sales"}},
 			{Email: "eve@evil.example", Password: "pw", Groups: []string{"vpn"}},
 			{Email: "mallory@corp.example", Password: "pw", Groups: []string{"vpn"}, Unverified: true},
+			{Email: "trudy@ſales.example", Password: "pw", Groups: []string{"sales"}},
 		})
 	if err != nil {
 		t.Fatal(err)
@@ -73,6 +74,7 @@ func TestVerify(t *testing.T) {
 	alice, bob := idToken(t, p, "Alice@Corp.Example"), idToken(t, p, "bob@corp.example")
 	eve, mallory := idToken(t, p, "eve@evil.example"), idToken(t, p, "mallory@corp.example")
 	foreign := idToken(t, other, "Alice@Corp.Example")
+	lookalike := idToken(t, p, "trudy@ſales.example")
 	now := time.Now()
 	for _, tc := range []struct {
 		name     string
@@ -102,6 +104,8 @@ func TestVerify(t *testing.T) {
 		{name: "empty", token: " ", audience: "console", want: ErrInvalidToken},
 		{name: "other domain", token: eve, audience: "console", want: ErrNotAllowed},
 		{name: "unverified email", token: mallory, audience: "console", want: ErrNotAllowed},
+		{name: "look-alike domain", token: lookalike, audience: "console", mut: func(c *Config) { c.AllowedDomains = []string{"sales.example"} }, want: ErrNotAllowed},
+		{name: "non-ASCII identity", token: lookalike, audience: "console", mut: func(c *Config) { c.AllowedDomains = nil }, want: ErrNotAllowed},
 		{name: "not in allowed groups", token: bob, audience: "console", mut: func(c *Config) { c.AllowedGroups = []string{"vpn"} }, want: ErrNotAllowed},
 		{name: "no domain rule", token: eve, audience: "console", mut: func(c *Config) { c.AllowedDomains = nil }, check: func(t *testing.T, c Claims) {
 			if c.Identity != "eve@evil.example" {
@@ -176,6 +180,7 @@ func TestValidate(t *testing.T) {
 		{"http issuer", Config{Issuer: "http://idp.example", ClientID: "dstm"}, "sso.issuer: \"http://idp.example\" is not an https URL"},
 		{"no client", Config{Issuer: "https://idp.example"}, "sso.client_id: required"},
 		{"bad ca", Config{Issuer: "https://idp.example", ClientID: "x", CAFile: caFile}, "sso.ca_file: " + caFile + " holds no PEM certificate"},
+		{"editable claim", Config{Issuer: "https://idp.example", ClientID: "x", IdentityClaim: "preferred_username"}, "sso.identity_claim"},
 		{"bad domain", Config{Issuer: "https://idp.example", ClientID: "x", AllowedDomains: []string{"a@b"}}, "sso.allowed_domains[0]"},
 		{"unknown policy group", Config{Issuer: "https://idp.example", ClientID: "x", Groups: map[string]string{"eng": "nope"}}, `sso.groups["eng"]: policy group "nope"`},
 	} {

@@ -147,9 +147,7 @@ func (st ssoState) sign(ctx context.Context, ep endpoint, tok *oauth2.Token, key
 	if err != nil {
 		return nil, err
 	}
-	if strings.Contains(id, "@") {
-		id = strings.ToLower(id)
-	}
+	id = strings.ToLower(id) // the gateway's spelling of identities
 	csr, err := newCSR(key, id, []string{id})
 	if err != nil {
 		return nil, err

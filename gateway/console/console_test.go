@@ -597,6 +597,8 @@ func TestLocalPath(t *testing.T) {
 	for in, want := range map[string]string{
 		"/ops/sessions": "/ops/sessions", "": "/", "https://evil.example/": "/", "//evil.example": "/",
 		"/\\evil.example": "/", "ops": "/", "/me\r\nSet-Cookie: x": "/",
+		"/\t/evil.example": "/", "/%09/evil.example": "/%09/evil.example", "/ops\\..\\x": "/", "/\x7f/x": "/",
+		"/me?tab=devices": "/me?tab=devices",
 	} {
 		if got := localPath(in); got != want {
 			t.Errorf("localPath(%q) = %q, want %q", in, got, want)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -21,9 +22,16 @@ const callbackPath = "/auth/callback"
 const providerTimeout = 15 * time.Second
 
 // localPath returns p if it is a path on the console ("/ops"), else "/": a sign-in never
-// redirects elsewhere.
+// redirects elsewhere. Browsers drop tabs and line breaks from a Location and read a
+// backslash as a slash, so a path with a control character or a backslash is refused
+// whole, and what is left must parse as a path alone.
 func localPath(p string) string {
-	if !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") || strings.HasPrefix(p, "/\\") || strings.ContainsAny(p, "\r\n") {
+	if !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") || strings.ContainsRune(p, '\\') ||
+		strings.ContainsFunc(p, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return "/"
+	}
+	u, err := url.Parse(p)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || !strings.HasPrefix(u.Path, "/") || strings.HasPrefix(u.Path, "//") {
 		return "/"
 	}
 	return p
