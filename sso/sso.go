@@ -394,4 +394,3 @@ func isFetchError(err error) bool {
 	s := err.Error()
 	return strings.Contains(s, "fetching keys") || strings.Contains(s, "failed to get keys")
 }
-
