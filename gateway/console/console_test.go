@@ -418,7 +418,7 @@ func TestCertificateOperators(t *testing.T) {
 			if resp.StatusCode != tt.status {
 				t.Fatalf("status %d, want %d", resp.StatusCode, tt.status)
 			}
-			if n, _ := h.s.store.counts(); (n == 1) != (tt.status == http.StatusOK) {
+			if n := h.s.store.counts(); (n == 1) != (tt.status == http.StatusOK) {
 				t.Errorf("%d sessions", n)
 			}
 		})
@@ -438,7 +438,7 @@ func TestCertificateOperators(t *testing.T) {
 	if resp, _ := h.do(r); resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("certificate session without its certificate: status %d", resp.StatusCode)
 	}
-	if n, _ := h.s.store.counts(); n != 0 {
+	if n := h.s.store.counts(); n != 0 {
 		t.Fatalf("%d sessions after the certificate went", n)
 	}
 	// An operator removed from console.admins (a reload) is one no more.
@@ -476,7 +476,7 @@ func TestSessionExpiry(t *testing.T) {
 			if status != tt.last {
 				t.Fatalf("last status %d, want %d", status, tt.last)
 			}
-			if n, _ := h.s.store.counts(); (n == 1) != (tt.last == http.StatusOK) {
+			if n := h.s.store.counts(); (n == 1) != (tt.last == http.StatusOK) {
 				t.Errorf("%d sessions kept", n)
 			}
 		})
@@ -491,8 +491,8 @@ func repeat(d time.Duration, n int) []time.Duration {
 	return out
 }
 
-// TestStoreBounds: sessions beyond maxSessions push out the least recently used; sign-ins
-// beyond maxPending the oldest; a sign-in's state is taken once and only with its cookie.
+// TestStoreBounds: sessions beyond maxSessions push out the least recently used; a sign-in
+// in progress finishes only with its own sealed cookie and state, within pendingTimeout.
 func TestStoreBounds(t *testing.T) {
 	clk := &clock{t: time.Now()}
 	st := newStore(clk.Now)
@@ -506,7 +506,7 @@ func TestStoreBounds(t *testing.T) {
 	for range maxSessions - 1 {
 		st.create("c@x.example", MethodSSO, false)
 	}
-	if n, _ := st.counts(); n != maxSessions {
+	if n := st.counts(); n != maxSessions {
 		t.Fatalf("%d sessions, want %d", n, maxSessions)
 	}
 	if _, err := st.get(second.id); !errors.Is(err, errNoSession) {
@@ -515,30 +515,38 @@ func TestStoreBounds(t *testing.T) {
 	if _, err := st.get(first.id); err != nil {
 		t.Errorf("a recently used session went: %v", err)
 	}
+	// Sign-ins in progress live in their cookies: a thousand started do not push out the
+	// first.
 	p := st.begin("/ops")
-	for range maxPending {
+	for range 1000 {
 		clk.Advance(time.Millisecond)
 		st.begin("/")
 	}
-	if _, pn := st.counts(); pn != maxPending {
-		t.Fatalf("%d sign-ins pending, want %d", pn, maxPending)
-	}
-	if _, ok := st.finish(p.state, p.state); ok {
-		t.Error("the oldest sign-in survived")
+	if got, ok := st.finish(p.state, p.cookie); !ok || got.next != "/ops" || got.nonce != p.nonce || got.verifier != p.verifier {
+		t.Errorf("the first sign-in after a thousand others: %+v %v", got, ok)
 	}
 	q := st.begin("/me")
-	if _, ok := st.finish(q.state, "another"); ok {
-		t.Error("a sign-in finished without its cookie")
+	other := st.begin("/me")
+	for name, c := range map[string]string{
+		"no cookie": "", "another sign-in's cookie": other.cookie, "the state as cookie": q.state,
+		"a tampered cookie": q.cookie[:len(q.cookie)-2] + "AA", "garbage": "!!!",
+	} {
+		if _, ok := st.finish(q.state, c); ok {
+			t.Errorf("a sign-in finished with %s", name)
+		}
 	}
-	if got, ok := st.finish(q.state, q.state); !ok || got.next != "/me" {
+	if _, ok := st.finish("", q.cookie); ok {
+		t.Error("a sign-in finished without state")
+	}
+	if got, ok := st.finish(q.state, q.cookie); !ok || got.next != "/me" {
 		t.Errorf("finish = %+v %v", got, ok)
 	}
-	if _, ok := st.finish(q.state, q.state); ok {
-		t.Error("a sign-in finished twice")
+	if _, ok := newStore(clk.Now).finish(q.state, q.cookie); ok {
+		t.Error("a login cookie opened with another store's key")
 	}
 	r := st.begin("/")
 	clk.Advance(pendingTimeout)
-	if _, ok := st.finish(r.state, r.state); ok {
+	if _, ok := st.finish(r.state, r.cookie); ok {
 		t.Error("an expired sign-in finished")
 	}
 }

@@ -61,7 +61,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := s.store.begin(localPath(r.URL.Query().Get("next")))
-	setCookie(w, loginCookie, p.state, pendingTimeout)
+	setCookie(w, loginCookie, p.cookie, pendingTimeout)
 	u := s.oauthConfig(ep).AuthCodeURL(p.state, oauth2.S256ChallengeOption(p.verifier), oidc.Nonce(p.nonce))
 	http.Redirect(w, r, u, http.StatusFound)
 }
@@ -122,11 +122,11 @@ func (s *Server) finishSignIn(r *http.Request) (pending, sso.Claims, error) {
 		return pending{}, sso.Claims{}, &signInError{status: http.StatusNotFound, text: "Single sign-on is not configured.", reason: "no sso"}
 	}
 	q := r.URL.Query()
-	cookieState := ""
+	cookie := ""
 	if c, err := r.Cookie(loginCookie); err == nil {
-		cookieState = c.Value
+		cookie = c.Value
 	}
-	p, ok := s.store.finish(q.Get("state"), cookieState)
+	p, ok := s.store.finish(q.Get("state"), cookie)
 	if !ok {
 		return p, sso.Claims{}, &signInError{status: http.StatusBadRequest,
 			text: "This sign-in is unknown, expired or was started in another browser. Start again.", reason: "bad or expired state"}

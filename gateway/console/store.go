@@ -1,9 +1,12 @@
 package console
 
 import (
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"sync"
 	"time"
@@ -19,12 +22,12 @@ const (
 
 // Session limits: a session ends after idleTimeout without a request, and lifetime after its
 // sign-in at the latest. At most maxSessions live at once (beyond, the least recently used
-// goes) and maxPending sign-ins in progress (beyond, the oldest goes: anyone can start one).
+// goes). A sign-in in progress is kept nowhere but in its login cookie, sealed with the
+// store's key, for pendingTimeout: anyone can start sign-ins, and none pushes out another's.
 const (
 	idleTimeout    = 30 * time.Minute
 	lifetime       = 8 * time.Hour
 	maxSessions    = 10000
-	maxPending     = 1000
 	pendingTimeout = 10 * time.Minute
 )
 
@@ -41,24 +44,47 @@ type session struct {
 
 // pending is a sign-in between the redirect to the provider and its callback.
 type pending struct {
-	state    string // also the login cookie's value
+	state    string // the state parameter; the provider's redirect must carry it back
 	nonce    string
 	verifier string // PKCE code verifier
 	next     string // local path to go to afterwards
 	created  time.Time
+	cookie   string // all of the above, sealed: the login cookie's value
 }
 
-// store keeps the sessions and pending sign-ins in memory. Safe for concurrent use.
+// sealedPending is a pending sign-in as its login cookie holds it.
+type sealedPending struct {
+	State    string `json:"s"`
+	Nonce    string `json:"n"`
+	Verifier string `json:"v"`
+	Next     string `json:"x"`
+	Created  int64  `json:"c"` // unix nanoseconds
+}
+
+// loginAD binds sealed login cookies to their use.
+var loginAD = []byte("dstm console login v1")
+
+// store keeps the sessions in memory. Safe for concurrent use.
 type store struct {
-	now func() time.Time
+	now  func() time.Time
+	seal cipher.AEAD // login cookies; its key lives as long as the process
 
 	mu       sync.Mutex
 	sessions map[string]*session
-	pendings map[string]*pending
 }
 
 func newStore(now func() time.Time) *store {
-	return &store{now: now, sessions: map[string]*session{}, pendings: map[string]*pending{}}
+	var key [32]byte
+	_, _ = rand.Read(key[:])
+	block, err := aes.NewCipher(key[:])
+	if err != nil {
+		panic(err) // a 32-byte key is always valid
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		panic(err)
+	}
+	return &store{now: now, seal: aead, sessions: map[string]*session{}}
 }
 
 // randomToken returns 256 random bits, base64url without padding.
@@ -128,16 +154,11 @@ func (s *store) remove(id string) {
 	delete(s.sessions, id)
 }
 
-// sweepLocked drops the expired sessions and sign-ins.
+// sweepLocked drops the expired sessions.
 func (s *store) sweepLocked(now time.Time) {
 	for id, ss := range s.sessions {
 		if expired(ss, now) {
 			delete(s.sessions, id)
-		}
-	}
-	for st, p := range s.pendings {
-		if now.Sub(p.created) >= pendingTimeout {
-			delete(s.pendings, st)
 		}
 	}
 }
@@ -149,50 +170,45 @@ func (s *store) sweep() {
 	s.sweepLocked(s.now())
 }
 
-// begin records a sign-in in progress.
+// begin starts a sign-in: its secrets, sealed into the value of its login cookie.
 func (s *store) begin(next string) pending {
-	now := s.now()
-	p := &pending{state: randomToken(), nonce: randomToken(), verifier: oauth2.GenerateVerifier(), next: next, created: now}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.pendings) >= maxPending {
-		s.sweepLocked(now)
+	p := pending{state: randomToken(), nonce: randomToken(), verifier: oauth2.GenerateVerifier(), next: next, created: s.now()}
+	b, err := json.Marshal(sealedPending{State: p.state, Nonce: p.nonce, Verifier: p.verifier, Next: p.next, Created: p.created.UnixNano()})
+	if err != nil {
+		panic(err) // strings and an integer always marshal
 	}
-	if len(s.pendings) >= maxPending {
-		var oldest *pending
-		for _, o := range s.pendings {
-			if oldest == nil || o.created.Before(oldest.created) {
-				oldest = o
-			}
-		}
-		delete(s.pendings, oldest.state)
-	}
-	s.pendings[p.state] = p
-	return *p
+	nonce := make([]byte, s.seal.NonceSize(), s.seal.NonceSize()+len(b)+s.seal.Overhead())
+	_, _ = rand.Read(nonce)
+	p.cookie = base64.RawURLEncoding.EncodeToString(s.seal.Seal(nonce, nonce, b, loginAD))
+	return p
 }
 
-// finish takes the sign-in of state, once: the provider's redirect carries state, the
-// browser's login cookie cookieState, and both must match.
-func (s *store) finish(state, cookieState string) (pending, bool) {
-	if state == "" || subtle.ConstantTimeCompare([]byte(state), []byte(cookieState)) != 1 {
+// finish opens the sign-in of the login cookie: the provider's redirect carries state, and
+// it must be the cookie's, within pendingTimeout of the start.
+func (s *store) finish(state, cookie string) (pending, bool) {
+	raw, err := base64.RawURLEncoding.DecodeString(cookie)
+	ns := s.seal.NonceSize()
+	if err != nil || state == "" || len(raw) < ns+s.seal.Overhead() || len(raw) > 4096 {
 		return pending{}, false
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	p, ok := s.pendings[state]
-	if !ok {
+	b, err := s.seal.Open(nil, raw[:ns], raw[ns:], loginAD)
+	if err != nil {
 		return pending{}, false
 	}
-	delete(s.pendings, state)
-	if s.now().Sub(p.created) >= pendingTimeout {
+	var sp sealedPending
+	if json.Unmarshal(b, &sp) != nil || subtle.ConstantTimeCompare([]byte(state), []byte(sp.State)) != 1 {
 		return pending{}, false
 	}
-	return *p, true
+	p := pending{state: sp.State, nonce: sp.Nonce, verifier: sp.Verifier, next: sp.Next, created: time.Unix(0, sp.Created), cookie: cookie}
+	if age := s.now().Sub(p.created); age < 0 || age >= pendingTimeout {
+		return pending{}, false
+	}
+	return p, true
 }
 
-// counts returns the live sessions and pending sign-ins (for tests and metrics).
-func (s *store) counts() (sessions, pendings int) {
+// counts returns the live sessions (for tests and metrics).
+func (s *store) counts() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.sessions), len(s.pendings)
+	return len(s.sessions)
 }
