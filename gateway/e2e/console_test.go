@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -258,35 +257,10 @@ func TestConsole(t *testing.T) {
 // in as alice in the browser ctx with the code it prints (the device flow).
 func (e *env) enrollByDevice(ctx context.Context, confFile string) {
 	t := e.t
-	log := filepath.Join(e.dir, "enroll-config.log")
-	pr := startProc(t, "enroll --config", e.tp.Client, log, bins.client, "--state-dir", e.cdir, "enroll",
-		"--config", confFile, "--sso-ca", filepath.Join(e.dir, "idp.pem"))
-	re := regexp.MustCompile(`open (\S+) and enter the code (\S+)`)
-	var m [][]byte
-	eventually(t, 20*time.Second, "the device code", func() error {
-		b, _ := os.ReadFile(log)
-		if m = re.FindSubmatch(b); m == nil {
-			return fmt.Errorf("no code printed yet: %q", b)
-		}
-		return nil
-	})
-	if err := chromedp.Do(ctx,
-		chromedp.Navigate(string(m[1])),
-		chromedp.WaitVisible(chromedp.ID("user_code")),
-		chromedp.SendKeys(chromedp.ID("user_code"), string(m[2])),
-		chromedp.Click(chromedp.CSS("button[type=submit]")),
-		chromedp.WaitVisible(chromedp.ID("username")),
-		chromedp.SendKeys(chromedp.ID("username"), identity),
-		chromedp.SendKeys(chromedp.ID("password"), userPassword),
-		chromedp.Click(chromedp.CSS("button[type=submit]")),
-		chromedp.WaitVisible(chromedp.CSS("button.green")),
-		chromedp.Click(chromedp.CSS("button.green")),
-	); err != nil {
-		t.Fatalf("device sign-in: %v", err)
-	}
-	exitErr, timedOut := pr.waitExit(30 * time.Second)
-	b, _ := os.ReadFile(log)
-	if timedOut || exitErr != nil || !strings.Contains(string(b), "Enrolled as "+identity) {
-		t.Fatalf("dstm-client enroll --config: %v (timed out %v)\n%s", exitErr, timedOut, b)
+	t.Helper()
+	out, err := signInByDevice(t, e, ctx, "enroll-config", []string{bins.client, "--state-dir", e.cdir, "enroll",
+		"--config", confFile, "--sso-ca", filepath.Join(e.dir, "idp.pem")}, identity, userPassword)
+	if err != nil || !strings.Contains(out, "Enrolled as "+identity) {
+		t.Fatalf("dstm-client enroll --config: %v\n%s", err, out)
 	}
 }

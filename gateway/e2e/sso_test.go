@@ -123,50 +123,9 @@ func TestSSOEnrollment(t *testing.T) {
 		return append([]string{bins.client, "--state-dir", dir, "enroll", "--sso", "--gateway", e.gwAddr,
 			"--fingerprint", fp, "--sso-ca", p.caFile}, more...)
 	}
-	deviceSignIn := func(name, email, password, dir string) (*proc, string) {
-		log := filepath.Join(e.dir, name+"-enroll.log")
-		pr := startProc(t, name+" enroll", e.tp.Client, log, enrollArgs(dir)...)
-		re := regexp.MustCompile(`open (\S+) and enter the code (\S+)`)
-		var m [][]byte
-		eventually(t, 20*time.Second, "the device code", func() error {
-			b, _ := os.ReadFile(log)
-			if m = re.FindSubmatch(b); m == nil {
-				return fmt.Errorf("no code printed yet: %q", b)
-			}
-			return nil
-		})
-		ctx, cancel := context.WithTimeout(browser, 60*time.Second)
-		defer cancel()
-		if err := chromedp.Do(ctx,
-			chromedp.Navigate(string(m[1])),
-			chromedp.WaitVisible(chromedp.ID("user_code")),
-			chromedp.SendKeys(chromedp.ID("user_code"), string(m[2])),
-			chromedp.Click(chromedp.CSS("button[type=submit]")),
-			chromedp.WaitVisible(chromedp.ID("username")),
-			chromedp.SendKeys(chromedp.ID("username"), email),
-			chromedp.SendKeys(chromedp.ID("password"), password),
-			chromedp.Click(chromedp.CSS("button[type=submit]")),
-			chromedp.WaitVisible(chromedp.CSS("button.green")),
-		); err != nil {
-			t.Fatalf("%s: sign-in page: %v", name, err)
-		}
-		browsertest.Screenshot(t, ctx, name+"-device-confirm")
-		if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS("button.green"))); err != nil {
-			t.Fatalf("%s: allow: %v", name, err)
-		}
-		if exitErr, timedOut := pr.waitExit(30 * time.Second); timedOut {
-			t.Fatalf("%s: enroll did not finish after the sign-in", name)
-		} else if exitErr != nil {
-			b, _ := os.ReadFile(log)
-			return pr, string(b)
-		}
-		b, _ := os.ReadFile(log)
-		return pr, string(b)
-	}
-
-	pr, out := deviceSignIn("alice", identity, "alice-pw", e.cdir)
-	if pr.err != nil || !strings.Contains(out, "Enrolled as "+identity) || !strings.Contains(out, "Groups: staff") {
-		t.Fatalf("device-flow enrollment: %v\n%s", pr.err, out)
+	out, err := signInByDevice(t, e, browser, "alice", enrollArgs(e.cdir), identity, "alice-pw")
+	if err != nil || !strings.Contains(out, "Enrolled as "+identity) || !strings.Contains(out, "Groups: staff") {
+		t.Fatalf("device-flow enrollment: %v\n%s", err, out)
 	}
 
 	// The directory's group gives the routes of policy group staff; the policy lists no one.
@@ -182,9 +141,9 @@ func TestSSOEnrollment(t *testing.T) {
 
 	// Outside the allowed groups: refused, with the reason, and no certificate written.
 	bobDir := filepath.Join(e.dir, "bob")
-	pr, out = deviceSignIn("bob", "bob@e2e.test", "bob-pw", bobDir)
-	if pr.err == nil || !strings.Contains(out, "none of the allowed groups") {
-		t.Fatalf("bob (not in vpn) enrolled or refused without the reason: %v\n%s", pr.err, out)
+	out, err = signInByDevice(t, e, browser, "bob", enrollArgs(bobDir), "bob@e2e.test", "bob-pw")
+	if err == nil || !strings.Contains(out, "none of the allowed groups") {
+		t.Fatalf("bob (not in vpn) enrolled or refused without the reason: %v\n%s", err, out)
 	}
 	if _, err := os.Stat(filepath.Join(bobDir, "client.crt")); err == nil {
 		t.Fatal("a refused sign-in left a certificate")
@@ -193,7 +152,7 @@ func TestSSOEnrollment(t *testing.T) {
 	// The browser flow: PKCE, the provider redirects to the client's loopback listener.
 	carolDir := filepath.Join(e.dir, "carol")
 	log := filepath.Join(e.dir, "carol-enroll.log")
-	pr = startProc(t, "carol enroll", e.tp.Client, log, enrollArgs(carolDir, "--browser")...)
+	pr := startProc(t, "carol enroll", e.tp.Client, log, enrollArgs(carolDir, "--browser")...)
 	re := regexp.MustCompile(`Sign in in your browser: (\S+)`)
 	var m [][]byte
 	eventually(t, 20*time.Second, "the sign-in address", func() error {
@@ -235,4 +194,48 @@ func TestSSOEnrollment(t *testing.T) {
 	if b, _ := os.ReadFile(log); !strings.Contains(string(b), "Enrolled as carol@e2e.test") || !strings.Contains(body, "Signed in") {
 		t.Fatalf("browser flow: page %q, log %s", body, b)
 	}
+}
+
+// signInByDevice runs args (dstm-client enroll with --sso or --config) in the laptop's
+// namespace and, in the browser, signs in as email with the device code it prints and allows
+// the device, as a user does on the provider's pages. It returns the enroll's output and exit
+// error.
+func signInByDevice(t *testing.T, e *env, browser context.Context, name string, args []string, email, password string) (string, error) {
+	t.Helper()
+	log := filepath.Join(e.dir, name+"-enroll.log")
+	pr := startProc(t, name+" enroll", e.tp.Client, log, args...)
+	re := regexp.MustCompile(`open (\S+) and enter the code (\S+)`)
+	var m [][]byte
+	eventually(t, 20*time.Second, "the device code", func() error {
+		b, _ := os.ReadFile(log)
+		if m = re.FindSubmatch(b); m == nil {
+			return fmt.Errorf("no code printed yet: %q", b)
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(browser, 60*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(string(m[1])),
+		chromedp.WaitVisible(chromedp.ID("user_code")),
+		chromedp.SendKeys(chromedp.ID("user_code"), string(m[2])),
+		chromedp.Click(chromedp.CSS("button[type=submit]")),
+		chromedp.WaitVisible(chromedp.ID("username")),
+		chromedp.SendKeys(chromedp.ID("username"), email),
+		chromedp.SendKeys(chromedp.ID("password"), password),
+		chromedp.Click(chromedp.CSS("button[type=submit]")),
+		chromedp.WaitVisible(chromedp.CSS("button.green")),
+	); err != nil {
+		t.Fatalf("%s: sign-in page: %v", name, err)
+	}
+	browsertest.Screenshot(t, ctx, name+"-device-confirm")
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS("button.green"))); err != nil {
+		t.Fatalf("%s: allow: %v", name, err)
+	}
+	exitErr, timedOut := pr.waitExit(30 * time.Second)
+	if timedOut {
+		t.Fatalf("%s: enroll did not finish after the sign-in", name)
+	}
+	b, _ := os.ReadFile(log)
+	return string(b), exitErr
 }
