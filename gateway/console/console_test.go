@@ -21,27 +21,10 @@ import (
 	"github.com/dstmgw/dstm/certs"
 	"github.com/dstmgw/dstm/gateway/admin"
 	"github.com/dstmgw/dstm/internal/logging/logtest"
+	"github.com/dstmgw/dstm/internal/testclock"
 )
 
 const testURL = "https://gw.corp.example:8443"
-
-// clock is a settable clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // certVerifier accepts the certificates whose common name it lists (as their identity) and
 // refuses the others as revoked.
@@ -58,7 +41,7 @@ func (v certVerifier) VerifyState(cs tls.ConnectionState) (*auth.Peer, error) {
 type harness struct {
 	s       *Server
 	b       *fakeBackend
-	clk     *clock
+	clk     *testclock.Clock
 	log     *logtest.Sink
 	metrics *countMetrics
 }
@@ -88,7 +71,7 @@ func (m *countMetrics) get(k string) int {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	clk := &clock{t: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)}
+	clk := testclock.New(time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC))
 	b := newFakeBackend(clk.Now)
 	sink := &logtest.Sink{}
 	cm := &countMetrics{n: map[string]int{}}
@@ -494,7 +477,7 @@ func repeat(d time.Duration, n int) []time.Duration {
 // TestStoreBounds: sessions beyond maxSessions push out the least recently used; a sign-in
 // in progress finishes only with its own sealed cookie and state, within pendingTimeout.
 func TestStoreBounds(t *testing.T) {
-	clk := &clock{t: time.Now()}
+	clk := testclock.New(time.Now())
 	st := newStore(clk.Now)
 	first := st.create("a@x.example", MethodSSO, false)
 	clk.Advance(time.Second)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/dstmgw/dstm/internal/logging/logtest"
 	"github.com/dstmgw/dstm/internal/oidctest"
+	"github.com/dstmgw/dstm/internal/testclock"
 	"github.com/dstmgw/dstm/sso"
 )
 
@@ -41,7 +42,7 @@ func startProvider(t *testing.T, redirect string) *oidctest.Provider {
 // ssoHarness is a console with sign-in at a real provider (and the fake gateway).
 func ssoHarness(t *testing.T, p *oidctest.Provider) *harness {
 	t.Helper()
-	clk := &clock{t: time.Now()}
+	clk := testclock.New(time.Now())
 	v, err := sso.New(sso.Config{Issuer: p.Issuer, ClientID: "dstm-client", AllowedGroups: []string{"vpn"}, AdminGroups: []string{"vpn-admins"}},
 		sso.Options{HTTPClient: p.HTTPClient()})
 	if err != nil {

@@ -16,29 +16,12 @@ import (
 	"github.com/dstmgw/dstm/gateway/config"
 	"github.com/dstmgw/dstm/gateway/lease"
 	"github.com/dstmgw/dstm/gateway/tep"
+	"github.com/dstmgw/dstm/internal/testclock"
 	"github.com/dstmgw/dstm/tsp"
 	"github.com/dstmgw/dstm/tunnel"
 )
 
 const waitTimeout = 10 * time.Second
-
-// clock is the lease manager's settable clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // harness is a control plane with a real lease manager (in-memory store) and a real TEP on an
 // in-memory TUN device, without sockets: tests drive sessions through their backends.
@@ -46,7 +29,7 @@ type harness struct {
 	srv    *Server
 	leases *lease.Manager
 	tep    *tep.TEP
-	clk    *clock
+	clk    *testclock.Clock
 	plain  *fakePlain
 }
 
@@ -63,7 +46,7 @@ func newHarness(t *testing.T, opts harnessOptions) *harness {
 	if opts.maxSessions == 0 {
 		opts.maxSessions = 4
 	}
-	clk := &clock{t: time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)}
+	clk := testclock.New(time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC))
 	gw := config.Default()
 	gw.Policy.Default.Transports = []string{tunnel.Plain, tunnel.DTLS, tunnel.TLS}
 	m, err := lease.New(lease.Config{

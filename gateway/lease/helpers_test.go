@@ -3,38 +3,21 @@ package lease
 import (
 	"context"
 	"net/netip"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/dstmgw/dstm/internal/testclock"
 )
 
-// fakeClock is an injectable clock moved by tests.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
+func newFakeClock() *testclock.Clock {
+	return testclock.New(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
 }
 
 func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 func mustAddr(s string) netip.Addr     { return netip.MustParseAddr(s) }
 
 // newTestManager returns a manager over a small pool with a fake clock.
-func newTestManager(t testing.TB, mod func(*Config)) (*Manager, *fakeClock, Store) {
+func newTestManager(t testing.TB, mod func(*Config)) (*Manager, *testclock.Clock, Store) {
 	t.Helper()
 	clk := newFakeClock()
 	cfg := Config{

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dstmgw/dstm/internal/testclock"
 )
 
 func TestStateStrings(t *testing.T) {
@@ -683,37 +685,37 @@ func TestExclusiveStoreKeepsReleasesInMemory(t *testing.T) {
 		exclusive bool
 		// then runs after alice's session s1 on 10.0.0.5 (the pool's one address) was
 		// released; it returns what the store must have then (nil: no record).
-		then func(t *testing.T, m *Manager, clk *fakeClock) *Lease
+		then func(t *testing.T, m *Manager, clk *testclock.Clock) *Lease
 	}{
-		{name: "release", exclusive: true, then: func(t *testing.T, m *Manager, _ *fakeClock) *Lease {
+		{name: "release", exclusive: true, then: func(t *testing.T, m *Manager, _ *testclock.Clock) *Lease {
 			if l, _ := m.Get(mustAddr("10.0.0.5")); l.State != StateHeld {
 				t.Fatalf("cache has %+v, want held", l)
 			}
 			return &Lease{Identity: "alice", Session: "s1", State: StateActive}
 		}},
-		{name: "shared store", then: func(*testing.T, *Manager, *fakeClock) *Lease {
+		{name: "shared store", then: func(*testing.T, *Manager, *testclock.Clock) *Lease {
 			return &Lease{Identity: "alice", Session: "s1", State: StateHeld}
 		}},
-		{name: "hold ends", exclusive: true, then: func(t *testing.T, m *Manager, clk *fakeClock) *Lease {
+		{name: "hold ends", exclusive: true, then: func(t *testing.T, m *Manager, clk *testclock.Clock) *Lease {
 			clk.Advance(DefaultHoldTime + time.Second)
 			if n, err := m.Expire(ctx); n != 1 || err != nil {
 				t.Fatalf("Expire = %d, %v", n, err)
 			}
 			return nil
 		}},
-		{name: "own offer and accept", exclusive: true, then: func(t *testing.T, m *Manager, _ *fakeClock) *Lease {
+		{name: "own offer and accept", exclusive: true, then: func(t *testing.T, m *Manager, _ *testclock.Clock) *Lease {
 			if l := grant(t, m, "alice", "s2"); l.Addr != mustAddr("10.0.0.5") {
 				t.Fatalf("alice got %v", l.Addr)
 			}
 			return &Lease{Identity: "alice", Session: "s2", State: StateActive}
 		}},
-		{name: "taken by another identity", exclusive: true, then: func(t *testing.T, m *Manager, _ *fakeClock) *Lease {
+		{name: "taken by another identity", exclusive: true, then: func(t *testing.T, m *Manager, _ *testclock.Clock) *Lease {
 			if l := grant(t, m, "bob", "b1"); l.Addr != mustAddr("10.0.0.5") {
 				t.Fatalf("bob got %v", l.Addr)
 			}
 			return &Lease{Identity: "bob", Session: "b1", State: StateActive}
 		}},
-		{name: "flushed", exclusive: true, then: func(t *testing.T, m *Manager, _ *fakeClock) *Lease {
+		{name: "flushed", exclusive: true, then: func(t *testing.T, m *Manager, _ *testclock.Clock) *Lease {
 			held, _ := m.Get(mustAddr("10.0.0.5"))
 			if n, err := m.Flush(ctx); n != 1 || err != nil {
 				t.Fatalf("Flush = %d, %v; want 1", n, err)
@@ -726,13 +728,13 @@ func TestExclusiveStoreKeepsReleasesInMemory(t *testing.T) {
 			}
 			return &Lease{Identity: "alice", Session: "s1", State: StateHeld}
 		}},
-		{name: "shared store flush", then: func(t *testing.T, m *Manager, _ *fakeClock) *Lease {
+		{name: "shared store flush", then: func(t *testing.T, m *Manager, _ *testclock.Clock) *Lease {
 			if n, err := m.Flush(ctx); n != 0 || err != nil {
 				t.Fatalf("Flush = %d, %v; want 0", n, err)
 			}
 			return &Lease{Identity: "alice", Session: "s1", State: StateHeld}
 		}},
-		{name: "released again by ReleaseIdentity", exclusive: true, then: func(t *testing.T, m *Manager, _ *fakeClock) *Lease {
+		{name: "released again by ReleaseIdentity", exclusive: true, then: func(t *testing.T, m *Manager, _ *testclock.Clock) *Lease {
 			grant(t, m, "alice", "s2")
 			if ls, err := m.ReleaseIdentity(ctx, "alice", ReasonRevoked); len(ls) != 1 || err != nil {
 				t.Fatalf("ReleaseIdentity = %v, %v", ls, err)

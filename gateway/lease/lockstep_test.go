@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/dstmgw/dstm/internal/testclock"
 )
 
 // An exclusive and a shared manager run the same random operations in lockstep: their
@@ -146,7 +148,7 @@ func (tw twin) drain() []string {
 type lockstepRun struct {
 	t      *testing.T
 	cfg    Config
-	clk    *fakeClock
+	clk    *testclock.Clock
 	rng    *rand.Rand
 	ex, sh twin
 	ids    []string
