@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sync"
 
+	"golang.zx2c4.com/wireguard/tun"
 	"golang.zx2c4.com/wireguard/tun/netstack"
 
 	"github.com/dstmgw/dstm/internal/proxy"
@@ -53,10 +54,11 @@ func (c *Client) startProxies(ctx context.Context) (stop func(), err error) {
 // the pushed IPv4 DNS servers, made the proxies' network.
 func (c *Client) netstackInside(offer *tsp.Tunnel, mtu int, routes []netip.Prefix) (*insideState, error) {
 	lease := offer.Client.IPv4
-	dev, tnet, err := netstack.CreateNetTUN([]netip.Addr{lease}, dnsV4(offer), mtu)
+	nsdev, tnet, err := netstack.CreateNetTUN([]netip.Addr{lease}, dnsV4(offer), mtu)
 	if err != nil {
 		return nil, fmt.Errorf("userspace network stack: %w", err)
 	}
+	dev := newBatchedTUN(nsdev, mtu)
 	ts := newTunSide(dev, mtu, lease.As4())
 	in := &insideState{dev: dev, ts: ts, lease: lease, mtu: mtu, routes: routes, runDone: make(chan struct{})}
 	go func() {
@@ -78,3 +80,80 @@ func dnsV4(offer *tsp.Tunnel) []netip.Addr {
 	}
 	return out
 }
+
+// batchedTUN gives the netstack device, which hands out one packet per Read and blocks the
+// stack's sender until it is taken, reads in batches: a reader goroutine takes each packet
+// into one of netstackQueue buffers as soon as the stack sends it, and Read returns every
+// packet waiting, so that the link seals and sends them together (one UDP GSO send instead of
+// one per packet). When all buffers are full the reader stops taking packets, which holds
+// the stack's sender back: nothing is dropped.
+type batchedTUN struct {
+	tun.Device
+	free chan []byte // empty buffers, owned by whoever received them
+	full chan []byte // packets read, in order
+	done chan struct{}
+	err  error // why the reader stopped; written before done is closed
+}
+
+// netstackQueue is the number of packets the reader may hold ahead of Read.
+const netstackQueue = 256
+
+func newBatchedTUN(dev tun.Device, mtu int) *batchedTUN {
+	b := &batchedTUN{
+		Device: dev,
+		free:   make(chan []byte, netstackQueue),
+		full:   make(chan []byte, netstackQueue),
+		done:   make(chan struct{}),
+	}
+	for range netstackQueue {
+		b.free <- make([]byte, mtu)
+	}
+	go b.reader()
+	return b
+}
+
+func (b *batchedTUN) reader() {
+	defer close(b.done)
+	sizes := make([]int, 1)
+	bufs := make([][]byte, 1)
+	for {
+		buf := <-b.free
+		bufs[0] = buf
+		if _, err := b.Device.Read(bufs, sizes, 0); err != nil {
+			b.err = err
+			return
+		}
+		b.full <- buf[:sizes[0]]
+	}
+}
+
+// Read returns the packets waiting, at least one, at most len(bufs).
+func (b *batchedTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	var p []byte
+	select {
+	case p = <-b.full:
+	case <-b.done:
+		select { // packets read before the device closed still count
+		case p = <-b.full:
+		default:
+			return 0, b.err
+		}
+	}
+	n := 0
+	for {
+		sizes[n] = copy(bufs[n][offset:], p)
+		b.free <- p[:cap(p)]
+		n++
+		if n == len(bufs) {
+			return n, nil
+		}
+		select {
+		case p = <-b.full:
+		default:
+			return n, nil
+		}
+	}
+}
+
+// BatchSize is the most packets one Read returns.
+func (b *batchedTUN) BatchSize() int { return 64 }

@@ -36,6 +36,10 @@
 #   DSTM_METRICS    if set (e.g. 127.0.0.1:9653), the gateway serves Prometheus
 #                   metrics there inside pb-gw, and tunnel_down saves a scrape
 #                   to $TUNNEL_WORK/metrics.txt (data-plane drops by reason)
+#   DSTM_VARIANT_PROXY  set by dstm-rootless.sh: the client runs rootless (uid 65534, no
+#                   capabilities, `up --proxy socks5://127.0.0.1:1080`, no TUN device);
+#                   measured by bench/rootless.sh only, which sets DSTM_TCPRTT (run.sh's
+#                   ping and iperf3 need a route, and a SOCKS5 proxy gives none)
 # dstm-tls.sh and dstm-plain.sh next to this file set DSTM_VARIANT and
 # source it, so the three variants can be compared in one harness run. (run.sh
 # sources every plug-in into the same shell before each round, so the variable
@@ -52,6 +56,9 @@ unset DSTM_VARIANT_BIN
 : "${DSTM_ACCESS_RULES_DEFAULT:=${DSTM_ACCESS_RULES:-0}}"
 DSTM_ACCESS_RULES=${DSTM_VARIANT_ACCESS:-$DSTM_ACCESS_RULES_DEFAULT}
 unset DSTM_VARIANT_ACCESS
+DSTM_PROXY=${DSTM_VARIANT_PROXY:-}
+unset DSTM_VARIANT_PROXY
+DSTM_SOCKS=127.0.0.1:1080
 DSTM_GW_BIN=$DSTM_BIN/dstm-gateway
 DSTM_CLI_BIN=$DSTM_BIN/dstm-client
 DSTM_LOG_LEVEL=${DSTM_LOG_LEVEL:-info}
@@ -68,6 +75,11 @@ tunnel_check() {
         dtls | tls | plain) ;;
         *) echo "DSTM_TRANSPORT=$DSTM_TRANSPORT: want dtls, tls or plain"; return 1 ;;
     esac
+    if [ -n "$DSTM_PROXY" ] && [ ! -x "${DSTM_TCPRTT:-}" ]; then
+        echo "the rootless variant is measured by bench/rootless.sh (a SOCKS5 proxy gives run.sh no route to ping or iperf3 through)"
+        return 1
+    fi
+    return 0
 }
 
 tunnel_versions() {
@@ -83,6 +95,7 @@ tunnel_info() {
         tls)   echo "DSTM gateway $("$DSTM_GW_BIN" version 2>/dev/null | awk '{print $2}'); TSP-SSL control; data: IPv4 packets framed in the TLS stream (TCP/IPv6 port $DSTM_PORT), --transport tls; status transport=${tr:-?}; inner MTU ${mtu:-?}" ;;
         plain) echo "DSTM gateway $("$DSTM_GW_BIN" version 2>/dev/null | awk '{print $2}'); TSP-SSL control; data: plain IPv4-in-IPv6 (IP protocol 4, v4v6), unencrypted, --transport plain; status transport=${tr:-?}; inner MTU ${mtu:-?}" ;;
     esac
+    [ -n "$DSTM_PROXY" ] && echo "  rootless client: uid 65534, no capabilities, no TUN device; SOCKS5 proxy on $DSTM_SOCKS in pb-cli into gVisor's netstack"
     [ "$DSTM_ACCESS_RULES" -gt 0 ] && echo "  with $DSTM_ACCESS_RULES outbound access rules in the default policy (connection tracking on)"
     return 0
 }
@@ -137,6 +150,17 @@ tunnel_up() {
     _dstm_cli enroll --gateway "[$GW6]:$DSTM_PORT" --token "$token" --fingerprint "$fp" ||
         { echo "enroll failed"; return 1; }
 
+    if [ -n "$DSTM_PROXY" ]; then
+        chown -R 65534:65534 "$d/cli"
+        pb_bg "$NS_CLI" "$d/cli.log" setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all \
+            "$DSTM_CLI_BIN" --state-dir "$d/cli" --log-level "$DSTM_LOG_LEVEL" \
+            up --gateway "[$GW6]:$DSTM_PORT" --transport "$DSTM_TRANSPORT" --proxy "socks5://$DSTM_SOCKS" --dns off
+        pb_wait 20 _dstm_cli status || { echo "client did not come up"; tail -n 20 "$d/cli.log"; tail -n 20 "$d/gw.log"; return 1; }
+        _dstm_cli status
+        pb_wait 10 nsx "$NS_CLI" "$DSTM_TCPRTT" -connect "$SRV4:${DSTM_ECHO_PORT:-7007}" -socks5 "$DSTM_SOCKS" -n 1 ||
+            { echo "$SRV4 not reachable through the proxy"; return 1; }
+        return 0
+    fi
     pb_bg "$NS_CLI" "$d/cli.log" "$DSTM_CLI_BIN" --state-dir "$d/cli" --log-level "$DSTM_LOG_LEVEL" \
         up --gateway "[$GW6]:$DSTM_PORT" --transport "$DSTM_TRANSPORT" --device "$DSTM_CLI_DEV" --dns off
     pb_wait 20 _dstm_cli status || { echo "client did not come up"; tail -n 20 "$d/cli.log"; tail -n 20 "$d/gw.log"; return 1; }
