@@ -119,7 +119,7 @@ func (e *env) browserSignIn(trust [][]byte, path, email, id string) context.Cont
 	ctx, cancel := context.WithTimeout(ctx, browserTimeout)
 	t.Cleanup(cancel)
 	if err := chromedp.Do(ctx,
-		chromedp.Navigate(e.consoleURL()+path),
+		browsertest.Navigate(e.consoleURL()+path),
 		chromedp.WaitVisible(chromedp.ID("sso-login")),
 		chromedp.Click(chromedp.ID("sso-login")),
 		chromedp.WaitVisible(chromedp.ID("username")),

@@ -165,7 +165,7 @@ func TestSSOEnrollment(t *testing.T) {
 	bctx, bcancel := context.WithTimeout(browser, 60*time.Second)
 	defer bcancel()
 	if err := chromedp.Do(bctx,
-		chromedp.Navigate(string(m[1])),
+		browsertest.Navigate(string(m[1])),
 		chromedp.WaitVisible(chromedp.ID("username")),
 		chromedp.SendKeys(chromedp.ID("username"), "carol@e2e.test"),
 		chromedp.SendKeys(chromedp.ID("password"), "carol-pw"),
@@ -216,7 +216,7 @@ func signInByDevice(t *testing.T, e *env, browser context.Context, name string, 
 	ctx, cancel := context.WithTimeout(browser, 60*time.Second)
 	defer cancel()
 	if err := chromedp.Do(ctx,
-		chromedp.Navigate(string(m[1])),
+		browsertest.Navigate(string(m[1])),
 		chromedp.WaitVisible(chromedp.ID("user_code")),
 		chromedp.SendKeys(chromedp.ID("user_code"), string(m[2])),
 		chromedp.Click(chromedp.CSS("button[type=submit]")),

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/chromedp/chromedp"
@@ -132,4 +133,20 @@ func spkiHashes(pems [][]byte) (string, error) {
 		}
 	}
 	return out, nil
+}
+
+// Navigate loads url as chromedp.Navigate does, and again (up to 5 loads) when Chromium
+// fails it with net::ERR_NETWORK_CHANGED: Chromium fails a load that overlaps a change of its
+// namespace's interfaces or addresses (a test's TUN device or route coming up), where a user
+// would reload.
+func Navigate(url string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		var err error
+		for range 5 {
+			if _, err = chromedp.Navigate(url)(ctx, tg); err == nil || !strings.Contains(err.Error(), "ERR_NETWORK_CHANGED") {
+				return err
+			}
+		}
+		return err
+	})
 }

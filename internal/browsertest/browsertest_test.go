@@ -29,7 +29,7 @@ func TestBrowserSignIn(t *testing.T) {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	if err := chromedp.Do(ctx,
-		chromedp.Navigate(p.Issuer+"device"),
+		Navigate(p.Issuer+"device"),
 		chromedp.WaitVisible(chromedp.ID("user_code")),
 	); err != nil {
 		t.Fatal(err)
