@@ -194,14 +194,26 @@ func (s *Server) bindDTLS(token []byte, cert *x509.Certificate, link tunnel.Link
 		old.Close()
 	}
 	ss.log.Info().Str("transport", tunnel.DTLS).Str("client_v6", link.Endpoint().String()).Msg("data channel bound")
-	go s.unlinkWhenDone(ss, link)
+	if a, ok := link.(afterDoner); ok { // no goroutine per session waiting for the end
+		a.AfterDone(func() { s.unlinked(ss, link) })
+	} else {
+		go s.unlinkWhenDone(ss, link)
+	}
 	return ts, nil
 }
+
+// afterDoner is a link that runs a function when it has ended (dtls links do).
+type afterDoner interface{ AfterDone(f func()) }
 
 // unlinkWhenDone detaches a DTLS link from its session when the link ends; the session lives
 // on until its control channel or lease ends, and the client may bind a new link.
 func (s *Server) unlinkWhenDone(ss *session, l tunnel.Link) {
 	<-l.Done()
+	s.unlinked(ss, l)
+}
+
+// unlinked detaches the ended link l from its session.
+func (s *Server) unlinked(ss *session, l tunnel.Link) {
 	mine, orphan := ss.unlink(l)
 	if !mine {
 		return

@@ -38,6 +38,10 @@ type ClientConfig struct {
 	// NoDataRecords declines the server's data-record offer: packets stay in DTLS records.
 	NoDataRecords bool
 	Logger        zerolog.Logger
+
+	// dataVersion is the highest data-record version accepted; 0: dataV2. Tests set dataV1
+	// to be a client from before version 2.
+	dataVersion byte
 }
 
 // ClientLink is the client side of a bound DTLS link.
@@ -83,7 +87,11 @@ func Dial(ctx context.Context, conn net.PacketConn, server netip.AddrPort, cfg C
 		if rc, ok := conn.(*RebindConn); ok { // follows the socket across rebinds
 			cl.data.writeBatch = func(bufs [][]byte, _ netip.AddrPort) error { return rc.WriteBatch(bufs, server) }
 		}
-		cl.onNegotiation = cl.acceptData
+		maxVersion := cfg.dataVersion
+		if maxVersion == 0 {
+			maxVersion = dataV2
+		}
+		cl.onNegotiation = func(n negotiation) { cl.acceptData(n, maxVersion) }
 		cl.data.markDirty = func(*link) {} // under flushes its one link at the end of a batch
 		under.link.Store(cl.link)
 	}
@@ -153,7 +161,7 @@ func (cl *ClientLink) awaitBind(ctx context.Context) error {
 		case <-ctx.Done():
 			return fmt.Errorf("dtls: waiting for token ack: %w", ctx.Err())
 		case <-timer.C:
-			if _, err := cl.conn.Write(cl.token); err != nil {
+			if _, err := cl.conn.Load().Write(cl.token); err != nil {
 				return fmt.Errorf("dtls: send token: %w", err)
 			}
 			timer.Reset(rto)
@@ -162,14 +170,16 @@ func (cl *ClientLink) awaitBind(ctx context.Context) error {
 	}
 }
 
-// acceptData takes the server's data-record offer: packets go out as data records from now
-// on, and the accept tells the server to do the same. A repeated offer is answered again.
-func (cl *ClientLink) acceptData(n negotiation) {
-	if n.kind != negOffer {
+// acceptData takes the server's data-record offer of a version up to maxVersion: packets go
+// out as data records from now on, and the accept, of the offer's version, tells the server
+// to do the same. A repeated offer is answered again; one of version 1 after version 2 was
+// accepted is not (the server offers both).
+func (cl *ClientLink) acceptData(n negotiation, maxVersion byte) {
+	if n.kind != negOffer || n.version > maxVersion || n.version < dataV2 && cl.data.v2.Load() {
 		return
 	}
 	if dp := cl.data.path.Load(); dp == nil {
-		dp, err := newDataPath(cl.conn, n.suite, n.session, false)
+		dp, err := newDataPath(cl.conn.Load(), n.suite, n.session, false)
 		if err != nil {
 			return // the link goes on with DTLS records
 		}
@@ -178,7 +188,10 @@ func (cl *ClientLink) acceptData(n negotiation) {
 		return
 	}
 	n.kind = negAccept
-	_, _ = cl.conn.Write(n.marshal())
+	if n.version >= dataV2 {
+		cl.data.v2.Store(true) // before the accept: the server may end the session by a close record at once
+	}
+	_, _ = cl.conn.Load().Write(n.marshal())
 	cl.data.send.Store(true)
 }
 

@@ -3,6 +3,7 @@ package dtls
 import (
 	"encoding/binary"
 	"fmt"
+	"io"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -17,15 +18,21 @@ import (
 // Data records (tunnel/record) take over the packets of a link once both sides agree, in two
 // DTLS application records after the bind: the server's offer and the client's accept, each
 //
-//	"DSTM" kind('O' or 'A') version(1) suite(1) session-id(4)
+//	"DSTM" kind('O' or 'A') version(1 or 2) suite(1) session-id(4)
 //
 // Neither is a token or an IPv4 packet, so a client or server without data records counts
-// it as malformed and goes on with DTLS records (docs/protocol.md).
+// it as malformed and goes on with DTLS records (docs/protocol.md). The server offers version
+// 2 and then version 1; a client answers the highest it speaks, with that version. Version 2
+// adds the close record (an authenticated data record with nothing in it: the sender has
+// ended the session), which lets the server drop its DTLS state once the accept came.
 const (
-	negLen      = 11
-	negOffer    = 'O'
-	negAccept   = 'A'
-	dataVersion = 1
+	negLen    = 11
+	negOffer  = 'O'
+	negAccept = 'A'
+	// dataV1 is data records alone; dataV2 adds the close record, and the server's DTLS
+	// state ends with the accept.
+	dataV1 = 1
+	dataV2 = 2
 
 	// offerEvery and maxOffers bound the offers a server resends while the client keeps
 	// sending DTLS records (the offer was lost, or the client has no data records).
@@ -35,6 +42,7 @@ const (
 
 type negotiation struct {
 	kind    byte
+	version byte
 	suite   record.Suite
 	session uint32
 }
@@ -42,7 +50,7 @@ type negotiation struct {
 func (n negotiation) marshal() []byte {
 	b := make([]byte, negLen)
 	copy(b, "DSTM")
-	b[4], b[5], b[6] = n.kind, dataVersion, byte(n.suite)
+	b[4], b[5], b[6] = n.kind, n.version, byte(n.suite)
 	binary.BigEndian.PutUint32(b[7:], n.session)
 	return b
 }
@@ -50,10 +58,10 @@ func (n negotiation) marshal() []byte {
 // parseNegotiation recognizes an offer or an accept of a version this side speaks.
 func parseNegotiation(b []byte) (negotiation, bool) {
 	if len(b) != negLen || string(b[:4]) != "DSTM" || (b[4] != negOffer && b[4] != negAccept) ||
-		b[5] != dataVersion || !record.Suite(b[6]).Valid() {
+		(b[5] != dataV1 && b[5] != dataV2) || !record.Suite(b[6]).Valid() {
 		return negotiation{}, false
 	}
-	return negotiation{kind: b[4], suite: record.Suite(b[6]), session: binary.BigEndian.Uint32(b[7:])}, true
+	return negotiation{kind: b[4], version: b[5], suite: record.Suite(b[6]), session: binary.BigEndian.Uint32(b[7:])}, true
 }
 
 // preferredSuite is AES-256-GCM where the CPU has AES and carry-less multiplication,
@@ -105,6 +113,7 @@ func newDataPath(conn *piondtls.Conn, suite record.Suite, session uint32, server
 type dataState struct {
 	path   atomic.Pointer[dataPath]       // set once negotiated
 	send   atomic.Bool                    // packets go out as data records
+	v2     atomic.Bool                    // version 2 agreed: sessions end by close records
 	remote atomic.Pointer[netip.AddrPort] // written under roamMu
 	roamMu sync.Mutex
 	newest uint64 // highest counter received + 1; under roamMu
@@ -235,6 +244,10 @@ func (l *link) receiveData(b []byte, from netip.AddrPort, inBatch bool) {
 		return
 	}
 	l.activity.Add(1)
+	if len(pkt) == 0 { // a close record: the peer ended the session
+		l.peerClosed()
+		return
+	}
 	d.roamMu.Lock()
 	if c+1 > d.newest {
 		d.newest = c + 1
@@ -292,4 +305,35 @@ func (l *link) deliverPendingLocked() {
 	l.recv.ReceivePackets(d.pending)
 	clear(d.pending)
 	d.pending = d.pending[:0]
+}
+
+// sendClose tells the peer, once version 2 is agreed, that this side ended the session: one
+// close record, not repeated (a peer that misses it finds out by its keepalives or idle
+// timeout, as with a lost close_notify).
+func (l *link) sendClose() {
+	d := &l.data
+	dp := d.path.Load()
+	if dp == nil || !d.v2.Load() || !d.send.Load() {
+		return
+	}
+	var to netip.AddrPort // a client's writeBatch knows its server
+	if r := d.remote.Load(); r != nil {
+		to = *r
+	}
+	rec, err := dp.sealer.Seal(make([]byte, 0, record.Overhead), nil)
+	if err != nil {
+		return
+	}
+	_ = d.writeBatch([][]byte{rec}, to)
+}
+
+// peerClosed ends the link on the peer's close record, as a close_notify does. Closing a pion
+// Conn waits for its goroutines, so a link that still has one ends on a goroutine of its own,
+// not on the UDP reader's.
+func (l *link) peerClosed() {
+	if l.conn.Load() == nil {
+		l.finish(io.EOF)
+		return
+	}
+	go l.finish(io.EOF)
 }

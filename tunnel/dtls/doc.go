@@ -34,7 +34,10 @@
 // client that accepts sends them from then on, and so does the server once
 // it has the accept or a data record that opens; either side without them
 // stays on DTLS records. ServerConfig.NoDataRecords and
-// ClientConfig.NoDataRecords turn them off. The server opens data records
+// ClientConfig.NoDataRecords turn them off. With version 2 of them (both
+// sides speak it) a session ends by a close record, and the server lets the
+// DTLS state go a second after the accept (detachFrom): the session is then
+// its data-record state alone, with no pion Conn and no goroutine. The server opens data records
 // on the UDP port's reader goroutines; the client's socket has a reader of
 // its own (dataConn) that reads in batches, takes the data records and
 // queues the rest for pion.

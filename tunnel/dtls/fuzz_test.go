@@ -116,8 +116,8 @@ func FuzzParseClientHello(f *testing.F) {
 // FuzzParseNegotiation: what parses as an offer or accept is exactly what marshal makes of it.
 // Seeds: testdata/fuzz/FuzzParseNegotiation.
 func FuzzParseNegotiation(f *testing.F) {
-	f.Add(negotiation{kind: negOffer, suite: 1, session: 0x01020304}.marshal())
-	f.Add(negotiation{kind: negAccept, suite: 2, session: 0xffffffff}.marshal())
+	f.Add(negotiation{kind: negOffer, version: dataV1, suite: 1, session: 0x01020304}.marshal())
+	f.Add(negotiation{kind: negAccept, version: dataV2, suite: 2, session: 0xffffffff}.marshal())
 	f.Fuzz(func(t *testing.T, b []byte) {
 		n, ok := parseNegotiation(b)
 		if !ok {

@@ -45,7 +45,8 @@ type LinkStats struct {
 // IPv4 packet per application record after the token exchange, or per data
 // record (data.go) once both sides agreed on them.
 type link struct {
-	conn  *piondtls.Conn
+	// conn is the link's pion Conn, nil once the server has let it go (detach).
+	conn  atomic.Pointer[piondtls.Conn]
 	token []byte
 	idle  time.Duration // 0: no idle timeout
 	now   func() time.Time
@@ -57,6 +58,22 @@ type link struct {
 	onNegotiation func(negotiation)
 	// onDTLSPacket runs for each IPv4 packet that came in a DTLS record.
 	onDTLSPacket func()
+	// detachPending, set by a record handler (with a read deadline detachGrace ahead), ends
+	// the read loop with errDetach at the next deadline; onDetach then lets the DTLS state go
+	// and the link lives on data records alone (server only). The grace lets DTLS records
+	// the client sent before it switched still arrive.
+	detachPending bool
+	onDetach      func()
+	// endMu guards onEnd and idleTimer, which detachFrom sets while finish may run, and
+	// afterDone.
+	endMu     sync.Mutex
+	afterDone []func()
+	// onEnd runs once when a detached link ends.
+	onEnd func()
+	// idleTimer and idleSeen watch a detached link's activity (no pion read deadline then);
+	// idleSeen is touched by the timer's function only.
+	idleTimer *time.Timer
+	idleSeen  uint64
 
 	data     dataState
 	activity atomic.Uint64 // records and data records received: the idle timer's evidence
@@ -72,12 +89,21 @@ type link struct {
 }
 
 func newLink(conn *piondtls.Conn, token []byte, idle time.Duration, now func() time.Time) *link {
-	return &link{
-		conn: conn, token: token, idle: idle, now: now,
+	l := &link{
+		token: token, idle: idle, now: now,
 		onToken: func() {}, onRecord: func() {},
 		done: make(chan struct{}),
 	}
+	l.conn.Store(conn)
+	return l
 }
+
+// errDetach ends the read loop of a link that goes on without its DTLS state.
+var errDetach = errors.New("dtls: detached")
+
+// detachGrace is how long a server keeps a link's DTLS state after the client accepted data
+// records of version 2: DTLS records it sent before are still read.
+const detachGrace = time.Second
 
 // WritePackets sends each packet as one data record once they are agreed,
 // as one DTLS record before. Empty packets are skipped. It is safe for
@@ -93,11 +119,15 @@ func (l *link) WritePackets(pkts [][]byte) error {
 			return l.writeData(dp, pkts)
 		}
 	}
+	conn := l.conn.Load()
+	if conn == nil {
+		return net.ErrClosed
+	}
 	for _, p := range pkts {
 		if len(p) == 0 {
 			continue
 		}
-		if _, err := l.conn.Write(p); err != nil {
+		if _, err := conn.Write(p); err != nil {
 			if errors.Is(err, piondtls.ErrConnClosed) {
 				return net.ErrClosed
 			}
@@ -109,8 +139,8 @@ func (l *link) WritePackets(pkts [][]byte) error {
 	return nil
 }
 
-// Close sends a close_notify and closes the link; later writes fail with
-// net.ErrClosed.
+// Close sends a close_notify (and, with data records of version 2, a close record) and
+// closes the link; later writes fail with net.ErrClosed.
 func (l *link) Close() error {
 	l.finish(errLocalClose)
 	return nil
@@ -147,7 +177,11 @@ func (l *link) Endpoint() netip.AddrPort {
 
 // pionEndpoint is the peer's address as pion has it: that of the newest DTLS record.
 func (l *link) pionEndpoint() netip.AddrPort {
-	ua, ok := l.conn.RemoteAddr().(*net.UDPAddr)
+	conn := l.conn.Load()
+	if conn == nil {
+		return netip.AddrPort{}
+	}
+	ua, ok := conn.RemoteAddr().(*net.UDPAddr)
 	if !ok {
 		return netip.AddrPort{}
 	}
@@ -167,16 +201,97 @@ func (l *link) Stats() LinkStats {
 	}
 }
 
+// AfterDone runs f on a goroutine of its own once the link has ended (at once if it has), so
+// that whoever waits for the end needs no goroutine until then.
+func (l *link) AfterDone(f func()) {
+	l.endMu.Lock()
+	defer l.endMu.Unlock()
+	select {
+	case <-l.done:
+		go f()
+	default:
+		l.afterDone = append(l.afterDone, f)
+	}
+}
+
 func (l *link) finish(err error) {
 	l.once.Do(func() {
 		l.err = err
+		l.endMu.Lock()
 		close(l.done)
-		_ = l.conn.Close()
+		for _, f := range l.afterDone {
+			go f()
+		}
+		l.afterDone = nil
+		l.endMu.Unlock()
+		if !errors.Is(err, io.EOF) {
+			l.sendClose()
+		}
+		if conn := l.conn.Load(); conn != nil {
+			_ = conn.Close()
+			return
+		}
+		l.endDetached()
 	})
 }
 
+// endDetached stops a detached link's timer and runs its onEnd, once the link has ended and
+// both are set (finish and detachFrom each call it: whichever comes last does the work).
+func (l *link) endDetached() {
+	l.endMu.Lock()
+	defer l.endMu.Unlock()
+	select {
+	case <-l.done:
+	default:
+		return
+	}
+	if l.idleTimer != nil {
+		l.idleTimer.Stop()
+	}
+	if l.onEnd != nil {
+		l.onEnd()
+		l.onEnd = nil
+	}
+}
+
+// run reads the link's DTLS records until it ends, or until a record handler detaches it:
+// then onDetach runs and the link goes on with data records alone.
 func (l *link) run() {
-	l.finish(l.readLoop())
+	err := l.readLoop()
+	if errors.Is(err, errDetach) {
+		l.onDetach()
+		return
+	}
+	l.finish(err)
+}
+
+// detached reports whether the link lives without its DTLS state.
+func (l *link) detached() bool { return l.conn.Load() == nil }
+
+// setDetached gives a link that lost its DTLS state what ends it: onEnd, and a timer that
+// ends it with ErrIdle after a period of IdleTimeout with no data record from the peer. A
+// link that ended meanwhile runs onEnd at once.
+func (l *link) setDetached(onEnd func()) {
+	l.endMu.Lock()
+	l.onEnd = onEnd
+	if l.idle > 0 {
+		l.idleSeen = l.activity.Load()
+		l.idleTimer = time.AfterFunc(l.idle, l.checkIdle)
+	}
+	l.endMu.Unlock()
+	l.endDetached()
+}
+
+func (l *link) checkIdle() {
+	now := l.activity.Load()
+	if now == l.idleSeen {
+		l.finish(ErrIdle)
+		return
+	}
+	l.idleSeen = now
+	l.endMu.Lock()
+	l.idleTimer.Reset(l.idle)
+	l.endMu.Unlock()
 }
 
 func (l *link) readLoop() error {
@@ -185,9 +300,13 @@ func (l *link) readLoop() error {
 	if err := l.armIdle(); err != nil {
 		return err
 	}
+	conn := l.conn.Load()
 	for {
-		n, err := l.conn.Read(buf)
+		n, err := conn.Read(buf)
 		if err != nil {
+			if l.detachPending && errors.Is(err, context.DeadlineExceeded) {
+				return errDetach
+			}
 			if !l.survivable(err, &seen) {
 				return l.readError(err, seen)
 			}
@@ -232,7 +351,7 @@ func (l *link) armIdle() error {
 	if l.idle <= 0 {
 		return nil
 	}
-	return l.conn.SetReadDeadline(l.now().Add(l.idle))
+	return l.conn.Load().SetReadDeadline(l.now().Add(l.idle))
 }
 
 func (l *link) handleRecord(pkt []byte) {
@@ -286,7 +405,7 @@ func newServerLink(conn *piondtls.Conn, token []byte, s *Server) *ServerLink {
 
 // ack echoes the token: the client's proof that the bind succeeded.
 func (sl *ServerLink) ack() error {
-	if _, err := sl.conn.Write(sl.token); err != nil {
+	if _, err := sl.conn.Load().Write(sl.token); err != nil {
 		return fmt.Errorf("dtls: token ack: %w", err)
 	}
 	return nil
@@ -310,7 +429,7 @@ func (sl *ServerLink) prepareData(s *Server, p *peer) {
 
 // offerData sets up the link's data records under session id sid and offers them.
 func (sl *ServerLink) offerData(s *Server, sid uint32) error {
-	dp, err := newDataPath(sl.conn, s.suite, sid, true)
+	dp, err := newDataPath(sl.conn.Load(), s.suite, sid, true)
 	if err != nil {
 		return err
 	}
@@ -328,6 +447,11 @@ func (sl *ServerLink) offerData(s *Server, sid uint32) error {
 		}
 		d.roamMu.Unlock()
 		d.send.Store(true)
+		if n.version >= dataV2 && !s.cfg.KeepDTLS && !sl.detachPending {
+			d.v2.Store(true)
+			sl.detachPending = true // see detachFrom
+			_ = sl.conn.Load().SetReadDeadline(sl.now().Add(detachGrace))
+		}
 	}
 	// DTLS records from the client while data records are not on: the offer may be lost.
 	sl.onDTLSPacket = func() {
@@ -339,11 +463,42 @@ func (sl *ServerLink) offerData(s *Server, sid uint32) error {
 	return sl.sendOffer(s.suite, sid)
 }
 
+// sendOffer offers version 2 and then version 1, so that a client that speaks only version 1
+// (it counts the other as malformed) accepts that.
 func (sl *ServerLink) sendOffer(suite record.Suite, sid uint32) error {
 	sl.data.offers.Add(1)
 	sl.data.lastOffer.Store(sl.now().UnixNano())
-	if _, err := sl.conn.Write(negotiation{kind: negOffer, suite: suite, session: sid}.marshal()); err != nil {
-		return fmt.Errorf("dtls: data record offer: %w", err)
+	conn := sl.conn.Load()
+	for _, v := range [...]byte{dataV2, dataV1} {
+		if _, err := conn.Write(negotiation{kind: negOffer, version: v, suite: suite, session: sid}.marshal()); err != nil {
+			return fmt.Errorf("dtls: data record offer: %w", err)
+		}
 	}
 	return nil
+}
+
+// detachFrom lets the link's DTLS state go once the client accepted version 2: pion's Conn is
+// closed without a close_notify (the peer's writes are muted first), the peer leaves the
+// server's tables, and the link lives on in byData, carried by data records, until a close
+// record, Close or its idle timeout. What stays per session is the link, its keys and replay
+// window: no goroutine, no pion buffers.
+func (sl *ServerLink) detachFrom(s *Server, p *peer) {
+	d := &sl.data
+	d.roamMu.Lock()
+	d.onRoam = func(netip.AddrPort) { s.stats.roams.Add(1) } // the peer is gone: data records carry the roaming alone
+	d.roamMu.Unlock()
+	p.mute.Store(true)
+	s.mu.Lock()
+	s.detachedLinks++
+	s.mu.Unlock()
+	sid := d.path.Load().session
+	conn := sl.conn.Swap(nil)
+	_ = conn.Close()
+	p.setConn(nil)
+	sl.setDetached(func() {
+		s.unregisterData(sid, sl)
+		s.mu.Lock()
+		s.detachedLinks--
+		s.mu.Unlock()
+	})
 }

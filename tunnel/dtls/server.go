@@ -1,6 +1,7 @@
 package dtls
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -82,8 +83,12 @@ type ServerConfig struct {
 	// NoDataRecords keeps every link's packets in DTLS records: no data-record offer
 	// (tunnel/record) is made.
 	NoDataRecords bool
-	Now           func() time.Time
-	Logger        zerolog.Logger // session events and pion's logging, at debug level
+	// KeepDTLS keeps each link's pion Conn for the life of the link even when the client
+	// accepted data records of version 2 (which end sessions by close records); by default
+	// the server lets the DTLS state go then (docs/protocol.md).
+	KeepDTLS bool
+	Now      func() time.Time
+	Logger   zerolog.Logger // session events and pion's logging, at debug level
 }
 
 func (c ServerConfig) withDefaults() ServerConfig {
@@ -201,7 +206,9 @@ type Server struct {
 	byData     map[uint32]*ServerLink // by data-record session id
 	peers      map[*peer]struct{}
 	handshakes int
-	closed     bool
+	// detachedLinks are the links in byData that live without their DTLS state (no peer).
+	detachedLinks int
+	closed        bool
 }
 
 var _ udpmux.Handler = (*Server)(nil)
@@ -287,7 +294,7 @@ func adaptGetCertificate(f func(*tls.ClientHelloInfo) (*tls.Certificate, error))
 // Stats returns a snapshot of the counters.
 func (s *Server) Stats() ServerStats {
 	s.mu.RLock()
-	n, hs := len(s.peers), s.handshakes
+	n, hs := len(s.peers)+s.detachedLinks, s.handshakes
 	dataLinks := 0
 	for _, l := range s.byData {
 		if l.data.send.Load() {
@@ -458,7 +465,7 @@ func (s *Server) admit(from netip.AddrPort) *peer {
 	if p := s.byAddr[from]; p != nil && !(p.established && len(p.cids) > 0) {
 		return p
 	}
-	if s.handshakes >= s.cfg.MaxHandshakes || len(s.peers) >= s.cfg.MaxSessions {
+	if s.handshakes >= s.cfg.MaxHandshakes || len(s.peers)+s.detachedLinks >= s.cfg.MaxSessions {
 		s.stats.droppedHandshakes.Add(1)
 		return nil
 	}
@@ -562,6 +569,18 @@ func (s *Server) Close() error {
 	for _, p := range peers {
 		p.closeSession()
 	}
+	s.wg.Wait() // no link detaches after this
+	s.mu.Lock()
+	var detached []*ServerLink
+	for _, l := range s.byData {
+		if l.detached() {
+			detached = append(detached, l)
+		}
+	}
+	s.mu.Unlock()
+	for _, l := range detached {
+		_ = l.Close() // a close record to the client
+	}
 	s.wg.Wait()
 	return nil
 }
@@ -590,7 +609,13 @@ func (s *Server) routinePeer(p *peer, from netip.AddrPort) {
 		}
 	}
 	log.Debug().Msg("dtls link bound")
+	link.onDetach = func() { link.detachFrom(s, p) }
 	link.run()
+	link.onDetach = nil // it holds the peer, and through it pion's Conn
+	if link.detached() {
+		log.Debug().Msg("dtls link on data records alone")
+		return
+	}
 	if dp := link.data.path.Load(); dp != nil {
 		s.unregisterData(dp.session, link)
 	}
@@ -683,5 +708,5 @@ func readToken(conn *piondtls.Conn, deadline time.Time) ([]byte, error) {
 	if err := conn.SetReadDeadline(time.Time{}); err != nil {
 		return nil, fmt.Errorf("dtls: token: %w", err)
 	}
-	return buf[:n:n], nil
+	return bytes.Clone(buf[:n]), nil // not the 16 KB buffer, for the life of the session
 }

@@ -39,6 +39,9 @@ type peer struct {
 	rdAP  netip.AddrPort
 	rdUDP *net.UDPAddr
 
+	// mute drops pion's writes: set before the server closes a Conn it lets go after the
+	// handshake, so that no close_notify ends the session the data records carry on.
+	mute      atomic.Bool
 	wmu       sync.Mutex
 	lastWrite netip.AddrPort // destination of the last write
 	// dataRemote is the address of the newest data record once data records carry the
@@ -156,6 +159,9 @@ func (p *peer) WriteTo(b []byte, addr net.Addr) (int, error) {
 	ua, ok := addr.(*net.UDPAddr)
 	if !ok {
 		return 0, &net.AddrError{Err: "not a UDP address", Addr: addr.String()}
+	}
+	if p.mute.Load() {
+		return len(b), nil
 	}
 	to := ua.AddrPort()
 	to = netip.AddrPortFrom(to.Addr().Unmap(), to.Port())
