@@ -12,13 +12,13 @@ import (
 func (f *fixture) detachedLink(t *testing.T, conn net.PacketConn) *testLink {
 	t.Helper()
 	tl := f.bindLink(t, conn, nil)
-	waitFor(t, "the server link to detach", func() bool { return tl.sl.detached() })
-	f.server.mu.RLock()
-	peers := len(f.server.peers)
-	f.server.mu.RUnlock()
-	if st := f.server.Stats(); peers != 0 || st.Sessions != 1 || st.DataLinks != 1 {
-		t.Fatalf("detached: %d peers, stats %+v; want no peer, one session on data records", peers, st)
-	}
+	waitFor(t, "the server link to detach, its peer gone", func() bool {
+		f.server.mu.RLock()
+		peers := len(f.server.peers)
+		f.server.mu.RUnlock()
+		st := f.server.Stats()
+		return tl.sl.detached() && peers == 0 && st.Sessions == 1 && st.DataLinks == 1
+	})
 	return tl
 }
 
