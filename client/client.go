@@ -53,6 +53,11 @@ type Config struct {
 	// KillSwitch keeps the tunnel's routes blocked (blackhole routes) after `up` ends, and
 	// when it dies, until `dstm-client kill-switch off`. Without it, `up` removes any left.
 	KillSwitch bool
+	// ParkControl closes a DTLS session's control connection once the link carries the
+	// session, and opens one (resuming the session) only to renew the lease: the gateway then
+	// holds no TLS connection and no goroutine for the idle session. The cost: a gateway that
+	// dies is noticed by the keepalives (three intervals), not at once by the connection.
+	ParkControl bool
 	// Proxy, when set, runs the tunnel in a userspace TCP/IP stack instead of a TUN device:
 	// no root, no host configuration; applications reach the tunnel through these loopback
 	// proxies (socks5://HOST:PORT, http://HOST:PORT), names resolved by the pushed DNS.

@@ -487,7 +487,17 @@ func (c *Client) maintain(ctx context.Context, ctl *control, offer *tsp.Tunnel, 
 	stop := make(chan struct{}) // ends the readers of replaced and current connections
 	defer close(stop)
 	readControl := func(ctl *control) { go ctl.readLoop(stop, ctlFailed) }
-	if kind != tunnel.TLS {
+	// park: the control connection is closed while the DTLS link carries the session, and
+	// dialed again (resuming the session) for each lease renewal (Config.ParkControl).
+	park := c.cfg.ParkControl && kind == tunnel.DTLS
+	parkControl := func() {
+		ctl.conn.Close()
+		c.log.Debug().Msg("control connection closed until the lease renewal (park)")
+	}
+	switch {
+	case park:
+		parkControl()
+	case kind != tunnel.TLS:
 		readControl(ctl)
 	}
 	linkDone := link.Done()
@@ -525,7 +535,9 @@ func (c *Client) maintain(ctx context.Context, ctl *control, offer *tsp.Tunnel, 
 		}
 		ctl.conn.Close()
 		ctl = nctl
-		readControl(ctl)
+		if !park {
+			readControl(ctl)
+		}
 		life = time.Duration(o.Lifetime) * time.Second
 		renew.Reset(life * 2 / 3)
 		c.log.Info().Str("reason", why).Msg("control connection resumed; same session and lease")
@@ -547,6 +559,9 @@ func (c *Client) maintain(ctx context.Context, ctl *control, offer *tsp.Tunnel, 
 			// A record from the new address at once: the gateway follows the connection ID.
 			seq++
 			_ = link.WritePackets([][]byte{echoRequest(ts.lease, offer.Server.IPv4.As4(), 0xd57, seq)})
+			if park {
+				continue // no control connection to move: the link roams by itself
+			}
 			if err := resume("roaming"); err != nil {
 				return err
 			}
@@ -561,6 +576,13 @@ func (c *Client) maintain(ctx context.Context, ctl *control, offer *tsp.Tunnel, 
 				return err
 			}
 		case <-renew.C:
+			if park { // resuming the session renews its lease
+				if err := resume("lease renewal"); err != nil {
+					return err
+				}
+				parkControl()
+				continue
+			}
 			replies, err := ctl.m.Renew()
 			if err == nil {
 				err = ctl.send(replies)

@@ -199,6 +199,7 @@ func newUpCmd(g *globals) *cobra.Command {
 	f.StringVar(&cfg.Transport, "transport", "auto", "data transport: auto (DTLS, TLS fallback), dtls, tls, plain (trusted networks)")
 	f.StringVar(&cfg.Device, "device", "dstmc0", "TUN device name")
 	f.DurationVar(&cfg.DTLSTimeout, "dtls-timeout", 3*time.Second, "time to wait for DTLS before falling back to TLS")
+	f.BoolVar(&cfg.ParkControl, "park-control", false, "with DTLS, close the control connection while the link carries the session and reconnect it only to renew the lease (less gateway memory per session; a dead gateway is noticed by keepalives, not at once)")
 	f.BoolVar(&cfg.KillSwitch, "kill-switch", false, "keep the tunnel's routes blocked after up ends or dies, until `dstm-client kill-switch off`")
 	f.StringVar(&statusSocket, "status-socket", "", "also serve the status on this unix socket, to every local user (service install sets "+defaultStatusSocket()+")")
 	f.StringSliceVar(&cfg.Proxy, "proxy", nil, "rootless mode: no TUN device, no root; serve the tunnel as loopback proxies, socks5://127.0.0.1:1080 and/or http://127.0.0.1:8080 (comma-separated or repeated)")

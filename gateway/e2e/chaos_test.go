@@ -152,7 +152,7 @@ func TestIdleMemoryPerSession(t *testing.T) {
 	}
 	reportTable(t, "Idle memory per session", "transport", "sessions", "RSS per session, just opened",
 		"RSS per session, idle", "goroutines per session", "gateway before → idle")
-	for _, kind := range []sessionKind{kindPlainTCP, kindPlainUDP, kindTLS, kindDTLS} {
+	for _, kind := range []sessionKind{kindPlainTCP, kindPlainUDP, kindTLS, kindDTLS, kindDTLSParked} {
 		t.Run(string(kind), func(t *testing.T) {
 			e, l := newLoadEnv(t)
 			if err := l.addSources(warm + n); err != nil {

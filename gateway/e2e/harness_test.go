@@ -70,6 +70,8 @@ type gwOptions struct {
 	// console: single sign-on at the OpenID provider the scenario runs (testop, in the
 	// gateway namespace: consoleOP) and the web console on consolePort (console_test.go).
 	console bool
+	// leaseLifetime, when set, is leases.lifetime (not with load).
+	leaseLifetime time.Duration
 }
 
 // pool is the lease pool of the scenario.
@@ -163,6 +165,9 @@ func (e *env) config() string {
 		fallthrough
 	default:
 		b.WriteString("log:\n  level: debug\n  format: json\n")
+	}
+	if e.opts.leaseLifetime > 0 && !e.opts.load {
+		fmt.Fprintf(&b, "leases:\n  lifetime: %s\n", e.opts.leaseLifetime)
 	}
 	fmt.Fprintf(&b, "metrics:\n  listen: %q\n  pprof: %t\n", metricsAddr, e.opts.load)
 	if e.opts.bgp {

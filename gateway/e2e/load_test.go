@@ -32,6 +32,10 @@ const (
 	kindPlainUDP sessionKind = "plain v4v6, TSP over UDP" // gogoc: ANONYMOUS, v4v6, no control after accept
 	kindDTLS     sessionKind = "DTLS (TSP-SSL control)"   // dstm-client default: TSP-SSL + DTLS link
 	kindTLS      sessionKind = "TLS stream"               // dstm-client fallback: v4tlsv6 on the TSP-SSL connection
+	// kindDTLSParked is kindDTLS whose client closes the TSP-SSL connection once the DTLS link
+	// carries the session (the gateway keeps such a session detached, as after a lost control
+	// connection, until the link ends or the client resumes it).
+	kindDTLSParked sessionKind = "DTLS, control connection closed"
 )
 
 // loadClient opens sessions of every kind against one gateway.
@@ -111,7 +115,7 @@ func (l *loadClient) openFrom(ctx context.Context, kind sessionKind, src netip.A
 		return l.plainTCP(ctx, src)
 	case kindPlainUDP:
 		return l.plainUDP(ctx, src)
-	case kindDTLS, kindTLS:
+	case kindDTLS, kindDTLSParked, kindTLS:
 		return l.tspSSL(ctx, kind, src)
 	}
 	return fmt.Errorf("unknown session kind %q", kind)
@@ -318,7 +322,7 @@ func (l *loadClient) tspSSL(ctx context.Context, kind sessionKind, src netip.Add
 	offer := m.Offer()
 	var link tunnel.Link
 	accept := tsp.TypeV4TLSV6
-	if kind == kindDTLS {
+	if kind == kindDTLS || kind == kindDTLSParked {
 		if link, err = l.dialDTLS(ctx, offer, src); err != nil {
 			tc.Close()
 			return err
@@ -339,6 +343,9 @@ func (l *loadClient) tspSSL(ctx context.Context, kind sessionKind, src netip.Add
 		return err
 	}
 	_ = tc.SetDeadline(time.Time{})
+	if kind == kindDTLSParked {
+		tc.Close()
+	}
 	if kind == kindTLS {
 		sl := stream.New(stream.ReaderConn(tc, readerOf(sp.Rest(), tc)), discard{}, stream.Options{MTU: int(offer.MTU)})
 		go func() { _ = sl.Run(context.Background()) }()
