@@ -158,14 +158,7 @@ func TestClientDNS(t *testing.T) {
 	if err != nil || !strings.Contains(out, dnsHostAddr) {
 		t.Fatalf("lookup of %s through the tunnel: %v\n%s", dnsHost, err, out)
 	}
-	select {
-	case q := <-questions:
-		if q != dnsHost+"."+dnsDomain+"." {
-			t.Errorf("the server was asked %q", q)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the DNS server on the IPv4 side saw no question")
-	}
+	askedFor(t, questions, dnsHost+"."+dnsDomain+".")
 
 	down()
 	checkOriginal("after down")
@@ -233,16 +226,7 @@ func TestClientDNSResolved(t *testing.T) {
 	v4 := e.tp.ServerV4.As4()
 	for _, stop := range []string{"down", "SIGTERM"} {
 		e.up("dtls", "--dns", "resolved", "--resolv-conf", path)
-		var link int
-		if err := e.tp.Client.Do(func() error {
-			ifi, err := net.InterfaceByName(clientTUN)
-			if err == nil {
-				link = ifi.Index
-			}
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
+		link := e.clientTUNIndex()
 		want := []string{
 			fmt.Sprintf("SetLinkDNS %d [{2 %v}]", link, v4[:]),
 			fmt.Sprintf("SetLinkDomains %d [{%s false}]", link, dnsDomain),
@@ -252,16 +236,7 @@ func TestClientDNSResolved(t *testing.T) {
 		if got := fake.Take(); !slices.Equal(got, want) {
 			t.Fatalf("up called\n%q\nwant\n%q", got, want)
 		}
-		if stop == "down" {
-			if out, err := e.clientCmd("down"); err != nil {
-				t.Fatalf("down: %v\n%s", err, out)
-			}
-		} else if err := e.client.signal(syscall.SIGTERM); err != nil {
-			t.Fatal(err)
-		}
-		if _, timedOut := e.client.waitExit(10 * time.Second); timedOut {
-			t.Fatalf("dstm-client up did not end after %s", stop)
-		}
+		e.stopClient(stop)
 		if got := fake.Take(); !slices.Equal(got, []string{fmt.Sprintf("RevertLink %d", link)}) {
 			t.Fatalf("after %s: called %q, want the link reverted", stop, got)
 		}
@@ -521,16 +496,7 @@ func TestClientDNSRealResolved(t *testing.T) {
 			<-questions
 		}
 		e.up("dtls", "--dns", "resolved", "--resolv-conf", path)
-		var link int
-		if err := e.tp.Client.Do(func() error {
-			ifi, err := net.InterfaceByName(clientTUN)
-			if err == nil {
-				link = ifi.Index
-			}
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
+		link := e.clientTUNIndex()
 		got, err := linkInResolved(conn, link)
 		want := resolvedLink{
 			DNS:          fmt.Sprintf("[{2 %v}]", v4[:]),
@@ -545,25 +511,9 @@ func TestClientDNSRealResolved(t *testing.T) {
 		if wantAddrs := []string{fmt.Sprintf("%d %s", link, dnsHostAddr)}; err != nil || !slices.Equal(addrs, wantAddrs) {
 			t.Fatalf("resolved resolved %s to %q (%v), want %q", dnsHost, addrs, err, wantAddrs)
 		}
-		select {
-		case q := <-questions:
-			if q != dnsHost+"."+dnsDomain+"." {
-				t.Errorf("the server was asked %q", q)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("the DNS server on the IPv4 side saw no question")
-		}
+		askedFor(t, questions, dnsHost+"."+dnsDomain+".")
 
-		if stop == "down" {
-			if out, err := e.clientCmd("down"); err != nil {
-				t.Fatalf("down: %v\n%s", err, out)
-			}
-		} else if err := e.client.signal(syscall.SIGTERM); err != nil {
-			t.Fatal(err)
-		}
-		if _, timedOut := e.client.waitExit(10 * time.Second); timedOut {
-			t.Fatalf("dstm-client up did not end after %s", stop)
-		}
+		e.stopClient(stop)
 		if n := countLogLines(t, e.client.logPath, "DNS configuration restored"); n != 1 {
 			t.Errorf("after %s: %d \"DNS configuration restored\" lines in the client's log, want 1", stop, n)
 		}
@@ -613,4 +563,48 @@ func revertedBeforeRemoval(logPath string, pid, link int) error {
 func isDBusError(err error, name string) bool {
 	var de dbus.Error
 	return errors.As(err, &de) && de.Name == name
+}
+
+// clientTUNIndex is the interface index of the client's TUN device.
+func (e *env) clientTUNIndex() int {
+	e.t.Helper()
+	var link int
+	if err := e.tp.Client.Do(func() error {
+		ifi, err := net.InterfaceByName(clientTUN)
+		if err == nil {
+			link = ifi.Index
+		}
+		return err
+	}); err != nil {
+		e.t.Fatal(err)
+	}
+	return link
+}
+
+// stopClient ends `dstm-client up` by how ("down" or "SIGTERM") and waits for it to exit.
+func (e *env) stopClient(how string) {
+	e.t.Helper()
+	if how == "down" {
+		if out, err := e.clientCmd("down"); err != nil {
+			e.t.Fatalf("down: %v\n%s", err, out)
+		}
+	} else if err := e.client.signal(syscall.SIGTERM); err != nil {
+		e.t.Fatal(err)
+	}
+	if _, timedOut := e.client.waitExit(10 * time.Second); timedOut {
+		e.t.Fatalf("dstm-client up did not end after %s", how)
+	}
+}
+
+// askedFor waits for the DNS server on the IPv4 side to be asked for name.
+func askedFor(t *testing.T, questions <-chan string, name string) {
+	t.Helper()
+	select {
+	case q := <-questions:
+		if q != name {
+			t.Errorf("the server was asked %q, want %q", q, name)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the DNS server on the IPv4 side saw no question")
+	}
 }
