@@ -92,22 +92,36 @@ func TestDetachedLinkEnds(t *testing.T) {
 	}
 }
 
-// A client of version 1 only (before close records) keeps the server's DTLS state: the
-// session still ends by close_notify.
-func TestVersion1ClientKeepsDTLS(t *testing.T) {
-	f := newFixture(t, nil)
-	tl := f.bindLink(t, listenUDP(t), func(c *ClientConfig) { c.dataVersion = dataV1 })
-	waitFor(t, "data records", func() bool { return tl.sl.Stats().DataRecords && tl.cl.Stats().DataRecords })
-	// What must not happen: the server detaching after its grace.
-	<-time.After(detachGrace + 500*time.Millisecond)
-	if tl.sl.detached() || tl.sl.data.v2.Load() || tl.cl.data.v2.Load() {
-		t.Fatal("a version 1 client's link lost its DTLS state")
+// A client of version 1 only (before close records), or a server with KeepDTLS, keeps the
+// server's DTLS state: the session still ends by close_notify.
+func TestDTLSStateKept(t *testing.T) {
+	tests := []struct {
+		name     string
+		server   func(*ServerConfig)
+		client   func(*ClientConfig)
+		clientV2 bool // the client accepted version 2
+	}{
+		{"version 1 client", nil, func(c *ClientConfig) { c.dataVersion = dataV1 }, false},
+		{"KeepDTLS server", func(c *ServerConfig) { c.KeepDTLS = true }, nil, true},
 	}
-	for i := range 5 {
-		tl.exchange(t, byte(i))
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, tc.server)
+			tl := f.bindLink(t, listenUDP(t), tc.client)
+			waitFor(t, "data records", func() bool { return tl.sl.Stats().DataRecords && tl.cl.Stats().DataRecords })
+			// What must not happen: the server detaching after its grace.
+			<-time.After(detachGrace + 500*time.Millisecond)
+			if tl.sl.detached() || tl.sl.data.v2.Load() || tl.cl.data.v2.Load() != tc.clientV2 {
+				t.Fatalf("detached %v, server v2 %v, client v2 %v; want the DTLS state kept, client v2 %v",
+					tl.sl.detached(), tl.sl.data.v2.Load(), tl.cl.data.v2.Load(), tc.clientV2)
+			}
+			for i := range 5 {
+				tl.exchange(t, byte(i))
+			}
+			tl.sl.Close()
+			waitDone(t, tl.cl.Done(), "client end (close_notify)")
+		})
 	}
-	tl.sl.Close()
-	waitDone(t, tl.cl.Done(), "client end (close_notify)")
 }
 
 // AfterDone runs its function once the link has ended, whether registered before or after.

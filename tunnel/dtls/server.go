@@ -141,7 +141,7 @@ func (c ServerConfig) validate() error {
 // DroppedBadHello, DroppedOldClient, DroppedSourceLimit, DroppedHandshakes and DroppedClosed;
 // DroppedBadCookie also counts those that carried a cookie not valid here.
 type ServerStats struct {
-	Sessions          int    // peers now (handshaking or established)
+	Sessions          int    // peers now (handshaking or established), and links that let their DTLS state go
 	Handshakes        int    // handshakes in progress
 	HandshakesOK      uint64 // completed handshakes
 	HandshakesFailed  uint64 // failed or timed-out handshakes
