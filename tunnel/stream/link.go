@@ -89,6 +89,9 @@ type Link struct {
 	maxPacket int
 	stats     counters
 	batch     [][]byte // the read loop's packets for the receiver (views into its buffer)
+	// The read loop's too: whether a read deadline is armed, and its buffer's size (tests).
+	deadlineSet bool
+	readBuf     atomic.Int64
 
 	mu      sync.Mutex // guards pending, spare, closed, writing
 	pending []byte     // frames waiting for the writer
@@ -280,8 +283,8 @@ func (l *Link) routineWrite() {
 		case <-l.wake:
 		case <-linger.C:
 			l.mu.Lock()
-			if len(l.pending) == 0 {
-				l.writing, l.spare = false, nil
+			if len(l.pending) == 0 { // both buffers go: an idle link holds none
+				l.writing, l.pending, l.spare = false, nil, nil
 				l.mu.Unlock()
 				return
 			}
@@ -314,6 +317,9 @@ func (l *Link) keepaliveTick() {
 const (
 	readBufMax  = 32 << 10
 	shrinkAfter = 64
+	// readShrinkIdle is how long a large, empty read buffer waits for data before it is
+	// given back.
+	readShrinkIdle = 2 * time.Second
 )
 
 const receiveBatch = 64
@@ -349,10 +355,13 @@ func (l *Link) putSpare(buf []byte) {
 func (l *Link) readLoop() error {
 	// Room for two frames, so that an idle session costs little; a read that
 	// fills it means more is waiting, and the buffer grows to readBufMax. It
-	// shrinks back after shrinkAfter reads in a row that would have fit.
+	// shrinks back after shrinkAfter reads in a row that would have fit, or
+	// when nothing came for readShrinkIdle with the buffer empty (a burst
+	// ended; the link may stay idle for hours).
 	small := 2 * (HeaderLen + l.maxPacket)
 	buf := make([]byte, small)
 	start, end, smallReads := 0, 0, 0
+	lastRead := l.opts.Now()
 	for {
 		switch {
 		case end == len(buf) && len(buf) < readBufMax:
@@ -362,6 +371,7 @@ func (l *Link) readLoop() error {
 		case len(buf) > small && start == end && smallReads >= shrinkAfter:
 			buf, start, end, smallReads = make([]byte, small), 0, 0, 0
 		}
+		l.readBuf.Store(int64(len(buf)))
 		n, err := l.deliver(buf[start:end])
 		if err != nil {
 			return err
@@ -373,17 +383,26 @@ func (l *Link) readLoop() error {
 			end = copy(buf, buf[start:end])
 			start = 0
 		}
-		if err := l.setReadDeadline(); err != nil {
+		shrinkWait := len(buf) > small && start == end
+		if err := l.setReadDeadline(lastRead, shrinkWait); err != nil {
 			return err
 		}
 		n, err = l.conn.Read(buf[end:])
 		end += n
+		if n > 0 {
+			lastRead = l.opts.Now()
+		}
 		if n < small/2 {
 			smallReads++
 		} else {
 			smallReads = 0
 		}
 		if err != nil {
+			var ne net.Error
+			if shrinkWait && n == 0 && errors.As(err, &ne) && ne.Timeout() && !l.idleExpired(lastRead) {
+				buf, start, end, smallReads = make([]byte, small), 0, 0, 0
+				continue
+			}
 			if errors.Is(err, io.EOF) && start == end {
 				return io.EOF
 			}
@@ -453,9 +472,26 @@ func (l *Link) deliverFrames(b []byte) (int, error) {
 	}
 }
 
-func (l *Link) setReadDeadline() error {
-	if l.opts.IdleTimeout <= 0 {
+// setReadDeadline arms the next read's deadline: IdleTimeout after the last data read, or
+// sooner, readShrinkIdle from now, when shrinkWait (the read buffer is large and empty).
+func (l *Link) setReadDeadline(lastRead time.Time, shrinkWait bool) error {
+	var d time.Time
+	if l.opts.IdleTimeout > 0 {
+		d = lastRead.Add(l.opts.IdleTimeout)
+	}
+	if shrinkWait {
+		if sd := l.opts.Now().Add(readShrinkIdle); d.IsZero() || sd.Before(d) {
+			d = sd
+		}
+	}
+	if d.IsZero() && !l.deadlineSet {
 		return nil
 	}
-	return l.conn.SetReadDeadline(l.opts.Now().Add(l.opts.IdleTimeout))
+	l.deadlineSet = !d.IsZero()
+	return l.conn.SetReadDeadline(d)
+}
+
+// idleExpired reports whether IdleTimeout has passed since lastRead.
+func (l *Link) idleExpired(lastRead time.Time) bool {
+	return l.opts.IdleTimeout > 0 && !l.opts.Now().Before(lastRead.Add(l.opts.IdleTimeout))
 }

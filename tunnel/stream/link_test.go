@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"runtime"
@@ -444,10 +445,18 @@ func TestWriterOnlyWhileBusy(t *testing.T) {
 		return la.writing
 	}
 	for round := range 2 {
-		if err := la.WritePackets([][]byte{ipv4Packet(60, byte(round))}); err != nil {
-			t.Fatal(err)
+		burst := make([][]byte, 20)
+		for i := range burst {
+			burst[i] = ipv4Packet(1000, byte(round))
 		}
-		recvB.next(t)
+		for range 3 { // several flushes: each swaps the pending and spare buffers
+			if err := la.WritePackets(burst); err != nil {
+				t.Fatal(err)
+			}
+			for range burst {
+				recvB.next(t)
+			}
+		}
 		deadline := time.After(writerLinger + testTimeout)
 		for writing() {
 			select {
@@ -456,5 +465,61 @@ func TestWriterOnlyWhileBusy(t *testing.T) {
 			case <-time.After(50 * time.Millisecond):
 			}
 		}
+		la.mu.Lock()
+		held := cap(la.pending) + cap(la.spare)
+		la.mu.Unlock()
+		if held != 0 {
+			t.Fatalf("round %d: the idle link holds %d bytes of write buffers", round, held)
+		}
+	}
+}
+
+// TestReadBufferShrinksWhenIdle: a burst grows the reader's buffer; once nothing comes for
+// readShrinkIdle it is small again, and the link goes on (the shrink is no idle timeout).
+func TestReadBufferShrinksWhenIdle(t *testing.T) {
+	for _, idle := range []time.Duration{0, time.Minute} {
+		t.Run(fmt.Sprint("IdleTimeout ", idle), func(t *testing.T) {
+			a, b := net.Pipe()
+			recvB := newChanReceiver()
+			la := New(a, newChanReceiver(), Options{MTU: 1400})
+			lb := New(b, recvB, Options{MTU: 1400, IdleTimeout: idle})
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			go la.Run(ctx)
+			go lb.Run(ctx)
+			burst := make([][]byte, 30)
+			for i := range burst {
+				burst[i] = ipv4Packet(1400, byte(i))
+			}
+			if err := la.WritePackets(burst); err != nil {
+				t.Fatal(err)
+			}
+			for range burst {
+				recvB.next(t)
+			}
+			if got := lb.readBuf.Load(); got != readBufMax {
+				t.Fatalf("read buffer %d bytes after a burst, want %d", got, readBufMax)
+			}
+			small := int64(2 * (HeaderLen + lb.maxPacket))
+			deadline := time.After(readShrinkIdle + testTimeout)
+			for lb.readBuf.Load() != small {
+				select {
+				case <-deadline:
+					t.Fatalf("read buffer still %d bytes on an idle link, want %d", lb.readBuf.Load(), small)
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+			select {
+			case <-lb.Done():
+				t.Fatalf("the link ended: %v", lb.Err())
+			default:
+			}
+			if err := la.WritePackets([][]byte{ipv4Packet(100, 7)}); err != nil {
+				t.Fatal(err)
+			}
+			if p := recvB.next(t); p[1] != 7 {
+				t.Fatalf("packet %d after the shrink, want 7", p[1])
+			}
+		})
 	}
 }
