@@ -20,7 +20,7 @@ func TestOfferedSessionDoesNotOutliveItsControl(t *testing.T) {
 	if h.tep.Session(l.Addr) == nil {
 		t.Fatal("no TEP entry after the bind")
 	}
-	h.srv.controlEnded(b)
+	h.srv.controlEnded(b, false)
 	if _, _, closed := b.ss.state(); !closed {
 		t.Fatal("the session carries on without its control connection and with an offer only")
 	}
@@ -42,7 +42,7 @@ func TestOfferedSessionDoesNotOutliveItsControl(t *testing.T) {
 func TestAcceptedDTLSSessionCarriesOn(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	b, link := h.dtlsSession(t, "alice@corp", true)
-	h.srv.controlEnded(b)
+	h.srv.controlEnded(b, false)
 	if _, _, closed := b.ss.state(); closed {
 		t.Fatal("an accepted DTLS session ended with its control connection")
 	}

@@ -90,6 +90,9 @@ type streamSession struct {
 	start       time.Time
 	established bool
 	data        tsp.TunnelType
+	// closedByClient: the established connection ended by the client's orderly close (a
+	// parked client, dstm-client up --park-control), not by an error.
+	closedByClient bool
 }
 
 // run steps the machine until the session ends (false), or, with handshakeDone set, until
@@ -142,6 +145,7 @@ func (st *streamSession) run(ctx context.Context, handshakeDone func()) bool {
 		if rerr != nil {
 			switch {
 			case st.established:
+				st.closedByClient = errors.Is(rerr, io.EOF)
 			case errors.Is(rerr, io.EOF):
 				s.handshakeAbandoned(st.b.ss, st.tr, st.start, m.State(), authenticated(m))
 			default:
@@ -156,7 +160,7 @@ func (st *streamSession) run(ctx context.Context, handshakeDone func()) bool {
 // finish ends the session with its connection (unless it carries on, see controlEnded).
 func (st *streamSession) finish() {
 	st.c.Close()
-	st.srv.controlEnded(st.b)
+	st.srv.controlEnded(st.b, st.closedByClient)
 	st.release()
 }
 
@@ -199,10 +203,14 @@ func writeReplies(c net.Conn, replies []tsp.Reply) error {
 // controlEnded ends the session of a TCP/TLS control connection that ended, unless another
 // connection resumed it or its DTLS data channel is alive: then it carries on detached until
 // the data channel ends or the client resumes it.
-func (s *Server) controlEnded(b *backend) {
+// byClient: the client closed the connection in order, as a parked client does between lease
+// renewals; that is logged at debug, a lost connection at info.
+func (s *Server) controlEnded(b *backend, byClient bool) {
 	carriesOn, stale := b.ss.controlLost(b.gen)
 	switch {
 	case stale:
+	case carriesOn && byClient:
+		b.ss.log.Debug().Msg("control connection closed by the client; the DTLS data channel carries the session until resumed or idle")
 	case carriesOn:
 		b.ss.log.Info().Msg("control connection lost; the DTLS data channel carries on until resumed or idle")
 	default:

@@ -49,6 +49,11 @@ func TestParkedControl(t *testing.T) {
 		return nil
 	})
 	eventually(t, 10*time.Second, "the control connection parked again", parked)
+	// The gateway takes each park for what it is, not for a lost connection (logged at info).
+	if b, _ := os.ReadFile(e.gw.logPath); strings.Count(string(b), "control connection closed by the client") < 3 ||
+		strings.Contains(string(b), "control connection lost") {
+		t.Error("the gateway did not log the parks as closed by the client (debug) but as lost connections")
+	}
 	s := e.mustSession()
 	if s.Lease != lease || s.Transport != "v4dtlsv6" {
 		t.Fatalf("after the renewals the gateway has %+v, want lease %s over v4dtlsv6", s, lease)
