@@ -237,13 +237,10 @@ func waitFor(t *testing.T, what string, f func() error) {
 func signIn(t *testing.T, ctx context.Context, start, email, password string, sel chromedp.ID) {
 	t.Helper()
 	if err := chromedp.Do(ctx,
-		chromedp.Navigate(start),
+		browsertest.Navigate(start),
 		chromedp.WaitVisible(chromedp.ID("sso-login")),
 		chromedp.Click(chromedp.ID("sso-login")),
-		chromedp.WaitVisible(chromedp.ID("username")),
-		chromedp.SendKeys(chromedp.ID("username"), email),
-		chromedp.SendKeys(chromedp.ID("password"), password),
-		chromedp.Click(chromedp.CSS("button[type=submit]")),
+		browsertest.ProviderLogin(email, password),
 		chromedp.WaitVisible(sel),
 	); err != nil {
 		t.Fatalf("sign-in as %s: %v", email, err)

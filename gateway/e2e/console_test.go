@@ -122,10 +122,7 @@ func (e *env) browserSignIn(trust [][]byte, path, email, id string) context.Cont
 		browsertest.Navigate(e.consoleURL()+path),
 		chromedp.WaitVisible(chromedp.ID("sso-login")),
 		chromedp.Click(chromedp.ID("sso-login")),
-		chromedp.WaitVisible(chromedp.ID("username")),
-		chromedp.SendKeys(chromedp.ID("username"), email),
-		chromedp.SendKeys(chromedp.ID("password"), userPassword),
-		chromedp.Click(chromedp.CSS("button[type=submit]")),
+		browsertest.ProviderLogin(email, userPassword),
 		chromedp.WaitVisible(chromedp.ID(id)),
 	); err != nil {
 		browsertest.Screenshot(t, ctx, "sign-in-failed-"+email)

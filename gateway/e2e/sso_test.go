@@ -166,10 +166,7 @@ func TestSSOEnrollment(t *testing.T) {
 	defer bcancel()
 	if err := chromedp.Do(bctx,
 		browsertest.Navigate(string(m[1])),
-		chromedp.WaitVisible(chromedp.ID("username")),
-		chromedp.SendKeys(chromedp.ID("username"), "carol@e2e.test"),
-		chromedp.SendKeys(chromedp.ID("password"), "carol-pw"),
-		chromedp.Click(chromedp.CSS("button[type=submit]")),
+		browsertest.ProviderLogin("carol@e2e.test", "carol-pw"),
 	); err != nil {
 		t.Fatalf("browser flow: %v", err)
 	}
@@ -220,10 +217,7 @@ func signInByDevice(t *testing.T, e *env, browser context.Context, name string, 
 		chromedp.WaitVisible(chromedp.ID("user_code")),
 		chromedp.SendKeys(chromedp.ID("user_code"), string(m[2])),
 		chromedp.Click(chromedp.CSS("button[type=submit]")),
-		chromedp.WaitVisible(chromedp.ID("username")),
-		chromedp.SendKeys(chromedp.ID("username"), email),
-		chromedp.SendKeys(chromedp.ID("password"), password),
-		chromedp.Click(chromedp.CSS("button[type=submit]")),
+		browsertest.ProviderLogin(email, password),
 		chromedp.WaitVisible(chromedp.CSS("button.green")),
 	); err != nil {
 		t.Fatalf("%s: sign-in page: %v", name, err)

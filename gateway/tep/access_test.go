@@ -14,6 +14,7 @@ import (
 
 	"github.com/dstmgw/dstm/auth/acl"
 	"github.com/dstmgw/dstm/internal/packet"
+	"github.com/dstmgw/dstm/internal/testclock"
 	"github.com/dstmgw/dstm/tunnel"
 )
 
@@ -229,7 +230,7 @@ func TestAccessHotPathAllocations(t *testing.T) {
 	}
 	dev := newFakeTUN(1)
 	dev.discard = true
-	clock := &fakeClock{now: time.Unix(1_000_000, 0)}
+	clock := testclock.New(time.Unix(1_000_000, 0))
 	var rules []acl.Rule
 	for i := range 100 {
 		rules = append(rules, acl.Rule{To: pfx(fmt.Sprintf("10.%d.0.0/16", i)), Proto: acl.ProtoTCP, Ports: []acl.PortRange{{Lo: 443, Hi: 443}}})

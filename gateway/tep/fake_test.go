@@ -145,24 +145,6 @@ func (l *fakeLink) Endpoint() netip.AddrPort {
 	return netip.MustParseAddrPort("[2001:db8::2]:0")
 }
 
-// fakeClock is a manually advanced clock.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 func recv(t *testing.T, c chan []byte, what string) []byte {
 	t.Helper()
 	select {

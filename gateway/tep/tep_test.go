@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dstmgw/dstm/internal/packet"
+	"github.com/dstmgw/dstm/internal/testclock"
 	"github.com/dstmgw/dstm/tunnel"
 )
 
@@ -26,7 +27,7 @@ var (
 type harness struct {
 	tep   *TEP
 	dev   *fakeTUN
-	clock *fakeClock
+	clock *testclock.Clock
 	sess  *Session
 	link  *fakeLink
 	errc  chan error
@@ -37,7 +38,7 @@ type harness struct {
 func newHarness(t *testing.T, cfg Config) *harness {
 	t.Helper()
 	goroutines := runtime.NumGoroutine()
-	h := &harness{dev: newFakeTUN(8), clock: &fakeClock{now: time.Unix(1_000_000, 0)}, errc: make(chan error, 1)}
+	h := &harness{dev: newFakeTUN(8), clock: testclock.New(time.Unix(1_000_000, 0)), errc: make(chan error, 1)}
 	cfg.Device, cfg.InnerAddr, cfg.Pools, cfg.Now = h.dev, inner, []netip.Prefix{pool}, h.clock.Now
 	var err error
 	if h.tep, err = New(cfg); err != nil {

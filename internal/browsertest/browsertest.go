@@ -150,3 +150,21 @@ func Navigate(url string) chromedp.Action[chromedp.Void] {
 		return err
 	})
 }
+
+// ProviderLogin fills in and submits the sign-in form of the tests' OpenID provider
+// (internal/oidctest: fields username and password) once it shows.
+func ProviderLogin(email, password string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		for _, a := range []chromedp.Action[chromedp.Void]{
+			chromedp.WaitVisible(chromedp.ID("username")),
+			chromedp.SendKeys(chromedp.ID("username"), email),
+			chromedp.SendKeys(chromedp.ID("password"), password),
+			chromedp.Click(chromedp.CSS("button[type=submit]")),
+		} {
+			if _, err := a(ctx, tg); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}

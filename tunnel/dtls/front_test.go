@@ -12,6 +12,8 @@ import (
 	"time"
 
 	piondtls "github.com/pion/dtls/v3"
+
+	"github.com/dstmgw/dstm/internal/testclock"
 )
 
 // goroutineSlack allows for goroutines of the runtime and the test framework that come and go;
@@ -179,13 +181,13 @@ func TestCookieRotation(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			clock := newTestClock()
+			clock := testclock.New(time.Now())
 			f := newFixture(t, func(c *ServerConfig) { c.Now = clock.Now })
 			src := f.sources(2)
 			from, other := netip.AddrPortFrom(src[0], 4000), netip.AddrPortFrom(src[1], 4000)
 			cookie := f.cookieFor(t, hello, from)
 			for _, d := range tt.steps {
-				clock.Add(d)
+				clock.Advance(d)
 				f.cookieFor(t, hello, other)
 			}
 			f.server.HandleDatagram(withCookie(t, hello, cookie), from)
@@ -305,14 +307,14 @@ func TestHelloReplyLimits(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			clock := newTestClock()
+			clock := testclock.New(time.Now())
 			f := newFixture(t, func(c *ServerConfig) {
 				c.Now = clock.Now
 				c.HelloVerifyRate = tt.rate
 			})
 			src := f.sources(3, v4)
 			for i, s := range tt.steps {
-				clock.Add(s.advance)
+				clock.Advance(s.advance)
 				before := f.server.Stats()
 				for j := range s.n {
 					a := v4

@@ -344,26 +344,6 @@ func waitDone(t testing.TB, done <-chan struct{}, what string) {
 	}
 }
 
-// testClock is a clock that moves only when told to.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newTestClock() *testClock { return &testClock{t: time.Now()} }
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // sent returns the next datagram the server sent to to, skipping others.
 func (f *fixture) sent(t testing.TB, to netip.AddrPort) []byte {
 	t.Helper()
