@@ -427,7 +427,12 @@ func TestConnectionRatePerSource(t *testing.T) {
 		switch got := rawExchange(t, c, nil, lineDone); {
 		case len(got) == 0:
 			refused++
-		case !bytes.HasPrefix(got, []byte("CAPABILITY ")):
+		case bytes.HasPrefix(got, []byte("CAPABILITY ")):
+		case bytes.HasPrefix(got, []byte("530 ")):
+			// Admitted by the rate limit, but the gateway had not yet seen enough of the
+			// earlier closes: the source's concurrent-handshake share was full (a loaded CI
+			// machine). That is the other limit working, not this one.
+		default:
 			t.Fatalf("got %q", got)
 		}
 		c.Close()
