@@ -119,7 +119,6 @@ func New(conn net.Conn, r tunnel.Receiver, opts Options) *Link {
 		r:         r,
 		opts:      opts,
 		maxPacket: min(opts.MTU+ReceiveSlack, MaxFrameLen),
-		batch:     make([][]byte, 0, receiveBatch),
 		wake:      make(chan struct{}, 1),
 		done:      make(chan struct{}),
 	}
@@ -315,6 +314,9 @@ func (l *Link) keepaliveTick() {
 // readBufMax is the size a busy stream's read buffer grows to; it shrinks back after
 // shrinkAfter small reads in a row (see readLoop).
 const (
+	// readBufIdle is the read buffer of a link that carries no traffic: room for
+	// keepalives and control frames.
+	readBufIdle = 512
 	readBufMax  = 32 << 10
 	shrinkAfter = 64
 	// readShrinkIdle is how long a large, empty read buffer waits for data before it is
@@ -351,25 +353,31 @@ func (l *Link) putSpare(buf []byte) {
 }
 
 // readLoop parses frames out of a buffer filled from conn and hands each
-// packet to the receiver. The buffer always has room for one whole frame.
+// packet to the receiver. A frame that does not fit makes the buffer grow.
 func (l *Link) readLoop() error {
-	// Room for two frames, so that an idle session costs little; a read that
-	// fills it means more is waiting, and the buffer grows to readBufMax. It
-	// shrinks back after shrinkAfter reads in a row that would have fit, or
-	// when nothing came for readShrinkIdle with the buffer empty (a burst
-	// ended; the link may stay idle for hours).
-	small := 2 * (HeaderLen + l.maxPacket)
+	// An idle link reads keepalives into readBufIdle bytes; a read that fills
+	// them means more is waiting (or a frame larger than that), and the buffer
+	// grows to large, which holds two frames at least. It shrinks back after
+	// shrinkAfter reads in a row that would have fit, or when nothing came for
+	// readShrinkIdle with the buffer empty (a burst ended; the link may stay
+	// idle for hours); so does the receive batch.
+	small := readBufIdle
+	large := max(readBufMax, 2*(HeaderLen+l.maxPacket))
 	buf := make([]byte, small)
 	start, end, smallReads := 0, 0, 0
 	lastRead := l.opts.Now()
+	shrink := func() {
+		buf, start, end, smallReads = make([]byte, small), 0, 0, 0
+		l.batch = nil
+	}
 	for {
 		switch {
-		case end == len(buf) && len(buf) < readBufMax:
-			nb := make([]byte, readBufMax)
+		case end == len(buf) && len(buf) < large:
+			nb := make([]byte, large)
 			copy(nb, buf[start:end])
 			buf, start, end, smallReads = nb, 0, end-start, 0
 		case len(buf) > small && start == end && smallReads >= shrinkAfter:
-			buf, start, end, smallReads = make([]byte, small), 0, 0, 0
+			shrink()
 		}
 		l.readBuf.Store(int64(len(buf)))
 		n, err := l.deliver(buf[start:end])
@@ -379,15 +387,18 @@ func (l *Link) readLoop() error {
 		start += n
 		if start == end {
 			start, end = 0, 0
-		} else if len(buf)-end < HeaderLen+l.maxPacket {
+		} else if len(buf)-end < min(len(buf)/2, HeaderLen+l.maxPacket) {
 			end = copy(buf, buf[start:end])
 			start = 0
 		}
 		shrinkWait := len(buf) > small && start == end
-		if err := l.setReadDeadline(lastRead, shrinkWait); err != nil {
-			return err
-		}
+		// A deadline that cannot be set on a conn the peer has closed (net.Pipe) leaves the
+		// read to tell EOF; on a conn that still reads, it is the link's end.
+		derr := l.setReadDeadline(lastRead, shrinkWait)
 		n, err = l.conn.Read(buf[end:])
+		if err == nil && derr != nil {
+			return derr
+		}
 		end += n
 		if n > 0 {
 			lastRead = l.opts.Now()
@@ -400,7 +411,7 @@ func (l *Link) readLoop() error {
 		if err != nil {
 			var ne net.Error
 			if shrinkWait && n == 0 && errors.As(err, &ne) && ne.Timeout() && !l.idleExpired(lastRead) {
-				buf, start, end, smallReads = make([]byte, small), 0, 0, 0
+				shrink()
 				continue
 			}
 			if errors.Is(err, io.EOF) && start == end {
@@ -463,6 +474,9 @@ func (l *Link) deliverFrames(b []byte) (int, error) {
 		}
 		l.stats.packetsIn.Add(1)
 		l.stats.bytesIn.Add(uint64(len(pkt)))
+		if l.batch == nil { // made for traffic, given back with the large read buffer
+			l.batch = make([][]byte, 0, receiveBatch)
+		}
 		l.batch = append(l.batch, pkt)
 		if len(l.batch) == cap(l.batch) {
 			l.r.ReceivePackets(l.batch)

@@ -500,7 +500,7 @@ func TestReadBufferShrinksWhenIdle(t *testing.T) {
 			if got := lb.readBuf.Load(); got != readBufMax {
 				t.Fatalf("read buffer %d bytes after a burst, want %d", got, readBufMax)
 			}
-			small := int64(2 * (HeaderLen + lb.maxPacket))
+			small := int64(readBufIdle)
 			deadline := time.After(readShrinkIdle + testTimeout)
 			for lb.readBuf.Load() != small {
 				select {
