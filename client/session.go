@@ -23,6 +23,7 @@ import (
 	"github.com/dstmgw/dstm/tunnel/dtls"
 	"github.com/dstmgw/dstm/tunnel/plain"
 	"github.com/dstmgw/dstm/tunnel/stream"
+	"github.com/dstmgw/dstm/tunnel/tlsrec"
 	"github.com/dstmgw/dstm/tunnel/udpmux"
 )
 
@@ -200,13 +201,14 @@ func (c *Client) dialOne(ctx context.Context, gw gatewayEndpoint, resume *tsp.Da
 		return nil, nil, netip.Addr{}, fmt.Errorf("connect %s: %w", gw.addr, err)
 	}
 	st := c.renewer.State()
-	tcfg := st.ClientTLSConfig(gw.serverName, "tsp/2")
+	// A gateway that speaks tsp/2-rec1 takes the TLS records over after the handshake
+	// (tunnel/tlsrec); an older one speaks tsp/2 on crypto/tls's records.
+	tcfg := st.ClientTLSConfig(gw.serverName, tlsrec.ALPN, "tsp/2")
 	tcfg.ClientSessionCache = c.tickets.forCertificate(st.Leaf.SerialNumber.String())
 	tcfg.Certificates = nil
 	tcfg.GetClientCertificate = c.renewer.GetClientCertificate
-	tc := tls.Client(raw, tcfg)
-	if err := tc.HandshakeContext(dctx); err != nil {
-		raw.Close()
+	tc, _, err := tlsrec.Client(dctx, raw, tcfg)
+	if err != nil {
 		return nil, nil, netip.Addr{}, fmt.Errorf("TLS with %s: %w", gw.addr, err)
 	}
 	local := raw.LocalAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()

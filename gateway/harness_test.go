@@ -26,6 +26,7 @@ import (
 	"github.com/dstmgw/dstm/gateway/admin"
 	"github.com/dstmgw/dstm/gateway/config"
 	"github.com/dstmgw/dstm/tsp"
+	"github.com/dstmgw/dstm/tunnel/tlsrec"
 )
 
 // waitTimeout bounds every wait of these tests.
@@ -505,6 +506,28 @@ func (gw *testGW) dialTLS(ctx context.Context, st *enroll.State, roots *enroll.S
 	// TLS 1.3: the server verifies the client certificate after the client's handshake
 	// ends; a refusal arrives as an alert on the first read.
 	return tc, nil
+}
+
+// dialTLSRec opens TSP-SSL as dstm-client does, offering tlsrec.ALPN, and checks that the
+// gateway took the records over.
+func (gw *testGW) dialTLSRec(t testing.TB, st *enroll.State) net.Conn {
+	t.Helper()
+	raw, err := net.DialTimeout("tcp", gw.tcp, waitTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.ClientTLSConfig("localhost", tlsrec.ALPN, "tsp/2")
+	cfg.MinVersion = tls.VersionTLS13
+	c, cs, err := tlsrec.Client(testCtx(t), raw, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = raw.SetDeadline(time.Time{})
+	if _, ok := c.(*tlsrec.Conn); !ok || cs.NegotiatedProtocol != tlsrec.ALPN {
+		c.Close()
+		t.Fatalf("ALPN %q (%T): the gateway did not take the records over", cs.NegotiatedProtocol, c)
+	}
+	return c
 }
 
 // offerXML returns the tunnel XML of a create's reply: Content-length framed, status 200.

@@ -20,6 +20,7 @@ import (
 	"github.com/dstmgw/dstm/tsp"
 	"github.com/dstmgw/dstm/tsp/sasl"
 	"github.com/dstmgw/dstm/tunnel/stream"
+	"github.com/dstmgw/dstm/tunnel/tlsrec"
 )
 
 var outside = netip.MustParseAddr("192.0.2.7") // an IPv4 host behind the gateway
@@ -39,7 +40,7 @@ func externalClient(t testing.TB, typ tsp.TunnelType) *tsp.Client {
 
 // tlsTunnel is an accepted v4tlsv6 session: the TLS connection carries frames.
 type tlsTunnel struct {
-	c     *tls.Conn
+	c     net.Conn // a *tlsrec.Conn, or a *tls.Conn (ALPN tsp/2)
 	m     *tsp.Client
 	lease netip.Addr
 	buf   []byte // received, not yet parsed
@@ -55,14 +56,28 @@ func openTLSTunnel(t testing.TB, gw *testGW, st *enroll.State) *tlsTunnel {
 // openTLSTunnelIn is openTLSTunnel for a lease from pool.
 func openTLSTunnelIn(t testing.TB, gw *testGW, st *enroll.State, pool netip.Prefix) *tlsTunnel {
 	t.Helper()
-	c, err := gw.dialTLS(testCtx(t), st, nil)
-	if err != nil {
-		t.Fatal(err)
+	return openTLSTunnelProto(t, gw, st, pool, tlsrec.ALPN)
+}
+
+// openTLSTunnelProto is openTLSTunnelIn with the client offering ALPN proto (and tsp/2 after
+// it): tlsrec.ALPN as dstm-client does, the records taken over after the handshake, or
+// "tsp/2" alone as older clients do.
+func openTLSTunnelProto(t testing.TB, gw *testGW, st *enroll.State, pool netip.Prefix, proto string) *tlsTunnel {
+	t.Helper()
+	var c net.Conn
+	if proto == tlsrec.ALPN {
+		c = gw.dialTLSRec(t, st)
+	} else {
+		tc, err := gw.dialTLS(testCtx(t), st, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := tc.ConnectionState().NegotiatedProtocol; p != "tsp/2" {
+			t.Fatalf("ALPN %q", p)
+		}
+		c = tc
 	}
 	t.Cleanup(func() { c.Close() })
-	if p := c.ConnectionState().NegotiatedProtocol; p != "tsp/2" {
-		t.Fatalf("ALPN %q", p)
-	}
 	m := externalClient(t, tsp.TypeV4AnyV6)
 	sp, err := streamSession(c, m)
 	if err != nil {
@@ -142,10 +157,18 @@ func addrs(p []byte) (src, dst netip.Addr) {
 	return netip.AddrFrom4([4]byte(p[12:16])), netip.AddrFrom4([4]byte(p[16:20]))
 }
 
+// TestTSPSSLStream: a whole v4tlsv6 session (data both ways, the inner source checked, a
+// renewal in control frames), on stream records (tlsrec) and on crypto/tls's records.
 func TestTSPSSLStream(t *testing.T) {
+	for _, proto := range []string{tlsrec.ALPN, "tsp/2"} {
+		t.Run(proto, func(t *testing.T) { testTSPSSLStream(t, proto) })
+	}
+}
+
+func testTSPSSLStream(t *testing.T, proto string) {
 	gw := startGateway(t, nil)
 	st := gw.enrollIdentity(t, "alice@example.com")
-	tt := openTLSTunnel(t, gw, st)
+	tt := openTLSTunnelProto(t, gw, st, defPool, proto)
 	var l admin.Lease
 	eventually(t, "the lease active on v4tlsv6", func() (bool, error) {
 		var err error
@@ -344,4 +367,50 @@ func TestRevokeOneSerialKeepsOtherCertificates(t *testing.T) {
 	if p := gw.fromGateway(t); !bytes.Equal(p, good) {
 		t.Fatal("certificate B's tunnel no longer forwards")
 	}
+}
+
+// TestRecordTakeoverRefusals: tsp/2-rec1 without a client certificate is refused as tsp/2 is,
+// and a client whose first application data is not the marker is closed; the gateway goes
+// on serving.
+func TestRecordTakeoverRefusals(t *testing.T) {
+	gw := startGateway(t, nil)
+	st := gw.enrollIdentity(t, "carol@example.com")
+	for _, tc := range []struct {
+		name  string
+		cert  bool
+		first string
+	}{
+		{"no certificate", false, tlsrec.Marker},
+		{"no marker", true, "VERSION=2.0.2\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			raw, err := net.DialTimeout("tcp", gw.tcp, waitTimeout)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer raw.Close()
+			cfg := st.ClientTLSConfig("localhost", tlsrec.ALPN)
+			cfg.MinVersion = tls.VersionTLS13
+			if !tc.cert {
+				cfg.Certificates = nil
+			}
+			c := tls.Client(raw, cfg)
+			_ = c.SetDeadline(time.Now().Add(waitTimeout))
+			if err := c.Handshake(); err != nil {
+				return // refused during the handshake
+			}
+			_, _ = c.Write([]byte(tc.first))
+			var err2 error
+			buf := make([]byte, 256)
+			for err2 == nil { // the gateway's marker may come first; then the end
+				_, err2 = c.Read(buf)
+			}
+			var ne net.Error
+			if errors.As(err2, &ne) && ne.Timeout() {
+				t.Fatal("the gateway kept the connection open")
+			}
+		})
+	}
+	tt := openTLSTunnel(t, gw, st)
+	gw.waitLeaseState(t, tt.lease, "active")
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/dstmgw/dstm/internal/limit"
 	"github.com/dstmgw/dstm/tsp"
 	"github.com/dstmgw/dstm/tunnel/stream"
+	"github.com/dstmgw/dstm/tunnel/tlsrec"
 )
 
 // tlsRecordHandshake is the first byte of a TLS ClientHello.
@@ -197,7 +198,10 @@ func (t *tcpFront) handleTCP(ctx context.Context, c net.Conn) {
 	// TLS reads its own records: it gets the bytes read so far, then the connection.
 	pc := stream.ReaderConn(c, io.MultiReader(bytes.NewReader(bytes.Clone(buf[:n])), c))
 	t.srv.putReadBuf(buf)
-	tc := tls.Server(pc, t.srv.cfg.TLS)
+	// crypto/tls reads record by record until it is known whether the records are taken
+	// over (tlsrec): it must not buffer what follows the client's marker.
+	bc := tlsrec.NewBoundaryConn(pc)
+	tc := tls.Server(bc, t.srv.cfg.TLS)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		t.srv.cfg.Metrics.ObserveHandshake("tsp-tls", "refused", t.srv.now().Sub(start))
 		t.refusals.info("tls", func(e *zerolog.Event) {
@@ -208,6 +212,9 @@ func (t *tcpFront) handleTCP(ctx context.Context, c net.Conn) {
 		return
 	}
 	cs := tc.ConnectionState()
+	if cs.NegotiatedProtocol != tlsrec.ALPN {
+		bc.PassThrough()
+	}
 	if cs.NegotiatedProtocol == alpnHTTP {
 		slot()
 		_ = c.SetDeadline(time.Time{})
@@ -225,7 +232,23 @@ func (t *tcpFront) handleTCP(ctx context.Context, c net.Conn) {
 			return
 		}
 	}
-	t.srv.serveStream(ctx, tc, nil, 0, tsp.TransportTLS, id, slot)
+	var conn net.Conn = tc
+	if cs.NegotiatedProtocol == tlsrec.ALPN {
+		// From the client's marker on, the stream records carry the session, and crypto/tls's
+		// connection (its buffers, the peer's parsed certificate) is dropped.
+		rc, err := tlsrec.Switch(tc, bc, pc, true)
+		if err != nil {
+			t.srv.cfg.Metrics.ObserveHandshake("tsp-tls", "refused", t.srv.now().Sub(start))
+			t.refusals.info("tls", func(e *zerolog.Event) {
+				e.Str("remote", addrPortOf(c.RemoteAddr()).String()).Err(err).Str("reason", "record takeover failed").Msg("TLS handshake failed")
+			})
+			t.srv.handshakeFailed(addrPortOf(c.RemoteAddr()), "", "", "TLS record takeover failed: "+err.Error())
+			c.Close()
+			return
+		}
+		conn = rc
+	}
+	t.srv.serveStream(ctx, conn, nil, 0, tsp.TransportTLS, id, slot)
 }
 
 // admit takes one of the port's handshake slots and one of its source's share, and returns

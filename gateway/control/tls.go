@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 
 	"github.com/dstmgw/dstm/auth"
+	"github.com/dstmgw/dstm/tunnel/tlsrec"
 )
 
 // ALPN protocol names on the TSP port (DESIGN §3).
@@ -26,8 +27,9 @@ func tls12Suites() []uint16 {
 	}
 }
 
-// NewTLSConfig is the TLS side of the TSP port: TSP-SSL (ALPN tsp/2, client certificate
-// required; no ALPN, certificate optional) and the enrollment API (ALPN http/1.1). Session
+// NewTLSConfig is the TLS side of the TSP port: TSP-SSL (ALPN tsp/2-rec1, whose records are
+// taken over after the handshake (tlsrec), or tsp/2, client certificate required; no ALPN,
+// certificate optional) and the enrollment API (ALPN http/1.1). Session
 // tickets are on, with keys the caller sets (SetSessionTicketKeys): a resumed connection skips
 // the signatures of a full handshake, and VerifyConnection still checks the certificate's
 // validity, revocation and policy. Only TLS 1.3 resumes: its resumption keeps the (EC)DHE
@@ -37,14 +39,14 @@ func NewTLSConfig(getCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, e
 		MinVersion:     tls.VersionTLS12,
 		CipherSuites:   tls12Suites(),
 		GetCertificate: getCertificate,
-		NextProtos:     []string{alpnTSP, alpnHTTP},
+		NextProtos:     []string{tlsrec.ALPN, alpnTSP, alpnHTTP},
 		ClientAuth:     tls.RequestClientCert,
 		ClientCAs:      clientCAs,
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			switch {
 			case cs.NegotiatedProtocol == alpnHTTP:
 				return nil // the enrollment API checks certificates per request
-			case len(cs.PeerCertificates) == 0 && cs.NegotiatedProtocol == alpnTSP:
+			case len(cs.PeerCertificates) == 0 && (cs.NegotiatedProtocol == alpnTSP || cs.NegotiatedProtocol == tlsrec.ALPN):
 				return auth.ErrNoCertificate
 			case len(cs.PeerCertificates) == 0:
 				return nil // a TLS-wrapped legacy client: only SASL PLAIN can succeed

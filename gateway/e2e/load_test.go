@@ -19,6 +19,7 @@ import (
 	"github.com/dstmgw/dstm/tunnel"
 	"github.com/dstmgw/dstm/tunnel/dtls"
 	"github.com/dstmgw/dstm/tunnel/stream"
+	"github.com/dstmgw/dstm/tunnel/tlsrec"
 )
 
 // Load generators: many sessions from the test process, dialled inside the client namespace.
@@ -300,10 +301,13 @@ func (l *loadClient) tspSSL(ctx context.Context, kind sessionKind, src netip.Add
 	if err != nil {
 		return err
 	}
-	cfg := l.st.ClientTLSConfig("gw.e2e.test", "tsp/2")
-	tc := tls.Client(raw, cfg)
 	if dl, ok := ctx.Deadline(); ok {
-		_ = tc.SetDeadline(dl)
+		_ = raw.SetDeadline(dl)
+	}
+	// As dstm-client does: the records are taken over after the handshake (tunnel/tlsrec).
+	tc, _, err := tlsrec.Client(ctx, raw, l.st.ClientTLSConfig("gw.e2e.test", tlsrec.ALPN, "tsp/2"))
+	if err != nil {
+		return err
 	}
 	local := raw.LocalAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
 	m, err := tsp.NewClient(tsp.ClientConfig{

@@ -94,10 +94,7 @@ func newDataPath(conn *piondtls.Conn, suite record.Suite, session uint32, server
 	if err != nil {
 		return nil, err
 	}
-	send, recv := sec.ClientToServer, sec.ServerToClient
-	if server {
-		send, recv = recv, send
-	}
+	send, recv := sec.Directions(server)
 	s, err := record.NewSealer(suite, send, session)
 	if err != nil {
 		return nil, err

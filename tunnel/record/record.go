@@ -89,6 +89,7 @@ var (
 	ErrSession   = errors.New("record: another session")
 	ErrAuth      = errors.New("record: does not authenticate")
 	ErrReplay    = errors.New("record: replayed or behind the window")
+	ErrOrder     = errors.New("record: not the next record of the stream")
 	ErrEpoch     = errors.New("record: epoch out of range")
 	ErrExhausted = errors.New("record: counter exhausted")
 )
@@ -107,6 +108,15 @@ func SplitSecrets(exported []byte) (Secrets, error) {
 	copy(s.ClientToServer[:], exported[:secretLen])
 	copy(s.ServerToClient[:], exported[secretLen:])
 	return s, nil
+}
+
+// Directions returns the secrets this side seals with (send) and opens with (recv): the
+// server's send is the client's recv.
+func (s Secrets) Directions(server bool) (send, recv [secretLen]byte) {
+	if server {
+		return s.ServerToClient, s.ClientToServer
+	}
+	return s.ClientToServer, s.ServerToClient
 }
 
 // epochKey derives the key of one epoch of one direction.
@@ -219,9 +229,10 @@ type Opener struct {
 	session uint32
 
 	mu     sync.Mutex
-	filter replay.Filter
-	newest uint64       // epoch of the newest packet accepted
-	keys   [3]epochAEAD // epochs newest-1, newest, and one ahead (newest+1 or further); aead nil until derived
+	filter *replay.Filter // nil for a stream: next instead
+	next   uint64         // a stream's next counter
+	newest uint64         // epoch of the newest packet accepted
+	keys   [3]epochAEAD   // epochs newest-1, newest, and one ahead (newest+1 or further); aead nil until derived
 }
 
 // NewOpener returns the Opener of the direction whose secret is secret, for the session id
@@ -231,8 +242,20 @@ func NewOpener(suite Suite, secret [secretLen]byte, session uint32) (*Opener, er
 	if err != nil {
 		return nil, err
 	}
-	o := &Opener{suite: suite, secret: secret, session: session}
+	o := &Opener{suite: suite, secret: secret, session: session, filter: new(replay.Filter)}
 	o.keys[1] = epochAEAD{epoch: 0, aead: a}
+	return o, nil
+}
+
+// NewStreamOpener is NewOpener for records that come in the order they were sealed (on a
+// byte stream): each must carry the counter after the last one opened, or it is ErrOrder.
+// It keeps no replay window.
+func NewStreamOpener(suite Suite, secret [secretLen]byte, session uint32) (*Opener, error) {
+	o, err := NewOpener(suite, secret, session)
+	if err != nil {
+		return nil, err
+	}
+	o.filter = nil
 	return o, nil
 }
 
@@ -262,7 +285,12 @@ func (o *Opener) Open(b []byte) (pkt []byte, counter uint64, err error) {
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if !o.filter.ValidateCounter(c, maxCounter) {
+	switch {
+	case o.filter == nil && c != o.next:
+		return nil, 0, ErrOrder
+	case o.filter == nil:
+		o.next++
+	case !o.filter.ValidateCounter(c, maxCounter):
 		return nil, 0, ErrReplay
 	}
 	if e := c >> epochShift; e > o.newest {

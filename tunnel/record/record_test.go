@@ -314,3 +314,35 @@ func BenchmarkOpen(b *testing.B) {
 		})
 	}
 }
+
+// TestStreamOpener: a stream's records open only in the order sealed; a replayed, skipped or
+// forged one is refused and leaves the next expected counter where it was.
+func TestStreamOpener(t *testing.T) {
+	sec := testSecrets()
+	s, _ := NewSealer(ChaCha20Poly1305, sec.ServerToClient, 0)
+	o, err := NewStreamOpener(ChaCha20Poly1305, sec.ServerToClient, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := make([][]byte, 4)
+	for i := range recs {
+		recs[i], _ = s.Seal(nil, ipv4(20+i))
+	}
+	forged := bytes.Clone(recs[1])
+	forged[len(forged)-1] ^= 1
+	for i, step := range []struct {
+		rec  []byte
+		want error
+	}{
+		{recs[0], nil},
+		{recs[0], ErrOrder}, // replayed
+		{recs[2], ErrOrder}, // skips record 1
+		{forged, ErrAuth},   // record 1, tampered
+		{recs[1], nil},      // the real record 1 still opens
+		{recs[2], nil},
+	} {
+		if _, _, err := o.Open(bytes.Clone(step.rec)); !errors.Is(err, step.want) {
+			t.Fatalf("step %d: %v, want %v", i, err, step.want)
+		}
+	}
+}
