@@ -151,7 +151,7 @@ func TestIdleMemoryPerSession(t *testing.T) {
 		fmt.Sscan(v, &n)
 	}
 	reportTable(t, "Idle memory per session", "transport", "sessions", "RSS per session, just opened",
-		"RSS per session, idle", "goroutines per session", "gateway before → idle")
+		"RSS per session, idle", "of it live heap", "of it stacks", "goroutines per session", "gateway before → idle")
 	for _, kind := range []sessionKind{kindPlainTCP, kindPlainUDP, kindTLS, kindDTLS, kindDTLSParked} {
 		t.Run(string(kind), func(t *testing.T) {
 			e, l := newLoadEnv(t)
@@ -170,8 +170,10 @@ func TestIdleMemoryPerSession(t *testing.T) {
 			perRSS := float64(after.rss-before.rss) / float64(n)
 			perIdle := float64(idle.rss-before.rss) / float64(n)
 			perG := float64(after.goroutines-before.goroutines) / float64(n)
-			report(t, fmt.Sprintf("| %s | %d | %.1f KB | %.1f KB | %.2f | %s → %s |",
-				kind, n, perRSS/1024, perIdle/1024, perG, before, idle))
+			perHeap := float64(idle.heap-before.heap) / float64(n)
+			perStack := float64(idle.stacks-before.stacks) / float64(n)
+			report(t, fmt.Sprintf("| %s | %d | %.1f KB | %.1f KB | %.1f KB | %.1f KB | %.2f | %s → %s |",
+				kind, n, perRSS/1024, perIdle/1024, perHeap/1024, perStack/1024, perG, before, idle))
 		})
 	}
 }

@@ -405,6 +405,8 @@ func readerOf(rest []byte, c net.Conn) *bytesThenConn {
 // its metrics) goroutines.
 type procStats struct {
 	rss        int64 // bytes
+	heap       int64 // bytes of live heap objects (go_memstats_heap_alloc_bytes)
+	stacks     int64 // bytes of goroutine stacks (go_memstats_stack_inuse_bytes)
 	fds        int
 	goroutines int
 }
@@ -438,5 +440,8 @@ func (e *env) gatewayStats() (procStats, error) {
 	}
 	g, _ := metric(text, "go_goroutines")
 	s.goroutines = int(g)
+	h, _ := metric(text, "go_memstats_heap_alloc_bytes")
+	st, _ := metric(text, "go_memstats_stack_inuse_bytes")
+	s.heap, s.stacks = int64(h), int64(st)
 	return s, nil
 }
