@@ -1,7 +1,7 @@
 // Package tlsrec takes the record layer of a TSP-SSL connection over from crypto/tls once the
-// handshake is done, so that a long-lived, mostly idle control connection or TLS stream costs
-// the gateway a few hundred bytes of record state instead of crypto/tls's connection (its
-// buffers, handshake messages and the peer's parsed certificate chain, about 15 KB each).
+// handshake is done, so that a long-lived, mostly idle control connection or TLS stream keeps
+// only its record keys instead of crypto/tls's connection (its buffers, the handshake
+// messages and the peer's parsed certificate chain; docs/reliability.md has the figures).
 //
 // Both sides opt in by ALPN (ALPN, "tsp/2-rec1"): a client offers it before "tsp/2", and a
 // gateway that speaks it selects it. After the TLS handshake each side sends one TLS

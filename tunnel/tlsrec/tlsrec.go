@@ -181,6 +181,11 @@ func (c *Conn) seal(buf, content []byte) ([]byte, error) {
 func (c *Conn) CloseWrite() error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	return c.sendCloseLocked()
+}
+
+// sendCloseLocked sends the close record once; c.wmu is held.
+func (c *Conn) sendCloseLocked() error {
 	if c.wended {
 		return nil
 	}
@@ -198,13 +203,8 @@ func (c *Conn) CloseWrite() error {
 // does a second one.
 func (c *Conn) Close() error {
 	if !c.closed.Swap(true) && c.wmu.TryLock() {
-		if !c.wended {
-			c.wended = true
-			_ = c.Conn.SetWriteDeadline(time.Now().Add(closeTimeout))
-			if rec, err := c.seal(make([]byte, 0, lenLen+record.Overhead), nil); err == nil {
-				_, _ = c.Conn.Write(rec)
-			}
-		}
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(closeTimeout))
+		_ = c.sendCloseLocked()
 		c.wmu.Unlock()
 	}
 	return c.Conn.Close()
