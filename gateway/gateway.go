@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -34,6 +35,7 @@ import (
 	"github.com/dstmgw/dstm/gateway/split"
 	"github.com/dstmgw/dstm/gateway/tep"
 	"github.com/dstmgw/dstm/internal/hostnet"
+	"github.com/dstmgw/dstm/internal/park"
 	"github.com/dstmgw/dstm/sso"
 	"github.com/dstmgw/dstm/tunnel/dtls"
 	"github.com/dstmgw/dstm/tunnel/plain"
@@ -90,6 +92,9 @@ type Gateway struct {
 	seen      *events.LastSeen // when each certificate last carried a session
 	// consoleSecret is the console's OIDC client secret (console.client_secret_file).
 	consoleSecret string
+	// memLimitAtStart is the soft memory limit the process started with (GOMEMLIMIT), in
+	// force when memory_limit is not set.
+	memLimitAtStart int64
 
 	// Set up by Run, in this order, and not changed afterwards.
 	host       *hostnet.Host // nil with Options.Device
@@ -97,6 +102,7 @@ type Gateway struct {
 	tep        *tep.TEP
 	plain      *plain.Server // nil unless tep.plain_transport
 	ctl        *control.Server
+	park       *park.Poller     // idle TCP and TLS sessions wait here; nil if it cannot start
 	dtls       *dtls.Server     // nil without UDP
 	bgp        *bgp.Speaker     // nil without bgp:
 	teps       *split.Directory // a control node without the tep role: its TEP nodes
@@ -136,6 +142,8 @@ func New(cfg config.Config, log zerolog.Logger, opts Options) (*Gateway, error) 
 		metrics: metrics.New(),
 		events:  events.NewRing(eventsPerKind),
 		seen:    events.NewLastSeen(seenSerials),
+		// What a negative argument returns: the limit in force, unchanged.
+		memLimitAtStart: debug.SetMemoryLimit(-1),
 	}
 	pol, err := auth.NewPolicy(cfg.Policy)
 	if err != nil {

@@ -88,6 +88,10 @@ func (g *Gateway) Reload(next config.Config) ([]string, error) {
 		g.passwords.Store(pw)
 	}
 	restart = append(restart, restartSections(g.cfg, next)...)
+	if next.MemoryLimit != g.cfg.MemoryLimit {
+		g.cfg.MemoryLimit = next.MemoryLimit
+		g.log.Info().Int64("memory_limit", g.applyMemoryLimit(next)).Msg("memory limit changed")
+	}
 	g.cfg.Policy = next.Policy
 	g.cfg.TSP.Passwords = next.TSP.Passwords
 	if g.cfg.Console != nil && next.Console != nil {

@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"bytes"
 	"net/netip"
+	"runtime/debug"
 	"slices"
 	"testing"
 
@@ -127,5 +128,40 @@ func TestReloadAccessRules(t *testing.T) {
 	tt.send(t, stream.AppendFrame(nil, ping))
 	if p := gw.fromGateway(t); !bytes.Equal(p, ping) {
 		t.Fatalf("after the rules were removed: gateway forwarded %x", p)
+	}
+}
+
+// TestMemoryLimit: memory_limit is the process's soft memory limit while the gateway runs, a
+// reload changes it, and the limit the process had before comes back when it is removed and
+// when the gateway stops.
+func TestMemoryLimit(t *testing.T) {
+	before := debug.SetMemoryLimit(-1)
+	gw := startGateway(t, func(c *config.Config) { c.MemoryLimit = 512 << 20 })
+	if got := debug.SetMemoryLimit(-1); got != 512<<20 {
+		t.Fatalf("memory limit %d while running, want 512MiB", got)
+	}
+	next := gw.cfg
+	next.MemoryLimit = 1 << 30
+	restart, err := gw.g.Reload(next)
+	if err != nil || len(restart) != 0 {
+		t.Fatalf("reload: %v, restart %v", err, restart)
+	}
+	if got := debug.SetMemoryLimit(-1); got != 1<<30 {
+		t.Fatalf("memory limit %d after the reload, want 1GiB", got)
+	}
+	next.MemoryLimit = 0
+	if _, err := gw.g.Reload(next); err != nil {
+		t.Fatal(err)
+	}
+	if got := debug.SetMemoryLimit(-1); got != before {
+		t.Fatalf("memory limit %d with memory_limit removed, want the one at start, %d", got, before)
+	}
+	next.MemoryLimit = 768 << 20
+	if _, err := gw.g.Reload(next); err != nil {
+		t.Fatal(err)
+	}
+	gw.stop()
+	if got := debug.SetMemoryLimit(-1); got != before {
+		t.Fatalf("memory limit %d after the stop, want %d", got, before)
 	}
 }

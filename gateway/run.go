@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/dstmgw/dstm/gateway/control"
 	"github.com/dstmgw/dstm/gateway/lease"
 	"github.com/dstmgw/dstm/gateway/metrics"
+	"github.com/dstmgw/dstm/internal/park"
 	"github.com/dstmgw/dstm/tunnel/udpmux"
 )
 
@@ -23,6 +25,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	g.started = g.now()
+	memLimit := g.applyMemoryLimit(g.cfg)
+	defer debug.SetMemoryLimit(g.memLimitAtStart)
 	fds := raiseFDLimit()
 	g.maxConns = connLimit(fds)
 	if g.opts.MaxConns > 0 {
@@ -61,6 +65,12 @@ func (g *Gateway) Run(ctx context.Context) error {
 		if consoleLn != nil {
 			consoleLn.Close()
 		}
+	}
+	// Idle established TCP and TLS sessions wait here, without a goroutine each.
+	if g.park, err = park.New(); err != nil {
+		g.log.Warn().Err(err).Msg("no poller for idle sessions: each keeps a goroutine")
+	} else {
+		defer g.park.Close() // after ctl.Wait below: no session is left to park
 	}
 	if err := g.setupControl(udps); err != nil {
 		closeAll(tcps, udps)
@@ -119,7 +129,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	close(g.ready)
 	g.log.Info().Strs("listen", g.listenAddr).Str("device", g.cfg.TEP.Device).
 		Str("inner_v4", g.cfg.TEP.InnerV4.String()).Str("version", g.version).
-		Uint64("fd_limit", fds).Int("max_connections", g.maxConns).Msg("gateway running")
+		Uint64("fd_limit", fds).Int("max_connections", g.maxConns).Int64("memory_limit", memLimit).Msg("gateway running")
 
 	<-ctx.Done()
 	g.log.Info().Msg("gateway stopping")
@@ -179,7 +189,7 @@ func (g *Gateway) stop() {
 	g.stopUDP()
 }
 
-// setupControl builds the control plane and, with UDP, the UDP port's demultiplexer that
+// setupControl builds the control plane, whose idle sessions park on g.park, and, with UDP, the UDP port's demultiplexer that
 // serves it, with the DTLS server when this node has a TEP. The mux owns udps from then on.
 func (g *Gateway) setupControl(udps []*net.UDPConn) error {
 	write := func(b []byte, to netip.AddrPort) error { return g.mux.WriteTo(b, to) }
@@ -195,7 +205,7 @@ func (g *Gateway) setupControl(udps []*net.UDPConn) error {
 		Gateway: g.cfg, Leases: g.leases, TEP: g.tep, Remote: remote, Plain: pt,
 		DTLS: len(udps) > 0, DataPort: g.dataPort(), WriteUDP: write,
 		Policy: g.policy, Passwords: g.passwords.Load, TLS: g.tlsConfig,
-		MaxConns: g.maxConns, Enroll: g.enroll.deliver, Metrics: g.metrics, Events: g.recordEvent, Logger: g.log, Now: g.now,
+		Park: g.park, MaxConns: g.maxConns, Enroll: g.enroll.deliver, Metrics: g.metrics, Events: g.recordEvent, Logger: g.log, Now: g.now,
 	})
 	if err != nil {
 		return err

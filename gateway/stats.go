@@ -46,6 +46,9 @@ func (g *Gateway) Dataplane() metrics.DataplaneSnapshot {
 		snap.Denied = append(snap.Denied, metrics.Denied{Rule: d.Rule, Direction: d.Direction, Packets: d.Packets})
 	}
 	snap.ConntrackEvictions = st.ConntrackEvictions
+	if g.park != nil {
+		snap.ParkedReaders = g.park.Parked()
+	}
 	if g.dtls != nil {
 		d := g.dtls.Stats()
 		snap.Drops["dtls_not_ipv4"] += d.DroppedMalformed

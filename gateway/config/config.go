@@ -8,9 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/netip"
 	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -23,20 +26,23 @@ import (
 type Config struct {
 	// Roles are what this node runs: "control" (TSP, leases, CA, admin), "tep" (TUN,
 	// transports, route announcement), or both (the default). Split roles need store.etcd.
-	Roles    []string          `yaml:"roles,omitempty"`
-	StateDir string            `yaml:"state_dir"`
-	Listen   Listen            `yaml:"listen"`
-	TEP      TEP               `yaml:"tep"`
-	Pools    []Pool            `yaml:"pools"`
-	Leases   Leases            `yaml:"leases"`
-	TSP      TSP               `yaml:"tsp"`
-	CA       CA                `yaml:"ca"`
-	Policy   auth.PolicyConfig `yaml:"policy"`
-	Log      Log               `yaml:"log"`
-	Metrics  Metrics           `yaml:"metrics"`
-	Admin    Admin             `yaml:"admin"`
-	Store    Store             `yaml:"store,omitempty"`
-	BGP      *BGP              `yaml:"bgp,omitempty"`
+	Roles    []string `yaml:"roles,omitempty"`
+	StateDir string   `yaml:"state_dir"`
+	// MemoryLimit is the gateway process's soft memory limit (Go's runtime/debug
+	// SetMemoryLimit); zero: none, beyond GOMEMLIMIT.
+	MemoryLimit ByteSize          `yaml:"memory_limit,omitempty"`
+	Listen      Listen            `yaml:"listen"`
+	TEP         TEP               `yaml:"tep"`
+	Pools       []Pool            `yaml:"pools"`
+	Leases      Leases            `yaml:"leases"`
+	TSP         TSP               `yaml:"tsp"`
+	CA          CA                `yaml:"ca"`
+	Policy      auth.PolicyConfig `yaml:"policy"`
+	Log         Log               `yaml:"log"`
+	Metrics     Metrics           `yaml:"metrics"`
+	Admin       Admin             `yaml:"admin"`
+	Store       Store             `yaml:"store,omitempty"`
+	BGP         *BGP              `yaml:"bgp,omitempty"`
 	// SSO lets users enroll by signing in at the company's OpenID provider
 	// (docs/sso.md); absent: enrollment by one-time tokens only.
 	SSO *sso.Config `yaml:"sso,omitempty"`
@@ -337,6 +343,46 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	}
 	*d = Duration(v)
 	return nil
+}
+
+// ByteSize is a size in bytes, written with a binary unit: 512MiB, 2GiB.
+type ByteSize int64
+
+var byteUnits = []struct {
+	suffix string
+	n      int64
+}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}}
+
+// UnmarshalYAML parses a number of bytes with its unit.
+func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err == nil {
+		for _, u := range byteUnits {
+			num, ok := strings.CutSuffix(s, u.suffix)
+			if !ok {
+				continue
+			}
+			v, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
+			if err == nil && v >= 0 && v <= math.MaxInt64/u.n {
+				*b = ByteSize(v * u.n)
+				return nil
+			}
+			break
+		}
+	}
+	return fmt.Errorf("line %d: %q is not a size (e.g. 512MiB, 2GiB)", n.Line, n.Value)
+}
+
+// MarshalYAML writes the size in the largest unit that divides it.
+func (b ByteSize) MarshalYAML() (any, error) { return b.String(), nil }
+
+func (b ByteSize) String() string {
+	for _, u := range byteUnits {
+		if int64(b)%u.n == 0 && (b != 0 || u.n == 1) {
+			return strconv.FormatInt(int64(b)/u.n, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(int64(b), 10) + "B"
 }
 
 // MarshalYAML writes the duration in Go syntax.

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 func TestDefaultsValidate(t *testing.T) {
@@ -29,6 +31,9 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		{"unknown nested key", "tep:\n  inner_v6: ::1\n", "field inner_v6 not found"},
 		{"relative state dir", "state_dir: var/lib\n", "state_dir: must be an absolute path"},
 		{"bad duration", "leases:\n  lifetime: forever\n", `"forever" is not a duration`},
+		{"bad size", "memory_limit: 2G\n", `"2G" is not a size`},
+		{"size without unit", "memory_limit: 2048\n", `"2048" is not a size`},
+		{"memory limit too low", "memory_limit: 16MiB\n", "memory_limit: 16MiB is below 64MiB"},
 		{"lifetime too short", "leases:\n  lifetime: 1s\n", "leases.lifetime: 1s is outside"},
 		{"bad limit policy", "leases:\n  on_limit: ignore\n", "leases.on_limit"},
 		{"inner not v4", "tep:\n  inner_v4: 2001:db8::1\n", "tep.inner_v4"},
@@ -122,5 +127,38 @@ func TestEffectiveConfigRoundTrips(t *testing.T) {
 	}
 	if again.Leases.Lifetime != cfg.Leases.Lifetime || again.Pools[0].Prefixes[0] != cfg.Pools[0].Prefixes[0] {
 		t.Fatalf("round trip changed values")
+	}
+}
+
+func TestByteSize(t *testing.T) {
+	for _, tc := range []struct {
+		yaml string
+		want ByteSize
+		text string
+	}{
+		{"2GiB", 2 << 30, "2GiB"},
+		{"1536MiB", 1536 << 20, "1536MiB"},
+		{"1024MiB", 1 << 30, "1GiB"},
+		{"65536KiB", 64 << 20, "64MiB"},
+		{"100B", 100, "100B"},
+		{"0B", 0, "0B"},
+	} {
+		var c struct {
+			S ByteSize `yaml:"s"`
+		}
+		if err := yaml.Unmarshal([]byte("s: "+tc.yaml), &c); err != nil || c.S != tc.want {
+			t.Errorf("%s: %d, %v; want %d", tc.yaml, c.S, err, tc.want)
+		}
+		if c.S.String() != tc.text {
+			t.Errorf("%s written as %s, want %s", tc.yaml, c.S, tc.text)
+		}
+	}
+	for _, bad := range []string{"2G", "-1MiB", "MiB", "1.5GiB", "9999999999GiB", "[1]"} {
+		var c struct {
+			S ByteSize `yaml:"s"`
+		}
+		if err := yaml.Unmarshal([]byte("s: "+bad), &c); err == nil {
+			t.Errorf("%s accepted as %d", bad, c.S)
+		}
 	}
 }

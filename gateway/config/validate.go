@@ -26,6 +26,9 @@ func bad(field, format string, args ...any) error {
 	return &FieldError{Field: field, Reason: fmt.Sprintf(format, args...)}
 }
 
+// minMemoryLimit is the smallest memory_limit: a gateway with no session uses about 50 MiB.
+const minMemoryLimit = 64 << 20
+
 // Validate checks every field and returns all problems found, each naming its field.
 func (c *Config) Validate() error {
 	var errs []error
@@ -35,6 +38,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	add(c.validateStateDir())
+	if c.MemoryLimit != 0 && c.MemoryLimit < minMemoryLimit {
+		add(bad("memory_limit", "%s is below %s, too little for a gateway", c.MemoryLimit, ByteSize(minMemoryLimit)))
+	}
 	add(c.validateListen())
 	add(c.validateTEP())
 	errs = append(errs, c.validatePools()...)

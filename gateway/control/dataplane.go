@@ -29,7 +29,7 @@ const (
 const teardownTimeout = 10 * time.Second
 
 // attachData attaches a plain link for v4v6. A DTLS link is attached when it binds, the TLS
-// stream when the control loop hands its connection over (runStreamData).
+// stream when the control loop hands its connection over (startStreamData).
 func (s *Server) attachData(ss *session, data tsp.TunnelType) error {
 	if data != tsp.TypeV4V6 {
 		return nil
@@ -224,16 +224,19 @@ func (s *Server) unlinked(ss *session, l tunnel.Link) {
 	}
 }
 
-// runStreamData carries IPv4 packets on the TSP-SSL connection after a v4tlsv6 accept, until
-// the connection ends. Frames that are not IPv4 carry TSP control messages (lease renewal).
-func (s *Server) runStreamData(ctx context.Context, ss *session, c net.Conn, m *tsp.Server) {
+// startStreamData carries IPv4 packets on the TSP-SSL connection after a v4tlsv6 accept, until
+// the connection ends, and then calls done. Frames that are not IPv4 carry TSP control
+// messages (lease renewal). An idle stream's reader parks (stream.Link.Start).
+func (s *Server) startStreamData(ctx context.Context, ss *session, c net.Conn, m *tsp.Server, done func()) {
 	if s.cfg.TEP == nil { // never offered without a TEP here
 		ss.log.Error().Msg("TLS data stream refused: this node has no TEP")
+		done()
 		return
 	}
 	ts, err := s.dataEntry(ss, tunnel.TLS, s.offers.dataMTU(tsp.TypeV4TLSV6))
 	if err != nil {
 		ss.log.Error().Err(err).Msg("cannot start the TLS data stream")
+		done()
 		return
 	}
 	ctl := &streamControl{srv: s, ss: ss, m: m}
@@ -247,12 +250,16 @@ func (s *Server) runStreamData(ctx context.Context, ss *session, c net.Conn, m *
 	ctl.link = l
 	if err := attach(ss, ts, l); err != nil {
 		ss.log.Info().Err(err).Msg("TLS data stream not started")
+		done()
 		return
 	}
 	ss.log.Info().Str("transport", tunnel.TLS).Msg("data stream started")
-	if err := l.Run(ctx); err != nil && !errors.Is(err, net.ErrClosed) {
-		ss.log.Info().Err(err).Msg("data stream ended")
-	}
+	l.Start(ctx, func(err error) {
+		if err != nil && !errors.Is(err, net.ErrClosed) {
+			ss.log.Info().Err(err).Msg("data stream ended")
+		}
+		done()
+	})
 }
 
 // streamControl steps the TSP machine with control frames received in stream mode.

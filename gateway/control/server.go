@@ -19,6 +19,7 @@ import (
 	"github.com/dstmgw/dstm/gateway/metrics"
 	"github.com/dstmgw/dstm/gateway/split"
 	"github.com/dstmgw/dstm/gateway/tep"
+	"github.com/dstmgw/dstm/internal/park"
 	"github.com/dstmgw/dstm/tunnel"
 )
 
@@ -39,6 +40,9 @@ type Config struct {
 	Passwords func() *auth.DigestStore                // PLAIN/DIGEST-MD5 credentials (nil: none)
 	WriteUDP  func(b []byte, to netip.AddrPort) error // sends from the UDP port
 	TLS       *tls.Config                             // see NewTLSConfig
+	// Park, when set, waits for the idle established TCP and TLS sessions, whose readers
+	// then hold no goroutine (internal/park); the caller closes it after Wait.
+	Park *park.Poller
 	// MaxConns bounds the open TCP connections of every kind (0: no bound).
 	MaxConns int
 	Enroll   func(net.Conn) // takes (and owns) the TLS connections of ALPN http/1.1

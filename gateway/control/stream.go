@@ -1,7 +1,6 @@
 package control
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -60,20 +59,30 @@ func (s *Server) serveStream(ctx context.Context, c net.Conn, buf []byte, n int,
 		return
 	}
 	st.sp = tsp.NewSplitter(0)
-	if !st.run(ctx, handshakeDone) {
+	if st.run(ctx, handshakeDone) != runEstablished {
 		st.finish()
 		return
 	}
-	s.tcp.wg.Add(1)
-	go func() {
-		defer s.tcp.wg.Done()
-		defer st.finish()
-		if st.data == tsp.TypeV4TLSV6 {
-			s.runStreamData(ctx, st.b.ss, replayConn(c, st.sp.Rest()), st.m)
-			return
-		}
-		st.run(ctx, nil)
-	}()
+	s.tcp.wg.Add(1) // done when the session ends
+	if st.data == tsp.TypeV4TLSV6 {
+		st.buf = nil // the stream link reads from here on
+		s.startStreamData(ctx, st.b.ss, stream.PrefixConn(c, st.sp.Rest()), st.m, func() {
+			st.finish()
+			s.tcp.wg.Done()
+		})
+		return
+	}
+	go st.serveEstablished(ctx)
+}
+
+// serveEstablished reads the established session's control messages (renewals) until the
+// session ends; between them the reader parks when the connection can (stream.Parker).
+func (st *streamSession) serveEstablished(ctx context.Context) {
+	if st.run(ctx, nil) == runParked {
+		return // resumed here, in a new goroutine
+	}
+	st.finish()
+	st.srv.tcp.wg.Done()
 }
 
 // streamSession is one TSP session on a TCP or TLS connection.
@@ -89,15 +98,26 @@ type streamSession struct {
 	sp          *tsp.Splitter
 	start       time.Time
 	established bool
+	resumed     bool // the reader parked and was resumed: it reads before it parks again
 	data        tsp.TunnelType
 	// closedByClient: the established connection ended by the client's orderly close (a
 	// parked client, dstm-client up --park-control), not by an error.
 	closedByClient bool
 }
 
-// run steps the machine until the session ends (false), or, with handshakeDone set, until
-// the tunnel is established (true), when it releases the handshake slot and pooled buffer.
-func (st *streamSession) run(ctx context.Context, handshakeDone func()) bool {
+// runResult is how streamSession.run returned.
+type runResult int
+
+const (
+	runEnded       runResult = iota // the session ended
+	runEstablished                  // the tunnel is established (handshakeDone was set)
+	runParked                       // the reader parked; serveEstablished resumes it
+)
+
+// run steps the machine until the session ends, or, with handshakeDone set, until the tunnel
+// is established, when it releases the handshake slot and pooled buffer. Established (no
+// handshakeDone), it parks the reader when nothing is left to read and the connection can.
+func (st *streamSession) run(ctx context.Context, handshakeDone func()) runResult {
 	s, c, m := st.srv, st.c, st.m
 	var rerr error
 	for {
@@ -111,7 +131,7 @@ func (st *streamSession) run(ctx context.Context, handshakeDone func()) bool {
 				replies, serr := m.Fail(tsp.StatusInvalidRequest, err)
 				_ = s.sendReplies(c, replies, st.established)
 				s.sessionFailed(st.b.ss, st.tr, st.start, serr, st.established, authenticated(m))
-				return false
+				return runEnded
 			}
 			if !ok {
 				break
@@ -120,14 +140,14 @@ func (st *streamSession) run(ctx context.Context, handshakeDone func()) bool {
 			werr := s.sendReplies(c, replies, st.established)
 			if serr != nil {
 				s.sessionFailed(st.b.ss, st.tr, st.start, serr, st.established, authenticated(m)) // the refusal, written or not
-				return false
+				return runEnded
 			}
 			if werr != nil {
 				s.streamEnded(st.b.ss, st.tr, st.start, werr, "write", st.established, authenticated(m))
-				return false
+				return runEnded
 			}
 			if m.State() == tsp.StateClosed {
-				return false
+				return runEnded
 			}
 			if _, data, ok := m.Established(); ok && !st.established {
 				st.established, st.data = true, data
@@ -139,7 +159,7 @@ func (st *streamSession) run(ctx context.Context, handshakeDone func()) bool {
 				_ = c.SetReadDeadline(time.Time{})
 				s.cfg.Metrics.ObserveHandshake("tsp-"+st.tr.String(), "ok", s.now().Sub(st.start))
 				s.cfg.Metrics.TSPStatus(tsp.StatusSuccess)
-				return true
+				return runEstablished
 			}
 		}
 		if rerr != nil {
@@ -151,9 +171,21 @@ func (st *streamSession) run(ctx context.Context, handshakeDone func()) bool {
 			default:
 				s.streamEnded(st.b.ss, st.tr, st.start, rerr, "read", st.established, authenticated(m))
 			}
-			return false
+			return runEnded
+		}
+		if handshakeDone == nil && !st.resumed && st.sp.Buffered() == 0 {
+			if p, ok := c.(stream.Parker); ok {
+				st.buf, st.resumed = nil, true // an idle session holds no read buffer
+				if p.Park(time.Time{}, func() { st.serveEstablished(ctx) }) {
+					return runParked
+				}
+			}
+		}
+		if st.buf == nil {
+			st.buf = make([]byte, idleBufSize)
 		}
 		st.n, rerr = c.Read(st.buf)
+		st.resumed = false
 	}
 }
 
@@ -303,9 +335,4 @@ func (s *Server) refuseSource(ss *session, write func([]byte)) {
 	s.cfg.Metrics.TSPStatus(tsp.StatusServerTooBusy)
 	ss.log.Warn().Str("reason", "too many sessions from this source address").Int("tsp_status", tsp.StatusServerTooBusy).Msg("TSP session refused")
 	write(tsp.NewStatus(tsp.StatusServerTooBusy).Marshal())
-}
-
-// replayConn returns c with the bytes already read from it (rest) served first.
-func replayConn(c net.Conn, rest []byte) net.Conn {
-	return stream.ReaderConn(c, io.MultiReader(bytes.NewReader(rest), c))
 }

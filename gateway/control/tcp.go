@@ -11,12 +11,14 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/dstmgw/dstm/auth"
 	"github.com/dstmgw/dstm/internal/limit"
+	"github.com/dstmgw/dstm/internal/park"
 	"github.com/dstmgw/dstm/tsp"
 	"github.com/dstmgw/dstm/tunnel/stream"
 	"github.com/dstmgw/dstm/tunnel/tlsrec"
@@ -120,7 +122,7 @@ func (t *tcpFront) serve(ctx context.Context, ln net.Listener) error {
 			continue
 		}
 		t.conns.Add(1)
-		c = &countedConn{Conn: c, count: &t.conns}
+		c = t.parkable(c, &countedConn{Conn: c, count: &t.conns})
 		select {
 		case idle <- c:
 		default:
@@ -128,6 +130,20 @@ func (t *tcpFront) serve(ctx context.Context, ln net.Listener) error {
 			go t.tcpWorker(ctx, c, idle)
 		}
 	}
+}
+
+// parkable returns c, whose socket is raw, with a reader that can park when the server has a
+// poller (Config.Park): c otherwise.
+func (t *tcpFront) parkable(raw, c net.Conn) net.Conn {
+	sc, ok := raw.(syscall.Conn)
+	if t.srv.cfg.Park == nil || !ok {
+		return c
+	}
+	pc, err := park.NewConn(c, sc, t.srv.cfg.Park)
+	if err != nil {
+		return c
+	}
+	return pc
 }
 
 // countedConn is an accepted connection counted in tcpFront.conns until it is closed.
@@ -196,7 +212,7 @@ func (t *tcpFront) handleTCP(ctx context.Context, c net.Conn) {
 		return
 	}
 	// TLS reads its own records: it gets the bytes read so far, then the connection.
-	pc := stream.ReaderConn(c, io.MultiReader(bytes.NewReader(bytes.Clone(buf[:n])), c))
+	pc := stream.PrefixConn(c, bytes.Clone(buf[:n]))
 	t.srv.putReadBuf(buf)
 	// crypto/tls reads record by record until it is known whether the records are taken
 	// over (tlsrec): it must not buffer what follows the client's marker.

@@ -72,6 +72,8 @@ type gwOptions struct {
 	console bool
 	// leaseLifetime, when set, is leases.lifetime (not with load).
 	leaseLifetime time.Duration
+	// memoryLimit, when set, is memory_limit, e.g. "128MiB".
+	memoryLimit string
 }
 
 // pool is the lease pool of the scenario.
@@ -146,6 +148,9 @@ func newEnv(t *testing.T, opts gwOptions) *env {
 func (e *env) config() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "state_dir: %s\n", filepath.Join(e.dir, "state"))
+	if e.opts.memoryLimit != "" {
+		fmt.Fprintf(&b, "memory_limit: %s\n", e.opts.memoryLimit)
+	}
 	fmt.Fprintf(&b, "listen:\n  addresses: [%q]\n  udp: %t\n  plain_tsp: %t\n", e.gwAddr, !e.opts.noUDP, e.opts.load)
 	fmt.Fprintf(&b, "tep:\n  ipv6: %s\n  inner_v4: %s\n  device: %s\n  plain_transport: %t\n",
 		e.tp.GatewayV6, innerV4, gatewayTUN, e.opts.plain || e.opts.load)

@@ -409,6 +409,7 @@ type procStats struct {
 	stacks     int64 // bytes of goroutine stacks (go_memstats_stack_inuse_bytes)
 	fds        int
 	goroutines int
+	memstats   map[string]float64 // every go_memstats_*_bytes gauge, for the verbose breakdown
 }
 
 func (p procStats) String() string {
@@ -443,5 +444,15 @@ func (e *env) gatewayStats() (procStats, error) {
 	h, _ := metric(text, "go_memstats_heap_alloc_bytes")
 	st, _ := metric(text, "go_memstats_stack_inuse_bytes")
 	s.heap, s.stacks = int64(h), int64(st)
+	s.memstats = map[string]float64{}
+	for _, line := range strings.Split(text, "\n") {
+		name, value, ok := strings.Cut(line, " ")
+		if !ok || !strings.HasPrefix(name, "go_memstats_") || !strings.HasSuffix(name, "_bytes") {
+			continue
+		}
+		if v, err := strconv.ParseFloat(value, 64); err == nil {
+			s.memstats[strings.TrimSuffix(strings.TrimPrefix(name, "go_memstats_"), "_bytes")] = v
+		}
+	}
 	return s, nil
 }

@@ -49,6 +49,9 @@ type DataplaneSnapshot struct {
 	// entries with the same labels are summed.
 	Denied             []Denied
 	ConntrackEvictions uint64
+	// ParkedReaders is how many established TCP and TLS sessions wait for their next bytes
+	// without a goroutine (internal/park) now.
+	ParkedReaders int
 }
 
 // Denied is the count of packets one access block (its field path in the
@@ -96,6 +99,7 @@ type stateCollector struct {
 	drops    *prometheus.Desc
 	denied   *prometheus.Desc
 	evicted  *prometheus.Desc
+	parked   *prometheus.Desc
 	owner    *prometheus.Desc
 	bgpUp    *prometheus.Desc
 	bgpAnn   *prometheus.Desc
@@ -113,6 +117,7 @@ func newStateCollector() *stateCollector {
 		drops:    prometheus.NewDesc(name("dropped_packets_total"), "Packets dropped by the data plane, by reason.", []string{"reason"}, nil),
 		denied:   prometheus.NewDesc(name("access_denied_packets_total"), "Packets denied by access rules, by access block (its field path in the policy) and direction.", []string{"rule", "direction"}, nil),
 		evicted:  prometheus.NewDesc(name("conntrack_evictions_total"), "Flows evicted from full per-session connection tables (access rules).", nil, nil),
+		parked:   prometheus.NewDesc(name("parked_readers"), "Established TCP and TLS sessions idle now, whose reader waits without a goroutine.", nil, nil),
 		owner:    prometheus.NewDesc(name("cluster_owner"), "1 while this gateway's etcd ownership lease is live (cluster mode): it may serve sessions.", []string{"node"}, nil),
 		bgpUp:    prometheus.NewDesc(name("bgp_neighbor_up"), "1 while the BGP session with the neighbour is established.", []string{"neighbor"}, nil),
 		bgpAnn:   prometheus.NewDesc(name("bgp_announced_prefixes"), "IPv4 prefixes announced by BGP now.", nil, nil),
@@ -122,7 +127,7 @@ func newStateCollector() *stateCollector {
 func (c *stateCollector) set(s *sources) { c.src.Store(s) }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.sessions, c.leases, c.packets, c.bytes, c.drops, c.denied, c.evicted, c.owner, c.bgpUp, c.bgpAnn} {
+	for _, d := range []*prometheus.Desc{c.sessions, c.leases, c.packets, c.bytes, c.drops, c.denied, c.evicted, c.parked, c.owner, c.bgpUp, c.bgpAnn} {
 		ch <- d
 	}
 }
@@ -199,6 +204,7 @@ func (c *stateCollector) collectDataplane(ch chan<- prometheus.Metric, snap Data
 		emit(ch, c.denied, prometheus.CounterValue, float64(n), k[0], k[1])
 	}
 	emit(ch, c.evicted, prometheus.CounterValue, float64(snap.ConntrackEvictions))
+	emit(ch, c.parked, prometheus.GaugeValue, float64(snap.ParkedReaders))
 }
 
 // emit sends a const metric, or an invalid metric carrying the error (the

@@ -42,6 +42,7 @@ func TestStateSources(t *testing.T) {
 			{Rule: "policy.default.access", Direction: "inbound", Packets: 3},
 		},
 		ConntrackEvictions: 9,
+		ParkedReaders:      3,
 	}
 	tests := []struct {
 		name     string
@@ -101,7 +102,7 @@ dstm_packets_total{direction="out",transport="v4dtlsv6"} 20
 		{
 			name:    "access rules",
 			dp:      dp,
-			metrics: []string{"dstm_access_denied_packets_total", "dstm_conntrack_evictions_total"},
+			metrics: []string{"dstm_access_denied_packets_total", "dstm_conntrack_evictions_total", "dstm_parked_readers"},
 			want: `# HELP dstm_access_denied_packets_total Packets denied by access rules, by access block (its field path in the policy) and direction.
 # TYPE dstm_access_denied_packets_total counter
 dstm_access_denied_packets_total{direction="inbound",rule="policy.default.access"} 3
@@ -109,6 +110,9 @@ dstm_access_denied_packets_total{direction="outbound",rule="policy.groups[\"eng\
 # HELP dstm_conntrack_evictions_total Flows evicted from full per-session connection tables (access rules).
 # TYPE dstm_conntrack_evictions_total counter
 dstm_conntrack_evictions_total 9
+# HELP dstm_parked_readers Established TCP and TLS sessions idle now, whose reader waits without a goroutine.
+# TYPE dstm_parked_readers gauge
+dstm_parked_readers 3
 `,
 		},
 	}

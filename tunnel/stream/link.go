@@ -89,9 +89,15 @@ type Link struct {
 	maxPacket int
 	stats     counters
 	batch     [][]byte // the read loop's packets for the receiver (views into its buffer)
-	// The read loop's too: whether a read deadline is armed, and its buffer's size (tests).
+	// The read loop's too: its state across parking, whether a read deadline is armed, and
+	// its buffer's size (tests).
+	rs          readState
 	deadlineSet bool
 	readBuf     atomic.Int64
+	parks       atomic.Uint64 // times the reader parked (tests)
+	parkIdle    time.Duration // parkIdle (tests shorten it)
+	stopCtx     func() bool   // Start's context.AfterFunc
+	onDone      func(error)
 
 	mu      sync.Mutex // guards pending, spare, closed, writing
 	pending []byte     // frames waiting for the writer
@@ -119,6 +125,7 @@ func New(conn net.Conn, r tunnel.Receiver, opts Options) *Link {
 		r:         r,
 		opts:      opts,
 		maxPacket: min(opts.MTU+ReceiveSlack, MaxFrameLen),
+		parkIdle:  parkIdle,
 		wake:      make(chan struct{}, 1),
 		done:      make(chan struct{}),
 	}
@@ -128,10 +135,18 @@ func New(conn net.Conn, r tunnel.Receiver, opts Options) *Link {
 // is done or Close is called. It returns nil for an orderly end (EOF,
 // Close, ctx) and the error otherwise; either way the conn is closed.
 func (l *Link) Run(ctx context.Context) error {
-	stop := context.AfterFunc(ctx, func() { l.fail(errLocalClose) })
-	defer stop()
-	log := l.opts.Logger.With().Str("transport", tunnel.TLS).Logger()
-	log.Debug().Msg("stream link started")
+	errc := make(chan error, 1)
+	l.Start(ctx, func(err error) { errc <- err })
+	return <-errc
+}
+
+// Start runs the link as Run does, without waiting: done gets what Run would return, once
+// the link has ended and its writer has stopped. While the link is idle and its conn parks
+// (Parker), no goroutine reads it.
+func (l *Link) Start(ctx context.Context, done func(error)) {
+	l.stopCtx = context.AfterFunc(ctx, func() { l.fail(errLocalClose) })
+	l.onDone = done
+	l.opts.Logger.Debug().Str("transport", tunnel.TLS).Msg("stream link started")
 	if l.opts.KeepaliveInterval > 0 {
 		l.mu.Lock()
 		if !l.closed {
@@ -139,11 +154,23 @@ func (l *Link) Run(ctx context.Context) error {
 		}
 		l.mu.Unlock()
 	}
-	l.fail(l.readLoop())
+	l.rs.lastRead = l.opts.Now()
+	go l.read()
+}
+
+// read runs the read loop until the link ends or the reader parks; a parked reader is
+// resumed here, in a new goroutine.
+func (l *Link) read() {
+	err := l.readLoop()
+	if err == errParked {
+		return
+	}
+	l.fail(err)
 	l.writers.Wait()
-	err := l.Err()
-	log.Debug().Err(err).Msg("stream link stopped")
-	return err
+	l.stopCtx()
+	err = l.Err()
+	l.opts.Logger.Debug().Str("transport", tunnel.TLS).Err(err).Msg("stream link stopped")
+	l.onDone(err)
 }
 
 // Transport returns tunnel.TLS.
@@ -322,6 +349,9 @@ const (
 	// readShrinkIdle is how long a large, empty read buffer waits for data before it is
 	// given back.
 	readShrinkIdle = 2 * time.Second
+	// parkIdle is how long the reader of a conn that parks waits, with its small buffer
+	// empty, before it parks: a link with a packet now and then keeps its goroutine.
+	parkIdle = time.Second
 )
 
 const receiveBatch = 64
@@ -352,6 +382,17 @@ func (l *Link) putSpare(buf []byte) {
 	l.mu.Unlock()
 }
 
+// readState is the read loop's, kept while it is parked.
+type readState struct {
+	buf                    []byte
+	start, end, smallReads int
+	lastRead               time.Time
+	parked                 bool // resumed from parking: read before parking again
+}
+
+// errParked ends a read loop whose reader parked: it is resumed by the conn.
+var errParked = errors.New("stream: reader parked")
+
 // readLoop parses frames out of a buffer filled from conn and hands each
 // packet to the receiver. A frame that does not fit makes the buffer grow.
 func (l *Link) readLoop() error {
@@ -360,12 +401,18 @@ func (l *Link) readLoop() error {
 	// grows to large, which holds two frames at least. It shrinks back after
 	// shrinkAfter reads in a row that would have fit, or when nothing came for
 	// readShrinkIdle with the buffer empty (a burst ended; the link may stay
-	// idle for hours); so does the receive batch.
+	// idle for hours); so does the receive batch. When nothing came for
+	// parkIdle with the small buffer empty, the reader parks if the conn can
+	// (Parker): buffer and batch go, and the goroutine ends until data comes.
 	small := readBufIdle
 	large := max(readBufMax, 2*(HeaderLen+l.maxPacket))
-	buf := make([]byte, small)
-	start, end, smallReads := 0, 0, 0
-	lastRead := l.opts.Now()
+	parker, _ := l.conn.(Parker)
+	rs := &l.rs
+	buf, start, end, smallReads, lastRead := rs.buf, rs.start, rs.end, rs.smallReads, rs.lastRead
+	resumed := rs.parked
+	if buf == nil {
+		buf = make([]byte, small)
+	}
 	shrink := func() {
 		buf, start, end, smallReads = make([]byte, small), 0, 0, 0
 		l.batch = nil
@@ -392,10 +439,27 @@ func (l *Link) readLoop() error {
 			start = 0
 		}
 		shrinkWait := len(buf) > small && start == end
+		parkWait := parker != nil && len(buf) == small && start == end && !resumed
+		if parkWait && !l.opts.Now().Before(lastRead.Add(l.parkIdle)) {
+			var d time.Time
+			if l.opts.IdleTimeout > 0 {
+				d = lastRead.Add(l.opts.IdleTimeout)
+			}
+			*rs = readState{lastRead: lastRead, smallReads: smallReads, parked: true}
+			l.batch = nil
+			l.readBuf.Store(0)
+			if parker.Park(d, l.read) {
+				l.parks.Add(1)
+				return errParked // rs belongs to the resumed reader now
+			}
+			l.readBuf.Store(int64(len(buf)))
+			parkWait = false // it cannot park now: this read waits for data
+		}
 		// A deadline that cannot be set on a conn the peer has closed (net.Pipe) leaves the
 		// read to tell EOF; on a conn that still reads, it is the link's end.
-		derr := l.setReadDeadline(lastRead, shrinkWait)
+		derr := l.setReadDeadline(lastRead, shrinkWait, parkWait)
 		n, err = l.conn.Read(buf[end:])
+		resumed = false
 		if err == nil && derr != nil {
 			return derr
 		}
@@ -410,8 +474,10 @@ func (l *Link) readLoop() error {
 		}
 		if err != nil {
 			var ne net.Error
-			if shrinkWait && n == 0 && errors.As(err, &ne) && ne.Timeout() && !l.idleExpired(lastRead) {
-				shrink()
+			if (shrinkWait || parkWait) && n == 0 && errors.As(err, &ne) && ne.Timeout() && !l.idleExpired(lastRead) {
+				if shrinkWait {
+					shrink()
+				}
 				continue
 			}
 			if errors.Is(err, io.EOF) && start == end {
@@ -487,16 +553,23 @@ func (l *Link) deliverFrames(b []byte) (int, error) {
 }
 
 // setReadDeadline arms the next read's deadline: IdleTimeout after the last data read, or
-// sooner, readShrinkIdle from now, when shrinkWait (the read buffer is large and empty).
-func (l *Link) setReadDeadline(lastRead time.Time, shrinkWait bool) error {
+// sooner: readShrinkIdle from now when shrinkWait (the read buffer is large and empty),
+// parkIdle after the last read when parkWait (the reader parks then).
+func (l *Link) setReadDeadline(lastRead time.Time, shrinkWait, parkWait bool) error {
 	var d time.Time
 	if l.opts.IdleTimeout > 0 {
 		d = lastRead.Add(l.opts.IdleTimeout)
 	}
-	if shrinkWait {
-		if sd := l.opts.Now().Add(readShrinkIdle); d.IsZero() || sd.Before(d) {
-			d = sd
+	sooner := func(t time.Time) {
+		if d.IsZero() || t.Before(d) {
+			d = t
 		}
+	}
+	if shrinkWait {
+		sooner(l.opts.Now().Add(readShrinkIdle))
+	}
+	if parkWait {
+		sooner(lastRead.Add(l.parkIdle))
 	}
 	if d.IsZero() && !l.deadlineSet {
 		return nil

@@ -261,6 +261,15 @@ func (c *Conn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// Park has the next Read wait without a goroutine when no record is partly read or unread
+// and the connection below parks (see stream.Parker); false otherwise.
+func (c *Conn) Park(deadline time.Time, resume func()) bool {
+	p, ok := c.Conn.(interface {
+		Park(deadline time.Time, resume func()) bool
+	})
+	return ok && len(c.plain) == 0 && c.lenN == 0 && c.rerr == nil && p.Park(deadline, resume)
+}
+
 // readRecord reads and opens the next record into c.plain, resuming a partial one.
 func (c *Conn) readRecord() error {
 	for c.lenN < lenLen {
