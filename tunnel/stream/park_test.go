@@ -29,18 +29,7 @@ func parkedPair(t *testing.T, opts Options) (l *Link, done <-chan error, peer *L
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pc, err := park.NewConn(raw, raw.(*net.TCPConn), p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pc, client := dialParkable(t, ln, p)
 	recv = newChanReceiver()
 	l = New(PrefixConn(pc, nil), recv, opts)
 	l.parkIdle = 20 * time.Millisecond
@@ -54,6 +43,24 @@ func parkedPair(t *testing.T, opts Options) (l *Link, done <-chan error, peer *L
 		l.Close()
 	})
 	return l, errc, peer, recv
+}
+
+// dialParkable connects to ln and returns the accepted side, parkable on p, and the client's.
+func dialParkable(t *testing.T, ln net.Listener, p *park.Poller) (*park.Conn, net.Conn) {
+	t.Helper()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := park.NewConn(raw, raw.(*net.TCPConn), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pc, client
 }
 
 // waitParks waits until l's reader has parked more than n times.
@@ -152,19 +159,8 @@ func TestParkedLinksHoldNoGoroutine(t *testing.T) {
 	var links []*Link
 	var clients []net.Conn
 	for range n {
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
+		pc, c := dialParkable(t, ln, p)
 		clients = append(clients, c)
-		raw, err := ln.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
-		pc, err := park.NewConn(raw, raw.(*net.TCPConn), p)
-		if err != nil {
-			t.Fatal(err)
-		}
 		l := New(pc, discardReceiver{}, Options{MTU: 1400})
 		l.parkIdle = 10 * time.Millisecond
 		l.Start(context.Background(), func(error) {})
