@@ -1,12 +1,10 @@
 package client
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -432,7 +430,7 @@ func (c *Client) startData(ctx context.Context, ctl *control, offer *tsp.Tunnel,
 	}
 	ctl.wmu.Lock()
 	rest := ctl.sp.Rest()
-	link := stream.New(stream.ReaderConn(ctl.conn, io.MultiReader(bytes.NewReader(rest), ctl.conn)), ts, stream.Options{
+	link := stream.New(stream.PrefixConn(ctl.conn, rest), ts, stream.Options{
 		MTU: int(offer.MTU), Logger: c.log, KeepaliveInterval: 15 * time.Second,
 		Control: func(msg []byte) { c.onControl(ctl, msg) },
 	})

@@ -26,7 +26,8 @@ func bad(field, format string, args ...any) error {
 	return &FieldError{Field: field, Reason: fmt.Sprintf(format, args...)}
 }
 
-// minMemoryLimit is the smallest memory_limit: a gateway with no session uses about 50 MiB.
+// minMemoryLimit is the smallest memory_limit: below what an idle gateway itself holds, the
+// collector would run without end.
 const minMemoryLimit = 64 << 20
 
 // Validate checks every field and returns all problems found, each naming its field.

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -351,7 +352,7 @@ func (l *loadClient) tspSSL(ctx context.Context, kind sessionKind, src netip.Add
 		tc.Close()
 	}
 	if kind == kindTLS {
-		sl := stream.New(stream.ReaderConn(tc, readerOf(sp.Rest(), tc)), discard{}, stream.Options{MTU: int(offer.MTU)})
+		sl := stream.New(stream.PrefixConn(tc, bytes.Clone(sp.Rest())), discard{}, stream.Options{MTU: int(offer.MTU)})
 		go func() { _ = sl.Run(context.Background()) }()
 		link = sl
 	}
@@ -382,24 +383,6 @@ func (l *loadClient) dialDTLS(ctx context.Context, offer *tsp.Tunnel, src netip.
 type discard struct{}
 
 func (discard) ReceivePackets([][]byte) {}
-
-type bytesThenConn struct {
-	rest []byte
-	c    net.Conn
-}
-
-func (r *bytesThenConn) Read(b []byte) (int, error) {
-	if len(r.rest) > 0 {
-		n := copy(b, r.rest)
-		r.rest = r.rest[n:]
-		return n, nil
-	}
-	return r.c.Read(b)
-}
-
-func readerOf(rest []byte, c net.Conn) *bytesThenConn {
-	return &bytesThenConn{rest: append([]byte(nil), rest...), c: c}
-}
 
 // procStats is what the gateway process holds: resident memory, open descriptors and (from
 // its metrics) goroutines.

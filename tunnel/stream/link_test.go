@@ -272,7 +272,7 @@ func TestParseFrameIncomplete(t *testing.T) {
 	}
 }
 
-func TestReaderConnKeepsBufferedFrames(t *testing.T) {
+func TestPrefixConnKeepsBufferedFrames(t *testing.T) {
 	c1, c2 := net.Pipe()
 	first := AppendFrame(nil, ipv4Packet(20, 1))
 	second := AppendFrame(nil, ipv4Packet(30, 2))
@@ -287,8 +287,9 @@ func TestReaderConnKeepsBufferedFrames(t *testing.T) {
 	if line, err := br.ReadString('\n'); err != nil || line != "ACCEPT\r\n" {
 		t.Fatalf("control line %q %v", line, err)
 	}
+	rest, _ := br.Peek(br.Buffered())
 	r := newChanReceiver()
-	l := New(ReaderConn(c1, br), r, Options{})
+	l := New(PrefixConn(c1, rest), r, Options{})
 	errc := runLink(t, l)
 	if got := r.next(t); len(got) != 20 || got[1] != 1 {
 		t.Fatalf("first packet %x", got)

@@ -1,24 +1,9 @@
 package stream
 
 import (
-	"io"
 	"net"
 	"time"
 )
-
-// ReaderConn returns conn with its reads served by r, for a conn the TSP
-// control plane read through a buffered reader that may hold the first
-// frames. Deadlines apply to conn.
-func ReaderConn(conn net.Conn, r io.Reader) net.Conn {
-	return readerConn{Conn: conn, r: r}
-}
-
-type readerConn struct {
-	net.Conn
-	r io.Reader
-}
-
-func (c readerConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
 // Parker is a conn whose next Read can wait without a goroutine (the gateway's idle
 // connections). Park arranges for resume to be called, in a new goroutine, once a Read would
