@@ -24,6 +24,15 @@ type Link interface {
 	Endpoint() netip.AddrPort
 }
 
+// DirectWriter is implemented by links whose WritePackets does not wait on their one peer:
+// datagram links that send on a socket every session shares. While WritesDirect reports true,
+// a TEP may write a lone packet to the link from its TUN reader instead of handing it to the
+// session's writer goroutine (one goroutine hand-off less per round trip); a link that can
+// wait on its peer (a TCP stream) must not report true, or it would stall every session.
+type DirectWriter interface {
+	WritesDirect() bool
+}
+
 // Receiver takes the inner IPv4 packets a link received from its peer, in batches of
 // consecutive packets. It must not retain pkts or the packets after returning.
 type Receiver interface {

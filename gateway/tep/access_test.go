@@ -259,14 +259,14 @@ func TestAccessHotPathAllocations(t *testing.T) {
 	run := func() {
 		s.ReceivePackets(out) // one allowed, one denied
 		copy(buf, in)
-		tp.handleInside(buf, sc, clock.Now().UnixNano()) // a reply
+		tp.handleInside(buf, sc, clock.Now().UnixNano(), false) // a reply
 		select {
 		case <-link.notify:
 		case <-timeout:
 			t.Fatal("the reply did not reach the tunnel")
 		}
 		copy(buf, denied)
-		tp.handleInside(buf, sc, clock.Now().UnixNano()) // denied
+		tp.handleInside(buf, sc, clock.Now().UnixNano(), false) // denied
 	}
 	for range 10 {
 		run()

@@ -100,6 +100,7 @@ type fakeLink struct {
 	discard   bool
 	count     atomic.Uint64
 	notify    chan struct{} // when non-nil, signalled after every batch
+	direct    bool          // WritesDirect's answer
 	done      chan struct{}
 	closeOnce sync.Once
 }
@@ -133,6 +134,8 @@ func (l *fakeLink) WritePackets(pkts [][]byte) error {
 	}
 	return nil
 }
+
+func (l *fakeLink) WritesDirect() bool { return l.direct }
 
 func (l *fakeLink) Close() error {
 	l.closed.Store(true)

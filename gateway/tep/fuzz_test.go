@@ -78,7 +78,7 @@ func FuzzInside(f *testing.F) {
 		tp, dev, s, link := fuzzTEP(t)
 		buf := make([]byte, len(pkt))
 		copy(buf, pkt)
-		tp.handleInside(buf, tp.newInsideScratch(), 0)
+		tp.handleInside(buf, tp.newInsideScratch(), 0, true)
 		if s.writerRunning() { // something was queued: it reaches the link
 			p := recv(t, link.out, "the queued packet in the link")
 			checkOut(t, p, s)

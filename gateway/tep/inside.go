@@ -22,9 +22,10 @@ func (t *TEP) putOut(ob *outBuf) {
 }
 
 type insideScratch struct {
-	bufs  [][]byte
-	sizes []int
-	icmp  [][]byte // one buffer with tunOffset headroom for ICMP errors and TCP resets
+	bufs   [][]byte
+	sizes  []int
+	icmp   [][]byte  // one buffer with tunOffset headroom for ICMP errors and TCP resets
+	direct [1][]byte // the batch of one that writeDirect hands to the link
 }
 
 func (t *TEP) newInsideScratch() *insideScratch {
@@ -44,7 +45,7 @@ func (t *TEP) routineReadInside() error {
 		n, err := t.dev.Read(sc.bufs, sc.sizes, tunOffset)
 		now := t.cfg.Now().UnixNano()
 		for i := 0; i < n; i++ {
-			t.handleInside(sc.bufs[i][tunOffset:tunOffset+sc.sizes[i]], sc, now)
+			t.handleInside(sc.bufs[i][tunOffset:tunOffset+sc.sizes[i]], sc, now, n == 1)
 		}
 		switch {
 		case err == nil:
@@ -61,7 +62,9 @@ func (t *TEP) routineReadInside() error {
 	}
 }
 
-func (t *TEP) handleInside(pkt []byte, sc *insideScratch, now int64) {
+// handleInside sends one packet read from the TUN device to its session; lone says it was
+// the only packet of its read (see Session.writeDirect).
+func (t *TEP) handleInside(pkt []byte, sc *insideScratch, now int64, lone bool) {
 	if err := packet.Check(pkt); err != nil {
 		t.dropInvalid(pkt, err)
 		return
@@ -80,7 +83,7 @@ func (t *TEP) handleInside(pkt []byte, sc *insideScratch, now int64) {
 	if rules := s.rules.Load(); rules != nil && !s.allowed(rules, acl.Inbound, pkt, now, sc) {
 		return
 	}
-	s.sendOutside(pkt, sc)
+	s.sendOutside(pkt, sc, lone)
 }
 
 // dropInvalid counts a packet that failed packet.Check: IPv6 (the TUN
@@ -94,21 +97,25 @@ func (t *TEP) dropInvalid(pkt []byte, err error) {
 	t.drop(DropMalformed, 1)
 }
 
-// sendOutside queues pkt for the tunnel. Oversize DF packets get ICMP
-// fragmentation-needed; oversize packets without DF are left to the outer
-// layer to fragment.
-func (s *Session) sendOutside(pkt []byte, sc *insideScratch) {
+// sendOutside queues pkt for the tunnel, or writes it to the link at once when it is lone
+// (see writeDirect). Oversize DF packets get ICMP fragmentation-needed; oversize packets
+// without DF are left to the outer layer to fragment.
+func (s *Session) sendOutside(pkt []byte, sc *insideScratch, lone bool) {
 	t := s.tep
 	if len(pkt) > s.mtu && packet.DF(pkt) {
 		t.drop(DropTooBig, 1)
 		t.icmpInside(sc, pkt, packet.Dst(pkt), uint16(s.mtu))
 		return
 	}
-	if s.link.Load() == nil {
+	ref := s.link.Load()
+	if ref == nil {
 		t.drop(DropLinkError, 1)
 		return
 	}
 	packet.ClampMSS(pkt, s.mss)
+	if lone && ref.direct != nil && s.writeDirect(ref, pkt, sc) {
+		return
+	}
 	ob := t.getOut()
 	if len(pkt) > cap(ob.b) {
 		t.putOut(ob)
@@ -158,21 +165,43 @@ func (t *TEP) writeInside(sc *insideScratch, out []byte) {
 	sc.icmp[0] = sc.icmp[0][:cap(sc.icmp[0])]
 }
 
+// writeDirect writes pkt to ref's link from the TUN reader, without the hand-off to the
+// session's writer goroutine, when the link writes without waiting on its peer and nothing
+// of the session is queued or being written (so no packet overtakes another). A lone packet
+// is what a ping, a request or an ACK is: latency, not throughput. It reports false when pkt
+// must be queued instead.
+func (s *Session) writeDirect(ref *linkRef, pkt []byte, sc *insideScratch) bool {
+	if !ref.direct.WritesDirect() || !s.beginDirect() {
+		return false
+	}
+	sc.direct[0] = pkt
+	s.write(ref, sc.direct[:])
+	sc.direct[0] = nil
+	s.endWrite()
+	return true
+}
+
 func (s *Session) writeBatch(bufs []*outBuf, pkts [][]byte) {
-	ref := s.link.Load()
+	for _, ob := range bufs {
+		pkts = append(pkts, ob.b)
+	}
+	s.write(s.link.Load(), pkts)
+	clear(pkts)
+}
+
+// write sends pkts on ref's link and counts them, as sent or as link_error.
+func (s *Session) write(ref *linkRef, pkts [][]byte) {
 	if ref == nil {
-		s.tep.drop(DropLinkError, len(bufs))
+		s.tep.drop(DropLinkError, len(pkts))
 		return
 	}
 	bytes := 0
-	for _, ob := range bufs {
-		pkts = append(pkts, ob.b)
-		bytes += len(ob.b)
+	for _, p := range pkts {
+		bytes += len(p)
 	}
 	if err := ref.l.WritePackets(pkts); err != nil {
 		s.tep.drop(DropLinkError, len(pkts))
 	} else {
 		s.out.add(len(pkts), bytes)
 	}
-	clear(pkts)
 }

@@ -14,6 +14,7 @@ type outQueue struct {
 	bufs    []*outBuf
 	head    int           // bufs[head:] are queued
 	writer  bool          // a writer goroutine runs
+	busy    bool          // packets taken from the queue, or a direct write, are being written
 	wake    chan struct{} // cap 1: wakes a lingering writer; made with the first writer
 	stopped bool          // the session was removed: nothing is queued any more
 }
@@ -37,6 +38,13 @@ func (s *Session) push(ob *outBuf) {
 		return
 	}
 	q.bufs = append(q.bufs, ob)
+	s.kickLocked()
+	s.oqMu.Unlock()
+}
+
+// kickLocked starts a writer, or wakes the one that lingers, for what is queued.
+func (s *Session) kickLocked() {
+	q := &s.oq
 	if !q.writer {
 		q.writer = true
 		if q.wake == nil {
@@ -44,17 +52,42 @@ func (s *Session) push(ob *outBuf) {
 		}
 		s.writers.Add(1)
 		go s.routineWriteOutside()
-	} else {
-		select {
-		case q.wake <- struct{}{}:
-		default:
-		}
+		return
 	}
-	s.oqMu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
 }
 
-// take moves up to cap(bufs) queued packets to bufs. stop reports that the session was
-// removed: the writer exits.
+// beginDirect claims the link for a direct write when nothing is queued or being written.
+// endWrite gives it back.
+func (s *Session) beginDirect() bool {
+	s.oqMu.Lock()
+	defer s.oqMu.Unlock()
+	q := &s.oq
+	if q.stopped || q.busy || q.len() > 0 {
+		return false
+	}
+	q.busy = true
+	return true
+}
+
+// endWrite ends a write that beginDirect or take started, and kicks the writer for what
+// was queued meanwhile: take hands out nothing while a write is under way.
+func (s *Session) endWrite() {
+	s.oqMu.Lock()
+	defer s.oqMu.Unlock()
+	q := &s.oq
+	q.busy = false
+	if q.len() > 0 && !q.stopped {
+		s.kickLocked()
+	}
+}
+
+// take moves up to cap(bufs) queued packets to bufs and marks them as being written (the
+// caller calls endWrite after), or moves none while a direct write is under way. stop
+// reports that the session was removed: the writer exits.
 func (s *Session) take(bufs []*outBuf) (_ []*outBuf, stop bool) {
 	s.oqMu.Lock()
 	defer s.oqMu.Unlock()
@@ -63,7 +96,11 @@ func (s *Session) take(bufs []*outBuf) (_ []*outBuf, stop bool) {
 		q.writer = false
 		return bufs, true
 	}
+	if q.busy {
+		return bufs, false
+	}
 	n := copy(bufs[len(bufs):cap(bufs)], q.bufs[q.head:])
+	q.busy = n > 0
 	bufs = bufs[:len(bufs)+n]
 	clear(q.bufs[q.head : q.head+n])
 	q.head += n
@@ -132,6 +169,7 @@ func (s *Session) routineWriteOutside() {
 		}
 		if len(bufs) > 0 {
 			s.writeBatch(bufs, pkts)
+			s.endWrite()
 			for i, ob := range bufs {
 				s.tep.putOut(ob)
 				bufs[i] = nil

@@ -60,7 +60,12 @@ type Session struct {
 	endpoint netip.AddrPort
 }
 
-type linkRef struct{ l tunnel.Link }
+// linkRef is the attached link; direct is the same link when it is a tunnel.DirectWriter,
+// asserted once in SetLink so that the TUN reader does not assert per packet.
+type linkRef struct {
+	l      tunnel.Link
+	direct tunnel.DirectWriter
+}
 
 var _ tunnel.Receiver = (*Session)(nil)
 
@@ -192,7 +197,9 @@ func (s *Session) SetLink(l tunnel.Link) {
 		s.tr = tr
 	}
 	s.endpoint = l.Endpoint()
-	s.link.Store(&linkRef{l})
+	ref := &linkRef{l: l}
+	ref.direct, _ = l.(tunnel.DirectWriter)
+	s.link.Store(ref)
 }
 
 func (s *Session) trafficLocked() Traffic { return Traffic{In: s.in.load(), Out: s.out.load()} }

@@ -193,6 +193,96 @@ func TestWriterOnDemand(t *testing.T) {
 	noWriter(t, s)
 }
 
+// queued is the number of packets in s's queue.
+func (s *Session) queued() int {
+	s.oqMu.Lock()
+	defer s.oqMu.Unlock()
+	return s.oq.len()
+}
+
+// TestDirectWrite: a lone packet for a link that writes without waiting on its peer goes to
+// the link from the TUN reader, with no writer goroutine; while the writer is writing, a lone
+// packet is queued behind what it writes and arrives after it.
+func TestDirectWrite(t *testing.T) {
+	h := newHarness(t, Config{MTU: 1500})
+	s, err := h.tep.AddSession(SessionInfo{ID: "s2", Lease: lease2, Transport: tunnel.DTLS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := newFakeLink(tunnel.DTLS)
+	link.direct = true
+	s.SetLink(link)
+	in := func(id byte) []byte {
+		p := ipv4(server, lease2, packet.ProtoUDP, 200, true, 0)
+		p[len(p)-1] = id
+		return p
+	}
+
+	h.dev.In <- in(1)
+	if got := recv(t, link.out, "a lone packet"); got[len(got)-1] != 1 {
+		t.Fatalf("packet %d arrived", got[len(got)-1])
+	}
+	noWriter(t, s)
+	if st := h.tep.Stats(); st.Transports[tunnel.DTLS].Out.Packets != 1 {
+		t.Fatalf("direct write not counted: %+v", st.Transports[tunnel.DTLS].Out)
+	}
+
+	// The writer takes a frag-needed reply (queued by the outside path) and blocks in the link.
+	link.block, link.entered = make(chan struct{}), make(chan struct{}, 1)
+	s.ReceivePackets([][]byte{ipv4(lease2, server, packet.ProtoUDP, 1400, true, 0)})
+	select {
+	case <-link.entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the writer did not reach the link")
+	}
+	h.dev.In <- in(2)
+	waitFor(t, "the lone packet to be queued behind the writer's batch", func() bool { return s.queued() == 1 })
+	close(link.block)
+	if icmp := recv(t, link.out, "the writer's batch"); packet.Proto(icmp) != packet.ProtoICMP {
+		t.Fatal("the lone packet overtook the writer's batch")
+	}
+	if got := recv(t, link.out, "the queued packet"); got[len(got)-1] != 2 {
+		t.Fatalf("packet %d arrived", got[len(got)-1])
+	}
+
+	// While a direct write is under way, the writer hands out nothing: a reply queued
+	// meanwhile follows the direct packet.
+	waitFor(t, "the writer to end", func() bool { return !s.writerRunning() })
+	link.block, link.entered = make(chan struct{}), make(chan struct{}, 1)
+	h.dev.In <- in(4)
+	select {
+	case <-link.entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the direct write did not reach the link")
+	}
+	s.ReceivePackets([][]byte{ipv4(lease2, server, packet.ProtoUDP, 1400, true, 0)})
+	waitFor(t, "a writer for the queued reply", s.writerRunning)
+	select {
+	case <-link.entered:
+		t.Fatal("the writer wrote while a direct write was under way")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(link.block)
+	if got := recv(t, link.out, "the direct packet"); got[len(got)-1] != 4 {
+		t.Fatal("the queued reply overtook the direct packet")
+	}
+	if icmp := recv(t, link.out, "the queued reply"); packet.Proto(icmp) != packet.ProtoICMP {
+		t.Fatal("not ICMP")
+	}
+
+	// A link that cannot write directly right now (e.g. DTLS before data records) gets its
+	// lone packets through the writer.
+	link.direct = false
+	waitFor(t, "the writer to end", func() bool { return !s.writerRunning() })
+	h.dev.In <- in(3)
+	recv(t, link.out, "a packet through the writer")
+	if !s.writerRunning() {
+		t.Fatal("no writer for a link that does not write directly")
+	}
+	within(t, "RemoveSession", func() { h.tep.RemoveSession(lease2, "s2") })
+	writerStopped(t, s)
+}
+
 // TestQueueBoundAndOrder: with the link blocked, the queue takes QueueLen
 // packets and drops the newest beyond as queue_full; once the link moves,
 // the queued packets arrive in order.
@@ -281,7 +371,8 @@ func TestRemoveSessionWriterStates(t *testing.T) {
 }
 
 // TestSetLinkRace attaches, detaches and re-attaches links while inside
-// traffic and ICMP errors towards the clients are being queued, optionally
+// traffic (queued, or written directly for half the links) and ICMP errors
+// towards the clients are being queued, optionally
 // removing the sessions at the same time. Run with -race.
 func TestSetLinkRace(t *testing.T) {
 	const (
@@ -311,6 +402,7 @@ func TestSetLinkRace(t *testing.T) {
 				}
 				links[i] = newFakeLink(tunnel.DTLS)
 				links[i].discard = true
+				links[i].direct = i%2 == 0 // lone packets written by the inside reader
 			}
 			start := make(chan struct{})
 			var wg sync.WaitGroup
@@ -327,7 +419,7 @@ func TestSetLinkRace(t *testing.T) {
 				sc := tp.newInsideScratch()
 				for range rounds {
 					for _, s := range ss {
-						tp.handleInside(ipv4(server, s.info.Lease, packet.ProtoUDP, 100, true, 0), sc, 0)
+						tp.handleInside(ipv4(server, s.info.Lease, packet.ProtoUDP, 100, true, 0), sc, 0, true)
 					}
 				}
 			})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net/netip"
 	"runtime"
 	"sync"
@@ -345,42 +346,48 @@ func TestCloseStopsEverything(t *testing.T) {
 	}
 }
 
+// TestHotPathAllocations: a packet each way allocates nothing, through the writer and
+// written directly by the TUN reader.
 func TestHotPathAllocations(t *testing.T) {
 	if raceEnabled {
 		t.Skip("sync.Pool drops objects at random under the race detector")
 	}
-	dev := newFakeTUN(1)
-	dev.discard = true
-	tp, err := New(Config{Device: dev, InnerAddr: inner, Pools: []netip.Prefix{pool}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tp.Close()
-	s, err := tp.AddSession(SessionInfo{ID: "a", Lease: lease})
-	if err != nil {
-		t.Fatal(err)
-	}
-	link := newFakeLink(tunnel.Plain)
-	link.discard = true
-	link.notify = make(chan struct{}, 1)
-	s.SetLink(link)
-	sc := tp.newInsideScratch()
-	in := ipv4(server, lease, packet.ProtoTCP, 44, true, 1460)
-	out := [][]byte{ipv4(lease, server, packet.ProtoTCP, 44, true, 1460), ipv4(lease, server, packet.ProtoUDP, 1000, true, 0)}
-	// Warm the pools, then measure.
-	buf := append([]byte(nil), in...)
-	run := func() {
-		copy(buf, in)
-		tp.handleInside(buf, sc, 0)
-		<-link.notify // the writer returned the buffer to the pool
-		s.ReceivePackets(out)
-	}
-	for range 10 {
-		run()
-	}
-	allocs := testing.AllocsPerRun(1000, run)
-	if allocs > 0.05 { // sync.Pool may rarely lose an object to GC
-		t.Fatalf("%.2f allocations per packet pair", allocs)
+	for _, direct := range []bool{false, true} {
+		t.Run(fmt.Sprintf("direct=%v", direct), func(t *testing.T) {
+			dev := newFakeTUN(1)
+			dev.discard = true
+			tp, err := New(Config{Device: dev, InnerAddr: inner, Pools: []netip.Prefix{pool}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tp.Close()
+			s, err := tp.AddSession(SessionInfo{ID: "a", Lease: lease})
+			if err != nil {
+				t.Fatal(err)
+			}
+			link := newFakeLink(tunnel.Plain)
+			link.discard, link.direct = true, direct
+			link.notify = make(chan struct{}, 1)
+			s.SetLink(link)
+			sc := tp.newInsideScratch()
+			in := ipv4(server, lease, packet.ProtoTCP, 44, true, 1460)
+			out := [][]byte{ipv4(lease, server, packet.ProtoTCP, 44, true, 1460), ipv4(lease, server, packet.ProtoUDP, 1000, true, 0)}
+			// Warm the pools, then measure.
+			buf := append([]byte(nil), in...)
+			run := func() {
+				copy(buf, in)
+				tp.handleInside(buf, sc, 0, true)
+				<-link.notify // the link has the packet (and the writer returned its buffer)
+				s.ReceivePackets(out)
+			}
+			for range 10 {
+				run()
+			}
+			allocs := testing.AllocsPerRun(1000, run)
+			if allocs > 0.05 { // sync.Pool may rarely lose an object to GC
+				t.Fatalf("%.2f allocations per packet pair", allocs)
+			}
+		})
 	}
 }
 

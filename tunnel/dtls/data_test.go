@@ -112,7 +112,13 @@ func TestDataRecordNegotiation(t *testing.T) {
 					return cl.Stats().DataRecords && sl.Stats().DataRecords && f.server.Stats().DataLinks == 1
 				})
 				tap.last(t)
+				if !sl.WritesDirect() {
+					t.Fatal("a link on data records does not write directly")
+				}
 				return
+			}
+			if sl.WritesDirect() {
+				t.Fatal("a link on pion's records writes directly")
 			}
 			if cl.Stats().DataRecords || sl.Stats().DataRecords || f.server.Stats().DataLinks != 0 {
 				t.Fatalf("data records on: client %+v server %+v", cl.Stats(), sl.Stats())

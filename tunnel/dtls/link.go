@@ -139,6 +139,11 @@ func (l *link) WritePackets(pkts [][]byte) error {
 	return nil
 }
 
+// WritesDirect reports whether writes go out as data records: sealed and sent on the shared
+// UDP socket, they never wait on this peer (tunnel.DirectWriter). Writes through pion's
+// records do not qualify.
+func (l *link) WritesDirect() bool { return l.data.send.Load() && l.data.path.Load() != nil }
+
 // Close sends a close_notify (and, with data records of version 2, a close record) and
 // closes the link; later writes fail with net.ErrClosed.
 func (l *link) Close() error {
@@ -392,7 +397,10 @@ type ServerLink struct {
 	*link
 }
 
-var _ tunnel.Link = (*ServerLink)(nil)
+var (
+	_ tunnel.Link         = (*ServerLink)(nil)
+	_ tunnel.DirectWriter = (*ServerLink)(nil)
+)
 
 func newServerLink(conn *piondtls.Conn, token []byte, s *Server) *ServerLink {
 	l := newLink(conn, token, s.cfg.IdleTimeout, s.cfg.Now)

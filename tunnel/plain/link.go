@@ -21,7 +21,14 @@ type link struct {
 	done     chan struct{} // closed by Close
 }
 
-var _ tunnel.Link = (*link)(nil)
+var (
+	_ tunnel.Link         = (*link)(nil)
+	_ tunnel.DirectWriter = (*link)(nil)
+)
+
+// WritesDirect reports true: the link sends on the raw socket all sessions share, and never
+// waits on this peer (tunnel.DirectWriter).
+func (*link) WritesDirect() bool { return true }
 
 // WritePackets sends pkts to the peer. Packets the kernel refuses (e.g.
 // EMSGSIZE) are skipped and counted; the first such error is returned after
