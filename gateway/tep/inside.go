@@ -177,7 +177,7 @@ func (s *Session) writeDirect(ref *linkRef, pkt []byte, sc *insideScratch) bool 
 	sc.direct[0] = pkt
 	s.write(ref, sc.direct[:])
 	sc.direct[0] = nil
-	s.endWrite()
+	s.endDirect()
 	return true
 }
 

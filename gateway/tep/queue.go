@@ -61,7 +61,7 @@ func (s *Session) kickLocked() {
 }
 
 // beginDirect claims the link for a direct write when nothing is queued or being written.
-// endWrite gives it back.
+// endDirect gives it back.
 func (s *Session) beginDirect() bool {
 	s.oqMu.Lock()
 	defer s.oqMu.Unlock()
@@ -73,20 +73,26 @@ func (s *Session) beginDirect() bool {
 	return true
 }
 
-// endWrite ends a write that beginDirect or take started, and kicks the writer for what
-// was queued meanwhile: take hands out nothing while a write is under way.
-func (s *Session) endWrite() {
+// endDirect ends a direct write and kicks the writer for what was queued meanwhile: take
+// hands out nothing while a direct write is under way.
+func (s *Session) endDirect() {
 	s.oqMu.Lock()
 	defer s.oqMu.Unlock()
-	q := &s.oq
-	q.busy = false
-	if q.len() > 0 && !q.stopped {
+	s.oq.busy = false
+	if s.oq.len() > 0 && !s.oq.stopped {
 		s.kickLocked()
 	}
 }
 
+// written ends the write of a batch take handed out; the writer takes the next by itself.
+func (s *Session) written() {
+	s.oqMu.Lock()
+	s.oq.busy = false
+	s.oqMu.Unlock()
+}
+
 // take moves up to cap(bufs) queued packets to bufs and marks them as being written (the
-// caller calls endWrite after), or moves none while a direct write is under way. stop
+// caller calls written after), or moves none while a direct write is under way. stop
 // reports that the session was removed: the writer exits.
 func (s *Session) take(bufs []*outBuf) (_ []*outBuf, stop bool) {
 	s.oqMu.Lock()
@@ -169,7 +175,7 @@ func (s *Session) routineWriteOutside() {
 		}
 		if len(bufs) > 0 {
 			s.writeBatch(bufs, pkts)
-			s.endWrite()
+			s.written()
 			for i, ob := range bufs {
 				s.tep.putOut(ob)
 				bufs[i] = nil
