@@ -228,28 +228,14 @@ func TestAccessHotPathAllocations(t *testing.T) {
 	if raceEnabled {
 		t.Skip("sync.Pool drops objects at random under the race detector")
 	}
-	dev := newFakeTUN(1)
-	dev.discard = true
 	clock := testclock.New(time.Unix(1_000_000, 0))
 	var rules []acl.Rule
 	for i := range 100 {
 		rules = append(rules, acl.Rule{To: pfx(fmt.Sprintf("10.%d.0.0/16", i)), Proto: acl.ProtoTCP, Ports: []acl.PortRange{{Lo: 443, Hi: 443}}})
 	}
 	rules = append(rules, acl.Rule{To: pfx("198.51.100.0/24"), Proto: acl.ProtoTCP, Ports: []acl.PortRange{{Lo: 80, Hi: 80}}})
-	tp, err := New(Config{Device: dev, InnerAddr: inner, Pools: []netip.Prefix{pool}, Now: clock.Now,
-		Access: only(mustSet(t, "bench", &acl.Access{Outbound: rules})), Logger: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tp.Close()
-	s, err := tp.AddSession(SessionInfo{ID: "a", Lease: lease})
-	if err != nil {
-		t.Fatal(err)
-	}
-	link := newFakeLink(tunnel.Plain)
-	link.discard = true
-	link.notify = make(chan struct{}, 1)
-	s.SetLink(link)
+	tp, s, link := newAllocTEP(t, Config{Now: clock.Now,
+		Access: only(mustSet(t, "bench", &acl.Access{Outbound: rules})), Logger: zerolog.Nop()}, false)
 	sc := tp.newInsideScratch()
 	in := l4(server, lease, packet.ProtoTCP, 80, 40000, ack)
 	denied := l4(server, lease, packet.ProtoTCP, 80, 40001, ack)

@@ -346,6 +346,29 @@ func TestCloseStopsEverything(t *testing.T) {
 	}
 }
 
+// newAllocTEP is the setup of the allocation tests: a TEP on cfg with a discarding device,
+// one session on lease and a link that counts what it is given (notify after each batch).
+func newAllocTEP(t *testing.T, cfg Config, direct bool) (*TEP, *Session, *fakeLink) {
+	t.Helper()
+	dev := newFakeTUN(1)
+	dev.discard = true
+	cfg.Device, cfg.InnerAddr, cfg.Pools = dev, inner, []netip.Prefix{pool}
+	tp, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tp.Close() })
+	s, err := tp.AddSession(SessionInfo{ID: "a", Lease: lease})
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := newFakeLink(tunnel.Plain)
+	link.discard, link.direct = true, direct
+	link.notify = make(chan struct{}, 1)
+	s.SetLink(link)
+	return tp, s, link
+}
+
 // TestHotPathAllocations: a packet each way allocates nothing, through the writer and
 // written directly by the TUN reader.
 func TestHotPathAllocations(t *testing.T) {
@@ -354,21 +377,7 @@ func TestHotPathAllocations(t *testing.T) {
 	}
 	for _, direct := range []bool{false, true} {
 		t.Run(fmt.Sprintf("direct=%v", direct), func(t *testing.T) {
-			dev := newFakeTUN(1)
-			dev.discard = true
-			tp, err := New(Config{Device: dev, InnerAddr: inner, Pools: []netip.Prefix{pool}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer tp.Close()
-			s, err := tp.AddSession(SessionInfo{ID: "a", Lease: lease})
-			if err != nil {
-				t.Fatal(err)
-			}
-			link := newFakeLink(tunnel.Plain)
-			link.discard, link.direct = true, direct
-			link.notify = make(chan struct{}, 1)
-			s.SetLink(link)
+			tp, s, link := newAllocTEP(t, Config{}, direct)
 			sc := tp.newInsideScratch()
 			in := ipv4(server, lease, packet.ProtoTCP, 44, true, 1460)
 			out := [][]byte{ipv4(lease, server, packet.ProtoTCP, 44, true, 1460), ipv4(lease, server, packet.ProtoUDP, 1000, true, 0)}
